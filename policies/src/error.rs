@@ -1,0 +1,143 @@
+//! Policy errors with a file, a line and a column, printed the way compilers
+//! print them so that editors and CI logs can jump to the spot.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A 1-based position in a policy document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Location {
+    /// Line, starting at 1.
+    pub line: u32,
+    /// Column in characters, starting at 1.
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// One problem found in a policy document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The document's name (a file path, or `policy v12` for a stored version).
+    pub file: Arc<str>,
+    /// Where the problem is.
+    pub at: Location,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: error: {}", self.file, self.at, self.message)
+    }
+}
+
+impl PolicyError {
+    /// The error followed by the offending source line and a caret under the
+    /// column, like a compiler. `source` is the document text.
+    pub fn render(&self, source: &str) -> String {
+        let mut out = self.to_string();
+        let line_no = self.at.line as usize;
+        if let Some(line) = source.lines().nth(line_no.saturating_sub(1)) {
+            let gutter = " ".repeat(line_no.to_string().len());
+            let caret_pad: String = line
+                .chars()
+                .take(self.at.column.saturating_sub(1) as usize)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            out.push_str(&format!(
+                "\n{gutter} |\n{line_no} | {line}\n{gutter} | {caret_pad}^"
+            ));
+        }
+        out
+    }
+}
+
+/// Every problem found in one document, in source order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl PolicyErrors {
+    /// All errors rendered with source excerpts, separated by blank lines.
+    pub fn render(&self, source: &str) -> String {
+        let parts: Vec<String> = self.0.iter().map(|e| e.render(source)).collect();
+        parts.join("\n\n")
+    }
+}
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects errors while a document is decoded and compiled, so that one run
+/// reports every problem rather than only the first.
+#[derive(Debug)]
+pub(crate) struct Diagnostics {
+    file: Arc<str>,
+    errors: Vec<PolicyError>,
+}
+
+impl Diagnostics {
+    pub(crate) fn new(file: &str) -> Self {
+        Self {
+            file: Arc::from(file),
+            errors: Vec::new(),
+        }
+    }
+
+    pub(crate) fn error(&mut self, at: Location, message: impl Into<String>) {
+        self.errors.push(PolicyError {
+            file: self.file.clone(),
+            at,
+            message: message.into(),
+        });
+    }
+
+    #[cfg(test)]
+    pub(crate) fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    pub(crate) fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub(crate) fn into_result<T>(mut self, value: T) -> Result<T, PolicyErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            self.errors.sort_by_key(|e| e.at);
+            Err(PolicyErrors(self.errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_points_at_the_column() {
+        let error = PolicyError {
+            file: Arc::from("p.yaml"),
+            at: Location { line: 2, column: 3 },
+            message: "unknown key `x`".into(),
+        };
+        assert_eq!(
+            error.render("a: 1\n  x: 2\n"),
+            "p.yaml:2:3: error: unknown key `x`\n  |\n2 |   x: 2\n  |   ^"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! `evaluate(&Snapshot, &Facts) -> Decision`: the one function that decides
+//! every request and flow, on the edge and in `policy explain` alike.
+//!
+//! Order: revocations (terminated session, locked user, tokens revoked for
+//! the user, revoked token id) → route lookup → first matching rule →
+//! default deny. It does not allocate unless the host is not lowercase.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::conditions::{method_bit, RequestFacts};
+use crate::facts::{Facts, Target};
+use crate::policy::{Route, Rule, RuleEffect};
+use crate::snapshot::{Lock, Snapshot, UserDenial};
+
+/// The verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forward the request or open the flow.
+    Allow,
+    /// Refuse it.
+    Deny,
+    /// No login was presented and no public rule allows the request.
+    LoginRequired,
+}
+
+/// Why the verdict was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A rule matched; its effect decided.
+    RuleMatched,
+    /// No rule of the route matched a logged-in caller (default deny).
+    NoRuleMatched,
+    /// No rule allows anonymous access and no login was presented.
+    LoginRequired,
+    /// No route serves the host and path (or CONNECT name).
+    NoRoute,
+    /// The path has dot segments, doubled or encoded separators.
+    PathNotNormalized,
+    /// The session was terminated.
+    SessionTerminated,
+    /// The user is locked.
+    UserLocked,
+    /// The token predates a terminate-all for the user.
+    UserTokensRevoked,
+    /// The token id was revoked.
+    TokenRevoked,
+}
+
+/// A decision with what made it, borrowing names from the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'s> {
+    /// Allow, deny or login required.
+    pub outcome: Outcome,
+    /// Why.
+    pub reason: Reason,
+    /// The route that served the request, when one did.
+    pub route: Option<&'s Route>,
+    /// The rule that decided, when one did.
+    pub rule: Option<&'s Rule>,
+    /// The lock, for [`Reason::UserLocked`].
+    pub lock: Option<&'s Lock>,
+}
+
+impl Outcome {
+    /// `allow`, `deny` or `login-required`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::LoginRequired => "login-required",
+        }
+    }
+}
+
+impl<'s> Decision<'s> {
+    fn revoked(reason: Reason, lock: Option<&'s Lock>) -> Self {
+        Self {
+            outcome: Outcome::Deny,
+            reason,
+            route: None,
+            rule: None,
+            lock,
+        }
+    }
+
+    /// True for [`Outcome::Allow`].
+    pub fn is_allowed(&self) -> bool {
+        self.outcome == Outcome::Allow
+    }
+}
+
+/// Decides one request or flow.
+pub fn evaluate<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
+    if let Some(identity) = facts.identity {
+        if identity
+            .session_id
+            .is_some_and(|sid| snapshot.terminated_sessions.contains(&sid))
+        {
+            return Decision::revoked(Reason::SessionTerminated, None);
+        }
+        match snapshot.users.check(identity, facts.now) {
+            Some(UserDenial::Locked(lock)) => {
+                return Decision::revoked(Reason::UserLocked, Some(lock))
+            }
+            Some(UserDenial::TokenRevoked) => {
+                return Decision::revoked(Reason::UserTokensRevoked, None)
+            }
+            None => {}
+        }
+        if identity
+            .token_id
+            .as_ref()
+            .is_some_and(|jti| snapshot.revoked_tokens.contains(jti))
+        {
+            return Decision::revoked(Reason::TokenRevoked, None);
+        }
+    }
+    let policy = &snapshot.policy;
+    let (route, request) = match facts.target {
+        Target::Http { host, path, method } => {
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            if !is_normalized_path(path) {
+                return Decision {
+                    outcome: Outcome::Deny,
+                    reason: Reason::PathNotNormalized,
+                    route: None,
+                    rule: None,
+                    lock: None,
+                };
+            }
+            let host = lowercase(host);
+            (
+                policy.http_route(&host, path),
+                RequestFacts {
+                    facts,
+                    method: method_bit(method),
+                    path: Some(path),
+                },
+            )
+        }
+        Target::Tcp { name } => (
+            policy.tcp_route(&lowercase(name)),
+            RequestFacts {
+                facts,
+                method: method_bit("CONNECT"),
+                path: None,
+            },
+        ),
+    };
+    let Some(route) = route else {
+        return Decision {
+            outcome: Outcome::Deny,
+            reason: Reason::NoRoute,
+            route: None,
+            rule: None,
+            lock: None,
+        };
+    };
+    let matched = route.index.first_match(facts.identity, |i| {
+        route.rules[i as usize]
+            .blocks
+            .iter()
+            .all(|block| block.matches(&request))
+    });
+    let (outcome, reason, rule) = match matched.map(|i| &route.rules[i as usize]) {
+        Some(rule) if rule.effect == RuleEffect::Allow => {
+            (Outcome::Allow, Reason::RuleMatched, Some(rule))
+        }
+        Some(rule) => (Outcome::Deny, Reason::RuleMatched, Some(rule)),
+        None if facts.identity.is_none() => (Outcome::LoginRequired, Reason::LoginRequired, None),
+        None => (Outcome::Deny, Reason::NoRuleMatched, None),
+    };
+    Decision {
+        outcome,
+        reason,
+        route: Some(route),
+        rule,
+        lock: None,
+    }
+}
+
+fn lowercase(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// True when `path` starts with `/` and has no `.` or `..` segments, no
+/// empty segments inside, no backslash and no percent-encoded `.`, `/` or `\`
+/// (all of which could make a path rule see a different path than the app).
+pub fn is_normalized_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut segment_start = 1;
+    for i in 1..=bytes.len() {
+        let at_end = i == bytes.len();
+        if at_end || bytes[i] == b'/' {
+            let segment = &bytes[segment_start..i];
+            if segment == b"." || segment == b".." || (segment.is_empty() && !at_end) {
+                return false;
+            }
+            segment_start = i + 1;
+        } else if bytes[i] == b'\\' {
+            return false;
+        } else if bytes[i] == b'%' {
+            let code = bytes
+                .get(i + 1..i + 3)
+                .map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()]);
+            if matches!(
+                code,
+                Some([b'2', b'e']) | Some([b'2', b'f']) | Some([b'5', b'c'])
+            ) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+impl fmt::Display for Decision<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let route = self.route.map_or("", |r| r.name());
+        match (self.reason, self.rule) {
+            (Reason::RuleMatched, Some(rule)) => {
+                let verb = if rule.effect == RuleEffect::Allow { "allowed" } else { "denied" };
+                write!(f, "{verb} by rule `{}` of route `{route}`", rule.name)
+            }
+            (Reason::NoRuleMatched, _) => write!(f, "no rule of route `{route}` allows this request (default deny)"),
+            (Reason::LoginRequired, _) => write!(f, "route `{route}` requires a login"),
+            (Reason::NoRoute, _) => f.write_str("no route serves this host and path"),
+            (Reason::PathNotNormalized, _) => {
+                f.write_str("the request path is not in normal form (dot segments, empty segments or encoded separators)")
+            }
+            (Reason::SessionTerminated, _) => f.write_str("this session was terminated"),
+            (Reason::UserLocked, _) => match self.lock {
+                Some(lock) => write!(f, "the user is locked: {}", lock.reason),
+                None => f.write_str("the user is locked"),
+            },
+            (Reason::UserTokensRevoked, _) => f.write_str("every session of this user was terminated; log in again"),
+            (Reason::TokenRevoked, _) => f.write_str("this token was revoked"),
+            (Reason::RuleMatched, None) => f.write_str("a rule matched"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_normal_form() {
+        for ok in ["/", "/a", "/a/b/", "/a.b/c..d", "/%41", "/x%20y"] {
+            assert!(is_normalized_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "//",
+            "/a//b",
+            "/a/./b",
+            "/a/..",
+            "/..",
+            "/a%2fb",
+            "/%2E%2E/x",
+            "/a\\b",
+            "/%5C",
+        ] {
+            assert!(!is_normalized_path(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Portcullis policy: the language admins write, the pure evaluator every edge
+//! runs on every request, and the snapshot the control plane pushes to edges.
+//!
+//! ```text
+//! YAML ──parse──▶ Policy (indexed routes + rules) ─┐
+//! deltas ──apply──▶ Snapshot (policy + revocations) ┴─▶ evaluate(&Snapshot, &Facts) ─▶ Decision
+//! ```
+//!
+//! This crate does no IO: the edge and the control plane move the bytes, and
+//! both call the same functions here, so what `policy explain` says is what
+//! the edge enforces.
+
+#![forbid(unsafe_code)]
+
+pub mod conditions;
+mod duration;
+pub mod error;
+pub mod evaluate;
+pub mod facts;
+pub mod ids;
+mod parse;
+pub mod policy;
+pub mod snapshot;
+pub mod wire;
+
+pub use duration::parse_seconds as parse_duration;
+pub use error::{Location, PolicyError, PolicyErrors};
+pub use evaluate::{evaluate, Decision, Outcome, Reason};
+pub use facts::{ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Target};
+pub use ids::{SessionId, TokenId, UserRef};
+pub use parse::LANGUAGE_VERSION;
+pub use policy::{Policy, PolicySource, Route, RouteTarget, Rule, RuleEffect};
+pub use snapshot::{Change, Delta, Snapshot};

@@ -1,0 +1,185 @@
+//! From YAML text to checked routes: load a positioned tree, decode it with
+//! unknown keys refused, then run the checks that need the whole document
+//! (duplicate routes, rules shadowed by an earlier rule).
+
+mod conditions;
+mod fields;
+mod routes;
+mod yaml;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fields::{text, Fields};
+use routes::RouteDecl;
+use yaml::NodeKind;
+
+use crate::error::{Diagnostics, PolicyErrors};
+use crate::policy::{Route, RouteTarget, Rule, RuleIndex};
+
+/// The policy-language version this crate reads.
+pub const LANGUAGE_VERSION: &str = "1";
+
+/// Parses and checks a document, returning its routes ready to index.
+pub(crate) fn routes(file: &str, source: &str) -> Result<Vec<Route>, PolicyErrors> {
+    let mut d = Diagnostics::new(file);
+    let Some(root) = yaml::load(source, &mut d) else {
+        return d.into_result(Vec::new());
+    };
+    let Some(fields) = Fields::new(
+        &root,
+        "the policy document",
+        &["version", "condition_sets", "routes"],
+        &mut d,
+    ) else {
+        return d.into_result(Vec::new());
+    };
+    if let Some(version) = fields.require("version", "the policy document", &mut d) {
+        if let Some(v) = text(version, "the policy language version", &mut d) {
+            if v != LANGUAGE_VERSION {
+                d.error(version.at, format!("unsupported policy version `{v}`; this Portcullis reads version {LANGUAGE_VERSION}"));
+            }
+        }
+    }
+    let sets = fields
+        .get("condition_sets")
+        .map(|node| condition_sets(node, &mut d))
+        .unwrap_or_default();
+    let mut decls = Vec::new();
+    if let Some(node) = fields.require("routes", "the policy document", &mut d) {
+        match &node.kind {
+            NodeKind::Seq(items) => decls.extend(
+                items
+                    .iter()
+                    .filter_map(|item| routes::route(item, &sets, &mut d)),
+            ),
+            _ => d.error(
+                node.at,
+                format!("expected `routes` (a list), found {}", node.describe()),
+            ),
+        }
+    }
+    check_duplicate_routes(&decls, &mut d);
+    for decl in &decls {
+        check_shadowed_rules(&decl.rules, &mut d);
+    }
+    let routes = decls
+        .into_iter()
+        .map(|decl| Route {
+            index: RuleIndex::build(&decl.rules),
+            name: decl.name,
+            at: decl.at,
+            target: decl.target,
+            options: decl.options,
+            rules: decl.rules.into(),
+        })
+        .collect();
+    d.into_result(routes)
+}
+
+fn condition_sets(node: &yaml::Node, d: &mut Diagnostics) -> conditions::ConditionSets {
+    let mut sets = HashMap::new();
+    let NodeKind::Map(entries) = &node.kind else {
+        d.error(
+            node.at,
+            format!(
+                "expected `condition_sets` (a mapping of name to conditions), found {}",
+                node.describe()
+            ),
+        );
+        return sets;
+    };
+    for (key, value) in entries {
+        let Some(name) = text(key, "a condition set name", d) else {
+            continue;
+        };
+        if let Some((first, _)) = sets.get(name) {
+            let first: &crate::error::Location = first;
+            d.error(
+                key.at,
+                format!(
+                    "condition set `{name}` is already defined at line {}",
+                    first.line
+                ),
+            );
+            continue;
+        }
+        if let Some((block, _)) =
+            conditions::decode(value, &format!("condition set `{name}`"), None, d)
+        {
+            sets.insert(name.to_owned(), (key.at, Arc::new(block)));
+        }
+    }
+    sets
+}
+
+fn check_duplicate_routes(decls: &[RouteDecl], d: &mut Diagnostics) {
+    let mut names = HashMap::new();
+    let mut targets: HashMap<(&str, &str), &RouteDecl> = HashMap::new();
+    for decl in decls {
+        if let Some(first) = names.insert(&*decl.name, decl.at) {
+            d.error(
+                decl.at,
+                format!(
+                    "route name `{}` is already used at line {}",
+                    decl.name, first.line
+                ),
+            );
+        }
+        let key = match &decl.target {
+            RouteTarget::Http {
+                host, path_prefix, ..
+            } => (&**host, path_prefix.as_deref().unwrap_or("/")),
+            RouteTarget::Tcp { name, .. } => (&**name, "tcp"),
+        };
+        if let Some(first) = targets.get(&key) {
+            d.error(
+                decl.at,
+                format!(
+                    "route `{}` serves the same {} as route `{}` at line {}",
+                    decl.name,
+                    describe(&decl.target),
+                    first.name,
+                    first.at.line
+                ),
+            );
+        } else {
+            targets.insert(key, decl);
+        }
+    }
+}
+
+fn describe(target: &RouteTarget) -> String {
+    match target {
+        RouteTarget::Http {
+            host, path_prefix, ..
+        } => format!(
+            "host and path (`{host}{}`)",
+            path_prefix.as_deref().unwrap_or("")
+        ),
+        RouteTarget::Tcp { name, .. } => format!("CONNECT name (`{name}`)"),
+    }
+}
+
+/// Earlier rule `a` shadows later rule `b` when every request `b` matches is
+/// also matched by `a`, so `b` can never decide anything.
+fn shadows(a: &Rule, b: &Rule) -> bool {
+    (a.public || !b.public)
+        && a.blocks
+            .iter()
+            .all(|block_a| b.blocks.iter().any(|block_b| block_b.implies(block_a)))
+}
+
+fn check_shadowed_rules(rules: &[Rule], d: &mut Diagnostics) {
+    for (i, later) in rules.iter().enumerate() {
+        if let Some(earlier) = rules[..i].iter().find(|earlier| shadows(earlier, later)) {
+            d.error(
+                later.at,
+                format!(
+                    "rule `{}` can never match: rule `{}` at line {} comes first and matches every request it would",
+                    later.name, earlier.name, earlier.at.line
+                ),
+            );
+        }
+    }
+}

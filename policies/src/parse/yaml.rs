@@ -1,0 +1,210 @@
+//! Loads YAML into a small tree that remembers where every node starts, so
+//! that every later error can name a line and column. Aliases, tags and
+//! multiple documents are refused: a security policy should read the same to
+//! a person as to the machine.
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use crate::error::{Diagnostics, Location};
+
+/// A YAML node and where it starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub kind: NodeKind,
+    pub at: Location,
+}
+
+/// The shape of a node.
+#[derive(Debug, Clone)]
+pub(crate) enum NodeKind {
+    /// A scalar; `plain` is false when it was quoted or a block scalar.
+    Scalar {
+        value: String,
+        plain: bool,
+    },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// True for `~`, `null` and an empty plain scalar.
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(&self.kind, NodeKind::Scalar { value, plain: true } if matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    /// Describes the node's shape for "expected X, found Y" messages.
+    pub(crate) fn describe(&self) -> &'static str {
+        match &self.kind {
+            _ if self.is_null() => "nothing",
+            NodeKind::Scalar { .. } => "a scalar",
+            NodeKind::Seq(_) => "a list",
+            NodeKind::Map(_) => "a mapping",
+        }
+    }
+}
+
+fn location(mark: &Marker) -> Location {
+    Location {
+        line: u32::try_from(mark.line()).unwrap_or(u32::MAX),
+        column: u32::try_from(mark.col() + 1).unwrap_or(u32::MAX),
+    }
+}
+
+/// Parses `text` into one document tree. Returns `None` (with errors
+/// recorded) when the text is not valid YAML or uses refused features.
+pub(crate) fn load(text: &str, diagnostics: &mut Diagnostics) -> Option<Node> {
+    let mut builder = TreeBuilder::default();
+    if let Err(error) = Parser::new_from_str(text).load(&mut builder, true) {
+        diagnostics.error(
+            location(error.marker()),
+            format!("invalid YAML: {}", error.info()),
+        );
+        return None;
+    }
+    if let Some((at, message)) = builder.refused {
+        diagnostics.error(at, message);
+        return None;
+    }
+    match builder.root {
+        Some(root) => Some(root),
+        None => {
+            diagnostics.error(
+                Location { line: 1, column: 1 },
+                "the policy document is empty",
+            );
+            None
+        }
+    }
+}
+
+enum Frame {
+    Seq(Location, Vec<Node>),
+    Map(Location, Vec<(Node, Node)>, Option<Node>),
+}
+
+#[derive(Default)]
+struct TreeBuilder {
+    stack: Vec<Frame>,
+    root: Option<Node>,
+    documents: usize,
+    refused: Option<(Location, String)>,
+}
+
+impl TreeBuilder {
+    fn refuse(&mut self, at: Location, message: &str) {
+        if self.refused.is_none() {
+            self.refused = Some((at, message.to_owned()));
+        }
+    }
+
+    fn push(&mut self, node: Node) {
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq(_, items)) => items.push(node),
+            Some(Frame::Map(_, entries, pending)) => match pending.take() {
+                Some(key) => entries.push((key, node)),
+                None => *pending = Some(node),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for TreeBuilder {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        let at = location(&mark);
+        match event {
+            Event::DocumentStart => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    self.refuse(at, "a policy file holds exactly one YAML document");
+                }
+            }
+            Event::Alias(_) => {
+                self.refuse(at, "YAML aliases (`*name`) are not allowed in policies")
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                if anchor != 0 {
+                    self.refuse(at, "YAML anchors (`&name`) are not allowed in policies");
+                }
+                if tag.is_some() {
+                    self.refuse(at, "YAML tags (`!tag`) are not allowed in policies");
+                }
+                let plain = style == TScalarStyle::Plain;
+                self.push(Node {
+                    kind: NodeKind::Scalar { value, plain },
+                    at,
+                });
+            }
+            Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag)
+                if anchor != 0 || tag.is_some() =>
+            {
+                self.refuse(at, "YAML anchors and tags are not allowed in policies");
+                self.stack.push(Frame::Seq(at, Vec::new()));
+            }
+            Event::SequenceStart(..) => self.stack.push(Frame::Seq(at, Vec::new())),
+            Event::MappingStart(..) => self.stack.push(Frame::Map(at, Vec::new(), None)),
+            Event::SequenceEnd | Event::MappingEnd => {
+                let node = match self.stack.pop() {
+                    Some(Frame::Seq(at, items)) => Node {
+                        kind: NodeKind::Seq(items),
+                        at,
+                    },
+                    // A block mapping's start event is reported after its first
+                    // key; point at that key instead, where a reader looks.
+                    Some(Frame::Map(at, entries, _)) => {
+                        let at = entries.first().map_or(at, |(key, _)| key.at.min(at));
+                        Node {
+                            kind: NodeKind::Map(entries),
+                            at,
+                        }
+                    }
+                    None => return,
+                };
+                self.push(node);
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_ok(text: &str) -> Node {
+        let mut diagnostics = Diagnostics::new("t.yaml");
+        let node = load(text, &mut diagnostics);
+        assert!(!diagnostics.has_errors(), "{diagnostics:?}");
+        node.unwrap()
+    }
+
+    #[test]
+    fn nodes_carry_one_based_positions() {
+        let root = load_ok("a: 1\nb:\n  - x\n  - y: 2\n");
+        let NodeKind::Map(entries) = &root.kind else {
+            panic!("not a map")
+        };
+        assert_eq!(entries[1].0.at, Location { line: 2, column: 1 });
+        let NodeKind::Seq(items) = &entries[1].1.kind else {
+            panic!("not a seq")
+        };
+        assert_eq!(items[0].at, Location { line: 3, column: 5 });
+        assert_eq!(items[1].at, Location { line: 4, column: 5 });
+    }
+
+    #[test]
+    fn aliases_are_refused() {
+        let mut diagnostics = Diagnostics::new("t.yaml");
+        assert!(load("a: &x 1\nb: *x\n", &mut diagnostics).is_none());
+        assert!(diagnostics.has_errors());
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let mut diagnostics = Diagnostics::new("t.yaml");
+        assert!(load("a: [1, 2\nb: 3\n", &mut diagnostics).is_none());
+        let error = diagnostics.into_result(()).unwrap_err();
+        assert!(error.0[0].at.line >= 1, "{error}");
+    }
+}

@@ -1,0 +1,255 @@
+//! A compiled policy: routes with their options and ordered rules, indexed so
+//! that the per-request lookup touches only the route it needs.
+//!
+//! Data flow: YAML text → [`crate::parse`] (positioned errors) → [`Policy`]
+//! with a [`HostIndex`] and per-route [`RuleIndex`] → [`crate::evaluate`].
+
+mod host_index;
+mod rule_index;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::conditions::Conditions;
+use crate::error::{Location, PolicyErrors};
+pub use host_index::HostIndex;
+pub use rule_index::RuleIndex;
+
+/// A policy document as written, with the name its errors are reported under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySource {
+    /// A file path or a label such as `policy v12`.
+    pub name: String,
+    /// The YAML text.
+    pub text: String,
+}
+
+/// A compiled, evaluation-ready policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub(crate) source: PolicySource,
+    pub(crate) routes: Box<[Route]>,
+    pub(crate) hosts: HostIndex,
+}
+
+impl Policy {
+    /// Parses, checks and compiles a policy document.
+    pub fn compile(source: PolicySource) -> Result<Self, PolicyErrors> {
+        let routes = crate::parse::routes(&source.name, &source.text)?;
+        let hosts = HostIndex::build(&routes);
+        Ok(Self {
+            source,
+            routes: routes.into(),
+            hosts,
+        })
+    }
+
+    /// A policy with no routes: every request is denied.
+    pub fn empty() -> Self {
+        let source = PolicySource {
+            name: "empty policy".into(),
+            text: "version: 1\nroutes: []\n".into(),
+        };
+        Self {
+            source,
+            routes: Box::new([]),
+            hosts: HostIndex::default(),
+        }
+    }
+
+    /// The document this policy was compiled from.
+    pub fn source(&self) -> &PolicySource {
+        &self.source
+    }
+
+    /// All routes in document order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route serving an HTTP request for `host` (lowercase, no port) and `path`.
+    pub fn http_route(&self, host: &str, path: &str) -> Option<&Route> {
+        self.hosts.http_route(host, path).map(|i| &self.routes[i])
+    }
+
+    /// The TCP route named `name` (e.g. `ssh.internal:22`).
+    pub fn tcp_route(&self, name: &str) -> Option<&Route> {
+        self.hosts.tcp_route(name).map(|i| &self.routes[i])
+    }
+}
+
+/// One protected application or TCP service.
+#[derive(Debug)]
+pub struct Route {
+    pub(crate) name: Box<str>,
+    pub(crate) at: Location,
+    pub(crate) target: RouteTarget,
+    pub(crate) options: RouteOptions,
+    pub(crate) rules: Box<[Rule]>,
+    pub(crate) index: RuleIndex,
+}
+
+impl Route {
+    /// The route's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the route is declared.
+    pub fn location(&self) -> Location {
+        self.at
+    }
+
+    /// What the route serves and where it forwards.
+    pub fn target(&self) -> &RouteTarget {
+        &self.target
+    }
+
+    /// Session and connection options.
+    pub fn options(&self) -> &RouteOptions {
+        &self.options
+    }
+
+    /// Rules in evaluation order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+/// What a route serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// HTTP(S) requests for a host, optionally under a path prefix.
+    Http {
+        /// `wiki.corp.example` or `*.corp.example`.
+        host: Box<str>,
+        /// Path prefix on a segment boundary (`/api` covers `/api/x`, not `/apix`).
+        path_prefix: Option<Box<str>>,
+        /// Where allowed requests go.
+        upstream: Upstream,
+    },
+    /// TCP flows opened with `CONNECT name`.
+    Tcp {
+        /// The CONNECT target, `host:port`.
+        name: Box<str>,
+        /// The `host:port` the flow is piped to.
+        upstream: Box<str>,
+    },
+}
+
+/// An HTTP(S) upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The URL as written.
+    pub url: Box<str>,
+    /// True for `https`.
+    pub tls: bool,
+    /// Host name or address.
+    pub host: Box<str>,
+    /// Port (defaults 80 / 443).
+    pub port: u16,
+}
+
+/// What the control plane does when a login would exceed `max_sessions_per_user`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionLimitAction {
+    /// Refuse the new login.
+    Refuse,
+    /// End the user's oldest session on the route.
+    EndOldest,
+}
+
+/// What the edge does when a session shows up from a new source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpChangeAction {
+    /// Nothing.
+    Allow,
+    /// Report a warning event to the control plane.
+    Warn,
+    /// Deny the request and report it.
+    Deny,
+}
+
+/// Per-route options, with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// Lifetime of sessions created for this route, seconds (default 12 h).
+    pub session_lifetime: u32,
+    /// At most this many live sessions per user (default: no limit).
+    pub max_sessions_per_user: Option<u32>,
+    /// What happens past that limit (default: end the oldest session).
+    pub on_session_limit: SessionLimitAction,
+    /// Reaction to a session's source address changing (default: warn).
+    pub on_ip_change: IpChangeAction,
+    /// Re-check live connections when the policy changes (default: yes).
+    pub reevaluate_live_connections: bool,
+}
+
+/// Default session lifetime: 12 hours, in seconds.
+pub const DEFAULT_SESSION_LIFETIME_SECS: u32 = 12 * 3600;
+
+impl Default for RouteOptions {
+    fn default() -> Self {
+        Self {
+            session_lifetime: DEFAULT_SESSION_LIFETIME_SECS,
+            max_sessions_per_user: None,
+            on_session_limit: SessionLimitAction::EndOldest,
+            on_ip_change: IpChangeAction::Warn,
+            reevaluate_live_connections: true,
+        }
+    }
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleEffect {
+    /// Let the request through.
+    Allow,
+    /// Refuse the request.
+    Deny,
+}
+
+/// One ordered rule of a route.
+#[derive(Debug)]
+pub struct Rule {
+    pub(crate) name: Box<str>,
+    pub(crate) at: Location,
+    pub(crate) effect: RuleEffect,
+    pub(crate) public: bool,
+    pub(crate) blocks: Box<[Arc<Conditions>]>,
+}
+
+impl Rule {
+    /// The rule's name (`rule N` when the document gives none).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the rule is declared.
+    pub fn location(&self) -> Location {
+        self.at
+    }
+
+    /// Allow or deny.
+    pub fn effect(&self) -> RuleEffect {
+        self.effect
+    }
+
+    /// True when the rule also matches requests with no login.
+    pub fn is_public(&self) -> bool {
+        self.public
+    }
+}
+
+impl fmt::Display for RuleEffect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        })
+    }
+}
