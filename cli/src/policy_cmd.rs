@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use portcullis_policy::{
-    evaluate, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy, PolicySource,
-    Route, RouteTarget, Snapshot, Target,
+    evaluate, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy, PolicySource, Route, RouteTarget,
+    Snapshot, Target,
 };
 
 /// Policy subcommands.
@@ -89,12 +89,8 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn load(path: &PathBuf) -> anyhow::Result<Result<Policy, String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let source = PolicySource {
-        name: path.display().to_string(),
-        text,
-    };
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let source = PolicySource { name: path.display().to_string(), text };
     let rendered_source = source.text.clone();
     Ok(Policy::compile(source).map_err(|errors| errors.render(&rendered_source)))
 }
@@ -105,11 +101,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
         match load(path) {
             Ok(Ok(policy)) => {
                 let rules: usize = policy.routes().iter().map(|r| r.rules().len()).sum();
-                println!(
-                    "{}: ok ({} routes, {rules} rules)",
-                    path.display(),
-                    policy.routes().len()
-                );
+                println!("{}: ok ({} routes, {rules} rules)", path.display(), policy.routes().len());
             }
             Ok(Err(rendered)) => {
                 eprintln!("{rendered}\n");
@@ -130,11 +122,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
 }
 
 fn seconds(text: Option<&str>) -> anyhow::Result<i64> {
-    text.map_or(Ok(0), |t| {
-        portcullis_policy::parse_duration(t)
-            .map(i64::from)
-            .map_err(|e| anyhow!(e))
-    })
+    text.map_or(Ok(0), |t| portcullis_policy::parse_duration(t).map(i64::from).map_err(|e| anyhow!(e)))
 }
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -147,9 +135,7 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let now = match &args.at {
         Some(at) => chrono::DateTime::parse_from_rfc3339(at)
-            .with_context(|| {
-                format!("--at expects RFC 3339 such as 2026-11-23T10:00:00+01:00, found `{at}`")
-            })?
+            .with_context(|| format!("--at expects RFC 3339 such as 2026-11-23T10:00:00+01:00, found `{at}`"))?
             .timestamp(),
         None => chrono::Utc::now().timestamp(),
     };
@@ -163,11 +149,7 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             subject: args.sub.clone().unwrap_or_else(|| email.clone()),
             email: email.clone(),
             groups: args.groups.clone(),
-            claims: args
-                .claims
-                .iter()
-                .map(|(k, v)| (k.clone(), ClaimValue::One(v.as_str().into())))
-                .collect(),
+            claims: args.claims.iter().map(|(k, v)| (k.clone(), ClaimValue::One(v.as_str().into()))).collect(),
             credential: Some(args.credential),
             issued_at: session_started_at,
             auth_time,
@@ -177,39 +159,20 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     });
     let target = match (&args.tcp, &args.host) {
         (Some(name), _) => Target::Tcp { name },
-        (None, Some(host)) => Target::Http {
-            host,
-            path: &args.path,
-            method: &args.method,
-        },
+        (None, Some(host)) => Target::Http { host, path: &args.path, method: &args.method },
         (None, None) => return Err(anyhow!("give --host (HTTP) or --tcp (CONNECT name)")),
     };
     let snapshot = Snapshot::new(0, Arc::new(policy));
-    let facts = Facts {
-        target,
-        source_ip: args.ip,
-        now,
-        identity: identity.as_ref(),
-    };
+    let facts = Facts { target, source_ip: args.ip, now, identity: identity.as_ref() };
     let decision = evaluate(&snapshot, &facts);
     let file = &snapshot.policy().source().name;
     println!("decision  {}", decision.outcome.as_str());
     println!("reason    {decision}");
     if let Some(route) = decision.route {
-        println!(
-            "route     {} ({file}:{}) {}",
-            route.name(),
-            route.location(),
-            describe(route)
-        );
+        println!("route     {} ({file}:{}) {}", route.name(), route.location(), describe(route));
     }
     if let Some(rule) = decision.rule {
-        println!(
-            "rule      {} ({file}:{}) {}",
-            rule.name(),
-            rule.location(),
-            rule.effect()
-        );
+        println!("rule      {} ({file}:{}) {}", rule.name(), rule.location(), rule.effect());
     }
     Ok(ExitCode::SUCCESS)
 }

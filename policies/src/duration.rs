@@ -11,12 +11,7 @@ pub fn parse_seconds(text: &str) -> Result<u32, String> {
     let mut number: Option<u64> = None;
     for ch in text.chars() {
         if let Some(digit) = ch.to_digit(10) {
-            number = Some(
-                number
-                    .unwrap_or(0)
-                    .saturating_mul(10)
-                    .saturating_add(u64::from(digit)),
-            );
+            number = Some(number.unwrap_or(0).saturating_mul(10).saturating_add(u64::from(digit)));
             continue;
         }
         let unit = match ch {
@@ -32,9 +27,7 @@ pub fn parse_seconds(text: &str) -> Result<u32, String> {
         return Err(format!("`{text}` needs a unit: s, m, h or d"));
     }
     if total == 0 {
-        return Err(format!(
-            "a duration must be longer than zero, found `{text}`"
-        ));
+        return Err(format!("a duration must be longer than zero, found `{text}`"));
     }
     u32::try_from(total).map_err(|_| format!("`{text}` is too long (at most about 136 years)"))
 }

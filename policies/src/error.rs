@@ -49,9 +49,7 @@ impl PolicyError {
                 .take(self.at.column.saturating_sub(1) as usize)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            out.push_str(&format!(
-                "\n{gutter} |\n{line_no} | {line}\n{gutter} | {caret_pad}^"
-            ));
+            out.push_str(&format!("\n{gutter} |\n{line_no} | {line}\n{gutter} | {caret_pad}^"));
         }
         out
     }
@@ -91,18 +89,11 @@ pub(crate) struct Diagnostics {
 
 impl Diagnostics {
     pub(crate) fn new(file: &str) -> Self {
-        Self {
-            file: Arc::from(file),
-            errors: Vec::new(),
-        }
+        Self { file: Arc::from(file), errors: Vec::new() }
     }
 
     pub(crate) fn error(&mut self, at: Location, message: impl Into<String>) {
-        self.errors.push(PolicyError {
-            file: self.file.clone(),
-            at,
-            message: message.into(),
-        });
+        self.errors.push(PolicyError { file: self.file.clone(), at, message: message.into() });
     }
 
     #[cfg(test)]
@@ -135,9 +126,6 @@ mod tests {
             at: Location { line: 2, column: 3 },
             message: "unknown key `x`".into(),
         };
-        assert_eq!(
-            error.render("a: 1\n  x: 2\n"),
-            "p.yaml:2:3: error: unknown key `x`\n  |\n2 |   x: 2\n  |   ^"
-        );
+        assert_eq!(error.render("a: 1\n  x: 2\n"), "p.yaml:2:3: error: unknown key `x`\n  |\n2 |   x: 2\n  |   ^");
     }
 }

@@ -75,13 +75,7 @@ impl Outcome {
 
 impl<'s> Decision<'s> {
     fn revoked(reason: Reason, lock: Option<&'s Lock>) -> Self {
-        Self {
-            outcome: Outcome::Deny,
-            reason,
-            route: None,
-            rule: None,
-            lock,
-        }
+        Self { outcome: Outcome::Deny, reason, route: None, rule: None, lock }
     }
 
     /// True for [`Outcome::Allow`].
@@ -93,26 +87,15 @@ impl<'s> Decision<'s> {
 /// Decides one request or flow.
 pub fn evaluate<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
     if let Some(identity) = facts.identity {
-        if identity
-            .session_id
-            .is_some_and(|sid| snapshot.terminated_sessions.contains(&sid))
-        {
+        if identity.session_id.is_some_and(|sid| snapshot.terminated_sessions.contains(&sid)) {
             return Decision::revoked(Reason::SessionTerminated, None);
         }
         match snapshot.users.check(identity, facts.now) {
-            Some(UserDenial::Locked(lock)) => {
-                return Decision::revoked(Reason::UserLocked, Some(lock))
-            }
-            Some(UserDenial::TokenRevoked) => {
-                return Decision::revoked(Reason::UserTokensRevoked, None)
-            }
+            Some(UserDenial::Locked(lock)) => return Decision::revoked(Reason::UserLocked, Some(lock)),
+            Some(UserDenial::TokenRevoked) => return Decision::revoked(Reason::UserTokensRevoked, None),
             None => {}
         }
-        if identity
-            .token_id
-            .as_ref()
-            .is_some_and(|jti| snapshot.revoked_tokens.contains(jti))
-        {
+        if identity.token_id.as_ref().is_some_and(|jti| snapshot.revoked_tokens.contains(jti)) {
             return Decision::revoked(Reason::TokenRevoked, None);
         }
     }
@@ -130,54 +113,25 @@ pub fn evaluate<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
                 };
             }
             let host = lowercase(host);
-            (
-                policy.http_route(&host, path),
-                RequestFacts {
-                    facts,
-                    method: method_bit(method),
-                    path: Some(path),
-                },
-            )
+            (policy.http_route(&host, path), RequestFacts { facts, method: method_bit(method), path: Some(path) })
         }
-        Target::Tcp { name } => (
-            policy.tcp_route(&lowercase(name)),
-            RequestFacts {
-                facts,
-                method: method_bit("CONNECT"),
-                path: None,
-            },
-        ),
+        Target::Tcp { name } => {
+            (policy.tcp_route(&lowercase(name)), RequestFacts { facts, method: method_bit("CONNECT"), path: None })
+        }
     };
     let Some(route) = route else {
-        return Decision {
-            outcome: Outcome::Deny,
-            reason: Reason::NoRoute,
-            route: None,
-            rule: None,
-            lock: None,
-        };
+        return Decision { outcome: Outcome::Deny, reason: Reason::NoRoute, route: None, rule: None, lock: None };
     };
-    let matched = route.index.first_match(facts.identity, |i| {
-        route.rules[i as usize]
-            .blocks
-            .iter()
-            .all(|block| block.matches(&request))
-    });
+    let matched = route
+        .index
+        .first_match(facts.identity, |i| route.rules[i as usize].blocks.iter().all(|block| block.matches(&request)));
     let (outcome, reason, rule) = match matched.map(|i| &route.rules[i as usize]) {
-        Some(rule) if rule.effect == RuleEffect::Allow => {
-            (Outcome::Allow, Reason::RuleMatched, Some(rule))
-        }
+        Some(rule) if rule.effect == RuleEffect::Allow => (Outcome::Allow, Reason::RuleMatched, Some(rule)),
         Some(rule) => (Outcome::Deny, Reason::RuleMatched, Some(rule)),
         None if facts.identity.is_none() => (Outcome::LoginRequired, Reason::LoginRequired, None),
         None => (Outcome::Deny, Reason::NoRuleMatched, None),
     };
-    Decision {
-        outcome,
-        reason,
-        route: Some(route),
-        rule,
-        lock: None,
-    }
+    Decision { outcome, reason, route: Some(route), rule, lock: None }
 }
 
 fn lowercase(text: &str) -> Cow<'_, str> {
@@ -208,13 +162,8 @@ pub fn is_normalized_path(path: &str) -> bool {
         } else if bytes[i] == b'\\' {
             return false;
         } else if bytes[i] == b'%' {
-            let code = bytes
-                .get(i + 1..i + 3)
-                .map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()]);
-            if matches!(
-                code,
-                Some([b'2', b'e']) | Some([b'2', b'f']) | Some([b'5', b'c'])
-            ) {
+            let code = bytes.get(i + 1..i + 3).map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()]);
+            if matches!(code, Some([b'2', b'e']) | Some([b'2', b'f']) | Some([b'5', b'c'])) {
                 return false;
             }
         }
@@ -233,9 +182,9 @@ impl fmt::Display for Decision<'_> {
             (Reason::NoRuleMatched, _) => write!(f, "no rule of route `{route}` allows this request (default deny)"),
             (Reason::LoginRequired, _) => write!(f, "route `{route}` requires a login"),
             (Reason::NoRoute, _) => f.write_str("no route serves this host and path"),
-            (Reason::PathNotNormalized, _) => {
-                f.write_str("the request path is not in normal form (dot segments, empty segments or encoded separators)")
-            }
+            (Reason::PathNotNormalized, _) => f.write_str(
+                "the request path is not in normal form (dot segments, empty segments or encoded separators)",
+            ),
             (Reason::SessionTerminated, _) => f.write_str("this session was terminated"),
             (Reason::UserLocked, _) => match self.lock {
                 Some(lock) => write!(f, "the user is locked: {}", lock.reason),
@@ -257,19 +206,7 @@ mod tests {
         for ok in ["/", "/a", "/a/b/", "/a.b/c..d", "/%41", "/x%20y"] {
             assert!(is_normalized_path(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "a",
-            "//",
-            "/a//b",
-            "/a/./b",
-            "/a/..",
-            "/..",
-            "/a%2fb",
-            "/%2E%2E/x",
-            "/a\\b",
-            "/%5C",
-        ] {
+        for bad in ["", "a", "//", "/a//b", "/a/./b", "/a/..", "/..", "/a%2fb", "/%2E%2E/x", "/a\\b", "/%5C"] {
             assert!(!is_normalized_path(bad), "{bad}");
         }
     }

@@ -50,9 +50,7 @@ impl std::str::FromStr for CredentialKind {
             "browser" => Ok(Self::Browser),
             "bearer" => Ok(Self::Bearer),
             "service" => Ok(Self::Service),
-            _ => Err(format!(
-                "expected a credential kind (browser, bearer or service), found `{text}`"
-            )),
+            _ => Err(format!("expected a credential kind (browser, bearer or service), found `{text}`")),
         }
     }
 }
@@ -114,11 +112,7 @@ impl Identity {
     pub fn new(parts: IdentityParts) -> Self {
         let email = parts.email.to_ascii_lowercase();
         let domain_start = email.rfind('@').map_or(email.len(), |at| at + 1);
-        let mut groups: Vec<Box<str>> = parts
-            .groups
-            .into_iter()
-            .map(String::into_boxed_str)
-            .collect();
+        let mut groups: Vec<Box<str>> = parts.groups.into_iter().map(String::into_boxed_str).collect();
         groups.sort_unstable();
         groups.dedup();
         Self {
@@ -126,11 +120,7 @@ impl Identity {
             email: email.into(),
             domain_start,
             groups: groups.into(),
-            claims: parts
-                .claims
-                .into_iter()
-                .map(|(k, v)| (k.into_boxed_str(), v))
-                .collect(),
+            claims: parts.claims.into_iter().map(|(k, v)| (k.into_boxed_str(), v)).collect(),
             credential: parts.credential.unwrap_or(CredentialKind::Bearer),
             session_id: parts.session_id,
             token_id: parts.token_id,
@@ -176,10 +166,7 @@ impl Identity {
     }
 
     pub(crate) fn claim(&self, name: &str) -> Option<&ClaimValue> {
-        self.claims
-            .iter()
-            .find(|(k, _)| **k == *name)
-            .map(|(_, v)| v)
+        self.claims.iter().find(|(k, _)| **k == *name).map(|(_, v)| v)
     }
 }
 
@@ -230,8 +217,6 @@ mod tests {
         assert_eq!(identity.email(), "bob@corp.example");
         assert_eq!(identity.email_domain(), "corp.example");
         assert_eq!(identity.groups().len(), 2);
-        assert!(
-            identity.in_group("admins") && identity.in_group("dev") && !identity.in_group("sre")
-        );
+        assert!(identity.in_group("admins") && identity.in_group("dev") && !identity.in_group("sre"));
     }
 }

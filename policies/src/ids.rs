@@ -170,23 +170,13 @@ mod tests {
 
     #[test]
     fn malformed_session_ids_are_rejected() {
-        for bad in [
-            "",
-            "abc",
-            &"g".repeat(32),
-            &"a".repeat(31),
-            &"a".repeat(33),
-            "ä".repeat(16).as_str(),
-        ] {
+        for bad in ["", "abc", &"g".repeat(32), &"a".repeat(31), &"a".repeat(33), "ä".repeat(16).as_str()] {
             assert_eq!(bad.parse::<SessionId>(), Err(InvalidSessionId), "{bad:?}");
         }
     }
 
     #[test]
     fn email_refs_are_lowercased() {
-        assert_eq!(
-            UserRef::email("Alice@Corp.Example"),
-            UserRef::email("alice@corp.example")
-        );
+        assert_eq!(UserRef::email("Alice@Corp.Example"), UserRef::email("alice@corp.example"));
     }
 }

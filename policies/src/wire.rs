@@ -69,8 +69,7 @@ pub enum WireError {
 /// Encodes a message with its version header.
 pub fn encode(message: &Message) -> Vec<u8> {
     let header = WIRE_VERSION.to_le_bytes().to_vec();
-    postcard::to_extend(message, header)
-        .unwrap_or_else(|e| unreachable!("encoding into a Vec cannot fail: {e}"))
+    postcard::to_extend(message, header).unwrap_or_else(|e| unreachable!("encoding into a Vec cannot fail: {e}"))
 }
 
 /// Decodes a message, checking its version header.
@@ -107,8 +106,7 @@ impl Snapshot {
 
     /// The wire form of this snapshot, entries sorted for stable output.
     pub fn to_body(&self) -> SnapshotBody {
-        let mut users: Vec<(UserRef, UserState)> =
-            self.users.iter().map(|(u, s)| (u, s.clone())).collect();
+        let mut users: Vec<(UserRef, UserState)> = self.users.iter().map(|(u, s)| (u, s.clone())).collect();
         users.sort_by(|a, b| a.0.cmp(&b.0));
         SnapshotBody {
             seq: self.seq,
@@ -127,23 +125,11 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_refused() {
-        let mut bytes = encode(&Message::Heartbeat {
-            head_seq: 7,
-            sent_at_ms: 1,
-        });
-        assert!(matches!(
-            decode(&bytes),
-            Ok(Message::Heartbeat { head_seq: 7, .. })
-        ));
+        let mut bytes = encode(&Message::Heartbeat { head_seq: 7, sent_at_ms: 1 });
+        assert!(matches!(decode(&bytes), Ok(Message::Heartbeat { head_seq: 7, .. })));
         bytes[0] = 9;
-        assert!(matches!(
-            decode(&bytes),
-            Err(WireError::UnsupportedVersion { found: 9 })
-        ));
+        assert!(matches!(decode(&bytes), Err(WireError::UnsupportedVersion { found: 9 })));
         assert!(matches!(decode(&[1]), Err(WireError::Truncated)));
-        assert!(matches!(
-            decode(&[1, 0, 0xff, 0xff]),
-            Err(WireError::Malformed(_))
-        ));
+        assert!(matches!(decode(&[1, 0, 0xff, 0xff]), Err(WireError::Malformed(_))));
     }
 }

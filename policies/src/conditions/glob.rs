@@ -21,24 +21,18 @@ enum Segment {
 impl PathGlob {
     /// Compiles a glob; it must start with `/`, and `**` must be a whole segment.
     pub fn new(pattern: &str) -> Result<Self, String> {
-        let rest = pattern
-            .strip_prefix('/')
-            .ok_or_else(|| format!("a path glob starts with `/`, found `{pattern}`"))?;
+        let rest =
+            pattern.strip_prefix('/').ok_or_else(|| format!("a path glob starts with `/`, found `{pattern}`"))?;
         let segments = rest
             .split('/')
             .map(|segment| match segment {
                 "**" => Ok(Segment::AnyDepth),
-                s if s.contains("**") => {
-                    Err(format!("`**` must be a whole path segment in `{pattern}`"))
-                }
+                s if s.contains("**") => Err(format!("`**` must be a whole path segment in `{pattern}`")),
                 s if s.contains(['*', '?']) => Ok(Segment::Wild(s.into())),
                 s => Ok(Segment::Literal(s.into())),
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            source: pattern.into(),
-            segments,
-        })
+        Ok(Self { source: pattern.into(), segments })
     }
 
     /// The glob as written.
@@ -67,9 +61,7 @@ impl PathGlob {
                         continue;
                     }
                     Segment::Literal(lit) => **lit == path[s..end],
-                    Segment::Wild(glob) => {
-                        wildcard_match(glob.as_bytes(), &path.as_bytes()[s..end])
-                    }
+                    Segment::Wild(glob) => wildcard_match(glob.as_bytes(), &path.as_bytes()[s..end]),
                 };
                 if step {
                     p += 1;

@@ -46,16 +46,11 @@ impl ClaimTest {
 }
 
 /// HTTP methods rules can name, as bits.
-pub(crate) const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
-];
+pub(crate) const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
 
 /// The bit of a request method; unknown methods get a bit no rule names.
 pub(crate) fn method_bit(method: &str) -> u16 {
-    METHODS
-        .iter()
-        .position(|m| m.eq_ignore_ascii_case(method))
-        .map_or(1 << 15, |i| 1 << i)
+    METHODS.iter().position(|m| m.eq_ignore_ascii_case(method)).map_or(1 << 15, |i| 1 << i)
 }
 
 /// One block of conditions, all of which must hold.
@@ -107,19 +102,10 @@ impl Conditions {
         if self.methods != 0 && self.methods & request.method == 0 {
             return false;
         }
-        if !self.paths.is_empty()
-            && !request
-                .path
-                .is_some_and(|p| self.paths.iter().any(|g| g.matches(p)))
-        {
+        if !self.paths.is_empty() && !request.path.is_some_and(|p| self.paths.iter().any(|g| g.matches(p))) {
             return false;
         }
-        if !self.source_ips.is_empty()
-            && !self
-                .source_ips
-                .iter()
-                .any(|net| net.contains(&facts.source_ip))
-        {
+        if !self.source_ips.is_empty() && !self.source_ips.iter().any(|net| net.contains(&facts.source_ip)) {
             return false;
         }
         if self.time.as_ref().is_some_and(|w| !w.contains(facts.now)) {
@@ -132,18 +118,13 @@ impl Conditions {
             return false;
         };
         (self.emails.is_empty() || contains_sorted(&self.emails, &id.email))
-            && (self.email_domains.is_empty()
-                || contains_sorted(&self.email_domains, id.email_domain()))
+            && (self.email_domains.is_empty() || contains_sorted(&self.email_domains, id.email_domain()))
             && (self.groups_any.is_empty() || self.groups_any.iter().any(|g| id.in_group(g)))
             && self.groups_all.iter().all(|g| id.in_group(g))
             && self.claims.iter().all(|c| c.holds(id))
             && (self.credentials == 0 || self.credentials & id.credential.bit() != 0)
-            && self
-                .max_session_age
-                .is_none_or(|max| facts.now - id.session_started_at <= i64::from(max))
-            && self
-                .logged_in_within
-                .is_none_or(|max| facts.now - id.auth_time <= i64::from(max))
+            && self.max_session_age.is_none_or(|max| facts.now - id.session_started_at <= i64::from(max))
+            && self.logged_in_within.is_none_or(|max| facts.now - id.auth_time <= i64::from(max))
     }
 
     /// True when every request matching `self` also matches `other`. Sound
@@ -155,22 +136,17 @@ impl Conditions {
         let domains = a.email_domains.is_empty()
             || (!b.email_domains.is_empty() && subset(&b.email_domains, &a.email_domains))
             || (!b.emails.is_empty()
-                && b.emails.iter().all(|e| {
-                    e.rsplit_once('@')
-                        .is_some_and(|(_, d)| contains_sorted(&a.email_domains, d))
-                }));
+                && b.emails
+                    .iter()
+                    .all(|e| e.rsplit_once('@').is_some_and(|(_, d)| contains_sorted(&a.email_domains, d))));
         let groups_any = a.groups_any.is_empty()
             || (!b.groups_any.is_empty() && subset(&b.groups_any, &a.groups_any))
             || b.groups_all.iter().any(|g| a.groups_any.contains(g));
         let groups_all = subset(&a.groups_all, &b.groups_all);
         let claims = a.claims.iter().all(|c| b.claims.contains(c));
-        let credentials =
-            a.credentials == 0 || (b.credentials != 0 && b.credentials & !a.credentials == 0);
+        let credentials = a.credentials == 0 || (b.credentials != 0 && b.credentials & !a.credentials == 0);
         let ips = a.source_ips.is_empty()
-            || (!b.source_ips.is_empty()
-                && b.source_ips
-                    .iter()
-                    .all(|n| a.source_ips.iter().any(|m| m.contains(n))));
+            || (!b.source_ips.is_empty() && b.source_ips.iter().all(|n| a.source_ips.iter().any(|m| m.contains(n))));
         let methods = a.methods == 0 || (b.methods != 0 && b.methods & !a.methods == 0);
         let paths = a.paths.is_empty()
             || a.paths.iter().any(|g| g.as_str() == "/**")

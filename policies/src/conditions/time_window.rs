@@ -25,12 +25,7 @@ impl TimeWindow {
     /// A window on `days` (bit 0 = Monday) from `start` to `end` minutes after
     /// midnight in `zone`.
     pub(crate) fn new(days: u8, start_minute: u16, end_minute: u16, zone: Tz) -> Self {
-        Self {
-            days,
-            start_minute,
-            end_minute,
-            zone,
-        }
+        Self { days, start_minute, end_minute, zone }
     }
 
     /// True when the Unix time `now` (seconds) falls inside the window.
@@ -68,11 +63,7 @@ pub(crate) fn parse_days(text: &str) -> Result<u8, String> {
         "sun" | "sunday" => 1 << 6,
         "weekdays" => 0b001_1111,
         "weekends" => 0b110_0000,
-        _ => {
-            return Err(format!(
-                "expected a day such as `mon` or `weekdays`, found `{text}`"
-            ))
-        }
+        _ => return Err(format!("expected a day such as `mon` or `weekdays`, found `{text}`")),
     };
     Ok(bits)
 }
@@ -80,8 +71,7 @@ pub(crate) fn parse_days(text: &str) -> Result<u8, String> {
 /// Parses `HH:MM-HH:MM` into (start, end) minutes after midnight. `24:00` is
 /// allowed as an end.
 pub(crate) fn parse_hours(text: &str) -> Result<(u16, u16), String> {
-    let expected =
-        || format!("expected hours as `HH:MM-HH:MM`, e.g. `08:00-19:00`, found `{text}`");
+    let expected = || format!("expected hours as `HH:MM-HH:MM`, e.g. `08:00-19:00`, found `{text}`");
     let (start, end) = text.split_once('-').ok_or_else(expected)?;
     let minute = |part: &str, allow_24: bool| -> Option<u16> {
         let (h, m) = part.trim().split_once(':')?;
@@ -89,25 +79,17 @@ pub(crate) fn parse_hours(text: &str) -> Result<(u16, u16), String> {
         let valid = (h < 24 && m < 60) || (allow_24 && h == 24 && m == 0);
         valid.then_some(h * 60 + m)
     };
-    let (start, end) = (
-        minute(start, false).ok_or_else(expected)?,
-        minute(end, true).ok_or_else(expected)?,
-    );
+    let (start, end) = (minute(start, false).ok_or_else(expected)?, minute(end, true).ok_or_else(expected)?);
     if start == end {
-        return Err(format!(
-            "the hours `{text}` start and end at the same minute"
-        ));
+        return Err(format!("the hours `{text}` start and end at the same minute"));
     }
     Ok((start, end))
 }
 
 /// Parses an IANA time zone name such as `Europe/Berlin`.
 pub(crate) fn parse_zone(text: &str) -> Result<Tz, String> {
-    text.parse::<Tz>().map_err(|_| {
-        format!(
-            "unknown time zone `{text}`; expected an IANA name such as `Europe/Berlin` or `UTC`"
-        )
-    })
+    text.parse::<Tz>()
+        .map_err(|_| format!("unknown time zone `{text}`; expected an IANA name such as `Europe/Berlin` or `UTC`"))
 }
 
 #[cfg(test)]
@@ -117,10 +99,7 @@ mod tests {
     // 2026-11-23 is a Monday.
     fn at(date_time: &str, zone: Tz) -> i64 {
         let naive = chrono::NaiveDateTime::parse_from_str(date_time, "%Y-%m-%d %H:%M").unwrap();
-        zone.from_local_datetime(&naive)
-            .single()
-            .unwrap()
-            .timestamp()
+        zone.from_local_datetime(&naive).single().unwrap().timestamp()
     }
 
     #[test]
@@ -150,8 +129,6 @@ mod tests {
         assert!(parse_hours("8-19").is_err());
         assert!(parse_hours("25:00-26:00").is_err());
         assert!(parse_days("funday").is_err());
-        assert!(parse_zone("Mars/Olympus")
-            .unwrap_err()
-            .contains("unknown time zone"));
+        assert!(parse_zone("Mars/Olympus").unwrap_err().contains("unknown time zone"));
     }
 }

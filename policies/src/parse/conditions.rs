@@ -42,11 +42,7 @@ pub(crate) fn decode(
     sets: Option<&ConditionSets>,
     d: &mut Diagnostics,
 ) -> Option<(Conditions, Vec<Arc<Conditions>>)> {
-    let allowed = if sets.is_some() {
-        CONDITION_KEYS
-    } else {
-        &CONDITION_KEYS[..CONDITION_KEYS.len() - 1]
-    };
+    let allowed = if sets.is_some() { CONDITION_KEYS } else { &CONDITION_KEYS[..CONDITION_KEYS.len() - 1] };
     let fields = Fields::new(node, what, allowed, d)?;
     let errors_before = d.error_count();
     let mut block = Conditions::default();
@@ -54,33 +50,20 @@ pub(crate) fn decode(
     for (key, value) in fields.entries() {
         match key {
             "email" => block.emails = sorted(list(value, "`email`", d, email)),
-            "email_domain" => {
-                block.email_domains = sorted(list(value, "`email_domain`", d, domain))
-            }
+            "email_domain" => block.email_domains = sorted(list(value, "`email_domain`", d, domain)),
             "groups_any" => block.groups_any = boxed(list(value, "`groups_any`", d, word)),
             "groups_all" => block.groups_all = boxed(list(value, "`groups_all`", d, word)),
             "claims" => block.claims = claims(value, d).unwrap_or_default().into(),
             "credential" => block.credentials = bits(list(value, "`credential`", d, credential)),
-            "source_ip" => {
-                block.source_ips = list(value, "`source_ip`", d, cidr)
-                    .unwrap_or_default()
-                    .into()
-            }
+            "source_ip" => block.source_ips = list(value, "`source_ip`", d, cidr).unwrap_or_default().into(),
             "methods" => block.methods = bits(list(value, "`methods`", d, method)),
-            "paths" => {
-                block.paths = list(value, "`paths`", d, path_glob)
-                    .unwrap_or_default()
-                    .into()
-            }
+            "paths" => block.paths = list(value, "`paths`", d, path_glob).unwrap_or_default().into(),
             "time" => block.time = time_window(value, d),
             "max_session_age" => block.max_session_age = duration(value, d),
             "logged_in_within" => block.logged_in_within = duration(value, d),
             "use" => {
-                let sets = sets
-                    .unwrap_or_else(|| unreachable!("`use` is only allowed when sets are given"));
-                for name in
-                    list(value, "`use`", d, |name, at, _| Some((name, at))).unwrap_or_default()
-                {
+                let sets = sets.unwrap_or_else(|| unreachable!("`use` is only allowed when sets are given"));
+                for name in list(value, "`use`", d, |name, at, _| Some((name, at))).unwrap_or_default() {
                     match sets.get(name.0) {
                         Some((_, set)) => used.push(set.clone()),
                         None => d.error(name.1, unknown_set(name.0, sets)),
@@ -99,10 +82,7 @@ fn unknown_set(name: &str, sets: &ConditionSets) -> String {
     if known.is_empty() {
         format!("unknown condition set `{name}`; this policy defines no `condition_sets`")
     } else {
-        format!(
-            "unknown condition set `{name}`; defined sets: {}",
-            known.join(", ")
-        )
+        format!("unknown condition set `{name}`; defined sets: {}", known.join(", "))
     }
 }
 
@@ -118,21 +98,14 @@ fn boxed(items: Option<Vec<Box<str>>>) -> Box<[Box<str>]> {
 }
 
 fn bits<T: Default + std::ops::BitOr<Output = T>>(items: Option<Vec<T>>) -> T {
-    items
-        .unwrap_or_default()
-        .into_iter()
-        .fold(T::default(), |acc, b| acc | b)
+    items.unwrap_or_default().into_iter().fold(T::default(), |acc, b| acc | b)
 }
 
 fn email(value: &str, at: Location, d: &mut Diagnostics) -> Option<Box<str>> {
-    let ok = value
-        .split_once('@')
-        .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'));
+    let ok =
+        value.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.contains('@'));
     if !ok {
-        d.error(
-            at,
-            format!("expected an email address such as `ada@corp.example`, found `{value}`"),
-        );
+        d.error(at, format!("expected an email address such as `ada@corp.example`, found `{value}`"));
     }
     ok.then(|| value.to_ascii_lowercase().into())
 }
@@ -140,12 +113,7 @@ fn email(value: &str, at: Location, d: &mut Diagnostics) -> Option<Box<str>> {
 fn domain(value: &str, at: Location, d: &mut Diagnostics) -> Option<Box<str>> {
     let ok = value.contains('.') && !value.contains(['@', '/', ' ', '*']);
     if !ok {
-        d.error(
-            at,
-            format!(
-                "expected an email domain such as `corp.example` (without `@`), found `{value}`"
-            ),
-        );
+        d.error(at, format!("expected an email domain such as `corp.example` (without `@`), found `{value}`"));
     }
     ok.then(|| value.to_ascii_lowercase().into())
 }
@@ -155,27 +123,15 @@ fn word(value: &str, _at: Location, _d: &mut Diagnostics) -> Option<Box<str>> {
 }
 
 fn credential(value: &str, at: Location, d: &mut Diagnostics) -> Option<u8> {
-    value
-        .parse::<CredentialKind>()
-        .map(CredentialKind::bit)
-        .map_err(|e| d.error(at, e))
-        .ok()
+    value.parse::<CredentialKind>().map(CredentialKind::bit).map_err(|e| d.error(at, e)).ok()
 }
 
 fn cidr(value: &str, at: Location, d: &mut Diagnostics) -> Option<IpNet> {
-    let parsed = value
-        .parse::<IpNet>()
-        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from));
+    let parsed = value.parse::<IpNet>().or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from));
     match parsed {
         Ok(net) if net.trunc() == net => Some(net),
         Ok(net) => {
-            d.error(
-                at,
-                format!(
-                    "`{value}` has host bits set; did you mean `{}`?",
-                    net.trunc()
-                ),
-            );
+            d.error(at, format!("`{value}` has host bits set; did you mean `{}`?", net.trunc()));
             None
         }
         Err(_) => {
@@ -189,13 +145,7 @@ fn method(value: &str, at: Location, d: &mut Diagnostics) -> Option<u16> {
     match METHODS.iter().position(|m| *m == value) {
         Some(i) => Some(1 << i),
         None => {
-            d.error(
-                at,
-                format!(
-                    "expected an HTTP method ({}), found `{value}`",
-                    METHODS.join(", ")
-                ),
-            );
+            d.error(at, format!("expected an HTTP method ({}), found `{value}`", METHODS.join(", ")));
             None
         }
     }
@@ -213,9 +163,7 @@ fn duration(node: &Node, d: &mut Diagnostics) -> Option<u32> {
 fn time_window(node: &Node, d: &mut Diagnostics) -> Option<TimeWindow> {
     let fields = Fields::new(node, "`time`", &["days", "hours", "timezone"], d)?;
     let days = match fields.get("days") {
-        Some(node) => bits(Some(list(node, "`days`", d, |v, at, d| {
-            parse_days(v).map_err(|e| d.error(at, e)).ok()
-        })?)),
+        Some(node) => bits(Some(list(node, "`days`", d, |v, at, d| parse_days(v).map_err(|e| d.error(at, e)).ok())?)),
         None => ALL_DAYS,
     };
     let (start, end) = match fields.get("hours") {
@@ -227,51 +175,29 @@ fn time_window(node: &Node, d: &mut Diagnostics) -> Option<TimeWindow> {
     };
     let zone_node = fields.require("timezone", "`time`", d)?;
     let zone_name = text(zone_node, "an IANA time zone such as `Europe/Berlin`", d)?;
-    let zone = parse_zone(zone_name)
-        .map_err(|e| d.error(zone_node.at, e))
-        .ok()?;
+    let zone = parse_zone(zone_name).map_err(|e| d.error(zone_node.at, e)).ok()?;
     Some(TimeWindow::new(days, start, end, zone))
 }
 
 fn claims(node: &Node, d: &mut Diagnostics) -> Option<Vec<ClaimTest>> {
     let super::yaml::NodeKind::Map(entries) = &node.kind else {
-        d.error(
-            node.at,
-            format!(
-                "expected `claims` (a mapping of claim name to test), found {}",
-                node.describe()
-            ),
-        );
+        d.error(node.at, format!("expected `claims` (a mapping of claim name to test), found {}", node.describe()));
         return None;
     };
     let mut tests = Vec::new();
     for (key, value) in entries {
         let name = text(key, "a claim name", d)?;
-        let fields = Fields::new(
-            value,
-            &format!("the test of claim `{name}`"),
-            &["equals", "contains"],
-            d,
-        )?;
+        let fields = Fields::new(value, &format!("the test of claim `{name}`"), &["equals", "contains"], d)?;
         let (op, operand) = match (fields.get("equals"), fields.get("contains")) {
             (Some(v), None) => (ClaimOp::Equals, v),
             (None, Some(v)) => (ClaimOp::Contains, v),
             _ => {
-                d.error(
-                    value.at,
-                    format!(
-                        "the test of claim `{name}` needs exactly one of `equals` or `contains`"
-                    ),
-                );
+                d.error(value.at, format!("the test of claim `{name}` needs exactly one of `equals` or `contains`"));
                 continue;
             }
         };
         let operand = text(operand, "a claim value", d)?;
-        tests.push(ClaimTest {
-            name: name.into(),
-            op,
-            value: operand.into(),
-        });
+        tests.push(ClaimTest { name: name.into(), op, value: operand.into() });
     }
     Some(tests)
 }

@@ -16,40 +16,20 @@ pub(crate) struct Fields<'n> {
 impl<'n> Fields<'n> {
     /// Reads `node` as a mapping called `what` whose keys must be among
     /// `allowed`. Unknown and repeated keys are errors naming the key.
-    pub(crate) fn new(
-        node: &'n Node,
-        what: &str,
-        allowed: &[&str],
-        d: &mut Diagnostics,
-    ) -> Option<Self> {
+    pub(crate) fn new(node: &'n Node, what: &str, allowed: &[&str], d: &mut Diagnostics) -> Option<Self> {
         let NodeKind::Map(pairs) = &node.kind else {
-            d.error(
-                node.at,
-                format!("expected {what} (a mapping), found {}", node.describe()),
-            );
+            d.error(node.at, format!("expected {what} (a mapping), found {}", node.describe()));
             return None;
         };
         let mut seen = HashSet::new();
         let mut entries = Vec::with_capacity(pairs.len());
         for (key, value) in pairs {
             let NodeKind::Scalar { value: name, .. } = &key.kind else {
-                d.error(
-                    key.at,
-                    format!(
-                        "keys of {what} must be plain words, found {}",
-                        key.describe()
-                    ),
-                );
+                d.error(key.at, format!("keys of {what} must be plain words, found {}", key.describe()));
                 continue;
             };
             if !allowed.contains(&name.as_str()) {
-                d.error(
-                    key.at,
-                    format!(
-                        "unknown key `{name}` in {what}; expected one of: {}",
-                        allowed.join(", ")
-                    ),
-                );
+                d.error(key.at, format!("unknown key `{name}` in {what}; expected one of: {}", allowed.join(", ")));
                 continue;
             }
             if !seen.insert(name.as_str()) {
@@ -58,26 +38,17 @@ impl<'n> Fields<'n> {
             }
             entries.push((name.as_str(), key, value));
         }
-        Some(Self {
-            at: node.at,
-            entries,
-        })
+        Some(Self { at: node.at, entries })
     }
 
     /// The value of `key`, if present.
     pub(crate) fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries
-            .iter()
-            .find(|(name, _, _)| *name == key)
-            .map(|(_, _, value)| *value)
+        self.entries.iter().find(|(name, _, _)| *name == key).map(|(_, _, value)| *value)
     }
 
     /// Where `key` is written, if present.
     pub(crate) fn key_at(&self, key: &str) -> Option<Location> {
-        self.entries
-            .iter()
-            .find(|(name, _, _)| *name == key)
-            .map(|(_, k, _)| k.at)
+        self.entries.iter().find(|(name, _, _)| *name == key).map(|(_, k, _)| k.at)
     }
 
     /// The value of `key`, or an error saying it is required.
@@ -100,10 +71,7 @@ pub(crate) fn text<'n>(node: &'n Node, what: &str, d: &mut Diagnostics) -> Optio
     match &node.kind {
         NodeKind::Scalar { value, .. } if !node.is_null() => Some(value.as_str()),
         _ => {
-            d.error(
-                node.at,
-                format!("expected {what}, found {}", node.describe()),
-            );
+            d.error(node.at, format!("expected {what}, found {}", node.describe()));
             None
         }
     }
@@ -115,13 +83,7 @@ pub(crate) fn boolean(node: &Node, what: &str, d: &mut Diagnostics) -> Option<bo
         NodeKind::Scalar { value, plain: true } if value == "true" => Some(true),
         NodeKind::Scalar { value, plain: true } if value == "false" => Some(false),
         _ => {
-            d.error(
-                node.at,
-                format!(
-                    "expected {what} (true or false), found {}",
-                    describe_value(node)
-                ),
-            );
+            d.error(node.at, format!("expected {what} (true or false), found {}", describe_value(node)));
             None
         }
     }
@@ -134,13 +96,7 @@ pub(crate) fn unsigned(node: &Node, what: &str, d: &mut Diagnostics) -> Option<u
         _ => None,
     };
     if parsed.is_none() {
-        d.error(
-            node.at,
-            format!(
-                "expected {what} (a whole number), found {}",
-                describe_value(node)
-            ),
-        );
+        d.error(node.at, format!("expected {what} (a whole number), found {}", describe_value(node)));
     }
     parsed
 }
@@ -157,18 +113,12 @@ pub(crate) fn list<'n, T>(
         NodeKind::Seq(items) => items.iter().collect(),
         NodeKind::Scalar { .. } if !node.is_null() => vec![node],
         _ => {
-            d.error(
-                node.at,
-                format!("expected {what} (a list), found {}", node.describe()),
-            );
+            d.error(node.at, format!("expected {what} (a list), found {}", node.describe()));
             return None;
         }
     };
     if items.is_empty() {
-        d.error(
-            node.at,
-            format!("{what} is an empty list, which can never match; remove the key instead"),
-        );
+        d.error(node.at, format!("{what} is an empty list, which can never match; remove the key instead"));
         return None;
     }
     let mut out = Vec::with_capacity(items.len());

@@ -26,37 +26,26 @@ pub(crate) fn routes(file: &str, source: &str) -> Result<Vec<Route>, PolicyError
     let Some(root) = yaml::load(source, &mut d) else {
         return d.into_result(Vec::new());
     };
-    let Some(fields) = Fields::new(
-        &root,
-        "the policy document",
-        &["version", "condition_sets", "routes"],
-        &mut d,
-    ) else {
+    let Some(fields) = Fields::new(&root, "the policy document", &["version", "condition_sets", "routes"], &mut d)
+    else {
         return d.into_result(Vec::new());
     };
     if let Some(version) = fields.require("version", "the policy document", &mut d) {
         if let Some(v) = text(version, "the policy language version", &mut d) {
             if v != LANGUAGE_VERSION {
-                d.error(version.at, format!("unsupported policy version `{v}`; this Portcullis reads version {LANGUAGE_VERSION}"));
+                d.error(
+                    version.at,
+                    format!("unsupported policy version `{v}`; this Portcullis reads version {LANGUAGE_VERSION}"),
+                );
             }
         }
     }
-    let sets = fields
-        .get("condition_sets")
-        .map(|node| condition_sets(node, &mut d))
-        .unwrap_or_default();
+    let sets = fields.get("condition_sets").map(|node| condition_sets(node, &mut d)).unwrap_or_default();
     let mut decls = Vec::new();
     if let Some(node) = fields.require("routes", "the policy document", &mut d) {
         match &node.kind {
-            NodeKind::Seq(items) => decls.extend(
-                items
-                    .iter()
-                    .filter_map(|item| routes::route(item, &sets, &mut d)),
-            ),
-            _ => d.error(
-                node.at,
-                format!("expected `routes` (a list), found {}", node.describe()),
-            ),
+            NodeKind::Seq(items) => decls.extend(items.iter().filter_map(|item| routes::route(item, &sets, &mut d))),
+            _ => d.error(node.at, format!("expected `routes` (a list), found {}", node.describe())),
         }
     }
     check_duplicate_routes(&decls, &mut d);
@@ -82,10 +71,7 @@ fn condition_sets(node: &yaml::Node, d: &mut Diagnostics) -> conditions::Conditi
     let NodeKind::Map(entries) = &node.kind else {
         d.error(
             node.at,
-            format!(
-                "expected `condition_sets` (a mapping of name to conditions), found {}",
-                node.describe()
-            ),
+            format!("expected `condition_sets` (a mapping of name to conditions), found {}", node.describe()),
         );
         return sets;
     };
@@ -95,18 +81,10 @@ fn condition_sets(node: &yaml::Node, d: &mut Diagnostics) -> conditions::Conditi
         };
         if let Some((first, _)) = sets.get(name) {
             let first: &crate::error::Location = first;
-            d.error(
-                key.at,
-                format!(
-                    "condition set `{name}` is already defined at line {}",
-                    first.line
-                ),
-            );
+            d.error(key.at, format!("condition set `{name}` is already defined at line {}", first.line));
             continue;
         }
-        if let Some((block, _)) =
-            conditions::decode(value, &format!("condition set `{name}`"), None, d)
-        {
+        if let Some((block, _)) = conditions::decode(value, &format!("condition set `{name}`"), None, d) {
             sets.insert(name.to_owned(), (key.at, Arc::new(block)));
         }
     }
@@ -118,18 +96,10 @@ fn check_duplicate_routes(decls: &[RouteDecl], d: &mut Diagnostics) {
     let mut targets: HashMap<(&str, &str), &RouteDecl> = HashMap::new();
     for decl in decls {
         if let Some(first) = names.insert(&*decl.name, decl.at) {
-            d.error(
-                decl.at,
-                format!(
-                    "route name `{}` is already used at line {}",
-                    decl.name, first.line
-                ),
-            );
+            d.error(decl.at, format!("route name `{}` is already used at line {}", decl.name, first.line));
         }
         let key = match &decl.target {
-            RouteTarget::Http {
-                host, path_prefix, ..
-            } => (&**host, path_prefix.as_deref().unwrap_or("/")),
+            RouteTarget::Http { host, path_prefix, .. } => (&**host, path_prefix.as_deref().unwrap_or("/")),
             RouteTarget::Tcp { name, .. } => (&**name, "tcp"),
         };
         if let Some(first) = targets.get(&key) {
@@ -151,12 +121,9 @@ fn check_duplicate_routes(decls: &[RouteDecl], d: &mut Diagnostics) {
 
 fn describe(target: &RouteTarget) -> String {
     match target {
-        RouteTarget::Http {
-            host, path_prefix, ..
-        } => format!(
-            "host and path (`{host}{}`)",
-            path_prefix.as_deref().unwrap_or("")
-        ),
+        RouteTarget::Http { host, path_prefix, .. } => {
+            format!("host and path (`{host}{}`)", path_prefix.as_deref().unwrap_or(""))
+        }
         RouteTarget::Tcp { name, .. } => format!("CONNECT name (`{name}`)"),
     }
 }
@@ -164,10 +131,7 @@ fn describe(target: &RouteTarget) -> String {
 /// Earlier rule `a` shadows later rule `b` when every request `b` matches is
 /// also matched by `a`, so `b` can never decide anything.
 fn shadows(a: &Rule, b: &Rule) -> bool {
-    (a.public || !b.public)
-        && a.blocks
-            .iter()
-            .all(|block_a| b.blocks.iter().any(|block_b| block_b.implies(block_a)))
+    (a.public || !b.public) && a.blocks.iter().all(|block_a| b.blocks.iter().any(|block_b| block_b.implies(block_a)))
 }
 
 fn check_shadowed_rules(rules: &[Rule], d: &mut Diagnostics) {

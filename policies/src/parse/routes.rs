@@ -8,9 +8,7 @@ use super::fields::{boolean, text, unsigned, Fields};
 use super::yaml::{Node, NodeKind};
 use crate::duration::parse_seconds;
 use crate::error::{Diagnostics, Location};
-use crate::policy::{
-    IpChangeAction, RouteOptions, RouteTarget, Rule, RuleEffect, SessionLimitAction, Upstream,
-};
+use crate::policy::{IpChangeAction, RouteOptions, RouteTarget, Rule, RuleEffect, SessionLimitAction, Upstream};
 
 /// A decoded route before indexing.
 pub(crate) struct RouteDecl {
@@ -21,38 +19,23 @@ pub(crate) struct RouteDecl {
     pub rules: Vec<Rule>,
 }
 
-const ROUTE_KEYS: &[&str] = &[
-    "name", "host", "path", "tcp", "upstream", "options", "rules",
-];
+const ROUTE_KEYS: &[&str] = &["name", "host", "path", "tcp", "upstream", "options", "rules"];
 
 /// Decodes one entry of `routes`.
 pub(crate) fn route(node: &Node, sets: &ConditionSets, d: &mut Diagnostics) -> Option<RouteDecl> {
     let fields = Fields::new(node, "a route", ROUTE_KEYS, d)?;
-    let name = fields
-        .require("name", "a route", d)
-        .and_then(|n| identifier(n, "a route name", d));
+    let name = fields.require("name", "a route", d).and_then(|n| identifier(n, "a route name", d));
     let target = target(&fields, d);
     let is_tcp = matches!(target, Some(RouteTarget::Tcp { .. }));
-    let options = fields
-        .get("options")
-        .map_or(Some(RouteOptions::default()), |n| options(n, d));
+    let options = fields.get("options").map_or(Some(RouteOptions::default()), |n| options(n, d));
     let rules = match fields.get("rules") {
         Some(node) => rules(node, sets, is_tcp, d),
         None => {
-            d.error(
-                fields.at,
-                "a route needs `rules` (an ordered list; requests no rule allows are denied)",
-            );
+            d.error(fields.at, "a route needs `rules` (an ordered list; requests no rule allows are denied)");
             None
         }
     };
-    Some(RouteDecl {
-        name: name?.into(),
-        at: node.at,
-        target: target?,
-        options: options?,
-        rules: rules?,
-    })
+    Some(RouteDecl { name: name?.into(), at: node.at, target: target?, options: options?, rules: rules? })
 }
 
 fn target(fields: &Fields<'_>, d: &mut Diagnostics) -> Option<RouteTarget> {
@@ -65,38 +48,22 @@ fn target(fields: &Fields<'_>, d: &mut Diagnostics) -> Option<RouteTarget> {
                 None => None,
             };
             let upstream = http_upstream(upstream?, d)?;
-            Some(RouteTarget::Http {
-                host: host?,
-                path_prefix,
-                upstream,
-            })
+            Some(RouteTarget::Http { host: host?, path_prefix, upstream })
         }
         (None, Some(tcp)) => {
             if let Some(at) = fields.key_at("path") {
-                d.error(
-                    at,
-                    "`path` applies to HTTP routes only; a `tcp` route forwards whole connections",
-                );
+                d.error(at, "`path` applies to HTTP routes only; a `tcp` route forwards whole connections");
             }
             let name = host_port(tcp, "the CONNECT name", d);
             let upstream = host_port(upstream?, "the upstream", d);
-            Some(RouteTarget::Tcp {
-                name: name?,
-                upstream: upstream?,
-            })
+            Some(RouteTarget::Tcp { name: name?, upstream: upstream? })
         }
         (Some(_), Some(_)) => {
-            d.error(
-                fields.at,
-                "a route has either `host` (HTTP) or `tcp` (CONNECT), not both",
-            );
+            d.error(fields.at, "a route has either `host` (HTTP) or `tcp` (CONNECT), not both");
             None
         }
         (None, None) => {
-            d.error(
-                fields.at,
-                "a route needs `host` (an HTTP route) or `tcp` (a TCP route reached with CONNECT)",
-            );
+            d.error(fields.at, "a route needs `host` (an HTTP route) or `tcp` (a TCP route reached with CONNECT)");
             None
         }
     }
@@ -104,15 +71,9 @@ fn target(fields: &Fields<'_>, d: &mut Diagnostics) -> Option<RouteTarget> {
 
 fn identifier<'n>(node: &'n Node, what: &str, d: &mut Diagnostics) -> Option<&'n str> {
     let value = text(node, what, d)?;
-    let ok = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ok = !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !ok {
-        d.error(
-            node.at,
-            format!("{what} may use letters, digits, `-`, `_` and `.`, found `{value}`"),
-        );
+        d.error(node.at, format!("{what} may use letters, digits, `-`, `_` and `.`, found `{value}`"));
     }
     ok.then_some(value)
 }
@@ -121,24 +82,20 @@ fn is_hostname(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
 fn host_pattern(node: &Node, d: &mut Diagnostics) -> Option<Box<str>> {
-    let value = text(
-        node,
-        "a host such as `wiki.corp.example` or `*.corp.example`",
-        d,
-    )?
-    .to_ascii_lowercase();
+    let value = text(node, "a host such as `wiki.corp.example` or `*.corp.example`", d)?.to_ascii_lowercase();
     let bare = value.strip_prefix("*.").unwrap_or(&value);
     if !is_hostname(bare) || (bare.len() < value.len() && !bare.contains('.')) {
-        d.error(node.at, format!("expected a host such as `wiki.corp.example` or `*.corp.example` (no port, no scheme), found `{value}`"));
+        d.error(
+            node.at,
+            format!(
+                "expected a host such as `wiki.corp.example` or `*.corp.example` (no port, no scheme), found `{value}`"
+            ),
+        );
         return None;
     }
     Some(value.into())
@@ -147,10 +104,7 @@ fn host_pattern(node: &Node, d: &mut Diagnostics) -> Option<Box<str>> {
 fn path_prefix(node: &Node, d: &mut Diagnostics) -> Option<Box<str>> {
     let value = text(node, "a path prefix such as `/api`", d)?;
     if !value.starts_with('/') || value.contains(['*', '?', '#']) {
-        d.error(
-            node.at,
-            format!("expected a path prefix starting with `/` (no wildcards), found `{value}`"),
-        );
+        d.error(node.at, format!("expected a path prefix starting with `/` (no wildcards), found `{value}`"));
         return None;
     }
     Some(value.into())
@@ -159,18 +113,11 @@ fn path_prefix(node: &Node, d: &mut Diagnostics) -> Option<Box<str>> {
 fn host_port(node: &Node, what: &str, d: &mut Diagnostics) -> Option<Box<str>> {
     let value = text(node, what, d)?;
     let ok = value.rsplit_once(':').is_some_and(|(host, port)| {
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        port.parse::<u16>().is_ok_and(|p| p > 0)
-            && (is_hostname(host) || host.parse::<std::net::IpAddr>().is_ok())
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        port.parse::<u16>().is_ok_and(|p| p > 0) && (is_hostname(host) || host.parse::<std::net::IpAddr>().is_ok())
     });
     if !ok {
-        d.error(
-            node.at,
-            format!("expected {what} as `host:port`, e.g. `ssh.internal:22`, found `{value}`"),
-        );
+        d.error(node.at, format!("expected {what} as `host:port`, e.g. `ssh.internal:22`, found `{value}`"));
     }
     ok.then(|| value.to_ascii_lowercase().into())
 }
@@ -191,10 +138,7 @@ fn http_upstream(node: &Node, d: &mut Diagnostics) -> Option<Upstream> {
             }
             _ => (authority, if tls { 443 } else { 80 }),
         };
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         (is_hostname(bare) || bare.parse::<std::net::IpAddr>().is_ok()).then(|| Upstream {
             url: value.into(),
             tls,
@@ -203,18 +147,18 @@ fn http_upstream(node: &Node, d: &mut Diagnostics) -> Option<Upstream> {
         })
     })();
     if parsed.is_none() {
-        d.error(node.at, format!("expected an upstream URL such as `http://10.0.1.10:8080` or `https://app.internal`, found `{value}`"));
+        d.error(
+            node.at,
+            format!(
+                "expected an upstream URL such as `http://10.0.1.10:8080` or `https://app.internal`, found `{value}`"
+            ),
+        );
     }
     parsed
 }
 
-const OPTION_KEYS: &[&str] = &[
-    "session_lifetime",
-    "max_sessions_per_user",
-    "on_session_limit",
-    "on_ip_change",
-    "reevaluate_live_connections",
-];
+const OPTION_KEYS: &[&str] =
+    &["session_lifetime", "max_sessions_per_user", "on_session_limit", "on_ip_change", "reevaluate_live_connections"];
 
 fn options(node: &Node, d: &mut Diagnostics) -> Option<RouteOptions> {
     let fields = Fields::new(node, "route `options`", OPTION_KEYS, d)?;
@@ -237,20 +181,14 @@ fn options(node: &Node, d: &mut Diagnostics) -> Option<RouteOptions> {
             "on_session_limit" => match text(value, "`refuse` or `end_oldest`", d) {
                 Some("refuse") => options.on_session_limit = SessionLimitAction::Refuse,
                 Some("end_oldest") => options.on_session_limit = SessionLimitAction::EndOldest,
-                Some(other) => d.error(
-                    value.at,
-                    format!("expected `refuse` or `end_oldest`, found `{other}`"),
-                ),
+                Some(other) => d.error(value.at, format!("expected `refuse` or `end_oldest`, found `{other}`")),
                 None => {}
             },
             "on_ip_change" => match text(value, "`allow`, `warn` or `deny`", d) {
                 Some("allow") => options.on_ip_change = IpChangeAction::Allow,
                 Some("warn") => options.on_ip_change = IpChangeAction::Warn,
                 Some("deny") => options.on_ip_change = IpChangeAction::Deny,
-                Some(other) => d.error(
-                    value.at,
-                    format!("expected `allow`, `warn` or `deny`, found `{other}`"),
-                ),
+                Some(other) => d.error(value.at, format!("expected `allow`, `warn` or `deny`, found `{other}`")),
                 None => {}
             },
             "reevaluate_live_connections" => {
@@ -264,46 +202,23 @@ fn options(node: &Node, d: &mut Diagnostics) -> Option<RouteOptions> {
     (d.error_count() == before).then_some(options)
 }
 
-fn rules(
-    node: &Node,
-    sets: &ConditionSets,
-    is_tcp: bool,
-    d: &mut Diagnostics,
-) -> Option<Vec<Rule>> {
+fn rules(node: &Node, sets: &ConditionSets, is_tcp: bool, d: &mut Diagnostics) -> Option<Vec<Rule>> {
     let NodeKind::Seq(items) = &node.kind else {
-        d.error(
-            node.at,
-            format!("expected `rules` (a list), found {}", node.describe()),
-        );
+        d.error(node.at, format!("expected `rules` (a list), found {}", node.describe()));
         return None;
     };
     let before = d.error_count();
-    let rules: Vec<Rule> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| rule(item, i + 1, sets, is_tcp, d))
-        .collect();
+    let rules: Vec<Rule> =
+        items.iter().enumerate().filter_map(|(i, item)| rule(item, i + 1, sets, is_tcp, d)).collect();
     for (i, rule) in rules.iter().enumerate() {
         if let Some(first) = rules[..i].iter().find(|r| r.name == rule.name) {
-            d.error(
-                rule.at,
-                format!(
-                    "rule name `{}` is already used at line {}",
-                    rule.name, first.at.line
-                ),
-            );
+            d.error(rule.at, format!("rule name `{}` is already used at line {}", rule.name, first.at.line));
         }
     }
     (d.error_count() == before).then_some(rules)
 }
 
-fn rule(
-    node: &Node,
-    number: usize,
-    sets: &ConditionSets,
-    is_tcp: bool,
-    d: &mut Diagnostics,
-) -> Option<Rule> {
+fn rule(node: &Node, number: usize, sets: &ConditionSets, is_tcp: bool, d: &mut Diagnostics) -> Option<Rule> {
     let fields = Fields::new(node, "a rule", &["name", "public", "allow", "deny"], d)?;
     let name = match fields.get("name") {
         Some(n) => identifier(n, "a rule name", d)?.into(),
@@ -321,7 +236,10 @@ fn rule(
             return None;
         }
         (None, None) => {
-            d.error(node.at, "a rule needs `allow: {conditions}` or `deny: {conditions}` (`{}` matches everyone logged in)");
+            d.error(
+                node.at,
+                "a rule needs `allow: {conditions}` or `deny: {conditions}` (`{}` matches everyone logged in)",
+            );
             return None;
         }
     };
@@ -332,17 +250,8 @@ fn rule(
         return None;
     }
     if is_tcp && blocks.iter().any(|b| b.tests_http()) {
-        d.error(
-            body.at,
-            "`methods` and `paths` apply to HTTP routes only, and this is a `tcp` route",
-        );
+        d.error(body.at, "`methods` and `paths` apply to HTTP routes only, and this is a `tcp` route");
         return None;
     }
-    Some(Rule {
-        name,
-        at: node.at,
-        effect,
-        public,
-        blocks: blocks.into(),
-    })
+    Some(Rule { name, at: node.at, effect, public, blocks: blocks.into() })
 }

@@ -56,10 +56,7 @@ fn location(mark: &Marker) -> Location {
 pub(crate) fn load(text: &str, diagnostics: &mut Diagnostics) -> Option<Node> {
     let mut builder = TreeBuilder::default();
     if let Err(error) = Parser::new_from_str(text).load(&mut builder, true) {
-        diagnostics.error(
-            location(error.marker()),
-            format!("invalid YAML: {}", error.info()),
-        );
+        diagnostics.error(location(error.marker()), format!("invalid YAML: {}", error.info()));
         return None;
     }
     if let Some((at, message)) = builder.refused {
@@ -69,10 +66,7 @@ pub(crate) fn load(text: &str, diagnostics: &mut Diagnostics) -> Option<Node> {
     match builder.root {
         Some(root) => Some(root),
         None => {
-            diagnostics.error(
-                Location { line: 1, column: 1 },
-                "the policy document is empty",
-            );
+            diagnostics.error(Location { line: 1, column: 1 }, "the policy document is empty");
             None
         }
     }
@@ -120,9 +114,7 @@ impl MarkedEventReceiver for TreeBuilder {
                     self.refuse(at, "a policy file holds exactly one YAML document");
                 }
             }
-            Event::Alias(_) => {
-                self.refuse(at, "YAML aliases (`*name`) are not allowed in policies")
-            }
+            Event::Alias(_) => self.refuse(at, "YAML aliases (`*name`) are not allowed in policies"),
             Event::Scalar(value, style, anchor, tag) => {
                 if anchor != 0 {
                     self.refuse(at, "YAML anchors (`&name`) are not allowed in policies");
@@ -131,14 +123,9 @@ impl MarkedEventReceiver for TreeBuilder {
                     self.refuse(at, "YAML tags (`!tag`) are not allowed in policies");
                 }
                 let plain = style == TScalarStyle::Plain;
-                self.push(Node {
-                    kind: NodeKind::Scalar { value, plain },
-                    at,
-                });
+                self.push(Node { kind: NodeKind::Scalar { value, plain }, at });
             }
-            Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag)
-                if anchor != 0 || tag.is_some() =>
-            {
+            Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) if anchor != 0 || tag.is_some() => {
                 self.refuse(at, "YAML anchors and tags are not allowed in policies");
                 self.stack.push(Frame::Seq(at, Vec::new()));
             }
@@ -146,18 +133,12 @@ impl MarkedEventReceiver for TreeBuilder {
             Event::MappingStart(..) => self.stack.push(Frame::Map(at, Vec::new(), None)),
             Event::SequenceEnd | Event::MappingEnd => {
                 let node = match self.stack.pop() {
-                    Some(Frame::Seq(at, items)) => Node {
-                        kind: NodeKind::Seq(items),
-                        at,
-                    },
+                    Some(Frame::Seq(at, items)) => Node { kind: NodeKind::Seq(items), at },
                     // A block mapping's start event is reported after its first
                     // key; point at that key instead, where a reader looks.
                     Some(Frame::Map(at, entries, _)) => {
                         let at = entries.first().map_or(at, |(key, _)| key.at.min(at));
-                        Node {
-                            kind: NodeKind::Map(entries),
-                            at,
-                        }
+                        Node { kind: NodeKind::Map(entries), at }
                     }
                     None => return,
                 };
@@ -182,13 +163,9 @@ mod tests {
     #[test]
     fn nodes_carry_one_based_positions() {
         let root = load_ok("a: 1\nb:\n  - x\n  - y: 2\n");
-        let NodeKind::Map(entries) = &root.kind else {
-            panic!("not a map")
-        };
+        let NodeKind::Map(entries) = &root.kind else { panic!("not a map") };
         assert_eq!(entries[1].0.at, Location { line: 2, column: 1 });
-        let NodeKind::Seq(items) = &entries[1].1.kind else {
-            panic!("not a seq")
-        };
+        let NodeKind::Seq(items) = &entries[1].1.kind else { panic!("not a seq") };
         assert_eq!(items[0].at, Location { line: 3, column: 5 });
         assert_eq!(items[1].at, Location { line: 4, column: 5 });
     }

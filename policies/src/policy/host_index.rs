@@ -26,9 +26,7 @@ impl HostIndex {
         let mut index = Self::default();
         for (i, route) in routes.iter().enumerate() {
             match &route.target {
-                RouteTarget::Http {
-                    host, path_prefix, ..
-                } => {
+                RouteTarget::Http { host, path_prefix, .. } => {
                     let prefix: Box<str> = path_prefix.clone().unwrap_or_else(|| "/".into());
                     let table = match host.strip_prefix("*.") {
                         Some(suffix) => index.wildcard.entry(suffix.into()),
@@ -51,21 +49,13 @@ impl HostIndex {
     /// a longer wildcard suffix beats a shorter one, and within a host the
     /// longest path prefix wins.
     pub(crate) fn http_route(&self, host: &str, path: &str) -> Option<usize> {
-        if let Some(found) = self
-            .exact
-            .get(host)
-            .and_then(|list| longest_prefix(list, path))
-        {
+        if let Some(found) = self.exact.get(host).and_then(|list| longest_prefix(list, path)) {
             return Some(found);
         }
         let mut rest = host;
         while let Some(dot) = rest.find('.') {
             rest = &rest[dot + 1..];
-            if let Some(found) = self
-                .wildcard
-                .get(rest)
-                .and_then(|list| longest_prefix(list, path))
-            {
+            if let Some(found) = self.wildcard.get(rest).and_then(|list| longest_prefix(list, path)) {
                 return Some(found);
             }
         }
@@ -79,9 +69,7 @@ impl HostIndex {
 }
 
 fn longest_prefix(list: &PrefixList, path: &str) -> Option<usize> {
-    list.iter()
-        .find(|(prefix, _)| path_has_prefix(path, prefix))
-        .map(|(_, i)| *i)
+    list.iter().find(|(prefix, _)| path_has_prefix(path, prefix)).map(|(_, i)| *i)
 }
 
 /// `/api` covers `/api` and `/api/…` but not `/apix`.

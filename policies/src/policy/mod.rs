@@ -39,24 +39,13 @@ impl Policy {
     pub fn compile(source: PolicySource) -> Result<Self, PolicyErrors> {
         let routes = crate::parse::routes(&source.name, &source.text)?;
         let hosts = HostIndex::build(&routes);
-        Ok(Self {
-            source,
-            routes: routes.into(),
-            hosts,
-        })
+        Ok(Self { source, routes: routes.into(), hosts })
     }
 
     /// A policy with no routes: every request is denied.
     pub fn empty() -> Self {
-        let source = PolicySource {
-            name: "empty policy".into(),
-            text: "version: 1\nroutes: []\n".into(),
-        };
-        Self {
-            source,
-            routes: Box::new([]),
-            hosts: HostIndex::default(),
-        }
+        let source = PolicySource { name: "empty policy".into(), text: "version: 1\nroutes: []\n".into() };
+        Self { source, routes: Box::new([]), hosts: HostIndex::default() }
     }
 
     /// The document this policy was compiled from.

@@ -86,11 +86,7 @@ impl RuleIndex {
     /// The position of the first rule for which `matches` is true, visiting
     /// only rules that `identity` could match (public rules for anonymous
     /// requests).
-    pub(crate) fn first_match(
-        &self,
-        identity: Option<&Identity>,
-        mut matches: impl FnMut(u32) -> bool,
-    ) -> Option<u32> {
+    pub(crate) fn first_match(&self, identity: Option<&Identity>, mut matches: impl FnMut(u32) -> bool) -> Option<u32> {
         let Some(identity) = identity else {
             return self.public.iter().copied().find(|&i| matches(i));
         };
@@ -102,17 +98,10 @@ impl RuleIndex {
         let lists = [
             Some(&self.unfiled[..]),
             self.by_email.get(identity.email()).map(Vec::as_slice),
-            self.by_domain
-                .get(identity.email_domain())
-                .map(Vec::as_slice),
+            self.by_domain.get(identity.email_domain()).map(Vec::as_slice),
         ]
         .into_iter()
-        .chain(
-            identity
-                .groups()
-                .iter()
-                .map(|g| self.by_group.get(&**g).map(Vec::as_slice)),
-        );
+        .chain(identity.groups().iter().map(|g| self.by_group.get(&**g).map(Vec::as_slice)));
         for list in lists.flatten() {
             if count == MAX_MERGED_LISTS {
                 return (0..self.rule_count).find(|&i| matches(i));
@@ -129,11 +118,8 @@ impl RuleIndex {
 fn merge_first(heads: &mut [&[u32]], mut matches: impl FnMut(u32) -> bool) -> Option<u32> {
     let mut last = None;
     loop {
-        let (list, &rule) = heads
-            .iter()
-            .enumerate()
-            .filter_map(|(i, list)| list.first().map(|r| (i, r)))
-            .min_by_key(|(_, r)| **r)?;
+        let (list, &rule) =
+            heads.iter().enumerate().filter_map(|(i, list)| list.first().map(|r| (i, r))).min_by_key(|(_, r)| **r)?;
         heads[list] = &heads[list][1..];
         if last == Some(rule) {
             continue;

@@ -33,11 +33,7 @@ pub struct ExpiringSet<K: Hash + Eq + Clone> {
 
 impl<K: Hash + Eq + Clone> Default for ExpiringSet<K> {
     fn default() -> Self {
-        Self {
-            base: Arc::default(),
-            recent: GenericHashMap::default(),
-            recent_only: 0,
-        }
+        Self { base: Arc::default(), recent: GenericHashMap::default(), recent_only: 0 }
     }
 }
 
@@ -50,10 +46,7 @@ impl<K: Hash + Eq + Clone> ExpiringSet<K> {
             *slot = (*slot).max(expires_at);
         }
         base.shrink_to_fit();
-        Self {
-            base: Arc::new(base),
-            ..Self::default()
-        }
+        Self { base: Arc::new(base), ..Self::default() }
     }
 
     /// Number of keys.
@@ -123,11 +116,7 @@ impl<K: Hash + Eq + Clone> ExpiringSet<K> {
     /// Every key with its expiry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, i64)> + '_ {
         let recent = self.recent.iter().map(|(k, &e)| (k, e));
-        let base = self
-            .base
-            .iter()
-            .filter(|(k, _)| !self.recent.contains_key(*k))
-            .map(|(k, &e)| (k, e));
+        let base = self.base.iter().filter(|(k, _)| !self.recent.contains_key(*k)).map(|(k, &e)| (k, e));
         recent.chain(base)
     }
 }
@@ -161,11 +150,7 @@ mod tests {
         assert_eq!(set.get(&10), Some(100));
         assert_eq!(set.get(&4500), Some(200));
         set.insert(7000, 50);
-        assert_eq!(
-            set.get(&7000),
-            Some(200),
-            "an earlier expiry never shortens an entry"
-        );
+        assert_eq!(set.get(&7000), Some(200), "an earlier expiry never shortens an entry");
         assert!(!set.contains(&9000));
     }
 

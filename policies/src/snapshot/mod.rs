@@ -192,23 +192,14 @@ impl Snapshot {
     /// clone in). On error the snapshot is unchanged.
     pub fn apply(&mut self, delta: &Delta) -> Result<Affected, ApplyError> {
         if delta.seq != self.seq + 1 {
-            return Err(ApplyError::OutOfSequence {
-                current: self.seq,
-                got: delta.seq,
-            });
+            return Err(ApplyError::OutOfSequence { current: self.seq, got: delta.seq });
         }
         let affected = match &delta.change {
-            Change::TerminateSession {
-                session,
-                expires_at,
-            } => {
+            Change::TerminateSession { session, expires_at } => {
                 self.terminated_sessions.insert(*session, *expires_at);
                 Affected::Session(*session)
             }
-            Change::TerminateUser {
-                user,
-                revoked_before,
-            } => {
+            Change::TerminateUser { user, revoked_before } => {
                 self.users.revoke_before(user, *revoked_before);
                 Affected::User(user.clone())
             }

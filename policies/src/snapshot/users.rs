@@ -96,11 +96,7 @@ impl UserStates {
         for map in [&mut self.by_subject, &mut self.by_email] {
             let expired: Vec<Arc<str>> = map
                 .iter()
-                .filter(|(_, s)| {
-                    s.lock
-                        .as_ref()
-                        .is_some_and(|l| l.until.is_some_and(|u| u <= cutoff))
-                })
+                .filter(|(_, s)| s.lock.as_ref().is_some_and(|l| l.until.is_some_and(|u| u <= cutoff)))
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in expired {
@@ -120,37 +116,20 @@ impl UserStates {
         if self.by_subject.is_empty() && self.by_email.is_empty() {
             return None;
         }
-        [
-            self.by_subject.get(identity.subject()),
-            self.by_email.get(identity.email()),
-        ]
-        .into_iter()
-        .flatten()
-        .find_map(|state| {
-            if let Some(lock) = state
-                .lock
-                .as_ref()
-                .filter(|l| l.until.is_none_or(|u| now < u))
-            {
-                return Some(UserDenial::Locked(lock));
-            }
-            state
-                .revoked_before
-                .filter(|&t| identity.issued_at <= t)
-                .map(|_| UserDenial::TokenRevoked)
-        })
+        [self.by_subject.get(identity.subject()), self.by_email.get(identity.email())].into_iter().flatten().find_map(
+            |state| {
+                if let Some(lock) = state.lock.as_ref().filter(|l| l.until.is_none_or(|u| now < u)) {
+                    return Some(UserDenial::Locked(lock));
+                }
+                state.revoked_before.filter(|&t| identity.issued_at <= t).map(|_| UserDenial::TokenRevoked)
+            },
+        )
     }
 
     /// Every user with recorded state.
     pub fn iter(&self) -> impl Iterator<Item = (UserRef, &UserState)> + '_ {
-        let subjects = self
-            .by_subject
-            .iter()
-            .map(|(k, v)| (UserRef::Subject(k.clone()), v));
-        let emails = self
-            .by_email
-            .iter()
-            .map(|(k, v)| (UserRef::Email(k.clone()), v));
+        let subjects = self.by_subject.iter().map(|(k, v)| (UserRef::Subject(k.clone()), v));
+        let emails = self.by_email.iter().map(|(k, v)| (UserRef::Email(k.clone()), v));
         subjects.chain(emails)
     }
 
