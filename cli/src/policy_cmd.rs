@@ -24,7 +24,7 @@ pub enum PolicyCommand {
         files: Vec<PathBuf>,
     },
     /// Show the decision, the deciding rule and the reason for one request.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
 }
 
 /// The request to explain.

@@ -39,7 +39,7 @@ impl ClaimTest {
         match (identity.claim(&self.name), self.op) {
             (Some(ClaimValue::One(v)), ClaimOp::Equals) => *v == self.value,
             (Some(ClaimValue::One(v)), ClaimOp::Contains) => v.contains(&*self.value),
-            (Some(ClaimValue::Many(vs)), ClaimOp::Contains) => vs.iter().any(|v| *v == self.value),
+            (Some(ClaimValue::Many(vs)), ClaimOp::Contains) => vs.contains(&self.value),
             (Some(ClaimValue::Many(_)), ClaimOp::Equals) | (None, _) => false,
         }
     }
