@@ -122,9 +122,9 @@ pub fn evaluate<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
     let Some(route) = route else {
         return Decision { outcome: Outcome::Deny, reason: Reason::NoRoute, route: None, rule: None, lock: None };
     };
-    let matched = route
-        .index
-        .first_match(facts.identity, |i| route.rules[i as usize].blocks.iter().all(|block| block.matches(&request)));
+    let matched = route.index.first_match(facts.identity, request.path, |i| {
+        route.rules[i as usize].blocks.iter().all(|block| block.matches(&request))
+    });
     let (outcome, reason, rule) = match matched.map(|i| &route.rules[i as usize]) {
         Some(rule) if rule.effect == RuleEffect::Allow => (Outcome::Allow, Reason::RuleMatched, Some(rule)),
         Some(rule) => (Outcome::Deny, Reason::RuleMatched, Some(rule)),

@@ -40,6 +40,15 @@ impl PathGlob {
         &self.source
     }
 
+    /// The first path segment when it is literal (`/reports/*` → `reports`):
+    /// every matching path starts with it.
+    pub(crate) fn literal_first_segment(&self) -> Option<&str> {
+        match self.segments.first() {
+            Some(Segment::Literal(segment)) if self.segments.len() > 1 || !segment.is_empty() => Some(segment),
+            _ => None,
+        }
+    }
+
     /// True when `path` (starting with `/`, no query string) matches.
     pub fn matches(&self, path: &str) -> bool {
         let Some(path) = path.strip_prefix('/') else {
