@@ -191,7 +191,9 @@ impl Snapshot {
     /// Applies the next delta in place (call it on a clone, then swap the
     /// clone in). On error the snapshot is unchanged.
     pub fn apply(&mut self, delta: &Delta) -> Result<Affected, ApplyError> {
-        if delta.seq != self.seq + 1 {
+        // `checked_add`: at `u64::MAX` nothing follows (and `+ 1` would panic,
+        // or in release builds wrap and accept delta 0).
+        if self.seq.checked_add(1) != Some(delta.seq) {
             return Err(ApplyError::OutOfSequence { current: self.seq, got: delta.seq });
         }
         let affected = match &delta.change {
