@@ -144,6 +144,13 @@ fn cidr(value: &str, at: Location, d: &mut Diagnostics) -> Option<IpNet> {
 fn method(value: &str, at: Location, d: &mut Diagnostics) -> Option<u16> {
     match METHODS.iter().position(|m| *m == value) {
         Some(i) => Some(1 << i),
+        None if METHODS.contains(&value.to_ascii_uppercase().as_str()) => {
+            d.error(
+                at,
+                format!("HTTP methods are written in upper case: `{}`, found `{value}`", value.to_ascii_uppercase()),
+            );
+            None
+        }
         None => {
             d.error(at, format!("expected an HTTP method ({}), found `{value}`", METHODS.join(", ")));
             None

@@ -140,8 +140,9 @@ fn check_shadowed_rules(rules: &[Rule], d: &mut Diagnostics) {
             d.error(
                 later.at,
                 format!(
-                    "rule `{}` can never match: rule `{}` at line {} comes first and matches every request it would",
-                    later.name, earlier.name, earlier.at.line
+                    "rule `{}` can never match: rule `{}` at line {} comes first and matches every request it would; \
+                     move it above rule `{}`, or remove it",
+                    later.name, earlier.name, earlier.at.line, earlier.name
                 ),
             );
         }

@@ -59,7 +59,19 @@ fn target(fields: &Fields<'_>, d: &mut Diagnostics) -> Option<RouteTarget> {
             Some(RouteTarget::Tcp { name: name?, upstream: upstream? })
         }
         (Some(_), Some(_)) => {
-            d.error(fields.at, "a route has either `host` (HTTP) or `tcp` (CONNECT), not both");
+            // Point at whichever of the two keys is written second.
+            let (host_at, tcp_at) =
+                (fields.key_at("host").unwrap_or(fields.at), fields.key_at("tcp").unwrap_or(fields.at));
+            let (at, other, first) =
+                if tcp_at > host_at { (tcp_at, "host", host_at) } else { (host_at, "tcp", tcp_at) };
+            d.error(
+                at,
+                format!(
+                    "a route has either `host` (HTTP) or `tcp` (CONNECT), not both; \
+                     this route also has `{other}` at line {}",
+                    first.line
+                ),
+            );
             None
         }
         (None, None) => {
@@ -246,12 +258,60 @@ fn rule(node: &Node, number: usize, sets: &ConditionSets, is_tcp: bool, d: &mut 
     let (own, used) = conditions::decode(body, &format!("the `{key}` conditions"), Some(sets), d)?;
     let blocks: Vec<Arc<_>> = std::iter::once(Arc::new(own)).chain(used).collect();
     if public && blocks.iter().any(|b| b.tests_identity()) {
-        d.error(body.at, "a `public` rule also matches requests with no login, so it cannot test identity (email, groups, claims, credential, session age)");
+        let no_login = "but a `public` rule also matches requests with no login";
+        match first_key(body, IDENTITY_KEYS) {
+            Some((key, at)) => d.error(
+                at,
+                format!("`{key}` tests the logged-in user, {no_login}; remove `public: true` or the `{key}` condition"),
+            ),
+            None => d.error(
+                use_at(body),
+                format!(
+                    "a condition set in `use` tests the logged-in user \
+                     (email, groups, claims, credential or session age), {no_login}"
+                ),
+            ),
+        }
         return None;
     }
     if is_tcp && blocks.iter().any(|b| b.tests_http()) {
-        d.error(body.at, "`methods` and `paths` apply to HTTP routes only, and this is a `tcp` route");
+        let http_only = "HTTP routes only, and this is a `tcp` route";
+        match first_key(body, &["methods", "paths"]) {
+            Some((key, at)) => d.error(at, format!("`{key}` applies to {http_only}")),
+            None => d.error(
+                use_at(body),
+                format!("a condition set in `use` tests `methods` or `paths`, which apply to {http_only}"),
+            ),
+        }
         return None;
     }
     Some(Rule { name, at: node.at, effect, public, blocks: blocks.into() })
+}
+
+/// Condition keys that test the logged-in user rather than the request.
+const IDENTITY_KEYS: &[&str] = &[
+    "email",
+    "email_domain",
+    "groups_any",
+    "groups_all",
+    "claims",
+    "credential",
+    "max_session_age",
+    "logged_in_within",
+];
+
+/// The first key of the mapping `node` that is one of `keys`, with where it is written.
+fn first_key<'n>(node: &'n Node, keys: &[&str]) -> Option<(&'n str, Location)> {
+    let NodeKind::Map(entries) = &node.kind else {
+        return None;
+    };
+    entries.iter().find_map(|(key, _)| match &key.kind {
+        NodeKind::Scalar { value, .. } if keys.contains(&value.as_str()) => Some((value.as_str(), key.at)),
+        _ => None,
+    })
+}
+
+/// Where the `use` key of a condition block is written (the block itself if it has none).
+fn use_at(body: &Node) -> Location {
+    first_key(body, &["use"]).map_or(body.at, |(_, at)| at)
 }

@@ -4,7 +4,7 @@
 //! a person as to the machine.
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::{Marker, TScalarStyle};
+use yaml_rust2::scanner::{Marker, ScanError, Scanner, TScalarStyle, Token, TokenType};
 
 use crate::error::{Diagnostics, Location};
 
@@ -56,11 +56,21 @@ fn location(mark: &Marker) -> Location {
 pub(crate) fn load(text: &str, diagnostics: &mut Diagnostics) -> Option<Node> {
     let mut builder = TreeBuilder::default();
     if let Err(error) = Parser::new_from_str(text).load(&mut builder, true) {
-        diagnostics.error(location(error.marker()), format!("invalid YAML: {}", error.info()));
+        let (at, message) = syntax_error(text, &error);
+        diagnostics.error(at, message);
         return None;
     }
-    if let Some((at, message)) = builder.refused {
+    let errors_before = diagnostics.error_count();
+    if let Some(fallback) = builder.reference {
+        // Events do not say where an anchor or tag on a collection is
+        // written, so find the first one among the tokens.
+        let (at, message) = first_reference(text).unwrap_or_else(|| (fallback, REFERENCES_REFUSED.to_owned()));
         diagnostics.error(at, message);
+    }
+    if let Some(at) = builder.extra_document {
+        diagnostics.error(at, "a policy file holds exactly one YAML document");
+    }
+    if diagnostics.error_count() > errors_before {
         return None;
     }
     match builder.root {
@@ -70,6 +80,70 @@ pub(crate) fn load(text: &str, diagnostics: &mut Diagnostics) -> Option<Node> {
             None
         }
     }
+}
+
+const REFERENCES_REFUSED: &str = "YAML anchors, aliases and tags are not allowed in policies";
+
+/// The first anchor, alias or tag in `text`, and what to say about it.
+fn first_reference(text: &str) -> Option<(Location, String)> {
+    Scanner::new(text.chars()).find_map(|Token(mark, token)| {
+        let message = match token {
+            TokenType::Anchor(name) => format!(
+                "YAML anchors (`&{name}`) are not allowed in policies; to share conditions between rules, \
+                 define them under `condition_sets` and `use` them"
+            ),
+            TokenType::Alias(name) => format!("YAML aliases (`*{name}`) are not allowed in policies"),
+            TokenType::Tag(handle, suffix) => format!("YAML tags (`{handle}{suffix}`) are not allowed in policies"),
+            _ => return None,
+        };
+        Some((location(&mark), message))
+    })
+}
+
+/// The position and message for a YAML syntax error, with a hint for the
+/// two mistakes whose library message points elsewhere: a tab used for
+/// indentation, and a `[` or `{` left open on an earlier line.
+fn syntax_error(text: &str, error: &ScanError) -> (Location, String) {
+    let at = location(error.marker());
+    let message = format!("invalid YAML: {}", error.info());
+    if error.info().contains("found a tab") {
+        if let Some(tab) = first_tab_from(text, at) {
+            return (tab, "invalid YAML: a tab character; indent YAML with spaces only".to_owned());
+        }
+    }
+    let mut scanner = Scanner::new(text.chars());
+    let mut open: Vec<(Marker, char)> = Vec::new();
+    for Token(mark, token) in scanner.by_ref() {
+        match token {
+            TokenType::FlowSequenceStart => open.push((mark, '[')),
+            TokenType::FlowMappingStart => open.push((mark, '{')),
+            TokenType::FlowSequenceEnd | TokenType::FlowMappingEnd => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let scanner_failed_here = scanner.get_error().is_some_and(|e| location(e.marker()) == at);
+    match open.last() {
+        Some((mark, bracket)) if scanner_failed_here && location(mark).line < at.line => {
+            let (opened, close) = (location(mark), if *bracket == '[' { ']' } else { '}' });
+            let hint = format!(
+                " (the `{bracket}` at line {}, column {} is still open here; is a `{close}` missing?)",
+                opened.line, opened.column
+            );
+            (at, message + &hint)
+        }
+        _ => (at, message),
+    }
+}
+
+/// The first tab at or after `from`.
+fn first_tab_from(text: &str, from: Location) -> Option<Location> {
+    text.lines().enumerate().skip(from.line.saturating_sub(1) as usize).find_map(|(i, line)| {
+        let skip = if i + 1 == from.line as usize { from.column.saturating_sub(1) as usize } else { 0 };
+        let column = line.chars().enumerate().skip(skip).find(|(_, c)| *c == '\t')?.0;
+        Some(Location { line: u32::try_from(i + 1).ok()?, column: u32::try_from(column + 1).ok()? })
+    })
 }
 
 enum Frame {
@@ -82,14 +156,15 @@ struct TreeBuilder {
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
-    refused: Option<(Location, String)>,
+    /// Where the first anchor, alias or tag was seen (roughly; see `load`).
+    reference: Option<Location>,
+    /// Where a second document starts.
+    extra_document: Option<Location>,
 }
 
 impl TreeBuilder {
-    fn refuse(&mut self, at: Location, message: &str) {
-        if self.refused.is_none() {
-            self.refused = Some((at, message.to_owned()));
-        }
+    fn refuse_reference(&mut self, at: Location) {
+        self.reference.get_or_insert(at);
     }
 
     fn push(&mut self, node: Node) {
@@ -110,23 +185,20 @@ impl MarkedEventReceiver for TreeBuilder {
         match event {
             Event::DocumentStart => {
                 self.documents += 1;
-                if self.documents > 1 {
-                    self.refuse(at, "a policy file holds exactly one YAML document");
+                if self.documents > 1 && self.extra_document.is_none() {
+                    self.extra_document = Some(at);
                 }
             }
-            Event::Alias(_) => self.refuse(at, "YAML aliases (`*name`) are not allowed in policies"),
+            Event::Alias(_) => self.refuse_reference(at),
             Event::Scalar(value, style, anchor, tag) => {
-                if anchor != 0 {
-                    self.refuse(at, "YAML anchors (`&name`) are not allowed in policies");
-                }
-                if tag.is_some() {
-                    self.refuse(at, "YAML tags (`!tag`) are not allowed in policies");
+                if anchor != 0 || tag.is_some() {
+                    self.refuse_reference(at);
                 }
                 let plain = style == TScalarStyle::Plain;
                 self.push(Node { kind: NodeKind::Scalar { value, plain }, at });
             }
             Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) if anchor != 0 || tag.is_some() => {
-                self.refuse(at, "YAML anchors and tags are not allowed in policies");
+                self.refuse_reference(at);
                 self.stack.push(Frame::Seq(at, Vec::new()));
             }
             Event::SequenceStart(..) => self.stack.push(Frame::Seq(at, Vec::new())),
