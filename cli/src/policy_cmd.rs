@@ -121,8 +121,9 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn seconds(text: Option<&str>) -> anyhow::Result<i64> {
-    text.map_or(Ok(0), |t| portcullis_policy::parse_duration(t).map(i64::from).map_err(|e| anyhow!(e)))
+/// An age given as `--{option}` in seconds (0 when not given).
+fn seconds(option: &str, text: Option<&str>) -> anyhow::Result<i64> {
+    text.map_or(Ok(0), |t| portcullis_policy::parse_duration(t).map(i64::from).map_err(|e| anyhow!("--{option}: {e}")))
 }
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -139,9 +140,9 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             .timestamp(),
         None => chrono::Utc::now().timestamp(),
     };
-    let session_started_at = now - seconds(args.session_age.as_deref())?;
+    let session_started_at = now - seconds("session-age", args.session_age.as_deref())?;
     let auth_time = match &args.auth_age {
-        Some(age) => now - seconds(Some(age))?,
+        Some(age) => now - seconds("auth-age", Some(age))?,
         None => session_started_at,
     };
     let identity = args.email.as_ref().map(|email| {
