@@ -6,7 +6,9 @@
 //! deterministic, and survives a resynchronisation through a full snapshot,
 //! including runs long enough to trigger the revocation set's internal merge;
 //! (d) on generated policies with enough rules to use the rule index, the
-//! decision is made by the first rule that matches on its own.
+//! decision is made by the first rule that matches on its own; (e) a rule the
+//! compiler refuses as shadowed never matches a request its shadowing rule
+//! does not.
 
 mod policy_gen;
 
@@ -15,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use policy_gen::{
-    compile, compiling_policy, facts_spec, request_target, routes_spec, FactsSpec, RouteKind, RouteSpec, EMAILS,
+    compile, compiling_policy, facts_spec, request_target, route_spec, routes_spec, shadowed_pairs, FactsSpec,
+    RouteKind, RouteSpec, RuleSpec, EMAILS,
 };
 use portcullis_policy::snapshot::{KeyAlgorithm, Lock, PublicKey, UserState};
 use portcullis_policy::wire::{decode, encode, Message, SnapshotBody, WIRE_VERSION};
@@ -129,9 +132,11 @@ enum Revocation {
 fn revocation() -> impl Strategy<Value = Revocation> {
     prop_oneof![
         (-100_000..100_000i64).prop_map(|expires_in| Revocation::Session { expires_in }),
-        (any::<bool>(), prop::option::of(1..1_000_000i64))
+        // The edges matter: a lock until `now + 1` still holds at `now`, and
+        // a token issued exactly at `revoked_before` is dead.
+        (any::<bool>(), prop::option::of(prop_oneof![Just(1), 1..1_000_000i64]))
             .prop_map(|(by_email, until_in)| Revocation::Lock { by_email, until_in }),
-        (any::<bool>(), 0..1_000_000i64)
+        (any::<bool>(), prop_oneof![Just(0), 0..1_000_000i64])
             .prop_map(|(by_email, after_issue)| Revocation::TerminateUser { by_email, after_issue }),
         (-100_000..100_000i64).prop_map(|expires_in| Revocation::Token { expires_in }),
     ]
@@ -410,5 +415,43 @@ proptest! {
             None => Outcome::Deny,
         };
         prop_assert_eq!(decision.outcome, outcome);
+    }
+}
+
+// ------------------------------------------ (e) shadowing errors are sound
+
+/// True when `rule`, as the only rule of a route, decides the request.
+fn matches_alone(kind: RouteKind, rule: &RuleSpec, facts: &FactsSpec, anonymous: bool) -> bool {
+    let (text, _) = compiling_policy(&[RouteSpec { kind, rules: vec![rule.clone()] }]);
+    let snapshot = Snapshot::new(1, Arc::new(compile(&text).unwrap()));
+    let who = facts.identity();
+    let name = request_target(kind, 0);
+    let request = request(facts, &name, matches!(kind, RouteKind::Tcp), (!anonymous).then_some(&who));
+    evaluate(&snapshot, &request).reason == Reason::RuleMatched
+}
+
+proptest! {
+    #![proptest_config(Config::with_cases(128))]
+
+    /// "Rule B can never match: rule A comes first" must be true, or the
+    /// compiler refuses policies that are fine.
+    #[test]
+    fn a_rule_refused_as_shadowed_only_matches_what_the_earlier_rule_matches(
+        route in route_spec(12),
+        requests in prop::collection::vec((facts_spec(), prop::bool::weighted(0.2)), 24),
+    ) {
+        for (later, earlier) in shadowed_pairs(&route) {
+            for (facts, anonymous) in &requests {
+                if matches_alone(route.kind, &route.rules[later], facts, *anonymous) {
+                    prop_assert!(
+                        matches_alone(route.kind, &route.rules[earlier], facts, *anonymous),
+                        "rule {} was refused as shadowed by rule {}, but only it matches {:?}",
+                        later,
+                        earlier,
+                        facts
+                    );
+                }
+            }
+        }
     }
 }

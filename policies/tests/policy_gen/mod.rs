@@ -287,3 +287,25 @@ impl FactsSpec {
         }
     }
 }
+
+/// Pairs `(later, earlier)` of rule positions in `route.rules` where the
+/// compiler refused `later` as shadowed by `earlier`, building the route up
+/// rule by rule as [`compiling_policy`] does.
+pub fn shadowed_pairs(route: &RouteSpec) -> Vec<(usize, usize)> {
+    let tcp = matches!(route.kind, RouteKind::Tcp);
+    let mut yaml = String::new();
+    let mut pairs = Vec::new();
+    for (j, rule) in route.rules.iter().enumerate() {
+        let rule_text = rule_yaml(rule, &format!("r{j}"), tcp);
+        let trial = format!("version: 1\nroutes:\n{}    rules:\n{yaml}{rule_text}", route_header(route.kind, 0));
+        match compile(&trial) {
+            Ok(_) => yaml.push_str(&rule_text),
+            Err(errors) => {
+                let earlier = errors[0].split("rule `r").nth(2).and_then(|rest| rest.split('`').next());
+                pairs
+                    .push((j, earlier.and_then(|n| n.parse().ok()).expect("a shadowing error names the earlier rule")));
+            }
+        }
+    }
+    pairs
+}
