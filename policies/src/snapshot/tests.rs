@@ -374,3 +374,15 @@ fn revocation_checks_come_before_policy_and_in_a_fixed_order() {
     let only_token = Who { subject: "sub-bob", email: "bob@corp.example", token: Some("jti"), ..ADA };
     assert_eq!(decide(&s, &only_token, NOW), (Outcome::Deny, Reason::TokenRevoked));
 }
+
+#[test]
+fn an_email_ref_from_the_wire_matches_whatever_its_case() {
+    use std::sync::Arc;
+    let mut snapshot = Snapshot::new(0, Arc::new(crate::Policy::empty()));
+    let user = UserRef::Email(Arc::from("Ada@Corp.Example"));
+    let lock = crate::snapshot::Lock { until: None, reason: "stolen laptop".into() };
+    snapshot.apply(&Delta { seq: 1, change: Change::LockUser { user: user.clone(), lock } }).unwrap();
+    assert!(snapshot.users().get(&UserRef::email("ada@corp.example")).is_some_and(|s| s.lock.is_some()));
+    snapshot.apply(&Delta { seq: 2, change: Change::UnlockUser { user } }).unwrap();
+    assert!(snapshot.users().is_empty());
+}

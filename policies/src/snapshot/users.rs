@@ -39,6 +39,16 @@ pub enum UserDenial<'s> {
     TokenRevoked,
 }
 
+/// Emails are compared lowercased, however the reference was built (a
+/// `UserRef` decoded from the wire did not go through `UserRef::email`).
+fn email_key(email: &Arc<str>) -> Arc<str> {
+    if email.bytes().any(|b| b.is_ascii_uppercase()) {
+        Arc::from(email.to_ascii_lowercase())
+    } else {
+        email.clone()
+    }
+}
+
 type Map = GenericHashMap<Arc<str>, UserState, FixedState, DefaultSharedPtr>;
 
 /// Locks and `revoked_before` times, by subject and by email.
@@ -52,7 +62,7 @@ impl UserStates {
     fn slot(&mut self, user: &UserRef) -> &mut UserState {
         match user {
             UserRef::Subject(s) => self.by_subject.entry(s.clone()).or_default(),
-            UserRef::Email(e) => self.by_email.entry(e.clone()).or_default(),
+            UserRef::Email(e) => self.by_email.entry(email_key(e)).or_default(),
         }
     }
 
@@ -60,7 +70,7 @@ impl UserStates {
     pub fn get(&self, user: &UserRef) -> Option<&UserState> {
         match user {
             UserRef::Subject(s) => self.by_subject.get(&**s),
-            UserRef::Email(e) => self.by_email.get(&**e),
+            UserRef::Email(e) => self.by_email.get(&*email_key(e)),
         }
     }
 
@@ -86,7 +96,7 @@ impl UserStates {
         if self.get(user).is_some_and(|s| *s == UserState::default()) {
             match user {
                 UserRef::Subject(s) => self.by_subject.remove(&**s),
-                UserRef::Email(e) => self.by_email.remove(&**e),
+                UserRef::Email(e) => self.by_email.remove(&*email_key(e)),
             };
         }
     }
