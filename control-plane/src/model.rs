@@ -1,0 +1,248 @@
+//! Records the control plane keeps, as the API shows them. Times are Unix
+//! milliseconds inside the store and RFC 3339 strings in JSON.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// Formats Unix milliseconds as RFC 3339 (UTC, millisecond precision).
+pub fn rfc3339(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// 32 hex digits.
+    pub id: String,
+    /// IdP subject.
+    pub subject: String,
+    /// Lowercased email.
+    pub email: String,
+    /// Groups at login.
+    pub groups: Vec<String>,
+    /// IdP issuer.
+    pub idp_issuer: String,
+    /// IdP session id (`sid`), for back-channel logout.
+    pub idp_session_id: Option<String>,
+    /// Route the login was for.
+    pub route: String,
+    /// Created.
+    pub created_ms: Millis,
+    /// Last request seen by an edge.
+    pub last_seen_ms: Millis,
+    /// Expires.
+    pub expires_ms: Millis,
+    /// IdP authentication time, seconds.
+    pub auth_time_s: i64,
+    /// Ended (terminated, logged out, replaced), if it has.
+    pub ended_ms: Option<Millis>,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+    /// Source addresses seen, first first.
+    pub source_addresses: Vec<String>,
+    /// User agent at login.
+    pub user_agent: String,
+    /// Edges that have served it.
+    pub edges: Vec<String>,
+    /// Live connections the edges report.
+    pub live_connections: i64,
+}
+
+/// A session in API responses.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// Session id.
+    pub id: String,
+    /// IdP subject.
+    pub subject: String,
+    /// Email.
+    pub email: String,
+    /// Groups at login.
+    pub groups: Vec<String>,
+    /// Route.
+    pub route: String,
+    /// `active` or `ended`.
+    pub state: String,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Last seen (RFC 3339).
+    pub last_seen_at: String,
+    /// Expires (RFC 3339).
+    pub expires_at: String,
+    /// Ended (RFC 3339), if it has.
+    pub ended_at: Option<String>,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+    /// Source addresses seen.
+    pub source_addresses: Vec<String>,
+    /// User agent (attacker-controlled: escape before display).
+    pub user_agent: String,
+    /// Edges that served it.
+    pub edges: Vec<String>,
+    /// Live connections.
+    pub live_connections: i64,
+    /// IdP issuer.
+    pub idp_issuer: String,
+    /// IdP session id.
+    pub idp_session_id: Option<String>,
+}
+
+impl SessionRecord {
+    /// True until the session ends or expires.
+    pub fn is_active(&self, now: Millis) -> bool {
+        self.ended_ms.is_none() && self.expires_ms > now
+    }
+
+    /// The API view at time `now`.
+    pub fn view(&self, now: Millis) -> SessionView {
+        SessionView {
+            id: self.id.clone(),
+            subject: self.subject.clone(),
+            email: self.email.clone(),
+            groups: self.groups.clone(),
+            route: self.route.clone(),
+            state: if self.is_active(now) { "active" } else { "ended" }.into(),
+            created_at: rfc3339(self.created_ms),
+            last_seen_at: rfc3339(self.last_seen_ms),
+            expires_at: rfc3339(self.expires_ms),
+            ended_at: self.ended_ms.map(rfc3339),
+            end_reason: self
+                .end_reason
+                .clone()
+                .or_else(|| (self.ended_ms.is_none() && !self.is_active(now)).then(|| "expired".into())),
+            source_addresses: self.source_addresses.clone(),
+            user_agent: self.user_agent.clone(),
+            edges: self.edges.clone(),
+            live_connections: self.live_connections,
+            idp_issuer: self.idp_issuer.clone(),
+            idp_session_id: self.idp_session_id.clone(),
+        }
+    }
+}
+
+/// Who did something, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `token:<name>`, `edge:<id>`, `user:<email>` or `system`.
+    pub name: String,
+    /// The client address the request came from.
+    pub source_address: String,
+}
+
+impl Actor {
+    /// The control plane itself (expiry, key rotation at start).
+    pub fn system() -> Self {
+        Self { name: "system".into(), source_address: String::new() }
+    }
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// Entry id (increasing).
+    pub id: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// What, e.g. `session.terminate`.
+    pub action: String,
+    /// On what, e.g. `session:ab12…` or `email:ada@corp.example`.
+    pub target: String,
+    /// Why, as the actor said.
+    pub reason: String,
+    /// From which address.
+    pub source_address: String,
+    /// Change-log sequence, when the action made one.
+    pub seq: Option<i64>,
+}
+
+/// A stored policy version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyVersion {
+    /// Version number, from 1.
+    pub version: i64,
+    /// The YAML document.
+    pub document: String,
+    /// Who applied it.
+    pub author: String,
+    /// Why.
+    pub message: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+}
+
+/// An API token (admin or service) as stored: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    /// Public id.
+    pub id: String,
+    /// `admin` or `service`.
+    pub kind: String,
+    /// Human name.
+    pub name: String,
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    /// Scopes (admin tokens).
+    pub scopes: Vec<String>,
+    /// Identity a service token carries.
+    pub subject: String,
+    /// Groups a service token carries.
+    pub groups: Vec<String>,
+    /// Created.
+    pub created_ms: Millis,
+    /// Expires, if ever.
+    pub expires_ms: Option<Millis>,
+    /// Revoked, if it was.
+    pub revoked_ms: Option<Millis>,
+    /// Who created it.
+    pub created_by: String,
+}
+
+/// An edge as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EdgeView {
+    /// Edge id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Change-log sequence it has applied.
+    pub applied_seq: i64,
+    /// Last report (RFC 3339).
+    pub last_heartbeat_at: String,
+    /// Live connections it reports.
+    pub live_connections: i64,
+    /// Changes it has not applied yet.
+    pub lag: i64,
+    /// `connected` when it reported in the last 10 s, else `stale`.
+    pub state: String,
+}
+
+/// A stored session-signing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// Key id.
+    pub kid: String,
+    /// `ES256`.
+    pub alg: String,
+    /// PKCS#8 PEM of the private key.
+    pub private_pem: String,
+    /// Base64url x coordinate.
+    pub x: String,
+    /// Base64url y coordinate.
+    pub y: Option<String>,
+    /// Created.
+    pub created_ms: Millis,
+    /// Retired (no longer signs; still verifies until tokens expire).
+    pub retired_ms: Option<Millis>,
+}

@@ -1,0 +1,204 @@
+//! The change log: appending a change inside an action's transaction,
+//! reading changes for the edge stream, and rebuilding a full snapshot from
+//! the domain tables for edges that are too far behind.
+//!
+//! Sequence numbers are allocated inside the transaction (MAX + 1) while
+//! holding the writer lock (SQLite: the single writer connection;
+//! PostgreSQL: a transaction-scoped advisory lock), so commit order equals
+//! sequence order and a reader never sees seq N+1 before N.
+
+use async_trait::async_trait;
+use portcullis_policy::ids::SessionId;
+use portcullis_policy::snapshot::{KeyAlgorithm, Lock, PublicKey, UserState};
+use portcullis_policy::wire::{encode, Message, SnapshotBody};
+use portcullis_policy::{Change, Delta, PolicySource, TokenId};
+use sqlx::{Any, Row, Transaction};
+
+use super::users::parse_user_key;
+use super::{Backend, ChangeStore, SqlStore, StoreError, StoreResult};
+use crate::model::{Actor, Millis};
+
+/// PostgreSQL advisory lock key serialising change-log appends.
+const CHANGE_LOG_LOCK: i64 = 7_428_001;
+/// PostgreSQL channel that wakes other replicas' streams.
+pub const CHANGES_CHANNEL: &str = "portcullis_changes";
+/// Retired signing keys stay published this long, so tokens they signed verify.
+const RETIRED_KEY_GRACE_MS: Millis = 7 * 24 * 3600 * 1000;
+
+/// Appends `change` as the next sequence; returns the sequence.
+pub(crate) async fn append_change(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    change: Change,
+    now: Millis,
+) -> StoreResult<u64> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+            .bind(CHANGE_LOG_LOCK)
+            .fetch_one(&mut **tx)
+            .await?;
+    }
+    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM change_log").fetch_one(&mut **tx).await?;
+    let seq = u64::try_from(next).map_err(|_| StoreError::Corrupt(format!("change-log sequence {next}")))?;
+    let delta = encode(&Message::Delta(Delta { seq, change }));
+    sqlx::query("INSERT INTO change_log (seq, at_ms, delta) VALUES ($1, $2, $3)")
+        .bind(next)
+        .bind(now)
+        .bind(delta)
+        .execute(&mut **tx)
+        .await?;
+    if backend == Backend::Postgres {
+        // Delivered at commit, to every replica listening.
+        sqlx::query("SELECT 1 AS notified FROM (SELECT pg_notify($1, $2)) AS n")
+            .bind(CHANGES_CHANNEL)
+            .bind(next.to_string())
+            .fetch_one(&mut **tx)
+            .await?;
+    }
+    Ok(seq)
+}
+
+/// Writes one audit row inside an action's transaction.
+pub(crate) async fn insert_audit(
+    tx: &mut Transaction<'static, Any>,
+    action: &str,
+    target: &str,
+    reason: &str,
+    actor: &Actor,
+    now: Millis,
+    seq: Option<u64>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at_ms, actor, action, target, reason, source_address, seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(now)
+    .bind(&actor.name)
+    .bind(action)
+    .bind(target)
+    .bind(reason)
+    .bind(&actor.source_address)
+    .bind(seq.map(|s| s as i64))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Seconds, rounding up, from milliseconds.
+pub(crate) fn ceil_seconds(ms: Millis) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
+}
+
+#[async_trait]
+impl ChangeStore for SqlStore {
+    async fn head_seq(&self) -> StoreResult<u64> {
+        let head: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM change_log").fetch_one(&self.reader).await?;
+        Ok(head as u64)
+    }
+
+    async fn oldest_retained_seq(&self) -> StoreResult<Option<u64>> {
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM change_log").fetch_one(&self.reader).await?;
+        Ok(oldest.map(|s| s as u64))
+    }
+
+    async fn changes_after(&self, after: u64, limit: u32) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT seq, delta FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after as i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get::<i64, _>("seq")? as u64, row.try_get("delta")?))).collect()
+    }
+
+    async fn prune_changes_before(&self, before: u64) -> StoreResult<u64> {
+        let result = sqlx::query("DELETE FROM change_log WHERE seq < $1 AND seq < (SELECT MAX(seq) FROM change_log)")
+            .bind(before as i64)
+            .execute(&self.writer)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn snapshot_body(&self, now: Millis) -> StoreResult<SnapshotBody> {
+        let mut tx = self.reader.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *tx).await?;
+        }
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM change_log").fetch_one(&mut *tx).await?;
+        let policy = sqlx::query("SELECT version, document FROM policy_versions ORDER BY version DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let policy = match policy {
+            Some(row) => PolicySource {
+                name: format!("policy v{}", row.try_get::<i64, _>("version")?),
+                text: row.try_get("document")?,
+            },
+            None => portcullis_policy::Policy::empty().source().clone(),
+        };
+        let mut terminated_sessions = Vec::new();
+        for row in sqlx::query("SELECT id, expires_ms FROM sessions WHERE ended_ms IS NOT NULL AND expires_ms > $1")
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let id: String = row.try_get("id")?;
+            let session = id.parse::<SessionId>().map_err(|e| StoreError::Corrupt(format!("session id {id}: {e}")))?;
+            terminated_sessions.push((session, ceil_seconds(row.try_get("expires_ms")?)));
+        }
+        let mut revoked_tokens = Vec::new();
+        for row in sqlx::query(
+            "SELECT id, expires_ms FROM api_tokens WHERE kind = 'service' AND revoked_ms IS NOT NULL \
+             AND (expires_ms IS NULL OR expires_ms > $1)",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let expires: Option<Millis> = row.try_get("expires_ms")?;
+            revoked_tokens
+                .push((TokenId::new(&row.try_get::<String, _>("id")?), expires.map_or(i64::MAX, ceil_seconds)));
+        }
+        let mut users = Vec::new();
+        for row in sqlx::query(
+            "SELECT user_key, locked, lock_reason, locked_until_s, revoked_before_s FROM users \
+             WHERE locked = 1 OR revoked_before_s IS NOT NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let key: String = row.try_get("user_key")?;
+            let user = parse_user_key(&key).ok_or_else(|| StoreError::Corrupt(format!("user key {key}")))?;
+            let lock = (row.try_get::<i64, _>("locked")? == 1).then(|| -> StoreResult<Lock> {
+                Ok(Lock {
+                    until: row.try_get("locked_until_s")?,
+                    reason: row.try_get::<Option<String>, _>("lock_reason")?.unwrap_or_default(),
+                })
+            });
+            users.push((user, UserState { lock: lock.transpose()?, revoked_before: row.try_get("revoked_before_s")? }));
+        }
+        let signing_keys = published_keys(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(SnapshotBody { seq: seq as u64, policy, terminated_sessions, revoked_tokens, users, signing_keys })
+    }
+}
+
+/// The public keys edges verify with: current ones and recently retired ones.
+pub(crate) async fn published_keys(tx: &mut Transaction<'static, Any>, now: Millis) -> StoreResult<Vec<PublicKey>> {
+    let rows = sqlx::query(
+        "SELECT kid, alg, x, y FROM signing_keys WHERE retired_ms IS NULL OR retired_ms > $1 ORDER BY created_ms",
+    )
+    .bind(now - RETIRED_KEY_GRACE_MS)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let alg: String = row.try_get("alg")?;
+            let alg = match alg.as_str() {
+                "ES256" => KeyAlgorithm::ES256,
+                "EdDSA" => KeyAlgorithm::EdDSA,
+                other => return Err(StoreError::Corrupt(format!("signing key algorithm {other}"))),
+            };
+            Ok(PublicKey { kid: row.try_get("kid")?, alg, x: row.try_get("x")?, y: row.try_get("y")? })
+        })
+        .collect()
+}

@@ -1,0 +1,296 @@
+//! The store: every durable fact of the control plane, behind one `Store`
+//! trait with one SQL implementation for both backends (SQLite by default,
+//! PostgreSQL for several replicas), through sqlx's `Any` driver.
+//!
+//! Every action that edges must learn about commits, in one transaction, its
+//! domain rows, one change-log row (the next sequence number) and its audit
+//! row, so that a change is durable before it is acknowledged and the stream
+//! edges resume from can never disagree with the tables.
+
+mod changes;
+mod connect;
+mod edges;
+mod policy;
+mod rows;
+mod sessions;
+mod tokens;
+mod users;
+
+use async_trait::async_trait;
+use portcullis_policy::policy::SessionLimitAction;
+use portcullis_policy::wire::SnapshotBody;
+use portcullis_policy::UserRef;
+
+pub use connect::{Backend, SqlStore};
+
+use crate::model::{Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord};
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A login would exceed the route's session limit and the route refuses.
+    #[error("the user already has {0} active sessions on this route")]
+    SessionLimit(u32),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Stored data does not decode.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Session list filters; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    /// Sessions of this email (case-insensitive).
+    pub email: Option<String>,
+    /// Sessions of this route.
+    pub route: Option<String>,
+    /// `Some(true)` active only, `Some(false)` ended only.
+    pub active: Option<bool>,
+    /// Sessions served by this edge.
+    pub edge: Option<String>,
+    /// Created at or after.
+    pub since_ms: Option<Millis>,
+    /// Cursor: sessions strictly older than this (created, id).
+    pub before: Option<(Millis, String)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// Audit list filters.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Entries by this actor.
+    pub actor: Option<String>,
+    /// Entries with this action.
+    pub action: Option<String>,
+    /// Entries whose target contains this text.
+    pub target: Option<String>,
+    /// At or after.
+    pub since_ms: Option<Millis>,
+    /// Cursor: entries with a smaller id.
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// A login an edge completed.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Fresh random id (32 hex digits).
+    pub id: String,
+    /// IdP subject.
+    pub subject: String,
+    /// Email (lowercased by the store).
+    pub email: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// IdP issuer.
+    pub idp_issuer: String,
+    /// IdP session id.
+    pub idp_session_id: Option<String>,
+    /// Route name.
+    pub route: String,
+    /// Lifetime from the route's options.
+    pub lifetime_ms: Millis,
+    /// IdP authentication time, seconds.
+    pub auth_time_s: i64,
+    /// Client address.
+    pub source_address: String,
+    /// Client user agent.
+    pub user_agent: String,
+    /// Edge that completed the login.
+    pub edge_id: String,
+}
+
+/// The route's concurrent-session limit.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimit {
+    /// Most active sessions per user on the route.
+    pub max: u32,
+    /// Refuse the new one or end the oldest.
+    pub action: SessionLimitAction,
+}
+
+/// A created session and the sessions it replaced (with their change seqs).
+#[derive(Debug, Clone)]
+pub struct CreatedSession {
+    /// The new session.
+    pub record: SessionRecord,
+    /// Sessions ended to stay within the limit, with the change each made.
+    pub replaced: Vec<(String, u64)>,
+}
+
+/// What one edge says in a report.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeReport {
+    /// Edge id.
+    pub edge_id: String,
+    /// Display name.
+    pub name: String,
+    /// Sequence applied.
+    pub applied_seq: u64,
+    /// Live connections now.
+    pub live_connections: i64,
+    /// Connections closed per change: (seq, closed).
+    pub closed: Vec<(u64, i64)>,
+}
+
+/// How far a change has reached the edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Propagation {
+    /// Edges that reported recently.
+    pub edges_total: u32,
+    /// Of those, edges that applied the change.
+    pub edges_applied: u32,
+    /// Connections the edges closed for the change.
+    pub connections_closed: i64,
+}
+
+/// Edge-reported session activity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activity {
+    /// A request of the session was served; records address and edge.
+    Seen {
+        /// Session id.
+        session_id: String,
+        /// Client address.
+        source_address: String,
+        /// When.
+        at_ms: Millis,
+    },
+    /// The session's live connections on the reporting edge changed by `delta`.
+    Connections {
+        /// Session id.
+        session_id: String,
+        /// Opened minus closed.
+        delta: i64,
+    },
+}
+
+/// Change log, snapshots and the edges' view of them.
+#[async_trait]
+pub trait ChangeStore: Send + Sync {
+    /// The latest committed sequence (0 when empty).
+    async fn head_seq(&self) -> StoreResult<u64>;
+    /// The smallest sequence still in the log, if any.
+    async fn oldest_retained_seq(&self) -> StoreResult<Option<u64>>;
+    /// Wire-encoded deltas with `seq > after`, in order, at most `limit`.
+    async fn changes_after(&self, after: u64, limit: u32) -> StoreResult<Vec<(u64, Vec<u8>)>>;
+    /// Deletes log rows with `seq < before`, keeping the newest row; returns how many.
+    async fn prune_changes_before(&self, before: u64) -> StoreResult<u64>;
+    /// A consistent full snapshot at the head sequence, rebuilt from the tables.
+    async fn snapshot_body(&self, now: Millis) -> StoreResult<SnapshotBody>;
+}
+
+/// Sessions and the actions that end them.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Records a login, enforcing the route's concurrent-session limit.
+    async fn create_session(
+        &self,
+        new: NewSession,
+        limit: Option<SessionLimit>,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<CreatedSession>;
+    /// One session.
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
+    /// A page of sessions, newest first.
+    async fn list_sessions(&self, filter: &SessionFilter, now: Millis) -> StoreResult<Vec<SessionRecord>>;
+    /// Terminates one session; `Ok(None)` when it had already ended.
+    async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>>;
+    /// Ends every session of the user and revokes every token issued up to now.
+    async fn terminate_user(
+        &self,
+        user: &UserRef,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<(u64, Vec<String>)>;
+    /// Applies batched edge activity.
+    async fn apply_activity(&self, edge_id: &str, events: &[Activity]) -> StoreResult<()>;
+}
+
+/// User locks.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Locks the user (optionally until a time, seconds).
+    async fn lock_user(
+        &self,
+        user: &UserRef,
+        reason: &str,
+        until_s: Option<i64>,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<u64>;
+    /// Unlocks the user.
+    async fn unlock_user(&self, user: &UserRef, reason: &str, actor: &Actor, now: Millis) -> StoreResult<u64>;
+}
+
+/// Policy versions.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
+    /// The version in force.
+    async fn current_policy(&self) -> StoreResult<Option<PolicyVersion>>;
+    /// One version.
+    async fn policy_version(&self, version: i64) -> StoreResult<Option<PolicyVersion>>;
+    /// Versions, newest first.
+    async fn policy_history(&self, limit: u32) -> StoreResult<Vec<PolicyVersion>>;
+    /// Stores a new version (already validated) and makes it current.
+    async fn put_policy(&self, document: &str, message: &str, actor: &Actor, now: Millis) -> StoreResult<(i64, u64)>;
+}
+
+/// Admin and service tokens (hashes only) and signing keys.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores a new token record.
+    async fn insert_api_token(&self, record: &ApiTokenRecord, actor: &Actor, now: Millis) -> StoreResult<()>;
+    /// Finds a token by the hash of its secret.
+    async fn api_token_by_hash(&self, hash: &str) -> StoreResult<Option<ApiTokenRecord>>;
+    /// Tokens of a kind, newest first.
+    async fn list_api_tokens(&self, kind: &str) -> StoreResult<Vec<ApiTokenRecord>>;
+    /// Revokes a token; service tokens make a change edges apply.
+    async fn revoke_api_token(&self, id: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>>;
+    /// Session-signing keys, oldest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Adds a signing key, retires the others, and publishes the public keys.
+    async fn add_signing_key(&self, key: &SigningKeyRecord, actor: &Actor, now: Millis) -> StoreResult<u64>;
+}
+
+/// Edges and the audit log.
+#[async_trait]
+pub trait EdgeStore: Send + Sync {
+    /// Records an edge's report (applied seq, closes per change).
+    async fn record_edge_report(&self, report: &EdgeReport, now: Millis) -> StoreResult<()>;
+    /// Known edges: (id, name, applied seq, last heartbeat, live connections).
+    async fn list_edges(&self) -> StoreResult<Vec<(String, String, i64, Millis, i64)>>;
+    /// How far change `seq` has reached edges that reported since `alive_since`.
+    async fn propagation(&self, seq: u64, alive_since: Millis) -> StoreResult<Propagation>;
+    /// Audit entries, newest first.
+    async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>>;
+    /// Records an action that makes no change for edges.
+    async fn record_audit(
+        &self,
+        action: &str,
+        target: &str,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<()>;
+}
+
+/// Everything the control plane stores.
+pub trait Store: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore {}
+
+impl<T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore> Store for T {}

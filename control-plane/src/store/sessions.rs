@@ -1,0 +1,276 @@
+//! Sessions: logins recorded for edges, terminations (one session or every
+//! session of a user), listing with filters and cursor pagination, and the
+//! activity edges report.
+
+use async_trait::async_trait;
+use portcullis_policy::policy::SessionLimitAction;
+use portcullis_policy::{Change, SessionId, UserRef};
+use sqlx::Row;
+
+use super::changes::{append_change, ceil_seconds, insert_audit};
+use super::rows::{json_list, like_contains, session, to_json, Params, SESSION_COLUMNS};
+use super::users::user_key;
+use super::{
+    Activity, CreatedSession, NewSession, SessionFilter, SessionLimit, SessionStore, SqlStore, StoreError, StoreResult,
+};
+use crate::model::{Actor, Millis, SessionRecord};
+
+/// Reason recorded on sessions ended to respect a route's session limit.
+const REPLACED_REASON: &str = "ended by a newer login (session limit of the route)";
+
+fn session_id(id: &str) -> StoreResult<SessionId> {
+    id.parse().map_err(|_| StoreError::Corrupt(format!("session id {id}")))
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn create_session(
+        &self,
+        new: NewSession,
+        limit: Option<SessionLimit>,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<CreatedSession> {
+        let mut tx = self.writer.begin().await?;
+        let mut replaced = Vec::new();
+        if let Some(limit) = limit {
+            let active = sqlx::query(
+                "SELECT id, expires_ms FROM sessions WHERE subject = $1 AND route = $2 AND ended_ms IS NULL \
+                 AND expires_ms > $3 ORDER BY created_ms, id",
+            )
+            .bind(&new.subject)
+            .bind(&new.route)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            let excess = (active.len() + 1).saturating_sub(limit.max as usize);
+            if excess > 0 && limit.action == SessionLimitAction::Refuse {
+                return Err(StoreError::SessionLimit(limit.max));
+            }
+            for row in active.iter().take(excess) {
+                let id: String = row.try_get("id")?;
+                sqlx::query("UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE id = $3")
+                    .bind(now)
+                    .bind(REPLACED_REASON)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                let change = Change::TerminateSession {
+                    session: session_id(&id)?,
+                    expires_at: ceil_seconds(row.try_get("expires_ms")?),
+                };
+                let seq = append_change(&mut tx, self.backend, change, now).await?;
+                insert_audit(
+                    &mut tx,
+                    "session.replace",
+                    &format!("session:{id}"),
+                    REPLACED_REASON,
+                    actor,
+                    now,
+                    Some(seq),
+                )
+                .await?;
+                replaced.push((id, seq));
+            }
+        }
+        let record = SessionRecord {
+            id: new.id,
+            subject: new.subject,
+            email: new.email.to_ascii_lowercase(),
+            groups: new.groups,
+            idp_issuer: new.idp_issuer,
+            idp_session_id: new.idp_session_id,
+            route: new.route,
+            created_ms: now,
+            last_seen_ms: now,
+            expires_ms: now + new.lifetime_ms,
+            auth_time_s: new.auth_time_s,
+            ended_ms: None,
+            end_reason: None,
+            source_addresses: vec![new.source_address],
+            user_agent: new.user_agent,
+            edges: vec![new.edge_id],
+            live_connections: 0,
+        };
+        sqlx::query(&format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        ))
+        .bind(&record.id)
+        .bind(&record.subject)
+        .bind(&record.email)
+        .bind(to_json(&record.groups))
+        .bind(&record.idp_issuer)
+        .bind(&record.idp_session_id)
+        .bind(&record.route)
+        .bind(record.created_ms)
+        .bind(record.last_seen_ms)
+        .bind(record.expires_ms)
+        .bind(record.auth_time_s)
+        .bind(record.ended_ms)
+        .bind(&record.end_reason)
+        .bind(to_json(&record.source_addresses))
+        .bind(&record.user_agent)
+        .bind(to_json(&record.edges))
+        .bind(record.live_connections)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, "session.create", &format!("session:{}", record.id), &record.email, actor, now, None)
+            .await?;
+        tx.commit().await?;
+        Ok(CreatedSession { record, replaced })
+    }
+
+    async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(session).transpose()
+    }
+
+    async fn list_sessions(&self, filter: &SessionFilter, now: Millis) -> StoreResult<Vec<SessionRecord>> {
+        let mut sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE 1 = 1");
+        let mut params = Params::default();
+        if let Some(email) = &filter.email {
+            sql.push_str(&format!(" AND email = {}", params.text(email.to_ascii_lowercase())));
+        }
+        if let Some(route) = &filter.route {
+            sql.push_str(&format!(" AND route = {}", params.text(route)));
+        }
+        match filter.active {
+            Some(true) => sql.push_str(&format!(" AND ended_ms IS NULL AND expires_ms > {}", params.int(now))),
+            Some(false) => sql.push_str(&format!(" AND (ended_ms IS NOT NULL OR expires_ms <= {})", params.int(now))),
+            None => {}
+        }
+        if let Some(edge) = &filter.edge {
+            let quoted = serde_json::to_string(edge).unwrap_or_default();
+            sql.push_str(&format!(" AND edges_json LIKE {} ESCAPE '\\'", params.text(like_contains(&quoted))));
+        }
+        if let Some(since) = filter.since_ms {
+            sql.push_str(&format!(" AND created_ms >= {}", params.int(since)));
+        }
+        if let Some((created, id)) = &filter.before {
+            let (c, i) = (params.int(*created), params.text(id));
+            sql.push_str(&format!(" AND (created_ms < {c} OR (created_ms = {c} AND id < {i}))"));
+        }
+        let limit = params.int(i64::from(filter.limit.clamp(1, 1000)));
+        sql.push_str(&format!(" ORDER BY created_ms DESC, id DESC LIMIT {limit}"));
+        params.bind(sqlx::query(&sql)).fetch_all(&self.reader).await?.iter().map(session).collect()
+    }
+
+    async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("SELECT ended_ms, expires_ms FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if row.try_get::<Option<i64>, _>("ended_ms")?.is_some() {
+            return Ok(None);
+        }
+        sqlx::query("UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE id = $3")
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let change =
+            Change::TerminateSession { session: session_id(id)?, expires_at: ceil_seconds(row.try_get("expires_ms")?) };
+        let seq = append_change(&mut tx, self.backend, change, now).await?;
+        insert_audit(&mut tx, "session.terminate", &format!("session:{id}"), reason, actor, now, Some(seq)).await?;
+        tx.commit().await?;
+        Ok(Some(seq))
+    }
+
+    async fn terminate_user(
+        &self,
+        user: &UserRef,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<(u64, Vec<String>)> {
+        let (column, value) = match user {
+            UserRef::Subject(s) => ("subject", s.to_string()),
+            UserRef::Email(e) => ("email", e.to_ascii_lowercase()),
+        };
+        let mut tx = self.writer.begin().await?;
+        let ended: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT id FROM sessions WHERE {column} = $1 AND ended_ms IS NULL"))
+                .bind(&value)
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query(&format!(
+            "UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE {column} = $3 AND ended_ms IS NULL"
+        ))
+        .bind(now)
+        .bind(reason)
+        .bind(&value)
+        .execute(&mut *tx)
+        .await?;
+        let revoked_before = now.div_euclid(1000);
+        sqlx::query(
+            "INSERT INTO users (user_key, revoked_before_s, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, revoked_before_s = CASE \
+             WHEN users.revoked_before_s IS NULL OR users.revoked_before_s < excluded.revoked_before_s \
+             THEN excluded.revoked_before_s ELSE users.revoked_before_s END",
+        )
+        .bind(user_key(user))
+        .bind(revoked_before)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let seq =
+            append_change(&mut tx, self.backend, Change::TerminateUser { user: user.clone(), revoked_before }, now)
+                .await?;
+        insert_audit(&mut tx, "user.terminate", &user_key(user), reason, actor, now, Some(seq)).await?;
+        tx.commit().await?;
+        Ok((seq, ended))
+    }
+
+    async fn apply_activity(&self, edge_id: &str, events: &[Activity]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for event in events {
+            match event {
+                Activity::Seen { session_id, source_address, at_ms } => {
+                    let Some(row) = sqlx::query("SELECT source_addresses_json, edges_json FROM sessions WHERE id = $1")
+                        .bind(session_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    else {
+                        continue;
+                    };
+                    let mut addresses = json_list(&row.try_get::<String, _>("source_addresses_json")?)?;
+                    let mut edges = json_list(&row.try_get::<String, _>("edges_json")?)?;
+                    if !addresses.contains(source_address) && addresses.len() < 32 {
+                        addresses.push(source_address.clone());
+                    }
+                    if !edges.iter().any(|e| e == edge_id) {
+                        edges.push(edge_id.to_owned());
+                    }
+                    sqlx::query(
+                        "UPDATE sessions SET last_seen_ms = CASE WHEN last_seen_ms < $1 THEN $1 ELSE last_seen_ms END, \
+                         source_addresses_json = $2, edges_json = $3 WHERE id = $4",
+                    )
+                    .bind(*at_ms)
+                    .bind(to_json(&addresses))
+                    .bind(to_json(&edges))
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Activity::Connections { session_id, delta } => {
+                    sqlx::query(
+                        "UPDATE sessions SET live_connections = CASE WHEN live_connections + $1 < 0 THEN 0 \
+                         ELSE live_connections + $1 END WHERE id = $2",
+                    )
+                    .bind(*delta)
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

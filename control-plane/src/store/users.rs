@@ -1,0 +1,71 @@
+//! User locks, and the `users` table keys (`sub:…` / `email:…`).
+
+use async_trait::async_trait;
+use portcullis_policy::snapshot::Lock;
+use portcullis_policy::{Change, UserRef};
+
+use super::changes::{append_change, insert_audit};
+use super::{SqlStore, StoreResult, UserStore};
+use crate::model::{Actor, Millis};
+
+/// The `users.user_key` of a user reference.
+pub(crate) fn user_key(user: &UserRef) -> String {
+    match user {
+        UserRef::Subject(s) => format!("sub:{s}"),
+        UserRef::Email(e) => format!("email:{}", e.to_ascii_lowercase()),
+    }
+}
+
+/// Parses a `users.user_key`.
+pub(crate) fn parse_user_key(key: &str) -> Option<UserRef> {
+    if let Some(sub) = key.strip_prefix("sub:") {
+        Some(UserRef::subject(sub))
+    } else {
+        key.strip_prefix("email:").map(UserRef::email)
+    }
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn lock_user(
+        &self,
+        user: &UserRef,
+        reason: &str,
+        until_s: Option<i64>,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (user_key, locked, lock_reason, locked_until_s, updated_ms) VALUES ($1, 1, $2, $3, $4) \
+             ON CONFLICT (user_key) DO UPDATE SET locked = 1, lock_reason = excluded.lock_reason, \
+             locked_until_s = excluded.locked_until_s, updated_ms = excluded.updated_ms",
+        )
+        .bind(user_key(user))
+        .bind(reason)
+        .bind(until_s)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let lock = Lock { until: until_s, reason: reason.to_owned() };
+        let seq = append_change(&mut tx, self.backend, Change::LockUser { user: user.clone(), lock }, now).await?;
+        insert_audit(&mut tx, "user.lock", &user_key(user), reason, actor, now, Some(seq)).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn unlock_user(&self, user: &UserRef, reason: &str, actor: &Actor, now: Millis) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE users SET locked = 0, lock_reason = NULL, locked_until_s = NULL, updated_ms = $1 WHERE user_key = $2",
+        )
+        .bind(now)
+        .bind(user_key(user))
+        .execute(&mut *tx)
+        .await?;
+        let seq = append_change(&mut tx, self.backend, Change::UnlockUser { user: user.clone() }, now).await?;
+        insert_audit(&mut tx, "user.unlock", &user_key(user), reason, actor, now, Some(seq)).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+}
