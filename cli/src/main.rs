@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod control_plane_cmd;
 mod policy_cmd;
 
 use std::process::ExitCode;
@@ -22,12 +23,21 @@ enum Command {
     /// Check policy files and explain decisions.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
+    /// Run the control plane (admin API, session authority, edge channel).
+    ControlPlane(control_plane_cmd::ControlPlaneArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Policy(command) => policy_cmd::run(command),
+        Command::ControlPlane(args) => control_plane_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -2,8 +2,28 @@
 //! terminations, user locks and the policy in force. It serves the admin
 //! REST API, mints session tokens, and streams snapshots and deltas (encoded
 //! with [`portcullis_policy::wire`]) to every edge.
+//!
+//! ```text
+//! admin API ──▶ store: domain row + change-log row + audit row (one transaction)
+//!                 │ commit → ChangeFeed (watch; PostgreSQL LISTEN/NOTIFY across replicas)
+//!                 ▼
+//! edge channel ──▶ snapshot, then deltas, heartbeats ──▶ edges ──▶ reports ──▶ receipts
+//! ```
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod app;
+pub mod authority;
+pub mod config;
+pub mod edge_channel;
+pub mod error;
+pub mod feed;
+pub mod metrics;
 pub mod model;
+pub mod receipt;
+pub mod server;
 pub mod store;
+
+pub use config::Config;
+pub use server::{build, run};

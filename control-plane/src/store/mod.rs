@@ -21,6 +21,7 @@ use portcullis_policy::policy::SessionLimitAction;
 use portcullis_policy::wire::SnapshotBody;
 use portcullis_policy::UserRef;
 
+pub use changes::CHANGES_CHANNEL;
 pub use connect::{Backend, SqlStore};
 
 use crate::model::{Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord};

@@ -1,0 +1,167 @@
+//! The admin REST API (`/api/v1`), which the portal, the CLI and API clients
+//! all use, plus `/healthz`, `/readyz`, `/metrics` and the OpenAPI document.
+
+pub mod auth;
+mod policy;
+mod sessions;
+mod tokens;
+mod trail;
+mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::store::ChangeStore as _;
+
+/// JSON body that rejects unknown fields with 422 naming the field, and
+/// oversized bodies with 413, in the API's error format.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await.map_err(|e: JsonRejection| ApiError::from(e))?;
+        Ok(Self(value))
+    }
+}
+
+/// Query string in the API's error format.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(value) =
+            Query::<T>::from_request_parts(parts, state).await.map_err(|e: QueryRejection| ApiError::from(e))?;
+        Ok(Self(value))
+    }
+}
+
+/// `?wait=true[&timeout_ms=N]` on actions that return a receipt.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Wait until every connected edge applied the change.
+    pub wait: Option<bool>,
+    /// Bound on the wait in milliseconds (default and maximum: the configured `receipt_wait_ms`).
+    pub timeout_ms: Option<u64>,
+}
+
+impl WaitQuery {
+    /// The wait to apply, if any.
+    pub fn duration(&self, app: &App) -> Option<Duration> {
+        self.wait.unwrap_or(false).then(|| {
+            Duration::from_millis(self.timeout_ms.unwrap_or(app.config.receipt_wait_ms).min(app.config.receipt_wait_ms))
+        })
+    }
+}
+
+/// Parses an RFC 3339 time into Unix milliseconds.
+pub fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| ApiError::bad_request(format!("`{field}` expects an RFC 3339 time such as 2026-11-23T10:00:00Z")))
+}
+
+/// Checks a free-text reason: required, at most 500 characters.
+pub fn reason(text: &str) -> Result<&str, ApiError> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > 500 {
+        return Err(ApiError::invalid("`reason` is required (1 to 500 characters): it goes to the audit log"));
+    }
+    Ok(text)
+}
+
+/// The OpenAPI document of the admin API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Portcullis control plane", description = "Admin API: sessions, users, policy, tokens, audit, edges."),
+    paths(
+        sessions::list, sessions::get_one, sessions::terminate,
+        users::terminate, users::lock, users::unlock,
+        policy::get_current, policy::put, policy::validate, policy::history, policy::rollback,
+        tokens::create_service, tokens::list_service, tokens::revoke_service,
+        tokens::create_admin, tokens::list_admin, tokens::revoke_admin,
+        trail::audit, trail::edges,
+    ),
+    components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("admin_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        openapi.security =
+            Some(vec![utoipa::openapi::security::SecurityRequirement::new("admin_token", Vec::<String>::new())]);
+    }
+}
+
+/// The admin listener's router.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/{id}", get(sessions::get_one))
+        .route("/sessions/{id}/terminate", post(sessions::terminate))
+        .route("/users/terminate", post(users::terminate))
+        .route("/users/lock", post(users::lock))
+        .route("/users/unlock", post(users::unlock))
+        .route("/policy", get(policy::get_current).put(policy::put))
+        .route("/policy/validate", post(policy::validate))
+        .route("/policy/history", get(policy::history))
+        .route("/policy/rollback", post(policy::rollback))
+        .route("/service-tokens", post(tokens::create_service).get(tokens::list_service))
+        .route("/service-tokens/{id}", delete(tokens::revoke_service))
+        .route("/admin-tokens", post(tokens::create_admin).get(tokens::list_admin))
+        .route("/admin-tokens/{id}", delete(tokens::revoke_admin))
+        .route("/audit", get(trail::audit))
+        .route("/edges", get(trail::edges))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .fallback(|| async { ApiError::not_found("no such API endpoint") });
+    let max_body = app.config.max_body_bytes;
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), count_requests))
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.store.head_seq().await {
+        Ok(head) => format!("ready: change log at {head}\n").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "not ready: the database is unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: the database is unreachable\n").into_response()
+        }
+    }
+}
+
+async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    app.metrics.requests.with_label_values(&[&route, response.status().as_str()]).inc();
+    response
+}

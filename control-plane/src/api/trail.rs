@@ -1,0 +1,92 @@
+//! `/api/v1/audit` (who did what, when, why, from where) and `/api/v1/edges`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::{parse_time, ApiQuery};
+use crate::app::App;
+use crate::error::ApiError;
+use crate::model::{now_ms, rfc3339, AuditEntry, EdgeView};
+use crate::receipt::EDGE_ALIVE_MS;
+use crate::store::AuditFilter;
+use crate::store::ChangeStore as _;
+
+/// Audit filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries by this actor (e.g. `token:ops`).
+    pub actor: Option<String>,
+    /// Entries with this action (e.g. `session.terminate`).
+    pub action: Option<String>,
+    /// Entries whose target contains this text.
+    pub target: Option<String>,
+    /// At or after (RFC 3339).
+    pub since: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// One page of the audit log, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// Entries.
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<i64>,
+}
+
+/// Reads the audit log.
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery), responses((status = 200, body = AuditPage)))]
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    caller.require("audit:read")?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` is between 1 and 1000"));
+    }
+    let filter = AuditFilter {
+        actor: query.actor,
+        action: query.action,
+        target: query.target,
+        since_ms: query.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
+        before_id: query.cursor,
+        limit,
+    };
+    let entries = app.store().audit(&filter).await?;
+    let next_cursor = (entries.len() == limit as usize).then(|| entries.last().map(|e| e.id)).flatten();
+    Ok(Json(AuditPage { entries, next_cursor }))
+}
+
+/// Edges: applied sequence, lag, live connections, health.
+#[utoipa::path(get, path = "/api/v1/edges", responses((status = 200, body = Vec<EdgeView>)))]
+pub async fn edges(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<EdgeView>>, ApiError> {
+    caller.require("sessions:read")?;
+    let head = app.store.head_seq().await? as i64;
+    let now = now_ms();
+    let edges = app.store().list_edges().await?;
+    Ok(Json(
+        edges
+            .into_iter()
+            .map(|(id, name, applied_seq, heartbeat, live_connections)| EdgeView {
+                id,
+                name,
+                applied_seq,
+                last_heartbeat_at: rfc3339(heartbeat),
+                live_connections,
+                lag: (head - applied_seq).max(0),
+                state: if now - heartbeat <= EDGE_ALIVE_MS { "connected" } else { "stale" }.into(),
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,127 @@
+//! `/api/v1/users/…`: "give me an email, end everything", and locks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::Json;
+use portcullis_policy::UserRef;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::{parse_time, reason, ApiJson, ApiQuery, WaitQuery};
+use crate::app::App;
+use crate::error::ApiError;
+use crate::model::now_ms;
+use crate::receipt::{receipt, Receipt};
+
+/// A user action's target and reason.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserAction {
+    /// The user's email (give this or `sub`).
+    pub email: Option<String>,
+    /// The user's IdP subject (give this or `email`).
+    pub sub: Option<String>,
+    /// Goes to the audit log.
+    pub reason: Option<String>,
+    /// For lock: when the lock lifts by itself (RFC 3339); absent = until unlocked.
+    pub until: Option<String>,
+}
+
+/// A user action's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserActionAnswer {
+    /// The user, as `email:…` or `sub:…`.
+    pub user: String,
+    /// Sessions ended by this action.
+    pub sessions_ended: usize,
+    /// Propagation to edges.
+    pub receipt: Receipt,
+}
+
+impl UserAction {
+    fn user(&self) -> Result<UserRef, ApiError> {
+        match (&self.email, &self.sub) {
+            (Some(email), None) if email.contains('@') && email.len() <= 320 => Ok(UserRef::email(email.trim())),
+            (None, Some(sub)) if !sub.is_empty() && sub.len() <= 255 => Ok(UserRef::subject(sub)),
+            (Some(_), Some(_)) => Err(ApiError::invalid("give `email` or `sub`, not both")),
+            (Some(email), None) => Err(ApiError::invalid(format!("`{email}` is not an email address"))),
+            _ => Err(ApiError::invalid("give the user's `email` or `sub`")),
+        }
+    }
+
+    fn reason(&self) -> Result<&str, ApiError> {
+        reason(self.reason.as_deref().unwrap_or_default())
+    }
+}
+
+async fn answer(
+    app: &App,
+    user: &UserRef,
+    seq: u64,
+    ended: usize,
+    wait: &WaitQuery,
+    committed: Instant,
+) -> Result<Json<UserActionAnswer>, ApiError> {
+    let receipt = receipt(app.store(), &app.feed, Some(seq), wait.duration(app), committed).await?;
+    Ok(Json(UserActionAnswer { user: user.to_string(), sessions_ended: ended, receipt }))
+}
+
+/// Ends every session of the user and invalidates every token issued to
+/// them before now, on every edge.
+#[utoipa::path(post, path = "/api/v1/users/terminate", params(WaitQuery), request_body = UserAction,
+    responses((status = 200, body = UserActionAnswer), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn terminate(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ApiQuery(wait): ApiQuery<WaitQuery>,
+    ApiJson(body): ApiJson<UserAction>,
+) -> Result<Json<UserActionAnswer>, ApiError> {
+    caller.require("sessions:write")?;
+    if body.until.is_some() {
+        return Err(ApiError::invalid("`until` applies to locks only"));
+    }
+    let (user, reason) = (body.user()?, body.reason()?);
+    let (seq, ended) = app.store().terminate_user(&user, reason, &caller.actor, now_ms()).await?;
+    app.metrics.changes.with_label_values(&["user.terminate"]).inc();
+    answer(&app, &user, seq, ended.len(), &wait, Instant::now()).await
+}
+
+/// Locks the user: denied everywhere, live connections closed, until unlocked.
+#[utoipa::path(post, path = "/api/v1/users/lock", params(WaitQuery), request_body = UserAction,
+    responses((status = 200, body = UserActionAnswer), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn lock(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ApiQuery(wait): ApiQuery<WaitQuery>,
+    ApiJson(body): ApiJson<UserAction>,
+) -> Result<Json<UserActionAnswer>, ApiError> {
+    caller.require("sessions:write")?;
+    let (user, reason) = (body.user()?, body.reason()?);
+    let until_s = body.until.as_deref().map(|u| parse_time("until", u)).transpose()?.map(|ms| ms.div_euclid(1000));
+    if until_s.is_some_and(|u| u * 1000 <= now_ms()) {
+        return Err(ApiError::invalid("`until` is in the past"));
+    }
+    let seq = app.store().lock_user(&user, reason, until_s, &caller.actor, now_ms()).await?;
+    app.metrics.changes.with_label_values(&["user.lock"]).inc();
+    answer(&app, &user, seq, 0, &wait, Instant::now()).await
+}
+
+/// Lifts a lock.
+#[utoipa::path(post, path = "/api/v1/users/unlock", params(WaitQuery), request_body = UserAction,
+    responses((status = 200, body = UserActionAnswer), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn unlock(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ApiQuery(wait): ApiQuery<WaitQuery>,
+    ApiJson(body): ApiJson<UserAction>,
+) -> Result<Json<UserActionAnswer>, ApiError> {
+    caller.require("sessions:write")?;
+    let user = body.user()?;
+    let reason = body.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("unlocked");
+    let seq = app.store().unlock_user(&user, reason, &caller.actor, now_ms()).await?;
+    app.metrics.changes.with_label_values(&["user.unlock"]).inc();
+    answer(&app, &user, seq, 0, &wait, Instant::now()).await
+}

@@ -1,0 +1,57 @@
+//! The shared state every handler sees.
+
+use std::sync::Arc;
+
+use portcullis_policy::{Policy, PolicySource};
+use tokio::sync::Mutex;
+
+use crate::authority::SessionAuthority;
+use crate::config::Config;
+use crate::feed::ChangeFeed;
+use crate::metrics::Metrics;
+use crate::store::{PolicyStore, SqlStore, Store, StoreError, StoreResult};
+
+/// Control-plane state.
+pub struct App {
+    /// Validated configuration.
+    pub config: Config,
+    /// The store.
+    pub store: Arc<SqlStore>,
+    /// Signs session tokens.
+    pub authority: SessionAuthority,
+    /// Change and report signals.
+    pub feed: Arc<ChangeFeed>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    compiled: Mutex<Option<(i64, Arc<Policy>)>>,
+}
+
+impl App {
+    /// Assembles the state.
+    pub fn new(config: Config, store: Arc<SqlStore>, authority: SessionAuthority, feed: Arc<ChangeFeed>) -> Self {
+        Self { config, store, authority, feed, metrics: Metrics::new(), compiled: Mutex::new(None) }
+    }
+
+    /// The store as the trait object handlers use.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// The policy in force, compiled (cached per version).
+    pub async fn current_policy(&self) -> StoreResult<Arc<Policy>> {
+        let current = self.store.current_policy().await?;
+        let version = current.as_ref().map_or(0, |p| p.version);
+        let mut cache = self.compiled.lock().await;
+        if let Some((_, policy)) = cache.as_ref().filter(|(cached, _)| *cached == version) {
+            return Ok(Arc::clone(policy));
+        }
+        let policy = match current {
+            Some(p) => Policy::compile(PolicySource { name: format!("policy v{}", p.version), text: p.document })
+                .map_err(|e| StoreError::Corrupt(format!("stored policy v{version} does not compile: {e}")))?,
+            None => Policy::empty(),
+        };
+        let policy = Arc::new(policy);
+        *cache = Some((version, Arc::clone(&policy)));
+        Ok(policy)
+    }
+}

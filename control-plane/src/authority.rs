@@ -1,0 +1,152 @@
+//! The session authority: the control plane is the only holder of the
+//! session-signing key. It creates an ES256 key on first start (stored,
+//! rotatable), signs session tokens for logins edges complete, and publishes
+//! the public keys in the snapshot so edges verify without any secret.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use p256::ecdsa::SigningKey;
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::model::{now_ms, Actor, SessionRecord, SigningKeyRecord};
+use crate::store::{Store, StoreError, StoreResult};
+
+/// `typ` header of session tokens, so no other JWT is mistaken for one.
+pub const SESSION_TOKEN_TYPE: &str = "portcullis-session+jwt";
+/// `aud` of session tokens.
+pub const SESSION_TOKEN_AUDIENCE: &str = "portcullis-edge";
+
+/// The claims of a session token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// The control plane's issuer URL.
+    pub iss: String,
+    /// Always [`SESSION_TOKEN_AUDIENCE`].
+    pub aud: String,
+    /// IdP subject.
+    pub sub: String,
+    /// Email, lowercased.
+    pub email: String,
+    /// Groups at login.
+    pub groups: Vec<String>,
+    /// Portcullis session id.
+    pub sid: String,
+    /// Issued at, seconds.
+    pub iat: i64,
+    /// Expires, seconds.
+    pub exp: i64,
+    /// IdP authentication time, seconds.
+    pub auth_time: i64,
+    /// The IdP's session id, for back-channel logout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp_sid: Option<String>,
+    /// Route the login was for.
+    pub route: String,
+}
+
+struct ActiveKey {
+    kid: String,
+    encoding: EncodingKey,
+}
+
+/// Signs session tokens with the current key.
+pub struct SessionAuthority {
+    issuer: String,
+    key: RwLock<ActiveKey>,
+}
+
+/// A new ES256 key as stored.
+fn generate_key(now: i64) -> StoreResult<SigningKeyRecord> {
+    let key = SigningKey::random(&mut rand::rngs::OsRng);
+    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| StoreError::Corrupt(format!("key encoding: {e}")))?;
+    let point = key.verifying_key().to_encoded_point(false);
+    let (x, y) = (point.x().map(|x| URL_SAFE_NO_PAD.encode(x)), point.y().map(|y| URL_SAFE_NO_PAD.encode(y)));
+    let mut kid_bytes = [0u8; 9];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut kid_bytes);
+    Ok(SigningKeyRecord {
+        kid: URL_SAFE_NO_PAD.encode(kid_bytes),
+        alg: "ES256".into(),
+        private_pem: pem.to_string(),
+        x: x.unwrap_or_default(),
+        y,
+        created_ms: now,
+        retired_ms: None,
+    })
+}
+
+fn active(record: &SigningKeyRecord) -> StoreResult<ActiveKey> {
+    let encoding = EncodingKey::from_ec_pem(record.private_pem.as_bytes())
+        .map_err(|e| StoreError::Corrupt(format!("signing key {}: {e}", record.kid)))?;
+    Ok(ActiveKey { kid: record.kid.clone(), encoding })
+}
+
+impl SessionAuthority {
+    /// Loads the current key, creating one on first start.
+    pub async fn load_or_create(store: &dyn Store, issuer: &str) -> StoreResult<Self> {
+        let keys = store.signing_keys().await?;
+        let current = match keys.iter().rev().find(|k| k.retired_ms.is_none()) {
+            Some(key) => key.clone(),
+            None => {
+                let key = generate_key(now_ms())?;
+                store.add_signing_key(&key, &Actor::system(), now_ms()).await?;
+                tracing::info!(kid = %key.kid, "created the session-signing key");
+                key
+            }
+        };
+        Ok(Self { issuer: issuer.to_owned(), key: RwLock::new(active(&current)?) })
+    }
+
+    /// Replaces the signing key; the old public key stays published so
+    /// tokens it signed keep verifying until they expire.
+    pub async fn rotate(&self, store: &dyn Store, actor: &Actor) -> StoreResult<u64> {
+        let key = generate_key(now_ms())?;
+        let seq = store.add_signing_key(&key, actor, now_ms()).await?;
+        *self.key.write().await = active(&key)?;
+        Ok(seq)
+    }
+
+    /// The issuer written into tokens.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Signs the token for a recorded session.
+    pub async fn sign(&self, session: &SessionRecord) -> StoreResult<String> {
+        let claims = SessionClaims {
+            iss: self.issuer.clone(),
+            aud: SESSION_TOKEN_AUDIENCE.into(),
+            sub: session.subject.clone(),
+            email: session.email.clone(),
+            groups: session.groups.clone(),
+            sid: session.id.clone(),
+            iat: session.created_ms.div_euclid(1000),
+            exp: session.expires_ms.div_euclid(1000),
+            auth_time: session.auth_time_s,
+            idp_sid: session.idp_session_id.clone(),
+            route: session.route.clone(),
+        };
+        let key = self.key.read().await;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some(SESSION_TOKEN_TYPE.into());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| StoreError::Corrupt(format!("signing: {e}")))
+    }
+}
+
+/// Verifies a session token against published keys (used by tests and,
+/// in the same way, by edges).
+pub fn verify(token: &str, keys: &[portcullis_policy::snapshot::PublicKey], issuer: &str) -> Option<SessionClaims> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(SESSION_TOKEN_TYPE) {
+        return None;
+    }
+    let key = keys.iter().find(|k| Some(&k.kid) == header.kid.as_ref())?;
+    let decoding = DecodingKey::from_ec_components(&key.x, key.y.as_deref()?).ok()?;
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_audience(&[SESSION_TOKEN_AUDIENCE]);
+    validation.set_issuer(&[issuer]);
+    jsonwebtoken::decode::<SessionClaims>(token, &decoding, &validation).ok().map(|d| d.claims)
+}

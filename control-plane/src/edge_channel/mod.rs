@@ -1,0 +1,169 @@
+//! The edge channel, on its own listener: edges authenticate with the
+//! enrollment secret and their id, stream snapshots and deltas, report what
+//! they applied and closed, and ask the session authority for sessions.
+
+mod sessions;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::auth::source_address;
+use crate::api::ApiJson;
+use crate::app::App;
+use crate::error::ApiError;
+use crate::model::{now_ms, Actor};
+use crate::store::{Activity, EdgeReport};
+
+/// Frames on the stream: 4-byte big-endian length, then a wire message.
+pub const FRAME_HEADER_BYTES: usize = 4;
+
+/// An authenticated edge.
+#[derive(Debug, Clone)]
+pub struct EdgeCaller {
+    /// Edge id (`X-Portcullis-Edge-Id`).
+    pub id: String,
+    /// Display name (`X-Portcullis-Edge-Name`, default the id).
+    pub name: String,
+    /// For the audit log.
+    pub actor: Actor,
+}
+
+/// Constant-time comparison through fixed-length digests.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn valid_edge_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl FromRequestParts<Arc<App>> for EdgeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let secret = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("edges send `Authorization: Bearer <enrollment secret>`"))?;
+        if !same_secret(secret, &app.config.edge_secret) {
+            return Err(unauthorized("wrong enrollment secret"));
+        }
+        let header_text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let id = header_text("x-portcullis-edge-id").filter(|id| valid_edge_id(id)).ok_or_else(|| {
+            ApiError::bad_request("send `X-Portcullis-Edge-Id` (letters, digits, `-`, `_`, `.`; up to 64)")
+        })?;
+        let name = header_text("x-portcullis-edge-name")
+            .filter(|n| !n.is_empty() && n.len() <= 100)
+            .unwrap_or_else(|| id.clone());
+        let actor = Actor { name: format!("edge:{id}"), source_address: source_address(parts) };
+        Ok(Self { id, name, actor })
+    }
+}
+
+/// A connection count change, per change sequence.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Closed {
+    /// The change.
+    pub seq: u64,
+    /// Connections closed because of it.
+    pub connections: i64,
+}
+
+/// Session activity as edges report it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum ActivityEvent {
+    /// A request of the session was served.
+    Seen {
+        /// Session id.
+        session_id: String,
+        /// Client address.
+        source_address: String,
+        /// When (Unix ms).
+        at_ms: i64,
+    },
+    /// Connections of the session opened (+) or closed (−).
+    Connections {
+        /// Session id.
+        session_id: String,
+        /// Change in live connections.
+        delta: i64,
+    },
+}
+
+/// What an edge reports, at least every second.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    /// Sequence applied.
+    pub applied_seq: u64,
+    /// Live connections now.
+    #[serde(default)]
+    pub live_connections: i64,
+    /// Connections closed per change since the last report.
+    #[serde(default)]
+    pub closed: Vec<Closed>,
+    /// Batched session activity.
+    #[serde(default)]
+    pub activity: Vec<ActivityEvent>,
+}
+
+async fn report(
+    State(app): State<Arc<App>>,
+    edge: EdgeCaller,
+    ApiJson(body): ApiJson<ReportBody>,
+) -> Result<StatusCode, ApiError> {
+    let report = EdgeReport {
+        edge_id: edge.id.clone(),
+        name: edge.name,
+        applied_seq: body.applied_seq,
+        live_connections: body.live_connections,
+        closed: body.closed.iter().map(|c| (c.seq, c.connections)).collect(),
+    };
+    app.store().record_edge_report(&report, now_ms()).await?;
+    if !body.activity.is_empty() {
+        let events: Vec<Activity> = body
+            .activity
+            .into_iter()
+            .map(|event| match event {
+                ActivityEvent::Seen { session_id, source_address, at_ms } => {
+                    Activity::Seen { session_id, source_address, at_ms }
+                }
+                ActivityEvent::Connections { session_id, delta } => Activity::Connections { session_id, delta },
+            })
+            .collect();
+        app.store().apply_activity(&edge.id, &events).await?;
+    }
+    app.feed.report_arrived();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The edge listener's router.
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.config.max_body_bytes;
+    Router::new()
+        .route("/edge/v1/stream", get(stream::stream))
+        .route("/edge/v1/report", post(report))
+        .route("/edge/v1/sessions", post(sessions::create))
+        .route("/edge/v1/sessions/{id}/logout", post(sessions::logout))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { ApiError::not_found("no such edge-channel endpoint") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+/// Wraps a JSON answer (used by the session handlers).
+pub(crate) type JsonAnswer<T> = Result<Json<T>, ApiError>;

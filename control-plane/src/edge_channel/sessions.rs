@@ -1,0 +1,113 @@
+//! The session authority's edge-facing calls: create a session after an
+//! edge completed an OIDC login (enforcing the route's session limit), and
+//! end one when the user logs out.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{EdgeCaller, JsonAnswer};
+use crate::api::ApiJson;
+use crate::app::App;
+use crate::error::ApiError;
+use crate::model::{now_ms, rfc3339};
+use crate::receipt::{receipt, Receipt};
+use crate::store::{NewSession, SessionLimit};
+
+/// A completed login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    /// IdP subject.
+    pub subject: String,
+    /// Email.
+    pub email: String,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// IdP issuer.
+    pub idp_issuer: String,
+    /// IdP session id (`sid`).
+    pub idp_session_id: Option<String>,
+    /// IdP authentication time, seconds.
+    pub auth_time: i64,
+    /// The route the user logged in for (by name).
+    pub route: String,
+    /// Client address.
+    pub source_address: String,
+    /// Client user agent (kept as text; never interpreted).
+    #[serde(default)]
+    pub user_agent: String,
+}
+
+/// The created session and its token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoginAnswer {
+    /// Session id.
+    pub session_id: String,
+    /// Signed session token (the edge's cookie value).
+    pub token: String,
+    /// Expiry (RFC 3339).
+    pub expires_at: String,
+    /// Sessions ended to respect the route's limit.
+    pub replaced_sessions: Vec<String>,
+}
+
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates a session for a completed login.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    edge: EdgeCaller,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> JsonAnswer<LoginAnswer> {
+    if body.subject.is_empty() || body.email.is_empty() {
+        return Err(ApiError::invalid("`subject` and `email` are required"));
+    }
+    let policy = app.current_policy().await?;
+    let route = policy
+        .routes()
+        .iter()
+        .find(|r| r.name() == body.route)
+        .ok_or_else(|| ApiError::invalid(format!("no route `{}` in the policy in force", body.route)))?;
+    let options = route.options();
+    let limit = options.max_sessions_per_user.map(|max| SessionLimit { max, action: options.on_session_limit });
+    let new = NewSession {
+        id: new_session_id(),
+        subject: body.subject,
+        email: body.email,
+        groups: body.groups,
+        idp_issuer: body.idp_issuer,
+        idp_session_id: body.idp_session_id,
+        route: body.route,
+        lifetime_ms: i64::from(options.session_lifetime) * 1000,
+        auth_time_s: body.auth_time,
+        source_address: body.source_address,
+        user_agent: body.user_agent.chars().take(512).collect(),
+        edge_id: edge.id.clone(),
+    };
+    let created = app.store().create_session(new, limit, &edge.actor, now_ms()).await?;
+    if let Some((_, seq)) = created.replaced.last() {
+        app.feed.publish(*seq);
+    }
+    let token = app.authority.sign(&created.record).await?;
+    Ok(Json(LoginAnswer {
+        session_id: created.record.id.clone(),
+        token,
+        expires_at: rfc3339(created.record.expires_ms),
+        replaced_sessions: created.replaced.into_iter().map(|(id, _)| id).collect(),
+    }))
+}
+
+/// Ends a session because its user logged out at the edge.
+pub async fn logout(State(app): State<Arc<App>>, edge: EdgeCaller, Path(id): Path<String>) -> JsonAnswer<Receipt> {
+    let seq = app.store().terminate_session(&id, "logged out", &edge.actor, now_ms()).await?;
+    Ok(Json(receipt(app.store(), &app.feed, seq, None, Instant::now()).await?))
+}

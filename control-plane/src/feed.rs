@@ -1,0 +1,101 @@
+//! Wakes whoever waits for the change log: edge streams (new changes) and
+//! termination receipts (edge reports). In one process a `watch` channel
+//! carries the head sequence; with PostgreSQL, a LISTEN connection turns
+//! other replicas' commits into the same signal; a slow poll covers any
+//! notification lost while reconnecting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::store::{ChangeStore, CHANGES_CHANNEL};
+
+/// Head-of-log and edge-report signals.
+pub struct ChangeFeed {
+    head: watch::Sender<u64>,
+    reports: Notify,
+}
+
+impl ChangeFeed {
+    /// A feed starting at `head`.
+    pub fn new(head: u64) -> Self {
+        Self { head: watch::channel(head).0, reports: Notify::new() }
+    }
+
+    /// Records that `seq` is committed (never moves backwards).
+    pub fn publish(&self, seq: u64) {
+        self.head.send_if_modified(|head| {
+            let newer = seq > *head;
+            if newer {
+                *head = seq;
+            }
+            newer
+        });
+    }
+
+    /// The latest committed sequence known here.
+    pub fn head(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// A receiver that wakes when the head moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    /// Signals that an edge report was recorded.
+    pub fn report_arrived(&self) {
+        self.reports.notify_waiters();
+    }
+
+    /// Waits for the next edge report (or returns after `timeout`).
+    pub async fn next_report(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.reports.notified()).await;
+    }
+
+    /// Polls the store's head every second; catches commits by other
+    /// replicas whose notification was missed.
+    pub fn spawn_poller(self: &Arc<Self>, store: Arc<dyn ChangeStore>) {
+        let feed = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match store.head_seq().await {
+                    Ok(head) => feed.publish(head),
+                    Err(error) => tracing::warn!(%error, "cannot read the change-log head"),
+                }
+            }
+        });
+    }
+
+    /// Listens for other replicas' commits on PostgreSQL.
+    pub fn spawn_postgres_listener(self: &Arc<Self>, url: String) {
+        let feed = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match listen(&feed, &url).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(error) => {
+                        tracing::warn!(%error, "PostgreSQL LISTEN connection lost; reconnecting");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn listen(feed: &ChangeFeed, url: &str) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen(CHANGES_CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        if let Ok(seq) = notification.payload().parse::<u64>() {
+            feed.publish(seq);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Starting the control plane: open the store, load or create the signing
+//! key and the first admin token, then serve the admin API and the edge
+//! channel until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::api::auth::{new_id, new_token, token_hash};
+use crate::app::App;
+use crate::authority::SessionAuthority;
+use crate::config::Config;
+use crate::feed::ChangeFeed;
+use crate::model::{now_ms, Actor, ApiTokenRecord};
+use crate::store::{Backend, ChangeStore, SqlStore, StoreError, TokenStore};
+
+/// Why the control plane could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listener could not bind or failed.
+    #[error("listener {address}: {source}")]
+    Listen {
+        /// Address.
+        address: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the store and builds the shared state (also used by tests).
+pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
+    let store = Arc::new(SqlStore::connect(&config.database_url).await?);
+    let authority = SessionAuthority::load_or_create(&*store, &config.issuer).await?;
+    bootstrap_admin_token(&store, config.bootstrap_token.as_deref()).await?;
+    let feed = Arc::new(ChangeFeed::new(store.head_seq().await?));
+    feed.spawn_poller(Arc::clone(&store) as Arc<dyn ChangeStore>);
+    if store.backend() == Backend::Postgres {
+        feed.spawn_postgres_listener(store.url().to_owned());
+    }
+    spawn_change_log_pruning(Arc::clone(&store), config.change_log_retention);
+    Ok(Arc::new(App::new(config, store, authority, feed)))
+}
+
+/// Creates the first admin token when there is none: the configured
+/// bootstrap token, or a new one printed once to standard error.
+async fn bootstrap_admin_token(store: &SqlStore, bootstrap: Option<&str>) -> Result<(), StoreError> {
+    if !store.list_api_tokens("admin").await?.is_empty() {
+        if let Some(token) = bootstrap {
+            // Make a configured bootstrap token usable even on a store that has others.
+            if store.api_token_by_hash(&token_hash(token)).await?.is_none() {
+                insert_admin(store, token).await?;
+            }
+        }
+        return Ok(());
+    }
+    let token = match bootstrap {
+        Some(token) => token.to_owned(),
+        None => {
+            let token = new_token("pcat_");
+            eprintln!(
+                "\n  First start: created an admin API token. It is shown only now; store it safely:\n\n    {token}\n\n  \
+                 Use it as `Authorization: Bearer <token>` or PORTCULLIS_TOKEN for the CLI.\n"
+            );
+            token
+        }
+    };
+    insert_admin(store, &token).await
+}
+
+async fn insert_admin(store: &SqlStore, token: &str) -> Result<(), StoreError> {
+    let now = now_ms();
+    let record = ApiTokenRecord {
+        id: new_id(),
+        kind: "admin".into(),
+        name: "bootstrap".into(),
+        token_hash: token_hash(token),
+        scopes: vec!["admin".into()],
+        subject: String::new(),
+        groups: Vec::new(),
+        created_ms: now,
+        expires_ms: None,
+        revoked_ms: None,
+        created_by: "system".into(),
+    };
+    store.insert_api_token(&record, &Actor::system(), now).await
+}
+
+fn spawn_change_log_pruning(store: Arc<SqlStore>, retention: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let result = async {
+                let head = store.head_seq().await?;
+                store.prune_changes_before(head.saturating_sub(retention)).await
+            }
+            .await;
+            if let Err(error) = result {
+                tracing::warn!(%error, "change-log pruning failed");
+            }
+        }
+    });
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(address).await.map_err(|source| ServeError::Listen { address, source })
+}
+
+/// Serves both listeners until shutdown.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let (listen, edge_listen) = (config.listen, config.edge_listen);
+    let app = build(config).await?;
+    let admin = bind(listen).await?;
+    let edge = bind(edge_listen).await?;
+    tracing::info!(%listen, %edge_listen, "control plane listening");
+    let admin_app = crate::api::router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
+    let edge_app = crate::edge_channel::router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
+    let admin = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown_signal());
+    let edge = axum::serve(edge, edge_app).with_graceful_shutdown(shutdown_signal());
+    let (a, e) = tokio::join!(admin, edge);
+    a.map_err(|source| ServeError::Listen { address: listen, source })?;
+    e.map_err(|source| ServeError::Listen { address: edge_listen, source })?;
+    app.store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}
