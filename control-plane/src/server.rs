@@ -90,18 +90,31 @@ async fn insert_admin(store: &SqlStore, token: &str) -> Result<(), StoreError> {
     store.insert_api_token(&record, &Actor::system(), now).await
 }
 
+/// How often edges are told to forget expired revocations.
+const EXPIRY_PERIOD: Duration = Duration::from_secs(600);
+/// Slack before an expired entry is forgotten, for clock skew between nodes.
+const EXPIRY_SLACK_S: i64 = 300;
+
+/// Keeps the change log to `retention` rows, and every ten minutes tells
+/// edges to drop terminations whose sessions have expired anyway (the
+/// snapshot rebuilt from the tables already leaves them out).
 fn spawn_change_log_pruning(store: Arc<SqlStore>, retention: u64) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut last_expiry = tokio::time::Instant::now();
         loop {
             tick.tick().await;
             let result = async {
+                if last_expiry.elapsed() >= EXPIRY_PERIOD {
+                    last_expiry = tokio::time::Instant::now();
+                    store.expire_before(now_ms() / 1000 - EXPIRY_SLACK_S, now_ms()).await?;
+                }
                 let head = store.head_seq().await?;
                 store.prune_changes_before(head.saturating_sub(retention)).await
             }
             .await;
             if let Err(error) = result {
-                tracing::warn!(%error, "change-log pruning failed");
+                tracing::warn!(%error, "change-log maintenance failed");
             }
         }
     });

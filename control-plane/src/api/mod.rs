@@ -2,6 +2,7 @@
 //! all use, plus `/healthz`, `/readyz`, `/metrics` and the OpenAPI document.
 
 pub mod auth;
+mod keys;
 mod policy;
 mod sessions;
 mod tokens;
@@ -98,7 +99,7 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
         policy::get_current, policy::put, policy::validate, policy::history, policy::rollback,
         tokens::create_service, tokens::list_service, tokens::revoke_service,
         tokens::create_admin, tokens::list_admin, tokens::revoke_admin,
-        trail::audit, trail::edges,
+        trail::audit, trail::edges, keys::rotate,
     ),
     components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
     modifiers(&BearerAuth)
@@ -134,6 +135,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/service-tokens/{id}", delete(tokens::revoke_service))
         .route("/admin-tokens", post(tokens::create_admin).get(tokens::list_admin))
         .route("/admin-tokens/{id}", delete(tokens::revoke_admin))
+        .route("/signing-keys/rotate", post(keys::rotate))
         .route("/audit", get(trail::audit))
         .route("/edges", get(trail::edges))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))

@@ -119,6 +119,13 @@ impl ChangeStore for SqlStore {
         Ok(result.rows_affected())
     }
 
+    async fn expire_before(&self, cutoff_s: i64, now: Millis) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        let seq = append_change(&mut tx, self.backend, Change::ExpireBefore { cutoff: cutoff_s }, now).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
     async fn snapshot_body(&self, now: Millis) -> StoreResult<SnapshotBody> {
         let mut tx = self.reader.begin().await?;
         if self.backend == Backend::Postgres {

@@ -192,6 +192,9 @@ pub trait ChangeStore: Send + Sync {
     async fn prune_changes_before(&self, before: u64) -> StoreResult<u64>;
     /// A consistent full snapshot at the head sequence, rebuilt from the tables.
     async fn snapshot_body(&self, now: Millis) -> StoreResult<SnapshotBody>;
+    /// Tells edges to forget terminations, revocations and locks that ended
+    /// at or before `cutoff_s` (seconds); returns the change's sequence.
+    async fn expire_before(&self, cutoff_s: i64, now: Millis) -> StoreResult<u64>;
 }
 
 /// Sessions and the actions that end them.
