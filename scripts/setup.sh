@@ -4,11 +4,14 @@
 # what is missing, so running it before every build costs nothing.
 #
 #   cmake        pingora's zlib-ng build (the edge)
+#   libssl-dev   the system OpenSSL pingora's TLS links against
+#   pkg-config   finds it
 set -euo pipefail
 
 needed=()
 command -v cmake >/dev/null 2>&1 || needed+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || needed+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || needed+=(libssl-dev)
 
 if [ ${#needed[@]} -gt 0 ]; then
   echo "setup: installing ${needed[*]}" >&2

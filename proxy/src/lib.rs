@@ -1,12 +1,19 @@
 //! Portcullis edge: checks every request and flow against the snapshot the
 //! control plane pushes, and closes live connections when access ends.
 //!
-//! Today this crate holds the [`SnapshotStore`] that every request reads; the
-//! pingora proxy, the CONNECT tunnel, the connection registry and the kill
-//! path are built on it by the edge issue.
+//! ```text
+//! control plane ──stream──▶ subscriber ──apply──▶ SnapshotStore (ArcSwap)
+//!                                  │                     ▲ load per request
+//!                                  └──affected──▶ ConnRegistry ◀──bind── proxy (request_filter)
+//!                                                  │ cancel
+//!                                                  ▼
+//!                                      Killable<HttpProxy> drops the socket
+//! ```
 
 #![forbid(unsafe_code)]
 
+pub mod killable;
+pub mod registry;
 mod snapshot_store;
 
 pub use snapshot_store::{SnapshotStore, StoreError};

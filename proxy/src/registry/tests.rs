@@ -1,0 +1,102 @@
+//! Registry behaviour: binding, the kill lookups, re-evaluation, cleanup.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use portcullis_policy::snapshot::Affected;
+use portcullis_policy::{CredentialKind, Identity, IdentityParts, Policy, PolicySource, SessionId, Snapshot, UserRef};
+
+use super::*;
+
+fn key(port: u16) -> ConnKey {
+    ConnKey { peer: SocketAddr::from(([127, 0, 0, 1], port)), local: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+}
+
+fn identity(email: &str, session: u8, groups: &[&str]) -> Arc<Identity> {
+    Arc::new(Identity::new(IdentityParts {
+        subject: format!("sub-{email}"),
+        email: email.into(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        credential: Some(CredentialKind::Browser),
+        session_id: Some(SessionId::from_bytes([session; 16])),
+        ..IdentityParts::default()
+    }))
+}
+
+fn binding(identity: Arc<Identity>) -> Binding {
+    Binding {
+        identity,
+        target: BoundTarget::Http { host: "app.example".into(), path: "/".into(), method: "GET".into() },
+    }
+}
+
+fn snapshot(yaml: &str) -> Snapshot {
+    let policy = Policy::compile(PolicySource { name: "t".into(), text: yaml.into() }).expect("compiles");
+    Snapshot::new(1, Arc::new(policy))
+}
+
+const ALLOW_DEV: &str = "version: 1\nroutes:\n  - name: app\n    host: app.example\n    upstream: http://127.0.0.1:1\n    rules:\n      - allow: { groups_any: [dev] }\n";
+const ALLOW_OPS: &str = "version: 1\nroutes:\n  - name: app\n    host: app.example\n    upstream: http://127.0.0.1:1\n    rules:\n      - allow: { groups_any: [ops] }\n";
+
+#[test]
+fn terminating_a_session_cancels_only_its_connections() {
+    let registry = ConnRegistry::new();
+    let (a1, a2, b) = (registry.register(key(1)), registry.register(key(2)), registry.register(key(3)));
+    assert!(registry.bind(key(1), binding(identity("ada@x.example", 1, &[]))));
+    assert!(registry.bind(key(2), binding(identity("ada@x.example", 1, &[]))));
+    assert!(registry.bind(key(3), binding(identity("bob@x.example", 2, &[]))));
+    let (closed, reason) =
+        registry.close_affected(&Affected::Session(SessionId::from_bytes([1; 16])), &snapshot(ALLOW_DEV), 0);
+    assert_eq!((closed, reason), (2, KillReason::SessionTerminated));
+    assert!(a1.cancelled.is_cancelled() && a2.cancelled.is_cancelled() && !b.cancelled.is_cancelled());
+}
+
+#[test]
+fn terminating_a_user_by_email_or_subject_cancels_every_session_of_theirs() {
+    let registry = ConnRegistry::new();
+    let (one, two) = (registry.register(key(1)), registry.register(key(2)));
+    registry.bind(key(1), binding(identity("ada@x.example", 1, &[])));
+    registry.bind(key(2), binding(identity("ada@x.example", 2, &[])));
+    let snapshot = snapshot(ALLOW_DEV);
+    assert_eq!(registry.close_affected(&Affected::User(UserRef::email("ADA@x.example")), &snapshot, 0).0, 2);
+    assert!(one.cancelled.is_cancelled() && two.cancelled.is_cancelled());
+    let three = registry.register(key(3));
+    registry.bind(key(3), binding(identity("ada@x.example", 3, &[])));
+    assert_eq!(registry.close_affected(&Affected::User(UserRef::subject("sub-ada@x.example")), &snapshot, 0).0, 1);
+    assert!(three.cancelled.is_cancelled());
+}
+
+#[test]
+fn a_policy_change_closes_connections_it_no_longer_allows() {
+    let registry = ConnRegistry::new();
+    let (dev, ops) = (registry.register(key(1)), registry.register(key(2)));
+    registry.bind(key(1), binding(identity("dev@x.example", 1, &["dev"])));
+    registry.bind(key(2), binding(identity("ops@x.example", 2, &["ops"])));
+    assert_eq!(registry.close_affected(&Affected::All, &snapshot(ALLOW_DEV), 0), (1, KillReason::PolicyChanged));
+    assert!(!dev.cancelled.is_cancelled() && ops.cancelled.is_cancelled());
+    assert_eq!(registry.reevaluate(&snapshot(ALLOW_OPS), 0), 1);
+    assert!(dev.cancelled.is_cancelled());
+}
+
+#[test]
+fn closed_connections_leave_no_trace() {
+    let registry = ConnRegistry::new();
+    let registration = registry.register(key(1));
+    registry.bind(key(1), binding(identity("ada@x.example", 1, &[])));
+    drop(registration);
+    assert!(registry.is_empty());
+    assert!(registry.by_session.is_empty() && registry.by_subject.is_empty() && registry.by_email.is_empty());
+    assert!(!registry.bind(key(1), binding(identity("ada@x.example", 1, &[]))), "a closed connection cannot be bound");
+}
+
+#[test]
+fn rebinding_to_another_session_moves_the_index() {
+    let registry = ConnRegistry::new();
+    let conn = registry.register(key(1));
+    registry.bind(key(1), binding(identity("ada@x.example", 1, &[])));
+    registry.bind(key(1), binding(identity("bob@x.example", 2, &[])));
+    let snapshot = snapshot(ALLOW_DEV);
+    assert_eq!(registry.close_affected(&Affected::Session(SessionId::from_bytes([1; 16])), &snapshot, 0).0, 0);
+    assert_eq!(registry.close_affected(&Affected::Session(SessionId::from_bytes([2; 16])), &snapshot, 0).0, 1);
+    assert!(conn.cancelled.is_cancelled());
+}
