@@ -1,10 +1,17 @@
 //! `portcullis`: one command for every part of Portcullis. `main` only parses
-//! arguments and dispatches; each subcommand lives in its own module.
+//! arguments and dispatches; each subcommand lives in its own module (admin
+//! commands by noun, all sharing the API client in `api_client`).
 
 #![forbid(unsafe_code)]
 
+mod api_client;
+mod audit_cmd;
 mod control_plane_cmd;
+mod output;
+mod policy_apply;
 mod policy_cmd;
+mod sessions_cmd;
+mod users_cmd;
 
 use std::process::ExitCode;
 
@@ -25,6 +32,16 @@ enum Command {
     Policy(policy_cmd::PolicyCommand),
     /// Run the control plane (admin API, session authority, edge channel).
     ControlPlane(control_plane_cmd::ControlPlaneArgs),
+    /// List and terminate sessions (admin API; needs PORTCULLIS_TOKEN).
+    #[command(subcommand)]
+    Sessions(sessions_cmd::SessionsCommand),
+    /// End every session of a user, lock and unlock users (admin API).
+    #[command(subcommand)]
+    Users(users_cmd::UsersCommand),
+    /// Read the audit log: who did what, when, why, from where (admin API).
+    Audit(audit_cmd::AuditArgs),
+    /// Show the edges: connected or stale, applied change, lag (admin API).
+    Edges(audit_cmd::EdgesArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +55,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(command) => policy_cmd::run(command),
         Command::ControlPlane(args) => control_plane_cmd::run(args),
+        Command::Sessions(command) => sessions_cmd::run(command),
+        Command::Users(command) => users_cmd::run(command),
+        Command::Audit(args) => audit_cmd::audit(args),
+        Command::Edges(args) => audit_cmd::edges(args),
     };
     match result {
         Ok(code) => code,

@@ -25,6 +25,8 @@ pub enum PolicyCommand {
     },
     /// Show the decision, the deciding rule and the reason for one request.
     Explain(Box<ExplainArgs>),
+    /// Apply a policy file on the control plane (it becomes the version in force).
+    Apply(Box<crate::policy_apply::ApplyArgs>),
 }
 
 /// The request to explain.
@@ -85,6 +87,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Check { files } => Ok(check(&files)),
         PolicyCommand::Explain(args) => explain(&args),
+        PolicyCommand::Apply(args) => crate::policy_apply::run(*args),
     }
 }
 

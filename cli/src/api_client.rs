@@ -1,0 +1,169 @@
+//! The admin API client the `portcullis` admin commands share: where the
+//! control plane is (`--url` / `PORTCULLIS_URL`), the admin token (`--token`
+//! / `PORTCULLIS_TOKEN`), and one request helper that turns every failure
+//! into a one-line message — the API's `{"error": {"message"}}`, or which URL
+//! could not be reached.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Where the control plane listens when neither `--url` nor `PORTCULLIS_URL` says.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7400";
+
+/// Connection options every admin command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// Admin API of the control plane.
+    #[arg(long, env = "PORTCULLIS_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Admin API token (`pcat_…`).
+    #[arg(long, env = "PORTCULLIS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A non-success answer from the API.
+#[derive(Debug)]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The JSON body, when there was one.
+    pub body: Option<Value>,
+    /// The error message to show.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// An authenticated client for `/api/v1`.
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// Checks the options and builds the client.
+    pub fn new(connection: &Connection) -> anyhow::Result<Self> {
+        let token = connection
+            .token
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| anyhow!("this command needs an admin token: set PORTCULLIS_TOKEN or pass --token"))?;
+        let base = connection.url.trim_end_matches('/').to_owned();
+        if base.starts_with("https://") {
+            bail!("{base}: this build of portcullis speaks plain HTTP only; reach the admin API over http://");
+        }
+        if !base.starts_with("http://") {
+            bail!("--url / PORTCULLIS_URL must start with http://, found `{base}`");
+        }
+        // The server bounds `?wait=true` at 60 s; leave room for it.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(75))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self { base, token: token.trim().to_owned(), http })
+    }
+
+    /// A request to `/api/v1{path}` with the token.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}/api/v1{path}", self.base)).bearer_auth(&self.token)
+    }
+
+    /// Sends `request`; returns the JSON body of a 2xx answer (`null` when empty).
+    pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| self.transport_error(&e))?;
+        let body: Option<Value> = serde_json::from_str(&text).ok();
+        if status.is_success() {
+            return match body {
+                Some(body) => Ok(body),
+                None if text.trim().is_empty() => Ok(Value::Null),
+                None => bail!("the control plane at {} answered {status} with a body that is not JSON", self.base),
+            };
+        }
+        let message = body
+            .as_ref()
+            .and_then(|b| b.pointer("/error/message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let text = text.trim();
+                let snippet: String = text.chars().take(200).collect();
+                if snippet.is_empty() {
+                    format!("the control plane answered {status}")
+                } else {
+                    format!("the control plane answered {status}: {snippet}")
+                }
+            });
+        Err(ApiFailure { status, body, message }.into())
+    }
+
+    /// `GET /api/v1{path}` with query pairs (absent values are left out).
+    pub async fn get(&self, path: &str, query: &[(&str, Option<String>)]) -> anyhow::Result<Value> {
+        let pairs: Vec<(&str, String)> = query.iter().filter_map(|(k, v)| v.clone().map(|v| (*k, v))).collect();
+        self.send(self.request(Method::GET, path).query(&pairs)).await
+    }
+
+    /// `POST /api/v1{path}` with a JSON body and query pairs.
+    pub async fn post(&self, path: &str, query: &[(&str, String)], body: &Value) -> anyhow::Result<Value> {
+        self.send(self.request(Method::POST, path).query(query).json(body)).await
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> anyhow::Error {
+        let cause = root_cause(error);
+        if error.is_connect() {
+            anyhow!("cannot reach the control plane at {}: {cause} (check --url / PORTCULLIS_URL)", self.base)
+        } else if error.is_timeout() {
+            anyhow!("the control plane at {} did not answer in time: {cause}", self.base)
+        } else {
+            anyhow!("request to the control plane at {} failed: {cause}", self.base)
+        }
+    }
+}
+
+/// The innermost cause, e.g. "Connection refused (os error 111)".
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+/// Decodes a JSON answer into a typed view for tables.
+pub fn decode<T: DeserializeOwned>(value: &Value) -> anyhow::Result<T> {
+    serde_json::from_value(value.clone()).context("the control plane answered JSON of an unexpected shape")
+}
+
+/// Runs an async admin command on a small runtime.
+pub fn block_on<F: std::future::Future<Output = anyhow::Result<std::process::ExitCode>>>(
+    future: F,
+) -> anyhow::Result<std::process::ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(future)
+}
+
+/// Prints a JSON value, pretty.
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! `portcullis users terminate|lock|unlock EMAIL`: "give me an email, end
+//! everything", and locks that deny a user everywhere until lifted.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use portcullis_control_plane::receipt::Receipt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api_client::{block_on, decode, print_json, ApiClient, Connection};
+use crate::output::rfc3339_option;
+use crate::sessions_cmd::receipt_line;
+
+/// Reason recorded for a lock when `--reason` is not given (the API requires one).
+pub const DEFAULT_LOCK_REASON: &str = "locked with `portcullis users lock` (no reason given)";
+
+/// User subcommands.
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// End every session of the user and invalidate every token issued to them until now.
+    Terminate(TerminateArgs),
+    /// Lock the user: denied everywhere, live connections closed, until unlocked.
+    Lock(LockArgs),
+    /// Lift a lock.
+    Unlock(UnlockArgs),
+}
+
+/// `users terminate` arguments.
+#[derive(Args)]
+pub struct TerminateArgs {
+    /// The user's email.
+    email: String,
+    /// Why: goes to the audit log.
+    #[arg(long)]
+    reason: String,
+    /// Wait (bounded) until every connected edge has applied it.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `users lock` arguments.
+#[derive(Args)]
+pub struct LockArgs {
+    /// The user's email.
+    email: String,
+    /// Why: goes to the audit log.
+    #[arg(long)]
+    reason: Option<String>,
+    /// When the lock lifts by itself (RFC 3339); default: until unlocked.
+    #[arg(long)]
+    until: Option<String>,
+    /// Wait (bounded) until every connected edge has applied it.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// `users unlock` arguments.
+#[derive(Args)]
+pub struct UnlockArgs {
+    /// The user's email.
+    email: String,
+    /// Why: goes to the audit log (default "unlocked").
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Deserialize)]
+struct UserActionAnswer {
+    user: String,
+    sessions_ended: usize,
+    receipt: Receipt,
+}
+
+/// Runs a users subcommand.
+pub fn run(command: UsersCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        UsersCommand::Terminate(args) => {
+            let body = json!({ "email": args.email, "reason": args.reason });
+            block_on(act(args.connection, "terminate", body, args.wait))
+        }
+        UsersCommand::Lock(args) => {
+            let until = args.until.as_deref().map(|u| rfc3339_option("until", u)).transpose()?;
+            let reason = args.reason.unwrap_or_else(|| DEFAULT_LOCK_REASON.to_owned());
+            let mut body = json!({ "email": args.email, "reason": reason });
+            if let Some(until) = until {
+                body["until"] = Value::String(until);
+            }
+            block_on(act(args.connection, "lock", body, args.wait))
+        }
+        UsersCommand::Unlock(args) => {
+            let mut body = json!({ "email": args.email });
+            if let Some(reason) = args.reason {
+                body["reason"] = Value::String(reason);
+            }
+            block_on(act(args.connection, "unlock", body, false))
+        }
+    }
+}
+
+async fn act(connection: Connection, action: &str, body: Value, wait: bool) -> anyhow::Result<ExitCode> {
+    let client = ApiClient::new(&connection)?;
+    let query: Vec<(&str, String)> = if wait { vec![("wait", "true".into())] } else { Vec::new() };
+    let value = client.post(&format!("/users/{action}"), &query, &body).await?;
+    if connection.json {
+        print_json(&value)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let answer: UserActionAnswer = decode(&value)?;
+    let user = answer.user.strip_prefix("email:").unwrap_or(&answer.user);
+    match action {
+        "terminate" => {
+            let sessions = if answer.sessions_ended == 1 { "session" } else { "sessions" };
+            println!(
+                "ended {} {sessions} of {user}; tokens issued to them until now are invalid",
+                answer.sessions_ended
+            );
+        }
+        "lock" => match body.get("until").and_then(Value::as_str) {
+            Some(until) => println!("locked {user} until {until}"),
+            None => println!("locked {user} until unlocked"),
+        },
+        _ => println!("unlocked {user}"),
+    }
+    println!("{}", receipt_line(&answer.receipt));
+    Ok(ExitCode::SUCCESS)
+}
