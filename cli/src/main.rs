@@ -7,6 +7,7 @@
 mod api_client;
 mod audit_cmd;
 mod control_plane_cmd;
+mod edge_cmd;
 mod output;
 mod policy_apply;
 mod policy_cmd;
@@ -32,6 +33,8 @@ enum Command {
     Policy(policy_cmd::PolicyCommand),
     /// Run the control plane (admin API, session authority, edge channel).
     ControlPlane(control_plane_cmd::ControlPlaneArgs),
+    /// Run an edge proxy node (pingora): checks every request, kills live connections.
+    Edge(edge_cmd::EdgeArgs),
     /// List and terminate sessions (admin API; needs PORTCULLIS_TOKEN).
     #[command(subcommand)]
     Sessions(sessions_cmd::SessionsCommand),
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(command) => policy_cmd::run(command),
         Command::ControlPlane(args) => control_plane_cmd::run(args),
+        Command::Edge(args) => edge_cmd::run(args),
         Command::Sessions(command) => sessions_cmd::run(command),
         Command::Users(command) => users_cmd::run(command),
         Command::Audit(args) => audit_cmd::audit(args),

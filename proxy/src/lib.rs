@@ -12,8 +12,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod credentials;
 pub mod killable;
+pub mod proxy;
 pub mod registry;
+mod responses;
+pub mod server;
 mod snapshot_store;
+pub mod subscriber;
 
 pub use snapshot_store::{SnapshotStore, StoreError};

@@ -42,6 +42,12 @@ impl SnapshotStore {
         self.current.load()
     }
 
+    /// The snapshot in force as an owned `Arc` (for handlers that await).
+    #[inline]
+    pub fn load_full(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+
     /// The sequence of the snapshot in force.
     pub fn seq(&self) -> Option<u64> {
         self.current.load().as_ref().map(|s| s.seq())

@@ -1,0 +1,198 @@
+//! Edge configuration: a TOML file whose every key can be overridden by a
+//! `PORTCULLIS_<KEY>` environment variable, validated into [`EdgeConfig`].
+//! The environment is read through a closure so tests never touch it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every key with its documentation (printed by `portcullis edge --help-config`).
+pub const KEYS: &[(&str, &str)] = &[
+    ("listen", "plain-HTTP listener for protected apps (default 127.0.0.1:8080)"),
+    ("https_listen", "HTTPS listener (HTTP/1.1 and HTTP/2); needs tls_cert and tls_key"),
+    ("tls_cert", "PEM certificate chain for https_listen"),
+    ("tls_key", "PEM private key for https_listen"),
+    ("metrics_listen", "listener for /metrics, /healthz and /readyz (default 127.0.0.1:9090)"),
+    ("control_plane_url", "the control plane's edge channel (default http://127.0.0.1:7401)"),
+    ("edge_secret", "enrollment secret shared with the control plane; required, at least 32 characters"),
+    ("edge_id", "this edge's id: letters, digits, '-', '_', '.' (default edge-1)"),
+    ("edge_name", "display name in the portal (default: the id)"),
+    ("session_issuer", "issuer of session tokens: the control plane's `issuer` (default http://127.0.0.1:7400)"),
+    ("cookie_name", "name of the session cookie (default portcullis_session)"),
+    ("max_staleness_s", "seconds without contact with the control plane before stale_mode applies (default 300)"),
+    ("stale_mode", "keep (keep enforcing the last snapshot) or deny (refuse requests) once stale (default keep)"),
+    ("token_cache_size", "verified tokens kept in memory (default 100000)"),
+    ("threads", "worker threads for the proxy (default 2)"),
+];
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawEdgeConfig {
+    pub listen: Option<String>,
+    pub https_listen: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub control_plane_url: Option<String>,
+    pub edge_secret: Option<String>,
+    pub edge_id: Option<String>,
+    pub edge_name: Option<String>,
+    pub session_issuer: Option<String>,
+    pub cookie_name: Option<String>,
+    pub max_staleness_s: Option<u64>,
+    pub stale_mode: Option<String>,
+    pub token_cache_size: Option<usize>,
+    pub threads: Option<usize>,
+}
+
+/// What to do once the snapshot is older than `max_staleness`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleMode {
+    /// Keep enforcing the last snapshot.
+    Keep,
+    /// Refuse requests with 503.
+    Deny,
+}
+
+/// Validated edge configuration.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Plain-HTTP listener.
+    pub listen: SocketAddr,
+    /// HTTPS listener with certificate and key paths.
+    pub https: Option<(SocketAddr, String, String)>,
+    /// Metrics listener.
+    pub metrics_listen: SocketAddr,
+    /// Edge channel URL.
+    pub control_plane_url: String,
+    /// Enrollment secret.
+    pub edge_secret: String,
+    /// Edge id.
+    pub edge_id: String,
+    /// Display name.
+    pub edge_name: String,
+    /// Expected `iss` of session tokens.
+    pub session_issuer: String,
+    /// Session cookie name.
+    pub cookie_name: String,
+    /// Staleness bound.
+    pub max_staleness: Duration,
+    /// Behaviour once stale.
+    pub stale_mode: StaleMode,
+    /// Verified-token cache size.
+    pub token_cache_size: usize,
+    /// Proxy worker threads.
+    pub threads: usize,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration key `{key}`: {message}")]
+pub struct ConfigError {
+    /// The key (or `file`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn error(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), message: message.into() }
+}
+
+fn address(key: &str, value: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_owned());
+    text.parse().map_err(|_| error(key, format!("expected an address such as 127.0.0.1:8080, found `{text}`")))
+}
+
+impl EdgeConfig {
+    /// Reads `file_text` (TOML) with overrides from `env` (`PORTCULLIS_<KEY>`).
+    pub fn load(file_text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(file_text).map_err(|e| error("file", e.to_string()))?;
+        for (key, _) in KEYS {
+            if let Some(value) = env(&format!("PORTCULLIS_{}", key.to_ascii_uppercase())) {
+                let numeric = matches!(*key, "max_staleness_s" | "token_cache_size" | "threads");
+                let parsed = match value.parse::<i64>() {
+                    Ok(n) if numeric => toml::Value::Integer(n),
+                    _ => toml::Value::String(value),
+                };
+                table.insert((*key).to_owned(), parsed);
+            }
+        }
+        let raw: RawEdgeConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            let message = e.message().to_owned();
+            let key = KEYS.iter().map(|(k, _)| *k).find(|k| message.contains(&format!("`{k}`"))).unwrap_or("file");
+            error(key, message)
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawEdgeConfig) -> Result<Self, ConfigError> {
+        let edge_secret =
+            raw.edge_secret.ok_or_else(|| error("edge_secret", "is required (PORTCULLIS_EDGE_SECRET)"))?;
+        if edge_secret.len() < 32 {
+            return Err(error("edge_secret", "must be at least 32 characters"));
+        }
+        let edge_id = raw.edge_id.unwrap_or_else(|| "edge-1".into());
+        if edge_id.is_empty()
+            || edge_id.len() > 64
+            || !edge_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(error("edge_id", "use 1 to 64 letters, digits, '-', '_' or '.'"));
+        }
+        let https = match (raw.https_listen, raw.tls_cert, raw.tls_key) {
+            (None, None, None) => None,
+            (Some(addr), Some(cert), Some(key)) => Some((address("https_listen", Some(addr), "")?, cert, key)),
+            _ => return Err(error("https_listen", "https_listen, tls_cert and tls_key go together")),
+        };
+        let stale_mode = match raw.stale_mode.as_deref().unwrap_or("keep") {
+            "keep" => StaleMode::Keep,
+            "deny" => StaleMode::Deny,
+            other => return Err(error("stale_mode", format!("expected keep or deny, found `{other}`"))),
+        };
+        let control_plane_url = raw.control_plane_url.unwrap_or_else(|| "http://127.0.0.1:7401".into());
+        if !control_plane_url.starts_with("http://") && !control_plane_url.starts_with("https://") {
+            return Err(error("control_plane_url", "expected an http:// or https:// URL"));
+        }
+        let cookie_name = raw.cookie_name.unwrap_or_else(|| "portcullis_session".into());
+        if cookie_name.is_empty() || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        {
+            return Err(error("cookie_name", "use letters, digits, '_' or '-'"));
+        }
+        Ok(Self {
+            listen: address("listen", raw.listen, "127.0.0.1:8080")?,
+            https,
+            metrics_listen: address("metrics_listen", raw.metrics_listen, "127.0.0.1:9090")?,
+            control_plane_url,
+            edge_secret,
+            edge_name: raw.edge_name.unwrap_or_else(|| edge_id.clone()),
+            edge_id,
+            session_issuer: raw.session_issuer.unwrap_or_else(|| "http://127.0.0.1:7400".into()),
+            cookie_name,
+            max_staleness: Duration::from_secs(raw.max_staleness_s.unwrap_or(300)),
+            stale_mode,
+            token_cache_size: raw.token_cache_size.unwrap_or(100_000),
+            threads: raw.threads.unwrap_or(2).clamp(1, 64),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_overrides_and_errors() {
+        let env = |k: &str| (k == "PORTCULLIS_EDGE_SECRET").then(|| SECRET.to_owned());
+        let config = EdgeConfig::load("edge_id = \"e7\"", env).unwrap();
+        assert_eq!((config.edge_id.as_str(), config.listen.port()), ("e7", 8080));
+        assert_eq!(EdgeConfig::load("", |_| None).unwrap_err().key, "edge_secret");
+        assert_eq!(EdgeConfig::load("stale_mode = \"maybe\"", env).unwrap_err().key, "stale_mode");
+        assert_eq!(EdgeConfig::load("https_listen = \"127.0.0.1:8443\"", env).unwrap_err().key, "https_listen");
+        assert_eq!(EdgeConfig::load("colour = 1", env).unwrap_err().key, "file");
+    }
+}

@@ -1,0 +1,161 @@
+//! Credentials on a request: the session cookie or an `Authorization:
+//! Bearer` session token, verified against the control plane's public keys
+//! in the snapshot (ES256 only; `iss`, `aud`, `exp`, `nbf` and `typ`
+//! checked). Verified tokens are cached by a keyed hash of the token — the
+//! full token is compared on a hit — so the signature check is paid once per
+//! token, not once per request. Revocation is never cached: `evaluate`
+//! checks the snapshot on every request.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use portcullis_policy::snapshot::{KeyAlgorithm, PublicKey};
+use portcullis_policy::{CredentialKind, Identity, IdentityParts, SessionId};
+use serde::Deserialize;
+
+/// `typ` of Portcullis session tokens.
+pub const SESSION_TOKEN_TYPE: &str = "portcullis-session+jwt";
+/// `aud` of Portcullis session tokens.
+pub const SESSION_TOKEN_AUDIENCE: &str = "portcullis-edge";
+
+/// Why a credential was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// Not a JWT, or claims missing.
+    #[error("the token is malformed")]
+    Malformed,
+    /// Header algorithm or type not allowed.
+    #[error("the token's algorithm or type is not accepted")]
+    WrongType,
+    /// No published key has the token's `kid`.
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    /// Signature, issuer, audience or time checks failed.
+    #[error("the token is invalid or expired")]
+    Invalid,
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionClaims {
+    sub: String,
+    email: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    sid: String,
+    iat: i64,
+    exp: i64,
+    auth_time: i64,
+}
+
+struct Cached {
+    token: Box<str>,
+    identity: Arc<Identity>,
+    exp: i64,
+}
+
+/// Verifies session tokens and caches the verified ones.
+pub struct SessionVerifier {
+    issuer: String,
+    cache: DashMap<u64, Cached>,
+    capacity: usize,
+    hasher: foldhash::fast::RandomState,
+    keys: DashMap<String, (PublicKey, Arc<DecodingKey>)>,
+}
+
+impl SessionVerifier {
+    /// A verifier accepting tokens from `issuer`, caching up to `capacity` tokens.
+    pub fn new(issuer: &str, capacity: usize) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            cache: DashMap::new(),
+            capacity: capacity.max(16),
+            hasher: foldhash::fast::RandomState::default(),
+            keys: DashMap::new(),
+        }
+    }
+
+    /// Number of cached tokens.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The identity a token proves, from the cache or by verifying it.
+    /// `keys` are the snapshot's published keys; `now` is Unix seconds.
+    /// Returns whether it was a cache hit.
+    pub fn verify(
+        &self,
+        token: &str,
+        credential: CredentialKind,
+        keys: &[PublicKey],
+        now: i64,
+    ) -> Result<(Arc<Identity>, bool), CredentialError> {
+        let hash = self.hasher.hash_one(token);
+        if let Some(hit) = self.cache.get(&hash) {
+            if &*hit.token == token && hit.exp > now && hit.identity.credential() == credential {
+                return Ok((Arc::clone(&hit.identity), true));
+            }
+        }
+        let (identity, exp) = self.verify_signature(token, credential, keys)?;
+        if self.cache.len() >= self.capacity {
+            self.cache.clear();
+        }
+        self.cache.insert(hash, Cached { token: token.into(), identity: Arc::clone(&identity), exp });
+        Ok((identity, false))
+    }
+
+    fn decoding_key(&self, kid: &str, keys: &[PublicKey]) -> Result<Arc<DecodingKey>, CredentialError> {
+        let published =
+            keys.iter().find(|k| k.kid == kid && k.alg == KeyAlgorithm::ES256).ok_or(CredentialError::UnknownKey)?;
+        if let Some(cached) = self.keys.get(kid).filter(|c| c.0 == *published) {
+            return Ok(Arc::clone(&cached.1));
+        }
+        let y = published.y.as_deref().ok_or(CredentialError::UnknownKey)?;
+        let key = Arc::new(DecodingKey::from_ec_components(&published.x, y).map_err(|_| CredentialError::UnknownKey)?);
+        self.keys.insert(kid.to_owned(), (published.clone(), Arc::clone(&key)));
+        Ok(key)
+    }
+
+    fn verify_signature(
+        &self,
+        token: &str,
+        credential: CredentialKind,
+        keys: &[PublicKey],
+    ) -> Result<(Arc<Identity>, i64), CredentialError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| CredentialError::Malformed)?;
+        // Algorithm allow-list: session tokens are ES256 only, so `none`,
+        // HS256-with-the-public-key and RS/ES confusion are all refused here.
+        if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(SESSION_TOKEN_TYPE) {
+            return Err(CredentialError::WrongType);
+        }
+        let key = self.decoding_key(header.kid.as_deref().ok_or(CredentialError::UnknownKey)?, keys)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&[SESSION_TOKEN_AUDIENCE]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        let claims = jsonwebtoken::decode::<SessionClaims>(token, &key, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidToken | jsonwebtoken::errors::ErrorKind::Json(_) => {
+                    CredentialError::Malformed
+                }
+                _ => CredentialError::Invalid,
+            })?
+            .claims;
+        let session: SessionId = claims.sid.parse().map_err(|_| CredentialError::Malformed)?;
+        let identity = Identity::new(IdentityParts {
+            subject: claims.sub,
+            email: claims.email,
+            groups: claims.groups,
+            credential: Some(credential),
+            session_id: Some(session),
+            issued_at: claims.iat,
+            auth_time: claims.auth_time,
+            session_started_at: claims.iat,
+            ..IdentityParts::default()
+        });
+        Ok((Arc::new(identity), claims.exp))
+    }
+}

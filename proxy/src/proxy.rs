@@ -1,0 +1,248 @@
+//! The per-request check, as pingora's `ProxyHttp`: load the snapshot once,
+//! read the credential, verify it (cached), `evaluate` (revocations, route,
+//! rules), bind the connection to the identity for the kill path, then
+//! forward with identity headers — client-supplied ones are always removed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+use pingora_proxy::{ProxyHttp, Session};
+use portcullis_policy::policy::Upstream;
+use portcullis_policy::{evaluate, CredentialKind, Facts, Identity, Outcome, Reason, RouteTarget, Target};
+
+use crate::credentials::SessionVerifier;
+use crate::registry::{Binding, BoundTarget, ConnKey, ConnRegistry};
+use crate::responses::{respond, wants_html};
+use crate::SnapshotStore;
+
+/// Headers the edge sets; whatever a client sends under these names is dropped.
+const IDENTITY_HEADERS: [&str; 4] =
+    ["x-portcullis-user", "x-portcullis-email", "x-portcullis-groups", "x-portcullis-session"];
+/// Prefix of every header the edge owns.
+const OWN_PREFIX: &str = "x-portcullis-";
+
+/// Shared state of the HTTP proxy.
+pub struct EdgeHttp {
+    /// The snapshot in force.
+    pub snapshots: Arc<SnapshotStore>,
+    /// Live connections.
+    pub registry: Arc<ConnRegistry>,
+    /// Session-token verification and cache.
+    pub verifier: Arc<SessionVerifier>,
+    /// Session cookie name.
+    pub cookie_name: String,
+    /// Plain-HTTP listener (sets `X-Forwarded-Proto: http`).
+    pub plain_http: bool,
+    /// Freshness of the snapshot.
+    pub status: Arc<crate::subscriber::SyncStatus>,
+    /// With `stale_mode = deny`: refuse requests once the snapshot is older than this.
+    pub stale_deny: Option<std::time::Duration>,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct RequestCtx {
+    upstream: Option<Upstream>,
+    identity: Option<Arc<Identity>>,
+    client_ip: Option<IpAddr>,
+    host: String,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The request host, lowercase, without port or trailing dot.
+fn request_host(req: &RequestHeader) -> String {
+    let raw = req
+        .uri
+        .host()
+        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or_default();
+    let host = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => match raw.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => raw,
+        },
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The session token from the cookie, or from `Authorization: Bearer`.
+fn credential<'r>(req: &'r RequestHeader, cookie_name: &str) -> Option<&'r str> {
+    for value in req.headers.get_all(http::header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            if let Some((name, token)) = pair.trim().split_once('=') {
+                if name == cookie_name && !token.is_empty() {
+                    return Some(token);
+                }
+            }
+        }
+    }
+    req.headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn conn_key(session: &Session) -> Option<ConnKey> {
+    Some(ConnKey { peer: *session.client_addr()?.as_inet()?, local: *session.server_addr()?.as_inet()? })
+}
+
+impl EdgeHttp {
+    async fn refuse_login(&self, session: &mut Session, message: &str) -> Result<bool> {
+        if wants_html(session) {
+            let target = session.req_header().uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+            let location = format!("/.portcullis/login?rd={}", percent_encode(&target));
+            respond(session, 302, "login_required", "Login required", message, &[("location", location)]).await?;
+        } else {
+            let challenge = ("www-authenticate", "Bearer realm=\"portcullis\"".to_owned());
+            respond(session, 401, "unauthorized", "Login required", message, &[challenge]).await?;
+        }
+        Ok(true)
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeHttp {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let started = Instant::now();
+        let Some(snapshot) = self.snapshots.load_full() else {
+            let message = "This edge has not received its policy from the control plane yet. Try again in a moment.";
+            respond(session, 503, "no_snapshot", "Temporarily unavailable", message, &[("retry-after", "5".into())])
+                .await?;
+            return Ok(true);
+        };
+        if self.stale_deny.is_some_and(|limit| self.status.staleness_ms() > limit.as_millis() as i64) {
+            let message = "This edge has lost contact with the control plane and is configured to refuse requests until it is back.";
+            respond(session, 503, "stale_snapshot", "Temporarily unavailable", message, &[("retry-after", "5".into())])
+                .await?;
+            return Ok(true);
+        }
+        let now = unix_now();
+        let req = session.req_header();
+        let host = request_host(req);
+        let path = req.uri.path().to_owned();
+        let method = req.method.as_str().to_owned();
+        if path.starts_with("/.portcullis/") {
+            let message = "Browser login through the identity provider is not configured on this edge.";
+            respond(session, 501, "login_unavailable", "Login unavailable", message, &[]).await?;
+            return Ok(true);
+        }
+        let identity = match credential(req, &self.cookie_name) {
+            Some(token) => match self.verifier.verify(token, CredentialKind::Browser, snapshot.signing_keys(), now) {
+                Ok((identity, _hit)) => Some(identity),
+                Err(error) => {
+                    return self.refuse_login(session, &format!("Your credential was refused: {error}.")).await
+                }
+            },
+            None => None,
+        };
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip);
+        let facts = Facts {
+            target: Target::Http { host: &host, path: &path, method: &method },
+            source_ip: client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            now,
+            identity: identity.as_deref(),
+        };
+        let decision = evaluate(&snapshot, &facts);
+        tracing::debug!(host = %host, path = %path, outcome = ?decision.outcome, elapsed_us = started.elapsed().as_micros() as u64, "decided");
+        match decision.outcome {
+            Outcome::Allow => {
+                if let (Some(identity), Some(key)) = (&identity, conn_key(session)) {
+                    let target = BoundTarget::Http { host: host.clone(), path, method };
+                    self.registry.bind(key, Binding { identity: Arc::clone(identity), target });
+                }
+                ctx.upstream = decision.route.and_then(|r| match r.target() {
+                    RouteTarget::Http { upstream, .. } => Some(upstream.clone()),
+                    RouteTarget::Tcp { .. } => None,
+                });
+                ctx.identity = identity;
+                ctx.client_ip = client_ip;
+                ctx.host = host;
+                Ok(ctx.upstream.is_none())
+            }
+            Outcome::LoginRequired => self.refuse_login(session, &decision.to_string()).await,
+            Outcome::Deny => match decision.reason {
+                Reason::SessionTerminated | Reason::UserTokensRevoked | Reason::TokenRevoked => {
+                    self.refuse_login(session, &format!("{decision}.")).await
+                }
+                Reason::NoRoute => {
+                    respond(session, 404, "no_route", "Not found", &decision.to_string(), &[]).await?;
+                    Ok(true)
+                }
+                _ => {
+                    respond(session, 403, "forbidden", "Access denied", &decision.to_string(), &[]).await?;
+                    Ok(true)
+                }
+            },
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let upstream = ctx.upstream.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream"))?;
+        let address = tokio::net::lookup_host((upstream.host.as_ref(), upstream.port))
+            .await
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .ok_or_else(|| {
+                Error::explain(ErrorType::ConnectNoRoute, format!("cannot resolve upstream {}", upstream.host))
+            })?;
+        Ok(Box::new(HttpPeer::new(address, upstream.tls, upstream.host.to_string())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let own: Vec<http::HeaderName> =
+            upstream_request.headers.keys().filter(|name| name.as_str().starts_with(OWN_PREFIX)).cloned().collect();
+        for name in own {
+            upstream_request.remove_header(&name);
+        }
+        for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
+            upstream_request.remove_header(name);
+        }
+        if let Some(identity) = &ctx.identity {
+            let [user, email, groups, session] = IDENTITY_HEADERS;
+            upstream_request.insert_header(user, identity.subject())?;
+            upstream_request.insert_header(email, identity.email())?;
+            upstream_request.insert_header(groups, identity.groups().join(","))?;
+            if let Some(sid) = identity.session_id() {
+                upstream_request.insert_header(session, sid.to_string())?;
+            }
+        }
+        if let Some(ip) = ctx.client_ip {
+            upstream_request.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", if self.plain_http { "http" } else { "https" })?;
+        upstream_request.insert_header("x-forwarded-host", ctx.host.as_str())?;
+        Ok(())
+    }
+}

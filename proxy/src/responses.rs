@@ -1,0 +1,70 @@
+//! The edge's own answers: login redirects, 401 for API clients, 403 with
+//! the reason, and the fail-closed 503 — HTML for browsers, JSON otherwise.
+//! Every interpolated string is HTML-escaped.
+
+use bytes::Bytes;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// True when the client prefers HTML (a browser navigation).
+pub fn wants_html(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// Escapes text for HTML.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, message: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"></head>\
+         <body style=\"font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem\">\
+         <h1>{t}</h1><p>{m}</p><p style=\"color:#666\">Portcullis</p></body></html>",
+        t = escape_html(title),
+        m = escape_html(message)
+    )
+}
+
+/// Sends a complete response; `code` is a machine-readable error code.
+pub async fn respond(
+    session: &mut Session,
+    status: u16,
+    code: &str,
+    title: &str,
+    message: &str,
+    extra: &[(&'static str, String)],
+) -> pingora_core::Result<()> {
+    let (content_type, body) = if wants_html(session) {
+        ("text/html; charset=utf-8", page(title, message))
+    } else {
+        let body = serde_json::json!({ "error": { "code": code, "message": message } });
+        ("application/json", body.to_string())
+    };
+    let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    header.insert_header("content-type", content_type)?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    for (name, value) in extra {
+        header.insert_header(*name, value.as_str())?;
+    }
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await
+}

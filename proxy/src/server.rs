@@ -1,0 +1,155 @@
+//! Assembling the edge on pingora: the killable HTTP proxy service on the
+//! HTTP (and HTTPS) listeners, the snapshot subscriber as a background
+//! service, and a small status service for `/healthz`, `/readyz` and
+//! `/metrics`. `run` does not return: pingora owns the process and handles
+//! SIGTERM/SIGINT with a graceful shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
+
+use crate::config::{EdgeConfig, StaleMode};
+use crate::credentials::SessionVerifier;
+use crate::killable::Killable;
+use crate::proxy::EdgeHttp;
+use crate::registry::ConnRegistry;
+use crate::subscriber::{ChannelConfig, Subscriber, SyncStatus};
+use crate::SnapshotStore;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// Pingora refused the setup (e.g. TLS files).
+    #[error("cannot start the edge: {0}")]
+    Pingora(String),
+}
+
+struct SubscriberService(Arc<Subscriber>);
+
+#[async_trait]
+impl BackgroundService for SubscriberService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            () = Arc::clone(&self.0).run() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// `/healthz`, `/readyz` (a snapshot is present and fresh) and `/metrics`.
+struct StatusApp {
+    snapshots: Arc<SnapshotStore>,
+    registry: Arc<ConnRegistry>,
+    status: Arc<SyncStatus>,
+    verifier: Arc<SessionVerifier>,
+    max_staleness_ms: i64,
+}
+
+#[async_trait]
+impl ServeHttp for StatusApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        let seq = self.snapshots.seq();
+        let staleness = self.status.staleness_ms();
+        let (status, body) = match path.as_str() {
+            "/healthz" => (200, "ok\n".to_owned()),
+            "/readyz" => match seq {
+                None => (503, "not ready: no snapshot from the control plane yet\n".to_owned()),
+                Some(seq) if staleness > self.max_staleness_ms => {
+                    (503, format!("stale: snapshot {seq}, no contact with the control plane for {} ms\n", staleness))
+                }
+                Some(seq) => (200, format!("ready: snapshot {seq}\n")),
+            },
+            "/metrics" => (200, self.metrics(seq, staleness)),
+            _ => (404, "not found\n".to_owned()),
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .header("content-length", body.len())
+            .body(body.into_bytes())
+            .unwrap_or_default()
+    }
+}
+
+impl StatusApp {
+    fn metrics(&self, seq: Option<u64>, staleness_ms: i64) -> String {
+        let head = self.status.head_seq.load(Ordering::Relaxed);
+        let applied = seq.map_or(-1, |s| s as i64);
+        format!(
+            "# HELP portcullis_edge_snapshot_seq Change-log sequence of the snapshot in force.\n\
+             # TYPE portcullis_edge_snapshot_seq gauge\nportcullis_edge_snapshot_seq {applied}\n\
+             # HELP portcullis_edge_snapshot_lag Changes the control plane has that this edge has not applied.\n\
+             # TYPE portcullis_edge_snapshot_lag gauge\nportcullis_edge_snapshot_lag {}\n\
+             # HELP portcullis_edge_snapshot_staleness_seconds Time since the last frame from the control plane.\n\
+             # TYPE portcullis_edge_snapshot_staleness_seconds gauge\nportcullis_edge_snapshot_staleness_seconds {}\n\
+             # HELP portcullis_edge_live_connections Downstream connections open now.\n\
+             # TYPE portcullis_edge_live_connections gauge\nportcullis_edge_live_connections {}\n\
+             # HELP portcullis_edge_connections_total Downstream connections accepted.\n\
+             # TYPE portcullis_edge_connections_total counter\nportcullis_edge_connections_total {}\n\
+             # HELP portcullis_edge_token_cache_entries Verified tokens cached.\n\
+             # TYPE portcullis_edge_token_cache_entries gauge\nportcullis_edge_token_cache_entries {}\n",
+            (head - applied).max(0),
+            if staleness_ms == i64::MAX { -1.0 } else { staleness_ms as f64 / 1000.0 },
+            self.registry.len(),
+            self.registry.opened(),
+            self.verifier.cached(),
+        )
+    }
+}
+
+/// Builds and runs the edge; never returns on success.
+pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(2),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let snapshots = Arc::new(SnapshotStore::new());
+    let registry = ConnRegistry::new();
+    let status = Arc::new(SyncStatus::default());
+    let verifier = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
+    let stale_deny = (config.stale_mode == StaleMode::Deny).then_some(config.max_staleness);
+    let edge = EdgeHttp {
+        snapshots: Arc::clone(&snapshots),
+        registry: Arc::clone(&registry),
+        verifier: Arc::clone(&verifier),
+        cookie_name: config.cookie_name.clone(),
+        plain_http: config.https.is_none(),
+        status: Arc::clone(&status),
+        stale_deny,
+    };
+    let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
+    let mut service = Service::new("portcullis edge".into(), Killable::new(proxy, Arc::clone(&registry)));
+    service.add_tcp(&config.listen.to_string());
+    if let Some((address, cert, key)) = &config.https {
+        service.add_tls(&address.to_string(), cert, key).map_err(|e| EdgeError::Pingora(e.to_string()))?;
+    }
+    server.add_service(service);
+    let channel = ChannelConfig {
+        url: config.control_plane_url.clone(),
+        secret: config.edge_secret.clone(),
+        edge_id: config.edge_id.clone(),
+        edge_name: config.edge_name.clone(),
+    };
+    let subscriber = Subscriber::new(channel, Arc::clone(&snapshots), Arc::clone(&registry), Arc::clone(&status));
+    server.add_service(background_service("snapshot subscriber", SubscriberService(subscriber)));
+    let status_app =
+        StatusApp { snapshots, registry, status, verifier, max_staleness_ms: config.max_staleness.as_millis() as i64 };
+    let mut status_service = Service::new("portcullis edge status".into(), status_app);
+    status_service.add_tcp(&config.metrics_listen.to_string());
+    server.add_service(status_service);
+    tracing::info!(listen = %config.listen, metrics = %config.metrics_listen, edge = %config.edge_id, "edge starting");
+    server.run_forever();
+}
