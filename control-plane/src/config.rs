@@ -157,11 +157,22 @@ trait IntoRaw {
 }
 
 impl IntoRaw for toml::Table {
+    /// Converting the whole table loses which key failed (serde's messages
+    /// name an unknown key only beside the list of expected ones, and a wrong
+    /// type not at all), so the key is found first: an unknown one, or the
+    /// first whose value alone does not convert.
     fn try_into_raw(self) -> Result<RawConfig, ConfigError> {
-        toml::Value::Table(self).try_into().map_err(|e: toml::de::Error| {
-            let message = e.message().to_owned();
-            let key = KEYS.iter().map(|(k, _)| *k).find(|k| message.contains(&format!("`{k}`"))).unwrap_or("file");
-            error(key, message)
+        let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        if let Some(unknown) = self.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(error(unknown, format!("unknown key; expected one of {}", known.join(", "))));
+        }
+        let convert =
+            |table: toml::Table| -> Result<RawConfig, toml::de::Error> { toml::Value::Table(table).try_into() };
+        convert(self.clone()).map_err(|e| {
+            let key = self.iter().find_map(|(key, value)| {
+                convert(toml::Table::from_iter([(key.clone(), value.clone())])).is_err().then_some(key.as_str())
+            });
+            error(key.unwrap_or("file"), e.message().to_owned())
         })
     }
 }
@@ -194,9 +205,14 @@ mod tests {
     fn errors_name_the_key() {
         assert_eq!(load("", &[]).unwrap_err().key, "edge_secret");
         assert_eq!(load(&format!("edge_secret = \"{SECRET}\"\nlisten = \"nowhere\""), &[]).unwrap_err().key, "listen");
-        assert_eq!(load(&format!("edge_secret = \"{SECRET}\"\nlisen = \"x\""), &[]).unwrap_err().key, "file");
+        let unknown = load(&format!("edge_secret = \"{SECRET}\"\nlisen = \"x\""), &[]).unwrap_err();
+        assert_eq!(unknown.key, "lisen", "{unknown}");
+        assert!(unknown.message.contains("expected one of listen, edge_listen"), "{unknown}");
         let wrong_type = load(&format!("edge_secret = \"{SECRET}\"\nreceipt_wait_ms = \"soon\""), &[]).unwrap_err();
-        assert!(wrong_type.message.contains("receipt_wait_ms") || wrong_type.key == "receipt_wait_ms", "{wrong_type}");
+        assert_eq!(wrong_type.key, "receipt_wait_ms", "{wrong_type}");
+        let from_env =
+            load(&format!("edge_secret = \"{SECRET}\""), &[("PORTCULLIS_MAX_BODY_BYTES", "-1")]).unwrap_err();
+        assert_eq!(from_env.key, "max_body_bytes", "{from_env}");
     }
 
     #[test]
