@@ -1,0 +1,222 @@
+//! The admin commands end to end against a running control plane: the
+//! session list and its filters, terminating a session and every session of
+//! a user, locks, `policy apply` (good and broken), the audit log, edges,
+//! `--json`, and the error messages for API errors, bad tokens and
+//! unreachable control planes.
+
+use portcullis_policy::wire::Message;
+use serde_json::Value;
+
+use crate::harness::{command, free_port, ControlPlane, Run, TempDir, POLICY};
+
+const BROKEN: &str = "version: 1\nroutes:\n  - name: wiki\n    hots: wiki.corp.example\n    upstream: http://10.0.0.5:8080\n    rules:\n      - allow: { email_domain: [corp.example] }\n";
+
+fn ids(list: &Value) -> Vec<&str> {
+    list["sessions"].as_array().expect("sessions").iter().map(|s| s["id"].as_str().expect("id")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_end_to_end() {
+    let dir = TempDir::new("admin");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let good = dir.write("good.yaml", POLICY);
+    let broken = dir.write("broken.yaml", BROKEN);
+    let (good, broken) = (good.to_str().unwrap(), broken.to_str().unwrap());
+
+    // policy apply: prints the version and the change sequence.
+    let out = plane.cli(&["policy", "apply", good, "-m", "initial policy"]).await;
+    assert!(out.ok().contains("as policy version 1 (change "), "{out:?}");
+
+    let ada1 = plane.create_session("ada@corp.example", "wiki").await;
+    let ada2 = plane.create_session("Ada@Corp.Example", "admin").await;
+    let bob = plane.create_session("bob@corp.example", "wiki").await;
+
+    // sessions list: a table with every session, newest first; filters.
+    let out = plane.cli(&["sessions", "list"]).await;
+    let table = out.ok();
+    assert!(table.starts_with("ID "), "{out:?}");
+    assert!(
+        table.contains("CREATED") && table.contains("just now (20") && table.contains("ada@corp.example"),
+        "{out:?}"
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "header and three sessions: {out:?}");
+    assert!(lines[1].starts_with(&bob) && lines[3].starts_with(&ada1), "newest first: {out:?}");
+    let all = plane.cli(&["sessions", "list", "--json"]).await.json();
+    assert_eq!(ids(&all), [bob.as_str(), ada2.as_str(), ada1.as_str()]);
+    let ada = plane.cli(&["sessions", "list", "--user", "ADA@corp.example", "--json"]).await.json();
+    assert_eq!(ids(&ada), [ada2.as_str(), ada1.as_str()]);
+    let wiki = plane.cli(&["sessions", "list", "--route", "wiki", "--json"]).await.json();
+    assert_eq!(ids(&wiki), [bob.as_str(), ada1.as_str()]);
+    let out = plane.cli(&["sessions", "list", "--limit", "1"]).await;
+    assert!(out.ok().contains("more sessions: add --cursor "), "{out:?}");
+    let page = plane.cli(&["sessions", "list", "--limit", "2", "--json"]).await.json();
+    let cursor = page["next_cursor"].as_str().expect("a cursor").to_owned();
+    let rest = plane.cli(&["sessions", "list", "--cursor", &cursor, "--json"]).await.json();
+    assert_eq!(ids(&rest), [ada1.as_str()]);
+
+    // sessions terminate: one session, with a receipt.
+    let out = plane.cli(&["sessions", "terminate", &bob, "--reason", "stolen laptop", "--wait"]).await;
+    assert!(out.ok().contains(&format!("terminated session {bob}")) && out.stdout.contains("durable"), "{out:?}");
+    let out = plane.cli(&["sessions", "terminate", &bob, "--reason", "again"]).await;
+    assert!(out.ok().contains("had already ended") && out.stdout.contains("stolen laptop"), "{out:?}");
+    let ended = plane.cli(&["sessions", "list", "--ended", "--json"]).await.json();
+    assert_eq!(ids(&ended), [bob.as_str()]);
+    let out = plane.cli(&["sessions", "list", "--ended"]).await;
+    assert!(out.ok().contains("ended: stolen laptop"), "{out:?}");
+
+    // users terminate: every session of the email, whatever its case.
+    let out = plane.cli(&["users", "terminate", "ADA@corp.example", "--reason", "offboarding"]).await;
+    assert!(out.ok().contains("ended 2 sessions of ada@corp.example"), "{out:?}");
+    let out = plane.cli(&["sessions", "list", "--active"]).await;
+    assert_eq!(out.ok().trim(), "no sessions match", "{out:?}");
+    let json = plane.cli(&["users", "terminate", "nobody@corp.example", "--reason", "r", "--json"]).await.json();
+    assert_eq!(json["sessions_ended"], 0);
+
+    // lock / unlock.
+    let out = plane
+        .cli(&["users", "lock", "eve@corp.example", "--reason", "investigation", "--until", "2099-01-01T00:00:00Z"])
+        .await;
+    assert!(out.ok().contains("locked eve@corp.example until 2099-01-01T00:00:00.000Z"), "{out:?}");
+    let out = plane.cli(&["users", "lock", "mallory@corp.example"]).await;
+    assert!(out.ok().contains("locked mallory@corp.example until unlocked"), "{out:?}");
+    let out = plane.cli(&["users", "unlock", "eve@corp.example", "--reason", "cleared"]).await;
+    assert!(out.ok().contains("unlocked eve@corp.example"), "{out:?}");
+    let snapshot = plane.open_stream("edge-locks", None).await.snapshot().await;
+    let locked: Vec<String> =
+        snapshot.users.iter().filter(|(_, state)| state.lock.is_some()).map(|(user, _)| user.to_string()).collect();
+    assert_eq!(locked.len(), 1, "only mallory stays locked: {locked:?}");
+    assert!(locked[0].contains("mallory@corp.example"), "{locked:?}");
+    let out = plane.cli(&["users", "lock", "eve@corp.example", "--until", "next week"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("--until expects an RFC 3339 time"), "{out:?}");
+
+    // policy apply with a broken document: positions, exit 1, nothing changed.
+    let out = plane.cli(&["policy", "apply", broken, "-m", "oops"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains(&format!("{broken}:4:5: error: unknown key `hots`")), "{out:?}");
+    assert!(out.stderr.contains("the policy in force is unchanged"), "{out:?}");
+    let current = plane.api_get("/policy").await;
+    assert_eq!((current["version"].as_i64(), current["message"].as_str()), (Some(1), Some("initial policy")));
+    let json = plane.cli(&["policy", "apply", broken, "-m", "oops", "--json"]).await;
+    assert_eq!(json.code, Some(1), "{json:?}");
+    let body: Value = serde_json::from_str(&json.stdout).expect("the 422 body as JSON");
+    let problems = body["problems"].as_array().expect("problems");
+    assert!(problems.iter().any(|p| p["line"] == 4 && p["column"] == 5), "{body}");
+
+    // audit: actions with actor and reason; filters; --json.
+    let out = plane.cli(&["audit"]).await;
+    let audit = out.ok();
+    for expected in [
+        "session.terminate",
+        "stolen laptop",
+        "user.terminate",
+        "offboarding",
+        "user.lock",
+        "investigation",
+        "user.unlock",
+        "cleared",
+        "policy.apply",
+        "initial policy",
+        "token:bootstrap",
+    ] {
+        assert!(audit.contains(expected), "audit lacks `{expected}`: {out:?}");
+    }
+    let locks = plane.cli(&["audit", "--action", "user.lock", "--json"]).await.json();
+    let entries = locks["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "{locks}");
+    assert_eq!(entries[1]["reason"], "investigation");
+    assert_eq!(entries[1]["actor"], "token:bootstrap");
+    assert_eq!(entries[1]["target"], "email:eve@corp.example");
+    let by_actor = plane.cli(&["audit", "--actor", "edge:edge-1", "--limit", "1", "--json"]).await.json();
+    assert_eq!(by_actor["entries"][0]["action"], "session.create");
+    let none = plane.cli(&["audit", "--since", "2099-01-01T00:00:00Z"]).await;
+    assert_eq!(none.ok().trim(), "no audit entries match");
+
+    // edges.
+    let out = plane.cli(&["edges"]).await;
+    assert_eq!(out.ok().trim(), "no edge has reported yet", "{out:?}");
+    plane.report("edge-7", 3).await;
+    let out = plane.cli(&["edges"]).await;
+    assert!(out.ok().contains("edge-7") && out.stdout.contains("connected"), "{out:?}");
+    let edges = plane.cli(&["edges", "--json"]).await.json();
+    assert_eq!(edges[0]["id"], "edge-7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_command_errors() {
+    let dir = TempDir::new("admin-errors");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+
+    // An API error prints its message and exits 1.
+    let out = plane.cli(&["sessions", "terminate", "0123456789abcdef0123456789abcdef", "--reason", "x"]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.stderr.trim(), "error: no session `0123456789abcdef0123456789abcdef`");
+    let out = plane.cli(&["sessions", "list", "--limit", "0"]).await;
+    assert_eq!(out.stderr.trim(), "error: `limit` is between 1 and 1000", "{out:?}");
+    let out = plane.cli(&["users", "terminate", "ada@corp.example", "--reason", " "]).await;
+    assert!(out.stderr.starts_with("error: `reason` is required"), "{out:?}");
+
+    // A wrong token, a missing token, an unreachable control plane.
+    let url = plane.url.clone();
+    let run = |args: &'static [&'static str], env: Vec<(&'static str, String)>| {
+        let mut cmd = command();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run"))
+    };
+    let out = run(&["edges"], vec![("PORTCULLIS_URL", url.clone()), ("PORTCULLIS_TOKEN", "pcat_wrong".into())]);
+    assert_eq!((out.code, out.stderr.trim()), (Some(1), "error: unknown, revoked or expired token"), "{out:?}");
+    let out = run(&["edges", "--token", "pcat_wrong_too"], vec![("PORTCULLIS_URL", url.clone())]);
+    assert_eq!(out.stderr.trim(), "error: unknown, revoked or expired token", "{out:?}");
+    let out = run(&["sessions", "list"], vec![("PORTCULLIS_URL", url.clone())]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("PORTCULLIS_TOKEN"), "{out:?}");
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let out = run(&["audit", "--url"], vec![]);
+    assert_eq!(out.code, Some(2), "clap rejects a missing value: {out:?}");
+    let out = run(&["audit"], vec![("PORTCULLIS_URL", closed.clone()), ("PORTCULLIS_TOKEN", "t".into())]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.starts_with(&format!("error: cannot reach the control plane at {closed}")), "{out:?}");
+    let out = run(&["audit"], vec![("PORTCULLIS_URL", "https://cp.example".into()), ("PORTCULLIS_TOKEN", "t".into())]);
+    assert!(out.stderr.contains("plain HTTP only"), "{out:?}");
+}
+
+/// `--wait` with an edge connected: the edge applies each change and
+/// reports it, so the receipt says every connected edge applied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_reports_every_connected_edge() {
+    let dir = TempDir::new("admin-wait");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    plane.apply_policy(POLICY).await;
+    let session = plane.create_session("ada@corp.example", "wiki").await;
+    let plane = std::sync::Arc::new(plane);
+    let edge = std::sync::Arc::clone(&plane);
+    let mut stream = plane.open_stream("edge-9", None).await;
+    let edge_task = tokio::spawn(async move {
+        loop {
+            let applied = match stream.next(std::time::Duration::from_secs(30)).await {
+                Some(Message::Snapshot(body)) => body.seq,
+                Some(Message::Delta(delta)) => delta.seq,
+                Some(Message::Heartbeat { head_seq, .. }) => head_seq,
+                None => return,
+            };
+            edge.report("edge-9", applied).await;
+        }
+    });
+    // Let the edge report once so it counts as connected.
+    while plane.api_get("/edges").await.as_array().is_none_or(Vec::is_empty) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = plane.cli(&["sessions", "terminate", &session, "--reason", "incident", "--wait"]).await;
+    assert!(out.ok().contains("applied by all 1 connected edges in "), "{out:?}");
+    let json =
+        plane.cli(&["users", "lock", "ada@corp.example", "--reason", "incident", "--wait", "--json"]).await.json();
+    assert_eq!(
+        (json["receipt"]["complete"].as_bool(), json["receipt"]["edges_applied"].as_u64()),
+        (Some(true), Some(1))
+    );
+    edge_task.abort();
+}

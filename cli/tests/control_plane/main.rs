@@ -1,0 +1,12 @@
+//! Process-level tests of `portcullis control-plane`: the real binary on
+//! free ports over SQLite (a temp dir) and PostgreSQL (a fresh database per
+//! test), killed with SIGKILL and restarted, run as two replicas, started with
+//! bad configurations, and driven by the `portcullis` admin commands.
+
+mod admin_commands;
+mod config_errors;
+mod durability;
+mod edge;
+mod harness;
+mod postgres;
+mod replicas;
