@@ -5,7 +5,9 @@
 //! Sequence numbers are allocated inside the transaction (MAX + 1) while
 //! holding the writer lock (SQLite: the single writer connection;
 //! PostgreSQL: a transaction-scoped advisory lock), so commit order equals
-//! sequence order and a reader never sees seq N+1 before N.
+//! sequence order and a reader never sees seq N+1 before N. Actions that
+//! append a change take that lock when they begin ([`SqlStore::begin_change`]),
+//! before reading the state they decide on.
 
 use async_trait::async_trait;
 use portcullis_policy::ids::SessionId;
@@ -25,7 +27,36 @@ pub const CHANGES_CHANNEL: &str = "portcullis_changes";
 /// Retired signing keys stay published this long, so tokens they signed verify.
 const RETIRED_KEY_GRACE_MS: Millis = 7 * 24 * 3600 * 1000;
 
-/// Appends `change` as the next sequence; returns the sequence.
+impl SqlStore {
+    /// Begins the transaction of an action that appends to the change log.
+    ///
+    /// Such actions read before they write (is the session still active? how
+    /// many sessions does the user have? which policy version is next? which
+    /// signing keys are current?). SQLite runs them one at a time on its single
+    /// writer connection; on PostgreSQL the change-log lock is taken here,
+    /// before those reads, so that two concurrent actions cannot both decide on
+    /// the same stale state (ending one session twice, exceeding a session
+    /// limit, colliding policy versions, two current signing keys).
+    pub(crate) async fn begin_change(&self) -> StoreResult<Transaction<'static, Any>> {
+        let mut tx = self.writer.begin().await?;
+        if self.backend == Backend::Postgres {
+            lock_change_log(&mut tx).await?;
+        }
+        Ok(tx)
+    }
+}
+
+/// Takes the PostgreSQL change-log lock until the transaction ends (again is harmless).
+async fn lock_change_log(tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
+    sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+        .bind(CHANGE_LOG_LOCK)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Appends `change` as the next sequence; returns the sequence. The
+/// transaction should come from [`SqlStore::begin_change`].
 pub(crate) async fn append_change(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
@@ -33,10 +64,7 @@ pub(crate) async fn append_change(
     now: Millis,
 ) -> StoreResult<u64> {
     if backend == Backend::Postgres {
-        sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
-            .bind(CHANGE_LOG_LOCK)
-            .fetch_one(&mut **tx)
-            .await?;
+        lock_change_log(tx).await?;
     }
     let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM change_log").fetch_one(&mut **tx).await?;
     let seq = u64::try_from(next).map_err(|_| StoreError::Corrupt(format!("change-log sequence {next}")))?;

@@ -36,7 +36,8 @@ impl PolicyStore for SqlStore {
     }
 
     async fn put_policy(&self, document: &str, message: &str, actor: &Actor, now: Millis) -> StoreResult<(i64, u64)> {
-        let mut tx = self.writer.begin().await?;
+        // The change-log lock (taken first) also serialises version numbers.
+        let mut tx = self.begin_change().await?;
         let version: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions").fetch_one(&mut *tx).await?;
         sqlx::query(
@@ -50,7 +51,6 @@ impl PolicyStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         let policy = PolicySource { name: format!("policy v{version}"), text: document.to_owned() };
-        // The change-log lock also serialises version numbers on PostgreSQL.
         let seq = append_change(&mut tx, self.backend, Change::ReplacePolicy { policy }, now).await?;
         insert_audit(&mut tx, "policy.apply", &format!("policy:v{version}"), message, actor, now, Some(seq)).await?;
         tx.commit().await?;

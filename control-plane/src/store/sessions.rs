@@ -31,7 +31,8 @@ impl SessionStore for SqlStore {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<CreatedSession> {
-        let mut tx = self.writer.begin().await?;
+        // With a limit, the count of active sessions must not change before commit.
+        let mut tx = if limit.is_some() { self.begin_change().await? } else { self.writer.begin().await? };
         let mut replaced = Vec::new();
         if let Some(limit) = limit {
             let active = sqlx::query(
@@ -159,7 +160,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_change().await?;
         let row = sqlx::query("SELECT ended_ms, expires_ms FROM sessions WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -193,7 +194,7 @@ impl SessionStore for SqlStore {
             UserRef::Subject(s) => ("subject", s.to_string()),
             UserRef::Email(e) => ("email", e.to_ascii_lowercase()),
         };
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_change().await?;
         let ended: Vec<String> =
             sqlx::query_scalar(&format!("SELECT id FROM sessions WHERE {column} = $1 AND ended_ms IS NULL"))
                 .bind(&value)

@@ -54,7 +54,7 @@ impl TokenStore for SqlStore {
     }
 
     async fn revoke_api_token(&self, id: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_change().await?;
         let row = sqlx::query("SELECT kind, revoked_ms, expires_ms FROM api_tokens WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -96,7 +96,7 @@ impl TokenStore for SqlStore {
     }
 
     async fn add_signing_key(&self, key: &SigningKeyRecord, actor: &Actor, now: Millis) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_change().await?;
         sqlx::query("UPDATE signing_keys SET retired_ms = $1 WHERE retired_ms IS NULL")
             .bind(now)
             .execute(&mut *tx)

@@ -35,7 +35,7 @@ impl UserStore for SqlStore {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_change().await?;
         sqlx::query(
             "INSERT INTO users (user_key, locked, lock_reason, locked_until_s, updated_ms) VALUES ($1, 1, $2, $3, $4) \
              ON CONFLICT (user_key) DO UPDATE SET locked = 1, lock_reason = excluded.lock_reason, \
@@ -55,7 +55,7 @@ impl UserStore for SqlStore {
     }
 
     async fn unlock_user(&self, user: &UserRef, reason: &str, actor: &Actor, now: Millis) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_change().await?;
         sqlx::query(
             "UPDATE users SET locked = 0, lock_reason = NULL, locked_until_s = NULL, updated_ms = $1 WHERE user_key = $2",
         )
