@@ -11,12 +11,20 @@ use super::changes::{append_change, ceil_seconds, insert_audit};
 use super::rows::{json_list, like_contains, session, to_json, Params, SESSION_COLUMNS};
 use super::users::user_key;
 use super::{
-    Activity, CreatedSession, NewSession, SessionFilter, SessionLimit, SessionStore, SqlStore, StoreError, StoreResult,
+    Activity, Backend, CreatedSession, NewSession, SessionFilter, SessionLimit, SessionStore, SqlStore, StoreError,
+    StoreResult,
 };
 use crate::model::{Actor, Millis, SessionRecord};
 
 /// Reason recorded on sessions ended to respect a route's session limit.
 const REPLACED_REASON: &str = "ended by a newer login (session limit of the route)";
+
+/// The session an activity event is about.
+fn activity_session(event: &Activity) -> &str {
+    match event {
+        Activity::Seen { session_id, .. } | Activity::Connections { session_id, .. } => session_id,
+    }
+}
 
 fn session_id(id: &str) -> StoreResult<SessionId> {
     id.parse().map_err(|_| StoreError::Corrupt(format!("session id {id}")))
@@ -229,14 +237,24 @@ impl SessionStore for SqlStore {
     }
 
     async fn apply_activity(&self, edge_id: &str, events: &[Activity]) -> StoreResult<()> {
+        // Rows are locked in session-id order, whatever order the edge reported
+        // in, so two batches touching the same sessions cannot deadlock on
+        // PostgreSQL; the sort is stable, so each session's events keep their order.
+        let mut events: Vec<&Activity> = events.iter().collect();
+        events.sort_by(|a, b| activity_session(a).cmp(activity_session(b)));
         let mut tx = self.writer.begin().await?;
         for event in events {
             match event {
                 Activity::Seen { session_id, source_address, at_ms } => {
-                    let Some(row) = sqlx::query("SELECT source_addresses_json, edges_json FROM sessions WHERE id = $1")
-                        .bind(session_id)
-                        .fetch_optional(&mut *tx)
-                        .await?
+                    // Locked until commit on PostgreSQL: another edge's report on the
+                    // same session would otherwise overwrite this read-modify-write.
+                    let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+                    let Some(row) = sqlx::query(&format!(
+                        "SELECT source_addresses_json, edges_json FROM sessions WHERE id = $1{lock}"
+                    ))
+                    .bind(session_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
                     else {
                         continue;
                     };
