@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::changes::insert_audit;
-use super::rows::{audit_entry, like_contains, Params};
+use super::rows::{audit_entry, contains, Params};
 use super::{AuditFilter, EdgeReport, EdgeStore, Propagation, SqlStore, StoreResult};
 use crate::model::{Actor, AuditEntry, Millis};
 
@@ -91,7 +91,7 @@ impl EdgeStore for SqlStore {
             sql.push_str(&format!(" AND action = {}", params.text(action)));
         }
         if let Some(target) = &filter.target {
-            sql.push_str(&format!(" AND target LIKE {} ESCAPE '\\'", params.text(like_contains(target))));
+            sql.push_str(&format!(" AND {}", contains(self.backend, "target", &params.text(target))));
         }
         if let Some(since) = filter.since_ms {
             sql.push_str(&format!(" AND at_ms >= {}", params.int(since)));

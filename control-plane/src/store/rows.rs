@@ -4,7 +4,7 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
-use super::{StoreError, StoreResult};
+use super::{Backend, StoreError, StoreResult};
 use crate::model::{ApiTokenRecord, AuditEntry, PolicyVersion, SessionRecord};
 
 /// The columns of `sessions`, in the order [`session`] reads them.
@@ -117,7 +117,12 @@ impl Params {
     }
 }
 
-/// `%text%` for `LIKE … ESCAPE '\'`, with `%`, `_` and `\` in `text` taken literally.
-pub(crate) fn like_contains(text: &str) -> String {
-    format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+/// SQL that is true when `column` contains the text bound at `placeholder`,
+/// exactly (case-sensitive, no wildcards) on both backends. Not `LIKE`:
+/// SQLite's ignores ASCII case where PostgreSQL's does not.
+pub(crate) fn contains(backend: Backend, column: &str, placeholder: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("instr({column}, {placeholder}) > 0"),
+        Backend::Postgres => format!("strpos({column}, {placeholder}) > 0"),
+    }
 }

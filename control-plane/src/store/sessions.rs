@@ -8,7 +8,7 @@ use portcullis_policy::{Change, SessionId, UserRef};
 use sqlx::Row;
 
 use super::changes::{append_change, ceil_seconds, insert_audit};
-use super::rows::{json_list, like_contains, session, to_json, Params, SESSION_COLUMNS};
+use super::rows::{contains, json_list, session, to_json, Params, SESSION_COLUMNS};
 use super::users::user_key;
 use super::{
     Activity, Backend, CreatedSession, NewSession, SessionFilter, SessionLimit, SessionStore, SqlStore, StoreError,
@@ -153,7 +153,7 @@ impl SessionStore for SqlStore {
         }
         if let Some(edge) = &filter.edge {
             let quoted = serde_json::to_string(edge).unwrap_or_default();
-            sql.push_str(&format!(" AND edges_json LIKE {} ESCAPE '\\'", params.text(like_contains(&quoted))));
+            sql.push_str(&format!(" AND {}", contains(self.backend, "edges_json", &params.text(quoted))));
         }
         if let Some(since) = filter.since_ms {
             sql.push_str(&format!(" AND created_ms >= {}", params.int(since)));
