@@ -16,6 +16,7 @@ use portcullis_policy::wire::{encode, Message, SnapshotBody};
 use portcullis_policy::{Change, Delta, PolicySource, TokenId};
 use sqlx::{Any, Row, Transaction};
 
+use super::rows::seq_param;
 use super::users::parse_user_key;
 use super::{Backend, ChangeStore, SqlStore, StoreError, StoreResult};
 use crate::model::{Actor, Millis};
@@ -106,7 +107,7 @@ pub(crate) async fn insert_audit(
     .bind(target)
     .bind(reason)
     .bind(&actor.source_address)
-    .bind(seq.map(|s| s as i64))
+    .bind(seq.map(seq_param))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -132,7 +133,7 @@ impl ChangeStore for SqlStore {
 
     async fn changes_after(&self, after: u64, limit: u32) -> StoreResult<Vec<(u64, Vec<u8>)>> {
         let rows = sqlx::query("SELECT seq, delta FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(after as i64)
+            .bind(seq_param(after))
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await?;
@@ -141,7 +142,7 @@ impl ChangeStore for SqlStore {
 
     async fn prune_changes_before(&self, before: u64) -> StoreResult<u64> {
         let result = sqlx::query("DELETE FROM change_log WHERE seq < $1 AND seq < (SELECT MAX(seq) FROM change_log)")
-            .bind(before as i64)
+            .bind(seq_param(before))
             .execute(&self.writer)
             .await?;
         Ok(result.rows_affected())

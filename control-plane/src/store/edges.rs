@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::changes::insert_audit;
-use super::rows::{audit_entry, contains, Params};
+use super::rows::{audit_entry, contains, seq_param, Params};
 use super::{AuditFilter, EdgeReport, EdgeStore, Propagation, SqlStore, StoreResult};
 use crate::model::{Actor, AuditEntry, Millis};
 
@@ -20,7 +20,7 @@ impl EdgeStore for SqlStore {
         )
         .bind(&report.edge_id)
         .bind(&report.name)
-        .bind(report.applied_seq as i64)
+        .bind(seq_param(report.applied_seq))
         .bind(now)
         .bind(report.live_connections)
         .execute(&mut *tx)
@@ -30,7 +30,7 @@ impl EdgeStore for SqlStore {
                 "INSERT INTO change_acks (seq, edge_id, closed_connections) VALUES ($1, $2, $3) \
                  ON CONFLICT (seq, edge_id) DO UPDATE SET closed_connections = change_acks.closed_connections + excluded.closed_connections",
             )
-            .bind(*seq as i64)
+            .bind(seq_param(*seq))
             .bind(&report.edge_id)
             .bind(*closed)
             .execute(&mut *tx)
@@ -64,14 +64,14 @@ impl EdgeStore for SqlStore {
             "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN applied_seq >= $1 THEN 1 ELSE 0 END), 0) AS applied \
              FROM edges WHERE last_heartbeat_ms >= $2",
         )
-        .bind(seq as i64)
+        .bind(seq_param(seq))
         .bind(alive_since)
         .fetch_one(&self.reader)
         .await?;
         let closed: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(closed_connections), 0) AS BIGINT) FROM change_acks WHERE seq = $1",
         )
-        .bind(seq as i64)
+        .bind(seq_param(seq))
         .fetch_one(&self.reader)
         .await?;
         Ok(Propagation {

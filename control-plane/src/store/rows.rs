@@ -126,3 +126,10 @@ pub(crate) fn contains(backend: Backend, column: &str, placeholder: &str) -> Str
         Backend::Postgres => format!("strpos({column}, {placeholder}) > 0"),
     }
 }
+
+/// A sequence number as SQL's signed 64-bit integer. Sequences beyond
+/// `i64::MAX` are never allocated; they saturate rather than wrap to negative
+/// numbers, which would invert comparisons (`seq > after` matching every row).
+pub(crate) fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
