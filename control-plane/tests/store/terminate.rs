@@ -1,0 +1,167 @@
+//! Ending sessions: one session, every session of a user (by email or by
+//! subject), and the activity edges report about live sessions.
+
+use std::sync::Arc;
+
+use portcullis_control_plane::store::{Activity, ChangeStore, SessionStore, SqlStore, StoreError};
+use portcullis_policy::snapshot::UserState;
+use portcullis_policy::{Change, SessionId, UserRef};
+
+use crate::fixtures::{actor, audit_all, ceil_s, change_at, create, last_audit, login, sid, HOUR, LIFETIME, T0};
+
+async fn terminate_session_records_change_and_audit(store: SqlStore) {
+    let record = create(&store, login(&sid(7), "sub-ada", "ada@corp.example", "wiki"), T0).await;
+    create(&store, login(&sid(8), "sub-ada", "ada@corp.example", "wiki"), T0).await;
+    let now = T0 + 5_000;
+    let seq = store.terminate_session(&sid(7), "stolen laptop", &actor(), now).await.unwrap();
+    assert_eq!(seq, Some(1));
+    assert_eq!(store.head_seq().await.unwrap(), 1);
+    let session: SessionId = sid(7).parse().unwrap();
+    let expires_at = ceil_s(record.expires_ms);
+    assert_eq!(expires_at, (T0 + LIFETIME) / 1000 + 1, "expiry rounds up to the next second");
+    assert_eq!(change_at(&store, 1).await, Change::TerminateSession { session, expires_at });
+
+    let ended = store.get_session(&sid(7)).await.unwrap().unwrap();
+    assert_eq!((ended.ended_ms, ended.end_reason.as_deref()), (Some(now), Some("stolen laptop")));
+    assert!(!ended.is_active(now));
+    assert!(store.get_session(&sid(8)).await.unwrap().unwrap().is_active(now), "other sessions are untouched");
+
+    let entry = last_audit(&store, "session.terminate").await;
+    assert_eq!(entry.actor, "token:ops");
+    assert_eq!(entry.source_address, "198.51.100.7");
+    assert_eq!(entry.reason, "stolen laptop");
+    assert_eq!(entry.target, format!("session:{}", sid(7)));
+    assert_eq!(entry.seq, Some(1));
+    assert_eq!(entry.at, "2025-06-15T15:06:45.000Z");
+
+    // Already ended: nothing new anywhere.
+    let audit_before = audit_all(&store).await.len();
+    assert_eq!(store.terminate_session(&sid(7), "again", &actor(), now + 1).await.unwrap(), None);
+    assert_eq!(store.head_seq().await.unwrap(), 1);
+    assert_eq!(audit_all(&store).await.len(), audit_before);
+    let still = store.get_session(&sid(7)).await.unwrap().unwrap();
+    assert_eq!((still.ended_ms, still.end_reason.as_deref()), (Some(now), Some("stolen laptop")), "first end stays");
+
+    for unknown in [sid(9), "not-a-session".to_owned(), String::new()] {
+        let err = store.terminate_session(&unknown, "x", &actor(), now).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{unknown:?}: {err:?}");
+    }
+    assert_eq!(store.head_seq().await.unwrap(), 1);
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+async fn user_state(store: &SqlStore, user: &UserRef, now: i64) -> Option<UserState> {
+    let body = store.snapshot_body(now).await.unwrap();
+    body.users.into_iter().find(|(u, _)| u == user).map(|(_, s)| s)
+}
+
+async fn terminate_user_by_email(store: SqlStore) {
+    create(&store, login(&sid(1), "sub-ada", "Ada@Corp.Example", "wiki"), T0).await;
+    create(&store, login(&sid(2), "sub-ada-2", "ada@corp.example", "admin"), T0 + 1).await;
+    create(&store, login(&sid(3), "sub-ada", "ada@corp.example", "admin"), T0 + 2).await;
+    create(&store, login(&sid(4), "sub-bob", "bob@corp.example", "wiki"), T0 + 3).await;
+    store.terminate_session(&sid(3), "earlier", &actor(), T0 + 10).await.unwrap();
+
+    let now = T0 + HOUR + 500;
+    let user = UserRef::email("ADA@corp.example");
+    let (seq, ended) = store.terminate_user(&user, "offboarded", &actor(), now).await.unwrap();
+    assert_eq!(seq, 2);
+    assert_eq!(sorted(ended), [sid(1), sid(2)], "every active session of the email, on every route");
+    for n in [1, 2] {
+        let s = store.get_session(&sid(n)).await.unwrap().unwrap();
+        assert_eq!((s.ended_ms, s.end_reason.as_deref()), (Some(now), Some("offboarded")));
+    }
+    assert_eq!(store.get_session(&sid(3)).await.unwrap().unwrap().end_reason.as_deref(), Some("earlier"));
+    assert!(store.get_session(&sid(4)).await.unwrap().unwrap().is_active(now), "other users are untouched");
+
+    let revoked_before = now / 1000;
+    let ada = UserRef::email("ada@corp.example");
+    assert_eq!(change_at(&store, seq).await, Change::TerminateUser { user: ada.clone(), revoked_before });
+    let state = UserState { lock: None, revoked_before: Some(revoked_before) };
+    assert_eq!(user_state(&store, &ada, now).await, Some(state.clone()));
+    let entry = last_audit(&store, "user.terminate").await;
+    assert_eq!(
+        (entry.target.as_str(), entry.reason.as_str(), entry.seq),
+        ("email:ada@corp.example", "offboarded", Some(2))
+    );
+
+    // A reference built without lowercasing still names the same user; an
+    // earlier time never moves `revoked_before` back.
+    create(&store, login(&sid(5), "sub-ada", "ada@corp.example", "wiki"), now + 1000).await;
+    let shouting = UserRef::Email(Arc::from("ADA@CORP.EXAMPLE"));
+    let (seq, ended) = store.terminate_user(&shouting, "again", &actor(), now - HOUR).await.unwrap();
+    assert_eq!((seq, ended), (3, vec![sid(5)]));
+    assert_eq!(user_state(&store, &ada, now).await, Some(state), "revoked_before only moves forward");
+    let later = now + 60_000;
+    store.terminate_user(&user, "third", &actor(), later).await.unwrap();
+    let newer = UserState { lock: None, revoked_before: Some(later / 1000) };
+    assert_eq!(user_state(&store, &ada, later).await, Some(newer));
+    let body = store.snapshot_body(later).await.unwrap();
+    assert_eq!(body.users.len(), 1, "one user row for every spelling: {:?}", body.users);
+}
+
+async fn terminate_user_by_subject(store: SqlStore) {
+    create(&store, login(&sid(1), "sub-ada", "ada@corp.example", "wiki"), T0).await;
+    create(&store, login(&sid(2), "sub-ada", "ada@home.example", "admin"), T0 + 1).await;
+    create(&store, login(&sid(3), "SUB-ADA", "ada@corp.example", "wiki"), T0 + 2).await;
+    let now = T0 + 1999;
+    let user = UserRef::subject("sub-ada");
+    let (seq, ended) = store.terminate_user(&user, "compromised", &actor(), now).await.unwrap();
+    assert_eq!(sorted(ended), [sid(1), sid(2)], "every session of the subject, whatever the email");
+    assert!(store.get_session(&sid(3)).await.unwrap().unwrap().is_active(now), "subjects are case-sensitive");
+    assert_eq!(
+        change_at(&store, seq).await,
+        Change::TerminateUser { user: user.clone(), revoked_before: T0 / 1000 + 1 }
+    );
+    let state = UserState { lock: None, revoked_before: Some(T0 / 1000 + 1) };
+    assert_eq!(user_state(&store, &user, now).await, Some(state));
+    assert_eq!(user_state(&store, &UserRef::email("ada@corp.example"), now).await, None);
+    assert_eq!(last_audit(&store, "user.terminate").await.target, "sub:sub-ada");
+
+    // A user with no sessions can still be terminated (tokens not yet seen).
+    let (seq, ended) = store.terminate_user(&UserRef::subject("sub-nobody"), "", &actor(), now).await.unwrap();
+    assert_eq!((seq, ended.len()), (2, 0));
+}
+
+async fn apply_activity(store: SqlStore) {
+    create(&store, login(&sid(1), "sub-ada", "ada@corp.example", "wiki"), T0).await;
+    let seen = |address: &str, at_ms| Activity::Seen { session_id: sid(1), source_address: address.into(), at_ms };
+    let connections = |delta| Activity::Connections { session_id: sid(1), delta };
+    let events = [
+        seen("198.51.100.1", T0 + 5000),
+        seen("203.0.113.7", T0 + 3000),
+        seen("198.51.100.1", T0 + 4000),
+        Activity::Seen { session_id: sid(2), source_address: "192.0.2.1".into(), at_ms: T0 },
+        Activity::Connections { session_id: sid(2), delta: 5 },
+        connections(3),
+        connections(-1),
+    ];
+    store.apply_activity("edge-2", &events).await.unwrap();
+    let s = store.get_session(&sid(1)).await.unwrap().unwrap();
+    assert_eq!(s.source_addresses, ["203.0.113.7", "198.51.100.1"], "each address once, first first");
+    assert_eq!(s.edges, ["edge-1", "edge-2"]);
+    assert_eq!((s.last_seen_ms, s.live_connections), (T0 + 5000, 2));
+    assert_eq!(store.get_session(&sid(2)).await.unwrap(), None, "unknown sessions are ignored");
+
+    store.apply_activity("edge-1", &[seen("203.0.113.7", T0 + 1000), connections(-10)]).await.unwrap();
+    let s = store.get_session(&sid(1)).await.unwrap().unwrap();
+    assert_eq!(s.edges, ["edge-1", "edge-2"]);
+    assert_eq!(s.last_seen_ms, T0 + 5000, "last_seen never goes back");
+    assert_eq!(s.live_connections, 0, "connections never go below zero");
+    store.apply_activity("edge-1", &[connections(1), seen("192.0.2.9", T0 + 9000)]).await.unwrap();
+    store.apply_activity("edge-3", &[]).await.unwrap();
+    let s = store.get_session(&sid(1)).await.unwrap().unwrap();
+    assert_eq!((s.live_connections, s.last_seen_ms, s.source_addresses.len()), (1, T0 + 9000, 3));
+    assert_eq!(store.head_seq().await.unwrap(), 0, "activity is not a change for edges");
+}
+
+store_tests!(
+    terminate_session_records_change_and_audit,
+    terminate_user_by_email,
+    terminate_user_by_subject,
+    apply_activity,
+);
