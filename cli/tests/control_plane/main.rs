@@ -7,6 +7,8 @@ mod admin_commands;
 mod config_errors;
 mod durability;
 mod edge;
+mod edge_proxy;
 mod harness;
 mod postgres;
 mod replicas;
+mod upstream;

@@ -1,0 +1,299 @@
+//! The edge proxy end to end: the real `portcullis edge` (pingora) in front
+//! of a real upstream, fed by a real control plane. A session token is
+//! minted the way the edge's login does it (POST /edge/v1/sessions); then
+//! requests are allowed or refused by policy, client-supplied identity
+//! headers never reach the upstream, and terminating a session, a user or
+//! changing the policy closes the live connections it affects: an in-flight
+//! streaming download, an idle keep-alive connection and a websocket.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::{command, free_port, ControlPlane, TempDir, EDGE_SECRET};
+use crate::upstream::Upstream;
+
+/// Generous bound for a kill to show on the client side (the target is
+/// milliseconds; this only guards against a hang).
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
+struct EdgeNode {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl EdgeNode {
+    async fn start(plane: &ControlPlane, id: &str, dir: &Path) -> Self {
+        let (port, metrics) = (free_port(), free_port());
+        let log = dir.join(format!("{id}.log"));
+        let file = File::create(&log).expect("edge log");
+        let child = command()
+            .arg("edge")
+            .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PORTCULLIS_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+            .env("PORTCULLIS_CONTROL_PLANE_URL", &plane.edge_url)
+            .env("PORTCULLIS_SESSION_ISSUER", &plane.url)
+            .env("PORTCULLIS_EDGE_SECRET", EDGE_SECRET)
+            .env("PORTCULLIS_EDGE_ID", id)
+            .env("PORTCULLIS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn portcullis edge");
+        let node = Self { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = reqwest::get(format!("http://127.0.0.1:{metrics}/readyz")).await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return node;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edge {id} not ready:\n{}",
+                std::fs::read_to_string(&node.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = reqwest::Client::new().get(self.url(path)).header("host", "app.corp.example");
+        if let Some(token) = token {
+            request = request.header("cookie", format!("portcullis_session={token}"));
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request through the edge");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for EdgeNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn policy(upstream: u16) -> String {
+    format!(
+        "version: 1\nroutes:\n  - name: app\n    host: app.corp.example\n    upstream: http://127.0.0.1:{upstream}\n    rules:\n      - name: staff\n        allow: {{ email_domain: [corp.example], groups_any: [staff] }}\n"
+    )
+}
+
+/// Creates a session the way the edge's login does; returns (id, token).
+async fn login(plane: &ControlPlane, email: &str) -> (String, String) {
+    let body = json!({
+        "subject": format!("sub-{email}"), "email": email, "groups": ["staff"],
+        "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
+        "route": "app", "source_address": "127.0.0.1", "user_agent": "edge-test",
+    });
+    let response = plane
+        .http()
+        .post(format!("{}/edge/v1/sessions", plane.edge_url))
+        .bearer_auth(EDGE_SECRET)
+        .header("x-portcullis-edge-id", "login")
+        .json(&body)
+        .send()
+        .await
+        .expect("create session");
+    let answer: Value = response.json().await.expect("JSON");
+    (answer["session_id"].as_str().expect("id").to_owned(), answer["token"].as_str().expect("token").to_owned())
+}
+
+/// Live connections of one session: a streaming download, an idle
+/// keep-alive connection and a websocket, all through `edge`.
+struct LiveConnections {
+    download: tokio::task::JoinHandle<usize>,
+    keep_alive: TcpStream,
+    websocket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+}
+
+async fn open_live_connections(edge: &EdgeNode, token: &str) -> LiveConnections {
+    let request = reqwest::Client::new()
+        .get(edge.url("/stream"))
+        .header("host", "app.corp.example")
+        .header("cookie", format!("portcullis_session={token}"));
+    let mut body = request.send().await.expect("start download").bytes_stream();
+    assert!(body.next().await.is_some_and(|c| c.is_ok()), "the download starts");
+    let download = tokio::spawn(async move {
+        let mut chunks = 1;
+        while let Some(Ok(_)) = body.next().await {
+            chunks += 1;
+        }
+        chunks
+    });
+    let mut keep_alive = TcpStream::connect(("127.0.0.1", edge.port)).await.expect("connect");
+    let request =
+        format!("GET /hello HTTP/1.1\r\nhost: app.corp.example\r\ncookie: portcullis_session={token}\r\n\r\n");
+    keep_alive.write_all(request.as_bytes()).await.expect("send");
+    let mut first = vec![0u8; 4096];
+    let n = keep_alive.read(&mut first).await.expect("response");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"), "keep-alive request allowed");
+    let mut ws_request = format!("ws://127.0.0.1:{}/ws", edge.port).into_client_request().expect("ws request");
+    ws_request.headers_mut().insert("host", "app.corp.example".parse().expect("header"));
+    ws_request.headers_mut().insert("cookie", format!("portcullis_session={token}").parse().expect("header"));
+    let (mut websocket, _) = tokio_tungstenite::connect_async(ws_request).await.expect("websocket through the edge");
+    websocket.send(Message::text("ping")).await.expect("ws send");
+    let echoed = match websocket.next().await {
+        Some(Ok(frame)) => frame,
+        other => panic!("no websocket echo ({other:?}); edge log:\n{}", edge.log_text()),
+    };
+    assert_eq!(echoed.into_text().expect("text").as_str(), "ping");
+    LiveConnections { download, keep_alive, websocket }
+}
+
+async fn assert_all_closed(mut live: LiveConnections) {
+    let chunks = tokio::time::timeout(CLOSE_WITHIN, &mut live.download).await.expect("download closed").expect("task");
+    assert!(chunks < 100, "the download was cut, not finished ({chunks} chunks)");
+    let mut rest = [0u8; 64];
+    let read = tokio::time::timeout(CLOSE_WITHIN, live.keep_alive.read(&mut rest)).await.expect("keep-alive closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "the idle keep-alive connection is closed: {read:?}");
+    let next = tokio::time::timeout(CLOSE_WITHIN, live.websocket.next()).await.expect("websocket closed");
+    assert!(!matches!(next, Some(Ok(Message::Text(_)))), "the websocket is closed: {next:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_a_session_closes_its_live_connections_and_refuses_the_next_request() {
+    let dir = TempDir::new("edge-session");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let upstream = Upstream::start().await;
+    plane.apply_policy(&policy(upstream.port)).await;
+    let edge = EdgeNode::start(&plane, "edge-a", dir.path()).await;
+    let (session, token) = login(&plane, "ada@corp.example").await;
+
+    let (status, seen) =
+        edge.get("/hello", Some(&token), &[("x-portcullis-user", "mallory"), ("X-Portcullis-Groups", "admins")]).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(
+        seen["x-portcullis-user"], "sub-ada@corp.example",
+        "client-supplied identity headers are replaced: {seen}"
+    );
+    assert_eq!(seen["x-portcullis-groups"], "staff");
+    assert_eq!(seen["x-portcullis-session"], session.as_str());
+    assert_eq!(edge.get("/hello", None, &[]).await.0, 401, "no credential: 401 for API clients");
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let redirect = browser
+        .get(edge.url("/hello"))
+        .header("host", "app.corp.example")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(redirect.status().as_u16(), 302, "no credential: browsers go to login");
+
+    let live = open_live_connections(&edge, &token).await;
+    let out = plane.cli(&["sessions", "terminate", &session, "--reason", "stolen laptop", "--wait", "--json"]).await;
+    let receipt = &out.json()["receipt"];
+    assert_eq!(receipt["edges_applied"], receipt["edges_total"], "{receipt}");
+    assert!(receipt["connections_closed"].as_i64().unwrap_or(0) >= 3, "download, keep-alive and websocket: {receipt}");
+    assert_all_closed(live).await;
+    let (status, body) = edge.get("/hello", Some(&token), &[]).await;
+    assert_eq!(status, 401, "the very next request is refused: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_a_user_closes_every_session_on_every_edge() {
+    let dir = TempDir::new("edge-user");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let upstream = Upstream::start().await;
+    plane.apply_policy(&policy(upstream.port)).await;
+    let (edge_a, edge_b) =
+        (EdgeNode::start(&plane, "edge-a", dir.path()).await, EdgeNode::start(&plane, "edge-b", dir.path()).await);
+    let (_, first) = login(&plane, "ada@corp.example").await;
+    let (_, second) = login(&plane, "ada@corp.example").await;
+    let (_, bob) = login(&plane, "bob@corp.example").await;
+    let on_a = open_live_connections(&edge_a, &first).await;
+    let on_b = open_live_connections(&edge_b, &second).await;
+    let bob_live = open_live_connections(&edge_b, &bob).await;
+
+    let out =
+        plane.cli(&["users", "terminate", "ADA@corp.example", "--reason", "offboarding", "--wait", "--json"]).await;
+    let answer = out.json();
+    assert_eq!(answer["sessions_ended"], 2, "{answer}");
+    assert_eq!(answer["receipt"]["edges_total"], 2, "{answer}");
+    assert!(answer["receipt"]["connections_closed"].as_i64().unwrap_or(0) >= 6, "{answer}");
+    assert_all_closed(on_a).await;
+    assert_all_closed(on_b).await;
+    assert_eq!(edge_a.get("/hello", Some(&first), &[]).await.0, 401);
+    assert_eq!(edge_b.get("/hello", Some(&bob), &[]).await.0, 200, "other users are untouched");
+    drop(bob_live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_denies_the_next_request_and_closes_what_it_no_longer_allows() {
+    let dir = TempDir::new("edge-policy");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let upstream = Upstream::start().await;
+    plane.apply_policy(&policy(upstream.port)).await;
+    let edge = EdgeNode::start(&plane, "edge-a", dir.path()).await;
+    let (_, token) = login(&plane, "ada@corp.example").await;
+    let live = open_live_connections(&edge, &token).await;
+
+    let out = plane.cli(&["users", "lock", "nobody@corp.example", "--reason", "unrelated", "--json"]).await;
+    assert!(out.json()["receipt"]["seq"].is_number(), "an unrelated change closes nothing");
+    let narrower = policy(upstream.port).replace("groups_any: [staff]", "groups_any: [sre]");
+    plane.apply_policy(&narrower).await;
+    let deadline = Instant::now() + CLOSE_WITHIN;
+    let status = loop {
+        let status = edge.get("/hello", Some(&token), &[]).await.0;
+        if status != 200 || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 403, "the narrower policy denies ada");
+    assert_all_closed(live).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_malformed_tokens_are_refused() {
+    let dir = TempDir::new("edge-forged");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let upstream = Upstream::start().await;
+    plane.apply_policy(&policy(upstream.port)).await;
+    let edge = EdgeNode::start(&plane, "edge-a", dir.path()).await;
+    let (_, token) = login(&plane, "ada@corp.example").await;
+    let parts: Vec<&str> = token.split('.').collect();
+    let b64 = |v: &Value| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.to_string());
+    let payload: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, parts[1]).expect("payload"),
+    )
+    .expect("claims");
+    let mut escalated = payload.clone();
+    escalated["groups"] = json!(["staff", "admins"]);
+    let none_header = json!({"alg": "none", "typ": "portcullis-session+jwt"});
+    let hs_header = json!({"alg": "HS256", "typ": "portcullis-session+jwt"});
+    let forged = [
+        format!("{}.{}.{}", parts[0], b64(&escalated), parts[2]),
+        format!("{}.{}.", b64(&none_header), parts[1]),
+        format!("{}.{}.{}", b64(&hs_header), parts[1], parts[2]),
+        format!("{}.{}", parts[0], parts[1]),
+        "not-a-token".to_owned(),
+    ];
+    for bad in &forged {
+        let (status, body) = edge.get("/hello", Some(bad), &[]).await;
+        assert_eq!(status, 401, "{bad}: {body}");
+    }
+    assert_eq!(edge.get("/hello", Some(&token), &[]).await.0, 200, "the genuine token still works");
+}
