@@ -82,36 +82,17 @@ pub struct Config {
     pub max_body_bytes: usize,
 }
 
-/// A configuration problem, naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration key `{key}`: {message}")]
-pub struct ConfigError {
-    /// The key (or `file`).
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
+pub use portcullis_settings::ConfigError;
 
 fn error(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.to_owned(), message: message.into() }
+    ConfigError::new(key, message)
 }
 
 impl Config {
     /// Reads `file_text` (TOML, may be empty) and applies overrides from
     /// `env` (called with names such as `PORTCULLIS_LISTEN`).
     pub fn load(file_text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(file_text).map_err(|e| error("file", e.to_string()))?;
-        for (key, _) in KEYS {
-            if let Some(value) = env(&format!("PORTCULLIS_{}", key.to_ascii_uppercase())) {
-                let parsed = match value.parse::<i64>() {
-                    Ok(n) if !matches!(*key, "edge_secret" | "bootstrap_token") => toml::Value::Integer(n),
-                    _ => toml::Value::String(value),
-                };
-                table.insert((*key).to_owned(), parsed);
-            }
-        }
-        let raw: RawConfig = table.try_into_raw()?;
-        Self::validate(raw)
+        Self::validate(portcullis_settings::load(file_text, KEYS, env)?)
     }
 
     fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
@@ -148,31 +129,6 @@ impl Config {
             receipt_wait_ms,
             change_log_retention: raw.change_log_retention.unwrap_or(DEFAULT_CHANGE_LOG_RETENTION).max(1_000),
             max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-        })
-    }
-}
-
-trait IntoRaw {
-    fn try_into_raw(self) -> Result<RawConfig, ConfigError>;
-}
-
-impl IntoRaw for toml::Table {
-    /// Converting the whole table loses which key failed (serde's messages
-    /// name an unknown key only beside the list of expected ones, and a wrong
-    /// type not at all), so the key is found first: an unknown one, or the
-    /// first whose value alone does not convert.
-    fn try_into_raw(self) -> Result<RawConfig, ConfigError> {
-        let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-        if let Some(unknown) = self.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(error(unknown, format!("unknown key; expected one of {}", known.join(", "))));
-        }
-        let convert =
-            |table: toml::Table| -> Result<RawConfig, toml::de::Error> { toml::Value::Table(table).try_into() };
-        convert(self.clone()).map_err(|e| {
-            let key = self.iter().find_map(|(key, value)| {
-                convert(toml::Table::from_iter([(key.clone(), value.clone())])).is_err().then_some(key.as_str())
-            });
-            error(key.unwrap_or("file"), e.message().to_owned())
         })
     }
 }

@@ -88,18 +88,10 @@ pub struct EdgeConfig {
     pub threads: usize,
 }
 
-/// A configuration problem, naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration key `{key}`: {message}")]
-pub struct ConfigError {
-    /// The key (or `file`).
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
+pub use portcullis_settings::ConfigError;
 
 fn error(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.into(), message: message.into() }
+    ConfigError::new(key, message)
 }
 
 fn address(key: &str, value: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -110,23 +102,7 @@ fn address(key: &str, value: Option<String>, default: &str) -> Result<SocketAddr
 impl EdgeConfig {
     /// Reads `file_text` (TOML) with overrides from `env` (`PORTCULLIS_<KEY>`).
     pub fn load(file_text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(file_text).map_err(|e| error("file", e.to_string()))?;
-        for (key, _) in KEYS {
-            if let Some(value) = env(&format!("PORTCULLIS_{}", key.to_ascii_uppercase())) {
-                let numeric = matches!(*key, "max_staleness_s" | "token_cache_size" | "threads");
-                let parsed = match value.parse::<i64>() {
-                    Ok(n) if numeric => toml::Value::Integer(n),
-                    _ => toml::Value::String(value),
-                };
-                table.insert((*key).to_owned(), parsed);
-            }
-        }
-        let raw: RawEdgeConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            let message = e.message().to_owned();
-            let key = KEYS.iter().map(|(k, _)| *k).find(|k| message.contains(&format!("`{k}`"))).unwrap_or("file");
-            error(key, message)
-        })?;
-        Self::validate(raw)
+        Self::validate(portcullis_settings::load(file_text, KEYS, env)?)
     }
 
     fn validate(raw: RawEdgeConfig) -> Result<Self, ConfigError> {
@@ -193,6 +169,8 @@ mod tests {
         assert_eq!(EdgeConfig::load("", |_| None).unwrap_err().key, "edge_secret");
         assert_eq!(EdgeConfig::load("stale_mode = \"maybe\"", env).unwrap_err().key, "stale_mode");
         assert_eq!(EdgeConfig::load("https_listen = \"127.0.0.1:8443\"", env).unwrap_err().key, "https_listen");
-        assert_eq!(EdgeConfig::load("colour = 1", env).unwrap_err().key, "file");
+        assert_eq!(EdgeConfig::load("colour = 1", env).unwrap_err().key, "colour");
+        let threads = EdgeConfig::load("", |k| env(k).or_else(|| (k == "PORTCULLIS_THREADS").then(|| "4".into())));
+        assert_eq!(threads.unwrap().threads, 4, "numbers from the environment");
     }
 }

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod config;
 pub mod credentials;
 pub mod killable;

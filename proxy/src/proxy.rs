@@ -42,6 +42,8 @@ pub struct EdgeHttp {
     pub status: Arc<crate::subscriber::SyncStatus>,
     /// With `stale_mode = deny`: refuse requests once the snapshot is older than this.
     pub stale_deny: Option<std::time::Duration>,
+    /// Session activity for the control plane.
+    pub activity: Arc<crate::activity::ActivityLog>,
 }
 
 /// Per-request state.
@@ -176,6 +178,9 @@ impl ProxyHttp for EdgeHttp {
                 if let (Some(identity), Some(key)) = (&identity, conn_key(session)) {
                     let target = BoundTarget::Http { host: host.clone(), path, method };
                     self.registry.bind(key, Binding { identity: Arc::clone(identity), target });
+                    if let Some(sid) = identity.session_id() {
+                        self.activity.seen(sid, &key.peer.ip().to_string(), now * 1000);
+                    }
                 }
                 ctx.upstream = decision.route.and_then(|r| match r.target() {
                     RouteTarget::Http { upstream, .. } => Some(upstream.clone()),

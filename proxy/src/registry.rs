@@ -179,6 +179,11 @@ impl ConnRegistry {
         self.conns.is_empty()
     }
 
+    /// Live connections bound to each session.
+    pub fn connections_per_session(&self) -> std::collections::HashMap<SessionId, i64> {
+        self.by_session.iter().map(|entry| (*entry.key(), entry.value().len() as i64)).collect()
+    }
+
     /// Connections accepted since start.
     pub fn opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)

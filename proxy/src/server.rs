@@ -121,6 +121,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let status = Arc::new(SyncStatus::default());
     let verifier = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
     let stale_deny = (config.stale_mode == StaleMode::Deny).then_some(config.max_staleness);
+    let activity = Arc::new(crate::activity::ActivityLog::default());
     let edge = EdgeHttp {
         snapshots: Arc::clone(&snapshots),
         registry: Arc::clone(&registry),
@@ -129,6 +130,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         plain_http: config.https.is_none(),
         status: Arc::clone(&status),
         stale_deny,
+        activity: Arc::clone(&activity),
     };
     let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     let mut service = Service::new("portcullis edge".into(), Killable::new(proxy, Arc::clone(&registry)));
@@ -143,7 +145,8 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         edge_id: config.edge_id.clone(),
         edge_name: config.edge_name.clone(),
     };
-    let subscriber = Subscriber::new(channel, Arc::clone(&snapshots), Arc::clone(&registry), Arc::clone(&status));
+    let subscriber =
+        Subscriber::new(channel, Arc::clone(&snapshots), Arc::clone(&registry), Arc::clone(&status), activity);
     server.add_service(background_service("snapshot subscriber", SubscriberService(subscriber)));
     let status_app =
         StatusApp { snapshots, registry, status, verifier, max_staleness_ms: config.max_staleness.as_millis() as i64 };

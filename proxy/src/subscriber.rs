@@ -13,6 +13,7 @@ use portcullis_policy::wire::{decode, Message};
 use portcullis_policy::Snapshot;
 use tokio::sync::Notify;
 
+use crate::activity::ActivityLog;
 use crate::registry::ConnRegistry;
 use crate::{SnapshotStore, StoreError};
 
@@ -61,11 +62,10 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Pending report contents.
+/// Connections closed per change, not yet reported.
 #[derive(Default)]
 struct Pending {
     closed: Vec<(u64, usize)>,
-    urgent: bool,
 }
 
 /// Streams changes in and reports back.
@@ -77,6 +77,7 @@ pub struct Subscriber {
     pending: Mutex<Pending>,
     wake_reporter: Notify,
     client: reqwest::Client,
+    activity: Arc<ActivityLog>,
 }
 
 impl Subscriber {
@@ -86,6 +87,7 @@ impl Subscriber {
         snapshots: Arc<SnapshotStore>,
         registry: Arc<ConnRegistry>,
         status: Arc<SyncStatus>,
+        activity: Arc<ActivityLog>,
     ) -> Arc<Self> {
         let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
         Arc::new(Self {
@@ -96,6 +98,7 @@ impl Subscriber {
             pending: Mutex::default(),
             wake_reporter: Notify::new(),
             client,
+            activity,
         })
     }
 
@@ -201,7 +204,6 @@ impl Subscriber {
     fn queue_report(&self, seq: u64, closed: usize) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.closed.push((seq, closed));
-        pending.urgent = true;
         drop(pending);
         self.wake_reporter.notify_one();
     }
@@ -215,23 +217,29 @@ impl Subscriber {
             let Some(applied) = self.snapshots.seq() else { continue };
             let closed = {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                pending.urgent = false;
                 std::mem::take(&mut pending.closed)
             };
+            let activity = self.activity.batch(&self.registry, now_ms());
             let body = serde_json::json!({
                 "applied_seq": applied,
                 "live_connections": self.registry.len(),
                 "closed": closed.iter().filter(|(_, n)| *n > 0).map(|(seq, n)| serde_json::json!({"seq": seq, "connections": n})).collect::<Vec<_>>(),
+                "activity": activity.events,
             });
             let sent = self.request(self.client.post(&url)).json(&body).send().await;
             match sent {
-                Ok(response) if response.status().is_success() => {}
-                Ok(response) => tracing::warn!(status = %response.status(), "report refused"),
+                Ok(response) if response.status().is_success() => self.activity.commit(activity),
+                Ok(response) => {
+                    tracing::warn!(status = %response.status(), "report refused");
+                    self.activity.restore(activity);
+                }
                 Err(error) => {
                     tracing::warn!(%error, "cannot report to the control plane");
-                    // Keep the closes for the next attempt.
+                    // Keep the closes and sightings for the next attempt.
                     let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                     pending.closed.extend(closed);
+                    drop(pending);
+                    self.activity.restore(activity);
                 }
             }
         }

@@ -1,0 +1,113 @@
+//! Configuration loading shared by the control plane and the edge: a TOML
+//! file whose every key can be overridden by a `PORTCULLIS_<KEY>`
+//! environment variable, deserialized into the caller's raw config type
+//! (which denies unknown fields). Errors name the offending key.
+//!
+//! The environment is read through a closure, so tests fill it from a map
+//! and never touch the process environment.
+
+#![forbid(unsafe_code)]
+
+use serde::de::DeserializeOwned;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration key `{key}`: {message}")]
+pub struct ConfigError {
+    /// The key, or `file` when the file itself is not valid TOML.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `key`.
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        Self { key: key.to_owned(), message: message.into() }
+    }
+}
+
+fn convert<T: DeserializeOwned>(table: toml::Table) -> Result<T, toml::de::Error> {
+    toml::Value::Table(table).try_into()
+}
+
+/// The TOML value for an environment override: an integer or boolean when
+/// the key accepts one, otherwise the text.
+fn env_value<T: DeserializeOwned>(key: &str, text: String) -> toml::Value {
+    let typed = text
+        .parse::<i64>()
+        .map(toml::Value::Integer)
+        .ok()
+        .or_else(|| text.parse::<bool>().map(toml::Value::Boolean).ok());
+    match typed {
+        Some(value) if convert::<T>(toml::Table::from_iter([(key.to_owned(), value.clone())])).is_ok() => value,
+        _ => toml::Value::String(text),
+    }
+}
+
+/// Reads `file_text` into `T`, applying `PORTCULLIS_<KEY>` overrides from
+/// `env` for every documented key in `keys`.
+pub fn load<T: DeserializeOwned>(
+    file_text: &str,
+    keys: &[(&str, &str)],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<T, ConfigError> {
+    let mut table: toml::Table = toml::from_str(file_text).map_err(|e| ConfigError::new("file", e.to_string()))?;
+    let known: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+    if let Some(unknown) = table.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ConfigError::new(unknown, format!("unknown key; expected one of {}", known.join(", "))));
+    }
+    for key in &known {
+        if let Some(text) = env(&format!("PORTCULLIS_{}", key.to_ascii_uppercase())) {
+            table.insert((*key).to_owned(), env_value::<T>(key, text));
+        }
+    }
+    convert(table.clone()).map_err(|e| {
+        // Converting the whole table does not say which key failed: find the
+        // first whose value alone does not convert.
+        let key = table.iter().find_map(|(key, value)| {
+            convert::<T>(toml::Table::from_iter([(key.clone(), value.clone())])).is_err().then_some(key.as_str())
+        });
+        ConfigError::new(key.unwrap_or("file"), e.message().to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        name: Option<String>,
+        port: Option<u16>,
+        verbose: Option<bool>,
+    }
+
+    const KEYS: &[(&str, &str)] = &[("name", "a name"), ("port", "a port"), ("verbose", "more output")];
+
+    fn load_with(file: &str, env: &[(&str, &str)]) -> Result<Raw, ConfigError> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        load(file, KEYS, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn environment_overrides_take_the_key_type() {
+        let raw = load_with("name = \"a\"", &[("PORTCULLIS_PORT", "8080"), ("PORTCULLIS_VERBOSE", "true")]).unwrap();
+        assert_eq!((raw.name.as_deref(), raw.port, raw.verbose), (Some("a"), Some(8080), Some(true)));
+        let raw = load_with("", &[("PORTCULLIS_NAME", "123")]).unwrap();
+        assert_eq!(raw.name.as_deref(), Some("123"), "a numeric value for a text key stays text");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(load_with("nmae = 1", &[]).unwrap_err().key, "nmae");
+        assert_eq!(load_with("port = \"eighty\"", &[]).unwrap_err().key, "port");
+        assert_eq!(load_with("", &[("PORTCULLIS_PORT", "99999")]).unwrap_err().key, "port");
+        assert_eq!(load_with("name = ", &[]).unwrap_err().key, "file");
+    }
+}
