@@ -16,6 +16,7 @@ pub mod activity;
 pub mod config;
 pub mod credentials;
 pub mod killable;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 mod responses;

@@ -44,6 +44,8 @@ pub struct EdgeHttp {
     pub stale_deny: Option<std::time::Duration>,
     /// Session activity for the control plane.
     pub activity: Arc<crate::activity::ActivityLog>,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::EdgeMetrics>,
 }
 
 /// Per-request state.
@@ -134,6 +136,7 @@ impl ProxyHttp for EdgeHttp {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let started = Instant::now();
         let Some(snapshot) = self.snapshots.load_full() else {
+            self.metrics.requests.with_label_values(&["", "unavailable"]).inc();
             let message = "This edge has not received its policy from the control plane yet. Try again in a moment.";
             respond(session, 503, "no_snapshot", "Temporarily unavailable", message, &[("retry-after", "5".into())])
                 .await?;
@@ -172,7 +175,9 @@ impl ProxyHttp for EdgeHttp {
             identity: identity.as_deref(),
         };
         let decision = evaluate(&snapshot, &facts);
-        tracing::debug!(host = %host, path = %path, outcome = ?decision.outcome, elapsed_us = started.elapsed().as_micros() as u64, "decided");
+        self.metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
+        let outcome = if decision.reason == Reason::NoRoute { "no-route" } else { decision.outcome.as_str() };
+        self.metrics.requests.with_label_values(&[decision.route.map_or("", |r| r.name()), outcome]).inc();
         match decision.outcome {
             Outcome::Allow => {
                 if let (Some(identity), Some(key)) = (&identity, conn_key(session)) {

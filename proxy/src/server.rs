@@ -19,9 +19,10 @@ use pingora_core::services::listening::Service;
 use crate::config::{EdgeConfig, StaleMode};
 use crate::credentials::SessionVerifier;
 use crate::killable::Killable;
+use crate::metrics::EdgeMetrics;
 use crate::proxy::EdgeHttp;
 use crate::registry::ConnRegistry;
-use crate::subscriber::{ChannelConfig, Subscriber, SyncStatus};
+use crate::subscriber::{ChannelConfig, Subscriber, SubscriberParts, SyncStatus};
 use crate::SnapshotStore;
 
 /// Why the edge could not start.
@@ -49,7 +50,7 @@ struct StatusApp {
     snapshots: Arc<SnapshotStore>,
     registry: Arc<ConnRegistry>,
     status: Arc<SyncStatus>,
-    verifier: Arc<SessionVerifier>,
+    metrics: Arc<EdgeMetrics>,
     max_staleness_ms: i64,
 }
 
@@ -82,27 +83,13 @@ impl ServeHttp for StatusApp {
 
 impl StatusApp {
     fn metrics(&self, seq: Option<u64>, staleness_ms: i64) -> String {
-        let head = self.status.head_seq.load(Ordering::Relaxed);
         let applied = seq.map_or(-1, |s| s as i64);
-        format!(
-            "# HELP portcullis_edge_snapshot_seq Change-log sequence of the snapshot in force.\n\
-             # TYPE portcullis_edge_snapshot_seq gauge\nportcullis_edge_snapshot_seq {applied}\n\
-             # HELP portcullis_edge_snapshot_lag Changes the control plane has that this edge has not applied.\n\
-             # TYPE portcullis_edge_snapshot_lag gauge\nportcullis_edge_snapshot_lag {}\n\
-             # HELP portcullis_edge_snapshot_staleness_seconds Time since the last frame from the control plane.\n\
-             # TYPE portcullis_edge_snapshot_staleness_seconds gauge\nportcullis_edge_snapshot_staleness_seconds {}\n\
-             # HELP portcullis_edge_live_connections Downstream connections open now.\n\
-             # TYPE portcullis_edge_live_connections gauge\nportcullis_edge_live_connections {}\n\
-             # HELP portcullis_edge_connections_total Downstream connections accepted.\n\
-             # TYPE portcullis_edge_connections_total counter\nportcullis_edge_connections_total {}\n\
-             # HELP portcullis_edge_token_cache_entries Verified tokens cached.\n\
-             # TYPE portcullis_edge_token_cache_entries gauge\nportcullis_edge_token_cache_entries {}\n",
-            (head - applied).max(0),
-            if staleness_ms == i64::MAX { -1.0 } else { staleness_ms as f64 / 1000.0 },
-            self.registry.len(),
-            self.registry.opened(),
-            self.verifier.cached(),
-        )
+        let metrics = &self.metrics;
+        metrics.snapshot_seq.set(applied);
+        metrics.snapshot_lag.set((self.status.head_seq.load(Ordering::Relaxed) - applied).max(0));
+        metrics.staleness_ms.set(if staleness_ms == i64::MAX { -1 } else { staleness_ms });
+        metrics.live_connections.set(self.registry.len() as i64);
+        metrics.render()
     }
 }
 
@@ -122,6 +109,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let verifier = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
     let stale_deny = (config.stale_mode == StaleMode::Deny).then_some(config.max_staleness);
     let activity = Arc::new(crate::activity::ActivityLog::default());
+    let metrics = Arc::new(EdgeMetrics::new());
     let edge = EdgeHttp {
         snapshots: Arc::clone(&snapshots),
         registry: Arc::clone(&registry),
@@ -131,6 +119,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         status: Arc::clone(&status),
         stale_deny,
         activity: Arc::clone(&activity),
+        metrics: Arc::clone(&metrics),
     };
     let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     let mut service = Service::new("portcullis edge".into(), Killable::new(proxy, Arc::clone(&registry)));
@@ -145,11 +134,17 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         edge_id: config.edge_id.clone(),
         edge_name: config.edge_name.clone(),
     };
-    let subscriber =
-        Subscriber::new(channel, Arc::clone(&snapshots), Arc::clone(&registry), Arc::clone(&status), activity);
+    let parts = SubscriberParts {
+        snapshots: Arc::clone(&snapshots),
+        registry: Arc::clone(&registry),
+        status: Arc::clone(&status),
+        activity,
+        metrics: Arc::clone(&metrics),
+    };
+    let subscriber = Subscriber::new(channel, parts);
     server.add_service(background_service("snapshot subscriber", SubscriberService(subscriber)));
     let status_app =
-        StatusApp { snapshots, registry, status, verifier, max_staleness_ms: config.max_staleness.as_millis() as i64 };
+        StatusApp { snapshots, registry, status, metrics, max_staleness_ms: config.max_staleness.as_millis() as i64 };
     let mut status_service = Service::new("portcullis edge status".into(), status_app);
     status_service.add_tcp(&config.metrics_listen.to_string());
     server.add_service(status_service);

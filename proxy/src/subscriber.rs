@@ -78,17 +78,27 @@ pub struct Subscriber {
     wake_reporter: Notify,
     client: reqwest::Client,
     activity: Arc<ActivityLog>,
+    metrics: Arc<crate::metrics::EdgeMetrics>,
+}
+
+/// What the subscriber feeds and reports from.
+pub struct SubscriberParts {
+    /// The snapshot holder.
+    pub snapshots: Arc<SnapshotStore>,
+    /// Live connections.
+    pub registry: Arc<ConnRegistry>,
+    /// Freshness.
+    pub status: Arc<SyncStatus>,
+    /// Session activity.
+    pub activity: Arc<ActivityLog>,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::EdgeMetrics>,
 }
 
 impl Subscriber {
     /// A subscriber feeding `snapshots` and closing connections in `registry`.
-    pub fn new(
-        config: ChannelConfig,
-        snapshots: Arc<SnapshotStore>,
-        registry: Arc<ConnRegistry>,
-        status: Arc<SyncStatus>,
-        activity: Arc<ActivityLog>,
-    ) -> Arc<Self> {
+    pub fn new(config: ChannelConfig, parts: SubscriberParts) -> Arc<Self> {
+        let SubscriberParts { snapshots, registry, status, activity, metrics } = parts;
         let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
         Arc::new(Self {
             config,
@@ -99,6 +109,7 @@ impl Subscriber {
             wake_reporter: Notify::new(),
             client,
             activity,
+            metrics,
         })
     }
 
@@ -172,6 +183,10 @@ impl Subscriber {
                 self.snapshots.replace(snapshot);
                 let current = self.snapshots.load_full().ok_or("snapshot vanished")?;
                 let closed = self.registry.reevaluate(&current, now);
+                self.metrics
+                    .kills
+                    .with_label_values(&[crate::registry::KillReason::PolicyChanged.as_str()])
+                    .inc_by(closed as u64);
                 tracing::info!(seq, closed, "applied a full snapshot");
                 self.queue_report(seq, closed);
             }
@@ -183,6 +198,7 @@ impl Subscriber {
                         let (closed, reason) = self.registry.close_affected(&affected, &current, now);
                         if closed > 0 {
                             tracing::info!(seq, closed, reason = reason.as_str(), "closed live connections");
+                            self.metrics.kills.with_label_values(&[reason.as_str()]).inc_by(closed as u64);
                         }
                         self.queue_report(seq, closed);
                     }

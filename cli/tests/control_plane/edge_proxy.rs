@@ -28,6 +28,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 struct EdgeNode {
     child: Child,
     port: u16,
+    metrics: u16,
     log: std::path::PathBuf,
 }
 
@@ -50,7 +51,7 @@ impl EdgeNode {
             .stderr(file)
             .spawn()
             .expect("spawn portcullis edge");
-        let node = Self { child, port, log };
+        let node = Self { child, port, metrics, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = reqwest::get(format!("http://127.0.0.1:{metrics}/readyz")).await;
@@ -64,6 +65,11 @@ impl EdgeNode {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    async fn metrics_text(&self) -> String {
+        let response = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics)).await.expect("GET /metrics");
+        response.text().await.expect("metrics text")
     }
 
     fn log_text(&self) -> String {
@@ -210,6 +216,14 @@ async fn terminating_a_session_closes_its_live_connections_and_refuses_the_next_
     assert_all_closed(live).await;
     let (status, body) = edge.get("/hello", Some(&token), &[]).await;
     assert_eq!(status, 401, "the very next request is refused: {body}");
+    let metrics = edge.metrics_text().await;
+    let kills = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_edge_kills_total{reason=\"session_terminated\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(kills.is_some_and(|k| k >= 3), "kills are counted by reason:\n{metrics}");
+    assert!(metrics.contains("portcullis_edge_requests_total{decision=\"allow\",route=\"app\"}"), "{metrics}");
+    assert!(metrics.contains("portcullis_edge_token_cache_hits_total"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,8 +270,14 @@ async fn a_policy_change_denies_the_next_request_and_closes_what_it_no_longer_al
     plane.apply_policy(&narrower).await;
     let deadline = Instant::now() + CLOSE_WITHIN;
     let status = loop {
-        let status = edge.get("/hello", Some(&token), &[]).await.0;
-        if status != 200 || Instant::now() > deadline {
+        // A request in flight when the change lands has its connection
+        // closed under it (it is no longer allowed): that is a retry, not a verdict.
+        let request = reqwest::Client::new()
+            .get(edge.url("/hello"))
+            .header("host", "app.corp.example")
+            .header("cookie", format!("portcullis_session={token}"));
+        let status = request.send().await.map_or(0, |r| r.status().as_u16());
+        if (status != 200 && status != 0) || Instant::now() > deadline {
             break status;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

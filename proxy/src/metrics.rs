@@ -1,0 +1,95 @@
+//! The edge's Prometheus metrics: requests by route and decision, the
+//! latency of the authentication and authorisation step, live connections,
+//! kills by reason, snapshot sequence, lag and staleness, and the
+//! verified-token cache hit ratio.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Every edge metric.
+pub struct EdgeMetrics {
+    registry: Registry,
+    /// Requests by route and outcome (`allow`, `deny`, `login-required`, `no-route`, `unavailable`).
+    pub requests: IntCounterVec,
+    /// Seconds spent from request head to decision.
+    pub decision_seconds: Histogram,
+    /// Connections closed from outside, by reason.
+    pub kills: IntCounterVec,
+    /// Verified-token cache hits.
+    pub token_cache_hits: IntCounter,
+    /// Verified-token cache misses (signature checked).
+    pub token_cache_misses: IntCounter,
+    /// Live downstream connections.
+    pub live_connections: IntGauge,
+    /// Sequence of the snapshot in force.
+    pub snapshot_seq: IntGauge,
+    /// Changes the control plane has that this edge has not applied.
+    pub snapshot_lag: IntGauge,
+    /// Milliseconds since the last frame from the control plane.
+    pub staleness_ms: IntGauge,
+}
+
+impl EdgeMetrics {
+    /// Registers every metric under the `portcullis_edge_` prefix.
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("portcullis_edge".into()), None).expect("valid prefix");
+        let requests =
+            IntCounterVec::new(Opts::new("requests_total", "requests by route and decision"), &["route", "decision"])
+                .expect("valid metric");
+        let buckets = vec![1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 1e-2];
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new("decision_seconds", "authentication and authorisation time per request")
+                .buckets(buckets),
+        )
+        .expect("valid metric");
+        let kills = IntCounterVec::new(Opts::new("kills_total", "connections closed from outside"), &["reason"])
+            .expect("valid metric");
+        let token_cache_hits = IntCounter::new("token_cache_hits_total", "verified-token cache hits").expect("valid");
+        let token_cache_misses =
+            IntCounter::new("token_cache_misses_total", "tokens whose signature was checked").expect("valid");
+        let live_connections = IntGauge::new("live_connections", "downstream connections open now").expect("valid");
+        let snapshot_seq =
+            IntGauge::new("snapshot_seq", "change-log sequence of the snapshot in force").expect("valid");
+        let snapshot_lag = IntGauge::new("snapshot_lag", "changes not yet applied").expect("valid");
+        let staleness_ms =
+            IntGauge::new("snapshot_staleness_ms", "time since the last frame from the control plane").expect("valid");
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(requests.clone()),
+            Box::new(decision_seconds.clone()),
+            Box::new(kills.clone()),
+            Box::new(token_cache_hits.clone()),
+            Box::new(token_cache_misses.clone()),
+            Box::new(live_connections.clone()),
+            Box::new(snapshot_seq.clone()),
+            Box::new(snapshot_lag.clone()),
+            Box::new(staleness_ms.clone()),
+        ];
+        for collector in collectors {
+            registry.register(collector).expect("metrics register once");
+        }
+        Self {
+            registry,
+            requests,
+            decision_seconds,
+            kills,
+            token_cache_hits,
+            token_cache_misses,
+            live_connections,
+            snapshot_seq,
+            snapshot_lag,
+            staleness_ms,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
