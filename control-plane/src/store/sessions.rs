@@ -160,7 +160,9 @@ impl SessionStore for SqlStore {
         }
         if let Some((created, id)) = &filter.before {
             let (c, i) = (params.int(*created), params.text(id));
-            sql.push_str(&format!(" AND (created_ms < {c} OR (created_ms = {c} AND id < {i}))"));
+            // `created_ms <= c` is implied by the OR, but spelled out it is an index
+            // range both backends seek to; PostgreSQL otherwise scans from the newest row.
+            sql.push_str(&format!(" AND created_ms <= {c} AND (created_ms < {c} OR (created_ms = {c} AND id < {i}))"));
         }
         let limit = params.int(i64::from(filter.limit.clamp(1, 1000)));
         sql.push_str(&format!(" ORDER BY created_ms DESC, id DESC LIMIT {limit}"));
