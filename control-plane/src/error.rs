@@ -2,7 +2,7 @@
 //! body `{"error": {"code": "...", "message": "..."}}`. Internal errors are
 //! logged with their detail and shown to clients only as "internal error".
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, QueryRejection, StringRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -100,6 +100,17 @@ impl From<JsonRejection> for ApiError {
             ),
             // serde's message names the field: "unknown field `x`, expected one of …"
             _ => Self::invalid(rejection.body_text()),
+        }
+    }
+}
+
+impl From<StringRejection> for ApiError {
+    fn from(rejection: StringRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is too large")
+            }
+            _ => Self::bad_request(rejection.body_text()),
         }
     }
 }

@@ -12,7 +12,7 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, QueryRejection, StringRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -38,6 +38,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Json(value) = Json::<T>::from_request(req, state).await.map_err(|e: JsonRejection| ApiError::from(e))?;
         Ok(Self(value))
+    }
+}
+
+/// A text body (policy documents) with oversized bodies answered 413 and
+/// non-UTF-8 ones 400, in the API's error format.
+pub struct ApiText(pub String);
+
+impl<S: Send + Sync> FromRequest<S> for ApiText {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let text = String::from_request(req, state).await.map_err(|e: StringRejection| ApiError::from(e))?;
+        Ok(Self(text))
     }
 }
 

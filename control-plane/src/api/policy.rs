@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::{ApiJson, ApiQuery};
+use super::{ApiJson, ApiQuery, ApiText};
 use crate::app::App;
 use crate::error::{ApiError, ErrorDetail};
 use crate::model::{now_ms, PolicyVersion};
@@ -129,7 +129,7 @@ pub async fn get_current(State(app): State<Arc<App>>, caller: Caller) -> Result<
 /// Validates a YAML document without applying it.
 #[utoipa::path(post, path = "/api/v1/policy/validate", request_body(content = String, content_type = "application/yaml"),
     responses((status = 200, body = Validation)))]
-pub async fn validate(caller: Caller, document: String) -> Result<Json<Validation>, ApiError> {
+pub async fn validate(caller: Caller, ApiText(document): ApiText) -> Result<Json<Validation>, ApiError> {
     caller.require("policy:read")?;
     Ok(Json(match compile(&document) {
         Ok(policy) => Validation { valid: true, problems: Vec::new(), routes: policy.routes().len() },
@@ -145,7 +145,7 @@ pub async fn put(
     caller: Caller,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<ApplyQuery>,
-    document: String,
+    ApiText(document): ApiText,
 ) -> Result<Response, ApiError> {
     caller.require("policy:write")?;
     let header_message = headers.get("x-portcullis-message").and_then(|v| v.to_str().ok()).map(str::to_owned);
