@@ -152,6 +152,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/audit", get(trail::audit))
         .route("/edges", get(trail::edges))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::not_found("no such API endpoint") });
     let max_body = app.config.max_body_bytes;
     Router::new()
@@ -159,9 +160,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), count_requests))
         .with_state(app)
+}
+
+/// 405 in the API's error format (the router still adds the `Allow` header).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method")
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

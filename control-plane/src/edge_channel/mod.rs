@@ -160,6 +160,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/edge/v1/sessions", post(sessions::create))
         .route("/edge/v1/sessions/{id}/logout", post(sessions::logout))
         .route("/healthz", get(|| async { "ok\n" }))
+        .method_not_allowed_fallback(crate::api::method_not_allowed)
         .fallback(|| async { ApiError::not_found("no such edge-channel endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)
