@@ -77,6 +77,11 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound => Self::not_found("no such record"),
+            // PostgreSQL refuses NUL characters in text ("invalid byte sequence
+            // for encoding UTF8: 0x00", SQLSTATE 22021): the client's input, not ours.
+            StoreError::Database(sqlx::Error::Database(e)) if e.code().as_deref() == Some("22021") => {
+                Self::bad_request("text must not contain NUL characters")
+            }
             StoreError::SessionLimit(max) => Self::new(
                 StatusCode::CONFLICT,
                 "session_limit",
