@@ -4,6 +4,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control_plane;
+pub mod group_commit;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 

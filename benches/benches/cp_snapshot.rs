@@ -1,0 +1,90 @@
+//! Building a full snapshot (`ChangeStore::snapshot_body`, what every edge
+//! that connects without a usable `since` gets) with 100,000 terminated
+//! sessions in the store, on SQLite and on PostgreSQL; then encoding it for
+//! the wire. Also with 100,000 active sessions beside them, which the
+//! snapshot must skip.
+//!
+//! Run: `cargo bench -p portcullis-benches --bench cp_snapshot [-- sqlite|postgres]`
+
+use std::time::Instant;
+
+use portcullis_benches::control_plane::{insert_sessions, listing_only, summarize, Backend, BenchDb};
+use portcullis_control_plane::model::now_ms;
+use portcullis_control_plane::store::{ChangeStore, SqlStore};
+use portcullis_policy::wire::{encode, Message};
+
+const TERMINATED: usize = 100_000;
+const ROUNDS: usize = 20;
+
+async fn measure(store: &SqlStore, label: &str, backend: Backend) {
+    let mut build = Vec::with_capacity(ROUNDS);
+    let mut encoding = Vec::with_capacity(ROUNDS);
+    let mut bytes = 0;
+    let mut terminated = 0;
+    for round in 0..ROUNDS + 2 {
+        let t = Instant::now();
+        let body = store.snapshot_body(now_ms()).await.expect("snapshot");
+        let built = t.elapsed();
+        terminated = body.terminated_sessions.len();
+        let t = Instant::now();
+        let wire = encode(&Message::Snapshot(body));
+        let encoded = t.elapsed();
+        bytes = wire.len();
+        if round >= 2 {
+            build.push(built);
+            encoding.push(encoded);
+        }
+    }
+    assert_eq!(terminated, TERMINATED, "every terminated session is in the snapshot");
+    let (b, e) = (summarize(&mut build), summarize(&mut encoding));
+    println!(
+        "| {} | {label} | {terminated} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} MB |",
+        backend.name(),
+        b.p50,
+        b.max,
+        e.p50,
+        bytes as f64 / 1e6
+    );
+}
+
+async fn bench(backend: Backend) {
+    let Some(db) = BenchDb::create(backend, "snapshot").await else { return };
+    let store = SqlStore::connect(&db.url).await.expect("open the store");
+    let base = now_ms() - 2 * TERMINATED as i64;
+    insert_sessions(&db.url, TERMINATED, TERMINATED, true, base).await;
+    measure(&store, "100k terminated", backend).await;
+    // 100,000 active sessions beside them (ids after the terminated ones).
+    let pool = sqlx::AnyPool::connect(&db.url).await.expect("connect");
+    let offset = format!("{:016x}", 0xac71_0000_0000_0000_u64);
+    sqlx::query(
+        "INSERT INTO sessions (id, subject, email, groups_json, idp_issuer, idp_session_id, route, created_ms, \
+         last_seen_ms, expires_ms, auth_time_s, ended_ms, end_reason, source_addresses_json, user_agent, edges_json, \
+         live_connections) SELECT $1 || substr(id, 17), subject, email, groups_json, idp_issuer, idp_session_id, \
+         route, created_ms, last_seen_ms, expires_ms, auth_time_s, NULL, NULL, source_addresses_json, user_agent, \
+         edges_json, live_connections FROM sessions",
+    )
+    .bind(offset)
+    .execute(&pool)
+    .await
+    .expect("copy as active sessions");
+    pool.close().await;
+    measure(&store, "100k terminated + 100k active", backend).await;
+    store.close().await;
+    db.remove().await;
+}
+
+fn main() {
+    if listing_only() {
+        return;
+    }
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    println!("| backend | store | terminated in snapshot | build p50 | build max | encode p50 | wire size |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for backend in Backend::ALL {
+        if filter.as_deref().is_some_and(|f| !backend.name().to_lowercase().starts_with(&f.to_lowercase())) {
+            continue;
+        }
+        runtime.block_on(bench(backend));
+    }
+}

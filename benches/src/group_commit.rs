@@ -1,0 +1,97 @@
+//! A what-if for the termination benchmark: the same durable work the store
+//! does per termination (end the session, append a change-log row with the
+//! wire-encoded delta, write an audit row, commit with the configured
+//! durability; on PostgreSQL under the change-log advisory lock, with a
+//! NOTIFY), but for `batch` terminations per transaction, as a group-commit
+//! writer would. It shows what batching would reach on the same disk; the
+//! store itself is not changed.
+
+use std::time::{Duration, Instant};
+
+use portcullis_policy::wire::{encode, Message};
+use portcullis_policy::{Change, Delta, SessionId};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::control_plane::Backend;
+
+/// Opens a one-connection pool with the store's durability settings.
+pub async fn writer(url: &str, backend: Backend) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    let options = AnyPoolOptions::new().max_connections(1);
+    let options = if backend == Backend::Sqlite {
+        options.after_connect(|conn, _| {
+            Box::pin(async move {
+                // As the store: WAL with synchronous=FULL, every commit on disk.
+                conn.execute("PRAGMA busy_timeout=10000; PRAGMA synchronous=FULL").await?;
+                Ok(())
+            })
+        })
+    } else {
+        options
+    };
+    options.connect(url).await.expect("connect the what-if writer")
+}
+
+/// Terminates `ids` in transactions of `batch`; returns the time taken.
+pub async fn terminate_batched(pool: &AnyPool, backend: Backend, ids: &[String], batch: usize) -> Duration {
+    let started = Instant::now();
+    for chunk in ids.chunks(batch) {
+        let now = portcullis_control_plane::model::now_ms();
+        let mut tx = pool.begin().await.expect("begin");
+        if backend == Backend::Postgres {
+            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7428001)) AS l")
+                .fetch_one(&mut *tx)
+                .await
+                .expect("lock");
+        }
+        let list = chunk.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
+        let ended = sqlx::query(&format!(
+            "UPDATE sessions SET ended_ms = $1, end_reason = 'bench' WHERE id IN ({list}) AND ended_ms IS NULL \
+             RETURNING id, expires_ms"
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .expect("end sessions");
+        let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM change_log")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("next seq");
+        let mut changes = String::from("INSERT INTO change_log (seq, at_ms, delta) VALUES ");
+        let mut audit =
+            String::from("INSERT INTO audit_log (at_ms, actor, action, target, reason, source_address, seq) VALUES ");
+        let mut deltas = Vec::with_capacity(ended.len());
+        for (n, row) in ended.iter().enumerate() {
+            let id: String = row.try_get("id").expect("id");
+            let expires: i64 = row.try_get("expires_ms").expect("expires");
+            let seq = first + n as i64;
+            let session: SessionId = id.parse().expect("session id");
+            let change = Change::TerminateSession { session, expires_at: expires.div_euclid(1000) + 1 };
+            deltas.push(encode(&Message::Delta(Delta { seq: seq as u64, change })));
+            let sep = if n > 0 { "," } else { "" };
+            changes.push_str(&format!("{sep}({seq}, {now}, ${})", n + 1));
+            audit.push_str(&format!(
+                "{sep}({now}, 'token:bench', 'session.terminate', 'session:{id}', 'bench', '127.0.0.1', {seq})"
+            ));
+        }
+        if !deltas.is_empty() {
+            let mut insert = sqlx::query(&changes);
+            for delta in deltas {
+                insert = insert.bind(delta);
+            }
+            insert.execute(&mut *tx).await.expect("change-log rows");
+            sqlx::query(&audit).execute(&mut *tx).await.expect("audit rows");
+            if backend == Backend::Postgres {
+                let last = (first + ended.len() as i64 - 1).to_string();
+                sqlx::query("SELECT 1 AS notified FROM (SELECT pg_notify('portcullis_changes', $1)) AS n")
+                    .bind(last)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .expect("notify");
+            }
+        }
+        tx.commit().await.expect("commit");
+    }
+    started.elapsed()
+}
