@@ -1,0 +1,141 @@
+//! Logins through the edge channel: route session limits (`refuse` and
+//! `end_oldest`), and session tokens that verify against the published keys.
+
+use axum::http::Method;
+use portcullis_control_plane::authority::{verify, SESSION_TOKEN_AUDIENCE};
+use portcullis_policy::wire::Message;
+use portcullis_policy::{Change, SessionId};
+use serde_json::json;
+
+use crate::fixtures::{apply_policy, published_keys, text, Login};
+use crate::harness::{TestApp, ISSUER};
+
+api_tests!(
+    session_limit_refuse_answers_409,
+    session_limit_end_oldest_ends_the_first,
+    session_tokens_verify_against_published_keys,
+    logins_need_a_known_route
+);
+
+async fn session_limit_refuse_answers_409(t: TestApp) {
+    apply_policy(&t).await;
+    let first = Login::new("ada@test.example").route("admin").ok(&t).await;
+    assert_eq!(first["replaced_sessions"], json!([]));
+    let head = t.head().await;
+    let second = Login::new("ada@test.example").route("admin").edge("edge-b").send(&t).await;
+    let message = second.error(409, "session_limit");
+    assert!(message.contains('1'), "{message}");
+    assert_eq!(t.head().await, head, "a refused login changes nothing");
+    let sessions = t.get("/api/v1/sessions?route=admin").send().await.ok();
+    assert_eq!(sessions["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(sessions["sessions"][0]["id"], first["session_id"]);
+    assert_eq!(sessions["sessions"][0]["state"], "active");
+
+    // The limit is per user and per route.
+    Login::new("bob@test.example").route("admin").ok(&t).await;
+    Login::new("ada@test.example").route("wiki").ok(&t).await;
+    Login::new("ada@test.example").route("wiki").ok(&t).await;
+    // Once the first session ends, a new login is accepted.
+    let id = text(&first["session_id"]);
+    t.post(&format!("/api/v1/sessions/{id}/terminate")).json(json!({ "reason": "r" })).send().await.ok();
+    Login::new("ada@test.example").route("admin").ok(&t).await;
+}
+
+async fn session_limit_end_oldest_ends_the_first(t: TestApp) {
+    apply_policy(&t).await;
+    let first = text(&Login::new("ada@test.example").route("console").ok(&t).await["session_id"]);
+    let head = t.head().await;
+    let mut stream = t.edge(Method::GET, &format!("/edge/v1/stream?since={head}")).open().await;
+
+    let second = Login::new("ada@test.example").route("console").edge("edge-b").ok(&t).await;
+    assert_eq!(second["replaced_sessions"], json!([first.clone()]));
+    let second_id = text(&second["session_id"]);
+    assert_ne!(second_id, first);
+
+    let view = t.get(&format!("/api/v1/sessions/{first}")).send().await.ok();
+    assert_eq!(view["state"], "ended");
+    assert!(view["end_reason"].as_str().unwrap().contains("newer login"), "{view}");
+    let view = t.get(&format!("/api/v1/sessions/{second_id}")).send().await.ok();
+    assert_eq!(view["state"], "active");
+
+    // Edges are told at once.
+    match stream.expect_change().await {
+        Message::Delta(delta) => {
+            assert_eq!(delta.seq, head + 1);
+            let expected: SessionId = first.parse().unwrap();
+            assert!(matches!(delta.change, Change::TerminateSession { session, .. } if session == expected));
+        }
+        other => panic!("expected a delta, got {other:?}"),
+    }
+    let audit = t.get("/api/v1/audit?action=session.replace").send().await.ok();
+    assert_eq!(audit["entries"][0]["target"], format!("session:{first}"));
+    assert_eq!(audit["entries"][0]["actor"], "edge:edge-b");
+
+    // A third login replaces the second.
+    let third = Login::new("ada@test.example").route("console").ok(&t).await;
+    assert_eq!(third["replaced_sessions"], json!([second_id]));
+    let active = t.get("/api/v1/sessions?route=console&state=active").send().await.ok();
+    assert_eq!(active["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(active["sessions"][0]["id"], third["session_id"]);
+}
+
+async fn session_tokens_verify_against_published_keys(t: TestApp) {
+    apply_policy(&t).await;
+    let mut login = Login::new("Ada.Lovelace@Test.Example").body();
+    login["groups"] = json!(["admins", "engineering"]);
+    login["idp_session_id"] = json!("idp-123");
+    let answer = t.edge(Method::POST, "/edge/v1/sessions").json(login).send().await.ok();
+    let (session_id, token) = (text(&answer["session_id"]), text(&answer["token"]));
+    assert_eq!(session_id.len(), 32);
+    assert!(session_id.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let keys = published_keys(&t).await;
+    let claims = verify(&token, &keys, ISSUER).expect("the token verifies against the snapshot's keys");
+    assert_eq!(claims.sid, session_id);
+    assert_eq!(claims.sub, "sub-ada.lovelace@test.example");
+    assert_eq!(claims.email, "ada.lovelace@test.example", "lowercased");
+    assert_eq!(claims.groups, ["admins", "engineering"]);
+    assert_eq!(claims.route, "wiki");
+    assert_eq!(claims.iss, ISSUER);
+    assert_eq!(claims.aud, SESSION_TOKEN_AUDIENCE);
+    assert_eq!(claims.auth_time, 1_700_000_000);
+    assert_eq!(claims.idp_sid.as_deref(), Some("idp-123"));
+    let expires = chrono::DateTime::parse_from_rfc3339(answer["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(claims.exp, expires.timestamp());
+    assert!(claims.exp > claims.iat && (claims.iat - chrono::Utc::now().timestamp()).abs() < 60);
+
+    // Anything else does not verify.
+    assert!(verify(&token, &keys, "https://someone-else.example").is_none(), "another issuer");
+    assert!(verify(&token, &[], ISSUER).is_none(), "no keys");
+    let (head, signature) = token.rsplit_once('.').unwrap();
+    let flipped =
+        if signature.starts_with('A') { signature.replacen('A', "B", 1) } else { format!("A{}", &signature[1..]) };
+    assert!(verify(&format!("{head}.{flipped}"), &keys, ISSUER).is_none(), "a changed signature");
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let claims_json = base64_decode(&parts[1]).replace("sub-ada", "sub-eve");
+    parts[1] = base64_encode(&claims_json);
+    assert!(verify(&parts.join("."), &keys, ISSUER).is_none(), "changed claims");
+}
+
+fn base64_decode(text: &str) -> String {
+    use base64::Engine;
+    String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).unwrap()).unwrap()
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+async fn logins_need_a_known_route(t: TestApp) {
+    let before_policy = Login::new("ada@test.example").send(&t).await;
+    assert!(before_policy.error(422, "invalid_body").contains("wiki"), "the built-in policy has no routes");
+    apply_policy(&t).await;
+    let unknown = Login::new("ada@test.example").route("nowhere").send(&t).await;
+    assert!(unknown.error(422, "invalid_body").contains("nowhere"));
+    let mut empty = Login::new("ada@test.example").body();
+    empty["email"] = json!("");
+    t.edge(Method::POST, "/edge/v1/sessions").json(empty).send().await.error(422, "invalid_body");
+    let sessions = t.get("/api/v1/sessions").send().await.ok();
+    assert_eq!(sessions["sessions"], json!([]));
+}

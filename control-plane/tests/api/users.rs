@@ -1,0 +1,133 @@
+//! `/api/v1/users/…`: terminate every session of a user by email, and locks.
+
+use portcullis_policy::snapshot::{Lock, UserState};
+use portcullis_policy::UserRef;
+use serde_json::{json, Value};
+
+use crate::client::CLIENT_IP;
+use crate::fixtures::{apply_policy, login, snapshot, text, Login};
+use crate::harness::TestApp;
+
+api_tests!(terminate_user_by_email_ends_every_session, lock_and_unlock, user_actions_validate_their_body);
+
+async fn state(t: &TestApp, id: &str) -> (String, Option<String>) {
+    let view = t.get(&format!("/api/v1/sessions/{id}")).send().await.ok();
+    (text(&view["state"]), view["end_reason"].as_str().map(str::to_owned))
+}
+
+async fn terminate_user_by_email_ends_every_session(t: TestApp) {
+    apply_policy(&t).await;
+    let ada_wiki = login(&t, "ada@test.example").await;
+    let ada_admin = text(&Login::new("ADA@test.example").route("admin").edge("edge-b").ok(&t).await["session_id"]);
+    let bob = login(&t, "bob@test.example").await;
+    let head = t.head().await;
+
+    let answer = t
+        .post("/api/v1/users/terminate")
+        .json(json!({ "email": "Ada@Test.Example", "reason": "offboarded" }))
+        .send()
+        .await
+        .ok();
+    assert_eq!(answer["user"], "email:ada@test.example");
+    assert_eq!(answer["sessions_ended"], 2, "{answer}");
+    assert_eq!(answer["receipt"]["seq"].as_u64(), Some(head + 1));
+    assert_eq!(answer["receipt"]["durable"], true);
+    for id in [&ada_wiki, &ada_admin] {
+        assert_eq!(state(&t, id).await, ("ended".to_owned(), Some("offboarded".to_owned())), "{id}");
+    }
+    assert_eq!(state(&t, &bob).await, ("active".to_owned(), None), "other users keep their sessions");
+
+    let audit = t.get("/api/v1/audit?action=user.terminate").send().await.ok();
+    let entry = &audit["entries"][0];
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "{audit}");
+    assert_eq!(entry["actor"], "token:bootstrap");
+    assert_eq!(entry["target"], "email:ada@test.example");
+    assert_eq!(entry["reason"], "offboarded");
+    assert_eq!(entry["source_address"], CLIENT_IP);
+    assert_eq!(entry["seq"].as_u64(), Some(head + 1));
+
+    // Edges learn that every token of the user issued until now is dead.
+    let body = snapshot(&t).await;
+    let (_, user_state) = body.users.iter().find(|(u, _)| *u == UserRef::email("ada@test.example")).expect("ada");
+    let revoked_before = user_state.revoked_before.expect("revoked_before");
+    assert!((revoked_before - chrono::Utc::now().timestamp()).abs() < 60, "{revoked_before}");
+
+    // Again: no sessions left to end, but still a change (new logins since are unaffected).
+    let again = t.post("/api/v1/users/terminate").json(json!({ "email": "ada@test.example", "reason": "again" }));
+    let again = again.send().await.ok();
+    assert_eq!(again["sessions_ended"], 0);
+    // By subject.
+    let by_sub = t.post("/api/v1/users/terminate").json(json!({ "sub": "sub-bob@test.example", "reason": "r" }));
+    assert_eq!(by_sub.send().await.ok()["sessions_ended"], 1);
+    assert_eq!(state(&t, &bob).await.0, "ended");
+}
+
+async fn lock_and_unlock(t: TestApp) {
+    apply_policy(&t).await;
+    let head = t.head().await;
+    let past = "2001-01-01T00:00:00Z";
+    let in_the_past =
+        t.post("/api/v1/users/lock").json(json!({ "email": "ada@test.example", "reason": "r", "until": past }));
+    assert!(in_the_past.send().await.error(422, "invalid_body").contains("past"));
+    let garbage =
+        t.post("/api/v1/users/lock").json(json!({ "email": "ada@test.example", "reason": "r", "until": "soon" }));
+    assert!(garbage.send().await.error(400, "bad_request").contains("until"));
+    assert_eq!(t.head().await, head, "refused locks change nothing");
+
+    // Locked until unlocked.
+    let lock = t.post("/api/v1/users/lock").json(json!({ "email": "Ada@test.example", "reason": "investigation" }));
+    let lock = lock.send().await.ok();
+    assert_eq!(lock["user"], "email:ada@test.example");
+    assert_eq!(lock["receipt"]["seq"].as_u64(), Some(head + 1));
+    assert_eq!(lock["sessions_ended"], 0);
+    let expected = UserState { lock: Some(Lock { until: None, reason: "investigation".into() }), revoked_before: None };
+    assert_eq!(user_state(&t, "ada@test.example").await, Some(expected));
+
+    // Locked until a time (seconds, rounded down).
+    let until = "2999-01-01T00:00:00.900Z";
+    let timed = t.post("/api/v1/users/lock").json(json!({ "sub": "sub-bob", "reason": "holiday", "until": until }));
+    timed.send().await.ok();
+    let body = snapshot(&t).await;
+    let (_, bob) = body.users.iter().find(|(u, _)| *u == UserRef::subject("sub-bob")).expect("bob is locked");
+    let until_s = chrono::DateTime::parse_from_rfc3339("2999-01-01T00:00:00Z").unwrap().timestamp();
+    assert_eq!(bob.lock, Some(Lock { until: Some(until_s), reason: "holiday".into() }));
+
+    // Unlock: the lock is gone from what edges load; the reason defaults.
+    let unlock = t.post("/api/v1/users/unlock").json(json!({ "email": "ada@test.example" })).send().await.ok();
+    assert_eq!(unlock["receipt"]["seq"].as_u64(), Some(head + 3));
+    assert_eq!(user_state(&t, "ada@test.example").await.and_then(|s| s.lock), None);
+
+    let audit = t.get("/api/v1/audit?target=email:ada@test.example").send().await.ok();
+    let actions: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions, vec![("user.unlock", "unlocked"), ("user.lock", "investigation")]);
+    assert!(audit["entries"].as_array().unwrap().iter().all(|e| e["source_address"] == CLIENT_IP));
+}
+
+async fn user_state(t: &TestApp, email: &str) -> Option<UserState> {
+    snapshot(t).await.users.into_iter().find(|(u, _)| *u == UserRef::email(email)).map(|(_, s)| s)
+}
+
+async fn user_actions_validate_their_body(t: TestApp) {
+    let head = t.head().await;
+    let cases: [(&str, Value, &str); 8] = [
+        ("terminate", json!({ "reason": "r" }), "email"),
+        ("terminate", json!({ "email": "a@b", "sub": "s", "reason": "r" }), "not both"),
+        ("terminate", json!({ "email": "not-an-email", "reason": "r" }), "not-an-email"),
+        ("terminate", json!({ "email": "a@b" }), "reason"),
+        ("terminate", json!({ "email": "a@b", "reason": "" }), "reason"),
+        ("terminate", json!({ "email": "a@b", "reason": "r", "until": "2999-01-01T00:00:00Z" }), "until"),
+        ("lock", json!({ "email": "a@b" }), "reason"),
+        ("lock", json!({ "sub": "", "reason": "r" }), "sub"),
+    ];
+    for (action, body, mentions) in cases {
+        let message =
+            t.post(&format!("/api/v1/users/{action}")).json(body.clone()).send().await.error(422, "invalid_body");
+        assert!(message.contains(mentions), "{action} {body}: {message}");
+    }
+    assert_eq!(t.head().await, head, "nothing changed");
+}
