@@ -37,6 +37,14 @@ pub fn token_hash(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The token of an `Authorization: Bearer <token>` value (the scheme is
+/// case-insensitive, as HTTP says).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The client address of a request, when the server recorded it.
 pub fn source_address(parts: &Parts) -> String {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
@@ -77,9 +85,8 @@ impl FromRequestParts<Arc<App>> for Caller {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .and_then(bearer_token)
+            .filter(|t| t.len() <= 256)
             .ok_or_else(|| unauthorized("malformed Authorization header; expected `Bearer <admin token>`"))?;
         let record = app.store().api_token_by_hash(&token_hash(token)).await?;
         let now = now_ms();

@@ -15,12 +15,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::auth::source_address;
+use crate::api::auth::{bearer_token, source_address};
 use crate::api::ApiJson;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::model::{now_ms, Actor};
-use crate::store::{Activity, EdgeReport};
+use crate::store::{Activity, ChangeStore, EdgeReport};
 
 /// Frames on the stream: 4-byte big-endian length, then a wire message.
 pub const FRAME_HEADER_BYTES: usize = 4;
@@ -55,7 +55,7 @@ impl FromRequestParts<Arc<App>> for EdgeCaller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .ok_or_else(|| unauthorized("edges send `Authorization: Bearer <enrollment secret>`"))?;
         if !same_secret(secret, &app.config.edge_secret) {
             return Err(unauthorized("wrong enrollment secret"));
@@ -126,10 +126,13 @@ async fn report(
     edge: EdgeCaller,
     ApiJson(body): ApiJson<ReportBody>,
 ) -> Result<StatusCode, ApiError> {
+    // An edge cannot have applied a change that does not exist yet; a report
+    // from a confused edge must not make a later receipt complete early.
+    let head = app.store.head_seq().await?;
     let report = EdgeReport {
         edge_id: edge.id.clone(),
         name: edge.name,
-        applied_seq: body.applied_seq,
+        applied_seq: body.applied_seq.min(head),
         live_connections: body.live_connections,
         closed: body.closed.iter().map(|c| (c.seq, c.connections)).collect(),
     };

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
+use portcullis_policy::UserRef;
 use serde::{Deserialize, Serialize};
 
 use super::{EdgeCaller, JsonAnswer};
@@ -70,6 +72,10 @@ pub async fn create(
 ) -> JsonAnswer<LoginAnswer> {
     if body.subject.is_empty() || body.email.is_empty() {
         return Err(ApiError::invalid("`subject` and `email` are required"));
+    }
+    let users = [UserRef::subject(&body.subject), UserRef::email(&body.email)];
+    if let Some(reason) = app.store().active_lock(&users, now_ms() / 1000).await? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "user_locked", format!("this user is locked: {reason}")));
     }
     let policy = app.current_policy().await?;
     let route = policy

@@ -240,6 +240,8 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<u64>;
     /// Unlocks the user.
     async fn unlock_user(&self, user: &UserRef, reason: &str, actor: &Actor, now: Millis) -> StoreResult<u64>;
+    /// The reason of a lock in force at `now_s` (seconds) on any of `users`.
+    async fn active_lock(&self, users: &[UserRef], now_s: i64) -> StoreResult<Option<String>>;
 }
 
 /// Policy versions.

@@ -68,4 +68,21 @@ impl UserStore for SqlStore {
         tx.commit().await?;
         Ok(seq)
     }
+
+    async fn active_lock(&self, users: &[UserRef], now_s: i64) -> StoreResult<Option<String>> {
+        for user in users {
+            let row = sqlx::query(
+                "SELECT lock_reason FROM users WHERE user_key = $1 AND locked = 1 \
+                 AND (locked_until_s IS NULL OR locked_until_s > $2)",
+            )
+            .bind(user_key(user))
+            .bind(now_s)
+            .fetch_optional(&self.reader)
+            .await?;
+            if let Some(row) = row {
+                return Ok(Some(sqlx::Row::try_get::<Option<String>, _>(&row, "lock_reason")?.unwrap_or_default()));
+            }
+        }
+        Ok(None)
+    }
 }

@@ -14,8 +14,23 @@ api_tests!(
     session_limit_refuse_answers_409,
     session_limit_end_oldest_ends_the_first,
     session_tokens_verify_against_published_keys,
-    logins_need_a_known_route
+    logins_need_a_known_route,
+    locked_users_cannot_log_in
 );
+
+async fn locked_users_cannot_log_in(t: TestApp) {
+    apply_policy(&t).await;
+    let lock = json!({ "email": "Eve@Test.Example", "reason": "investigation" });
+    t.post("/api/v1/users/lock").json(lock).send().await.ok();
+    let refused = Login::new("eve@test.example").route("wiki").send(&t).await;
+    assert!(refused.error(403, "user_locked").contains("investigation"));
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let by_subject = json!({ "sub": "sub-bob@test.example", "reason": "paused", "until": until });
+    t.post("/api/v1/users/lock").json(by_subject).send().await.ok();
+    Login::new("bob@test.example").route("wiki").send(&t).await.error(403, "user_locked");
+    t.post("/api/v1/users/unlock").json(json!({ "email": "eve@test.example" })).send().await.ok();
+    Login::new("eve@test.example").route("wiki").ok(&t).await;
+}
 
 async fn session_limit_refuse_answers_409(t: TestApp) {
     apply_policy(&t).await;
