@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+
 use portcullis_control_plane::config::KEYS;
 use portcullis_control_plane::Config;
+
+use crate::config_file;
 
 /// Control-plane options.
 #[derive(Args)]
@@ -20,33 +23,19 @@ pub struct ControlPlaneArgs {
     help_config: bool,
 }
 
-/// Exit status for a configuration error (EX_CONFIG-like usage error).
-const EXIT_CONFIG: u8 = 64;
-
 /// Runs the control plane until Ctrl-C or SIGTERM.
 pub fn run(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
     if args.help_config {
-        for (key, doc) in KEYS {
-            println!("{key:<22} {doc}\n{:<22} env: PORTCULLIS_{}", "", key.to_ascii_uppercase());
-        }
+        config_file::print_keys(KEYS);
         return Ok(ExitCode::SUCCESS);
     }
-    let text = match &args.config {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(error) => {
-                eprintln!("error: cannot read {}: {error}", path.display());
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-        },
-        None => String::new(),
+    let text = match config_file::read(args.config.as_deref()) {
+        Ok(text) => text,
+        Err(code) => return Ok(code),
     };
     let config = match Config::load(&text, |name| std::env::var(name).ok()) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
+        Err(error) => return Ok(config_file::invalid(error)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(portcullis_control_plane::run(config))?;

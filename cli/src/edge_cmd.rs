@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::Args;
 use portcullis_edge::config::{EdgeConfig, KEYS};
 
+use crate::config_file;
+
 /// Edge options.
 #[derive(Args)]
 pub struct EdgeArgs {
@@ -19,32 +21,19 @@ pub struct EdgeArgs {
     help_config: bool,
 }
 
-const EXIT_CONFIG: u8 = 64;
-
 /// Runs the edge; returns only on a configuration or start-up error.
 pub fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
     if args.help_config {
-        for (key, doc) in KEYS {
-            println!("{key:<20} {doc}\n{:<20} env: PORTCULLIS_{}", "", key.to_ascii_uppercase());
-        }
+        config_file::print_keys(KEYS);
         return Ok(ExitCode::SUCCESS);
     }
-    let text = match &args.config {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(error) => {
-                eprintln!("error: cannot read {}: {error}", path.display());
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-        },
-        None => String::new(),
+    let text = match config_file::read(args.config.as_deref()) {
+        Ok(text) => text,
+        Err(code) => return Ok(code),
     };
     let config = match EdgeConfig::load(&text, |name| std::env::var(name).ok()) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
+        Err(error) => return Ok(config_file::invalid(error)),
     };
     portcullis_edge::server::run(config)?;
     Ok(ExitCode::SUCCESS)

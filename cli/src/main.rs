@@ -6,6 +6,7 @@
 
 mod api_client;
 mod audit_cmd;
+mod config_file;
 mod control_plane_cmd;
 mod edge_cmd;
 mod output;
