@@ -29,14 +29,22 @@ struct Row {
     count: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// `GET /readyz` latencies sampled during the run (HTTP rows).
+    readyz: Vec<Duration>,
 }
 
 impl Row {
     fn print(mut self, backend: Backend) {
         let rate = self.count as f64 / self.elapsed.as_secs_f64();
         let s = summarize(&mut self.latencies);
+        let readyz = if self.readyz.is_empty() {
+            String::new()
+        } else {
+            let r = summarize(&mut self.readyz);
+            format!("{:.1} / {:.1} ms", r.p50, r.max)
+        };
         println!(
-            "| {} | {} | {} | {rate:.0} | {:.2} ms | {:.2} ms | {:.1} ms |",
+            "| {} | {} | {} | {rate:.0} | {:.2} ms | {:.2} ms | {:.1} ms | {readyz} |",
             backend.name(),
             self.label,
             self.count,
@@ -53,6 +61,8 @@ async fn over_http(url: &str, ids: Vec<String>, clients: usize) -> Row {
     let ids = Arc::new(ids);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = tokio::spawn(probe_readyz(http.clone(), url.to_owned(), Arc::clone(&done)));
     let workers: Vec<_> = (0..clients)
         .map(|_| {
             let (http, ids, next, url) = (http.clone(), Arc::clone(&ids), Arc::clone(&next), url.to_owned());
@@ -81,7 +91,23 @@ async fn over_http(url: &str, ids: Vec<String>, clients: usize) -> Row {
     for worker in workers {
         latencies.extend(worker.await.expect("worker"));
     }
-    Row { label: format!("HTTP, {clients} clients"), count: ids.len(), elapsed: started.elapsed(), latencies }
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let readyz = prober.await.expect("prober");
+    Row { label: format!("HTTP, {clients} clients"), count: ids.len(), elapsed, latencies, readyz }
+}
+
+/// `GET /readyz` every 20 ms until `done`: how a plain read fares beside the load.
+async fn probe_readyz(http: reqwest::Client, url: String, done: Arc<std::sync::atomic::AtomicBool>) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    while !done.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        if http.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            latencies.push(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    latencies
 }
 
 /// Terminates `ids` on the store directly with `tasks` concurrent tasks.
@@ -110,7 +136,8 @@ async fn on_store(server: &Server, ids: Vec<String>, tasks: usize) -> Row {
     for worker in workers {
         latencies.extend(worker.await.expect("worker"));
     }
-    Row { label: format!("store only, {tasks} tasks"), count: ids.len(), elapsed: started.elapsed(), latencies }
+    let label = format!("store only, {tasks} tasks");
+    Row { label, count: ids.len(), elapsed: started.elapsed(), latencies, readyz: Vec::new() }
 }
 
 /// The cost of one 4 KiB append + `fdatasync` in `dir`, the floor of a durable commit.
@@ -152,7 +179,7 @@ async fn bench(backend: Backend, per_row: usize) {
         let elapsed = group_commit::terminate_batched(&writer, backend, &ids, batch).await;
         let per_transaction = elapsed / ids.len().div_ceil(batch) as u32;
         println!(
-            "| {} | what-if: {batch} per transaction, 1 writer | {} | {:.0} | {:.2} ms per transaction | | |",
+            "| {} | what-if: {batch} per transaction, 1 writer | {} | {:.0} | {:.2} ms per transaction | | | |",
             backend.name(),
             ids.len(),
             ids.len() as f64 / elapsed.as_secs_f64(),
@@ -173,8 +200,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let probe = std::env::temp_dir();
     println!("One 4 KiB append + fdatasync in {}: {:?}\n", probe.display(), fdatasync_cost(&probe));
-    println!("| backend | path | terminations | per second | p50 | p99 | max |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("| backend | path | terminations | per second | p50 | p99 | max | /readyz p50 / max meanwhile |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for backend in Backend::ALL {
         if filter.as_deref().is_some_and(|f| !backend.name().to_lowercase().starts_with(&f.to_lowercase())) {
             continue;

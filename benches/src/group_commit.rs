@@ -40,58 +40,59 @@ pub async fn terminate_batched(pool: &AnyPool, backend: Backend, ids: &[String],
         let now = portcullis_control_plane::model::now_ms();
         let mut tx = pool.begin().await.expect("begin");
         if backend == Backend::Postgres {
-            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7428001)) AS l")
-                .fetch_one(&mut *tx)
+            (&mut *tx)
+                .execute("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(7428001)) AS l")
                 .await
                 .expect("lock");
         }
+        // Literal SQL without parameters: the simple query protocol, no statement to prepare
+        // per distinct batch (the store's fixed statements are prepared once and cached).
         let list = chunk.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
-        let ended = sqlx::query(&format!(
-            "UPDATE sessions SET ended_ms = $1, end_reason = 'bench' WHERE id IN ({list}) AND ended_ms IS NULL \
+        let update = format!(
+            "UPDATE sessions SET ended_ms = {now}, end_reason = 'bench' WHERE id IN ({list}) AND ended_ms IS NULL \
              RETURNING id, expires_ms"
-        ))
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .expect("end sessions");
-        let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM change_log")
-            .fetch_one(&mut *tx)
+        );
+        let ended = (&mut *tx).fetch_all(update.as_str()).await.expect("end sessions");
+        let first: i64 = (&mut *tx)
+            .fetch_one("SELECT COALESCE(MAX(seq), 0) + 1 FROM change_log")
             .await
+            .and_then(|row| row.try_get(0))
             .expect("next seq");
         let mut changes = String::from("INSERT INTO change_log (seq, at_ms, delta) VALUES ");
         let mut audit =
             String::from("INSERT INTO audit_log (at_ms, actor, action, target, reason, source_address, seq) VALUES ");
-        let mut deltas = Vec::with_capacity(ended.len());
         for (n, row) in ended.iter().enumerate() {
             let id: String = row.try_get("id").expect("id");
             let expires: i64 = row.try_get("expires_ms").expect("expires");
             let seq = first + n as i64;
             let session: SessionId = id.parse().expect("session id");
             let change = Change::TerminateSession { session, expires_at: expires.div_euclid(1000) + 1 };
-            deltas.push(encode(&Message::Delta(Delta { seq: seq as u64, change })));
+            let delta = blob(backend, &encode(&Message::Delta(Delta { seq: seq as u64, change })));
             let sep = if n > 0 { "," } else { "" };
-            changes.push_str(&format!("{sep}({seq}, {now}, ${})", n + 1));
+            changes.push_str(&format!("{sep}({seq}, {now}, {delta})"));
             audit.push_str(&format!(
                 "{sep}({now}, 'token:bench', 'session.terminate', 'session:{id}', 'bench', '127.0.0.1', {seq})"
             ));
         }
-        if !deltas.is_empty() {
-            let mut insert = sqlx::query(&changes);
-            for delta in deltas {
-                insert = insert.bind(delta);
-            }
-            insert.execute(&mut *tx).await.expect("change-log rows");
-            sqlx::query(&audit).execute(&mut *tx).await.expect("audit rows");
+        if !ended.is_empty() {
+            (&mut *tx).execute(changes.as_str()).await.expect("change-log rows");
+            (&mut *tx).execute(audit.as_str()).await.expect("audit rows");
             if backend == Backend::Postgres {
-                let last = (first + ended.len() as i64 - 1).to_string();
-                sqlx::query("SELECT 1 AS notified FROM (SELECT pg_notify('portcullis_changes', $1)) AS n")
-                    .bind(last)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .expect("notify");
+                let last = first + ended.len() as i64 - 1;
+                let notify = format!("SELECT 1 AS n FROM (SELECT pg_notify('portcullis_changes', '{last}')) AS n");
+                (&mut *tx).execute(notify.as_str()).await.expect("notify");
             }
         }
         tx.commit().await.expect("commit");
     }
     started.elapsed()
+}
+
+/// A blob literal in the backend's syntax.
+fn blob(backend: Backend, bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match backend {
+        Backend::Sqlite => format!("X'{hex}'"),
+        Backend::Postgres => format!("'\\x{hex}'::bytea"),
+    }
 }
