@@ -3,6 +3,7 @@
 //! the test fails loudly under `CI=true` and otherwise says it is skipping —
 //! never silently.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -33,7 +34,12 @@ pub async fn fresh(test: &str) -> Option<Database> {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("PostgreSQL is required when CI=true, but {SERVER}/postgres is unusable: {why}");
             }
-            eprintln!("skipping PostgreSQL: {SERVER}/postgres is unusable ({why}); test `{test}` did not run");
+            // Straight to the process's standard error: `eprintln!` would be captured
+            // by the test harness and never shown for a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping PostgreSQL: {SERVER}/postgres is unusable ({why}); test `{test}` did not run"
+            );
             return None;
         }
     };
