@@ -47,7 +47,7 @@ impl SqlStore {
     }
 }
 
-/// Takes the PostgreSQL change-log lock until the transaction ends (again is harmless).
+/// Takes the PostgreSQL change-log lock until the transaction ends.
 async fn lock_change_log(tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
     sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock($1)) AS l")
         .bind(CHANGE_LOG_LOCK)
@@ -57,16 +57,14 @@ async fn lock_change_log(tx: &mut Transaction<'static, Any>) -> StoreResult<()> 
 }
 
 /// Appends `change` as the next sequence; returns the sequence. The
-/// transaction should come from [`SqlStore::begin_change`].
+/// transaction must come from [`SqlStore::begin_change`], which holds the
+/// change-log lock (so sequence order is commit order).
 pub(crate) async fn append_change(
     tx: &mut Transaction<'static, Any>,
     backend: Backend,
     change: Change,
     now: Millis,
 ) -> StoreResult<u64> {
-    if backend == Backend::Postgres {
-        lock_change_log(tx).await?;
-    }
     let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM change_log").fetch_one(&mut **tx).await?;
     let seq = u64::try_from(next).map_err(|_| StoreError::Corrupt(format!("change-log sequence {next}")))?;
     let delta = encode(&Message::Delta(Delta { seq, change }));
@@ -149,7 +147,7 @@ impl ChangeStore for SqlStore {
     }
 
     async fn expire_before(&self, cutoff_s: i64, now: Millis) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_change().await?;
         let seq = append_change(&mut tx, self.backend, Change::ExpireBefore { cutoff: cutoff_s }, now).await?;
         tx.commit().await?;
         Ok(seq)

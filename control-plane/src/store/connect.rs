@@ -32,6 +32,8 @@ pub struct SqlStore {
     pub(crate) reader: AnyPool,
     pub(crate) backend: Backend,
     url: String,
+    /// Group commit of session terminations (started on first use).
+    pub(crate) terminations: super::group_commit::TerminationQueue,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -62,16 +64,25 @@ impl SqlStore {
                 writer.execute("PRAGMA journal_mode=WAL").await?;
                 SQLITE_MIGRATIONS.run(&writer).await?;
                 let reader = sqlite_pool(&url, 4).await?;
-                Self { writer, reader, backend, url }
+                Self { writer, reader, backend, url, terminations: Default::default() }
             }
             Backend::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(16)
+                let options = AnyConnectOptions::from_str(url)?;
+                // Writers queue on the change-log lock holding a connection
+                // each; a pool of their own keeps reads (streams, /readyz,
+                // token checks) from waiting behind them.
+                let writer = AnyPoolOptions::new()
+                    .max_connections(4)
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(AnyConnectOptions::from_str(url)?)
+                    .connect_with(options.clone())
                     .await?;
-                POSTGRES_MIGRATIONS.run(&pool).await?;
-                Self { writer: pool.clone(), reader: pool, backend, url: url.to_owned() }
+                POSTGRES_MIGRATIONS.run(&writer).await?;
+                let reader = AnyPoolOptions::new()
+                    .max_connections(12)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Self { writer, reader, backend, url: url.to_owned(), terminations: Default::default() }
             }
         };
         Ok(store)

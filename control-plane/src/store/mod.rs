@@ -10,6 +10,7 @@
 mod changes;
 mod connect;
 mod edges;
+mod group_commit;
 mod policy;
 mod rows;
 mod sessions;

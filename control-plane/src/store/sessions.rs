@@ -170,27 +170,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>> {
-        let mut tx = self.begin_change().await?;
-        let row = sqlx::query("SELECT ended_ms, expires_ms FROM sessions WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        if row.try_get::<Option<i64>, _>("ended_ms")?.is_some() {
-            return Ok(None);
-        }
-        sqlx::query("UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE id = $3")
-            .bind(now)
-            .bind(reason)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let change =
-            Change::TerminateSession { session: session_id(id)?, expires_at: ceil_seconds(row.try_get("expires_ms")?) };
-        let seq = append_change(&mut tx, self.backend, change, now).await?;
-        insert_audit(&mut tx, "session.terminate", &format!("session:{id}"), reason, actor, now, Some(seq)).await?;
-        tx.commit().await?;
-        Ok(Some(seq))
+        self.terminate_grouped(id, reason, actor, now).await
     }
 
     async fn terminate_user(

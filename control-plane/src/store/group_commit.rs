@@ -1,0 +1,121 @@
+//! Group commit for session terminations: concurrent terminate calls are
+//! gathered into one transaction, so a burst pays one durable commit instead
+//! of one per session. Each termination keeps its own change-log sequence
+//! and audit row, in arrival order, and each caller is answered only after
+//! the commit that contains its termination — durability is unchanged. A
+//! lone call is committed at once: batching never waits for company.
+
+use std::sync::{Arc, OnceLock};
+
+use portcullis_policy::Change;
+use sqlx::{Any, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::changes::{append_change, ceil_seconds, insert_audit};
+use super::{Backend, SqlStore, StoreError, StoreResult};
+use crate::model::{Actor, Millis};
+
+/// Most terminations committed together.
+const MAX_BATCH: usize = 128;
+
+struct Termination {
+    id: String,
+    reason: String,
+    actor: Actor,
+    now: Millis,
+    answer: oneshot::Sender<StoreResult<Option<u64>>>,
+}
+
+/// The queue in front of the committing task (started on first use).
+#[derive(Clone, Default)]
+pub(crate) struct TerminationQueue(Arc<OnceLock<mpsc::UnboundedSender<Termination>>>);
+
+impl SqlStore {
+    /// Terminates one session through the group commit.
+    pub(crate) async fn terminate_grouped(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<Option<u64>> {
+        let queue = self.terminations.0.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(commit_loop(self.clone(), receiver));
+            sender
+        });
+        let (answer, answered) = oneshot::channel();
+        let termination =
+            Termination { id: id.to_owned(), reason: reason.to_owned(), actor: actor.clone(), now, answer };
+        queue.send(termination).map_err(|_| StoreError::Corrupt("the termination queue is closed".into()))?;
+        answered.await.map_err(|_| StoreError::Corrupt("the termination was dropped before its commit".into()))?
+    }
+}
+
+async fn commit_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Termination>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match commit(&store, &batch).await {
+            Ok(results) => {
+                for (termination, result) in batch.into_iter().zip(results) {
+                    let _ = termination.answer.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, terminations = batch.len(), "a group of terminations failed to commit");
+                let message = error.to_string();
+                for termination in batch {
+                    let _ = termination.answer.send(Err(StoreError::Corrupt(format!("not committed: {message}"))));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch; per-call outcomes (ended, already
+/// ended, unknown) are returned, database failures fail the batch.
+async fn commit(store: &SqlStore, batch: &[Termination]) -> StoreResult<Vec<StoreResult<Option<u64>>>> {
+    let mut tx = store.begin_change().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for termination in batch {
+        results.push(terminate_in(&mut tx, store.backend, termination).await?);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn terminate_in(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    t: &Termination,
+) -> StoreResult<StoreResult<Option<u64>>> {
+    let Some(row) = sqlx::query("SELECT ended_ms, expires_ms FROM sessions WHERE id = $1")
+        .bind(&t.id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(Err(StoreError::NotFound));
+    };
+    if row.try_get::<Option<i64>, _>("ended_ms")?.is_some() {
+        return Ok(Ok(None));
+    }
+    let Ok(session) = t.id.parse() else {
+        return Ok(Err(StoreError::Corrupt(format!("session id {}", t.id))));
+    };
+    sqlx::query("UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE id = $3")
+        .bind(t.now)
+        .bind(&t.reason)
+        .bind(&t.id)
+        .execute(&mut **tx)
+        .await?;
+    let change = Change::TerminateSession { session, expires_at: ceil_seconds(row.try_get("expires_ms")?) };
+    let seq = append_change(tx, backend, change, t.now).await?;
+    insert_audit(tx, "session.terminate", &format!("session:{}", t.id), &t.reason, &t.actor, t.now, Some(seq)).await?;
+    Ok(Ok(Some(seq)))
+}
