@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use portcullis_benches::control_plane::{
-    insert_sessions, listing_only, session_id, summarize, Backend, BenchDb, Server, ADMIN_TOKEN,
+    insert_sessions, run_per_backend, session_id, summarize, Backend, BenchDb, Server, ADMIN_TOKEN,
 };
 
 const SESSIONS: usize = 100_000;
@@ -66,17 +66,5 @@ async fn bench(backend: Backend) {
 }
 
 fn main() {
-    if listing_only() {
-        return;
-    }
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    println!("| backend | page | rows | p50 | p99 | max |");
-    println!("|---|---|---:|---:|---:|---:|");
-    for backend in Backend::ALL {
-        if filter.as_deref().is_some_and(|f| !backend.name().to_lowercase().starts_with(&f.to_lowercase())) {
-            continue;
-        }
-        runtime.block_on(bench(backend));
-    }
+    run_per_backend("| backend | page | rows | p50 | p99 | max |\n|---|---|---:|---:|---:|---:|", bench);
 }

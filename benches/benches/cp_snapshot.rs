@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use portcullis_benches::control_plane::{insert_sessions, listing_only, summarize, Backend, BenchDb};
+use portcullis_benches::control_plane::{insert_sessions, run_per_backend, summarize, Backend, BenchDb};
 use portcullis_control_plane::model::now_ms;
 use portcullis_control_plane::store::{ChangeStore, SqlStore};
 use portcullis_policy::wire::{encode, Message};
@@ -96,17 +96,7 @@ async fn bench(backend: Backend) {
 }
 
 fn main() {
-    if listing_only() {
-        return;
-    }
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    println!("| backend | store | terminated in snapshot | build p50 | build max | encode p50 | wire size |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    for backend in Backend::ALL {
-        if filter.as_deref().is_some_and(|f| !backend.name().to_lowercase().starts_with(&f.to_lowercase())) {
-            continue;
-        }
-        runtime.block_on(bench(backend));
-    }
+    let header = "| backend | store | terminated in snapshot | build p50 | build max | encode p50 | wire size |\n\
+                  |---|---|---:|---:|---:|---:|---:|";
+    run_per_backend(header, bench);
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_benches::control_plane::{
-    insert_sessions, listing_only, session_id, summarize, Backend, BenchDb, Server, ADMIN_TOKEN,
+    insert_sessions, listing_only, run_per_backend, session_id, summarize, Backend, BenchDb, Server, ADMIN_TOKEN,
 };
 use portcullis_benches::group_commit;
 use portcullis_control_plane::model::Actor;
@@ -192,20 +192,12 @@ async fn bench(backend: Backend, per_row: usize) {
 }
 
 fn main() {
-    if listing_only() {
-        return;
-    }
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let per_row = std::env::var("BENCH_TERMINATIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(10_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let probe = std::env::temp_dir();
-    println!("One 4 KiB append + fdatasync in {}: {:?}\n", probe.display(), fdatasync_cost(&probe));
-    println!("| backend | path | terminations | per second | p50 | p99 | max | /readyz p50 / max meanwhile |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for backend in Backend::ALL {
-        if filter.as_deref().is_some_and(|f| !backend.name().to_lowercase().starts_with(&f.to_lowercase())) {
-            continue;
-        }
-        runtime.block_on(bench(backend, per_row));
+    if !listing_only() {
+        println!("One 4 KiB append + fdatasync in {}: {:?}\n", probe.display(), fdatasync_cost(&probe));
     }
+    let header = "| backend | path | terminations | per second | p50 | p99 | max | /readyz p50 / max meanwhile |\n\
+                  |---|---|---:|---:|---:|---:|---:|---:|";
+    run_per_backend(header, |backend| bench(backend, per_row));
 }

@@ -224,3 +224,25 @@ pub fn summarize(samples: &mut [Duration]) -> Summary {
 pub fn listing_only() -> bool {
     std::env::args().any(|a| a == "--list" || a == "--test")
 }
+
+/// The common `main` of the control-plane harnesses: unless cargo is only
+/// listing benches, print the table `header`, then run `bench` for each
+/// backend named on the command line (`sqlite`, `postgres`; all by default).
+pub fn run_per_backend<F, Fut>(header: &str, bench: F)
+where
+    F: Fn(Backend) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if listing_only() {
+        return;
+    }
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    println!("{header}");
+    for backend in Backend::ALL {
+        if filter.as_deref().is_some_and(|f| !backend.name().to_lowercase().starts_with(&f.to_lowercase())) {
+            continue;
+        }
+        runtime.block_on(bench(backend));
+    }
+}
