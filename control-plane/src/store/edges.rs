@@ -60,20 +60,17 @@ impl EdgeStore for SqlStore {
     }
 
     async fn propagation(&self, seq: u64, alive_since: Millis) -> StoreResult<Propagation> {
+        // One round trip: receipts ask this after every change.
         let row = sqlx::query(
-            "SELECT COUNT(*) AS total, COALESCE(SUM(CASE WHEN applied_seq >= $1 THEN 1 ELSE 0 END), 0) AS applied \
+            "SELECT (SELECT CAST(COALESCE(SUM(closed_connections), 0) AS BIGINT) FROM change_acks WHERE seq = $1) \
+             AS closed, COUNT(*) AS total, COALESCE(SUM(CASE WHEN applied_seq >= $1 THEN 1 ELSE 0 END), 0) AS applied \
              FROM edges WHERE last_heartbeat_ms >= $2",
         )
         .bind(seq_param(seq))
         .bind(alive_since)
         .fetch_one(&self.reader)
         .await?;
-        let closed: i64 = sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(closed_connections), 0) AS BIGINT) FROM change_acks WHERE seq = $1",
-        )
-        .bind(seq_param(seq))
-        .fetch_one(&self.reader)
-        .await?;
+        let closed: i64 = row.try_get("closed")?;
         Ok(Propagation {
             edges_total: u32::try_from(row.try_get::<i64, _>("total")?).unwrap_or(u32::MAX),
             edges_applied: u32::try_from(row.try_get::<i64, _>("applied")?).unwrap_or(u32::MAX),
