@@ -38,8 +38,8 @@ fn signed_token(sid: &str, now: i64) -> (PublicKey, String) {
         "iss": ISSUER, "aud": SESSION_TOKEN_AUDIENCE, "sub": "sub-dev", "email": "dev@corp.example",
         "groups": ["dev", "team3"], "sid": sid, "iat": now - 60, "exp": now + 3600, "auth_time": now - 60,
     });
-    let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_pem(pem.as_bytes()).expect("key"))
-        .expect("sign");
+    let token =
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_pem(pem.as_bytes()).expect("key")).expect("sign");
     (public, token)
 }
 
