@@ -5,6 +5,7 @@
 //! session list shows them live (last seen, addresses, edges, connections).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use dashmap::DashMap;
@@ -34,13 +35,14 @@ pub struct ActivityBatch {
 }
 
 impl ActivityLog {
-    /// Records that a request of `session` from `source` was served at `now_ms`.
-    pub fn seen(&self, session: SessionId, source: &str, now_ms: i64) {
+    /// Records that a request of `session` from `source` was served at
+    /// `now_ms`. On the request path: nothing is allocated unless a sighting
+    /// is due.
+    pub fn seen(&self, session: SessionId, source: IpAddr, now_ms: i64) {
         let due = self.last_seen.get(&session).is_none_or(|at| now_ms - *at >= SEEN_EVERY_MS);
         if due {
             self.last_seen.insert(session, now_ms);
-            let event =
-                json!({"kind": "seen", "session_id": session.to_string(), "source_address": source, "at_ms": now_ms});
+            let event = json!({"kind": "seen", "session_id": session.to_string(), "source_address": source.to_string(), "at_ms": now_ms});
             self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(event);
         }
     }
@@ -81,10 +83,11 @@ mod tests {
     fn sightings_are_throttled_per_session() {
         let log = ActivityLog::default();
         let (a, b) = (SessionId::from_bytes([1; 16]), SessionId::from_bytes([2; 16]));
-        log.seen(a, "127.0.0.1", 1_000);
-        log.seen(a, "127.0.0.1", 2_000);
-        log.seen(b, "10.0.0.1", 2_000);
-        log.seen(a, "127.0.0.1", 7_000);
+        let (local, other) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([10, 0, 0, 1]));
+        log.seen(a, local, 1_000);
+        log.seen(a, local, 2_000);
+        log.seen(b, other, 2_000);
+        log.seen(a, local, 7_000);
         let registry = ConnRegistry::new();
         let batch = log.batch(&registry, 7_000);
         assert_eq!(batch.events.len(), 3, "{:?}", batch.events);

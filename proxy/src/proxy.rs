@@ -185,7 +185,7 @@ impl ProxyHttp for EdgeHttp {
                     let target = BoundTarget::Http { host: host.clone(), path, method };
                     self.registry.bind(key, Binding { identity: Arc::clone(identity), target });
                     if let Some(sid) = identity.session_id() {
-                        self.activity.seen(sid, &key.peer.ip().to_string(), now * 1000);
+                        self.activity.seen(sid, key.peer.ip(), now * 1000);
                     }
                 }
                 ctx.upstream = decision.route.and_then(|r| match r.target() {

@@ -128,15 +128,16 @@ pub enum RouteTarget {
     },
 }
 
-/// An HTTP(S) upstream.
+/// An HTTP(S) upstream. Shared text, so the edge can keep one per request
+/// without allocating.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// The URL as written.
-    pub url: Box<str>,
+    pub url: Arc<str>,
     /// True for `https`.
     pub tls: bool,
     /// Host name or address.
-    pub host: Box<str>,
+    pub host: Arc<str>,
     /// Port (defaults 80 / 443).
     pub port: u16,
 }
