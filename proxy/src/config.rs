@@ -5,7 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+
+use crate::forwarded::TrustedProxies;
+use crate::oidc::OidcSettings;
 
 /// Every key with its documentation (printed by `portcullis edge --help-config`).
 pub const KEYS: &[(&str, &str)] = &[
@@ -24,6 +28,19 @@ pub const KEYS: &[(&str, &str)] = &[
     ("stale_mode", "keep (keep enforcing the last snapshot) or deny (refuse requests) once stale (default keep)"),
     ("token_cache_size", "verified tokens kept in memory (default 100000)"),
     ("threads", "worker threads for the proxy (default 2)"),
+    ("cookie_secure", "mark cookies Secure (default true); false only for plain-HTTP development"),
+    ("trusted_proxies", "addresses or CIDR networks whose X-Forwarded-For/-Proto are believed (default none)"),
+    ("assertion_key_file", "PKCS#8 PEM P-256 key signing the identity assertion (default: a new key per start)"),
+    ("assertion_issuer", "`iss` of identity assertions (default portcullis)"),
+    ("oidc_issuer", "OpenID provider issuer URL; enables browser login, IdP bearer tokens and back-channel logout"),
+    ("oidc_client_id", "client id registered at the OpenID provider (required with oidc_issuer)"),
+    ("oidc_client_secret", "client secret, for confidential clients"),
+    ("oidc_scopes", "scopes requested at login (default [\"openid\", \"email\", \"profile\"])"),
+    ("oidc_groups_claim", "claim carrying the user's groups (default groups)"),
+    ("oidc_post_logout_redirect_url", "where the IdP sends the browser after logout (registered at the IdP)"),
+    ("bearer_audiences", "accepted `aud` of IdP access tokens (default [oidc_client_id])"),
+    ("bearer_algorithms", "accepted signature algorithms of IdP tokens (default RS256, ES256, PS256, EdDSA)"),
+    ("bearer_token_types", "accepted `typ` of IdP access tokens (default [\"at+jwt\", \"application/at+jwt\"])"),
 ];
 
 /// The file as written.
@@ -46,6 +63,19 @@ pub struct RawEdgeConfig {
     pub stale_mode: Option<String>,
     pub token_cache_size: Option<usize>,
     pub threads: Option<usize>,
+    pub cookie_secure: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub assertion_key_file: Option<String>,
+    pub assertion_issuer: Option<String>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_client_id: Option<String>,
+    pub oidc_client_secret: Option<String>,
+    pub oidc_scopes: Option<Vec<String>>,
+    pub oidc_groups_claim: Option<String>,
+    pub oidc_post_logout_redirect_url: Option<String>,
+    pub bearer_audiences: Option<Vec<String>>,
+    pub bearer_algorithms: Option<Vec<String>>,
+    pub bearer_token_types: Option<Vec<String>>,
 }
 
 /// What to do once the snapshot is older than `max_staleness`.
@@ -86,6 +116,16 @@ pub struct EdgeConfig {
     pub token_cache_size: usize,
     /// Proxy worker threads.
     pub threads: usize,
+    /// `Secure` on cookies.
+    pub cookie_secure: bool,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Identity-assertion key (PEM text, read at load).
+    pub assertion_key_pem: Option<String>,
+    /// `iss` of identity assertions.
+    pub assertion_issuer: String,
+    /// The OpenID provider, if configured.
+    pub oidc: Option<OidcSettings>,
 }
 
 pub use portcullis_settings::ConfigError;
@@ -137,7 +177,36 @@ impl EdgeConfig {
         {
             return Err(error("cookie_name", "use letters, digits, '_' or '-'"));
         }
+        let trusted_proxies =
+            TrustedProxies::parse(&raw.trusted_proxies.unwrap_or_default()).map_err(|e| error("trusted_proxies", e))?;
+        let assertion_key_pem = match raw.assertion_key_file {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| error("assertion_key_file", format!("cannot read `{path}`: {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(pem) = &assertion_key_pem {
+            crate::assertion::AssertionSigner::new(Some(pem), "check")
+                .map_err(|e| error("assertion_key_file", e.to_string()))?;
+        }
+        let oidc = oidc_settings(OidcKeys {
+            issuer: raw.oidc_issuer,
+            client_id: raw.oidc_client_id,
+            client_secret: raw.oidc_client_secret,
+            scopes: raw.oidc_scopes,
+            groups_claim: raw.oidc_groups_claim,
+            post_logout_redirect_url: raw.oidc_post_logout_redirect_url,
+            bearer_audiences: raw.bearer_audiences,
+            bearer_algorithms: raw.bearer_algorithms,
+            bearer_token_types: raw.bearer_token_types,
+        })?;
         Ok(Self {
+            cookie_secure: raw.cookie_secure.unwrap_or(true),
+            trusted_proxies,
+            assertion_key_pem,
+            assertion_issuer: raw.assertion_issuer.unwrap_or_else(|| "portcullis".into()),
+            oidc,
             listen: address("listen", raw.listen, "127.0.0.1:8080")?,
             https,
             metrics_listen: address("metrics_listen", raw.metrics_listen, "127.0.0.1:9090")?,
@@ -153,6 +222,70 @@ impl EdgeConfig {
             threads: raw.threads.unwrap_or(2).clamp(1, 64),
         })
     }
+}
+
+struct OidcKeys {
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scopes: Option<Vec<String>>,
+    groups_claim: Option<String>,
+    post_logout_redirect_url: Option<String>,
+    bearer_audiences: Option<Vec<String>>,
+    bearer_algorithms: Option<Vec<String>>,
+    bearer_token_types: Option<Vec<String>>,
+}
+
+/// Asymmetric algorithms only: `none` and HS* are never accepted from an IdP.
+const ALLOWED_ALGORITHMS: [&str; 10] =
+    ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "ES512"];
+
+fn oidc_settings(keys: OidcKeys) -> Result<Option<OidcSettings>, ConfigError> {
+    let Some(issuer) = keys.issuer else {
+        if keys.client_id.is_some() {
+            return Err(error("oidc_issuer", "is required when oidc_client_id is set"));
+        }
+        return Ok(None);
+    };
+    if !issuer.starts_with("https://") && !issuer.starts_with("http://") {
+        return Err(error("oidc_issuer", "expected an https:// URL"));
+    }
+    let client_id = keys.client_id.ok_or_else(|| error("oidc_client_id", "is required with oidc_issuer"))?;
+    let mut scopes = keys.scopes.unwrap_or_else(|| vec!["email".into(), "profile".into()]);
+    scopes.retain(|s| s != "openid"); // openidconnect always adds it
+    let algorithms = keys
+        .bearer_algorithms
+        .unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "PS256".into(), "EdDSA".into()])
+        .iter()
+        .map(|name| {
+            ALLOWED_ALGORITHMS
+                .iter()
+                .find(|a| **a == name.as_str())
+                .and_then(|a| a.parse::<Algorithm>().ok())
+                .ok_or_else(|| {
+                    error(
+                        "bearer_algorithms",
+                        format!("`{name}` is not an accepted asymmetric algorithm (RS*, PS*, ES256, ES384, EdDSA)"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if algorithms.is_empty() {
+        return Err(error("bearer_algorithms", "name at least one algorithm"));
+    }
+    Ok(Some(OidcSettings {
+        issuer: issuer.trim_end_matches('/').to_owned(),
+        bearer_audiences: keys.bearer_audiences.unwrap_or_else(|| vec![client_id.clone()]),
+        client_id,
+        client_secret: keys.client_secret,
+        scopes,
+        groups_claim: keys.groups_claim.unwrap_or_else(|| "groups".into()),
+        algorithms,
+        bearer_token_types: keys
+            .bearer_token_types
+            .unwrap_or_else(|| vec!["at+jwt".into(), "application/at+jwt".into()]),
+        post_logout_redirect_url: keys.post_logout_redirect_url,
+    }))
 }
 
 #[cfg(test)]
@@ -172,5 +305,28 @@ mod tests {
         assert_eq!(EdgeConfig::load("colour = 1", env).unwrap_err().key, "colour");
         let threads = EdgeConfig::load("", |k| env(k).or_else(|| (k == "PORTCULLIS_THREADS").then(|| "4".into())));
         assert_eq!(threads.unwrap().threads, 4, "numbers from the environment");
+    }
+
+    #[test]
+    fn oidc_settings_and_their_errors() {
+        let env = |k: &str| (k == "PORTCULLIS_EDGE_SECRET").then(|| SECRET.to_owned());
+        let config =
+            EdgeConfig::load("oidc_issuer = \"https://idp.example/\"\noidc_client_id = \"edge\"", env).unwrap();
+        let oidc = config.oidc.expect("configured");
+        assert_eq!(
+            (oidc.issuer.as_str(), oidc.bearer_audiences.as_slice()),
+            ("https://idp.example", &["edge".to_owned()][..])
+        );
+        assert!(config.cookie_secure, "Secure cookies unless explicitly turned off");
+        assert_eq!(EdgeConfig::load("oidc_issuer = \"https://idp.example\"", env).unwrap_err().key, "oidc_client_id");
+        let hs = "oidc_issuer = \"https://i\"\noidc_client_id = \"e\"\nbearer_algorithms = [\"HS256\"]";
+        assert_eq!(EdgeConfig::load(hs, env).unwrap_err().key, "bearer_algorithms", "no symmetric algorithms");
+        let none = "oidc_issuer = \"https://i\"\noidc_client_id = \"e\"\nbearer_algorithms = [\"none\"]";
+        assert_eq!(EdgeConfig::load(none, env).unwrap_err().key, "bearer_algorithms");
+        assert_eq!(EdgeConfig::load("trusted_proxies = [\"10.0.0.0/99\"]", env).unwrap_err().key, "trusted_proxies");
+        assert_eq!(
+            EdgeConfig::load("assertion_key_file = \"/nonexistent\"", env).unwrap_err().key,
+            "assertion_key_file"
+        );
     }
 }

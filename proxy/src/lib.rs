@@ -13,10 +13,15 @@
 #![forbid(unsafe_code)]
 
 pub mod activity;
+pub mod assertion;
+pub mod authority_client;
 pub mod config;
 pub mod credentials;
+pub mod forwarded;
 pub mod killable;
+pub mod login;
 pub mod metrics;
+pub mod oidc;
 pub mod proxy;
 pub mod registry;
 mod responses;

@@ -13,9 +13,12 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
 use portcullis_policy::policy::Upstream;
-use portcullis_policy::{evaluate, CredentialKind, Facts, Identity, Outcome, Reason, RouteTarget, Target};
+use portcullis_policy::{evaluate, Facts, Identity, Outcome, Reason, RouteTarget, Target};
 
-use crate::credentials::SessionVerifier;
+use crate::assertion::{AssertionSigner, ASSERTION_HEADER};
+use crate::credentials::{presented, CredentialError, Credentials};
+use crate::forwarded::TrustedProxies;
+use crate::login::{LoginService, RequestInfo};
 use crate::registry::{Binding, BoundTarget, ConnKey, ConnRegistry};
 use crate::responses::{respond, wants_html};
 use crate::SnapshotStore;
@@ -32,12 +35,16 @@ pub struct EdgeHttp {
     pub snapshots: Arc<SnapshotStore>,
     /// Live connections.
     pub registry: Arc<ConnRegistry>,
-    /// Session-token verification and cache.
-    pub verifier: Arc<SessionVerifier>,
+    /// Credential verification and caches.
+    pub credentials: Arc<Credentials>,
     /// Session cookie name.
     pub cookie_name: String,
-    /// Plain-HTTP listener (sets `X-Forwarded-Proto: http`).
-    pub plain_http: bool,
+    /// The reserved `/.portcullis/` paths.
+    pub login: Arc<LoginService>,
+    /// Identity assertions for upstreams.
+    pub assertions: Arc<AssertionSigner>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
     /// Freshness of the snapshot.
     pub status: Arc<crate::subscriber::SyncStatus>,
     /// With `stale_mode = deny`: refuse requests once the snapshot is older than this.
@@ -53,8 +60,10 @@ pub struct EdgeHttp {
 pub struct RequestCtx {
     upstream: Option<Upstream>,
     identity: Option<Arc<Identity>>,
-    client_ip: Option<IpAddr>,
+    forwarded_for: String,
+    proto: &'static str,
     host: String,
+    assertion: Option<Arc<str>>,
 }
 
 fn unix_now() -> i64 {
@@ -76,27 +85,6 @@ fn request_host(req: &RequestHeader) -> String {
         },
     };
     host.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// The session token from the cookie, or from `Authorization: Bearer`.
-fn credential<'r>(req: &'r RequestHeader, cookie_name: &str) -> Option<&'r str> {
-    for value in req.headers.get_all(http::header::COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            if let Some((name, token)) = pair.trim().split_once('=') {
-                if name == cookie_name && !token.is_empty() {
-                    return Some(token);
-                }
-            }
-        }
-    }
-    req.headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 fn conn_key(session: &Session) -> Option<ConnKey> {
@@ -154,24 +142,56 @@ impl ProxyHttp for EdgeHttp {
         let host = request_host(req);
         let path = req.uri.path().to_owned();
         let method = req.method.as_str().to_owned();
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map_or(IpAddr::from([0, 0, 0, 0]), SocketAddr::ip);
+        let client = self.trusted_proxies.client(peer, req);
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let proto = match client.proto.as_deref() {
+            Some("https") => "https",
+            Some(_) => "http",
+            None if tls => "https",
+            None => "http",
+        };
         if path.starts_with("/.portcullis/") {
-            let message = "Browser login through the identity provider is not configured on this edge.";
-            respond(session, 501, "login_unavailable", "Login unavailable", message, &[]).await?;
-            return Ok(true);
+            let authority = req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri.authority().map(|a| a.as_str()))
+                .unwrap_or(&host)
+                .to_owned();
+            let info = RequestInfo {
+                host: &host,
+                authority: &authority,
+                scheme: proto,
+                client_ip: client.ip.to_string(),
+                now,
+            };
+            return self.login.handle(session, &snapshot, info).await;
         }
-        let identity = match credential(req, &self.cookie_name) {
-            Some(token) => match self.verifier.verify(token, CredentialKind::Browser, snapshot.signing_keys(), now) {
-                Ok((identity, _hit)) => Some(identity),
+        let identity = match presented(req, &self.cookie_name) {
+            Some(credential) => match self.credentials.identify(credential, snapshot.signing_keys(), now).await {
+                Ok((identity, hit)) => {
+                    if hit { &self.metrics.token_cache_hits } else { &self.metrics.token_cache_misses }.inc();
+                    Some(identity)
+                }
+                Err(CredentialError::Unavailable) => {
+                    let message = "Your credential cannot be checked right now because the party that issued it \
+                                   cannot be reached. Try again in a moment.";
+                    let retry = ("retry-after", "5".to_owned());
+                    respond(session, 503, "credential_unavailable", "Temporarily unavailable", message, &[retry])
+                        .await?;
+                    return Ok(true);
+                }
                 Err(error) => {
                     return self.refuse_login(session, &format!("Your credential was refused: {error}.")).await
                 }
             },
             None => None,
         };
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip);
+        let client_ip = client.ip;
         let facts = Facts {
             target: Target::Http { host: &host, path: &path, method: &method },
-            source_ip: client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            source_ip: client_ip,
             now,
             identity: identity.as_deref(),
         };
@@ -185,15 +205,19 @@ impl ProxyHttp for EdgeHttp {
                     let target = BoundTarget::Http { host: host.clone(), path, method };
                     self.registry.bind(key, Binding { identity: Arc::clone(identity), target });
                     if let Some(sid) = identity.session_id() {
-                        self.activity.seen(sid, key.peer.ip(), now * 1000);
+                        self.activity.seen(sid, client_ip, now * 1000);
                     }
+                }
+                if let (Some(identity), Some(route)) = (&identity, decision.route) {
+                    ctx.assertion = self.assertions.assertion(identity, route.name(), now);
                 }
                 ctx.upstream = decision.route.and_then(|r| match r.target() {
                     RouteTarget::Http { upstream, .. } => Some(upstream.clone()),
                     RouteTarget::Tcp { .. } => None,
                 });
                 ctx.identity = identity;
-                ctx.client_ip = client_ip;
+                ctx.forwarded_for = client.forwarded_for;
+                ctx.proto = proto;
                 ctx.host = host;
                 Ok(ctx.upstream.is_none())
             }
@@ -249,10 +273,11 @@ impl ProxyHttp for EdgeHttp {
                 upstream_request.insert_header(session, sid.to_string())?;
             }
         }
-        if let Some(ip) = ctx.client_ip {
-            upstream_request.insert_header("x-forwarded-for", ip.to_string())?;
+        if let Some(assertion) = &ctx.assertion {
+            upstream_request.insert_header(ASSERTION_HEADER, &**assertion)?;
         }
-        upstream_request.insert_header("x-forwarded-proto", if self.plain_http { "http" } else { "https" })?;
+        upstream_request.insert_header("x-forwarded-for", ctx.forwarded_for.as_str())?;
+        upstream_request.insert_header("x-forwarded-proto", ctx.proto)?;
         upstream_request.insert_header("x-forwarded-host", ctx.host.as_str())?;
         Ok(())
     }

@@ -32,7 +32,8 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
-fn page(title: &str, message: &str) -> String {
+/// A minimal HTML page.
+pub fn page(title: &str, message: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
          <meta name=\"viewport\" content=\"width=device-width\"></head>\
@@ -63,7 +64,7 @@ pub async fn respond(
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
     for (name, value) in extra {
-        header.insert_header(*name, value.as_str())?;
+        header.append_header(*name, value.as_str())?;
     }
     session.write_response_header(Box::new(header), false).await?;
     session.write_response_body(Some(Bytes::from(body)), true).await

@@ -16,10 +16,16 @@ use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 
+use crate::assertion::AssertionSigner;
+use crate::authority_client::AuthorityClient;
 use crate::config::{EdgeConfig, StaleMode};
-use crate::credentials::SessionVerifier;
+use crate::credentials::{Credentials, ServiceTokens, SessionVerifier};
 use crate::killable::Killable;
+use crate::login::state::StateSealer;
+use crate::login::{CookieSettings, LoginService};
 use crate::metrics::EdgeMetrics;
+use crate::oidc::access_token::AccessTokenVerifier;
+use crate::oidc::IdentityProvider;
 use crate::proxy::EdgeHttp;
 use crate::registry::ConnRegistry;
 use crate::subscriber::{ChannelConfig, Subscriber, SubscriberParts, SyncStatus};
@@ -31,6 +37,9 @@ pub enum EdgeError {
     /// Pingora refused the setup (e.g. TLS files).
     #[error("cannot start the edge: {0}")]
     Pingora(String),
+    /// The identity-assertion key is unusable.
+    #[error("cannot start the edge: assertion_key_file: {0}")]
+    AssertionKey(String),
 }
 
 struct SubscriberService(Arc<Subscriber>);
@@ -106,16 +115,51 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let snapshots = Arc::new(SnapshotStore::new());
     let registry = ConnRegistry::new();
     let status = Arc::new(SyncStatus::default());
-    let verifier = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
+    let sessions = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
     let stale_deny = (config.stale_mode == StaleMode::Deny).then_some(config.max_staleness);
     let activity = Arc::new(crate::activity::ActivityLog::default());
     let metrics = Arc::new(EdgeMetrics::new());
+    let channel = ChannelConfig {
+        url: config.control_plane_url.clone(),
+        secret: config.edge_secret.clone(),
+        edge_id: config.edge_id.clone(),
+        edge_name: config.edge_name.clone(),
+    };
+    let authority = Arc::new(AuthorityClient::new(channel.clone()));
+    let provider = config.oidc.clone().map(|settings| Arc::new(IdentityProvider::new(settings)));
+    let credentials = Arc::new(Credentials {
+        sessions: Arc::clone(&sessions),
+        access_tokens: provider.as_ref().map(|p| AccessTokenVerifier::new(Arc::clone(p), config.token_cache_size)),
+        service_tokens: ServiceTokens::new(Arc::clone(&authority), config.token_cache_size),
+    });
+    let assertions = Arc::new(
+        AssertionSigner::new(config.assertion_key_pem.as_deref(), &config.assertion_issuer)
+            .map_err(|e| EdgeError::AssertionKey(e.to_string()))?,
+    );
+    if config.assertion_key_pem.is_none() {
+        tracing::warn!("no assertion_key_file: this edge signs identity assertions with a key made at start");
+    }
+    if !config.cookie_secure {
+        tracing::warn!("cookie_secure = false: cookies travel over plain HTTP; for development only");
+    }
+    let login = Arc::new(LoginService {
+        provider,
+        authority,
+        sessions,
+        cookies: CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure },
+        sealer: StateSealer::from_secret(&config.edge_secret),
+        replays: Default::default(),
+        assertions: Arc::clone(&assertions),
+        status: Arc::clone(&status),
+    });
     let edge = EdgeHttp {
         snapshots: Arc::clone(&snapshots),
         registry: Arc::clone(&registry),
-        verifier: Arc::clone(&verifier),
+        credentials,
         cookie_name: config.cookie_name.clone(),
-        plain_http: config.https.is_none(),
+        login,
+        assertions,
+        trusted_proxies: config.trusted_proxies.clone(),
         status: Arc::clone(&status),
         stale_deny,
         activity: Arc::clone(&activity),
@@ -128,12 +172,6 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         service.add_tls(&address.to_string(), cert, key).map_err(|e| EdgeError::Pingora(e.to_string()))?;
     }
     server.add_service(service);
-    let channel = ChannelConfig {
-        url: config.control_plane_url.clone(),
-        secret: config.edge_secret.clone(),
-        edge_id: config.edge_id.clone(),
-        edge_name: config.edge_name.clone(),
-    };
     let parts = SubscriberParts {
         snapshots: Arc::clone(&snapshots),
         registry: Arc::clone(&registry),

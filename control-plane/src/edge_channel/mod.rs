@@ -2,6 +2,7 @@
 //! enrollment secret and their id, stream snapshots and deltas, report what
 //! they applied and closed, and ask the session authority for sessions.
 
+mod service_tokens;
 mod sessions;
 mod stream;
 
@@ -162,6 +163,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/edge/v1/report", post(report))
         .route("/edge/v1/sessions", post(sessions::create))
         .route("/edge/v1/sessions/{id}/logout", post(sessions::logout))
+        .route("/edge/v1/idp-logout", post(sessions::idp_logout))
+        .route("/edge/v1/service-tokens/verify", post(service_tokens::verify))
         .route("/healthz", get(|| async { "ok\n" }))
         .method_not_allowed_fallback(crate::api::method_not_allowed)
         .fallback(|| async { ApiError::not_found("no such edge-channel endpoint") })

@@ -117,3 +117,53 @@ pub async fn logout(State(app): State<Arc<App>>, edge: EdgeCaller, Path(id): Pat
     let seq = app.store().terminate_session(&id, "logged out", &edge.actor, now_ms()).await?;
     Ok(Json(receipt(app.store(), &app.feed, seq, None, Instant::now()).await?))
 }
+
+/// An OIDC back-channel logout an edge received and verified.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpLogoutBody {
+    /// The IdP that sent the logout token (`iss`).
+    pub idp_issuer: String,
+    /// The IdP session (`sid`), when the token names one.
+    pub idp_session_id: Option<String>,
+    /// The IdP subject (`sub`), when the token names one.
+    pub subject: Option<String>,
+}
+
+/// The sessions a back-channel logout ended.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdpLogoutAnswer {
+    /// Sessions terminated by this call.
+    pub terminated: Vec<String>,
+}
+
+/// Ends the sessions of an IdP session (or of an IdP subject): the IdP
+/// logged the user out and told an edge through OIDC back-channel logout.
+pub async fn idp_logout(
+    State(app): State<Arc<App>>,
+    edge: EdgeCaller,
+    ApiJson(body): ApiJson<IdpLogoutBody>,
+) -> JsonAnswer<IdpLogoutAnswer> {
+    if body.idp_session_id.is_none() && body.subject.is_none() {
+        return Err(ApiError::invalid("a back-channel logout names `idp_session_id`, `subject`, or both"));
+    }
+    let store = app.store();
+    let now = now_ms();
+    let ids = store
+        .live_sessions_of_idp_login(&body.idp_issuer, body.idp_session_id.as_deref(), body.subject.as_deref(), now)
+        .await?;
+    let mut terminated = Vec::with_capacity(ids.len());
+    let mut last_seq = None;
+    for id in ids {
+        if let Some(seq) =
+            store.terminate_session(&id, "logged out at the identity provider", &edge.actor, now_ms()).await?
+        {
+            last_seq = Some(seq);
+            terminated.push(id);
+        }
+    }
+    if let Some(seq) = last_seq {
+        app.feed.publish(seq);
+    }
+    Ok(Json(IdpLogoutAnswer { terminated }))
+}

@@ -223,6 +223,16 @@ pub trait SessionStore: Send + Sync {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<(u64, Vec<String>)>;
+    /// Live sessions created from logins at `idp_issuer` with the IdP
+    /// session `idp_session_id`, or (when it is `None`) of `subject`; for
+    /// OIDC back-channel logout.
+    async fn live_sessions_of_idp_login(
+        &self,
+        idp_issuer: &str,
+        idp_session_id: Option<&str>,
+        subject: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<Vec<String>>;
     /// Applies batched edge activity.
     async fn apply_activity(&self, edge_id: &str, events: &[Activity]) -> StoreResult<()>;
 }

@@ -173,6 +173,29 @@ impl SessionStore for SqlStore {
         self.terminate_grouped(id, reason, actor, now).await
     }
 
+    async fn live_sessions_of_idp_login(
+        &self,
+        idp_issuer: &str,
+        idp_session_id: Option<&str>,
+        subject: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<Vec<String>> {
+        let (column, value) = match (idp_session_id, subject) {
+            (Some(sid), _) => ("idp_session_id", sid),
+            (None, Some(subject)) => ("subject", subject),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let ids = sqlx::query_scalar(&format!(
+            "SELECT id FROM sessions WHERE {column} = $1 AND idp_issuer = $2 AND ended_ms IS NULL AND expires_ms > $3"
+        ))
+        .bind(value)
+        .bind(idp_issuer)
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(ids)
+    }
+
     async fn terminate_user(
         &self,
         user: &UserRef,

@@ -1,12 +1,9 @@
-//! Credentials on a request: the session cookie or an `Authorization:
-//! Bearer` session token, verified against the control plane's public keys
-//! in the snapshot (ES256 only; `iss`, `aud`, `exp`, `nbf` and `typ`
-//! checked). Verified tokens are cached by a keyed hash of the token — the
-//! full token is compared on a hit — so the signature check is paid once per
-//! token, not once per request. Revocation is never cached: `evaluate`
-//! checks the snapshot on every request.
+//! Portcullis session tokens (the cookie, or `Authorization: Bearer` from
+//! the CLI), verified against the control plane's public keys in the
+//! snapshot: ES256 only; `iss`, `aud`, `exp`, `nbf` and `typ` checked.
+//! Verified tokens are cached ([`TokenCache`]); revocation is never cached:
+//! `evaluate` checks the snapshot on every request.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -15,27 +12,12 @@ use portcullis_policy::snapshot::{KeyAlgorithm, PublicKey};
 use portcullis_policy::{CredentialKind, Identity, IdentityParts, SessionId};
 use serde::Deserialize;
 
+use super::{CredentialError, TokenCache};
+
 /// `typ` of Portcullis session tokens.
 pub const SESSION_TOKEN_TYPE: &str = "portcullis-session+jwt";
 /// `aud` of Portcullis session tokens.
 pub const SESSION_TOKEN_AUDIENCE: &str = "portcullis-edge";
-
-/// Why a credential was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CredentialError {
-    /// Not a JWT, or claims missing.
-    #[error("the token is malformed")]
-    Malformed,
-    /// Header algorithm or type not allowed.
-    #[error("the token's algorithm or type is not accepted")]
-    WrongType,
-    /// No published key has the token's `kid`.
-    #[error("the token was signed by an unknown key")]
-    UnknownKey,
-    /// Signature, issuer, audience or time checks failed.
-    #[error("the token is invalid or expired")]
-    Invalid,
-}
 
 #[derive(Debug, Deserialize)]
 struct SessionClaims {
@@ -49,31 +31,17 @@ struct SessionClaims {
     auth_time: i64,
 }
 
-struct Cached {
-    token: Box<str>,
-    identity: Arc<Identity>,
-    exp: i64,
-}
-
 /// Verifies session tokens and caches the verified ones.
 pub struct SessionVerifier {
     issuer: String,
-    cache: DashMap<u64, Cached>,
-    capacity: usize,
-    hasher: foldhash::fast::RandomState,
+    cache: TokenCache,
     keys: DashMap<String, (PublicKey, Arc<DecodingKey>)>,
 }
 
 impl SessionVerifier {
     /// A verifier accepting tokens from `issuer`, caching up to `capacity` tokens.
     pub fn new(issuer: &str, capacity: usize) -> Self {
-        Self {
-            issuer: issuer.to_owned(),
-            cache: DashMap::new(),
-            capacity: capacity.max(16),
-            hasher: foldhash::fast::RandomState::default(),
-            keys: DashMap::new(),
-        }
+        Self { issuer: issuer.to_owned(), cache: TokenCache::new(capacity), keys: DashMap::new() }
     }
 
     /// Number of cached tokens.
@@ -91,17 +59,11 @@ impl SessionVerifier {
         keys: &[PublicKey],
         now: i64,
     ) -> Result<(Arc<Identity>, bool), CredentialError> {
-        let hash = self.hasher.hash_one(token);
-        if let Some(hit) = self.cache.get(&hash) {
-            if &*hit.token == token && hit.exp > now && hit.identity.credential() == credential {
-                return Ok((Arc::clone(&hit.identity), true));
-            }
+        if let Some(identity) = self.cache.get(token, now).filter(|i| i.credential() == credential) {
+            return Ok((identity, true));
         }
         let (identity, exp) = self.verify_signature(token, credential, keys)?;
-        if self.cache.len() >= self.capacity {
-            self.cache.clear();
-        }
-        self.cache.insert(hash, Cached { token: token.into(), identity: Arc::clone(&identity), exp });
+        self.cache.insert(token, Arc::clone(&identity), exp);
         Ok((identity, false))
     }
 

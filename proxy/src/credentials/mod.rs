@@ -1,0 +1,122 @@
+//! Credentials on a request, and the identity they prove:
+//!
+//! | presented as | token | verified by |
+//! |---|---|---|
+//! | the session cookie | Portcullis session token | control plane's keys in the snapshot |
+//! | `Authorization: Bearer` | Portcullis session token (`typ` `portcullis-session+jwt`) | same |
+//! | `Authorization: Bearer` | IdP access token (JWT) | the IdP's JWKS |
+//! | `Authorization: Bearer` | service token (`pcst_…`) | a control-plane lookup, cached |
+//!
+//! Every kind is cached once verified; revocation never is.
+
+mod cache;
+mod service_token;
+mod session_token;
+
+use std::sync::Arc;
+
+use pingora_http::RequestHeader;
+use portcullis_policy::snapshot::PublicKey;
+use portcullis_policy::{CredentialKind, Identity};
+
+pub use cache::TokenCache;
+pub use service_token::ServiceTokens;
+pub use session_token::{SessionVerifier, SESSION_TOKEN_AUDIENCE, SESSION_TOKEN_TYPE};
+
+use crate::oidc::access_token::AccessTokenVerifier;
+
+/// Why a credential was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// Not a JWT, or claims missing.
+    #[error("the token is malformed")]
+    Malformed,
+    /// Header algorithm or type not allowed.
+    #[error("the token's algorithm or type is not accepted")]
+    WrongType,
+    /// No published key has the token's `kid`.
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    /// Signature, issuer, audience or time checks failed.
+    #[error("the token is invalid or expired")]
+    Invalid,
+    /// The party that vouches for this kind of token cannot be reached.
+    #[error("the token cannot be checked right now")]
+    Unavailable,
+}
+
+/// A credential as it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'r> {
+    /// The session cookie's value.
+    Cookie(&'r str),
+    /// An `Authorization: Bearer` token.
+    Bearer(&'r str),
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie<'r>(req: &'r RequestHeader, name: &str) -> Option<&'r str> {
+    for value in req.headers.get_all(http::header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            if let Some((key, value)) = pair.trim().split_once('=') {
+                if key == name && !value.is_empty() {
+                    return Some(value);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The credential on a request: the session cookie first, then `Authorization: Bearer`.
+pub fn presented<'r>(req: &'r RequestHeader, cookie_name: &str) -> Option<Presented<'r>> {
+    if let Some(token) = cookie(req, cookie_name) {
+        return Some(Presented::Cookie(token));
+    }
+    req.headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+        .map(Presented::Bearer)
+}
+
+/// Every verifier the edge has.
+pub struct Credentials {
+    /// Portcullis session tokens.
+    pub sessions: Arc<SessionVerifier>,
+    /// IdP access tokens, when an IdP is configured.
+    pub access_tokens: Option<AccessTokenVerifier>,
+    /// Service tokens.
+    pub service_tokens: ServiceTokens,
+}
+
+impl Credentials {
+    /// The identity `presented` proves, and whether it came from a cache.
+    /// `keys` are the snapshot's session keys; `now` is Unix seconds.
+    pub async fn identify(
+        &self,
+        presented: Presented<'_>,
+        keys: &[PublicKey],
+        now: i64,
+    ) -> Result<(Arc<Identity>, bool), CredentialError> {
+        let token = match presented {
+            Presented::Cookie(token) => return self.sessions.verify(token, CredentialKind::Browser, keys, now),
+            Presented::Bearer(token) => token,
+        };
+        if token.starts_with(service_token::PREFIX) {
+            return self.service_tokens.verify(token, now).await;
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| CredentialError::Malformed)?;
+        if header.typ.as_deref() == Some(SESSION_TOKEN_TYPE) {
+            return self.sessions.verify(token, CredentialKind::Browser, keys, now);
+        }
+        match &self.access_tokens {
+            Some(verifier) => verifier.verify(token, now).await,
+            None => Err(CredentialError::WrongType),
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! The edge's reserved paths under `/.portcullis/`:
+//!
+//! | path | what |
+//! |---|---|
+//! | `login?rd=/path` | starts an OIDC authorization-code login (PKCE, `state`, `nonce`) |
+//! | `callback` | finishes it: code exchange, ID-token checks, session created at the control plane, cookie set, back to `rd` |
+//! | `logout` | ends the session at the control plane, clears the cookie, continues to the IdP's end-session endpoint |
+//! | `backchannel-logout` | OIDC Back-Channel Logout receiver: ends the sessions of the IdP session |
+//! | `jwks.json` | the public key of the identity assertions upstreams receive |
+//!
+//! Redirects after login go only to same-origin paths.
+
+pub mod state;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    Scope, TokenResponse,
+};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use portcullis_policy::{evaluate, CredentialKind, Facts, Snapshot, Target};
+use serde_json::Value;
+
+use crate::assertion::AssertionSigner;
+use crate::authority_client::{AuthorityClient, AuthorityError, IdpLogout, NewLogin};
+use crate::credentials::{cookie, SessionVerifier};
+use crate::oidc::logout_token::{self, LogoutTokenError, ReplayGuard};
+use crate::oidc::{jwt_payload, string_list, IdentityProvider};
+use crate::responses::respond;
+use crate::subscriber::SyncStatus;
+use state::{LoginState, StateSealer, LOGIN_TTL_S};
+
+/// Largest back-channel logout request body.
+const MAX_LOGOUT_BODY: usize = 64 * 1024;
+
+/// Cookie settings.
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    /// Session cookie name.
+    pub name: String,
+    /// Add `Secure` (off only in explicit plain-HTTP development mode).
+    pub secure: bool,
+}
+
+impl CookieSettings {
+    fn set(&self, name: &str, value: &str, path: &str, max_age: i64) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+    }
+}
+
+/// What a request to a reserved path needs to know about itself.
+pub struct RequestInfo<'a> {
+    /// Host, lowercase, without port.
+    pub host: &'a str,
+    /// `Host` as sent (with port), for redirect URIs.
+    pub authority: &'a str,
+    /// `http` or `https`, as the browser sees it.
+    pub scheme: &'a str,
+    /// The client's address.
+    pub client_ip: String,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// Handles `/.portcullis/*`.
+pub struct LoginService {
+    /// The IdP, when browser login is configured.
+    pub provider: Option<Arc<IdentityProvider>>,
+    /// Session authority.
+    pub authority: Arc<AuthorityClient>,
+    /// Session tokens (to find the session at logout).
+    pub sessions: Arc<SessionVerifier>,
+    /// Cookie settings.
+    pub cookies: CookieSettings,
+    /// Login-state cookies.
+    pub sealer: StateSealer,
+    /// Logout-token `jti`s seen.
+    pub replays: ReplayGuard,
+    /// Identity assertions (for the JWKS).
+    pub assertions: Arc<AssertionSigner>,
+    /// Whether the control plane is reachable.
+    pub status: Arc<SyncStatus>,
+}
+
+/// A same-origin path to return to, or `/`.
+pub fn same_origin_path(requested: Option<&str>) -> String {
+    let Some(path) = requested else { return "/".into() };
+    let safe = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.contains('\\')
+        && !path.starts_with("/.portcullis/")
+        && path.len() <= 2048
+        && path.bytes().all(|b| b > 0x20 && b != 0x7f);
+    if safe {
+        path.to_owned()
+    } else {
+        "/".into()
+    }
+}
+
+fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn to_core_alg(alg: jsonwebtoken::Algorithm) -> Option<CoreJwsSigningAlgorithm> {
+    serde_json::from_value(Value::String(format!("{alg:?}"))).ok()
+}
+
+async fn redirect(session: &mut Session, location: &str, cookies: &[String]) -> pingora_core::Result<bool> {
+    let mut header = ResponseHeader::build(302, Some(3 + cookies.len()))?;
+    header.insert_header("location", location)?;
+    header.insert_header("cache-control", "no-store")?;
+    header.insert_header("content-length", "0")?;
+    for cookie in cookies {
+        header.append_header("set-cookie", cookie.as_str())?;
+    }
+    session.write_response_header(Box::new(header), true).await?;
+    Ok(true)
+}
+
+async fn answer(session: &mut Session, status: u16, content_type: &str, body: String) -> pingora_core::Result<bool> {
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header("content-type", content_type)?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await?;
+    Ok(true)
+}
+
+impl LoginService {
+    /// Answers a request under `/.portcullis/`. Always handles it.
+    pub async fn handle(
+        &self,
+        session: &mut Session,
+        snapshot: &Snapshot,
+        info: RequestInfo<'_>,
+    ) -> pingora_core::Result<bool> {
+        let req = session.req_header();
+        let path = req.uri.path().to_owned();
+        let query = req.uri.query().unwrap_or("").to_owned();
+        let method = req.method.clone();
+        match (path.as_str(), method.as_str()) {
+            ("/.portcullis/jwks.json", "GET" | "HEAD") => {
+                answer(session, 200, "application/jwk-set+json", self.assertions.jwks().to_owned()).await
+            }
+            ("/.portcullis/login", "GET") => self.login(session, snapshot, &info, &query).await,
+            ("/.portcullis/callback", "GET") => self.callback(session, snapshot, &info, &query).await,
+            ("/.portcullis/logout", "GET" | "POST") => self.logout(session, snapshot, &info).await,
+            ("/.portcullis/backchannel-logout", "POST") => self.backchannel_logout(session, &info).await,
+            ("/.portcullis/login" | "/.portcullis/callback" | "/.portcullis/jwks.json", _)
+            | ("/.portcullis/logout" | "/.portcullis/backchannel-logout", _) => {
+                respond(
+                    session,
+                    405,
+                    "method_not_allowed",
+                    "Method not allowed",
+                    "This method is not allowed here.",
+                    &[],
+                )
+                .await?;
+                Ok(true)
+            }
+            _ => {
+                respond(session, 404, "not_found", "Not found", "There is no such Portcullis page.", &[]).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn unavailable(session: &mut Session, message: &str) -> pingora_core::Result<bool> {
+        respond(session, 503, "login_unavailable", "Temporarily unavailable", message, &[("retry-after", "5".into())])
+            .await?;
+        Ok(true)
+    }
+
+    fn provider(&self) -> Option<&Arc<IdentityProvider>> {
+        self.provider.as_ref()
+    }
+
+    /// The route a login for `host` + `path` is for.
+    fn route_name(snapshot: &Snapshot, host: &str, path: &str, now: i64) -> Option<String> {
+        let path = path.split('?').next().unwrap_or("/");
+        let facts = Facts {
+            target: Target::Http { host, path, method: "GET" },
+            source_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+            now,
+            identity: None,
+        };
+        evaluate(snapshot, &facts).route.map(|r| r.name().to_owned())
+    }
+
+    async fn login(
+        &self,
+        session: &mut Session,
+        snapshot: &Snapshot,
+        info: &RequestInfo<'_>,
+        query: &str,
+    ) -> pingora_core::Result<bool> {
+        let Some(provider) = self.provider() else {
+            let message = "Browser login is not configured on this edge (no OpenID provider).";
+            respond(session, 501, "login_not_configured", "Login unavailable", message, &[]).await?;
+            return Ok(true);
+        };
+        let return_to = same_origin_path(query_param(query, "rd").as_deref());
+        if Self::route_name(snapshot, info.host, &return_to, info.now).is_none() {
+            let message = "No application is served at this address.";
+            respond(session, 404, "no_route", "Not found", message, &[]).await?;
+            return Ok(true);
+        }
+        if !self.status.connected.load(std::sync::atomic::Ordering::Relaxed) {
+            let message = "Logging in is temporarily unavailable because this edge cannot reach the Portcullis \
+                           control plane. If you are already logged in, your session keeps working. Try again in a \
+                           moment.";
+            return Self::unavailable(session, message).await;
+        }
+        let discovered = match provider.discovered().await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "login refused: identity provider unavailable");
+                let message = "The identity provider cannot be reached right now. Try again in a moment.";
+                return Self::unavailable(session, message).await;
+            }
+        };
+        let settings = &provider.settings;
+        let Ok(redirect_url) = RedirectUrl::new(format!("{}://{}/.portcullis/callback", info.scheme, info.authority))
+        else {
+            respond(session, 400, "bad_host", "Bad request", "The Host header is not a valid host.", &[]).await?;
+            return Ok(true);
+        };
+        let client = CoreClient::from_provider_metadata(
+            discovered.metadata.clone(),
+            ClientId::new(settings.client_id.clone()),
+            settings.client_secret.clone().map(ClientSecret::new),
+        );
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = client
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+            .add_scopes(settings.scopes.iter().cloned().map(Scope::new))
+            .set_pkce_challenge(challenge)
+            .set_redirect_uri(Cow::Owned(redirect_url))
+            .url();
+        let login = LoginState {
+            verifier: verifier.secret().clone(),
+            nonce: nonce.secret().clone(),
+            host: info.host.to_owned(),
+            return_to,
+            expires_at: info.now + LOGIN_TTL_S,
+        };
+        let Some(name) = state::cookie_name(&self.cookies.name, state.secret()) else {
+            return Self::unavailable(session, "Could not start the login.").await;
+        };
+        let cookie =
+            self.cookies.set(&name, &self.sealer.seal(state.secret(), &login), "/.portcullis/callback", LOGIN_TTL_S);
+        redirect(session, url.as_str(), &[cookie]).await
+    }
+
+    async fn callback(
+        &self,
+        session: &mut Session,
+        snapshot: &Snapshot,
+        info: &RequestInfo<'_>,
+        query: &str,
+    ) -> pingora_core::Result<bool> {
+        let Some(provider) = self.provider() else {
+            let message = "Browser login is not configured on this edge (no OpenID provider).";
+            respond(session, 501, "login_not_configured", "Login unavailable", message, &[]).await?;
+            return Ok(true);
+        };
+        let restart = "Start again from the page you wanted to open.";
+        if let Some(error) = query_param(query, "error") {
+            let detail = query_param(query, "error_description").map(|d| format!(": {d}")).unwrap_or_default();
+            let message = format!("The identity provider did not log you in ({error}{detail}). {restart}");
+            respond(session, 403, "login_refused", "Login refused", &message, &[]).await?;
+            return Ok(true);
+        }
+        let (Some(state), Some(code)) = (query_param(query, "state"), query_param(query, "code")) else {
+            let message = format!("This login link is incomplete. {restart}");
+            respond(session, 400, "bad_callback", "Login failed", &message, &[]).await?;
+            return Ok(true);
+        };
+        let opened = state::cookie_name(&self.cookies.name, &state).and_then(|name| {
+            let value = cookie(session.req_header(), &name)?;
+            Some((name, self.sealer.open(&state, value, info.host, info.now)))
+        });
+        let (state_cookie, login) = match opened {
+            Some((name, Ok(login))) => (name, login),
+            Some((_, Err(error))) => {
+                let message = format!("This login cannot be completed: {error}. {restart}");
+                respond(session, 400, "bad_login_state", "Login failed", &message, &[]).await?;
+                return Ok(true);
+            }
+            None => {
+                let message = format!("This login was not started in this browser, or it expired. {restart}");
+                respond(session, 400, "bad_login_state", "Login failed", &message, &[]).await?;
+                return Ok(true);
+            }
+        };
+        let clear_state = self.cookies.set(&state_cookie, "", "/.portcullis/callback", 0);
+        let user = match self.exchange(provider, info, &code, &login).await {
+            Ok(user) => user,
+            Err(CallbackError::Unavailable(error)) => {
+                tracing::warn!(%error, "login failed: identity provider unavailable");
+                return Self::unavailable(session, "The identity provider cannot be reached right now.").await;
+            }
+            Err(CallbackError::Refused(reason)) => {
+                tracing::warn!(%reason, "login refused");
+                let message = format!("The login could not be verified: {reason}. {restart}");
+                respond(session, 403, "login_refused", "Login refused", &message, &[]).await?;
+                return Ok(true);
+            }
+        };
+        let Some(route) = Self::route_name(snapshot, info.host, &login.return_to, info.now) else {
+            respond(session, 404, "no_route", "Not found", "No application is served at this address.", &[]).await?;
+            return Ok(true);
+        };
+        let user_agent = session
+            .req_header()
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let new = NewLogin {
+            subject: &user.subject,
+            email: &user.email,
+            groups: &user.groups,
+            idp_issuer: &provider.settings.issuer,
+            idp_session_id: user.idp_session.as_deref(),
+            auth_time: user.auth_time,
+            route: &route,
+            source_address: &info.client_ip,
+            user_agent: &user_agent,
+        };
+        let created = match self.authority.create_session(&new).await {
+            Ok(created) => created,
+            Err(AuthorityError::Unavailable(error)) => {
+                tracing::warn!(%error, "login failed: control plane unavailable");
+                let message = "Logging in is temporarily unavailable because the Portcullis control plane cannot be \
+                               reached. Try again in a moment.";
+                return Self::unavailable(session, message).await;
+            }
+            Err(AuthorityError::Refused { status, code, message }) => {
+                let title = if code == "user_locked" { "Account locked" } else { "Login refused" };
+                respond(session, status, &code, title, &message, &[]).await?;
+                return Ok(true);
+            }
+        };
+        let exp = jwt_payload(&created.token).and_then(|c| c.get("exp").and_then(Value::as_i64)).unwrap_or(info.now);
+        let session_cookie = self.cookies.set(&self.cookies.name, &created.token, "/", (exp - info.now).max(0));
+        tracing::info!(session = %created.session_id, route = %route, "login completed");
+        redirect(session, &login.return_to, &[session_cookie, clear_state]).await
+    }
+
+    async fn exchange(
+        &self,
+        provider: &IdentityProvider,
+        info: &RequestInfo<'_>,
+        code: &str,
+        login: &LoginState,
+    ) -> Result<LoggedInUser, CallbackError> {
+        let settings = &provider.settings;
+        let discovered = provider.discovered().await.map_err(|e| CallbackError::Unavailable(e.to_string()))?;
+        let redirect_url = RedirectUrl::new(format!("{}://{}/.portcullis/callback", info.scheme, info.authority))
+            .map_err(|_| CallbackError::Refused("bad host".into()))?;
+        let mut keys = provider.keys().await.map_err(|e| CallbackError::Unavailable(e.to_string()))?;
+        let client = |keys: &crate::oidc::KeySet| {
+            CoreClient::from_provider_metadata(
+                discovered.metadata.clone().set_jwks(keys.for_id_tokens.clone()),
+                ClientId::new(settings.client_id.clone()),
+                settings.client_secret.clone().map(ClientSecret::new),
+            )
+        };
+        let response = client(&keys)
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| CallbackError::Refused(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(login.verifier.clone()))
+            .set_redirect_uri(Cow::Owned(redirect_url))
+            .request_async(provider.http())
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(r) => {
+                    CallbackError::Refused(format!("the identity provider refused the code: {}", r.error()))
+                }
+                other => CallbackError::Unavailable(other.to_string()),
+            })?;
+        let id_token = response.id_token().ok_or_else(|| CallbackError::Refused("no ID token".into()))?;
+        let nonce = Nonce::new(login.nonce.clone());
+        let allowed: Vec<CoreJwsSigningAlgorithm> =
+            settings.algorithms.iter().filter_map(|a| to_core_alg(*a)).collect();
+        let mut verified = {
+            let client = client(&keys);
+            let verifier = client.id_token_verifier().set_allowed_algs(allowed.clone());
+            id_token.claims(&verifier, &nonce).map(|c| c.subject().to_string()).map_err(|e| e.to_string())
+        };
+        if verified.is_err() {
+            // The IdP may have rotated its keys since we fetched them.
+            keys = provider.refresh_keys().await.map_err(|e| CallbackError::Unavailable(e.to_string()))?;
+            let client = client(&keys);
+            let verifier = client.id_token_verifier().set_allowed_algs(allowed);
+            verified = id_token.claims(&verifier, &nonce).map(|c| c.subject().to_string()).map_err(|e| e.to_string());
+        }
+        let subject = verified.map_err(|e| CallbackError::Refused(format!("the ID token is invalid: {e}")))?;
+        // The signature is verified: read the claims openidconnect does not model.
+        let claims =
+            jwt_payload(&id_token.to_string()).ok_or_else(|| CallbackError::Refused("unreadable ID token".into()))?;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let email = text("email").filter(|e| e.contains('@')).ok_or_else(|| {
+            CallbackError::Refused("the identity provider did not say who you are (no email in the ID token)".into())
+        })?;
+        if claims.get("email_verified").and_then(Value::as_bool) == Some(false) {
+            return Err(CallbackError::Refused("your email address is not verified at the identity provider".into()));
+        }
+        let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(info.now);
+        Ok(LoggedInUser {
+            subject,
+            email,
+            groups: string_list(claims.get(&settings.groups_claim)),
+            idp_session: text("sid"),
+            auth_time: claims.get("auth_time").and_then(Value::as_i64).unwrap_or(iat),
+        })
+    }
+
+    async fn logout(
+        &self,
+        session: &mut Session,
+        snapshot: &Snapshot,
+        info: &RequestInfo<'_>,
+    ) -> pingora_core::Result<bool> {
+        let token = cookie(session.req_header(), &self.cookies.name).map(str::to_owned);
+        let identity = token.as_deref().and_then(|token| {
+            self.sessions.verify(token, CredentialKind::Browser, snapshot.signing_keys(), info.now).ok()
+        });
+        if let Some(sid) = identity.as_ref().and_then(|(identity, _)| identity.session_id()) {
+            match self.authority.logout(&sid.to_string()).await {
+                Ok(()) | Err(AuthorityError::Refused { .. }) => {}
+                Err(AuthorityError::Unavailable(error)) => {
+                    tracing::warn!(%error, "logout failed: control plane unavailable");
+                    let message = "Your session could not be ended because the Portcullis control plane cannot be \
+                                   reached; it is still active. Try again in a moment.";
+                    return Self::unavailable(session, message).await;
+                }
+            }
+        }
+        let clear = self.cookies.set(&self.cookies.name, "", "/", 0);
+        let end_session = match self.provider() {
+            Some(provider) => {
+                provider.discovered().await.ok().and_then(|d| d.end_session_endpoint.clone()).map(|end| {
+                    let mut url = url::Url::parse(&end).ok()?;
+                    url.query_pairs_mut().append_pair("client_id", &provider.settings.client_id);
+                    if let Some(after) = &provider.settings.post_logout_redirect_url {
+                        url.query_pairs_mut().append_pair("post_logout_redirect_uri", after);
+                    }
+                    Some(url.to_string())
+                })
+            }
+            None => None,
+        };
+        match end_session.flatten() {
+            Some(location) => redirect(session, &location, &[clear]).await,
+            None => {
+                let mut header = ResponseHeader::build(200, Some(4))?;
+                let body = crate::responses::page("Logged out", "You have been logged out.");
+                header.insert_header("content-type", "text/html; charset=utf-8")?;
+                header.insert_header("content-length", body.len().to_string())?;
+                header.insert_header("cache-control", "no-store")?;
+                header.append_header("set-cookie", clear.as_str())?;
+                session.write_response_header(Box::new(header), false).await?;
+                session.write_response_body(Some(Bytes::from(body)), true).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn backchannel_logout(&self, session: &mut Session, info: &RequestInfo<'_>) -> pingora_core::Result<bool> {
+        let refuse = |description: String| {
+            serde_json::json!({ "error": "invalid_request", "error_description": description }).to_string()
+        };
+        let Some(provider) = self.provider() else {
+            return answer(session, 400, "application/json", refuse("back-channel logout is not configured".into()))
+                .await;
+        };
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_LOGOUT_BODY {
+                return answer(session, 413, "application/json", refuse("the request body is too large".into())).await;
+            }
+        }
+        let token = url::form_urlencoded::parse(&body).find(|(k, _)| k == "logout_token").map(|(_, v)| v.into_owned());
+        let Some(token) = token else {
+            return answer(session, 400, "application/json", refuse("no logout_token in the form body".into())).await;
+        };
+        let request = match logout_token::verify(provider, &self.replays, &token, info.now).await {
+            Ok(request) => request,
+            Err(LogoutTokenError::Unavailable) => {
+                return answer(session, 503, "application/json", refuse("the IdP's keys are unavailable".into())).await
+            }
+            Err(LogoutTokenError::Invalid(reason)) => {
+                tracing::warn!(reason, "back-channel logout refused");
+                return answer(session, 400, "application/json", refuse(reason.into())).await;
+            }
+        };
+        let logout = IdpLogout {
+            idp_issuer: &request.issuer,
+            idp_session_id: request.session.as_deref(),
+            subject: request.subject.as_deref(),
+        };
+        match self.authority.idp_logout(&logout).await {
+            Ok(result) => {
+                tracing::info!(sessions = result.terminated.len(), "back-channel logout: sessions terminated");
+                answer(session, 200, "application/json", "{}".into()).await
+            }
+            Err(error) => {
+                tracing::warn!(%error, "back-channel logout could not reach the control plane");
+                let body = serde_json::json!({ "error": "temporarily_unavailable" }).to_string();
+                answer(session, 503, "application/json", body).await
+            }
+        }
+    }
+}
+
+struct LoggedInUser {
+    subject: String,
+    email: String,
+    groups: Vec<String>,
+    idp_session: Option<String>,
+    auth_time: i64,
+}
+
+enum CallbackError {
+    Unavailable(String),
+    Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_origin_paths_are_returned_to() {
+        assert_eq!(same_origin_path(Some("/docs?x=1")), "/docs?x=1");
+        for hostile in
+            ["https://evil.example/", "//evil.example", "/\\evil.example", "evil", "/a b", "/.portcullis/login"]
+        {
+            assert_eq!(same_origin_path(Some(hostile)), "/", "{hostile}");
+        }
+        assert_eq!(same_origin_path(None), "/");
+    }
+}

@@ -1,0 +1,148 @@
+//! The state of a login in flight, kept in the browser rather than on the
+//! edge so the callback may land on any edge: a short-lived cookie named
+//! after the OAuth `state`, holding the PKCE verifier, the nonce, the host
+//! and the path to return to, authenticated with an HMAC whose key every
+//! edge derives from the enrollment secret. The cookie is HttpOnly and
+//! scoped to the callback path; a forged or altered one is refused.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Seconds a login may take at the IdP.
+pub const LOGIN_TTL_S: i64 = 600;
+
+/// A login in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginState {
+    /// PKCE code verifier.
+    pub verifier: String,
+    /// OIDC nonce.
+    pub nonce: String,
+    /// Host the login started on.
+    pub host: String,
+    /// Same-origin path (and query) to return to.
+    pub return_to: String,
+    /// Unix seconds after which the login is refused.
+    pub expires_at: i64,
+}
+
+/// Why a login-state cookie was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// Absent, altered, forged or unreadable.
+    #[error("the login could not be matched to one this browser started")]
+    Unknown,
+    /// Older than [`LOGIN_TTL_S`].
+    #[error("the login took too long")]
+    Expired,
+    /// Started on another host.
+    #[error("the login was started for another site")]
+    WrongHost,
+}
+
+/// Seals and opens login-state cookies.
+pub struct StateSealer {
+    key: [u8; 32],
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl StateSealer {
+    /// A sealer whose key is derived from the enrollment secret, so every
+    /// edge of the deployment opens what another sealed.
+    pub fn from_secret(secret: &str) -> Self {
+        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+        mac.update(b"portcullis login state v1");
+        Self { key: mac.finalize().into_bytes().into() }
+    }
+
+    fn mac(&self, state: &str, payload: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(state.as_bytes());
+        mac.update(b".");
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    /// The cookie value for the login `state`.
+    pub fn seal(&self, state: &str, login: &LoginState) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(login).unwrap_or_default());
+        let tag = URL_SAFE_NO_PAD.encode(self.mac(state, &payload).finalize().into_bytes());
+        format!("{payload}.{tag}")
+    }
+
+    /// The login behind `state`, if `value` was sealed for it, is fresh and is for `host`.
+    pub fn open(&self, state: &str, value: &str, host: &str, now: i64) -> Result<LoginState, StateError> {
+        let (payload, tag) = value.split_once('.').ok_or(StateError::Unknown)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| StateError::Unknown)?;
+        self.mac(state, payload).verify_slice(&tag).map_err(|_| StateError::Unknown)?;
+        let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| StateError::Unknown)?;
+        let login: LoginState = serde_json::from_slice(&bytes).map_err(|_| StateError::Unknown)?;
+        if login.expires_at <= now {
+            return Err(StateError::Expired);
+        }
+        if login.host != host {
+            return Err(StateError::WrongHost);
+        }
+        Ok(login)
+    }
+}
+
+/// The name of the cookie holding the login `state`: only URL-safe characters.
+pub fn cookie_name(prefix: &str, state: &str) -> Option<String> {
+    let safe = !state.is_empty()
+        && state.len() <= 128
+        && state.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    safe.then(|| format!("{prefix}_login_{state}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login() -> LoginState {
+        LoginState {
+            verifier: "v".repeat(43),
+            nonce: "n".into(),
+            host: "app.example".into(),
+            return_to: "/docs?page=2".into(),
+            expires_at: 1_000,
+        }
+    }
+
+    #[test]
+    fn opens_what_it_sealed_for_the_same_state_and_host() {
+        let sealer = StateSealer::from_secret("secret-0123456789abcdef0123456789");
+        let value = sealer.seal("s1", &login());
+        assert_eq!(sealer.open("s1", &value, "app.example", 999), Ok(login()));
+        assert_eq!(sealer.open("s2", &value, "app.example", 999), Err(StateError::Unknown), "another state");
+        assert_eq!(sealer.open("s1", &value, "evil.example", 999), Err(StateError::WrongHost));
+        assert_eq!(sealer.open("s1", &value, "app.example", 1_000), Err(StateError::Expired));
+    }
+
+    #[test]
+    fn refuses_forged_and_altered_cookies() {
+        let sealer = StateSealer::from_secret("secret-0123456789abcdef0123456789");
+        let other = StateSealer::from_secret("another-secret-0123456789abcdef01");
+        let forged = other.seal("s1", &login());
+        assert_eq!(sealer.open("s1", &forged, "app.example", 1), Err(StateError::Unknown));
+        let value = sealer.seal("s1", &login());
+        let (payload, tag) = value.split_once('.').unwrap();
+        let mut altered = login();
+        altered.return_to = "//evil.example/".into();
+        let altered_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&altered).unwrap());
+        assert_eq!(sealer.open("s1", &format!("{altered_payload}.{tag}"), "app.example", 1), Err(StateError::Unknown));
+        assert_eq!(sealer.open("s1", payload, "app.example", 1), Err(StateError::Unknown), "no tag");
+        assert_eq!(sealer.open("s1", "garbage", "app.example", 1), Err(StateError::Unknown));
+    }
+
+    #[test]
+    fn cookie_names_only_from_safe_states() {
+        assert_eq!(cookie_name("pc", "abc-_9").as_deref(), Some("pc_login_abc-_9"));
+        assert_eq!(cookie_name("pc", "a;b"), None);
+        assert_eq!(cookie_name("pc", ""), None);
+    }
+}
