@@ -40,6 +40,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("oidc_post_logout_redirect_url", "where the IdP sends the browser after logout (registered at the IdP)"),
     ("bearer_audiences", "accepted `aud` of IdP access tokens (default [oidc_client_id])"),
     ("bearer_algorithms", "accepted signature algorithms of IdP tokens (default RS256, ES256, PS256, EdDSA)"),
+    ("clock_skew_s", "seconds of clock difference tolerated when checking token times (default 30)"),
     ("bearer_token_types", "accepted `typ` of IdP access tokens (default [\"at+jwt\", \"application/at+jwt\"])"),
 ];
 
@@ -76,6 +77,7 @@ pub struct RawEdgeConfig {
     pub bearer_audiences: Option<Vec<String>>,
     pub bearer_algorithms: Option<Vec<String>>,
     pub bearer_token_types: Option<Vec<String>>,
+    pub clock_skew_s: Option<u64>,
 }
 
 /// What to do once the snapshot is older than `max_staleness`.
@@ -126,6 +128,8 @@ pub struct EdgeConfig {
     pub assertion_issuer: String,
     /// The OpenID provider, if configured.
     pub oidc: Option<OidcSettings>,
+    /// Tolerated clock difference for token times, seconds.
+    pub clock_skew_s: u64,
 }
 
 pub use portcullis_settings::ConfigError;
@@ -200,6 +204,7 @@ impl EdgeConfig {
             bearer_audiences: raw.bearer_audiences,
             bearer_algorithms: raw.bearer_algorithms,
             bearer_token_types: raw.bearer_token_types,
+            clock_skew_s: raw.clock_skew_s.unwrap_or(30).min(300),
         })?;
         Ok(Self {
             cookie_secure: raw.cookie_secure.unwrap_or(true),
@@ -207,6 +212,7 @@ impl EdgeConfig {
             assertion_key_pem,
             assertion_issuer: raw.assertion_issuer.unwrap_or_else(|| "portcullis".into()),
             oidc,
+            clock_skew_s: raw.clock_skew_s.unwrap_or(30).min(300),
             listen: address("listen", raw.listen, "127.0.0.1:8080")?,
             https,
             metrics_listen: address("metrics_listen", raw.metrics_listen, "127.0.0.1:9090")?,
@@ -234,6 +240,7 @@ struct OidcKeys {
     bearer_audiences: Option<Vec<String>>,
     bearer_algorithms: Option<Vec<String>>,
     bearer_token_types: Option<Vec<String>>,
+    clock_skew_s: u64,
 }
 
 /// Asymmetric algorithms only: `none` and HS* are never accepted from an IdP.
@@ -285,6 +292,7 @@ fn oidc_settings(keys: OidcKeys) -> Result<Option<OidcSettings>, ConfigError> {
             .bearer_token_types
             .unwrap_or_else(|| vec!["at+jwt".into(), "application/at+jwt".into()]),
         post_logout_redirect_url: keys.post_logout_redirect_url,
+        clock_skew_s: keys.clock_skew_s,
     }))
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{Server, ShutdownWatch};
@@ -169,7 +170,10 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let mut service = Service::new("portcullis edge".into(), Killable::new(proxy, Arc::clone(&registry)));
     service.add_tcp(&config.listen.to_string());
     if let Some((address, cert, key)) = &config.https {
-        service.add_tls(&address.to_string(), cert, key).map_err(|e| EdgeError::Pingora(e.to_string()))?;
+        let mut tls = TlsSettings::intermediate(cert, key)
+            .map_err(|e| EdgeError::Pingora(format!("tls_cert/tls_key ({cert}, {key}): {e}")))?;
+        tls.enable_h2(); // ALPN offers h2, then http/1.1
+        service.add_tls_with_settings(&address.to_string(), None, tls);
     }
     server.add_service(service);
     let parts = SubscriberParts {

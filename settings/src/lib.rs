@@ -34,15 +34,20 @@ fn convert<T: DeserializeOwned>(table: toml::Table) -> Result<T, toml::de::Error
 /// The TOML value for an environment override: an integer or boolean when
 /// the key accepts one, otherwise the text.
 fn env_value<T: DeserializeOwned>(key: &str, text: String) -> toml::Value {
-    let typed = text
-        .parse::<i64>()
-        .map(toml::Value::Integer)
-        .ok()
-        .or_else(|| text.parse::<bool>().map(toml::Value::Boolean).ok());
-    match typed {
-        Some(value) if convert::<T>(toml::Table::from_iter([(key.to_owned(), value.clone())])).is_ok() => value,
-        _ => toml::Value::String(text),
-    }
+    // The environment only holds text: try it as a number, a boolean, text,
+    // then a comma-separated list, and keep the first the key accepts.
+    let list = || toml::Value::Array(text.split(',').map(|item| toml::Value::String(item.trim().to_owned())).collect());
+    let candidates = [
+        text.parse::<i64>().ok().map(toml::Value::Integer),
+        text.parse::<bool>().ok().map(toml::Value::Boolean),
+        Some(toml::Value::String(text.clone())),
+        Some(list()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|value| convert::<T>(toml::Table::from_iter([(key.to_owned(), value.clone())])).is_ok())
+        .unwrap_or_else(|| toml::Value::String(text.clone()))
 }
 
 /// Reads `file_text` into `T`, applying `PORTCULLIS_<KEY>` overrides from
@@ -86,9 +91,11 @@ mod tests {
         name: Option<String>,
         port: Option<u16>,
         verbose: Option<bool>,
+        hosts: Option<Vec<String>>,
     }
 
-    const KEYS: &[(&str, &str)] = &[("name", "a name"), ("port", "a port"), ("verbose", "more output")];
+    const KEYS: &[(&str, &str)] =
+        &[("name", "a name"), ("port", "a port"), ("verbose", "more output"), ("hosts", "a list")];
 
     fn load_with(file: &str, env: &[(&str, &str)]) -> Result<Raw, ConfigError> {
         let env: HashMap<String, String> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
@@ -101,6 +108,10 @@ mod tests {
         assert_eq!((raw.name.as_deref(), raw.port, raw.verbose), (Some("a"), Some(8080), Some(true)));
         let raw = load_with("", &[("PORTCULLIS_NAME", "123")]).unwrap();
         assert_eq!(raw.name.as_deref(), Some("123"), "a numeric value for a text key stays text");
+        let raw = load_with("", &[("PORTCULLIS_HOSTS", "10.0.0.0/8, 192.0.2.7")]).unwrap();
+        assert_eq!(raw.hosts.unwrap(), ["10.0.0.0/8", "192.0.2.7"], "lists are comma-separated");
+        let raw = load_with("", &[("PORTCULLIS_HOSTS", "127.0.0.1")]).unwrap();
+        assert_eq!(raw.hosts.unwrap(), ["127.0.0.1"], "a one-item list");
     }
 
     #[test]

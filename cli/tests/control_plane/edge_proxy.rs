@@ -6,9 +6,6 @@
 //! changing the policy closes the live connections it affects: an in-flight
 //! streaming download, an idle keep-alive connection and a websocket.
 
-use std::fs::File;
-use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -18,114 +15,13 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{command, free_port, ControlPlane, TempDir, EDGE_SECRET};
+use crate::edge_node::{login, policy, EdgeNode};
+use crate::harness::{ControlPlane, TempDir};
 use crate::upstream::Upstream;
 
 /// Generous bound for a kill to show on the client side (the target is
 /// milliseconds; this only guards against a hang).
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
-
-struct EdgeNode {
-    child: Child,
-    port: u16,
-    metrics: u16,
-    log: std::path::PathBuf,
-}
-
-impl EdgeNode {
-    async fn start(plane: &ControlPlane, id: &str, dir: &Path) -> Self {
-        let (port, metrics) = (free_port(), free_port());
-        let log = dir.join(format!("{id}.log"));
-        let file = File::create(&log).expect("edge log");
-        let child = command()
-            .arg("edge")
-            .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("PORTCULLIS_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
-            .env("PORTCULLIS_CONTROL_PLANE_URL", &plane.edge_url)
-            .env("PORTCULLIS_SESSION_ISSUER", &plane.url)
-            .env("PORTCULLIS_EDGE_SECRET", EDGE_SECRET)
-            .env("PORTCULLIS_EDGE_ID", id)
-            .env("PORTCULLIS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log handle"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn portcullis edge");
-        let node = Self { child, port, metrics, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = reqwest::get(format!("http://127.0.0.1:{metrics}/readyz")).await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return node;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "edge {id} not ready:\n{}",
-                std::fs::read_to_string(&node.log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn metrics_text(&self) -> String {
-        let response = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics)).await.expect("GET /metrics");
-        response.text().await.expect("metrics text")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, Value) {
-        let mut request = reqwest::Client::new().get(self.url(path)).header("host", "app.corp.example");
-        if let Some(token) = token {
-            request = request.header("cookie", format!("portcullis_session={token}"));
-        }
-        for (name, value) in extra {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("request through the edge");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for EdgeNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn policy(upstream: u16) -> String {
-    format!(
-        "version: 1\nroutes:\n  - name: app\n    host: app.corp.example\n    upstream: http://127.0.0.1:{upstream}\n    rules:\n      - name: staff\n        allow: {{ email_domain: [corp.example], groups_any: [staff] }}\n"
-    )
-}
-
-/// Creates a session the way the edge's login does; returns (id, token).
-async fn login(plane: &ControlPlane, email: &str) -> (String, String) {
-    let body = json!({
-        "subject": format!("sub-{email}"), "email": email, "groups": ["staff"],
-        "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
-        "route": "app", "source_address": "127.0.0.1", "user_agent": "edge-test",
-    });
-    let response = plane
-        .http()
-        .post(format!("{}/edge/v1/sessions", plane.edge_url))
-        .bearer_auth(EDGE_SECRET)
-        .header("x-portcullis-edge-id", "login")
-        .json(&body)
-        .send()
-        .await
-        .expect("create session");
-    let answer: Value = response.json().await.expect("JSON");
-    (answer["session_id"].as_str().expect("id").to_owned(), answer["token"].as_str().expect("token").to_owned())
-}
 
 /// Live connections of one session: a streaming download, an idle
 /// keep-alive connection and a websocket, all through `edge`.

@@ -146,36 +146,49 @@ impl ControlPlane {
     pub async fn start(database_url: &str, dir: &Path) -> Self {
         let mut last_log = String::new();
         for attempt in 0..3 {
-            let (listen, edge_listen) = (free_port(), free_port());
-            let log = dir.join(format!("control-plane-{listen}.log"));
-            let file = File::create(&log).expect("create log file");
-            let child = command()
-                .arg("control-plane")
-                .env("PORTCULLIS_DATABASE_URL", database_url)
-                .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{listen}"))
-                .env("PORTCULLIS_EDGE_LISTEN", format!("127.0.0.1:{edge_listen}"))
-                .env("PORTCULLIS_EDGE_SECRET", EDGE_SECRET)
-                .env("PORTCULLIS_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
-                .env("PORTCULLIS_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().expect("clone log handle"))
-                .stderr(file)
-                .spawn()
-                .expect("spawn portcullis control-plane");
-            let mut plane = Self {
-                child: Mutex::new(child),
-                url: format!("http://127.0.0.1:{listen}"),
-                edge_url: format!("http://127.0.0.1:{edge_listen}"),
-                log,
-                http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
-            };
-            match plane.wait_ready().await {
-                Ok(()) => return plane,
+            match Self::start_on(database_url, dir, free_port(), free_port()).await {
+                Ok(plane) => return plane,
                 Err(log) if log.contains("Address already in use") && attempt < 2 => last_log = log,
                 Err(log) => panic!("the control plane on {database_url} did not become ready:\n{log}"),
             }
         }
         panic!("the control plane could not bind free ports:\n{last_log}");
+    }
+
+    /// Starts it on the given admin and edge-channel ports (to restart one
+    /// where its edges expect it); the error is its log.
+    pub async fn start_on(database_url: &str, dir: &Path, listen: u16, edge_listen: u16) -> Result<Self, String> {
+        static RUN: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(format!("control-plane-{listen}-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
+        let file = File::create(&log).expect("create log file");
+        let child = command()
+            .arg("control-plane")
+            .env("PORTCULLIS_DATABASE_URL", database_url)
+            .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{listen}"))
+            .env("PORTCULLIS_EDGE_LISTEN", format!("127.0.0.1:{edge_listen}"))
+            .env("PORTCULLIS_EDGE_SECRET", EDGE_SECRET)
+            .env("PORTCULLIS_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
+            .env("PORTCULLIS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn portcullis control-plane");
+        let mut plane = Self {
+            child: Mutex::new(child),
+            url: format!("http://127.0.0.1:{listen}"),
+            edge_url: format!("http://127.0.0.1:{edge_listen}"),
+            log,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
+        };
+        plane.wait_ready().await?;
+        Ok(plane)
+    }
+
+    /// Its (admin, edge-channel) ports.
+    pub fn ports(&self) -> (u16, u16) {
+        let port = |url: &str| url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in URL");
+        (port(&self.url), port(&self.edge_url))
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {

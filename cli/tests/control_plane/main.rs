@@ -1,12 +1,15 @@
 //! Process-level tests of `portcullis control-plane`: the real binary on
 //! free ports over SQLite (a temp dir) and PostgreSQL (a fresh database per
 //! test), killed with SIGKILL and restarted, run as two replicas, started with
-//! bad configurations, and driven by the `portcullis` admin commands.
+//! bad configurations, and driven by the `portcullis` admin commands; plus a
+//! real OpenID provider (`idp`) and a scripted browser for the OIDC login tests.
 
 mod admin_commands;
 mod config_errors;
 mod durability;
 mod edge;
+mod edge_credentials;
+mod edge_node;
 mod edge_proxy;
 mod harness;
 mod postgres;

@@ -53,7 +53,7 @@ impl AccessTokenVerifier {
         if key.alg.is_some_and(|pinned| pinned != header.alg) {
             return Err(CredentialError::WrongType);
         }
-        let claims = decode_claims(token, &key.key, header.alg, &settings.issuer, &settings.bearer_audiences)?;
+        let claims = decode_claims(token, &key.key, header.alg, settings)?;
         let exp = claims.get("exp").and_then(Value::as_i64).ok_or(CredentialError::Malformed)?;
         let identity = Arc::new(identity_from_claims(&claims, &settings.groups_claim, CredentialKind::Bearer)?);
         self.cache.insert(token, Arc::clone(&identity), exp);
@@ -66,16 +66,15 @@ pub(crate) fn decode_claims(
     token: &str,
     key: &jsonwebtoken::DecodingKey,
     alg: Algorithm,
-    issuer: &str,
-    audiences: &[String],
+    settings: &super::OidcSettings,
 ) -> Result<serde_json::Map<String, Value>, CredentialError> {
     let mut validation = Validation::new(alg);
     validation.algorithms = vec![alg];
-    validation.set_audience(audiences);
-    validation.set_issuer(&[issuer]);
+    validation.set_audience(&settings.bearer_audiences);
+    validation.set_issuer(&[&settings.issuer]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.validate_nbf = true;
-    validation.leeway = 30;
+    validation.leeway = settings.clock_skew_s;
     jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, &validation).map(|data| data.claims).map_err(
         |e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidToken | jsonwebtoken::errors::ErrorKind::Json(_) => {

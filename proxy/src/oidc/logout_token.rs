@@ -92,7 +92,7 @@ pub async fn verify(
     validation.set_audience(&[&settings.client_id]);
     validation.set_issuer(&[&settings.issuer]);
     validation.set_required_spec_claims(&["iss", "aud"]);
-    validation.leeway = 30;
+    validation.leeway = settings.clock_skew_s;
     let claims = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation)
         .map_err(|_| Invalid("the logout token's signature, issuer, audience or expiry is invalid"))?
         .claims;

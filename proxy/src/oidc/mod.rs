@@ -48,6 +48,8 @@ pub struct OidcSettings {
     pub bearer_token_types: Vec<String>,
     /// Where the IdP sends the browser after logout, if anywhere.
     pub post_logout_redirect_url: Option<String>,
+    /// Tolerated clock difference for `exp`, `nbf` and `iat`, seconds.
+    pub clock_skew_s: u64,
 }
 
 /// Why the IdP could not be used.

@@ -1,0 +1,132 @@
+//! A real `portcullis edge` process for the end-to-end tests, and the
+//! shortcut to a session token the edge's own login would get
+//! (POST /edge/v1/sessions with the enrollment secret).
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{command, free_port, ControlPlane, EDGE_SECRET};
+
+/// A running `portcullis edge`, killed on drop.
+pub struct EdgeNode {
+    child: Child,
+    /// Plain-HTTP port.
+    pub port: u16,
+    /// Metrics port.
+    pub metrics: u16,
+    log: std::path::PathBuf,
+}
+
+impl EdgeNode {
+    /// Starts an edge of `plane` and waits until it has a snapshot.
+    pub async fn start(plane: &ControlPlane, id: &str, dir: &Path) -> Self {
+        Self::start_with(plane, id, dir, &[]).await
+    }
+
+    /// Same, with extra `PORTCULLIS_*` settings.
+    pub async fn start_with(plane: &ControlPlane, id: &str, dir: &Path, settings: &[(&str, String)]) -> Self {
+        let (port, metrics) = (free_port(), free_port());
+        let log = dir.join(format!("{id}.log"));
+        let file = File::create(&log).expect("edge log");
+        let mut command = command();
+        for (key, value) in settings {
+            command.env(format!("PORTCULLIS_{}", key.to_ascii_uppercase()), value);
+        }
+        let child = command
+            .arg("edge")
+            .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PORTCULLIS_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+            .env("PORTCULLIS_CONTROL_PLANE_URL", &plane.edge_url)
+            .env("PORTCULLIS_SESSION_ISSUER", &plane.url)
+            .env("PORTCULLIS_EDGE_SECRET", EDGE_SECRET)
+            .env("PORTCULLIS_EDGE_ID", id)
+            .env("PORTCULLIS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn portcullis edge");
+        let node = Self { child, port, metrics, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = reqwest::get(format!("http://127.0.0.1:{metrics}/readyz")).await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return node;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edge {id} not ready:\n{}",
+                std::fs::read_to_string(&node.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let response = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics)).await.expect("GET /metrics");
+        response.text().await.expect("metrics text")
+    }
+
+    /// The edge's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A URL on the plain-HTTP listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// GET on host app.corp.example with an optional session cookie; (status, JSON body).
+    pub async fn get(&self, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = reqwest::Client::new().get(self.url(path)).header("host", "app.corp.example");
+        if let Some(token) = token {
+            request = request.header("cookie", format!("portcullis_session={token}"));
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request through the edge");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for EdgeNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One route `app` on app.corp.example for staff at corp.example.
+pub fn policy(upstream: u16) -> String {
+    format!(
+        "version: 1\nroutes:\n  - name: app\n    host: app.corp.example\n    upstream: http://127.0.0.1:{upstream}\n    rules:\n      - name: staff\n        allow: {{ email_domain: [corp.example], groups_any: [staff] }}\n"
+    )
+}
+
+/// Creates a session the way the edge's login does; returns (id, token).
+pub async fn login(plane: &ControlPlane, email: &str) -> (String, String) {
+    let body = json!({
+        "subject": format!("sub-{email}"), "email": email, "groups": ["staff"],
+        "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
+        "route": "app", "source_address": "127.0.0.1", "user_agent": "edge-test",
+    });
+    let response = plane
+        .http()
+        .post(format!("{}/edge/v1/sessions", plane.edge_url))
+        .bearer_auth(EDGE_SECRET)
+        .header("x-portcullis-edge-id", "login")
+        .json(&body)
+        .send()
+        .await
+        .expect("create session");
+    let answer: Value = response.json().await.expect("JSON");
+    (answer["session_id"].as_str().expect("id").to_owned(), answer["token"].as_str().expect("token").to_owned())
+}
