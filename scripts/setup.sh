@@ -6,12 +6,17 @@
 #   cmake        pingora's zlib-ng build (the edge)
 #   libssl-dev   the system OpenSSL pingora's TLS links against
 #   pkg-config   finds it
+#   nodejs, npm  the OpenID provider the OIDC tests log in at
+#                (cli/tests/idp, npm packages pinned by its package-lock.json)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 needed=()
 command -v cmake >/dev/null 2>&1 || needed+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || needed+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || needed+=(libssl-dev)
+command -v node >/dev/null 2>&1 || needed+=(nodejs)
+command -v npm >/dev/null 2>&1 || needed+=(npm)
 
 if [ ${#needed[@]} -gt 0 ]; then
   echo "setup: installing ${needed[*]}" >&2
@@ -20,4 +25,13 @@ if [ ${#needed[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+fi
+
+# The test IdP's npm packages: installed again only when the lock file is
+# newer than what is installed.
+idp=cli/tests/idp
+if [ ! -d "$idp/node_modules" ] || [ "$idp/package-lock.json" -nt "$idp/node_modules" ]; then
+  echo "setup: installing the test IdP's npm packages ($idp)" >&2
+  npm ci --prefix "$idp" --no-audit --no-fund --loglevel=error >/dev/null
+  touch "$idp/node_modules"
 fi

@@ -45,6 +45,9 @@ pub struct SessionClaims {
     pub idp_sid: Option<String>,
     /// Route the login was for.
     pub route: String,
+    /// The client address at login (edges compare it for `on_ip_change`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub login_ip: String,
 }
 
 struct ActiveKey {
@@ -127,6 +130,7 @@ impl SessionAuthority {
             auth_time: session.auth_time_s,
             idp_sid: session.idp_session_id.clone(),
             route: session.route.clone(),
+            login_ip: session.source_addresses.first().cloned().unwrap_or_default(),
         };
         let key = self.key.read().await;
         let mut header = Header::new(Algorithm::ES256);

@@ -165,7 +165,8 @@ impl Identity {
         self.session_id
     }
 
-    pub(crate) fn claim(&self, name: &str) -> Option<&ClaimValue> {
+    /// A claim the identity carries, by name.
+    pub fn claim(&self, name: &str) -> Option<&ClaimValue> {
         self.claims.iter().find(|(k, _)| **k == *name).map(|(_, v)| v)
     }
 }

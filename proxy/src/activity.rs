@@ -3,6 +3,9 @@
 //! few seconds, with the client address), and the change in each session's
 //! live connections since the last successful report. The control plane's
 //! session list shows them live (last seen, addresses, edges, connections).
+//! Denials and changes of a session's source address are reported too (once
+//! per session and address, and at most every few seconds per user, route
+//! and reason), and land in the audit log.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,10 +22,18 @@ const SEEN_EVERY_MS: i64 = 5_000;
 /// Sessions not seen for this long are forgotten by the throttle.
 const FORGET_AFTER_MS: i64 = 3_600_000;
 
+/// The same denial is reported at most this often.
+const DENIAL_EVERY_MS: i64 = 10_000;
+/// Most remembered (session, address) pairs and denial keys.
+const MAX_REMEMBERED: usize = 100_000;
+
 /// Pending activity.
 #[derive(Default)]
 pub struct ActivityLog {
     last_seen: DashMap<SessionId, i64>,
+    address_changes: DashMap<(SessionId, IpAddr), ()>,
+    last_denial: DashMap<u64, i64>,
+    hasher: foldhash::fast::RandomState,
     pending: Mutex<Vec<Value>>,
     reported_connections: Mutex<HashMap<SessionId, i64>>,
 }
@@ -47,6 +58,43 @@ impl ActivityLog {
         }
     }
 
+    /// Records that `session`, logged in from `from`, was used from `to`;
+    /// `denied` when the route refused it for that. Reported once per
+    /// session and address.
+    pub fn address_changed(&self, session: SessionId, from: &str, to: IpAddr, denied: bool, now_ms: i64) {
+        if self.address_changes.len() >= MAX_REMEMBERED {
+            self.address_changes.clear();
+        }
+        if self.address_changes.insert((session, to), ()).is_none() {
+            let event = json!({"kind": "address_changed", "session_id": session.to_string(), "from": from,
+                "to": to.to_string(), "denied": denied, "at_ms": now_ms});
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        }
+    }
+
+    /// Records a denial of `user` (email, or subject) on `route`.
+    pub fn denied(
+        &self,
+        user: &str,
+        session: Option<SessionId>,
+        route: &str,
+        reason: &str,
+        source: IpAddr,
+        now_ms: i64,
+    ) {
+        let key = std::hash::BuildHasher::hash_one(&self.hasher, (user, route, reason));
+        if self.last_denial.get(&key).is_some_and(|at| now_ms - *at < DENIAL_EVERY_MS) {
+            return;
+        }
+        if self.last_denial.len() >= MAX_REMEMBERED {
+            self.last_denial.clear();
+        }
+        self.last_denial.insert(key, now_ms);
+        let event = json!({"kind": "denied", "user": user, "session_id": session.map(|s| s.to_string()),
+            "route": route, "reason": reason, "source_address": source.to_string(), "at_ms": now_ms});
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+
     /// The events for the next report: sightings, and connection-count
     /// changes since the last committed report.
     pub fn batch(&self, registry: &ConnRegistry, now_ms: i64) -> ActivityBatch {
@@ -68,9 +116,10 @@ impl ActivityLog {
         *self.reported_connections.lock().unwrap_or_else(|e| e.into_inner()) = batch.counts;
     }
 
-    /// The report failed: keep its sightings for the next one.
+    /// The report failed: keep its events (not the counts, which are
+    /// recomputed) for the next one.
     pub fn restore(&self, batch: ActivityBatch) {
-        let sightings = batch.events.into_iter().filter(|e| e["kind"] == "seen");
+        let sightings = batch.events.into_iter().filter(|e| e["kind"] != "connections");
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(sightings);
     }
 }
@@ -93,5 +142,20 @@ mod tests {
         assert_eq!(batch.events.len(), 3, "{:?}", batch.events);
         log.restore(batch);
         assert_eq!(log.batch(&registry, 7_000).events.len(), 3, "a failed report loses no sighting");
+    }
+
+    #[test]
+    fn address_changes_and_denials_are_reported_once_not_per_request() {
+        let log = ActivityLog::default();
+        let session = SessionId::from_bytes([3; 16]);
+        let elsewhere = IpAddr::from([198, 51, 100, 4]);
+        log.address_changed(session, "127.0.0.1", elsewhere, false, 1_000);
+        log.address_changed(session, "127.0.0.1", elsewhere, false, 2_000);
+        log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 1_000);
+        log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 5_000);
+        log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 11_000);
+        let kinds: Vec<String> =
+            log.batch(&ConnRegistry::new(), 11_000).events.iter().map(|e| e["kind"].as_str().unwrap().into()).collect();
+        assert_eq!(kinds, ["address_changed", "denied", "denied"]);
     }
 }

@@ -12,11 +12,11 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{ProxyHttp, Session};
-use portcullis_policy::policy::Upstream;
-use portcullis_policy::{evaluate, Facts, Identity, Outcome, Reason, RouteTarget, Target};
+use portcullis_policy::policy::{IpChangeAction, Upstream};
+use portcullis_policy::{evaluate, ClaimValue, Facts, Identity, Outcome, Reason, RouteTarget, Target};
 
 use crate::assertion::{AssertionSigner, ASSERTION_HEADER};
-use crate::credentials::{presented, CredentialError, Credentials};
+use crate::credentials::{presented, CredentialError, Credentials, LOGIN_IP_CLAIM};
 use crate::forwarded::TrustedProxies;
 use crate::login::{LoginService, RequestInfo};
 use crate::registry::{Binding, BoundTarget, ConnKey, ConnRegistry};
@@ -85,6 +85,17 @@ fn request_host(req: &RequestHeader) -> String {
         },
     };
     host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The login address of a browser session used from elsewhere.
+fn address_change(identity: &Identity, now_from: IpAddr) -> Option<&str> {
+    match identity.claim(LOGIN_IP_CLAIM)? {
+        ClaimValue::One(text) if !text.is_empty() => {
+            let login: IpAddr = text.parse().ok()?;
+            (login != now_from).then_some(&**text)
+        }
+        _ => None,
+    }
 }
 
 fn conn_key(session: &Session) -> Option<ConnKey> {
@@ -201,6 +212,24 @@ impl ProxyHttp for EdgeHttp {
         self.metrics.requests.with_label_values(&[decision.route.map_or("", |r| r.name()), outcome]).inc();
         match decision.outcome {
             Outcome::Allow => {
+                if let (Some(identity), Some(route)) = (&identity, decision.route) {
+                    let action = route.options().on_ip_change;
+                    if action != IpChangeAction::Allow {
+                        if let Some(from) = address_change(identity, client_ip) {
+                            let denied = action == IpChangeAction::Deny;
+                            if let Some(sid) = identity.session_id() {
+                                self.activity.address_changed(sid, from, client_ip, denied, now * 1000);
+                            }
+                            if denied {
+                                let message = format!(
+                                    "Your network address changed since you logged in (from {from} to {client_ip}), \
+                                     and this application requires you to log in again."
+                                );
+                                return self.refuse_login(session, &message).await;
+                            }
+                        }
+                    }
+                }
                 if let (Some(identity), Some(key)) = (&identity, conn_key(session)) {
                     let target = BoundTarget::Http { host: host.clone(), path, method };
                     self.registry.bind(key, Binding { identity: Arc::clone(identity), target });
@@ -231,6 +260,12 @@ impl ProxyHttp for EdgeHttp {
                     Ok(true)
                 }
                 _ => {
+                    if let Some(identity) = &identity {
+                        let user = if identity.email().is_empty() { identity.subject() } else { identity.email() };
+                        let route = decision.route.map_or("", |r| r.name());
+                        let reason = decision.to_string();
+                        self.activity.denied(user, identity.session_id(), route, &reason, client_ip, now * 1000);
+                    }
                     respond(session, 403, "forbidden", "Access denied", &decision.to_string(), &[]).await?;
                     Ok(true)
                 }

@@ -27,9 +27,14 @@ impl EdgeNode {
         Self::start_with(plane, id, dir, &[]).await
     }
 
-    /// Same, with extra `PORTCULLIS_*` settings.
+    /// Same, with extra `PORTCULLIS_*` settings (`listen` picks the port).
     pub async fn start_with(plane: &ControlPlane, id: &str, dir: &Path, settings: &[(&str, String)]) -> Self {
-        let (port, metrics) = (free_port(), free_port());
+        let port = settings
+            .iter()
+            .find(|(key, _)| *key == "listen")
+            .and_then(|(_, listen)| listen.rsplit(':').next()?.parse().ok())
+            .unwrap_or_else(free_port);
+        let metrics = free_port();
         let log = dir.join(format!("{id}.log"));
         let file = File::create(&log).expect("edge log");
         let mut command = command();

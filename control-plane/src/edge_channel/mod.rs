@@ -103,6 +103,34 @@ pub enum ActivityEvent {
         /// Change in live connections.
         delta: i64,
     },
+    /// A session was used from another address than at login.
+    AddressChanged {
+        /// Session id.
+        session_id: String,
+        /// Address at login.
+        from: String,
+        /// Address now.
+        to: String,
+        /// The route refuses such requests (`on_ip_change: deny`).
+        denied: bool,
+        /// When (Unix ms).
+        at_ms: i64,
+    },
+    /// A request was denied by policy.
+    Denied {
+        /// Email, or subject for identities without one.
+        user: String,
+        /// The session, for browser sessions.
+        session_id: Option<String>,
+        /// Route name.
+        route: String,
+        /// Why.
+        reason: String,
+        /// Client address.
+        source_address: String,
+        /// When (Unix ms).
+        at_ms: i64,
+    },
 }
 
 /// What an edge reports, at least every second.
@@ -138,17 +166,33 @@ async fn report(
         closed: body.closed.iter().map(|c| (c.seq, c.connections)).collect(),
     };
     app.store().record_edge_report(&report, now_ms()).await?;
-    if !body.activity.is_empty() {
-        let events: Vec<Activity> = body
-            .activity
-            .into_iter()
-            .map(|event| match event {
-                ActivityEvent::Seen { session_id, source_address, at_ms } => {
-                    Activity::Seen { session_id, source_address, at_ms }
-                }
-                ActivityEvent::Connections { session_id, delta } => Activity::Connections { session_id, delta },
-            })
-            .collect();
+    let mut events = Vec::with_capacity(body.activity.len());
+    for event in body.activity {
+        match event {
+            ActivityEvent::Seen { session_id, source_address, at_ms } => {
+                events.push(Activity::Seen { session_id, source_address, at_ms });
+            }
+            ActivityEvent::Connections { session_id, delta } => {
+                events.push(Activity::Connections { session_id, delta })
+            }
+            ActivityEvent::AddressChanged { session_id, from, to, denied, at_ms } => {
+                let outcome =
+                    if denied { "refused: the route requires a new login" } else { "allowed, with this warning" };
+                let actor = Actor { name: edge.actor.name.clone(), source_address: to.clone() };
+                let reason = format!("source address changed from {from} to {to}; {outcome}");
+                app.store()
+                    .record_audit("session.address_changed", &format!("session:{session_id}"), &reason, &actor, at_ms)
+                    .await?;
+            }
+            ActivityEvent::Denied { user, session_id, route, reason, source_address, at_ms } => {
+                let actor = Actor { name: edge.actor.name.clone(), source_address };
+                let session = session_id.map(|s| format!(" (session {s})")).unwrap_or_default();
+                let reason = format!("route `{route}`{session}: {reason}");
+                app.store().record_audit("access.denied", &format!("user:{user}"), &reason, &actor, at_ms).await?;
+            }
+        }
+    }
+    if !events.is_empty() {
         app.store().apply_activity(&edge.id, &events).await?;
     }
     app.feed.report_arrived();

@@ -21,7 +21,7 @@ use portcullis_policy::{CredentialKind, Identity};
 
 pub use cache::TokenCache;
 pub use service_token::ServiceTokens;
-pub use session_token::{SessionVerifier, SESSION_TOKEN_AUDIENCE, SESSION_TOKEN_TYPE};
+pub use session_token::{SessionVerifier, LOGIN_IP_CLAIM, SESSION_TOKEN_AUDIENCE, SESSION_TOKEN_TYPE};
 
 use crate::oidc::access_token::AccessTokenVerifier;
 

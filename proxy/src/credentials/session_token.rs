@@ -9,13 +9,15 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use portcullis_policy::snapshot::{KeyAlgorithm, PublicKey};
-use portcullis_policy::{CredentialKind, Identity, IdentityParts, SessionId};
+use portcullis_policy::{ClaimValue, CredentialKind, Identity, IdentityParts, SessionId};
 use serde::Deserialize;
 
 use super::{CredentialError, TokenCache};
 
 /// `typ` of Portcullis session tokens.
 pub const SESSION_TOKEN_TYPE: &str = "portcullis-session+jwt";
+/// Claim of a session token holding the client address at login.
+pub const LOGIN_IP_CLAIM: &str = "login_ip";
 /// `aud` of Portcullis session tokens.
 pub const SESSION_TOKEN_AUDIENCE: &str = "portcullis-edge";
 
@@ -29,6 +31,10 @@ struct SessionClaims {
     iat: i64,
     exp: i64,
     auth_time: i64,
+    #[serde(default)]
+    route: String,
+    #[serde(default)]
+    login_ip: String,
 }
 
 /// Verifies session tokens and caches the verified ones.
@@ -111,6 +117,10 @@ impl SessionVerifier {
             subject: claims.sub,
             email: claims.email,
             groups: claims.groups,
+            claims: vec![
+                (LOGIN_IP_CLAIM.to_owned(), ClaimValue::One(claims.login_ip.into())),
+                ("route".to_owned(), ClaimValue::One(claims.route.into())),
+            ],
             credential: Some(credential),
             session_id: Some(session),
             issued_at: claims.iat,
