@@ -38,6 +38,14 @@ routes:
     rules:
       - name: from-the-office
         allow: {{ email_domain: [corp.example], source_ip: [198.51.100.0/24] }}
+  - name: pinned
+    host: pinned.corp.example
+    upstream: http://127.0.0.1:{upstream}
+    options:
+      on_ip_change: deny
+    rules:
+      - name: staff
+        allow: {{ email_domain: [corp.example] }}
 "
     )
 }
@@ -154,6 +162,32 @@ async fn upstreams_get_a_verifiable_assertion_and_forwarding_only_from_trusted_p
     let (status, seen) = get(&behind_lb, "office.corp.example", "/hello", &forged).await;
     assert_eq!(status, 200, "the trusted proxy's word counts: {seen}");
     assert_eq!(seen["x-forwarded-for"], "198.51.100.4, 127.0.0.1");
+
+    // The session was created from 127.0.0.1 and is now used from
+    // 198.51.100.4: a warning by default, a new login where the route says so.
+    let (status, _) = get(&behind_lb, "pinned.corp.example", "/hello", &forged).await;
+    assert_eq!(status, 401, "on_ip_change: deny sends the user back to login");
+    let (status, _) = get(&direct, "pinned.corp.example", "/hello", &[("cookie", cookie.as_str())]).await;
+    assert_eq!(status, 200, "from the login address it is allowed");
+    let audit = |action: &'static str| {
+        let plane = &plane;
+        async move {
+            plane.api_get(&format!("/audit?action={action}")).await["entries"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    eventually("the address change is in the audit log", || async {
+        audit("session.address_changed").await.iter().any(|e| {
+            let reason = e["reason"].as_str().unwrap_or("");
+            reason.contains("from 127.0.0.1 to 198.51.100.4") && e["source_address"] == "198.51.100.4"
+        })
+    })
+    .await;
+    eventually("the denial is in the audit log", || async {
+        audit("access.denied").await.iter().any(|e| {
+            e["target"] == "user:ann@corp.example" && e["reason"].as_str().is_some_and(|r| r.contains("route `office`"))
+        })
+    })
+    .await;
 }
 
 /// A throwaway certificate for app.corp.example: (cert path, key path, PEM).
