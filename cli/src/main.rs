@@ -12,6 +12,7 @@ mod edge_cmd;
 mod output;
 mod policy_apply;
 mod policy_cmd;
+mod quickstart;
 mod sessions_cmd;
 mod users_cmd;
 
@@ -46,6 +47,8 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Show the edges: connected or stale, applied change, lag (admin API).
     Edges(audit_cmd::EdgesArgs),
+    /// Everything on this machine in one command: control plane, edge, demo app, development IdP.
+    Quickstart(quickstart::QuickstartArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Users(command) => users_cmd::run(command),
         Command::Audit(args) => audit_cmd::audit(args),
         Command::Edges(args) => audit_cmd::edges(args),
+        Command::Quickstart(args) => quickstart::run(args),
     };
     match result {
         Ok(code) => code,

@@ -16,5 +16,6 @@ mod harness;
 mod idp;
 mod idp_smoke;
 mod postgres;
+mod quickstart;
 mod replicas;
 mod upstream;

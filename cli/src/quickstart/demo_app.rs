@@ -1,0 +1,106 @@
+//! The quickstart's demo upstream: a page showing the identity headers the
+//! edge added (and the assertion), a websocket echo page, and a slow
+//! streaming download, so a kill is something you can watch happen.
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{header, HeaderMap};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2.5rem auto;padding:0 1rem;color:#1f2933}\
+    table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e4e7eb;padding:.35rem .5rem;text-align:left;\
+    vertical-align:top;font-size:.95rem}code,td.v{font-family:ui-monospace,monospace;word-break:break-all}\
+    nav a{margin-right:1rem}#log{font-family:ui-monospace,monospace;background:#f5f7fa;padding:.6rem;min-height:6rem;\
+    white-space:pre-wrap}.closed{color:#c81e1e;font-weight:600}";
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · Portcullis demo</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"><link rel=\"stylesheet\" href=\"/style.css\"></head>\
+         <body><nav><a href=\"/\">Who am I</a><a href=\"/websocket\">Websocket</a><a href=\"/download\">Slow download</a>\
+         <a href=\"/.portcullis/logout\">Log out</a></nav><h1>{title}</h1>{body}</body></html>"
+    ))
+}
+
+async fn whoami(headers: HeaderMap) -> Html<String> {
+    let mut rows = String::new();
+    for (name, value) in headers.iter().filter(|(n, _)| n.as_str().starts_with("x-")) {
+        let value = value.to_str().unwrap_or("(not text)");
+        rows.push_str(&format!("<tr><th>{}</th><td class=\"v\">{}</td></tr>", escape(name.as_str()), escape(value)));
+    }
+    let user = headers.get("x-portcullis-email").and_then(|v| v.to_str().ok()).unwrap_or("nobody");
+    page(
+        &format!("Hello, {}", escape(user)),
+        &format!(
+            "<p>This page is the demo app behind the Portcullis edge. These are the identity headers the edge \
+             added to your request (anything a client sends under these names is removed first):</p><table>{rows}</table>"
+        ),
+    )
+}
+
+const WEBSOCKET_JS: &str = "const log=document.getElementById('log');\
+const say=t=>{log.textContent+=t+'\\n'};\
+const ws=new WebSocket((location.protocol==='https:'?'wss://':'ws://')+location.host+'/ws');\
+let n=0;ws.onopen=()=>{say('open');setInterval(()=>{if(ws.readyState===1)ws.send('ping '+(++n))},1000)};\
+ws.onmessage=e=>say('echo: '+e.data);\
+ws.onclose=e=>{say('closed (code '+e.code+')');log.className='closed'};";
+
+async fn websocket_page() -> Html<String> {
+    page(
+        "Websocket echo",
+        "<p>Sends a message every second and shows the echo. Terminate this session from the portal or the API \
+         and watch the connection close.</p><div id=\"log\"></div><script src=\"/websocket.js\"></script>",
+    )
+}
+
+async fn echo(upgrade: WebSocketUpgrade) -> Response {
+    // pingora 0.9.1 can tear an upgrade down when a loopback upstream
+    // answers 101 within microseconds (cloudflare/pingora#946); answering
+    // like an upstream across a network avoids that race.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    upgrade.on_upgrade(|mut socket: WebSocket| async move {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Text(_) = message {
+                if socket.send(message).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+async fn download() -> Response {
+    let ticks = futures_util::stream::unfold(0u32, |i| async move {
+        if i >= 3600 {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Some((Ok::<_, std::convert::Infallible>(format!("chunk {i}: still downloading…\n")), i + 1))
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")],
+        axum::body::Body::from_stream(ticks),
+    )
+        .into_response()
+}
+
+/// The demo app's routes.
+pub fn router() -> Router {
+    Router::new()
+        .route("/", get(whoami))
+        .route("/websocket", get(websocket_page))
+        .route("/websocket.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], WEBSOCKET_JS) }))
+        .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }))
+        .route("/ws", get(echo))
+        .route("/download", get(download))
+}
