@@ -49,6 +49,8 @@ enum Command {
     Edges(audit_cmd::EdgesArgs),
     /// Everything on this machine in one command: control plane, edge, demo app, development IdP.
     Quickstart(quickstart::QuickstartArgs),
+    /// The quickstart's demo upstream app on its own (identity headers, websocket echo, slow download).
+    DemoApp(quickstart::demo_app::DemoAppArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit_cmd::audit(args),
         Command::Edges(args) => audit_cmd::edges(args),
         Command::Quickstart(args) => quickstart::run(args),
+        Command::DemoApp(args) => quickstart::demo_app::run(args),
     };
     match result {
         Ok(code) => code,

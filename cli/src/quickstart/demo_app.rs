@@ -104,3 +104,27 @@ pub fn router() -> Router {
         .route("/ws", get(echo))
         .route("/download", get(download))
 }
+
+/// `portcullis demo-app`: the demo upstream on its own (deploy/ runs it
+/// behind edges); the quickstart runs it in-process.
+#[derive(clap::Args)]
+pub struct DemoAppArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7700", env = "PORTCULLIS_DEMO_LISTEN")]
+    listen: std::net::SocketAddr,
+}
+
+/// Serves the demo app until the process is stopped.
+pub fn run(args: DemoAppArgs) -> anyhow::Result<std::process::ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        tracing::info!(listen = %args.listen, "demo app listening");
+        axum::serve(listener, router())
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}

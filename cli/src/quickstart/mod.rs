@@ -8,7 +8,7 @@
 //! first run and kept in `<data>/quickstart.toml` (mode 0600), so a restart
 //! keeps sessions, tokens and the audit log.
 
-mod demo_app;
+pub mod demo_app;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
