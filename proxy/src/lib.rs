@@ -28,5 +28,6 @@ mod responses;
 pub mod server;
 mod snapshot_store;
 pub mod subscriber;
+pub mod upgrade;
 
 pub use snapshot_store::{SnapshotStore, StoreError};

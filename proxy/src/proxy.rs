@@ -98,11 +98,67 @@ fn address_change(identity: &Identity, now_from: IpAddr) -> Option<&str> {
     }
 }
 
+/// The request as the upstream gets it: every `X-Portcullis-*` and
+/// forwarding header a client sent is replaced by the edge's own.
+fn prepare_upstream_request(upstream_request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
+    let own: Vec<http::HeaderName> =
+        upstream_request.headers.keys().filter(|name| name.as_str().starts_with(OWN_PREFIX)).cloned().collect();
+    for name in own {
+        upstream_request.remove_header(&name);
+    }
+    for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
+        upstream_request.remove_header(name);
+    }
+    if let Some(identity) = &ctx.identity {
+        let [user, email, groups, session] = IDENTITY_HEADERS;
+        upstream_request.insert_header(user, identity.subject())?;
+        upstream_request.insert_header(email, identity.email())?;
+        upstream_request.insert_header(groups, identity.groups().join(","))?;
+        if let Some(sid) = identity.session_id() {
+            upstream_request.insert_header(session, sid.to_string())?;
+        }
+    }
+    if let Some(assertion) = &ctx.assertion {
+        upstream_request.insert_header(ASSERTION_HEADER, &**assertion)?;
+    }
+    upstream_request.insert_header("x-forwarded-for", ctx.forwarded_for.as_str())?;
+    upstream_request.insert_header("x-forwarded-proto", ctx.proto)?;
+    upstream_request.insert_header("x-forwarded-host", ctx.host.as_str())?;
+    Ok(())
+}
+
+/// The socket address of an upstream.
+async fn resolve(upstream: &Upstream) -> Result<SocketAddr> {
+    tokio::net::lookup_host((upstream.host.as_ref(), upstream.port))
+        .await
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, format!("cannot resolve upstream {}", upstream.host)))
+}
+
 fn conn_key(session: &Session) -> Option<ConnKey> {
     Some(ConnKey { peer: *session.client_addr()?.as_inet()?, local: *session.server_addr()?.as_inet()? })
 }
 
 impl EdgeHttp {
+    /// Proxies an allowed HTTP/1.1 upgrade itself (see [`crate::upgrade`]).
+    async fn proxy_upgrade(&self, session: &mut Session, ctx: &RequestCtx, upstream: &Upstream) -> Result<()> {
+        let mut head = session.req_header().clone();
+        prepare_upstream_request(&mut head, ctx)?;
+        let outcome = match resolve(upstream).await {
+            Ok(address) => crate::upgrade::proxy(session, address, &head).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, upstream = %upstream.host, "upgrade failed");
+            if session.response_written().is_none() {
+                let message = "The application behind this address cannot be reached.";
+                respond(session, 502, "bad_gateway", "Bad gateway", message, &[]).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn refuse_login(&self, session: &mut Session, message: &str) -> Result<bool> {
         if wants_html(session) {
             let target = session.req_header().uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
@@ -248,7 +304,14 @@ impl ProxyHttp for EdgeHttp {
                 ctx.forwarded_for = client.forwarded_for;
                 ctx.proto = proto;
                 ctx.host = host;
-                Ok(ctx.upstream.is_none())
+                match ctx.upstream.clone() {
+                    None => Ok(true),
+                    Some(upstream) if !upstream.tls && session.is_upgrade_req() => {
+                        self.proxy_upgrade(session, ctx, &upstream).await?;
+                        Ok(true)
+                    }
+                    Some(_) => Ok(false),
+                }
             }
             Outcome::LoginRequired => self.refuse_login(session, &decision.to_string()).await,
             Outcome::Deny => match decision.reason {
@@ -275,13 +338,7 @@ impl ProxyHttp for EdgeHttp {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         let upstream = ctx.upstream.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream"))?;
-        let address = tokio::net::lookup_host((upstream.host.as_ref(), upstream.port))
-            .await
-            .ok()
-            .and_then(|mut addresses| addresses.next())
-            .ok_or_else(|| {
-                Error::explain(ErrorType::ConnectNoRoute, format!("cannot resolve upstream {}", upstream.host))
-            })?;
+        let address = resolve(upstream).await?;
         Ok(Box::new(HttpPeer::new(address, upstream.tls, upstream.host.to_string())))
     }
 
@@ -291,29 +348,6 @@ impl ProxyHttp for EdgeHttp {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let own: Vec<http::HeaderName> =
-            upstream_request.headers.keys().filter(|name| name.as_str().starts_with(OWN_PREFIX)).cloned().collect();
-        for name in own {
-            upstream_request.remove_header(&name);
-        }
-        for name in ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"] {
-            upstream_request.remove_header(name);
-        }
-        if let Some(identity) = &ctx.identity {
-            let [user, email, groups, session] = IDENTITY_HEADERS;
-            upstream_request.insert_header(user, identity.subject())?;
-            upstream_request.insert_header(email, identity.email())?;
-            upstream_request.insert_header(groups, identity.groups().join(","))?;
-            if let Some(sid) = identity.session_id() {
-                upstream_request.insert_header(session, sid.to_string())?;
-            }
-        }
-        if let Some(assertion) = &ctx.assertion {
-            upstream_request.insert_header(ASSERTION_HEADER, &**assertion)?;
-        }
-        upstream_request.insert_header("x-forwarded-for", ctx.forwarded_for.as_str())?;
-        upstream_request.insert_header("x-forwarded-proto", ctx.proto)?;
-        upstream_request.insert_header("x-forwarded-host", ctx.host.as_str())?;
-        Ok(())
+        prepare_upstream_request(upstream_request, ctx)
     }
 }

@@ -62,10 +62,7 @@ async fn websocket_page() -> Html<String> {
 }
 
 async fn echo(upgrade: WebSocketUpgrade) -> Response {
-    // pingora 0.9.1 can tear an upgrade down when a loopback upstream
-    // answers 101 within microseconds (cloudflare/pingora#946); answering
-    // like an upstream across a network avoids that race.
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // (No delay needed: the edge proxies upgrades itself, see proxy/src/upgrade.rs.)
     upgrade.on_upgrade(|mut socket: WebSocket| async move {
         while let Some(Ok(message)) = socket.next().await {
             if let Message::Text(_) = message {

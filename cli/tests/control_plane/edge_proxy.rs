@@ -213,3 +213,33 @@ async fn forged_and_malformed_tokens_are_refused() {
     }
     assert_eq!(edge.get("/hello", Some(&token), &[]).await.0, 200, "the genuine token still works");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_to_an_instant_upstream_always_upgrade() {
+    // pingora 0.9.1 alone loses the race when the 101 comes back at once
+    // (cloudflare/pingora#946); the edge's own upgrade path must not.
+    let dir = TempDir::new("edge-ws-race");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let upstream = Upstream::start().await;
+    plane.apply_policy(&policy(upstream.port)).await;
+    let edge = EdgeNode::start(&plane, "edge-a", dir.path()).await;
+    let (_, token) = login(&plane, "wes@corp.example").await;
+    let opened = futures_util::future::join_all((0..100).map(|i| {
+        let token = token.clone();
+        let port = edge.port;
+        async move {
+            let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request().expect("ws request");
+            request.headers_mut().insert("host", "app.corp.example".parse().expect("header"));
+            request.headers_mut().insert("cookie", format!("portcullis_session={token}").parse().expect("header"));
+            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+            socket.send(Message::text(format!("hello {i}"))).await.expect("send");
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => text.as_str() == format!("hello {i}"),
+                _ => false,
+            }
+        }
+    }))
+    .await;
+    let echoed = opened.iter().filter(|ok| **ok).count();
+    assert_eq!(echoed, 100, "every websocket echoes; edge log:\n{}", edge.log_text());
+}

@@ -32,11 +32,9 @@ impl Upstream {
 /// already read (the edge reuses upstream connections, so an upgrade can
 /// arrive after other requests), then echoes text messages.
 async fn websocket_echo(mut stream: TcpStream, key: &str) {
-    // Answer like an upstream across a network, not within microseconds:
-    // pingora 0.9.1 tears an upgrade down when the 101 is read before the
-    // upgrade request's own empty body (cloudflare/pingora#946, fix pending
-    // upstream); a loopback upstream answering instantly hits that race.
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Answers at once, like any app on the same host: the edge proxies
+    // upgrades itself because pingora 0.9.1 loses this race
+    // (cloudflare/pingora#946; see proxy/src/upgrade.rs).
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
