@@ -253,7 +253,9 @@ impl ConnRegistry {
             Affected::User(UserRef::Email(email)) => {
                 (self.cancel_all(&keys_of(&self.by_email, email.to_ascii_lowercase().as_str())), KillReason::User)
             }
-            Affected::Token(_) | Affected::All => (self.reevaluate(snapshot, now), KillReason::PolicyChanged),
+            // A revoked token id is in the snapshot now: re-evaluating finds its connections.
+            Affected::Token(_) => (self.reevaluate(snapshot, now), KillReason::TokenRevoked),
+            Affected::All => (self.reevaluate(snapshot, now), KillReason::PolicyChanged),
             Affected::Nothing => (0, KillReason::PolicyChanged),
         }
     }
