@@ -7,6 +7,7 @@
 mod api_client;
 mod audit_cmd;
 mod config_file;
+mod connect_cmd;
 mod control_plane_cmd;
 mod edge_cmd;
 mod output;
@@ -46,6 +47,9 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Show the edges: connected or stale, applied change, lag (admin API).
     Edges(audit_cmd::EdgesArgs),
+    /// Reach a TCP route (SSH, a database) through an edge as the logged-in user;
+    /// e.g. `ssh -o ProxyCommand='portcullis connect %h:%p' host`.
+    Connect(connect_cmd::ConnectArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Users(command) => users_cmd::run(command),
         Command::Audit(args) => audit_cmd::audit(args),
         Command::Edges(args) => audit_cmd::edges(args),
+        Command::Connect(args) => connect_cmd::run(args),
     };
     match result {
         Ok(code) => code,
