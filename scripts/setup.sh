@@ -8,6 +8,8 @@
 #   pkg-config   finds it
 #   nodejs, npm  the OpenID provider the OIDC tests log in at
 #                (cli/tests/idp, npm packages pinned by its package-lock.json)
+#   openssh-server, openssh-client
+#                the real sshd and ssh the TCP-tunnel tests run through the edge
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,8 @@ command -v pkg-config >/dev/null 2>&1 || needed+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || needed+=(libssl-dev)
 command -v node >/dev/null 2>&1 || needed+=(nodejs)
 command -v npm >/dev/null 2>&1 || needed+=(npm)
+[ -x /usr/sbin/sshd ] || needed+=(openssh-server)
+{ command -v ssh && command -v ssh-keygen; } >/dev/null 2>&1 || needed+=(openssh-client)
 
 if [ ${#needed[@]} -gt 0 ]; then
   echo "setup: installing ${needed[*]}" >&2

@@ -2,7 +2,9 @@
 //! free ports over SQLite (a temp dir) and PostgreSQL (a fresh database per
 //! test), killed with SIGKILL and restarted, run as two replicas, started with
 //! bad configurations, and driven by the `portcullis` admin commands; plus a
-//! real OpenID provider (`idp`) and a scripted browser for the OIDC login tests.
+//! real OpenID provider (`idp`) and a scripted browser for the OIDC login tests;
+//! and TCP flows through the edge (`tunnel*`) and real OpenSSH through
+//! `portcullis connect` (`ssh`, `sshd`).
 
 mod admin_commands;
 mod config_errors;
@@ -17,4 +19,8 @@ mod idp;
 mod idp_smoke;
 mod postgres;
 mod replicas;
+mod ssh;
+mod sshd;
+mod tunnel;
+mod tunnel_kit;
 mod upstream;
