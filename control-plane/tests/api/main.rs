@@ -43,6 +43,7 @@ mod auth;
 mod client;
 mod edge;
 mod errors;
+mod explain;
 mod fixtures;
 mod harness;
 mod injection;
