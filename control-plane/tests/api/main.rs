@@ -50,6 +50,8 @@ mod injection;
 mod logins;
 mod openapi;
 mod policy;
+mod portal;
+mod portal_oidc;
 mod receipts;
 mod sessions;
 mod tokens;
