@@ -10,6 +10,9 @@
 #                (cli/tests/idp, npm packages pinned by its package-lock.json)
 #   openssh-server, openssh-client
 #                the real sshd and ssh the TCP-tunnel tests run through the edge
+#   chromium, chromium-driver
+#                the headless browser and its WebDriver the portal tests drive
+#   fonts-inter  the portal's typeface, so its screenshots look as designed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +24,9 @@ command -v node >/dev/null 2>&1 || needed+=(nodejs)
 command -v npm >/dev/null 2>&1 || needed+=(npm)
 [ -x /usr/sbin/sshd ] || needed+=(openssh-server)
 { command -v ssh && command -v ssh-keygen; } >/dev/null 2>&1 || needed+=(openssh-client)
+[ -x /usr/bin/chromium ] || needed+=(chromium)
+[ -x /usr/bin/chromedriver ] || needed+=(chromium-driver)
+dpkg -s fonts-inter >/dev/null 2>&1 || needed+=(fonts-inter)
 
 if [ ${#needed[@]} -gt 0 ]; then
   echo "setup: installing ${needed[*]}" >&2

@@ -3,8 +3,9 @@
 //! test), killed with SIGKILL and restarted, run as two replicas, started with
 //! bad configurations, and driven by the `portcullis` admin commands; plus a
 //! real OpenID provider (`idp`) and a scripted browser for the OIDC login tests;
-//! and TCP flows through the edge (`tunnel*`) and real OpenSSH through
-//! `portcullis connect` (`ssh`, `sshd`).
+//! TCP flows through the edge (`tunnel*`) and real OpenSSH through
+//! `portcullis connect` (`ssh`, `sshd`);
+//! and the admin portal in a real headless Chromium (`portal*`, `webdriver`).
 
 mod admin_commands;
 mod config_errors;
@@ -17,6 +18,9 @@ mod edge_proxy;
 mod harness;
 mod idp;
 mod idp_smoke;
+mod portal;
+mod portal_policy;
+mod portal_sessions;
 mod postgres;
 mod replicas;
 mod ssh;
@@ -24,3 +28,4 @@ mod sshd;
 mod tunnel;
 mod tunnel_kit;
 mod upstream;
+mod webdriver;
