@@ -8,6 +8,11 @@
 #   pkg-config   finds it
 #   nodejs, npm  the OpenID provider the OIDC tests log in at
 #                (cli/tests/idp, npm packages pinned by its package-lock.json)
+#   openssh-server, openssh-client
+#                the real sshd and ssh the TCP-tunnel tests run through the edge
+#   chromium, chromium-driver
+#                the headless browser and its WebDriver the portal tests drive
+#   fonts-inter  the portal's typeface, so its screenshots look as designed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +22,11 @@ command -v pkg-config >/dev/null 2>&1 || needed+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || needed+=(libssl-dev)
 command -v node >/dev/null 2>&1 || needed+=(nodejs)
 command -v npm >/dev/null 2>&1 || needed+=(npm)
+[ -x /usr/sbin/sshd ] || needed+=(openssh-server)
+{ command -v ssh && command -v ssh-keygen; } >/dev/null 2>&1 || needed+=(openssh-client)
+[ -x /usr/bin/chromium ] || needed+=(chromium)
+[ -x /usr/bin/chromedriver ] || needed+=(chromium-driver)
+dpkg -s fonts-inter >/dev/null 2>&1 || needed+=(fonts-inter)
 
 if [ ${#needed[@]} -gt 0 ]; then
   echo "setup: installing ${needed[*]}" >&2

@@ -7,6 +7,7 @@
 mod api_client;
 mod audit_cmd;
 mod config_file;
+mod connect_cmd;
 mod control_plane_cmd;
 mod edge_cmd;
 mod output;
@@ -47,6 +48,9 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Show the edges: connected or stale, applied change, lag (admin API).
     Edges(audit_cmd::EdgesArgs),
+    /// Reach a TCP route (SSH, a database) through an edge as the logged-in user;
+    /// e.g. `ssh -o ProxyCommand='portcullis connect %h:%p' host`.
+    Connect(connect_cmd::ConnectArgs),
     /// Everything on this machine in one command: control plane, edge, demo app, development IdP.
     Quickstart(quickstart::QuickstartArgs),
     /// The quickstart's demo upstream app on its own (identity headers, websocket echo, slow download).
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Users(command) => users_cmd::run(command),
         Command::Audit(args) => audit_cmd::audit(args),
         Command::Edges(args) => audit_cmd::edges(args),
+        Command::Connect(args) => connect_cmd::run(args),
         Command::Quickstart(args) => quickstart::run(args),
         Command::DemoApp(args) => quickstart::demo_app::run(args),
     };

@@ -9,6 +9,7 @@ use crate::authority::SessionAuthority;
 use crate::config::Config;
 use crate::feed::ChangeFeed;
 use crate::metrics::Metrics;
+use crate::portal::PortalState;
 use crate::store::{PolicyStore, SqlStore, Store, StoreError, StoreResult};
 
 /// Control-plane state.
@@ -23,13 +24,16 @@ pub struct App {
     pub feed: Arc<ChangeFeed>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The admin portal's OpenID provider (discovered on first use).
+    pub portal: PortalState,
     compiled: Mutex<Option<(i64, Arc<Policy>)>>,
 }
 
 impl App {
     /// Assembles the state.
     pub fn new(config: Config, store: Arc<SqlStore>, authority: SessionAuthority, feed: Arc<ChangeFeed>) -> Self {
-        Self { config, store, authority, feed, metrics: Metrics::new(), compiled: Mutex::new(None) }
+        let portal = PortalState::new(&config);
+        Self { config, store, authority, feed, metrics: Metrics::new(), portal, compiled: Mutex::new(None) }
     }
 
     /// The store as the trait object handlers use.

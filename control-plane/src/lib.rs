@@ -21,6 +21,7 @@ pub mod error;
 pub mod feed;
 pub mod metrics;
 pub mod model;
+pub mod portal;
 pub mod receipt;
 pub mod server;
 pub mod store;

@@ -5,7 +5,9 @@
 //! session list shows them live (last seen, addresses, edges, connections).
 //! Denials and changes of a session's source address are reported too (once
 //! per session and address, and at most every few seconds per user, route
-//! and reason), and land in the audit log.
+//! and reason), and land in the audit log. TCP flows are reported when they
+//! open and when they close (identity, route, source, bytes each way,
+//! duration); the control plane writes both to the audit log.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,6 +28,24 @@ const FORGET_AFTER_MS: i64 = 3_600_000;
 const DENIAL_EVERY_MS: i64 = 10_000;
 /// Most remembered (session, address) pairs and denial keys.
 const MAX_REMEMBERED: usize = 100_000;
+/// Flow events kept while the control plane cannot be reached; beyond this
+/// they are dropped (and counted) rather than grow without bound.
+const MAX_PENDING_FLOW_EVENTS: usize = 200_000;
+
+/// A TCP flow, as reported.
+#[derive(Debug, Clone)]
+pub struct FlowFacts {
+    /// The session, for session tokens.
+    pub session: Option<SessionId>,
+    /// Email, or subject for identities without one (empty when anonymous).
+    pub user: String,
+    /// Route name.
+    pub route: String,
+    /// The CONNECT target.
+    pub target: String,
+    /// The client's address.
+    pub source: IpAddr,
+}
 
 /// Pending activity.
 #[derive(Default)]
@@ -36,6 +56,7 @@ pub struct ActivityLog {
     hasher: foldhash::fast::RandomState,
     pending: Mutex<Vec<Value>>,
     reported_connections: Mutex<HashMap<SessionId, i64>>,
+    dropped_flow_events: std::sync::atomic::AtomicU64,
 }
 
 /// What one report carries, committed only once the report is accepted.
@@ -93,6 +114,39 @@ impl ActivityLog {
         let event = json!({"kind": "denied", "user": user, "session_id": session.map(|s| s.to_string()),
             "route": route, "reason": reason, "source_address": source.to_string(), "at_ms": now_ms});
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+
+    /// Records that a flow opened at `now_ms`.
+    pub fn flow_opened(&self, flow: &FlowFacts, now_ms: i64) {
+        let event = json!({"kind": "flow_opened", "session_id": flow.session.map(|s| s.to_string()),
+            "user": flow.user, "route": flow.route, "target": flow.target,
+            "source_address": flow.source.to_string(), "at_ms": now_ms});
+        self.push_flow_event(event);
+    }
+
+    /// Records that a flow opened at `opened_ms` closed at `now_ms` after
+    /// `up` bytes from the client and `down` bytes to it; `ended_by` says how.
+    pub fn flow_closed(&self, flow: &FlowFacts, up: u64, down: u64, opened_ms: i64, now_ms: i64, ended_by: &str) {
+        let event = json!({"kind": "flow_closed", "session_id": flow.session.map(|s| s.to_string()),
+            "user": flow.user, "route": flow.route, "target": flow.target,
+            "source_address": flow.source.to_string(), "bytes_up": up, "bytes_down": down,
+            "opened_at_ms": opened_ms, "duration_ms": (now_ms - opened_ms).max(0), "ended_by": ended_by,
+            "at_ms": now_ms});
+        self.push_flow_event(event);
+    }
+
+    fn push_flow_event(&self, event: Value) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= MAX_PENDING_FLOW_EVENTS {
+            self.dropped_flow_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            pending.push(event);
+        }
+    }
+
+    /// Flow events dropped because too many were waiting for the control plane.
+    pub fn dropped_flow_events(&self) -> u64 {
+        self.dropped_flow_events.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The events for the next report: sightings, and connection-count
@@ -157,5 +211,22 @@ mod tests {
         let kinds: Vec<String> =
             log.batch(&ConnRegistry::new(), 11_000).events.iter().map(|e| e["kind"].as_str().unwrap().into()).collect();
         assert_eq!(kinds, ["address_changed", "denied", "denied"]);
+    }
+
+    #[test]
+    fn flows_are_reported_when_they_open_and_close() {
+        let log = ActivityLog::default();
+        let flow = FlowFacts {
+            session: Some(SessionId::from_bytes([4; 16])),
+            user: "ada@corp.example".into(),
+            route: "ssh".into(),
+            target: "ssh.internal:22".into(),
+            source: IpAddr::from([127, 0, 0, 1]),
+        };
+        log.flow_opened(&flow, 1_000);
+        log.flow_closed(&flow, 10, 20, 1_000, 4_500, "closed");
+        let events = log.batch(&ConnRegistry::new(), 5_000).events;
+        assert_eq!(events[0]["kind"], "flow_opened");
+        assert_eq!((events[1]["bytes_up"].as_u64(), events[1]["duration_ms"].as_i64()), (Some(10), Some(3_500)));
     }
 }

@@ -1,6 +1,7 @@
 //! Calls from the edge to the control plane's session authority: create a
 //! session after a login, end one at logout, end the sessions an IdP
-//! logged out (back-channel), and look up service tokens. Every failure is
+//! logged out (back-channel), say why a session ended, and look up service
+//! tokens. Every failure is
 //! one of three kinds, because the edge answers each differently: the
 //! control plane refused (a 4xx with its reason), it is unavailable (the
 //! clear 503 page), or it answered something unexpected.
@@ -100,6 +101,18 @@ pub struct ServiceIdentity {
     pub expires_at: Option<i64>,
 }
 
+/// A session's state at the control plane.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionStatus {
+    /// `active` or `ended`.
+    pub state: String,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+    /// Who ended it: `administrator`, `user`, `identity_provider`,
+    /// `session_limit`, `system` or `expired`.
+    pub ended_by: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct ErrorBody {
     error: ErrorDetail,
@@ -131,13 +144,14 @@ impl AuthorityClient {
 
     async fn call<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, AuthorityError> {
         let url = format!("{}{path}", self.channel.url.trim_end_matches('/'));
-        let response = self
-            .client
-            .post(&url)
+        self.send(self.client.post(&url).json(body)).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, AuthorityError> {
+        let response = request
             .bearer_auth(&self.channel.secret)
             .header("x-portcullis-edge-id", &self.channel.edge_id)
             .header("x-portcullis-edge-name", &self.channel.edge_name)
-            .json(body)
             .send()
             .await
             .map_err(|e| AuthorityError::Unavailable(e.without_url().to_string()))?;
@@ -171,6 +185,20 @@ impl AuthorityClient {
     /// Ends the sessions an IdP logged out.
     pub async fn idp_logout(&self, logout: &IdpLogout<'_>) -> Result<IdpLogoutResult, AuthorityError> {
         self.call("/edge/v1/idp-logout", logout).await
+    }
+
+    /// Whether a session is active, and if not why it ended.
+    pub async fn session_status(&self, session_id: &str) -> Result<SessionStatus, AuthorityError> {
+        let safe = !session_id.is_empty() && session_id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !safe {
+            return Err(AuthorityError::Refused {
+                status: 400,
+                code: "bad_session".into(),
+                message: "not a session id".into(),
+            });
+        }
+        let url = format!("{}/edge/v1/sessions/{session_id}", self.channel.url.trim_end_matches('/'));
+        self.send(self.client.get(&url)).await
     }
 
     /// Looks up a service token.

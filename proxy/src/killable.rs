@@ -3,26 +3,43 @@
 //! cancellation token and served inside `select!` with it; cancelling drops
 //! the inner future and with it the socket (idle keep-alive, streaming
 //! responses, websockets, HTTP/2 and CONNECT tunnels alike).
+//!
+//! With a [`TunnelService`], the first bytes of each HTTP/1 connection are
+//! read first: a `CONNECT` becomes a TCP flow served here, anything else
+//! goes to the inner app with those bytes put back. HTTP/2 (ALPN `h2`) goes
+//! to the inner app untouched. Pingora serves keep-alive requests inside
+//! one `process_new` call, so only a connection's first request can be a
+//! tunnel; a `CONNECT` after other requests gets pingora's 405.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
+use tokio_util::sync::CancellationToken;
 
 use crate::registry::{ConnKey, ConnRegistry};
+use crate::tunnel::head::{sniff, Sniffed};
+use crate::tunnel::TunnelService;
 
 /// A `ServerApp` whose connections the registry can close.
 pub struct Killable<A> {
     inner: Arc<A>,
     registry: Arc<ConnRegistry>,
+    tunnels: Option<Arc<TunnelService>>,
 }
 
 impl<A> Killable<A> {
     /// Wraps `inner`, registering its connections in `registry`.
     pub fn new(inner: A, registry: Arc<ConnRegistry>) -> Self {
-        Self { inner: Arc::new(inner), registry }
+        Self { inner: Arc::new(inner), registry, tunnels: None }
+    }
+
+    /// Serves `CONNECT` requests as TCP flows with `tunnels`.
+    pub fn with_tunnels(mut self, tunnels: Arc<TunnelService>) -> Self {
+        self.tunnels = Some(tunnels);
+        self
     }
 }
 
@@ -30,6 +47,34 @@ impl<A> Killable<A> {
 pub fn conn_key(stream: &Stream) -> Option<ConnKey> {
     let digest = stream.get_socket_digest()?;
     Some(ConnKey { peer: *digest.peer_addr()?.as_inet()?, local: *digest.local_addr()?.as_inet()? })
+}
+
+impl<A: ServerApp + Send + Sync + 'static> Killable<A> {
+    /// Serves a registered connection: a tunnel, or the inner app.
+    async fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+        key: ConnKey,
+        cancelled: CancellationToken,
+    ) -> Option<Stream> {
+        let tunnels = match &self.tunnels {
+            Some(tunnels) if !matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) => tunnels,
+            _ => return self.inner.process_new(stream, shutdown).await,
+        };
+        match sniff(stream).await {
+            Sniffed::Other(stream) => self.inner.process_new(stream, shutdown).await,
+            Sniffed::Connect { stream, head, rest } => {
+                tunnels.serve(stream, head, rest, key, cancelled).await;
+                None
+            }
+            Sniffed::BadConnect(stream, error) => {
+                tunnels.refuse_head(stream, error).await;
+                None
+            }
+            Sniffed::Closed => None,
+        }
+    }
 }
 
 #[async_trait]
@@ -44,7 +89,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Killable<A> {
         tokio::select! {
             biased;
             () = cancelled.cancelled() => None,
-            reused = self.inner.process_new(stream, shutdown) => {
+            reused = self.serve(stream, shutdown, key, cancelled.clone()) => {
                 if reused.is_some() {
                     // Keep-alive: the same connection comes back for its next
                     // request; keep its entry (and binding) so an idle

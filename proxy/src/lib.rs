@@ -9,6 +9,9 @@
 //!                                                  ▼
 //!                                      Killable<HttpProxy> drops the socket
 //! ```
+//!
+//! `CONNECT` requests on the same listeners are TCP flows ([`tunnel`]):
+//! checked the same way, registered in the same registry, then piped.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +31,7 @@ mod responses;
 pub mod server;
 mod snapshot_store;
 pub mod subscriber;
+pub mod tunnel;
 pub mod upgrade;
 
 pub use snapshot_store::{SnapshotStore, StoreError};

@@ -1,7 +1,8 @@
 //! The edge's Prometheus metrics: requests by route and decision, the
 //! latency of the authentication and authorisation step, live connections,
-//! kills by reason, snapshot sequence, lag and staleness, and the
-//! verified-token cache hit ratio.
+//! kills by reason, snapshot sequence, lag and staleness, the
+//! verified-token cache hit ratio, and TCP flows (opened or refused by
+//! route and outcome, closed, open now, bytes each way).
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
@@ -26,6 +27,14 @@ pub struct EdgeMetrics {
     pub snapshot_lag: IntGauge,
     /// Milliseconds since the last frame from the control plane.
     pub staleness_ms: IntGauge,
+    /// CONNECT requests by route and outcome (`allow`, `deny`, `login-required`, `no-route`, …).
+    pub tunnel_flows: IntCounterVec,
+    /// Flows closed, by route.
+    pub tunnel_flows_closed: IntCounterVec,
+    /// Bytes through flows by route and direction (`up`: client to upstream, `down`).
+    pub tunnel_bytes: IntCounterVec,
+    /// Flows open now.
+    pub tunnel_open_flows: IntGauge,
 }
 
 impl EdgeMetrics {
@@ -52,7 +61,21 @@ impl EdgeMetrics {
         let snapshot_lag = IntGauge::new("snapshot_lag", "changes not yet applied").expect("valid");
         let staleness_ms =
             IntGauge::new("snapshot_staleness_ms", "time since the last frame from the control plane").expect("valid");
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let tunnel_flows = IntCounterVec::new(
+            Opts::new("tunnel_flows_total", "CONNECT requests by route and outcome"),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
+        let tunnel_flows_closed =
+            IntCounterVec::new(Opts::new("tunnel_flows_closed_total", "TCP flows closed"), &["route"])
+                .expect("valid metric");
+        let tunnel_bytes = IntCounterVec::new(
+            Opts::new("tunnel_bytes_total", "bytes through TCP flows (up: client to upstream)"),
+            &["route", "direction"],
+        )
+        .expect("valid metric");
+        let tunnel_open_flows = IntGauge::new("tunnel_open_flows", "TCP flows open now").expect("valid");
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(requests.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(kills.clone()),
@@ -62,6 +85,10 @@ impl EdgeMetrics {
             Box::new(snapshot_seq.clone()),
             Box::new(snapshot_lag.clone()),
             Box::new(staleness_ms.clone()),
+            Box::new(tunnel_flows.clone()),
+            Box::new(tunnel_flows_closed.clone()),
+            Box::new(tunnel_bytes.clone()),
+            Box::new(tunnel_open_flows.clone()),
         ];
         for collector in collectors {
             registry.register(collector).expect("metrics register once");
@@ -77,6 +104,10 @@ impl EdgeMetrics {
             snapshot_seq,
             snapshot_lag,
             staleness_ms,
+            tunnel_flows,
+            tunnel_flows_closed,
+            tunnel_bytes,
+            tunnel_open_flows,
         }
     }
 

@@ -1,5 +1,5 @@
 //! Assembling the edge on pingora: the killable HTTP proxy service on the
-//! HTTP (and HTTPS) listeners, the snapshot subscriber as a background
+//! HTTP (and HTTPS) listeners (which also serves `CONNECT` tunnels), the snapshot subscriber as a background
 //! service, and a small status service for `/healthz`, `/readyz` and
 //! `/metrics`. `run` does not return: pingora owns the process and handles
 //! SIGTERM/SIGINT with a graceful shutdown.
@@ -22,6 +22,7 @@ use crate::authority_client::AuthorityClient;
 use crate::config::{EdgeConfig, StaleMode};
 use crate::credentials::{Credentials, ServiceTokens, SessionVerifier};
 use crate::killable::Killable;
+use crate::login::cli::CliCodes;
 use crate::login::state::StateSealer;
 use crate::login::{CookieSettings, LoginService};
 use crate::metrics::EdgeMetrics;
@@ -30,6 +31,7 @@ use crate::oidc::IdentityProvider;
 use crate::proxy::EdgeHttp;
 use crate::registry::ConnRegistry;
 use crate::subscriber::{ChannelConfig, Subscriber, SubscriberParts, SyncStatus};
+use crate::tunnel::TunnelService;
 use crate::SnapshotStore;
 
 /// Why the edge could not start.
@@ -149,9 +151,21 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         sessions,
         cookies: CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure },
         sealer: StateSealer::from_secret(&config.edge_secret),
+        cli_codes: CliCodes::from_secret(&config.edge_secret),
         replays: Default::default(),
         assertions: Arc::clone(&assertions),
         status: Arc::clone(&status),
+    });
+    let tunnels = Arc::new(TunnelService {
+        snapshots: Arc::clone(&snapshots),
+        registry: Arc::clone(&registry),
+        credentials: Arc::clone(&credentials),
+        cookie_name: config.cookie_name.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        status: Arc::clone(&status),
+        stale_deny,
+        activity: Arc::clone(&activity),
+        metrics: Arc::clone(&metrics),
     });
     let edge = EdgeHttp {
         snapshots: Arc::clone(&snapshots),
@@ -167,7 +181,8 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         metrics: Arc::clone(&metrics),
     };
     let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
-    let mut service = Service::new("portcullis edge".into(), Killable::new(proxy, Arc::clone(&registry)));
+    let killable = Killable::new(proxy, Arc::clone(&registry)).with_tunnels(tunnels);
+    let mut service = Service::new("portcullis edge".into(), killable);
     service.add_tcp(&config.listen.to_string());
     if let Some((address, cert, key)) = &config.https {
         let mut tls = TlsSettings::intermediate(cert, key)

@@ -158,10 +158,25 @@ impl ControlPlane {
     /// Starts it on the given admin and edge-channel ports (to restart one
     /// where its edges expect it); the error is its log.
     pub async fn start_on(database_url: &str, dir: &Path, listen: u16, edge_listen: u16) -> Result<Self, String> {
+        Self::start_on_with(database_url, dir, listen, edge_listen, &[]).await
+    }
+
+    /// Same, with extra `PORTCULLIS_*` settings (e.g. `("oidc_issuer", url)`).
+    pub async fn start_on_with(
+        database_url: &str,
+        dir: &Path,
+        listen: u16,
+        edge_listen: u16,
+        settings: &[(&str, String)],
+    ) -> Result<Self, String> {
         static RUN: AtomicUsize = AtomicUsize::new(0);
         let log = dir.join(format!("control-plane-{listen}-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
         let file = File::create(&log).expect("create log file");
-        let child = command()
+        let mut command = command();
+        for (key, value) in settings {
+            command.env(format!("PORTCULLIS_{}", key.to_ascii_uppercase()), value);
+        }
+        let child = command
             .arg("control-plane")
             .env("PORTCULLIS_DATABASE_URL", database_url)
             .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{listen}"))

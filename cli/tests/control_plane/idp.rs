@@ -80,6 +80,11 @@ impl Idp {
     /// the npm packages are missing (run `scripts/setup.sh`) or if it does
     /// not start.
     pub async fn start(dir: &Path, clients: Value) -> Idp {
+        Self::start_with(dir, clients, serde_json::json!({})).await
+    }
+
+    /// [`Idp::start`] with more configuration keys, e.g. `{"device_flow": false}`.
+    pub async fn start_with(dir: &Path, clients: Value, extra: Value) -> Idp {
         assert!(clients.is_array(), "Idp::start: clients must be a JSON array, got {clients}");
         let script_dir = provider_dir();
         assert!(
@@ -92,7 +97,11 @@ impl Idp {
         for attempt in 0..3 {
             let port = free_port();
             let config = dir.join(format!("idp-{port}.json"));
-            let text = serde_json::json!({ "port": port, "clients": clients }).to_string();
+            let mut settings = serde_json::json!({ "port": port, "clients": clients });
+            if let (Some(settings), Some(extra)) = (settings.as_object_mut(), extra.as_object()) {
+                settings.extend(extra.clone());
+            }
+            let text = settings.to_string();
             std::fs::write(&config, text).expect("write the IdP configuration");
             let log = dir.join(format!("idp-{port}.log"));
             let file = File::create(&log).expect("create the IdP log");
@@ -422,6 +431,45 @@ impl Browser {
             _ => panic!("browser: unexpected form at {}:\n{}", form.action, trail(hops)),
         })
         .await
+    }
+
+    /// Approves a device login (RFC 8628) as `user`: opens the
+    /// `verification_uri_complete` the device was given, confirms the code,
+    /// logs in and consents, and returns the page that says it succeeded.
+    pub async fn approve_device(&self, verification_uri_complete: &str, user: &str) -> String {
+        let mut hops: Vec<Hop> = Vec::new();
+        let (mut method, mut url, mut form) = (Method::GET, verification_uri_complete.to_owned(), None);
+        for _ in 0..MAX_STEPS {
+            let (hop, body) = self.send(method.clone(), &url, form.as_ref()).await;
+            let (status, location) = (hop.status, hop.location.clone());
+            hops.push(hop);
+            if let Some(location) = location.filter(|_| is_redirect(status)) {
+                (method, url, form) = (Method::GET, location, None);
+                continue;
+            }
+            let Some(found) = Form::parse(&body, &url) else {
+                assert_eq!(status, 200, "browser: device login failed at {url}:\n{}\n{body}", trail(&hops));
+                assert!(body.contains("Success"), "browser: not the success page:\n{}\n{body}", trail(&hops));
+                return body;
+            };
+            let mut fields = found.hidden.clone();
+            match fields.get("prompt").map(String::as_str) {
+                Some("login") => {
+                    fields.insert("login".into(), user.into());
+                    fields.insert("password".into(), "any password will do".into());
+                }
+                Some("consent") => {}
+                // The code passed on (an auto-submitted form), then confirmed.
+                _ => assert!(
+                    fields.contains_key("user_code") && fields.contains_key("xsrf"),
+                    "browser: unexpected form at {}:\n{}",
+                    found.action,
+                    trail(&hops)
+                ),
+            }
+            (method, url, form) = (Method::POST, found.action, Some(fields));
+        }
+        panic!("browser: more than {MAX_STEPS} steps approving a device login:\n{}", trail(&hops));
     }
 
     /// RP-initiated logout: GETs the IdP's end-session endpoint with

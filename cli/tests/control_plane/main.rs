@@ -2,7 +2,10 @@
 //! free ports over SQLite (a temp dir) and PostgreSQL (a fresh database per
 //! test), killed with SIGKILL and restarted, run as two replicas, started with
 //! bad configurations, and driven by the `portcullis` admin commands; plus a
-//! real OpenID provider (`idp`) and a scripted browser for the OIDC login tests.
+//! real OpenID provider (`idp`) and a scripted browser for the OIDC login tests;
+//! TCP flows through the edge (`tunnel*`) and real OpenSSH through
+//! `portcullis connect` (`ssh`, `sshd`);
+//! and the admin portal in a real headless Chromium (`portal*`, `webdriver`).
 
 mod admin_commands;
 mod config_errors;
@@ -15,7 +18,15 @@ mod edge_proxy;
 mod harness;
 mod idp;
 mod idp_smoke;
+mod portal;
+mod portal_policy;
+mod portal_sessions;
 mod postgres;
 mod quickstart;
 mod replicas;
+mod ssh;
+mod sshd;
+mod tunnel;
+mod tunnel_kit;
 mod upstream;
+mod webdriver;

@@ -3,7 +3,8 @@
 //
 //   node provider.mjs CONFIG.json
 //
-// CONFIG.json is `{ "port": N, "clients": [ ...oidc-provider client metadata... ] }`.
+// CONFIG.json is `{ "port": N, "clients": [ ...oidc-provider client metadata... ] }`,
+// optionally with `"device_flow": false` to leave the device flow out.
 // The issuer is `http://127.0.0.1:N`; discovery is at
 // `http://127.0.0.1:N/.well-known/openid-configuration`. Prints
 // `ready http://127.0.0.1:N` on standard output once listening and exits 0 on
@@ -18,6 +19,11 @@
 //   `preferred_username` and `groups` are put IN the ID token
 //   (conformIdTokenClaims: false), and every ID token carries `sid`.
 // - Authorization code flow with PKCE (S256) required.
+// - The device flow (RFC 8628; `device_authorization_endpoint` in discovery)
+//   unless the configuration says `"device_flow": false`. Clients that use it
+//   list `urn:ietf:params:oauth:grant-type:device_code` in `grant_types`.
+//   The verification page (`/device?user_code=…`) asks to confirm the code,
+//   then shows the usual login and consent forms.
 // - RP-initiated logout (end_session_endpoint) and back-channel logout; the
 //   logout token always carries `sid` (backchannel_logout_session_required
 //   defaults to true here).
@@ -101,7 +107,7 @@ function isResourceUrl(value) {
   }
 }
 
-const { port, clients } = readConfig();
+const { port, clients, device_flow: deviceFlow = true } = readConfig();
 const issuer = `http://${HOST}:${port}`;
 
 const provider = new Provider(issuer, {
@@ -161,6 +167,7 @@ const provider = new Provider(issuer, {
 
   features: {
     devInteractions: { enabled: true },
+    deviceFlow: { enabled: deviceFlow !== false },
     backchannelLogout: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     clientCredentials: { enabled: true },

@@ -1,5 +1,8 @@
 //! Admin API authentication: `Authorization: Bearer <token>`, looked up by
-//! the SHA-256 of the token (tokens are never stored), with scopes.
+//! the SHA-256 of the token (tokens are never stored), with scopes; or,
+//! without that header, the portal's session cookie, which for unsafe
+//! methods also needs the session's `X-CSRF-Token` (see
+//! [`crate::portal::session`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,6 +80,15 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            if let Some(session) = crate::portal::session::authenticate(app, &parts.headers).await? {
+                crate::portal::session::check_csrf(&parts.method, &parts.headers, &session.claims)?;
+                return Ok(Self {
+                    actor: Actor { name: session.claims.actor_name(), source_address: source_address(parts) },
+                    scopes: session.scopes,
+                });
+            }
+        }
         let unauthorized = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
         let value = parts
             .headers

@@ -2,6 +2,7 @@
 //! all use, plus `/healthz`, `/readyz`, `/metrics` and the OpenAPI document.
 
 pub mod auth;
+mod explain;
 mod keys;
 mod policy;
 mod sessions;
@@ -108,8 +109,8 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
     info(title = "Portcullis control plane", description = "Admin API: sessions, users, policy, tokens, audit, edges."),
     paths(
         sessions::list, sessions::get_one, sessions::terminate,
-        users::terminate, users::lock, users::unlock,
-        policy::get_current, policy::put, policy::validate, policy::history, policy::rollback,
+        users::terminate, users::lock_status, users::lock, users::unlock,
+        policy::get_current, policy::put, policy::validate, policy::history, policy::rollback, explain::explain,
         tokens::create_service, tokens::list_service, tokens::revoke_service,
         tokens::create_admin, tokens::list_admin, tokens::revoke_admin,
         trail::audit, trail::edges, keys::rotate,
@@ -138,12 +139,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/sessions/{id}", get(sessions::get_one))
         .route("/sessions/{id}/terminate", post(sessions::terminate))
         .route("/users/terminate", post(users::terminate))
-        .route("/users/lock", post(users::lock))
+        .route("/users/lock", get(users::lock_status).post(users::lock))
         .route("/users/unlock", post(users::unlock))
         .route("/policy", get(policy::get_current).put(policy::put))
         .route("/policy/validate", post(policy::validate))
         .route("/policy/history", get(policy::history))
         .route("/policy/rollback", post(policy::rollback))
+        .route("/policy/explain", post(explain::explain))
         .route("/service-tokens", post(tokens::create_service).get(tokens::list_service))
         .route("/service-tokens/{id}", delete(tokens::revoke_service))
         .route("/admin-tokens", post(tokens::create_admin).get(tokens::list_admin))
@@ -157,6 +159,7 @@ pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.max_body_bytes;
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::portal::router())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))

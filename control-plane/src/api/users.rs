@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::Json;
 use portcullis_policy::UserRef;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::{parse_time, reason, ApiJson, ApiQuery, WaitQuery};
@@ -107,6 +107,41 @@ pub async fn lock(
     let seq = app.store().lock_user(&user, reason, until_s, &caller.actor, now_ms()).await?;
     app.metrics.changes.with_label_values(&["user.lock"]).inc();
     answer(&app, &user, seq, 0, &wait, Instant::now()).await
+}
+
+/// Whose lock to look up.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LockQuery {
+    /// The user's email (give this or `sub`).
+    pub email: Option<String>,
+    /// The user's IdP subject.
+    pub sub: Option<String>,
+}
+
+/// Whether a user is locked now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LockStatus {
+    /// The user, as `email:…` or `sub:…`.
+    pub user: String,
+    /// A lock is in force.
+    pub locked: bool,
+    /// The lock's reason.
+    pub reason: Option<String>,
+}
+
+/// Whether the user is locked now.
+#[utoipa::path(get, path = "/api/v1/users/lock", params(LockQuery),
+    responses((status = 200, body = LockStatus), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn lock_status(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<LockQuery>,
+) -> Result<Json<LockStatus>, ApiError> {
+    caller.require("sessions:read")?;
+    let user = UserAction { email: query.email, sub: query.sub, reason: None, until: None }.user()?;
+    let reason = app.store().active_lock(std::slice::from_ref(&user), now_ms() / 1000).await?;
+    Ok(Json(LockStatus { user: user.to_string(), locked: reason.is_some(), reason }))
 }
 
 /// Lifts a lock.

@@ -1,6 +1,7 @@
 //! The edge channel, on its own listener: edges authenticate with the
 //! enrollment secret and their id, stream snapshots and deltas, report what
-//! they applied and closed, and ask the session authority for sessions.
+//! they applied and closed (with session activity, denials and TCP flows,
+//! which land in the audit log), and ask the session authority for sessions.
 
 mod service_tokens;
 mod sessions;
@@ -116,6 +117,46 @@ pub enum ActivityEvent {
         /// When (Unix ms).
         at_ms: i64,
     },
+    /// A TCP flow (CONNECT tunnel) opened.
+    FlowOpened {
+        /// The session, for session tokens.
+        session_id: Option<String>,
+        /// Email, or subject (empty for an anonymous flow).
+        user: String,
+        /// Route name.
+        route: String,
+        /// The CONNECT target, `host:port`.
+        target: String,
+        /// Client address.
+        source_address: String,
+        /// When (Unix ms).
+        at_ms: i64,
+    },
+    /// A TCP flow closed.
+    FlowClosed {
+        /// The session, for session tokens.
+        session_id: Option<String>,
+        /// Email, or subject (empty for an anonymous flow).
+        user: String,
+        /// Route name.
+        route: String,
+        /// The CONNECT target, `host:port`.
+        target: String,
+        /// Client address.
+        source_address: String,
+        /// Bytes from the client to the upstream.
+        bytes_up: u64,
+        /// Bytes from the upstream to the client.
+        bytes_down: u64,
+        /// When it opened (Unix ms).
+        opened_at_ms: i64,
+        /// How long it lasted.
+        duration_ms: i64,
+        /// `closed`, `error`, `access_ended` (closed by Portcullis) or `edge_shutdown`.
+        ended_by: String,
+        /// When (Unix ms).
+        at_ms: i64,
+    },
     /// A request was denied by policy.
     Denied {
         /// Email, or subject for identities without one.
@@ -184,6 +225,38 @@ async fn report(
                     .record_audit("session.address_changed", &format!("session:{session_id}"), &reason, &actor, at_ms)
                     .await?;
             }
+            ActivityEvent::FlowOpened { session_id, user, route, target, source_address, at_ms } => {
+                let actor = Actor { name: edge.actor.name.clone(), source_address };
+                let reason = format!("route `{route}` ({target}){}: flow opened", session_text(session_id.as_deref()));
+                app.store().record_audit("flow.open", &user_target(&user), &reason, &actor, at_ms).await?;
+            }
+            ActivityEvent::FlowClosed {
+                session_id,
+                user,
+                route,
+                target,
+                source_address,
+                bytes_up,
+                bytes_down,
+                opened_at_ms: _,
+                duration_ms,
+                ended_by,
+                at_ms,
+            } => {
+                let actor = Actor { name: edge.actor.name.clone(), source_address };
+                let how = match ended_by.as_str() {
+                    "access_ended" => "closed by Portcullis: access ended",
+                    "error" => "ended by a network error",
+                    "edge_shutdown" => "closed because the edge shut down",
+                    _ => "closed",
+                };
+                let reason = format!(
+                    "route `{route}` ({target}){}: flow {how} after {:.1} s; {bytes_up} bytes up, {bytes_down} bytes down",
+                    session_text(session_id.as_deref()),
+                    duration_ms as f64 / 1000.0,
+                );
+                app.store().record_audit("flow.close", &user_target(&user), &reason, &actor, at_ms).await?;
+            }
             ActivityEvent::Denied { user, session_id, route, reason, source_address, at_ms } => {
                 let actor = Actor { name: edge.actor.name.clone(), source_address };
                 let session = session_id.map(|s| format!(" (session {s})")).unwrap_or_default();
@@ -199,6 +272,20 @@ async fn report(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// ` (session ID)`, or nothing.
+fn session_text(session_id: Option<&str>) -> String {
+    session_id.map(|s| format!(" (session {s})")).unwrap_or_default()
+}
+
+/// The audit target of a flow's user.
+fn user_target(user: &str) -> String {
+    if user.is_empty() {
+        "user:anonymous".to_owned()
+    } else {
+        format!("user:{user}")
+    }
+}
+
 /// The edge listener's router.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.max_body_bytes;
@@ -206,6 +293,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/edge/v1/stream", get(stream::stream))
         .route("/edge/v1/report", post(report))
         .route("/edge/v1/sessions", post(sessions::create))
+        .route("/edge/v1/sessions/{id}", get(sessions::status))
         .route("/edge/v1/sessions/{id}/logout", post(sessions::logout))
         .route("/edge/v1/idp-logout", post(sessions::idp_logout))
         .route("/edge/v1/service-tokens/verify", post(service_tokens::verify))

@@ -1,6 +1,8 @@
 //! The session authority's edge-facing calls: create a session after an
-//! edge completed an OIDC login (enforcing the route's session limit), and
-//! end one when the user logs out.
+//! edge completed an OIDC login (enforcing the route's session limit), end
+//! one when the user logs out, and say whether a session is still active —
+//! and if not, why and by whom it was ended (what `portcullis connect`
+//! tells its user when its flow is closed).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +19,7 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::model::{now_ms, rfc3339};
 use crate::receipt::{receipt, Receipt};
-use crate::store::{NewSession, SessionLimit};
+use crate::store::{AuditFilter, NewSession, SessionLimit};
 
 /// A completed login.
 #[derive(Debug, Deserialize)]
@@ -109,6 +111,89 @@ pub async fn create(
         token,
         expires_at: rfc3339(created.record.expires_ms),
         replaced_sessions: created.replaced.into_iter().map(|(id, _)| id).collect(),
+    }))
+}
+
+/// A session's state, as an edge asks for it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// Session id.
+    pub id: String,
+    /// `active` or `ended`.
+    pub state: String,
+    /// Email.
+    pub email: String,
+    /// Expiry (RFC 3339).
+    pub expires_at: String,
+    /// When it ended (RFC 3339), if it has.
+    pub ended_at: Option<String>,
+    /// Why it ended (`expired` for an expired session).
+    pub end_reason: Option<String>,
+    /// Who ended it: `administrator`, `user` (logged out), `identity_provider`
+    /// (back-channel logout), `session_limit` (a newer login), `system`, or
+    /// `expired`.
+    pub ended_by: Option<String>,
+}
+
+/// Who ended a session, from the audit entry of the action that did.
+async fn ended_by(app: &App, id: &str, email: &str) -> Result<Option<String>, ApiError> {
+    let store = app.store();
+    let of_session = AuditFilter { target: Some(format!("session:{id}")), limit: 20, ..AuditFilter::default() };
+    let mut entry = store
+        .audit(&of_session)
+        .await?
+        .into_iter()
+        .find(|e| matches!(e.action.as_str(), "session.terminate" | "session.replace"));
+    if entry.is_none() {
+        let of_user = AuditFilter {
+            action: Some("user.terminate".into()),
+            target: Some(format!("email:{email}")),
+            limit: 1,
+            ..AuditFilter::default()
+        };
+        entry = store.audit(&of_user).await?.into_iter().next();
+    }
+    Ok(entry.map(|e| {
+        let by = if e.action == "session.replace" {
+            "session_limit"
+        } else if e.actor == "system" {
+            "system"
+        } else if e.actor.starts_with("edge:") {
+            if e.reason.contains("identity provider") {
+                "identity_provider"
+            } else {
+                "user"
+            }
+        } else {
+            "administrator"
+        };
+        by.to_owned()
+    }))
+}
+
+/// Whether a session is active; if not, when, why and by whom it ended.
+pub async fn status(
+    State(app): State<Arc<App>>,
+    _edge: EdgeCaller,
+    Path(id): Path<String>,
+) -> JsonAnswer<SessionStatus> {
+    let record = app.store().get_session(&id).await?.ok_or_else(|| ApiError::not_found("no such session"))?;
+    let now = now_ms();
+    let (state, ended_by) = match record.ended_ms {
+        Some(_) => ("ended", ended_by(&app, &record.id, &record.email).await?),
+        None if !record.is_active(now) => ("ended", Some("expired".to_owned())),
+        None => ("active", None),
+    };
+    let end_reason =
+        record.end_reason.clone().or_else(|| (ended_by.as_deref() == Some("expired")).then(|| "expired".to_owned()));
+    Ok(Json(SessionStatus {
+        id: record.id,
+        state: state.to_owned(),
+        email: record.email,
+        expires_at: rfc3339(record.expires_ms),
+        ended_at: record.ended_ms.map(rfc3339),
+        end_reason,
+        ended_by,
     }))
 }
 

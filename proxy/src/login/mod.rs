@@ -7,10 +7,20 @@
 //! | `logout` | ends the session at the control plane, clears the cookie, continues to the IdP's end-session endpoint |
 //! | `backchannel-logout` | OIDC Back-Channel Logout receiver: ends the sessions of the IdP session |
 //! | `jwks.json` | the public key of the identity assertions upstreams receive |
+//! | `session` | is this session token still good, and if not why (`portcullis connect`) |
+//! | `device/start`, `device/poll` | the device flow for `portcullis connect`, the edge being the OIDC client |
+//! | `cli-login`, `cli-login/token` | browser login for `portcullis connect` through a loopback redirect |
 //!
-//! Redirects after login go only to same-origin paths.
+//! Redirects after login go only to same-origin paths (and, for the CLI
+//! login, to the CLI's port on 127.0.0.1).
 
+pub mod cli;
+mod device;
+mod id_token;
+pub mod session_status;
 pub mod state;
+
+use id_token::{CallbackError, LoggedInUser};
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -27,16 +37,18 @@ use portcullis_policy::{evaluate, CredentialKind, Facts, Snapshot, Target};
 use serde_json::Value;
 
 use crate::assertion::AssertionSigner;
-use crate::authority_client::{AuthorityClient, AuthorityError, IdpLogout, NewLogin};
+use crate::authority_client::{AuthorityClient, AuthorityError, CreatedSession, IdpLogout, NewLogin};
 use crate::credentials::{cookie, SessionVerifier};
 use crate::oidc::logout_token::{self, LogoutTokenError, ReplayGuard};
-use crate::oidc::{jwt_payload, string_list, IdentityProvider};
+use crate::oidc::{jwt_payload, IdentityProvider};
 use crate::responses::respond;
 use crate::subscriber::SyncStatus;
 use state::{LoginState, StateSealer, LOGIN_TTL_S};
 
 /// Largest back-channel logout request body.
 const MAX_LOGOUT_BODY: usize = 64 * 1024;
+/// Largest JSON body of the CLI login calls.
+const MAX_JSON_BODY: usize = 16 * 1024;
 
 /// Cookie settings.
 #[derive(Debug, Clone)]
@@ -86,6 +98,8 @@ pub struct LoginService {
     pub assertions: Arc<AssertionSigner>,
     /// Whether the control plane is reachable.
     pub status: Arc<SyncStatus>,
+    /// Codes that carry a session token back to `portcullis connect`.
+    pub cli_codes: cli::CliCodes,
 }
 
 /// A same-origin path to return to, or `/`.
@@ -124,6 +138,30 @@ async fn redirect(session: &mut Session, location: &str, cookies: &[String]) -> 
     Ok(true)
 }
 
+/// The TCP route named `target`, for a `portcullis connect` login.
+fn tcp_route(snapshot: &Snapshot, target: &str, now: i64) -> Option<String> {
+    let facts = Facts {
+        target: Target::Tcp { name: &target.to_ascii_lowercase() },
+        source_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+        now,
+        identity: None,
+    };
+    evaluate(snapshot, &facts).route.map(|r| r.name().to_owned())
+}
+
+/// A JSON request body of at most [`MAX_JSON_BODY`] bytes; `None` when it
+/// is too large or not the expected JSON.
+async fn read_json<T: serde::de::DeserializeOwned>(session: &mut Session) -> pingora_core::Result<Option<T>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_JSON_BODY {
+            return Ok(None);
+        }
+    }
+    Ok(serde_json::from_slice(&body).ok())
+}
+
 async fn answer(session: &mut Session, status: u16, content_type: &str, body: String) -> pingora_core::Result<bool> {
     let mut header = ResponseHeader::build(status, Some(3))?;
     header.insert_header("content-type", content_type)?;
@@ -154,8 +192,15 @@ impl LoginService {
             ("/.portcullis/callback", "GET") => self.callback(session, snapshot, &info, &query).await,
             ("/.portcullis/logout", "GET" | "POST") => self.logout(session, snapshot, &info).await,
             ("/.portcullis/backchannel-logout", "POST") => self.backchannel_logout(session, &info).await,
+            ("/.portcullis/session", "GET") => self.session_status(session, snapshot, &info, &query).await,
+            ("/.portcullis/device/start", "POST") => self.device_start(session, snapshot, &info).await,
+            ("/.portcullis/device/poll", "POST") => self.device_poll(session, &info).await,
+            ("/.portcullis/cli-login", "GET") => self.cli_login(session, snapshot, &info, &query).await,
+            ("/.portcullis/cli-login/token", "POST") => self.cli_token(session, &info).await,
             ("/.portcullis/login" | "/.portcullis/callback" | "/.portcullis/jwks.json", _)
-            | ("/.portcullis/logout" | "/.portcullis/backchannel-logout", _) => {
+            | ("/.portcullis/logout" | "/.portcullis/backchannel-logout" | "/.portcullis/session", _)
+            | ("/.portcullis/device/start" | "/.portcullis/device/poll", _)
+            | ("/.portcullis/cli-login" | "/.portcullis/cli-login/token", _) => {
                 respond(
                     session,
                     405,
@@ -214,6 +259,19 @@ impl LoginService {
             respond(session, 404, "no_route", "Not found", message, &[]).await?;
             return Ok(true);
         }
+        self.start_login(session, provider, info, return_to, None).await
+    }
+
+    /// Redirects to the IdP's authorization endpoint, with the login state
+    /// in a cookie for the callback.
+    async fn start_login(
+        &self,
+        session: &mut Session,
+        provider: &IdentityProvider,
+        info: &RequestInfo<'_>,
+        return_to: String,
+        cli: Option<state::CliLogin>,
+    ) -> pingora_core::Result<bool> {
         if !self.status.connected.load(std::sync::atomic::Ordering::Relaxed) {
             let message = "Logging in is temporarily unavailable because this edge cannot reach the Portcullis \
                            control plane. If you are already logged in, your session keeps working. Try again in a \
@@ -252,6 +310,7 @@ impl LoginService {
             host: info.host.to_owned(),
             return_to,
             expires_at: info.now + LOGIN_TTL_S,
+            cli,
         };
         let Some(name) = state::cookie_name(&self.cookies.name, state.secret()) else {
             return Self::unavailable(session, "Could not start the login.").await;
@@ -316,10 +375,32 @@ impl LoginService {
                 return Ok(true);
             }
         };
+        if let Some(cli) = &login.cli {
+            return self.finish_cli_login(session, provider, &user, cli, info, clear_state).await;
+        }
         let Some(route) = Self::route_name(snapshot, info.host, &login.return_to, info.now) else {
             respond(session, 404, "no_route", "Not found", "No application is served at this address.", &[]).await?;
             return Ok(true);
         };
+        let Some(created) = self.new_session(session, provider, &user, &route, &info.client_ip).await? else {
+            return Ok(true);
+        };
+        let exp = jwt_payload(&created.token).and_then(|c| c.get("exp").and_then(Value::as_i64)).unwrap_or(info.now);
+        let session_cookie = self.cookies.set(&self.cookies.name, &created.token, "/", (exp - info.now).max(0));
+        tracing::info!(session = %created.session_id, route = %route, "login completed");
+        redirect(session, &login.return_to, &[session_cookie, clear_state]).await
+    }
+
+    /// Asks the control plane for a session for `user` on `route`; answers
+    /// the refusal itself (and returns `None`) when there is none.
+    async fn new_session(
+        &self,
+        session: &mut Session,
+        provider: &IdentityProvider,
+        user: &LoggedInUser,
+        route: &str,
+        client_ip: &str,
+    ) -> pingora_core::Result<Option<CreatedSession>> {
         let user_agent = session
             .req_header()
             .headers
@@ -334,28 +415,25 @@ impl LoginService {
             idp_issuer: &provider.settings.issuer,
             idp_session_id: user.idp_session.as_deref(),
             auth_time: user.auth_time,
-            route: &route,
-            source_address: &info.client_ip,
+            route,
+            source_address: client_ip,
             user_agent: &user_agent,
         };
-        let created = match self.authority.create_session(&new).await {
-            Ok(created) => created,
+        match self.authority.create_session(&new).await {
+            Ok(created) => Ok(Some(created)),
             Err(AuthorityError::Unavailable(error)) => {
                 tracing::warn!(%error, "login failed: control plane unavailable");
                 let message = "Logging in is temporarily unavailable because the Portcullis control plane cannot be \
                                reached. Try again in a moment.";
-                return Self::unavailable(session, message).await;
+                Self::unavailable(session, message).await?;
+                Ok(None)
             }
             Err(AuthorityError::Refused { status, code, message }) => {
                 let title = if code == "user_locked" { "Account locked" } else { "Login refused" };
                 respond(session, status, &code, title, &message, &[]).await?;
-                return Ok(true);
+                Ok(None)
             }
-        };
-        let exp = jwt_payload(&created.token).and_then(|c| c.get("exp").and_then(Value::as_i64)).unwrap_or(info.now);
-        let session_cookie = self.cookies.set(&self.cookies.name, &created.token, "/", (exp - info.now).max(0));
-        tracing::info!(session = %created.session_id, route = %route, "login completed");
-        redirect(session, &login.return_to, &[session_cookie, clear_state]).await
+        }
     }
 
     async fn exchange(
@@ -369,15 +447,12 @@ impl LoginService {
         let discovered = provider.discovered().await.map_err(|e| CallbackError::Unavailable(e.to_string()))?;
         let redirect_url = RedirectUrl::new(format!("{}://{}/.portcullis/callback", info.scheme, info.authority))
             .map_err(|_| CallbackError::Refused("bad host".into()))?;
-        let mut keys = provider.keys().await.map_err(|e| CallbackError::Unavailable(e.to_string()))?;
-        let client = |keys: &crate::oidc::KeySet| {
-            CoreClient::from_provider_metadata(
-                discovered.metadata.clone().set_jwks(keys.for_id_tokens.clone()),
-                ClientId::new(settings.client_id.clone()),
-                settings.client_secret.clone().map(ClientSecret::new),
-            )
-        };
-        let response = client(&keys)
+        let client = CoreClient::from_provider_metadata(
+            discovered.metadata.clone(),
+            ClientId::new(settings.client_id.clone()),
+            settings.client_secret.clone().map(ClientSecret::new),
+        );
+        let response = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| CallbackError::Refused(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(login.verifier.clone()))
@@ -392,39 +467,7 @@ impl LoginService {
             })?;
         let id_token = response.id_token().ok_or_else(|| CallbackError::Refused("no ID token".into()))?;
         let nonce = Nonce::new(login.nonce.clone());
-        let allowed: Vec<CoreJwsSigningAlgorithm> =
-            settings.algorithms.iter().filter_map(|a| to_core_alg(*a)).collect();
-        let mut verified = {
-            let client = client(&keys);
-            let verifier = client.id_token_verifier().set_allowed_algs(allowed.clone());
-            id_token.claims(&verifier, &nonce).map(|c| c.subject().to_string()).map_err(|e| e.to_string())
-        };
-        if verified.is_err() {
-            // The IdP may have rotated its keys since we fetched them.
-            keys = provider.refresh_keys().await.map_err(|e| CallbackError::Unavailable(e.to_string()))?;
-            let client = client(&keys);
-            let verifier = client.id_token_verifier().set_allowed_algs(allowed);
-            verified = id_token.claims(&verifier, &nonce).map(|c| c.subject().to_string()).map_err(|e| e.to_string());
-        }
-        let subject = verified.map_err(|e| CallbackError::Refused(format!("the ID token is invalid: {e}")))?;
-        // The signature is verified: read the claims openidconnect does not model.
-        let claims =
-            jwt_payload(&id_token.to_string()).ok_or_else(|| CallbackError::Refused("unreadable ID token".into()))?;
-        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-        let email = text("email").filter(|e| e.contains('@')).ok_or_else(|| {
-            CallbackError::Refused("the identity provider did not say who you are (no email in the ID token)".into())
-        })?;
-        if claims.get("email_verified").and_then(Value::as_bool) == Some(false) {
-            return Err(CallbackError::Refused("your email address is not verified at the identity provider".into()));
-        }
-        let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(info.now);
-        Ok(LoggedInUser {
-            subject,
-            email,
-            groups: string_list(claims.get(&settings.groups_claim)),
-            idp_session: text("sid"),
-            auth_time: claims.get("auth_time").and_then(Value::as_i64).unwrap_or(iat),
-        })
+        id_token::verify(provider, &discovered, id_token, Some(&nonce), info.now).await
     }
 
     async fn logout(
@@ -524,19 +567,6 @@ impl LoginService {
             }
         }
     }
-}
-
-struct LoggedInUser {
-    subject: String,
-    email: String,
-    groups: Vec<String>,
-    idp_session: Option<String>,
-    auth_time: i64,
-}
-
-enum CallbackError {
-    Unavailable(String),
-    Refused(String),
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -27,6 +28,22 @@ pub struct LoginState {
     pub return_to: String,
     /// Unix seconds after which the login is refused.
     pub expires_at: i64,
+    /// Set when `portcullis connect` started the login: where the session
+    /// goes instead of a cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli: Option<CliLogin>,
+}
+
+/// A login for `portcullis connect` (browser through a loopback redirect).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliLogin {
+    /// The CLI's loopback port on 127.0.0.1.
+    pub port: u16,
+    /// `BASE64URL(SHA-256(verifier))`; only the holder of the verifier can
+    /// redeem the code the browser carries back.
+    pub challenge: String,
+    /// The TCP route the session is for.
+    pub route: String,
 }
 
 /// Why a login-state cookie was refused.
@@ -67,20 +84,30 @@ impl StateSealer {
         mac
     }
 
+    /// `value` as JSON with an HMAC bound to `context` (readable, not forgeable).
+    pub fn seal_json<T: Serialize>(&self, context: &str, value: &T) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap_or_default());
+        let tag = URL_SAFE_NO_PAD.encode(self.mac(context, &payload).finalize().into_bytes());
+        format!("{payload}.{tag}")
+    }
+
+    /// What [`Self::seal_json`] sealed for `context`.
+    pub fn open_json<T: DeserializeOwned>(&self, context: &str, sealed: &str) -> Result<T, StateError> {
+        let (payload, tag) = sealed.split_once('.').ok_or(StateError::Unknown)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| StateError::Unknown)?;
+        self.mac(context, payload).verify_slice(&tag).map_err(|_| StateError::Unknown)?;
+        let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| StateError::Unknown)?;
+        serde_json::from_slice(&bytes).map_err(|_| StateError::Unknown)
+    }
+
     /// The cookie value for the login `state`.
     pub fn seal(&self, state: &str, login: &LoginState) -> String {
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(login).unwrap_or_default());
-        let tag = URL_SAFE_NO_PAD.encode(self.mac(state, &payload).finalize().into_bytes());
-        format!("{payload}.{tag}")
+        self.seal_json(state, login)
     }
 
     /// The login behind `state`, if `value` was sealed for it, is fresh and is for `host`.
     pub fn open(&self, state: &str, value: &str, host: &str, now: i64) -> Result<LoginState, StateError> {
-        let (payload, tag) = value.split_once('.').ok_or(StateError::Unknown)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| StateError::Unknown)?;
-        self.mac(state, payload).verify_slice(&tag).map_err(|_| StateError::Unknown)?;
-        let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| StateError::Unknown)?;
-        let login: LoginState = serde_json::from_slice(&bytes).map_err(|_| StateError::Unknown)?;
+        let login: LoginState = self.open_json(state, value)?;
         if login.expires_at <= now {
             return Err(StateError::Expired);
         }
@@ -110,6 +137,7 @@ mod tests {
             host: "app.example".into(),
             return_to: "/docs?page=2".into(),
             expires_at: 1_000,
+            cli: None,
         }
     }
 

@@ -2,8 +2,8 @@
 //! the edge starts must not stop the edge), with its JWKS refetched when a
 //! token names a key the edge does not know, at most once per
 //! [`KEY_REFETCH_INTERVAL`] so forged `kid`s cannot make the edge hammer
-//! the IdP. Used by browser login, IdP-issued bearer tokens and
-//! back-channel logout.
+//! the IdP. Used by browser login, the CLI's device flow, IdP-issued bearer
+//! tokens and back-channel logout.
 
 pub mod access_token;
 pub mod keys;
@@ -62,8 +62,9 @@ pub enum ProviderError {
 
 /// Discovery fields `openidconnect`'s core metadata does not carry.
 #[derive(Debug, Deserialize)]
-struct LogoutMetadata {
+struct ExtraMetadata {
     end_session_endpoint: Option<String>,
+    device_authorization_endpoint: Option<String>,
 }
 
 /// What discovery found.
@@ -72,6 +73,8 @@ pub struct Discovered {
     pub metadata: CoreProviderMetadata,
     /// RP-initiated logout endpoint, if the IdP has one.
     pub end_session_endpoint: Option<String>,
+    /// Device authorization endpoint (RFC 8628), if the IdP offers the device flow.
+    pub device_authorization_endpoint: Option<String>,
 }
 
 /// The configured IdP, discovered on first use.
@@ -145,11 +148,15 @@ impl IdentityProvider {
         if metadata.issuer().as_str().trim_end_matches('/') != issuer {
             return Err(bad(format!("the document names issuer `{}`", metadata.issuer().as_str())));
         }
-        let logout: LogoutMetadata = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        let extra: ExtraMetadata = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
         let keys = KeySet::parse(&self.fetch_json(metadata.jwks_uri().as_str()).await?).map_err(bad)?;
         self.keys.store(Some(Arc::new(keys)));
         *self.last_key_fetch.lock().await = Some(Instant::now());
-        let found = Arc::new(Discovered { metadata, end_session_endpoint: logout.end_session_endpoint });
+        let found = Arc::new(Discovered {
+            metadata,
+            end_session_endpoint: extra.end_session_endpoint,
+            device_authorization_endpoint: extra.device_authorization_endpoint,
+        });
         self.discovered.store(Some(Arc::clone(&found)));
         tracing::info!(issuer, "identity provider discovered");
         Ok(found)
