@@ -43,11 +43,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("oidc_issuer", "OpenID provider admins log in to the portal with (discovery at <issuer>/.well-known/openid-configuration); unset: portal login with an admin API token only"),
     ("oidc_client_id", "the portal's client id at the OpenID provider (required with oidc_issuer)"),
     ("oidc_client_secret", "the portal's client secret (confidential client), if any"),
-    ("oidc_scopes", "scopes the portal asks for at login (default [\"openid\", \"email\", \"profile\"]; add the one that releases groups, e.g. \"groups\")"),
+    ("oidc_scopes", "scopes the portal asks for at login; add the one that releases groups, e.g. \"groups\" (default [\"openid\", \"email\", \"profile\"])"),
     ("oidc_groups_claim", "the ID-token claim that carries groups (default groups)"),
     ("portal_admin_group", "members of this group may use the portal after an OIDC login; others get 403 (default admins)"),
     ("portal_cookie_secure", "mark portal cookies Secure (default true); false only for plain-HTTP development"),
-    ("portal_session_lifetime_s", "how long a portal login lasts, seconds (default 28800, at most 86400)"),
+    ("portal_session_lifetime_s", "how long a portal login lasts, seconds, at most 86400 (default 28800)"),
 ];
 
 /// The file as written; every key optional.

@@ -22,6 +22,9 @@ fn exported() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
     edge.requests.with_label_values(&["demo", "allow"]).inc();
     edge.kills.with_label_values(&["session_terminated"]).inc();
     edge.decision_seconds.observe(1e-5);
+    edge.tunnel_flows.with_label_values(&["ssh", "allowed"]).inc();
+    edge.tunnel_flows_closed.with_label_values(&["ssh"]).inc();
+    edge.tunnel_bytes.with_label_values(&["ssh", "up"]).inc();
     let plane = portcullis_control_plane::metrics::Metrics::new();
     plane.requests.with_label_values(&["/healthz", "200"]).inc();
     plane.changes.with_label_values(&["session.terminate"]).inc();
