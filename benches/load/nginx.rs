@@ -1,0 +1,94 @@
+//! nginx instances for the edge-vs-nginx harness, each with its own prefix
+//! and config in the harness's temp dir, on a free loopback port, in the
+//! foreground (`daemon off`): the upstream (`return 200 "hello\n"`) and the
+//! plain reverse proxy in front of it. Both have no access log and allow a
+//! practically unlimited number of requests per keep-alive connection (the
+//! default of 1,000 would make wrk reconnect); the proxy keeps idle
+//! connections to the upstream (`keepalive`, HTTP/1.1), as the edge does.
+//! Stopped with SIGTERM (nginx's fast shutdown, which also stops its
+//! workers) on drop.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::processes::{self, WorkDir};
+
+/// The nginx binary: on `PATH`, or Debian's `/usr/sbin/nginx`.
+pub fn binary() -> Result<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|p| p.join("nginx")).find(|p| p.is_file()))
+        .unwrap_or_default();
+    match on_path.or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file())) {
+        Some(path) => Ok(path),
+        None => bail!("nginx is not installed (run scripts/bench-setup.sh)"),
+    }
+}
+
+/// A running nginx (master and workers).
+pub struct Nginx {
+    process: processes::Process,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+const COMMON: &str = "daemon off;\nerror_log error.log warn;\npid nginx.pid;\n\
+events { worker_connections 4096; }\n";
+const HTTP_COMMON: &str = "access_log off;\nkeepalive_requests 10000000;\nkeepalive_timeout 75s;\n";
+
+impl Nginx {
+    /// The upstream: answers every request with `200 hello\n`.
+    pub fn start_upstream(binary: &std::path::Path, dir: &WorkDir, workers: usize) -> Result<Self> {
+        let port = processes::free_port()?;
+        let config = format!(
+            "worker_processes {workers};\n{COMMON}http {{\n{HTTP_COMMON}\
+             server {{ listen 127.0.0.1:{port}; default_type text/plain; location / {{ return 200 \"hello\\n\"; }} }}\n}}\n"
+        );
+        Self::start(binary, dir, "nginx-upstream", &config, port)
+    }
+
+    /// The plain reverse proxy to `upstream`, with `workers` worker processes.
+    pub fn start_proxy(binary: &std::path::Path, dir: &WorkDir, workers: usize, upstream: u16) -> Result<Self> {
+        let port = processes::free_port()?;
+        let config = format!(
+            "worker_processes {workers};\n{COMMON}http {{\n{HTTP_COMMON}\
+             upstream app {{ server 127.0.0.1:{upstream}; keepalive 256; keepalive_requests 10000000; }}\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://app; \
+             proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n"
+        );
+        Self::start(binary, dir, "nginx-proxy", &config, port)
+    }
+
+    fn start(binary: &std::path::Path, dir: &WorkDir, name: &str, config: &str, port: u16) -> Result<Self> {
+        let prefix = dir.path().join(name);
+        std::fs::create_dir_all(&prefix).with_context(|| format!("create {}", prefix.display()))?;
+        let config_path = prefix.join("nginx.conf");
+        std::fs::write(&config_path, config)?;
+        let mut command = Command::new(binary);
+        command.arg("-p").arg(&prefix).arg("-c").arg(&config_path).arg("-e").arg(prefix.join("error.log"));
+        let mut process = processes::Process::spawn(command, name, dir.path().join(format!("{name}.log")))?;
+        process.wait_listening(port)?;
+        Ok(Self { process, port })
+    }
+
+    /// The master and its workers (whose CPU time is the proxy's).
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.process.pid();
+        let mut pids = processes::children(master);
+        pids.push(master);
+        pids
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGKILL (the Process's own drop) would orphan the workers.
+        let _ = Command::new("kill").arg("-TERM").arg(self.process.pid().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.process.check_alive().is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
