@@ -7,7 +7,8 @@
 //! per session and address, and at most every few seconds per user, route
 //! and reason), and land in the audit log. TCP flows are reported when they
 //! open and when they close (identity, route, source, bytes each way,
-//! duration); the control plane writes both to the audit log.
+//! duration), tallied per session, route and source between two reports
+//! (`tunnel::tally`); the control plane writes them to the audit log.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,9 +29,10 @@ const FORGET_AFTER_MS: i64 = 3_600_000;
 const DENIAL_EVERY_MS: i64 = 10_000;
 /// Most remembered (session, address) pairs and denial keys.
 const MAX_REMEMBERED: usize = 100_000;
-/// Flow events kept while the control plane cannot be reached; beyond this
-/// they are dropped (and counted) rather than grow without bound.
-const MAX_PENDING_FLOW_EVENTS: usize = 200_000;
+/// Most events in one report, which keeps a report (a few hundred bytes per
+/// event) well under the control plane's default 1 MiB body limit; more are
+/// sent in the reports that follow at once.
+const MAX_EVENTS_PER_REPORT: usize = 2_000;
 
 /// A TCP flow, as reported.
 #[derive(Debug, Clone)]
@@ -56,13 +58,15 @@ pub struct ActivityLog {
     hasher: foldhash::fast::RandomState,
     pending: Mutex<Vec<Value>>,
     reported_connections: Mutex<HashMap<SessionId, i64>>,
-    dropped_flow_events: std::sync::atomic::AtomicU64,
+    flows: crate::tunnel::tally::FlowTallies,
 }
 
 /// What one report carries, committed only once the report is accepted.
 pub struct ActivityBatch {
     /// Events to send.
     pub events: Vec<Value>,
+    /// More events wait for the next report.
+    pub more: bool,
     counts: HashMap<SessionId, i64>,
 }
 
@@ -116,44 +120,41 @@ impl ActivityLog {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(event);
     }
 
-    /// Records that a flow opened at `now_ms`.
+    /// Records that a flow opened at `now_ms` (tallied until the next report).
     pub fn flow_opened(&self, flow: &FlowFacts, now_ms: i64) {
-        let event = json!({"kind": "flow_opened", "session_id": flow.session.map(|s| s.to_string()),
-            "user": flow.user, "route": flow.route, "target": flow.target,
-            "source_address": flow.source.to_string(), "at_ms": now_ms});
-        self.push_flow_event(event);
+        self.flows.opened(flow, now_ms);
     }
 
     /// Records that a flow opened at `opened_ms` closed at `now_ms` after
     /// `up` bytes from the client and `down` bytes to it; `ended_by` says how.
-    pub fn flow_closed(&self, flow: &FlowFacts, up: u64, down: u64, opened_ms: i64, now_ms: i64, ended_by: &str) {
-        let event = json!({"kind": "flow_closed", "session_id": flow.session.map(|s| s.to_string()),
-            "user": flow.user, "route": flow.route, "target": flow.target,
-            "source_address": flow.source.to_string(), "bytes_up": up, "bytes_down": down,
-            "opened_at_ms": opened_ms, "duration_ms": (now_ms - opened_ms).max(0), "ended_by": ended_by,
-            "at_ms": now_ms});
-        self.push_flow_event(event);
+    pub fn flow_closed(
+        &self,
+        flow: &FlowFacts,
+        up: u64,
+        down: u64,
+        opened_ms: i64,
+        now_ms: i64,
+        ended_by: &'static str,
+    ) {
+        self.flows.closed(flow, up, down, opened_ms, now_ms, ended_by);
     }
 
-    fn push_flow_event(&self, event: Value) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.len() >= MAX_PENDING_FLOW_EVENTS {
-            self.dropped_flow_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            pending.push(event);
-        }
-    }
-
-    /// Flow events dropped because too many were waiting for the control plane.
+    /// Flow events dropped because too many distinct ones piled up between reports.
     pub fn dropped_flow_events(&self) -> u64 {
-        self.dropped_flow_events.load(std::sync::atomic::Ordering::Relaxed)
+        self.flows.dropped()
     }
 
     /// The events for the next report: sightings, and connection-count
     /// changes since the last committed report.
     pub fn batch(&self, registry: &ConnRegistry, now_ms: i64) -> ActivityBatch {
         self.last_seen.retain(|_, at| now_ms - *at < FORGET_AFTER_MS);
-        let mut events = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let flows = self.flows.take_events();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.extend(flows);
+        let take = pending.len().min(MAX_EVENTS_PER_REPORT);
+        let mut events: Vec<Value> = pending.drain(..take).collect();
+        let more = !pending.is_empty();
+        drop(pending);
         let counts = registry.connections_per_session();
         let reported = self.reported_connections.lock().unwrap_or_else(|e| e.into_inner());
         for session in counts.keys().chain(reported.keys().filter(|s| !counts.contains_key(s))) {
@@ -162,7 +163,7 @@ impl ActivityLog {
                 events.push(json!({"kind": "connections", "session_id": session.to_string(), "delta": delta}));
             }
         }
-        ActivityBatch { events, counts }
+        ActivityBatch { events, more, counts }
     }
 
     /// The report was accepted: its counts are now the baseline.
@@ -173,8 +174,9 @@ impl ActivityLog {
     /// The report failed: keep its events (not the counts, which are
     /// recomputed) for the next one.
     pub fn restore(&self, batch: ActivityBatch) {
-        let sightings = batch.events.into_iter().filter(|e| e["kind"] != "connections");
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(sightings);
+        let sightings: Vec<Value> = batch.events.into_iter().filter(|e| e["kind"] != "connections").collect();
+        // Back in front, so events keep their order.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).splice(0..0, sightings);
     }
 }
 
@@ -226,7 +228,34 @@ mod tests {
         log.flow_opened(&flow, 1_000);
         log.flow_closed(&flow, 10, 20, 1_000, 4_500, "closed");
         let events = log.batch(&ConnRegistry::new(), 5_000).events;
-        assert_eq!(events[0]["kind"], "flow_opened");
+        assert_eq!((events[0]["kind"].as_str(), events[0]["flows"].as_u64()), (Some("flow_opened"), Some(1)));
         assert_eq!((events[1]["bytes_up"].as_u64(), events[1]["duration_ms"].as_i64()), (Some(10), Some(3_500)));
+    }
+
+    #[test]
+    fn a_burst_of_events_goes_out_in_reports_of_bounded_size() {
+        let log = ActivityLog::default();
+        let flow = FlowFacts {
+            session: None,
+            user: "ci@corp.example".into(),
+            route: "db".into(),
+            target: "db.internal:5432".into(),
+            source: IpAddr::from([127, 0, 0, 1]),
+        };
+        for at in 0..(MAX_EVENTS_PER_REPORT as i64 + 10) {
+            // Distinct sources: distinct events.
+            let flow = FlowFacts { source: IpAddr::from((at as u32).to_be_bytes()), ..flow.clone() };
+            log.flow_opened(&flow, at);
+        }
+        let registry = ConnRegistry::new();
+        let first = log.batch(&registry, 0);
+        assert_eq!((first.events.len(), first.more), (MAX_EVENTS_PER_REPORT, true));
+        assert!(serde_json::to_vec(&first.events).unwrap().len() < 1024 * 1024, "under the body limit");
+        log.restore(first);
+        let again = log.batch(&registry, 0);
+        assert_eq!(again.events[0]["at_ms"], 0, "a failed report's events go first again");
+        log.commit(again);
+        let rest = log.batch(&registry, 0);
+        assert_eq!((rest.events.len(), rest.more), (10, false));
     }
 }

@@ -244,7 +244,13 @@ impl Subscriber {
             });
             let sent = self.request(self.client.post(&url)).json(&body).send().await;
             match sent {
-                Ok(response) if response.status().is_success() => self.activity.commit(activity),
+                Ok(response) if response.status().is_success() => {
+                    if activity.more {
+                        // A burst (many short flows): send the rest now.
+                        self.wake_reporter.notify_one();
+                    }
+                    self.activity.commit(activity);
+                }
                 Ok(response) => {
                     tracing::warn!(status = %response.status(), "report refused");
                     self.activity.restore(activity);

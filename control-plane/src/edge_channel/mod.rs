@@ -117,7 +117,8 @@ pub enum ActivityEvent {
         /// When (Unix ms).
         at_ms: i64,
     },
-    /// A TCP flow (CONNECT tunnel) opened.
+    /// TCP flows (CONNECT tunnels) of one session, route and source opened
+    /// since the last report.
     FlowOpened {
         /// The session, for session tokens.
         session_id: Option<String>,
@@ -129,10 +130,16 @@ pub enum ActivityEvent {
         target: String,
         /// Client address.
         source_address: String,
-        /// When (Unix ms).
+        /// How many flows (1 when absent).
+        #[serde(default = "one_flow")]
+        flows: u64,
+        /// When the first of them opened (Unix ms).
+        first_at_ms: Option<i64>,
+        /// When the last of them opened (Unix ms).
         at_ms: i64,
     },
-    /// A TCP flow closed.
+    /// TCP flows of one session, route and source that ended the same way
+    /// since the last report.
     FlowClosed {
         /// The session, for session tokens.
         session_id: Option<String>,
@@ -144,14 +151,21 @@ pub enum ActivityEvent {
         target: String,
         /// Client address.
         source_address: String,
-        /// Bytes from the client to the upstream.
+        /// Bytes from the clients to the upstream.
         bytes_up: u64,
-        /// Bytes from the upstream to the client.
+        /// Bytes from the upstream to the clients.
         bytes_down: u64,
-        /// When it opened (Unix ms).
+        /// When the first of them opened (Unix ms).
         opened_at_ms: i64,
-        /// How long it lasted.
+        /// How many flows (1 when absent).
+        #[serde(default = "one_flow")]
+        flows: u64,
+        /// When the first of them closed (Unix ms).
+        first_at_ms: Option<i64>,
+        /// How long the longest lasted.
         duration_ms: i64,
+        /// How long the shortest lasted.
+        shortest_ms: Option<i64>,
         /// `closed`, `error`, `access_ended` (closed by Portcullis) or `edge_shutdown`.
         ended_by: String,
         /// When (Unix ms).
@@ -225,9 +239,10 @@ async fn report(
                     .record_audit("session.address_changed", &format!("session:{session_id}"), &reason, &actor, at_ms)
                     .await?;
             }
-            ActivityEvent::FlowOpened { session_id, user, route, target, source_address, at_ms } => {
+            ActivityEvent::FlowOpened { session_id, user, route, target, source_address, flows, at_ms, .. } => {
                 let actor = Actor { name: edge.actor.name.clone(), source_address };
-                let reason = format!("route `{route}` ({target}){}: flow opened", session_text(session_id.as_deref()));
+                let what = if flows == 1 { "flow opened".to_owned() } else { format!("{flows} flows opened") };
+                let reason = format!("route `{route}` ({target}){}: {what}", session_text(session_id.as_deref()));
                 app.store().record_audit("flow.open", &user_target(&user), &reason, &actor, at_ms).await?;
             }
             ActivityEvent::FlowClosed {
@@ -238,10 +253,12 @@ async fn report(
                 source_address,
                 bytes_up,
                 bytes_down,
-                opened_at_ms: _,
+                flows,
                 duration_ms,
+                shortest_ms,
                 ended_by,
                 at_ms,
+                ..
             } => {
                 let actor = Actor { name: edge.actor.name.clone(), source_address };
                 let how = match ended_by.as_str() {
@@ -250,10 +267,17 @@ async fn report(
                     "edge_shutdown" => "closed because the edge shut down",
                     _ => "closed",
                 };
+                let seconds = |ms: i64| format!("{:.1}", ms as f64 / 1000.0);
+                let what = match (flows, shortest_ms) {
+                    (1, _) => format!("flow {how} after {} s", seconds(duration_ms)),
+                    (n, Some(shortest)) if shortest != duration_ms => {
+                        format!("{n} flows {how} after {}–{} s", seconds(shortest), seconds(duration_ms))
+                    }
+                    (n, _) => format!("{n} flows {how} after {} s", seconds(duration_ms)),
+                };
                 let reason = format!(
-                    "route `{route}` ({target}){}: flow {how} after {:.1} s; {bytes_up} bytes up, {bytes_down} bytes down",
+                    "route `{route}` ({target}){}: {what}; {bytes_up} bytes up, {bytes_down} bytes down",
                     session_text(session_id.as_deref()),
-                    duration_ms as f64 / 1000.0,
                 );
                 app.store().record_audit("flow.close", &user_target(&user), &reason, &actor, at_ms).await?;
             }
@@ -270,6 +294,10 @@ async fn report(
     }
     app.feed.report_arrived();
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn one_flow() -> u64 {
+    1
 }
 
 /// ` (session ID)`, or nothing.

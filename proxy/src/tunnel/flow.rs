@@ -21,7 +21,7 @@ use crate::activity::{ActivityLog, FlowFacts};
 
 /// Copy buffer per direction: large enough that bulk transfers cost few
 /// system calls.
-const COPY_BUFFER_BYTES: usize = 64 * 1024;
+const COPY_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Bytes that went through a flow.
 #[derive(Debug, Default)]

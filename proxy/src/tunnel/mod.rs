@@ -21,6 +21,7 @@ pub mod answer;
 pub mod flow;
 pub mod head;
 pub mod prefixed;
+pub mod tally;
 
 use std::net::IpAddr;
 use std::sync::Arc;
