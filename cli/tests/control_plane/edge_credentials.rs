@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::edge_node::{login, EdgeNode};
+use crate::edge_node::{certificate, login, EdgeNode};
 use crate::harness::{ControlPlane, TempDir, ADMIN_TOKEN};
 use crate::upstream::Upstream;
 
@@ -188,23 +188,6 @@ async fn upstreams_get_a_verifiable_assertion_and_forwarding_only_from_trusted_p
         })
     })
     .await;
-}
-
-/// A throwaway certificate for app.corp.example: (cert path, key path, PEM).
-fn certificate(dir: &TempDir) -> (String, String, Vec<u8>) {
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=app.corp.example", "-addext", "subjectAltName=DNS:app.corp.example"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
-    let pem = std::fs::read(&cert).expect("certificate");
-    (cert.display().to_string(), key.display().to_string(), pem)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{command, free_port, ControlPlane, EDGE_SECRET};
+use crate::harness::{command, free_port, ControlPlane, TempDir, EDGE_SECRET};
 
 /// A running `portcullis edge`, killed on drop.
 pub struct EdgeNode {
@@ -134,4 +134,21 @@ pub async fn login(plane: &ControlPlane, email: &str) -> (String, String) {
         .expect("create session");
     let answer: Value = response.json().await.expect("JSON");
     (answer["session_id"].as_str().expect("id").to_owned(), answer["token"].as_str().expect("token").to_owned())
+}
+
+/// A throwaway certificate for 127.0.0.1 and app.corp.example: (cert, key, PEM).
+pub fn certificate(dir: &TempDir) -> (String, String, Vec<u8>) {
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:app.corp.example"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let pem = std::fs::read(&cert).expect("certificate");
+    (cert.display().to_string(), key.display().to_string(), pem)
 }

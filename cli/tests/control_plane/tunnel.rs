@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::edge_node::EdgeNode;
+use crate::edge_node::{certificate, EdgeNode};
 use crate::harness::{free_port, ControlPlane, TempDir};
 use crate::tunnel_kit::{
     bearer, closed_within, connect, connect_command, connect_over, echo_upstream, seed_cache, session, tcp_policy,
@@ -264,23 +264,6 @@ async fn terminating_the_user_or_dropping_their_group_closes_their_open_flows() 
         assert!(Instant::now() < deadline, "the killed flows are audited as such: {audit}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A throwaway certificate for 127.0.0.1 and app.corp.example: (cert, key, PEM).
-pub fn certificate(dir: &TempDir) -> (String, String, Vec<u8>) {
-    let (cert, key) = (dir.path().join("tunnel-cert.pem"), dir.path().join("tunnel-key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:app.corp.example"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
-    let pem = std::fs::read(&cert).expect("certificate");
-    (cert.display().to_string(), key.display().to_string(), pem)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,6 +110,13 @@ impl Credentials {
         if token.starts_with(service_token::PREFIX) {
             return self.service_tokens.verify(token, now).await;
         }
+        // A cached JWT needs no header decoding: look in both caches first.
+        if let Some(identity) = self.sessions.cache_hit(token, CredentialKind::Browser, now) {
+            return Ok((identity, true));
+        }
+        if let Some(identity) = self.access_tokens.as_ref().and_then(|v| v.cache_hit(token, now)) {
+            return Ok((identity, true));
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| CredentialError::Malformed)?;
         if header.typ.as_deref() == Some(SESSION_TOKEN_TYPE) {
             return self.sessions.verify(token, CredentialKind::Browser, keys, now);

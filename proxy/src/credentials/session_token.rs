@@ -55,6 +55,11 @@ impl SessionVerifier {
         self.cache.len()
     }
 
+    /// The identity a still-valid cached token proves, without verifying anything.
+    pub fn cache_hit(&self, token: &str, credential: CredentialKind, now: i64) -> Option<Arc<Identity>> {
+        self.cache.get(token, now).filter(|i| i.credential() == credential)
+    }
+
     /// The identity a token proves, from the cache or by verifying it.
     /// `keys` are the snapshot's published keys; `now` is Unix seconds.
     /// Returns whether it was a cache hit.
@@ -65,7 +70,7 @@ impl SessionVerifier {
         keys: &[PublicKey],
         now: i64,
     ) -> Result<(Arc<Identity>, bool), CredentialError> {
-        if let Some(identity) = self.cache.get(token, now).filter(|i| i.credential() == credential) {
+        if let Some(identity) = self.cache_hit(token, credential, now) {
             return Ok((identity, true));
         }
         let (identity, exp) = self.verify_signature(token, credential, keys)?;

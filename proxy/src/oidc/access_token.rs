@@ -30,6 +30,11 @@ impl AccessTokenVerifier {
         Self { provider, cache: TokenCache::new(capacity) }
     }
 
+    /// The identity a still-valid cached token proves, without verifying anything.
+    pub fn cache_hit(&self, token: &str, now: i64) -> Option<Arc<Identity>> {
+        self.cache.get(token, now)
+    }
+
     /// The identity a bearer token proves; `now` is Unix seconds.
     pub async fn verify(&self, token: &str, now: i64) -> Result<(Arc<Identity>, bool), CredentialError> {
         if let Some(identity) = self.cache.get(token, now) {
