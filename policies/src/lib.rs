@@ -20,6 +20,7 @@ pub mod facts;
 pub mod ids;
 mod parse;
 pub mod policy;
+pub mod request_target;
 pub mod snapshot;
 pub mod wire;
 
@@ -30,4 +31,5 @@ pub use facts::{ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Targ
 pub use ids::{SessionId, TokenId, UserRef};
 pub use parse::LANGUAGE_VERSION;
 pub use policy::{Policy, PolicySource, Route, RouteTarget, Rule, RuleEffect};
+pub use request_target::{canonicalize, lowercase_path, CanonicalTarget, TargetError};
 pub use snapshot::{Change, Delta, Snapshot};
