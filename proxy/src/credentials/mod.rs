@@ -11,6 +11,7 @@
 
 mod cache;
 mod service_token;
+mod session_cookie;
 mod session_token;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use portcullis_policy::{CredentialKind, Identity};
 
 pub use cache::TokenCache;
 pub use service_token::ServiceTokens;
+pub use session_cookie::{PresentedSession, SessionCookies};
 pub use session_token::{SessionVerifier, LOGIN_IP_CLAIM, SESSION_TOKEN_AUDIENCE, SESSION_TOKEN_TYPE};
 
 use crate::oidc::access_token::AccessTokenVerifier;
