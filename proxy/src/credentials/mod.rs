@@ -14,16 +14,17 @@ mod service_token;
 mod session_cookie;
 mod session_token;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use pingora_http::RequestHeader;
 use portcullis_policy::snapshot::PublicKey;
-use portcullis_policy::{CredentialKind, Identity};
+use portcullis_policy::{ClaimValue, CredentialKind, Identity};
 
 pub use cache::TokenCache;
 pub use service_token::ServiceTokens;
 pub use session_cookie::{PresentedSession, SessionCookies};
-pub use session_token::{SessionVerifier, LOGIN_IP_CLAIM, SESSION_TOKEN_AUDIENCE, SESSION_TOKEN_TYPE};
+pub use session_token::{SessionVerifier, LOGIN_IP_CLAIM, ROUTE_CLAIM, SESSION_TOKEN_AUDIENCE, SESSION_TOKEN_TYPE};
 
 use crate::oidc::access_token::AccessTokenVerifier;
 
@@ -45,6 +46,9 @@ pub enum CredentialError {
     /// The party that vouches for this kind of token cannot be reached.
     #[error("the token cannot be checked right now")]
     Unavailable,
+    /// This client asked the control plane about too many tokens too quickly.
+    #[error("too many credential checks from this address; slow down")]
+    RateLimited,
 }
 
 /// A credential as it arrived.
@@ -86,6 +90,18 @@ pub fn presented<'r>(req: &'r RequestHeader, cookie_name: &str) -> Option<Presen
         .map(Presented::Bearer)
 }
 
+/// The route a Portcullis session token was issued for (its `route`
+/// claim); `None` for other credentials or a token without one.
+pub fn session_route(identity: &Identity) -> Option<&str> {
+    if identity.credential() != CredentialKind::Browser {
+        return None; // an IdP token's own `route` claim is no binding of ours
+    }
+    match identity.claim(session_token::ROUTE_CLAIM)? {
+        ClaimValue::One(route) if !route.is_empty() => Some(route),
+        _ => None,
+    }
+}
+
 /// Every verifier the edge has.
 pub struct Credentials {
     /// Portcullis session tokens.
@@ -98,13 +114,16 @@ pub struct Credentials {
 
 impl Credentials {
     /// The identity `presented` proves, and whether it came from a cache.
-    /// `keys` are the snapshot's session keys; `now` is Unix seconds.
+    /// `keys` are the snapshot's session keys; `now` is Unix seconds;
+    /// `client_ip` is whom lookups at the control plane are counted against.
     pub async fn identify(
         &self,
         presented: Presented<'_>,
         keys: &[PublicKey],
         now: i64,
+        client_ip: IpAddr,
     ) -> Result<(Arc<Identity>, bool), CredentialError> {
+        let _ = client_ip;
         let token = match presented {
             Presented::Cookie(token) => return self.sessions.verify(token, CredentialKind::Browser, keys, now),
             Presented::Bearer(token) => token,

@@ -18,6 +18,8 @@ use super::{CredentialError, TokenCache};
 pub const SESSION_TOKEN_TYPE: &str = "portcullis-session+jwt";
 /// Claim of a session token holding the client address at login.
 pub const LOGIN_IP_CLAIM: &str = "login_ip";
+/// Claim of a session token naming the route it was issued for.
+pub const ROUTE_CLAIM: &str = "route";
 /// `aud` of Portcullis session tokens.
 pub const SESSION_TOKEN_AUDIENCE: &str = "portcullis-edge";
 
@@ -124,7 +126,7 @@ impl SessionVerifier {
             groups: claims.groups,
             claims: vec![
                 (LOGIN_IP_CLAIM.to_owned(), ClaimValue::One(claims.login_ip.into())),
-                ("route".to_owned(), ClaimValue::One(claims.route.into())),
+                (ROUTE_CLAIM.to_owned(), ClaimValue::One(claims.route.into())),
             ],
             credential: Some(credential),
             session_id: Some(session),
