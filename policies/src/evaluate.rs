@@ -199,7 +199,63 @@ impl fmt::Display for Decision<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+
     use super::*;
+    use crate::facts::{Identity, IdentityParts};
+    use crate::policy::{Policy, PolicySource};
+
+    fn snapshot(rules: &str) -> Snapshot {
+        let text = format!(
+            "version: 1\nroutes:\n  - name: app\n    host: app.example\n    upstream: http://127.0.0.1:9\n    rules:\n{rules}"
+        );
+        let policy = Policy::compile(PolicySource { name: "t".into(), text }).unwrap_or_else(|e| panic!("{e}"));
+        Snapshot::new(1, Arc::new(policy))
+    }
+
+    fn decide(snapshot: &Snapshot, path: &str, method: &str, identity: Option<&Identity>) -> (Outcome, Option<String>) {
+        let facts = Facts {
+            target: Target::Http { host: "app.example", path, method },
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            now: 1_800_000_000,
+            identity,
+        };
+        let decision = evaluate(snapshot, &facts);
+        (decision.outcome, decision.rule.map(|r| r.name().to_owned()))
+    }
+
+    #[test]
+    fn identity_free_deny_rules_apply_to_anonymous_requests() {
+        // Issue 11: `deny /export/**` then a public allow let anonymous users in.
+        let snapshot = snapshot(
+            "      - name: no-export\n        deny: {paths: [/export/**]}\n\
+             \x20     - name: admins-only\n        deny: {paths: [/admin/**], groups_any: [staff]}\n\
+             \x20     - name: anyone\n        public: true\n        allow: {}\n",
+        );
+        let user = Identity::new(IdentityParts { email: "u@x.example".into(), ..IdentityParts::default() });
+        assert_eq!(decide(&snapshot, "/export/all.csv", "GET", None), (Outcome::Deny, Some("no-export".into())));
+        assert_eq!(decide(&snapshot, "/export/all.csv", "GET", Some(&user)), (Outcome::Deny, Some("no-export".into())));
+        assert_eq!(decide(&snapshot, "/page", "GET", None), (Outcome::Allow, Some("anyone".into())));
+        // A deny rule that tests the user cannot match an anonymous request.
+        assert_eq!(decide(&snapshot, "/admin/x", "GET", None), (Outcome::Allow, Some("anyone".into())));
+    }
+
+    #[test]
+    fn anonymous_requests_meet_deny_rules_in_order_past_the_linear_scan_limit() {
+        let mut rules = String::new();
+        for i in 0..20 {
+            rules.push_str(&format!("      - name: user{i}\n        allow: {{email: [u{i}@x.example]}}\n"));
+        }
+        rules.push_str("      - name: no-delete\n        deny: {methods: [DELETE]}\n");
+        rules.push_str("      - name: health\n        public: true\n        allow: {paths: [/healthz]}\n");
+        let snapshot = snapshot(&rules);
+        assert_eq!(decide(&snapshot, "/healthz", "DELETE", None), (Outcome::Deny, Some("no-delete".into())));
+        assert_eq!(decide(&snapshot, "/healthz", "GET", None), (Outcome::Allow, Some("health".into())));
+        assert_eq!(decide(&snapshot, "/other", "GET", None), (Outcome::LoginRequired, None));
+        // A deny rule that needs no login is not a reason to ask for one.
+        assert_eq!(decide(&snapshot, "/other", "DELETE", None), (Outcome::Deny, Some("no-delete".into())));
+    }
 
     #[test]
     fn path_normal_form() {

@@ -129,9 +129,11 @@ fn describe(target: &RouteTarget) -> String {
 }
 
 /// Earlier rule `a` shadows later rule `b` when every request `b` matches is
-/// also matched by `a`, so `b` can never decide anything.
+/// also matched by `a`, so `b` can never decide anything. Anonymous requests
+/// count: a rule they reach is shadowed only by a rule they also reach.
 fn shadows(a: &Rule, b: &Rule) -> bool {
-    (a.public || !b.public) && a.blocks.iter().all(|block_a| b.blocks.iter().any(|block_b| block_b.implies(block_a)))
+    (a.applies_to_anonymous() || !b.applies_to_anonymous())
+        && a.blocks.iter().all(|block_a| b.blocks.iter().any(|block_b| block_b.implies(block_a)))
 }
 
 fn check_shadowed_rules(rules: &[Rule], d: &mut Diagnostics) {

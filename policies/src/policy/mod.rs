@@ -229,9 +229,18 @@ impl Rule {
         self.effect
     }
 
-    /// True when the rule also matches requests with no login.
+    /// True when the rule is marked `public: true` (an allow that also
+    /// matches requests with no login).
     pub fn is_public(&self) -> bool {
         self.public
+    }
+
+    /// True when the rule can decide a request with no login: a public rule,
+    /// or a deny rule whose conditions need no identity (only paths, methods,
+    /// source addresses and time). Anonymous requests visit exactly these
+    /// rules, in rule order.
+    pub fn applies_to_anonymous(&self) -> bool {
+        self.public || (self.effect == RuleEffect::Deny && !self.blocks.iter().any(|b| b.tests_identity()))
     }
 }
 

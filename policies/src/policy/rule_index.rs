@@ -44,7 +44,8 @@ pub struct RuleIndex {
     by_group: Postings,
     by_path_segment: Postings,
     unfiled: Vec<u32>,
-    public: Vec<u32>,
+    /// Rules an anonymous request can match ([`Rule::applies_to_anonymous`]), in order.
+    anonymous: Vec<u32>,
 }
 
 /// The key sets a rule could be filed under: for each, matching the rule
@@ -96,8 +97,8 @@ impl RuleIndex {
         }
         for (position, (rule, rule_options)) in rules.iter().zip(&options).enumerate() {
             let position = position as u32;
-            if rule.public {
-                index.public.push(position);
+            if rule.applies_to_anonymous() {
+                index.anonymous.push(position);
             }
             let cost = |(kind, keys): &&(KeyKind, Vec<&str>)| keys.iter().map(|k| sharing[&(*kind, *k)]).sum::<usize>();
             let Some((kind, keys)) = rule_options.iter().min_by_key(cost) else {
@@ -118,8 +119,8 @@ impl RuleIndex {
     }
 
     /// The position of the first rule for which `matches` is true, visiting
-    /// only rules that `identity` could match (public rules for anonymous
-    /// requests).
+    /// only rules that `identity` could match (for anonymous requests: the
+    /// public rules and the deny rules that need no identity, in order).
     pub(crate) fn first_match(
         &self,
         identity: Option<&Identity>,
@@ -127,7 +128,7 @@ impl RuleIndex {
         mut matches: impl FnMut(u32) -> bool,
     ) -> Option<u32> {
         let Some(identity) = identity else {
-            return self.public.iter().copied().find(|&i| matches(i));
+            return self.anonymous.iter().copied().find(|&i| matches(i));
         };
         if self.linear {
             return (0..self.rule_count).find(|&i| matches(i));
@@ -217,7 +218,11 @@ mod tests {
     }
 
     fn block() -> impl Strategy<Value = Conditions> {
-        (0u8..8, 0u8..4, 0u8..8, 0u8..8, 0u8..16).prop_map(|(emails, domains, any, all, paths)| Conditions {
+        // A third of the blocks test no identity, so anonymous requests meet
+        // deny and public rules often.
+        let who = (0u8..8, 0u8..4, 0u8..8, 0u8..8).prop_map(|w| w);
+        let nobody = Just((0u8, 0u8, 0u8, 0u8));
+        (prop_oneof![2 => who, 1 => nobody], 0u8..16).prop_map(|((emails, domains, any, all), paths)| Conditions {
             emails: names(&EMAILS, emails),
             email_domains: names(&["x.example", "y.example"], domains),
             groups_any: names(&GROUPS, any),
@@ -233,11 +238,11 @@ mod tests {
     }
 
     fn rule() -> impl Strategy<Value = Rule> {
-        (prop::collection::vec(block(), 1..3), any::<bool>()).prop_map(|(blocks, public)| Rule {
+        (prop::collection::vec(block(), 1..3), any::<bool>(), any::<bool>()).prop_map(|(blocks, public, deny)| Rule {
             name: "r".into(),
             at: Location::default(),
-            effect: RuleEffect::Allow,
-            public: public && blocks.iter().all(|b| !b.tests_identity()),
+            effect: if deny { RuleEffect::Deny } else { RuleEffect::Allow },
+            public: public && !deny && blocks.iter().all(|b| !b.tests_identity()),
             blocks: blocks.into_iter().map(Arc::new).collect(),
         })
     }
@@ -268,8 +273,12 @@ mod tests {
             let request = RequestFacts { facts: &facts, method: 1, path: Some(path) };
             let matches = |i: u32| {
                 let rule = &rules[i as usize];
-                (identity.is_some() || rule.public) && rule.blocks.iter().all(|b| b.matches(&request))
+                let reachable = identity.is_some() || rule.public || rule.effect == RuleEffect::Deny;
+                reachable && rule.blocks.iter().all(|b| b.matches(&request))
             };
+            // The reference scans every rule in order. An anonymous request
+            // is decided by public rules and by deny rules (those that test
+            // the user simply do not match it); other allow rules need a login.
             let expected = (0..rules.len() as u32).find(|&i| matches(i));
             prop_assert_eq!(index.first_match(identity, Some(path), matches), expected);
         }
