@@ -214,8 +214,32 @@ async fn logging_out_at_the_edge_ends_the_session_on_the_server_and_continues_to
     assert_eq!(world.log_in(&bob, "bob", "wiki", "/hello").await.status, 200);
     let cookie = session_cookie(&bob, &world.url("wiki", "/"));
 
-    let (status, location) = world.bare_get(&world.url("wiki", "/.portcullis/logout"), &[("cookie", &cookie)]).await;
-    assert_eq!(status, 302);
+    // GET only asks; a POST without the form's CSRF tag ends nothing; the confirmed form does.
+    let logout_url = world.url("wiki", "/.portcullis/logout");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("wiki.corp.example", ([127, 0, 0, 1], world.edge.port).into())
+        .build()
+        .expect("client");
+    let form_page = client.get(&logout_url).header("cookie", &cookie).send().await.expect("logout form");
+    assert_eq!(form_page.status(), 200);
+    let nonce = form_page.headers().get("set-cookie").and_then(|v| v.to_str().ok()).expect("nonce cookie");
+    let nonce = nonce.split(';').next().expect("name=value").to_owned();
+    let html = form_page.text().await.expect("form");
+    let tag = html.split("name=\"csrf\" value=\"").nth(1).and_then(|t| t.split('"').next()).expect("csrf field");
+    let forged = client.post(&logout_url).header("cookie", &cookie).form(&[("csrf", "x")]).send().await.unwrap();
+    assert_eq!(forged.status(), 403, "a cross-site form cannot log anyone out");
+    let (status, _) = world.bare_get(&world.url("wiki", "/hello"), &[("cookie", &cookie)]).await;
+    assert_eq!(status, 200, "the refused logout left the session alone");
+    let confirmed = client
+        .post(&logout_url)
+        .header("cookie", format!("{cookie}; {nonce}"))
+        .form(&[("csrf", tag)])
+        .send()
+        .await
+        .expect("logout");
+    let location = confirmed.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(confirmed.status(), 303);
     assert!(location.starts_with(&format!("{}/session/end?", world.idp.issuer())), "on to the IdP: {location}");
     assert!(location.contains("client_id=edge"), "{location}");
     let (status, _) = world.bare_get(&world.url("wiki", "/hello"), &[("cookie", &cookie)]).await;

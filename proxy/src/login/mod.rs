@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `login?rd=/path` | starts an OIDC authorization-code login (PKCE, `state`, `nonce`) |
 //! | `callback` | finishes it: code exchange, ID-token checks, session created at the control plane, cookie set, back to `rd` |
-//! | `logout` | ends the session at the control plane, clears the cookie, continues to the IdP's end-session endpoint |
+//! | `logout` | GET: a confirmation form; POST (CSRF-checked, or with the session token as Bearer): ends the sessions at the control plane, clears the cookies, continues to the IdP's end-session endpoint |
 //! | `backchannel-logout` | OIDC Back-Channel Logout receiver: ends the sessions of the IdP session |
 //! | `jwks.json` | the public key of the identity assertions upstreams receive |
 //! | `session` | is this session token still good, and if not why (`portcullis connect`) |
@@ -17,6 +17,7 @@
 pub mod cli;
 mod device;
 mod id_token;
+mod logout;
 pub mod session_status;
 pub mod state;
 
@@ -33,12 +34,12 @@ use openidconnect::{
 };
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use portcullis_policy::{evaluate, CredentialKind, Facts, Snapshot, Target};
+use portcullis_policy::{evaluate, Facts, Snapshot, Target};
 use serde_json::Value;
 
 use crate::assertion::AssertionSigner;
 use crate::authority_client::{AuthorityClient, AuthorityError, CreatedSession, IdpLogout, NewLogin};
-use crate::credentials::{cookie, SessionVerifier};
+use crate::credentials::{cookie, SessionCookies, SessionVerifier};
 use crate::oidc::logout_token::{self, LogoutTokenError, ReplayGuard};
 use crate::oidc::{jwt_payload, IdentityProvider};
 use crate::responses::respond;
@@ -53,16 +54,21 @@ const MAX_JSON_BODY: usize = 16 * 1024;
 /// Cookie settings.
 #[derive(Debug, Clone)]
 pub struct CookieSettings {
-    /// Session cookie name.
+    /// Base name of the edge's cookies (`cookie_name`): the session cookie
+    /// of route `R` is `<name>.R` (`__Host-<name>.R` when `secure`).
     pub name: String,
     /// Add `Secure` (off only in explicit plain-HTTP development mode).
     pub secure: bool,
 }
 
 impl CookieSettings {
+    /// The edge's cookie names and parsing for these settings.
+    pub fn jar(&self) -> SessionCookies {
+        SessionCookies::new(&self.name, self.secure)
+    }
+
     fn set(&self, name: &str, value: &str, path: &str, max_age: i64) -> String {
-        let secure = if self.secure { "; Secure" } else { "" };
-        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+        self.jar().set_cookie_named(name, value, path, max_age)
     }
 }
 
@@ -190,7 +196,8 @@ impl LoginService {
             }
             ("/.portcullis/login", "GET") => self.login(session, snapshot, &info, &query).await,
             ("/.portcullis/callback", "GET") => self.callback(session, snapshot, &info, &query).await,
-            ("/.portcullis/logout", "GET" | "POST") => self.logout(session, snapshot, &info).await,
+            ("/.portcullis/logout", "GET") => self.logout_form(session, &info).await,
+            ("/.portcullis/logout", "POST") => self.logout(session, snapshot, &info).await,
             ("/.portcullis/backchannel-logout", "POST") => self.backchannel_logout(session, &info).await,
             ("/.portcullis/session", "GET") => self.session_status(session, snapshot, &info, &query).await,
             ("/.portcullis/device/start", "POST") => self.device_start(session, snapshot, &info).await,
@@ -386,7 +393,7 @@ impl LoginService {
             return Ok(true);
         };
         let exp = jwt_payload(&created.token).and_then(|c| c.get("exp").and_then(Value::as_i64)).unwrap_or(info.now);
-        let session_cookie = self.cookies.set(&self.cookies.name, &created.token, "/", (exp - info.now).max(0));
+        let session_cookie = self.cookies.jar().set_cookie_header(&route, &created.token, exp - info.now);
         tracing::info!(session = %created.session_id, route = %route, "login completed");
         redirect(session, &login.return_to, &[session_cookie, clear_state]).await
     }
@@ -468,57 +475,6 @@ impl LoginService {
         let id_token = response.id_token().ok_or_else(|| CallbackError::Refused("no ID token".into()))?;
         let nonce = Nonce::new(login.nonce.clone());
         id_token::verify(provider, &discovered, id_token, Some(&nonce), info.now).await
-    }
-
-    async fn logout(
-        &self,
-        session: &mut Session,
-        snapshot: &Snapshot,
-        info: &RequestInfo<'_>,
-    ) -> pingora_core::Result<bool> {
-        let token = cookie(session.req_header(), &self.cookies.name).map(str::to_owned);
-        let identity = token.as_deref().and_then(|token| {
-            self.sessions.verify(token, CredentialKind::Browser, snapshot.signing_keys(), info.now).ok()
-        });
-        if let Some(sid) = identity.as_ref().and_then(|(identity, _)| identity.session_id()) {
-            match self.authority.logout(&sid.to_string()).await {
-                Ok(()) | Err(AuthorityError::Refused { .. }) => {}
-                Err(AuthorityError::Unavailable(error)) => {
-                    tracing::warn!(%error, "logout failed: control plane unavailable");
-                    let message = "Your session could not be ended because the Portcullis control plane cannot be \
-                                   reached; it is still active. Try again in a moment.";
-                    return Self::unavailable(session, message).await;
-                }
-            }
-        }
-        let clear = self.cookies.set(&self.cookies.name, "", "/", 0);
-        let end_session = match self.provider() {
-            Some(provider) => {
-                provider.discovered().await.ok().and_then(|d| d.end_session_endpoint.clone()).map(|end| {
-                    let mut url = url::Url::parse(&end).ok()?;
-                    url.query_pairs_mut().append_pair("client_id", &provider.settings.client_id);
-                    if let Some(after) = &provider.settings.post_logout_redirect_url {
-                        url.query_pairs_mut().append_pair("post_logout_redirect_uri", after);
-                    }
-                    Some(url.to_string())
-                })
-            }
-            None => None,
-        };
-        match end_session.flatten() {
-            Some(location) => redirect(session, &location, &[clear]).await,
-            None => {
-                let mut header = ResponseHeader::build(200, Some(4))?;
-                let body = crate::responses::page("Logged out", "You have been logged out.");
-                header.insert_header("content-type", "text/html; charset=utf-8")?;
-                header.insert_header("content-length", body.len().to_string())?;
-                header.insert_header("cache-control", "no-store")?;
-                header.append_header("set-cookie", clear.as_str())?;
-                session.write_response_header(Box::new(header), false).await?;
-                session.write_response_body(Some(Bytes::from(body)), true).await?;
-                Ok(true)
-            }
-        }
     }
 
     async fn backchannel_logout(&self, session: &mut Session, info: &RequestInfo<'_>) -> pingora_core::Result<bool> {

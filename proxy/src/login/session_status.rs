@@ -17,7 +17,6 @@ use serde_json::json;
 
 use super::{answer, query_param, LoginService, RequestInfo};
 use crate::authority_client::SessionStatus;
-use crate::credentials::{presented, Presented};
 use crate::responses::respond;
 
 /// What to tell the user about an ended session, from the control plane's record.
@@ -40,8 +39,10 @@ impl LoginService {
         info: &RequestInfo<'_>,
         query: &str,
     ) -> pingora_core::Result<bool> {
-        let token = match presented(session.req_header(), &self.cookies.name) {
-            Some(Presented::Bearer(token) | Presented::Cookie(token)) => token.to_owned(),
+        let req = session.req_header();
+        let from_cookie = || self.cookies.jar().presented(req).first().map(|p| p.value.to_owned());
+        let token = match super::logout::bearer(session).map(str::to_owned).or_else(from_cookie) {
+            Some(token) => token,
             None => {
                 let message = "Send the session token as Authorization: Bearer.";
                 respond(session, 401, "unauthorized", "Login required", message, &[]).await?;

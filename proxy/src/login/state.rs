@@ -100,6 +100,27 @@ impl StateSealer {
         serde_json::from_slice(&bytes).map_err(|_| StateError::Unknown)
     }
 
+    fn mac_parts(&self, context: &str, parts: &[&str]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        for part in std::iter::once(context).chain(parts.iter().copied()) {
+            // Length-prefixed, so no two lists of parts share a tag input.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac
+    }
+
+    /// A tag (base64url HMAC) binding `parts` together for `context`.
+    pub fn tag(&self, context: &str, parts: &[&str]) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac_parts(context, parts).finalize().into_bytes())
+    }
+
+    /// True when `tag` is [`Self::tag`] of `parts` for `context` (compared in constant time).
+    pub fn verify_tag(&self, context: &str, parts: &[&str], tag: &str) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else { return false };
+        self.mac_parts(context, parts).verify_slice(&tag).is_ok()
+    }
+
     /// The cookie value for the login `state`.
     pub fn seal(&self, state: &str, login: &LoginState) -> String {
         self.seal_json(state, login)
@@ -165,6 +186,17 @@ mod tests {
         assert_eq!(sealer.open("s1", &format!("{altered_payload}.{tag}"), "app.example", 1), Err(StateError::Unknown));
         assert_eq!(sealer.open("s1", payload, "app.example", 1), Err(StateError::Unknown), "no tag");
         assert_eq!(sealer.open("s1", "garbage", "app.example", 1), Err(StateError::Unknown));
+    }
+
+    #[test]
+    fn tags_bind_every_part_and_the_context() {
+        let sealer = StateSealer::from_secret("secret-0123456789abcdef0123456789");
+        let tag = sealer.tag("ctx", &["a", "bc"]);
+        assert!(!sealer.verify_tag("ctx", &["ab", "c"], &tag), "parts are not concatenated");
+        assert!(!sealer.verify_tag("other", &["a", "bc"], &tag));
+        assert!(!sealer.verify_tag("ctx", &["a", "bc"], "not base64!"));
+        assert!(!StateSealer::from_secret("another-secret-0123456789abcdef01").verify_tag("ctx", &["a", "bc"], &tag));
+        assert!(sealer.verify_tag("ctx", &["a", "bc"], &tag));
     }
 
     #[test]
