@@ -23,7 +23,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("edge_id", "this edge's id: letters, digits, '-', '_', '.' (default edge-1)"),
     ("edge_name", "display name in the portal (default: the id)"),
     ("session_issuer", "issuer of session tokens: the control plane's `issuer` (default http://127.0.0.1:7400)"),
-    ("cookie_name", "name of the session cookie (default portcullis_session)"),
+    (
+        "cookie_name",
+        "base name of the edge's cookies: route R's session cookie is <name>.R, __Host-<name>.R when Secure \
+         (default portcullis_session)",
+    ),
     ("max_staleness_s", "seconds without contact with the control plane before stale_mode applies (default 300)"),
     ("stale_mode", "keep (keep enforcing the last snapshot) or deny (refuse requests) once stale (default keep)"),
     ("token_cache_size", "verified tokens kept in memory (default 100000)"),
@@ -38,7 +42,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("oidc_scopes", "scopes requested at login (default [\"openid\", \"email\", \"profile\"])"),
     ("oidc_groups_claim", "claim carrying the user's groups (default groups)"),
     ("oidc_post_logout_redirect_url", "where the IdP sends the browser after logout (registered at the IdP)"),
-    ("bearer_audiences", "accepted `aud` of IdP access tokens (default [oidc_client_id])"),
+    (
+        "bearer_audiences",
+        "accepted `aud` of IdP access tokens (default [oidc_client_id]); a token whose aud holds the client id is \
+         refused as an ID token unless this key is set and names the client id",
+    ),
     ("bearer_algorithms", "accepted signature algorithms of IdP tokens (default RS256, ES256, PS256, EdDSA)"),
     ("clock_skew_s", "seconds of clock difference tolerated when checking token times (default 30)"),
     ("bearer_token_types", "accepted `typ` of IdP access tokens (default [\"at+jwt\", \"application/at+jwt\"])"),
@@ -282,6 +290,7 @@ fn oidc_settings(keys: OidcKeys) -> Result<Option<OidcSettings>, ConfigError> {
     }
     Ok(Some(OidcSettings {
         issuer: issuer.trim_end_matches('/').to_owned(),
+        bearer_audiences_explicit: keys.bearer_audiences.is_some(),
         bearer_audiences: keys.bearer_audiences.unwrap_or_else(|| vec![client_id.clone()]),
         client_id,
         client_secret: keys.client_secret,
@@ -325,7 +334,10 @@ mod tests {
             (oidc.issuer.as_str(), oidc.bearer_audiences.as_slice()),
             ("https://idp.example", &["edge".to_owned()][..])
         );
+        assert!(!oidc.bearer_audiences_explicit, "the client id is only a default audience");
         assert!(config.cookie_secure, "Secure cookies unless explicitly turned off");
+        let explicit = "oidc_issuer = \"https://i\"\noidc_client_id = \"e\"\nbearer_audiences = [\"e\"]";
+        assert!(EdgeConfig::load(explicit, env).unwrap().oidc.unwrap().bearer_audiences_explicit);
         assert_eq!(EdgeConfig::load("oidc_issuer = \"https://idp.example\"", env).unwrap_err().key, "oidc_client_id");
         let hs = "oidc_issuer = \"https://i\"\noidc_client_id = \"e\"\nbearer_algorithms = [\"HS256\"]";
         assert_eq!(EdgeConfig::load(hs, env).unwrap_err().key, "bearer_algorithms", "no symmetric algorithms");

@@ -21,7 +21,8 @@ async fn admin_api() {
         use base64::Engine;
         let payload = session.split('.').nth(1).unwrap_or("");
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap_or_default();
-        serde_json::from_slice::<serde_json::Value>(&bytes).map_or(String::new(), |v| v["sid"].as_str().unwrap_or("").to_owned())
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_or(String::new(), |v| v["sid"].as_str().unwrap_or("").to_owned())
     };
     let json_body = [("Content-Type", "application/json")];
     let calls: Vec<(&str, &str, String)> = vec![
@@ -55,28 +56,48 @@ async fn admin_api() {
                 Err(e) => Err(e),
             };
             // Every (credential, call) pair is a case only for the first two credentials; the others on two calls.
-            if *credential == "no token" || *credential == "wrong token" || *method == "GET" && path.ends_with("sessions") || path.ends_with("lock") {
+            if *credential == "no token"
+                || *credential == "wrong token"
+                || *method == "GET" && path.ends_with("sessions")
+                || path.ends_with("lock")
+            {
                 report.record(&format!("{credential}: {method} {path} is 401"), outcome);
             }
         }
     }
-    let query = exchange(admin_port, &request("GET", &format!("/api/v1/sessions?token={ADMIN_TOKEN}"), &host, &[], "")).await;
-    report.record("admin token in the query is 401", match query {
-        Ok(r) if r.status == 401 => Ok(()),
-        Ok(r) => Err(format!("status {}", r.summary())),
-        Err(e) => Err(e),
-    });
+    let query =
+        exchange(admin_port, &request("GET", &format!("/api/v1/sessions?token={ADMIN_TOKEN}"), &host, &[], "")).await;
+    report.record(
+        "admin token in the query is 401",
+        match query {
+            Ok(r) if r.status == 401 => Ok(()),
+            Ok(r) => Err(format!("status {}", r.summary())),
+            Err(e) => Err(e),
+        },
+    );
 
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let admin = [("Content-Type", "application/json"), ("Authorization", auth.as_str())];
     let unknown: Vec<(&str, String, String)> = vec![
         ("POST", "/api/v1/service-tokens".into(), json!({"name": "attack-unknown", "admin": true}).to_string()),
         ("POST", "/api/v1/admin-tokens".into(), json!({"name": "attack-unknown", "role": "root"}).to_string()),
-        ("POST", "/api/v1/users/lock".into(), json!({"email": "ada@corp.example", "reason": "attack", "forever": true}).to_string()),
-        ("POST", "/api/v1/users/terminate".into(), json!({"email": "ada@corp.example", "reason": "attack", "all": true}).to_string()),
+        (
+            "POST",
+            "/api/v1/users/lock".into(),
+            json!({"email": "ada@corp.example", "reason": "attack", "forever": true}).to_string(),
+        ),
+        (
+            "POST",
+            "/api/v1/users/terminate".into(),
+            json!({"email": "ada@corp.example", "reason": "attack", "all": true}).to_string(),
+        ),
         ("POST", format!("/api/v1/sessions/{sid}/terminate"), json!({"reason": "attack", "force": true}).to_string()),
         ("POST", "/api/v1/policy/rollback".into(), json!({"version": 1, "force": true}).to_string()),
-        ("POST", "/api/v1/policy/explain".into(), json!({"host": "app.corp.example", "path": "/", "sudo": true}).to_string()),
+        (
+            "POST",
+            "/api/v1/policy/explain".into(),
+            json!({"host": "app.corp.example", "path": "/", "sudo": true}).to_string(),
+        ),
     ];
     for (method, path, body) in &unknown {
         let outcome = match exchange(admin_port, &request(method, path, &host, &admin, body)).await {
@@ -87,20 +108,45 @@ async fn admin_api() {
         report.record(&format!("unknown field: {method} {path} is 422"), outcome);
     }
     let query = exchange(admin_port, &request("GET", "/api/v1/sessions?bogus=1", &host, &admin, "")).await;
-    report.record("unknown query parameter is refused", match query {
-        Ok(r) if matches!(r.status, 400 | 422) => Ok(()),
-        Ok(r) => Err(format!("status {}", r.summary())),
-        Err(e) => Err(e),
-    });
+    report.record(
+        "unknown query parameter is refused",
+        match query {
+            Ok(r) if matches!(r.status, 400 | 422) => Ok(()),
+            Ok(r) => Err(format!("status {}", r.summary())),
+            Err(e) => Err(e),
+        },
+    );
 
     let huge = json!({"name": "x".repeat(2 * 1024 * 1024)}).to_string();
     let edge_auth = format!("Bearer {EDGE_SECRET}");
     let edge_host = format!("127.0.0.1:{edge_port}");
-    let edge_headers = [("Content-Type", "application/json"), ("Authorization", edge_auth.as_str()), ("x-portcullis-edge-id", "attacker")];
+    let edge_headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", edge_auth.as_str()),
+        ("x-portcullis-edge-id", "attacker"),
+    ];
     let oversized: Vec<(&str, u16, Vec<u8>)> = vec![
-        ("POST /api/v1/service-tokens with 2 MiB", admin_port, request("POST", "/api/v1/service-tokens", &host, &admin, &huge)),
-        ("PUT /api/v1/policy with 2 MiB", admin_port, request("PUT", "/api/v1/policy", &host, &admin, &format!("version: 1\n# {}\nroutes: []\n", "x".repeat(2 * 1024 * 1024)))),
-        ("POST /edge/v1/sessions with 2 MiB", edge_port, request("POST", "/edge/v1/sessions", &edge_host, &edge_headers, &huge)),
+        (
+            "POST /api/v1/service-tokens with 2 MiB",
+            admin_port,
+            request("POST", "/api/v1/service-tokens", &host, &admin, &huge),
+        ),
+        (
+            "PUT /api/v1/policy with 2 MiB",
+            admin_port,
+            request(
+                "PUT",
+                "/api/v1/policy",
+                &host,
+                &admin,
+                &format!("version: 1\n# {}\nroutes: []\n", "x".repeat(2 * 1024 * 1024)),
+            ),
+        ),
+        (
+            "POST /edge/v1/sessions with 2 MiB",
+            edge_port,
+            request("POST", "/edge/v1/sessions", &edge_host, &edge_headers, &huge),
+        ),
     ];
     for (name, port, bytes) in oversized {
         let outcome = match exchange(port, &bytes).await {
@@ -112,15 +158,26 @@ async fn admin_api() {
     }
 
     // The edge channel takes only the enrollment secret.
-    let new_session = json!({"subject": "s", "email": "x@corp.example", "groups": [], "idp_issuer": "i", "auth_time": 0,
-        "route": "app", "source_address": "127.0.0.1", "user_agent": "attack"}).to_string();
+    let new_session =
+        json!({"subject": "s", "email": "x@corp.example", "groups": [], "idp_issuer": "i", "auth_time": 0,
+        "route": "app", "source_address": "127.0.0.1", "user_agent": "attack"})
+        .to_string();
     let admin_auth = format!("Bearer {ADMIN_TOKEN}");
-    for (name, auth) in [("no secret", None), ("the admin token", Some(admin_auth.as_str())), ("a session token", Some(&*format!("Bearer {session}")))] {
+    for (name, auth) in [
+        ("no secret", None),
+        ("the admin token", Some(admin_auth.as_str())),
+        ("a session token", Some(&*format!("Bearer {session}"))),
+    ] {
         let mut headers = vec![("Content-Type", "application/json"), ("x-portcullis-edge-id", "attacker")];
         if let Some(value) = auth {
             headers.push(("Authorization", value));
         }
-        let outcome = match exchange(edge_port, &request("POST", "/edge/v1/sessions", &edge_host, &headers, &new_session)).await {
+        let outcome = match exchange(
+            edge_port,
+            &request("POST", "/edge/v1/sessions", &edge_host, &headers, &new_session),
+        )
+        .await
+        {
             Ok(r) if r.status == 401 => Ok(()),
             Ok(r) => Err(format!("status {}", r.summary())),
             Err(e) => Err(e),
@@ -129,7 +186,12 @@ async fn admin_api() {
     }
     let mut with_extra: serde_json::Value = serde_json::from_str(&new_session).expect("JSON");
     with_extra["admin"] = json!(true);
-    let outcome = match exchange(edge_port, &request("POST", "/edge/v1/sessions", &edge_host, &edge_headers, &with_extra.to_string())).await {
+    let outcome = match exchange(
+        edge_port,
+        &request("POST", "/edge/v1/sessions", &edge_host, &edge_headers, &with_extra.to_string()),
+    )
+    .await
+    {
         Ok(r) if r.status == 422 => Ok(()),
         Ok(r) => Err(format!("status {}", r.summary())),
         Err(e) => Err(e),

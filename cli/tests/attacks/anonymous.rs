@@ -22,31 +22,97 @@ async fn anonymous_requests() {
     let mut cases = vec![
         Case::new("public /healthz (control)", get("/healthz", APP, &[]), OK, Expect::Target("/healthz".into())),
         Case::new("public /public/x (control)", get("/public/x", APP, &[]), OK, Expect::Target("/public/x".into())),
-        Case::new("case differs from the deny: still public", get("/public/Secret/x", APP, &[]), OK, Expect::Target("/public/Secret/x".into())),
+        Case::new(
+            "case differs from the deny: still public",
+            get("/public/Secret/x", APP, &[]),
+            OK,
+            Expect::Target("/public/Secret/x".into()),
+        ),
         Case::new("protected path needs a login", get("/hello", APP, &[]), LOGIN, Expect::Nothing),
         Case::new("deny before public: GET", get("/public/secret/x", APP, &[]), DENY, Expect::Nothing),
-        Case::new("deny before public: browser gets 403, not a login", get("/public/secret/x", APP, &html), DENY, Expect::Nothing),
-        Case::new("deny before public: POST", request("POST", "/public/secret/x", APP, &[], "a=1"), DENY, Expect::Nothing),
-        Case::new("deny before public: OPTIONS", request("OPTIONS", "/public/secret/x", APP, &[], ""), DENY, Expect::Nothing),
+        Case::new(
+            "deny before public: browser gets 403, not a login",
+            get("/public/secret/x", APP, &html),
+            DENY,
+            Expect::Nothing,
+        ),
+        Case::new(
+            "deny before public: POST",
+            request("POST", "/public/secret/x", APP, &[], "a=1"),
+            DENY,
+            Expect::Nothing,
+        ),
+        Case::new(
+            "deny before public: OPTIONS",
+            request("OPTIONS", "/public/secret/x", APP, &[], ""),
+            DENY,
+            Expect::Nothing,
+        ),
         Case::new("deny before public: escaped", get("/public/%73ecret/x", APP, &[]), DENY, Expect::Nothing),
         Case::new("deny before public: dot segment", get("/public/x/../secret/x", APP, &[]), DENY, Expect::Nothing),
-        Case::new("deny before public: websocket", request("GET", "/public/secret/ws", APP, &[
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ], ""), DENY, Expect::Nothing),
-        Case::new("method deny applies to anonymous DELETE on a public path", request("DELETE", "/public/x", APP, &[], ""), DENY, Expect::Nothing),
-        Case::new("method deny applies to anonymous DELETE /healthz", request("DELETE", "/healthz", APP, &[], ""), DENY, Expect::Nothing),
-        Case::new("identity-free deny without a public rule: /export", get("/export/data", APP, &[]), DENY, Expect::Nothing),
+        Case::new(
+            "deny before public: websocket",
+            request(
+                "GET",
+                "/public/secret/ws",
+                APP,
+                &[
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Version", "13"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ],
+                "",
+            ),
+            DENY,
+            Expect::Nothing,
+        ),
+        Case::new(
+            "method deny applies to anonymous DELETE on a public path",
+            request("DELETE", "/public/x", APP, &[], ""),
+            DENY,
+            Expect::Nothing,
+        ),
+        Case::new(
+            "method deny applies to anonymous DELETE /healthz",
+            request("DELETE", "/healthz", APP, &[], ""),
+            DENY,
+            Expect::Nothing,
+        ),
+        Case::new(
+            "identity-free deny without a public rule: /export",
+            get("/export/data", APP, &[]),
+            DENY,
+            Expect::Nothing,
+        ),
         Case::new("anonymous /admin/users", get("/admin/users", APP, &[]), &[401, 403], Expect::Nothing),
-        Case::new("empty session cookie is no credential", get("/public/x", APP, &[("Cookie", "portcullis_session.app=")]), OK, Expect::Target("/public/x".into())),
-        Case::new("garbage session cookie on the denied path", get("/public/secret/x", APP, &[("Cookie", "portcullis_session.app=garbage")]), &[401, 403], Expect::Nothing),
+        Case::new(
+            "empty session cookie is no credential",
+            get("/public/x", APP, &[("Cookie", "portcullis_session.app=")]),
+            OK,
+            Expect::Target("/public/x".into()),
+        ),
+        Case::new(
+            "garbage session cookie on the denied path",
+            get("/public/secret/x", APP, &[("Cookie", "portcullis_session.app=garbage")]),
+            &[401, 403],
+            Expect::Nothing,
+        ),
     ];
     let ada = world.cookie("ada", "app");
-    cases.push(Case::new("logged in: deny before public holds too (control)", get("/public/secret/x", APP, &[("Cookie", &ada)]), DENY, Expect::Nothing));
+    cases.push(Case::new(
+        "logged in: deny before public holds too (control)",
+        get("/public/secret/x", APP, &[("Cookie", &ada)]),
+        DENY,
+        Expect::Nothing,
+    ));
     run_cases(&world, &mut report, cases).await;
 
     // A browser sent to login stays on this origin.
     let outcome = match crate::wire::exchange(world.edge.port, &get("/hello?a=1", APP, &html)).await {
-        Ok(r) if r.status == 302 && r.header("location").is_some_and(|l| l.starts_with("/.portcullis/login?rd=")) => Ok(()),
+        Ok(r) if r.status == 302 && r.header("location").is_some_and(|l| l.starts_with("/.portcullis/login?rd=")) => {
+            Ok(())
+        }
         Ok(r) => Err(format!("{} location {:?}", r.status, r.header("location"))),
         Err(e) => Err(e),
     };
@@ -60,9 +126,18 @@ async fn anonymous_requests() {
 
 async fn anonymous_websocket_is_closed(world: &World) -> Result<(), String> {
     let mut conn = Conn::open(world.edge.port).await;
-    conn.send(&request("GET", "/public/ws", APP, &[
-        ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ], ""))
+    conn.send(&request(
+        "GET",
+        "/public/ws",
+        APP,
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        "",
+    ))
     .await;
     let response = conn.response(ANSWER_WITHIN).await?.ok_or("no answer")?;
     if response.status != 101 {

@@ -7,8 +7,13 @@ use serde_json::Value;
 use crate::recording_upstream::Recorded;
 
 /// The identity headers the edge sets.
-pub const OWN: [&str; 5] =
-    ["x-portcullis-user", "x-portcullis-email", "x-portcullis-groups", "x-portcullis-session", "x-portcullis-assertion"];
+pub const OWN: [&str; 5] = [
+    "x-portcullis-user",
+    "x-portcullis-email",
+    "x-portcullis-groups",
+    "x-portcullis-session",
+    "x-portcullis-assertion",
+];
 
 /// A header name lowercased with `_` read as `-` (as CGI/WSGI servers fold them).
 pub fn folded(name: &str) -> String {
@@ -38,9 +43,9 @@ pub fn identity(seen: &Recorded, subject: &str, groups: &[&str]) -> Result<(), S
     if !raw.is_ascii() {
         return Err(format!("x-portcullis-groups is not ASCII: {raw:?}"));
     }
-    let parsed: Result<Vec<String>, _> = serde_json::from_str::<Value>(raw).map_err(|e| e.to_string()).and_then(|v| {
-        serde_json::from_value::<Vec<String>>(v).map_err(|e| e.to_string())
-    });
+    let parsed: Result<Vec<String>, _> = serde_json::from_str::<Value>(raw)
+        .map_err(|e| e.to_string())
+        .and_then(|v| serde_json::from_value::<Vec<String>>(v).map_err(|e| e.to_string()));
     match parsed {
         Ok(list) if list == groups => Ok(()),
         Ok(list) => Err(format!("x-portcullis-groups is {list:?}, expected {groups:?}")),

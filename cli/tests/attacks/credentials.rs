@@ -60,97 +60,263 @@ async fn credentials_stay_at_the_edge() {
 
     let mixed = format!("theme=dark; {ada}; csrftoken=abc");
     let t = ada_token.clone();
-    cases.push(Case::new("session cookie among app cookies", get("/hello", APP, &[("Cookie", &mixed)]), OK, one_with(move |r| {
-        let cookies = r.cookies();
-        checks::all([
-            checks::no_credentials(r, &[&t]),
-            if cookies == ["theme=dark", "csrftoken=abc"] { Ok(()) } else { Err(format!("app cookies arrived as {cookies:?}")) },
-        ])
-    }, "/hello")));
+    cases.push(Case::new(
+        "session cookie among app cookies",
+        get("/hello", APP, &[("Cookie", &mixed)]),
+        OK,
+        one_with(
+            move |r| {
+                let cookies = r.cookies();
+                checks::all([
+                    checks::no_credentials(r, &[&t]),
+                    if cookies == ["theme=dark", "csrftoken=abc"] {
+                        Ok(())
+                    } else {
+                        Err(format!("app cookies arrived as {cookies:?}"))
+                    },
+                ])
+            },
+            "/hello",
+        ),
+    ));
     let variants = format!(
         "portcullis_session=x; {ada}; __Host-portcullis_session.app=y; __Secure-portcullis_session.app=z; \
          portcullis_session_login_abc=w; portcullis_session.other=v; portcullis_sessionx=keep1; portcullis=keep2"
     );
     let t = ada_token.clone();
-    cases.push(Case::new("every edge cookie name is cut, look-alike app cookies kept", get("/hello", APP, &[("Cookie", &variants)]), OK, one_with(move |r| {
-        let cookies = r.cookies();
-        checks::all([
-            checks::no_credentials(r, &[&t]),
-            if cookies == ["portcullis_sessionx=keep1", "portcullis=keep2"] { Ok(()) } else { Err(format!("cookies arrived as {cookies:?}")) },
-        ])
-    }, "/hello")));
+    cases.push(Case::new(
+        "every edge cookie name is cut, look-alike app cookies kept",
+        get("/hello", APP, &[("Cookie", &variants)]),
+        OK,
+        one_with(
+            move |r| {
+                let cookies = r.cookies();
+                checks::all([
+                    checks::no_credentials(r, &[&t]),
+                    if cookies == ["portcullis_sessionx=keep1", "portcullis=keep2"] {
+                        Ok(())
+                    } else {
+                        Err(format!("cookies arrived as {cookies:?}"))
+                    },
+                ])
+            },
+            "/hello",
+        ),
+    ));
     let t = ada_token.clone();
-    cases.push(Case::new("two Cookie headers", get("/hello", APP, &[("Cookie", "a=1"), ("Cookie", &ada)]), OK, one_with(move |r| {
-        checks::all([
-            checks::no_credentials(r, &[&t]),
-            if r.cookies() == ["a=1"] { Ok(()) } else { Err(format!("cookies arrived as {:?}", r.cookies())) },
-        ])
-    }, "/hello")));
+    cases.push(Case::new(
+        "two Cookie headers",
+        get("/hello", APP, &[("Cookie", "a=1"), ("Cookie", &ada)]),
+        OK,
+        one_with(
+            move |r| {
+                checks::all([
+                    checks::no_credentials(r, &[&t]),
+                    if r.cookies() == ["a=1"] { Ok(()) } else { Err(format!("cookies arrived as {:?}", r.cookies())) },
+                ])
+            },
+            "/hello",
+        ),
+    ));
     let t = ada_token.clone();
-    cases.push(Case::new("only the edge cookie", get("/hello", APP, &[("Cookie", &ada)]), OK, one_with(move |r| checks::no_credentials(r, &[&t]), "/hello")));
-    for (name, scheme) in [("Bearer session token not forwarded", "Bearer"), ("bearer (lower case) session token not forwarded", "bearer")] {
+    cases.push(Case::new(
+        "only the edge cookie",
+        get("/hello", APP, &[("Cookie", &ada)]),
+        OK,
+        one_with(move |r| checks::no_credentials(r, &[&t]), "/hello"),
+    ));
+    for (name, scheme) in [
+        ("Bearer session token not forwarded", "Bearer"),
+        ("bearer (lower case) session token not forwarded", "bearer"),
+    ] {
         let t = ada_token.clone();
         let auth = format!("{scheme} {ada_token}");
-        cases.push(Case::new(name, get("/hello", APP, &[("Authorization", &auth)]), OK, one_with(move |r| {
-            checks::all([checks::absent(r, &["authorization"]), checks::no_credentials(r, &[&t]), checks::identity(r, "sub-ada@corp.example", &["staff"])])
-        }, "/hello")));
+        cases.push(Case::new(
+            name,
+            get("/hello", APP, &[("Authorization", &auth)]),
+            OK,
+            one_with(
+                move |r| {
+                    checks::all([
+                        checks::absent(r, &["authorization"]),
+                        checks::no_credentials(r, &[&t]),
+                        checks::identity(r, "sub-ada@corp.example", &["staff"]),
+                    ])
+                },
+                "/hello",
+            ),
+        ));
     }
     let s = service.clone();
     let auth = format!("Bearer {service}");
-    cases.push(Case::new("service token not forwarded", get("/hello", APP, &[("Authorization", &auth)]), OK, one_with(move |r| {
-        checks::all([checks::absent(r, &["authorization"]), checks::no_credentials(r, &[&s])])
-    }, "/hello")));
+    cases.push(Case::new(
+        "service token not forwarded",
+        get("/hello", APP, &[("Authorization", &auth)]),
+        OK,
+        one_with(
+            move |r| checks::all([checks::absent(r, &["authorization"]), checks::no_credentials(r, &[&s])]),
+            "/hello",
+        ),
+    ));
     let s = service.clone();
-    cases.push(Case::new("service token never forwarded on a forward_bearer route", get("/hello", "bearer.corp.example", &[("Authorization", &auth)]), &[200, 403], Expect::Check(Box::new(move |seen: &[Recorded]| {
-        seen.iter().try_for_each(|r| checks::no_credentials(r, &[&s]))
-    }))));
+    cases.push(Case::new(
+        "service token never forwarded on a forward_bearer route",
+        get("/hello", "bearer.corp.example", &[("Authorization", &auth)]),
+        &[200, 403],
+        Expect::Check(Box::new(move |seen: &[Recorded]| {
+            seen.iter().try_for_each(|r| checks::no_credentials(r, &[&s]))
+        })),
+    ));
     let i = idp_token.clone();
     let idp_auth = format!("Bearer {idp_token}");
-    cases.push(Case::new("IdP access token not forwarded by default", get("/hello", APP, &[("Authorization", &idp_auth)]), OK, one_with(move |r| {
-        checks::all([checks::absent(r, &["authorization"]), checks::no_credentials(r, &[&i]), checks::identity(r, "sub-ivy", &["staff"])])
-    }, "/hello")));
+    cases.push(Case::new(
+        "IdP access token not forwarded by default",
+        get("/hello", APP, &[("Authorization", &idp_auth)]),
+        OK,
+        one_with(
+            move |r| {
+                checks::all([
+                    checks::absent(r, &["authorization"]),
+                    checks::no_credentials(r, &[&i]),
+                    checks::identity(r, "sub-ivy", &["staff"]),
+                ])
+            },
+            "/hello",
+        ),
+    ));
     let expected = idp_auth.clone();
-    cases.push(Case::new("IdP access token forwarded on a forward_bearer route", get("/hello", "bearer.corp.example", &[("Authorization", &idp_auth)]), OK, one_with(move |r| {
-        if r.all("authorization") == [expected.as_str()] { Ok(()) } else { Err(format!("Authorization arrived as {:?}", r.all("authorization"))) }
-    }, "/hello")));
+    cases.push(Case::new(
+        "IdP access token forwarded on a forward_bearer route",
+        get("/hello", "bearer.corp.example", &[("Authorization", &idp_auth)]),
+        OK,
+        one_with(
+            move |r| {
+                if r.all("authorization") == [expected.as_str()] {
+                    Ok(())
+                } else {
+                    Err(format!("Authorization arrived as {:?}", r.all("authorization")))
+                }
+            },
+            "/hello",
+        ),
+    ));
     let bearer_session = world.token("ada", "bearer").to_owned();
     let t = bearer_session.clone();
     let auth_bs = format!("Bearer {bearer_session}");
-    cases.push(Case::new("session token never forwarded on a forward_bearer route", get("/hello", "bearer.corp.example", &[("Authorization", &auth_bs)]), OK, one_with(move |r| {
-        checks::all([checks::absent(r, &["authorization"]), checks::no_credentials(r, &[&t])])
-    }, "/hello")));
+    cases.push(Case::new(
+        "session token never forwarded on a forward_bearer route",
+        get("/hello", "bearer.corp.example", &[("Authorization", &auth_bs)]),
+        OK,
+        one_with(
+            move |r| checks::all([checks::absent(r, &["authorization"]), checks::no_credentials(r, &[&t])]),
+            "/hello",
+        ),
+    ));
     let t = root_token.clone();
     let proxy_auth = format!("Bearer {root_token}");
-    cases.push(Case::new("Proxy-Authorization with another user's session is dropped", get("/hello", APP, &[("Cookie", &ada), ("Proxy-Authorization", &proxy_auth)]), OK, one_with(move |r| {
-        checks::all([checks::absent(r, &["proxy-authorization"]), checks::no_credentials(r, &[&t]), checks::identity(r, "sub-ada@corp.example", &["staff"])])
-    }, "/hello")));
+    cases.push(Case::new(
+        "Proxy-Authorization with another user's session is dropped",
+        get("/hello", APP, &[("Cookie", &ada), ("Proxy-Authorization", &proxy_auth)]),
+        OK,
+        one_with(
+            move |r| {
+                checks::all([
+                    checks::absent(r, &["proxy-authorization"]),
+                    checks::no_credentials(r, &[&t]),
+                    checks::identity(r, "sub-ada@corp.example", &["staff"]),
+                ])
+            },
+            "/hello",
+        ),
+    ));
 
     // Route binding.
     let app_token_as_ci = format!("portcullis_session.ci={ada_token}");
-    cases.push(Case::new("app session under the ci cookie name on ci", get("/hello", "ci.corp.example", &[("Cookie", &app_token_as_ci)]), LOGIN, Expect::Nothing));
-    cases.push(Case::new("app session cookie on the ci host", get("/hello", "ci.corp.example", &[("Cookie", &ada)]), LOGIN, Expect::Nothing));
+    cases.push(Case::new(
+        "app session under the ci cookie name on ci",
+        get("/hello", "ci.corp.example", &[("Cookie", &app_token_as_ci)]),
+        LOGIN,
+        Expect::Nothing,
+    ));
+    cases.push(Case::new(
+        "app session cookie on the ci host",
+        get("/hello", "ci.corp.example", &[("Cookie", &ada)]),
+        LOGIN,
+        Expect::Nothing,
+    ));
     let bearer_app = format!("Bearer {ada_token}");
-    cases.push(Case::new("app session as Bearer on ci", get("/hello", "ci.corp.example", &[("Authorization", &bearer_app)]), LOGIN, Expect::Nothing));
-    cases.push(Case::new("app session as Bearer on params", get("/hello", "params.corp.example", &[("Authorization", &bearer_app)]), LOGIN, Expect::Nothing));
-    cases.push(Case::new("app session on the api path", get("/api/x", APP, &[("Cookie", &ada)]), LOGIN, Expect::Nothing));
+    cases.push(Case::new(
+        "app session as Bearer on ci",
+        get("/hello", "ci.corp.example", &[("Authorization", &bearer_app)]),
+        LOGIN,
+        Expect::Nothing,
+    ));
+    cases.push(Case::new(
+        "app session as Bearer on params",
+        get("/hello", "params.corp.example", &[("Authorization", &bearer_app)]),
+        LOGIN,
+        Expect::Nothing,
+    ));
+    cases.push(Case::new(
+        "app session on the api path",
+        get("/api/x", APP, &[("Cookie", &ada)]),
+        LOGIN,
+        Expect::Nothing,
+    ));
     let api_as_app = format!("portcullis_session.app={}", world.token("ada", "api"));
-    cases.push(Case::new("api session under the app cookie name", get("/hello", APP, &[("Cookie", &api_as_app)]), LOGIN, Expect::Nothing));
+    cases.push(Case::new(
+        "api session under the app cookie name",
+        get("/hello", APP, &[("Cookie", &api_as_app)]),
+        LOGIN,
+        Expect::Nothing,
+    ));
     let echo_as_app = format!("portcullis_session.app={}", world.token("ada", "echo"));
-    cases.push(Case::new("TCP-route session on an HTTP route", get("/hello", APP, &[("Cookie", &echo_as_app)]), LOGIN, Expect::Nothing));
-    cases.push(Case::new("browser with another route's session goes to login", get("/hello", "ci.corp.example", &[("Cookie", &app_token_as_ci), ("Accept", "text/html")]), &[302], Expect::Nothing));
+    cases.push(Case::new(
+        "TCP-route session on an HTTP route",
+        get("/hello", APP, &[("Cookie", &echo_as_app)]),
+        LOGIN,
+        Expect::Nothing,
+    ));
+    cases.push(Case::new(
+        "browser with another route's session goes to login",
+        get("/hello", "ci.corp.example", &[("Cookie", &app_token_as_ci), ("Accept", "text/html")]),
+        &[302],
+        Expect::Nothing,
+    ));
     let moved = format!("portcullis_session.pinned={}", world.token("moved", "pinned"));
-    cases.push(Case::new("on_ip_change deny: session from another address", get("/hello", "pinned.corp.example", &[("Cookie", &moved)]), LOGIN, Expect::Nothing));
+    cases.push(Case::new(
+        "on_ip_change deny: session from another address",
+        get("/hello", "pinned.corp.example", &[("Cookie", &moved)]),
+        LOGIN,
+        Expect::Nothing,
+    ));
     let pinned = world.cookie("ada", "pinned");
-    cases.push(Case::new("on_ip_change deny: same address allowed (control)", get("/hello", "pinned.corp.example", &[("Cookie", &pinned)]), OK, Expect::Target("/hello".into())));
-    cases.push(Case::new("root's app session under the api cookie name", get("/admin/users", APP, &[("Cookie", &format!("portcullis_session.api={root_token}"))]), LOGIN, Expect::Nothing));
-    cases.push(Case::new("DELETE denied (control)", request("DELETE", "/hello", APP, &[("Cookie", &ada)], ""), DENY, Expect::Nothing));
+    cases.push(Case::new(
+        "on_ip_change deny: same address allowed (control)",
+        get("/hello", "pinned.corp.example", &[("Cookie", &pinned)]),
+        OK,
+        Expect::Target("/hello".into()),
+    ));
+    cases.push(Case::new(
+        "root's app session under the api cookie name",
+        get("/admin/users", APP, &[("Cookie", &format!("portcullis_session.api={root_token}"))]),
+        LOGIN,
+        Expect::Nothing,
+    ));
+    cases.push(Case::new(
+        "DELETE denied (control)",
+        request("DELETE", "/hello", APP, &[("Cookie", &ada)], ""),
+        DENY,
+        Expect::Nothing,
+    ));
     run_cases(&world, &mut report, cases).await;
 
     // Upstream Set-Cookie for the edge's names never reaches the browser.
     let outcome = match crate::wire::exchange(world.edge.port, &get("/set-cookie", APP, &[("Cookie", &ada)])).await {
         Ok(response) if response.status == 200 => {
             let set = response.all("set-cookie");
-            let edge: Vec<&&str> = set.iter().filter(|c| checks::is_edge_cookie(c.split('=').next().unwrap_or(""))).collect();
+            let edge: Vec<&&str> =
+                set.iter().filter(|c| checks::is_edge_cookie(c.split('=').next().unwrap_or(""))).collect();
             if !edge.is_empty() {
                 Err(format!("the upstream set the edge's cookie: {edge:?}"))
             } else if !set.iter().any(|c| c.starts_with("app=1")) {
@@ -167,10 +333,28 @@ async fn credentials_stay_at_the_edge() {
     // CONNECT: only a session of the TCP route itself.
     let connects = [
         ("CONNECT with the HTTP route's session", "echo.internal:7", ada_token.clone(), 407, false),
-        ("CONNECT with another TCP route's session", "echo.internal:7", world.token("ada", "pinned-tcp").to_owned(), 407, false),
+        (
+            "CONNECT with another TCP route's session",
+            "echo.internal:7",
+            world.token("ada", "pinned-tcp").to_owned(),
+            407,
+            false,
+        ),
         ("CONNECT with a service token of no TCP rule", "echo.internal:7", service.clone(), 403, false),
-        ("CONNECT on_ip_change deny from another address", "pinned.internal:22", world.token("moved", "pinned-tcp").to_owned(), 407, false),
-        ("CONNECT with the route's own session (control)", "echo.internal:7", world.token("ada", "echo").to_owned(), 200, true),
+        (
+            "CONNECT on_ip_change deny from another address",
+            "pinned.internal:22",
+            world.token("moved", "pinned-tcp").to_owned(),
+            407,
+            false,
+        ),
+        (
+            "CONNECT with the route's own session (control)",
+            "echo.internal:7",
+            world.token("ada", "echo").to_owned(),
+            200,
+            true,
+        ),
     ];
     for (name, target, token, status, flows) in connects {
         let before = world.tcp.count();

@@ -67,7 +67,10 @@ impl FakeIdp {
         let idp = Self { issuer: issuer.clone(), jwks: jwks.clone(), key };
         let signer = std::sync::Arc::new(Self { issuer, jwks: String::new(), key: idp.key.clone() });
         let app = axum::Router::new()
-            .route("/.well-known/openid-configuration", get(move || async move { ([(CONTENT_TYPE, "application/json")], discovery) }))
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { ([(CONTENT_TYPE, "application/json")], discovery) }),
+            )
             .route("/jwks", get(move || async move { ([(CONTENT_TYPE, "application/json")], jwks) }))
             .route(
                 "/token",

@@ -53,7 +53,8 @@ async fn login(world: &World, rd: &str) -> Result<Option<Response>, String> {
         return Err(format!("the login did not go to the IdP: {} Location {location:?}", start.status));
     }
     let url = reqwest::Url::parse(&location).map_err(|e| e.to_string())?;
-    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default();
+    let param =
+        |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).unwrap_or_default();
     let callback = format!("/.portcullis/callback?code={}&state={}", param("nonce"), param("state"));
     let cookie = cookies_set(&start);
     let done = exchange(world.edge.port, &get(&callback, APP, &[("Accept", "text/html"), ("Cookie", &cookie)])).await?;
@@ -140,14 +141,55 @@ async fn login_redirects_and_logout() {
     let cookie = format!("portcullis_session.app={token}");
     let attempts: Vec<(&str, Vec<u8>)> = vec![
         ("GET /.portcullis/logout", get("/.portcullis/logout", APP, &[("Cookie", &cookie), ("Accept", "text/html")])),
-        ("GET /.portcullis/logout cross-site", get("/.portcullis/logout?confirm=1", APP, &[("Cookie", &cookie), ("Sec-Fetch-Site", "cross-site"), ("Referer", "https://evil.example/")])),
-        ("HEAD-less GET with an API Accept", get("/.portcullis/logout", APP, &[("Cookie", &cookie), ("Accept", "application/json")])),
-        ("POST /.portcullis/logout without a CSRF token", request("POST", "/.portcullis/logout", APP, &[("Cookie", &cookie), ("Content-Type", "application/x-www-form-urlencoded")], "")),
-        ("POST /.portcullis/logout cross-site", request("POST", "/.portcullis/logout", APP, &[("Cookie", &cookie), ("Origin", "https://evil.example"), ("Content-Type", "application/x-www-form-urlencoded")], "csrf=x")),
-        ("POST /.portcullis/logout with a forged double-submit", request("POST", "/.portcullis/logout", APP, &[
-            ("Cookie", &format!("{cookie}; portcullis_session_csrf=forged; portcullis_csrf=forged")),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ], "csrf=forged&csrf_token=forged&_csrf=forged")),
+        (
+            "GET /.portcullis/logout cross-site",
+            get(
+                "/.portcullis/logout?confirm=1",
+                APP,
+                &[("Cookie", &cookie), ("Sec-Fetch-Site", "cross-site"), ("Referer", "https://evil.example/")],
+            ),
+        ),
+        (
+            "HEAD-less GET with an API Accept",
+            get("/.portcullis/logout", APP, &[("Cookie", &cookie), ("Accept", "application/json")]),
+        ),
+        (
+            "POST /.portcullis/logout without a CSRF token",
+            request(
+                "POST",
+                "/.portcullis/logout",
+                APP,
+                &[("Cookie", &cookie), ("Content-Type", "application/x-www-form-urlencoded")],
+                "",
+            ),
+        ),
+        (
+            "POST /.portcullis/logout cross-site",
+            request(
+                "POST",
+                "/.portcullis/logout",
+                APP,
+                &[
+                    ("Cookie", &cookie),
+                    ("Origin", "https://evil.example"),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                "csrf=x",
+            ),
+        ),
+        (
+            "POST /.portcullis/logout with a forged double-submit",
+            request(
+                "POST",
+                "/.portcullis/logout",
+                APP,
+                &[
+                    ("Cookie", &format!("{cookie}; portcullis_session_csrf=forged; portcullis_csrf=forged")),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                "csrf=forged&csrf_token=forged&_csrf=forged",
+            ),
+        ),
     ];
     for (name, bytes) in attempts {
         let outcome = match exchange(world.edge.port, &bytes).await {
@@ -159,7 +201,10 @@ async fn login_redirects_and_logout() {
         };
         report.record(&format!("logout: {name} does not end the session"), outcome);
     }
-    report.record("logout: the confirmation form's POST ends the session (control)", confirmed_logout(&world, &cookie).await);
+    report.record(
+        "logout: the confirmation form's POST ends the session (control)",
+        confirmed_logout(&world, &cookie).await,
+    );
     report.finish();
 }
 
@@ -178,11 +223,17 @@ fn hidden_fields(page: &str) -> String {
 }
 
 async fn confirmed_logout(world: &World, cookie: &str) -> Result<(), String> {
-    let page = exchange(world.edge.port, &get("/.portcullis/logout", APP, &[("Cookie", cookie), ("Accept", "text/html")])).await?;
+    let page =
+        exchange(world.edge.port, &get("/.portcullis/logout", APP, &[("Cookie", cookie), ("Accept", "text/html")]))
+            .await?;
     let form = hidden_fields(&page.text());
     let extra = cookies_set(&page);
     let both = if extra.is_empty() { cookie.to_owned() } else { format!("{cookie}; {extra}") };
-    let headers = [("Cookie", both.as_str()), ("Content-Type", "application/x-www-form-urlencoded"), ("Origin", "http://app.corp.example")];
+    let headers = [
+        ("Cookie", both.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", "http://app.corp.example"),
+    ];
     let answer = exchange(world.edge.port, &request("POST", "/.portcullis/logout", APP, &headers, &form)).await?;
     for _ in 0..40 {
         if status_with(world, cookie).await == 401 {

@@ -12,16 +12,16 @@
 //! (HTTP/1.1 framing), `tokens` (forged and misused tokens), `login`
 //! (redirects and logout) and `admin_api`.
 
-#[path = "../control_plane/harness.rs"]
-#[allow(dead_code)]
-mod harness;
 #[path = "../control_plane/edge_node.rs"]
 #[allow(dead_code)]
 mod edge_node;
+#[path = "../control_plane/harness.rs"]
+#[allow(dead_code)]
+mod harness;
 
 mod admin_api;
-mod checks;
 mod anonymous;
+mod checks;
 mod credentials;
 mod fake_idp;
 mod headers;
@@ -79,6 +79,11 @@ impl Report {
     }
 }
 
+/// A check over every request the upstream received during a case.
+pub type SeenCheck = Box<dyn Fn(&[Recorded]) -> Result<(), String> + Send + Sync>;
+/// A check of one request the upstream received.
+pub type RequestCheck = Box<dyn Fn(&Recorded) -> Result<(), String> + Send + Sync>;
+
 /// What the upstream must have received for a case.
 pub enum Expect {
     /// Nothing at all.
@@ -86,7 +91,7 @@ pub enum Expect {
     /// Exactly one HTTP/1 request, with exactly this request target.
     Target(String),
     /// A check over everything received during the case.
-    Check(Box<dyn Fn(&[Recorded]) -> Result<(), String> + Send + Sync>),
+    Check(SeenCheck),
 }
 
 impl Expect {

@@ -30,7 +30,12 @@ async fn path_encodings() {
     add("control: /hello allowed", as_ada("/hello"), OK, Expect::Target("/hello".into()));
     add("control: /admin/users denied", as_ada("/admin/users"), DENY, Expect::Nothing);
     let root = world.cookie("root", "app");
-    add("control: admin on /admin/users", get("/admin/users", app, &[("Cookie", &root)]), OK, Expect::Target("/admin/users".into()));
+    add(
+        "control: admin on /admin/users",
+        get("/admin/users", app, &[("Cookie", &root)]),
+        OK,
+        Expect::Target("/admin/users".into()),
+    );
 
     // The examples.
     for target in ["/%61dmin/users", "/adm%69n/users", "/%61%64%6d%69%6e/users", "/%61DMIN/../admin/users"] {
@@ -39,19 +44,49 @@ async fn path_encodings() {
     for target in ["/admi%6E/users", "/admi%6e/users", "/%41dmin/../admin/users"] {
         add(&format!("case-mixed escapes {target}"), as_ada(target), DENY, Expect::Nothing);
     }
-    add("double escape is not decoded twice", as_ada("/%2561dmin/users"), OK, Expect::Target("/%2561dmin/users".into()));
+    add(
+        "double escape is not decoded twice",
+        as_ada("/%2561dmin/users"),
+        OK,
+        Expect::Target("/%2561dmin/users".into()),
+    );
     for target in ["/admin;x/users", "/admin;/users", "/admin/users;jsessionid=1", "/t/..;/admin/users"] {
         add(&format!("path parameters {target}"), as_ada(target), BAD, Expect::Nothing);
     }
     let absolute = |t: &str| request("GET", t, app, &[("Cookie", &ada)], "");
-    add("absolute form http://app.corp.example/%61dmin/users", absolute("http://app.corp.example/%61dmin/users"), DENY, Expect::Nothing);
-    add("absolute form HTTP://APP.CORP.EXAMPLE:80/admin/users", absolute("HTTP://APP.CORP.EXAMPLE:80/admin/users"), DENY, Expect::Nothing);
+    add(
+        "absolute form http://app.corp.example/%61dmin/users",
+        absolute("http://app.corp.example/%61dmin/users"),
+        DENY,
+        Expect::Nothing,
+    );
+    add(
+        "absolute form HTTP://APP.CORP.EXAMPLE:80/admin/users",
+        absolute("HTTP://APP.CORP.EXAMPLE:80/admin/users"),
+        DENY,
+        Expect::Nothing,
+    );
     add("absolute form other authority", absolute("http://admin.corp.example/hello"), BAD, Expect::Nothing);
     add("absolute form userinfo", absolute("http://app.corp.example@evil.example/hello"), BAD, Expect::Nothing);
-    add("absolute form allowed goes upstream in origin form", absolute("http://app.corp.example/public/%78"), OK, Expect::Target("/public/x".into()));
-    add("absolute form with query", absolute("http://app.corp.example/hello?a=1"), OK, Expect::Target("/hello?a=1".into()));
+    add(
+        "absolute form allowed goes upstream in origin form",
+        absolute("http://app.corp.example/public/%78"),
+        OK,
+        Expect::Target("/public/x".into()),
+    );
+    add(
+        "absolute form with query",
+        absolute("http://app.corp.example/hello?a=1"),
+        OK,
+        Expect::Target("/hello?a=1".into()),
+    );
     add("asterisk form", request("OPTIONS", "*", app, &[("Cookie", &ada)], ""), BAD, Expect::Nothing);
-    add("authority form on GET", request("GET", "app.corp.example:80", app, &[("Cookie", &ada)], ""), BAD, Expect::Nothing);
+    add(
+        "authority form on GET",
+        request("GET", "app.corp.example:80", app, &[("Cookie", &ada)], ""),
+        BAD,
+        Expect::Nothing,
+    );
 
     // Dot segments and empty segments resolve to what they mean.
     for target in [
@@ -71,9 +106,16 @@ async fn path_encodings() {
     ] {
         add(&format!("dot/empty segments {target}"), as_ada(target), DENY, Expect::Nothing);
     }
-    add("allowed dot segments reach the upstream resolved", as_ada("/x/./y/../hello"), OK, Expect::Target("/x/hello".into()));
+    add(
+        "allowed dot segments reach the upstream resolved",
+        as_ada("/x/./y/../hello"),
+        OK,
+        Expect::Target("/x/hello".into()),
+    );
     add("allowed // collapsed upstream", as_ada("//hello//there"), OK, Expect::Target("/hello/there".into()));
-    for target in ["/../admin/users", "/%2e%2e/admin/users", "/x/../../admin/users", "/t/.;x/admin/users", "/t/..;x/admin/users"] {
+    for target in
+        ["/../admin/users", "/%2e%2e/admin/users", "/x/../../admin/users", "/t/.;x/admin/users", "/t/..;x/admin/users"]
+    {
         add(&format!("above the root or dot with params {target}"), as_ada(target), BAD, Expect::Nothing);
     }
 
@@ -112,14 +154,34 @@ async fn path_encodings() {
     add("raw UTF-8 in the path", raw("GET /admin/\u{e9}".as_bytes()), BAD, Expect::Nothing);
     add("raw non-UTF-8 byte in the query", raw(&b"GET /hello?q=\xe9"[..]), BAD, Expect::Nothing);
     add("# in the query", as_ada("/hello?a#b"), BAD, Expect::Nothing);
-    add("target longer than 8192 bytes", as_ada(&format!("/hello/{}", "a".repeat(MAX_TARGET))), &[400, 414], Expect::Nothing);
+    add(
+        "target longer than 8192 bytes",
+        as_ada(&format!("/hello/{}", "a".repeat(MAX_TARGET))),
+        &[400, 414],
+        Expect::Nothing,
+    );
 
     // The upstream receives the canonical path.
-    add("unreserved escapes decoded upstream", as_ada("/%68ello/%7e%2D%5f%2E"), OK, Expect::Target("/hello/~-_.".into()));
-    add("reserved escapes kept in upper case", as_ada("/hello/a%3bb%2c%40"), OK, Expect::Target("/hello/a%3Bb%2C%40".into()));
+    add(
+        "unreserved escapes decoded upstream",
+        as_ada("/%68ello/%7e%2D%5f%2E"),
+        OK,
+        Expect::Target("/hello/~-_.".into()),
+    );
+    add(
+        "reserved escapes kept in upper case",
+        as_ada("/hello/a%3bb%2c%40"),
+        OK,
+        Expect::Target("/hello/a%3Bb%2C%40".into()),
+    );
     add("encoded ; is not a parameter", as_ada("/admin%3bx/users"), OK, Expect::Target("/admin%3Bx/users".into()));
     add("space stays escaped", as_ada("/hello%20there"), OK, Expect::Target("/hello%20there".into()));
-    add("escaped capital is another path on a case-sensitive route", as_ada("/%41dmin/users"), OK, Expect::Target("/Admin/users".into()));
+    add(
+        "escaped capital is another path on a case-sensitive route",
+        as_ada("/%41dmin/users"),
+        OK,
+        Expect::Target("/Admin/users".into()),
+    );
     add("query kept as sent", as_ada("/hello?x=%2e%2e&y=%2F"), OK, Expect::Target("/hello?x=%2e%2e&y=%2F".into()));
     add("export denied", as_ada("/export/data"), DENY, Expect::Nothing);
     add("export denied escaped", as_ada("/%65xport/data"), DENY, Expect::Nothing);
@@ -127,7 +189,12 @@ async fn path_encodings() {
 
     // `path: /api` cannot be escaped onto the host's `/` route.
     add("/%61pi/x with the app cookie is the api route", as_ada("/%61pi/x"), LOGIN, Expect::Nothing);
-    add("/%61pi/x with both cookies is judged by api", get("/%61pi/x", app, &[("Cookie", &both)]), DENY, Expect::Nothing);
+    add(
+        "/%61pi/x with both cookies is judged by api",
+        get("/%61pi/x", app, &[("Cookie", &both)]),
+        DENY,
+        Expect::Nothing,
+    );
     add("//api/x is the api route", get("//api/x", app, &[("Cookie", &both)]), DENY, Expect::Nothing);
     add("/x/../api/x is the api route", get("/x/../api/x", app, &[("Cookie", &both)]), DENY, Expect::Nothing);
     add("/apix is not under /api", as_ada("/apix"), OK, Expect::Target("/apix".into()));
@@ -135,7 +202,9 @@ async fn path_encodings() {
     // A deny rule before a public allow: anonymous spellings.
     add("anonymous /public/x allowed", anon("/public/x"), OK, Expect::Target("/public/x".into()));
     add("anonymous /%70ublic/x decoded upstream", anon("/%70ublic/x"), OK, Expect::Target("/public/x".into()));
-    for target in ["/public/secret/x", "/public/%73ecret/x", "/public/./secret/x", "/public//secret/x", "/public/x/../secret/x"] {
+    for target in
+        ["/public/secret/x", "/public/%73ecret/x", "/public/./secret/x", "/public//secret/x", "/public/x/../secret/x"]
+    {
         add(&format!("anonymous deny before public {target}"), anon(target), DENY, Expect::Nothing);
     }
     add("anonymous /public/../admin/users", anon("/public/../admin/users"), &[401, 403], Expect::Nothing);
@@ -148,10 +217,15 @@ async fn path_encodings() {
         add(&format!("case-insensitive route {target}"), on(ci, "ci", target), DENY, Expect::Nothing);
     }
     add("case-insensitive route ; still refused", on(ci, "ci", "/aDmIn;x/users"), BAD, Expect::Nothing);
-    add("case-insensitive route allows other paths", on(ci, "ci", "/Hello"), OK, Expect::Check(Box::new(|seen: &[crate::recording_upstream::Recorded]| match seen {
-        [one] if one.target.eq_ignore_ascii_case("/hello") => Ok(()),
-        _ => Err(format!("expected /hello in any case, got {}", crate::listing(seen))),
-    })));
+    add(
+        "case-insensitive route allows other paths",
+        on(ci, "ci", "/Hello"),
+        OK,
+        Expect::Check(Box::new(|seen: &[crate::recording_upstream::Recorded]| match seen {
+            [one] if one.target.eq_ignore_ascii_case("/hello") => Ok(()),
+            _ => Err(format!("expected /hello in any case, got {}", crate::listing(seen))),
+        })),
+    );
 
     // `allow_path_parameters: true`: judged without them, forwarded with them.
     let params = "params.corp.example";
@@ -161,7 +235,12 @@ async fn path_encodings() {
     for target in ["/t/..;/admin/users", "/t/.;/admin/users", "/x/..;a=b/admin"] {
         add(&format!("parameters route dot with params {target}"), on(params, "params", target), BAD, Expect::Nothing);
     }
-    add("parameters route forwards them", on(params, "params", "/docs;jsessionid=abc/page"), OK, Expect::Target("/docs;jsessionid=abc/page".into()));
+    add(
+        "parameters route forwards them",
+        on(params, "params", "/docs;jsessionid=abc/page"),
+        OK,
+        Expect::Target("/docs;jsessionid=abc/page".into()),
+    );
 
     run_cases(&world, &mut report, cases).await;
     report.finish();

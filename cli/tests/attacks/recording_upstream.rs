@@ -53,12 +53,24 @@ impl Recorded {
 
     /// Every `name=value` cookie of every `Cookie` header.
     pub fn cookies(&self) -> Vec<String> {
-        self.all("cookie").iter().flat_map(|v| v.split(';')).map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect()
+        self.all("cookie")
+            .iter()
+            .flat_map(|v| v.split(';'))
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect()
     }
 
     /// One line for failure messages.
     pub fn describe(&self) -> String {
-        let headers: Vec<String> = self.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+        let short = |v: &str| {
+            if v.len() > 48 {
+                format!("{}…", v.chars().take(48).collect::<String>())
+            } else {
+                v.to_owned()
+            }
+        };
+        let headers: Vec<String> = self.headers.iter().map(|(n, v)| format!("{n}: {}", short(v))).collect();
         format!("{:?} {} {} [{}]", self.proto, self.method, self.target, headers.join(" | "))
     }
 }
@@ -315,7 +327,8 @@ async fn serve_h2<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, log
             headers.push((name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()));
         }
         let target = parts.uri.path_and_query().map_or("/".to_owned(), |p| p.to_string());
-        let mut recorded = Recorded { proto: Proto::H2, method: parts.method.to_string(), target, headers, body: vec![] };
+        let mut recorded =
+            Recorded { proto: Proto::H2, method: parts.method.to_string(), target, headers, body: vec![] };
         while let Some(Ok(chunk)) = body.data().await {
             recorded.body.extend_from_slice(&chunk);
         }

@@ -87,10 +87,26 @@ async fn forged_and_misused_tokens() {
     let session: Vec<(&str, String, &str)> = vec![
         ("genuine (control)", genuine.clone(), "/hello"),
         ("alg none", format!("{}.{}.", b64(&with(&header, &json!({"alg": "none"}))), b64(&payload)), "/hello"),
-        ("alg none keeping the signature", format!("{}.{}.{signature}", b64(&with(&header, &json!({"alg": "none"}))), b64(&payload)), "/hello"),
-        ("HS256 keyed with the public key PEM", sign(&with(&header, &json!({"alg": "HS256"})), &payload, &EncodingKey::from_secret(pem.as_bytes())), "/hello"),
-        ("HS256 keyed with the public JWK", sign(&with(&header, &json!({"alg": "HS256"})), &payload, &EncodingKey::from_secret(jwk.as_bytes())), "/hello"),
-        ("RS256 under the real kid", sign(&with(&header, &json!({"alg": "RS256"})), &payload, &foreign_rsa_key()), "/hello"),
+        (
+            "alg none keeping the signature",
+            format!("{}.{}.{signature}", b64(&with(&header, &json!({"alg": "none"}))), b64(&payload)),
+            "/hello",
+        ),
+        (
+            "HS256 keyed with the public key PEM",
+            sign(&with(&header, &json!({"alg": "HS256"})), &payload, &EncodingKey::from_secret(pem.as_bytes())),
+            "/hello",
+        ),
+        (
+            "HS256 keyed with the public JWK",
+            sign(&with(&header, &json!({"alg": "HS256"})), &payload, &EncodingKey::from_secret(jwk.as_bytes())),
+            "/hello",
+        ),
+        (
+            "RS256 under the real kid",
+            sign(&with(&header, &json!({"alg": "RS256"})), &payload, &foreign_rsa_key()),
+            "/hello",
+        ),
         ("foreign ES256 key under the real kid", sign(&header, &payload, &foreign_ec_key()), "/hello"),
         ("real key, unknown kid", sign(&with(&header, &json!({"kid": "no-such-key"})), &payload, &real), "/hello"),
         ("real key, no kid", sign(&with(&header, &json!({"kid": null})), &payload, &real), "/hello"),
@@ -103,12 +119,20 @@ async fn forged_and_misused_tokens() {
         ("no typ", sign(&with(&header, &json!({"typ": null})), &payload, &real), "/hello"),
         ("route claim of another route", sign(&header, &with(&payload, &json!({"route": "ci"})), &real), "/hello"),
         ("no route claim", sign(&header, &with(&payload, &json!({"route": null})), &real), "/hello"),
-        ("groups escalated, signature kept", format!("{}.{}.{signature}", b64(&header), b64(&with(&payload, &json!({"groups": ["admins"]})))), "/admin/users"),
+        (
+            "groups escalated, signature kept",
+            format!("{}.{}.{signature}", b64(&header), b64(&with(&payload, &json!({"groups": ["admins"]})))),
+            "/admin/users",
+        ),
         ("truncated", genuine[..genuine.len() - 10].to_owned(), "/hello"),
         ("two parts", genuine.rsplit_once('.').map(|(a, _)| a.to_owned()).unwrap_or_default(), "/hello"),
         ("empty signature", format!("{}.{}.", b64(&header), b64(&payload)), "/hello"),
         ("10 KiB of garbage", "A".repeat(10 * 1024), "/hello"),
-        ("10 KiB JWT-shaped garbage", format!("{}.{}.{}", "e".repeat(4000), "e".repeat(4000), "e".repeat(2240)), "/hello"),
+        (
+            "10 KiB JWT-shaped garbage",
+            format!("{}.{}.{}", "e".repeat(4000), "e".repeat(4000), "e".repeat(2240)),
+            "/hello",
+        ),
         ("IdP access token in the session cookie", world.idp.access_token(&json!({})), "/hello"),
     ];
     let expect = |control: bool, path: &str| if control { Expect::Target(path.into()) } else { Expect::Nothing };
@@ -117,10 +141,20 @@ async fn forged_and_misused_tokens() {
         let control = name.contains("control");
         let status = if control { OK } else { LOGIN };
         let cookie = format!("portcullis_session.app={token}");
-        cases.push(Case::new(format!("session token as cookie: {name}"), get(path, APP, &[("Cookie", &cookie)]), status, expect(control, path)));
+        cases.push(Case::new(
+            format!("session token as cookie: {name}"),
+            get(path, APP, &[("Cookie", &cookie)]),
+            status,
+            expect(control, path),
+        ));
         if !name.contains("cookie") {
             let bearer = format!("Bearer {token}");
-            cases.push(Case::new(format!("session token as bearer: {name}"), get(path, APP, &[("Authorization", &bearer)]), status, expect(control, path)));
+            cases.push(Case::new(
+                format!("session token as bearer: {name}"),
+                get(path, APP, &[("Authorization", &bearer)]),
+                status,
+                expect(control, path),
+            ));
         }
     }
 
@@ -132,8 +166,14 @@ async fn forged_and_misused_tokens() {
     let idp_tokens: Vec<(&str, String)> = vec![
         ("valid (control)", idp.access_token(&json!({}))),
         ("alg none", format!("{}.{}.", b64(&with(&at, &json!({"alg": "none"}))), b64(&claims))),
-        ("HS256 keyed with the JWKS", sign(&with(&at, &json!({"alg": "HS256"})), &claims, &EncodingKey::from_secret(idp.jwks.as_bytes()))),
-        ("RS256 foreign key under the real kid", sign(&with(&at, &json!({"alg": "RS256"})), &claims, &foreign_rsa_key())),
+        (
+            "HS256 keyed with the JWKS",
+            sign(&with(&at, &json!({"alg": "HS256"})), &claims, &EncodingKey::from_secret(idp.jwks.as_bytes())),
+        ),
+        (
+            "RS256 foreign key under the real kid",
+            sign(&with(&at, &json!({"alg": "RS256"})), &claims, &foreign_rsa_key()),
+        ),
         ("foreign ES256 key under the real kid", sign(&at, &claims, &foreign_ec_key())),
         ("unknown kid", sign(&with(&at, &json!({"kid": "rotated-away"})), &claims, &foreign_ec_key())),
         ("expired", idp_key(&with(&claims, &json!({"iat": t - 7200, "exp": t - 3600})))),
@@ -148,13 +188,22 @@ async fn forged_and_misused_tokens() {
         ("carries nonce", idp_key(&with(&claims, &json!({"nonce": "n-0S6_WzA2Mj"})))),
         ("carries at_hash", idp_key(&with(&claims, &json!({"at_hash": "77QmUPtjPfzWtF2AnpK9RQ"})))),
         ("typ JWT with nonce (an ID token)", idp.sign("JWT", &with(&claims, &json!({"nonce": "abc"})))),
-        ("an ID token for the login client", idp.sign("JWT", &with(&claims, &json!({"aud": CLIENT_ID, "nonce": "abc", "at_hash": "x"})))),
+        (
+            "an ID token for the login client",
+            idp.sign("JWT", &with(&claims, &json!({"aud": CLIENT_ID, "nonce": "abc", "at_hash": "x"}))),
+        ),
         ("over 8 KiB", idp_key(&with(&claims, &json!({"padding": "p".repeat(9000)})))),
     ];
     for (name, token) in idp_tokens {
         let bearer = format!("Bearer {token}");
-        let (status, upstream) = if name.contains("control") { (OK, Expect::Target("/hello".into())) } else { (LOGIN, Expect::Nothing) };
-        cases.push(Case::new(format!("IdP token: {name}"), get("/hello", APP, &[("Authorization", &bearer)]), status, upstream));
+        let (status, upstream) =
+            if name.contains("control") { (OK, Expect::Target("/hello".into())) } else { (LOGIN, Expect::Nothing) };
+        cases.push(Case::new(
+            format!("IdP token: {name}"),
+            get("/hello", APP, &[("Authorization", &bearer)]),
+            status,
+            upstream,
+        ));
     }
 
     // Service-token look-alikes.
@@ -182,11 +231,18 @@ async fn forged_and_misused_tokens() {
     let fresh = crate::world::mint_for(&world, "ada@corp.example", &["staff"], "app").await;
     let sid = parts(&fresh).1["sid"].as_str().unwrap_or_default().to_owned();
     let cookie = format!("portcullis_session.app={fresh}");
-    let before = crate::wire::exchange(world.edge.port, &get("/hello", APP, &[("Cookie", &cookie)])).await.map(|r| r.status);
-    let (status, body) = world.plane.api_post(&format!("/sessions/{sid}/terminate"), &json!({"reason": "attack suite"})).await.expect("terminate");
+    let before =
+        crate::wire::exchange(world.edge.port, &get("/hello", APP, &[("Cookie", &cookie)])).await.map(|r| r.status);
+    let (status, body) = world
+        .plane
+        .api_post(&format!("/sessions/{sid}/terminate"), &json!({"reason": "attack suite"}))
+        .await
+        .expect("terminate");
     let mut after = 0;
     for _ in 0..50 {
-        after = crate::wire::exchange(world.edge.port, &get("/hello", APP, &[("Cookie", &cookie)])).await.map_or(0, |r| r.status);
+        after = crate::wire::exchange(world.edge.port, &get("/hello", APP, &[("Cookie", &cookie)]))
+            .await
+            .map_or(0, |r| r.status);
         if after == 401 {
             break;
         }

@@ -125,13 +125,94 @@ async fn upgrade_smuggling() {
 
     // h2c: the attack and variations.
     let h2c_cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
-        ("h2c on a public path with HTTP2-Settings", request("GET", "/healthz", APP, &[("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS), ("Connection", "Upgrade, HTTP2-Settings")], ""), 200, Some("/healthz")),
-        ("h2c with Connection: upgrade only", request("GET", "/healthz", APP, &[("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS), ("Connection", "upgrade")], ""), 200, Some("/healthz")),
-        ("h2c spelled H2C", request("GET", "/healthz", APP, &[("Upgrade", "H2C"), ("HTTP2-Settings", SETTINGS), ("Connection", "Upgrade, HTTP2-Settings")], ""), 200, Some("/healthz")),
-        ("h2c without a Connection header", request("GET", "/healthz", APP, &[("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS)], ""), 200, Some("/healthz")),
-        ("h2c logged in", request("GET", "/hello", APP, &[("Cookie", &ada), ("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS), ("Connection", "Upgrade, HTTP2-Settings")], ""), 200, Some("/hello")),
-        ("h2c with a POST body", request("POST", "/public/form", APP, &[("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS), ("Connection", "Upgrade, HTTP2-Settings")], "a=1"), 200, Some("/public/form")),
-        ("h2c to a denied path", request("GET", "/admin/users", APP, &[("Cookie", &ada), ("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS), ("Connection", "Upgrade, HTTP2-Settings")], ""), 403, None),
+        (
+            "h2c on a public path with HTTP2-Settings",
+            request(
+                "GET",
+                "/healthz",
+                APP,
+                &[("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS), ("Connection", "Upgrade, HTTP2-Settings")],
+                "",
+            ),
+            200,
+            Some("/healthz"),
+        ),
+        (
+            "h2c with Connection: upgrade only",
+            request(
+                "GET",
+                "/healthz",
+                APP,
+                &[("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS), ("Connection", "upgrade")],
+                "",
+            ),
+            200,
+            Some("/healthz"),
+        ),
+        (
+            "h2c spelled H2C",
+            request(
+                "GET",
+                "/healthz",
+                APP,
+                &[("Upgrade", "H2C"), ("HTTP2-Settings", SETTINGS), ("Connection", "Upgrade, HTTP2-Settings")],
+                "",
+            ),
+            200,
+            Some("/healthz"),
+        ),
+        (
+            "h2c without a Connection header",
+            request("GET", "/healthz", APP, &[("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS)], ""),
+            200,
+            Some("/healthz"),
+        ),
+        (
+            "h2c logged in",
+            request(
+                "GET",
+                "/hello",
+                APP,
+                &[
+                    ("Cookie", &ada),
+                    ("Upgrade", "h2c"),
+                    ("HTTP2-Settings", SETTINGS),
+                    ("Connection", "Upgrade, HTTP2-Settings"),
+                ],
+                "",
+            ),
+            200,
+            Some("/hello"),
+        ),
+        (
+            "h2c with a POST body",
+            request(
+                "POST",
+                "/public/form",
+                APP,
+                &[("Upgrade", "h2c"), ("HTTP2-Settings", SETTINGS), ("Connection", "Upgrade, HTTP2-Settings")],
+                "a=1",
+            ),
+            200,
+            Some("/public/form"),
+        ),
+        (
+            "h2c to a denied path",
+            request(
+                "GET",
+                "/admin/users",
+                APP,
+                &[
+                    ("Cookie", &ada),
+                    ("Upgrade", "h2c"),
+                    ("HTTP2-Settings", SETTINGS),
+                    ("Connection", "Upgrade, HTTP2-Settings"),
+                ],
+                "",
+            ),
+            403,
+            None,
+        ),
     ];
     for (name, bytes, status, target) in h2c_cases {
         let mark = world.upstream.log.mark();
@@ -150,7 +231,10 @@ async fn upgrade_smuggling() {
     // Websocket handshakes that are not well formed: 400, nothing upstream.
     let malformed: Vec<(&str, Vec<u8>)> = vec![
         ("websocket key too short", websocket("/ws", &ada, &[("Sec-WebSocket-Key", Some("c2hvcnQ="))], &[])),
-        ("websocket key not base64", websocket("/ws", &ada, &[("Sec-WebSocket-Key", Some("not base64 at all!!!!!!="))], &[])),
+        (
+            "websocket key not base64",
+            websocket("/ws", &ada, &[("Sec-WebSocket-Key", Some("not base64 at all!!!!!!="))], &[]),
+        ),
         ("websocket key missing", websocket("/ws", &ada, &[("Sec-WebSocket-Key", None)], &[])),
         ("websocket key twice", websocket("/ws", &ada, &[], &[("Sec-WebSocket-Key", "c2Vjb25kIGtleSBzaXh0ZWVuIQ==")])),
         ("websocket version 8", websocket("/ws", &ada, &[("Sec-WebSocket-Version", Some("8"))], &[])),
@@ -164,9 +248,16 @@ async fn upgrade_smuggling() {
             Ok((400, _)) => {
                 tokio::time::sleep(crate::SETTLE).await;
                 let seen = world.upstream.log.since(mark);
-                if seen.is_empty() { Ok(()) } else { Err(format!("upstream got {}", listing(&seen))) }
+                if seen.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("upstream got {}", listing(&seen)))
+                }
             }
-            Ok((status, _)) => Err(format!("status {status} (expected 400); upstream got {}", listing(&world.upstream.log.since(mark)))),
+            Ok((status, _)) => Err(format!(
+                "status {status} (expected 400); upstream got {}",
+                listing(&world.upstream.log.since(mark))
+            )),
             Err(e) => Err(e),
         };
         report.record(name, outcome);
@@ -178,23 +269,61 @@ async fn upgrade_smuggling() {
     let proxy_auth = format!("Bearer {root_token}");
     let with_cookies = format!("theme=dark; {ada}; lang=en");
     let ada_token = world.token("ada", "app").to_owned();
-    let valid: Vec<(&str, Vec<u8>, u16, Box<dyn Fn(&Recorded) -> Result<(), String>>)> = vec![
-        ("websocket echoes (control)", websocket("/ws", &ada, &[], &[]), 101, Box::new(move |r: &Recorded| checks::identity(r, subject, &["staff"]))),
+    let valid: Vec<(&str, Vec<u8>, u16, crate::RequestCheck)> = vec![
+        (
+            "websocket echoes (control)",
+            websocket("/ws", &ada, &[], &[]),
+            101,
+            Box::new(move |r: &Recorded| checks::identity(r, subject, &["staff"])),
+        ),
         (
             "websocket strips hop-by-hop, Proxy-Authorization and look-alikes",
-            websocket("/ws", &ada, &[("Connection", Some("Upgrade, X-Hop"))], &[
-                ("Proxy-Authorization", &proxy_auth), ("X_Portcullis_Groups", "admins"), ("x-portcullis-user", "root"),
-                ("Keep-Alive", "timeout=5"), ("Proxy-Connection", "keep-alive"), ("TE", "gzip"), ("Trailer", "X-Foo"),
-                ("X-Hop", "1"), ("HTTP2-Settings", SETTINGS), ("X-Real-IP", "10.0.0.1"), ("Forwarded", "for=10.0.0.1"),
-            ]),
+            websocket(
+                "/ws",
+                &ada,
+                &[("Connection", Some("Upgrade, X-Hop"))],
+                &[
+                    ("Proxy-Authorization", &proxy_auth),
+                    ("X_Portcullis_Groups", "admins"),
+                    ("x-portcullis-user", "root"),
+                    ("Keep-Alive", "timeout=5"),
+                    ("Proxy-Connection", "keep-alive"),
+                    ("TE", "gzip"),
+                    ("Trailer", "X-Foo"),
+                    ("X-Hop", "1"),
+                    ("HTTP2-Settings", SETTINGS),
+                    ("X-Real-IP", "10.0.0.1"),
+                    ("Forwarded", "for=10.0.0.1"),
+                ],
+            ),
             101,
             Box::new(move |r: &Recorded| {
                 checks::all([
                     checks::identity(r, subject, &["staff"]),
-                    checks::absent(r, &["proxy-authorization", "keep-alive", "proxy-connection", "te", "trailer", "x-hop", "http2-settings", "x-real-ip"]),
+                    checks::absent(
+                        r,
+                        &[
+                            "proxy-authorization",
+                            "keep-alive",
+                            "proxy-connection",
+                            "te",
+                            "trailer",
+                            "x-hop",
+                            "http2-settings",
+                            "x-real-ip",
+                        ],
+                    ),
                     checks::no_credentials(r, &[&root_token]),
-                    if r.all("forwarded").iter().any(|f| f.contains("10.0.0.1")) { Err("the client's Forwarded arrived".into()) } else { Ok(()) },
-                    if r.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) { Ok(()) } else { Err("Upgrade: websocket missing".into()) },
+                    if r.all("forwarded").iter().any(|f| f.contains("10.0.0.1")) {
+                        Err("the client's Forwarded arrived".into())
+                    } else {
+                        Ok(())
+                    },
+                    if r.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+                        Ok(())
+                    } else {
+                        Err("Upgrade: websocket missing".into())
+                    },
                 ])
             }),
         ),
@@ -206,7 +335,11 @@ async fn upgrade_smuggling() {
                 let cookies = r.cookies();
                 checks::all([
                     checks::no_credentials(r, &[]),
-                    if cookies.contains(&"theme=dark".to_owned()) && cookies.contains(&"lang=en".to_owned()) { Ok(()) } else { Err(format!("app cookies lost: {cookies:?}")) },
+                    if cookies.contains(&"theme=dark".to_owned()) && cookies.contains(&"lang=en".to_owned()) {
+                        Ok(())
+                    } else {
+                        Err(format!("app cookies lost: {cookies:?}"))
+                    },
                 ])
             }),
         ),
@@ -214,7 +347,9 @@ async fn upgrade_smuggling() {
             "websocket with a Bearer session token does not forward it",
             websocket("/ws", "theme=dark", &[], &[("Authorization", &format!("Bearer {ada_token}"))]),
             101,
-            Box::new(move |r: &Recorded| checks::all([checks::absent(r, &["authorization"]), checks::no_credentials(r, &[&ada_token])])),
+            Box::new(move |r: &Recorded| {
+                checks::all([checks::absent(r, &["authorization"]), checks::no_credentials(r, &[&ada_token])])
+            }),
         ),
     ];
     for (name, bytes, status, check) in valid {
@@ -239,7 +374,11 @@ async fn upgrade_smuggling() {
         ("websocket to a denied path", websocket("/admin/ws", &ada, &[], &[]), &[403][..]),
         ("websocket to an escaped denied path", websocket("/%61dmin/ws", &ada, &[], &[]), &[403][..]),
         ("anonymous websocket to a protected path", websocket("/ws", "theme=dark", &[], &[]), &[401][..]),
-        ("websocket with a session of another route", websocket("/ws", &world.cookie("ada", "ci").replace(".ci=", ".app="), &[], &[]), &[401][..]),
+        (
+            "websocket with a session of another route",
+            websocket("/ws", &world.cookie("ada", "ci").replace(".ci=", ".app="), &[], &[]),
+            &[401][..],
+        ),
     ];
     for (name, bytes, statuses) in denied {
         let mark = world.upstream.log.mark();
@@ -247,7 +386,11 @@ async fn upgrade_smuggling() {
             Ok((got, _)) if statuses.contains(&got) => {
                 tokio::time::sleep(crate::SETTLE).await;
                 let seen = world.upstream.log.since(mark);
-                if seen.is_empty() { Ok(()) } else { Err(format!("upstream got {}", listing(&seen))) }
+                if seen.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("upstream got {}", listing(&seen)))
+                }
             }
             Ok((got, _)) => Err(format!("status {got} (expected {statuses:?})")),
             Err(e) => Err(e),

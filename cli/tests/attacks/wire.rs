@@ -167,9 +167,9 @@ pub fn request(method: &str, target: &str, host: &str, headers: &[(&str, &str)],
     for (name, value) in headers {
         text.push_str(&format!("{name}: {value}\r\n"));
     }
-    let framed = headers.iter().any(|(n, _)| {
-        n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding")
-    });
+    let framed = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding"));
     if !body.is_empty() && !framed {
         text.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }

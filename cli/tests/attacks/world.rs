@@ -205,20 +205,41 @@ impl World {
                 tokens.insert(((*name).to_owned(), (*route).to_owned()), token);
             }
         }
-        let (status, created) = plane.api_post("/service-tokens", &json!({ "name": "reports-bot" })).await.expect("POST");
+        let (status, created) =
+            plane.api_post("/service-tokens", &json!({ "name": "reports-bot" })).await.expect("POST");
         assert_eq!(status, 201, "service token: {created}");
         let service_token = created["token"].as_str().expect("token").to_owned();
         let signing_key = read_signing_key(&database).await;
-        Self { plane, edge, upstream, tcp, idp, policy_note, policy: document, service_token, signing_key, tokens, _dir: dir }
+        Self {
+            plane,
+            edge,
+            upstream,
+            tcp,
+            idp,
+            policy_note,
+            policy: document,
+            service_token,
+            signing_key,
+            tokens,
+            _dir: dir,
+        }
     }
 
     /// The session token of `user` for `route`.
     pub fn token(&self, user: &str, route: &str) -> &str {
-        self.tokens.get(&(user.to_owned(), route.to_owned())).map_or_else(|| panic!("no token {user}/{route}"), |t| t)
+        self.tokens
+            .get(&(user.to_owned(), route.to_owned()))
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no token {user}/{route}"))
     }
 
-    /// `portcullis_session.<route>=<token of user for route>`.
+    /// `portcullis_session.<route>=<token of user for route>` (with
+    /// `ATTACKS_LEGACY_COOKIE=1`, the pre-issue-11 name `portcullis_session`,
+    /// to see which attacks an edge without per-route cookies lets through).
     pub fn cookie(&self, user: &str, route: &str) -> String {
+        if std::env::var_os("ATTACKS_LEGACY_COOKIE").is_some() {
+            return format!("portcullis_session={}", self.token(user, route));
+        }
         format!("portcullis_session.{route}={}", self.token(user, route))
     }
 }

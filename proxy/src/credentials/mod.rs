@@ -46,6 +46,9 @@ pub enum CredentialError {
     /// The party that vouches for this kind of token cannot be reached.
     #[error("the token cannot be checked right now")]
     Unavailable,
+    /// An OpenID Connect ID token presented as a bearer token.
+    #[error("an ID token is not an access token")]
+    IdToken,
     /// This client asked the control plane about too many tokens too quickly.
     #[error("too many credential checks from this address; slow down")]
     RateLimited,

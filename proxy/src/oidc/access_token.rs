@@ -1,7 +1,11 @@
 //! IdP-issued JWT access tokens presented as `Authorization: Bearer`
 //! (RFC 9068): the algorithm must be on the allow-list and match the key
 //! (so `none`, HS256-signed-with-the-public-key and RS/ES confusion are all
-//! refused); `typ`, `iss`, `aud`, `exp` and `nbf` are checked. Verified
+//! refused); `typ`, `iss`, `aud`, `exp` and `nbf` are checked, and ID
+//! tokens are refused even when their `typ` is an accepted one (Keycloak,
+//! Auth0 and Okta label both kinds `JWT`): a token carrying `nonce` or
+//! `at_hash`, or whose `aud` holds the login client id while
+//! `bearer_audiences` was not set to name it, is an ID token. Verified
 //! tokens are cached like session tokens; revocation (the token's `jti`,
 //! the user's `revoked_before`, a lock) is checked on every request by
 //! `evaluate`.
@@ -59,6 +63,7 @@ impl AccessTokenVerifier {
             return Err(CredentialError::WrongType);
         }
         let claims = decode_claims(token, &key.key, header.alg, settings)?;
+        refuse_id_token(&claims, settings)?;
         let exp = claims.get("exp").and_then(Value::as_i64).ok_or(CredentialError::Malformed)?;
         let identity = Arc::new(identity_from_claims(&claims, &settings.groups_claim, CredentialKind::Bearer)?);
         self.cache.insert(token, Arc::clone(&identity), exp);
@@ -89,6 +94,29 @@ pub(crate) fn decode_claims(
             _ => CredentialError::Invalid,
         },
     )
+}
+
+/// Refuses an ID token presented as a bearer token: one carrying `nonce`
+/// or `at_hash` (only ID tokens do), or whose `aud` holds the login client
+/// id, unless `bearer_audiences` was configured and names that id.
+pub(crate) fn refuse_id_token(
+    claims: &serde_json::Map<String, Value>,
+    settings: &super::OidcSettings,
+) -> Result<(), CredentialError> {
+    if claims.contains_key("nonce") || claims.contains_key("at_hash") {
+        return Err(CredentialError::IdToken);
+    }
+    let client = settings.client_id.as_str();
+    let for_client = match claims.get("aud") {
+        Some(Value::String(aud)) => aud == client,
+        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(client)),
+        _ => false,
+    };
+    let client_allowed = settings.bearer_audiences_explicit && settings.bearer_audiences.iter().any(|a| a == client);
+    if for_client && !client_allowed {
+        return Err(CredentialError::IdToken);
+    }
+    Ok(())
 }
 
 /// The identity verified claims describe.
@@ -128,4 +156,98 @@ pub(crate) fn identity_from_claims(
         auth_time: claims.get("auth_time").and_then(Value::as_i64).unwrap_or(issued_at),
         session_started_at: issued_at,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oidc::OidcSettings;
+    use jsonwebtoken::{DecodingKey, EncodingKey, Header};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use serde_json::json;
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// A fresh P-256 key pair, as the IdP would hold it.
+    fn key_pair() -> (EncodingKey, DecodingKey) {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        (
+            EncodingKey::from_ec_pem(&key.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+            DecodingKey::from_ec_pem(&key.public_key_to_pem().unwrap()).unwrap(),
+        )
+    }
+
+    fn settings(audiences: Option<&[&str]>) -> OidcSettings {
+        OidcSettings {
+            issuer: "https://idp.example".into(),
+            client_id: "edge".into(),
+            client_secret: None,
+            scopes: Vec::new(),
+            groups_claim: "groups".into(),
+            bearer_audiences: audiences
+                .map_or_else(|| vec!["edge".into()], |a| a.iter().map(|s| s.to_string()).collect()),
+            bearer_audiences_explicit: audiences.is_some(),
+            algorithms: vec![Algorithm::ES256],
+            bearer_token_types: vec!["JWT".into()],
+            post_logout_redirect_url: None,
+            clock_skew_s: 30,
+        }
+    }
+
+    fn sign(key: &EncodingKey, extra: Value) -> String {
+        let mut claims = json!({ "iss": "https://idp.example", "sub": "u1", "exp": NOW + 300, "iat": NOW });
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    /// The verdict on a token signed by the IdP's key: decode, then the ID-token check.
+    fn judge(token: &str, key: &DecodingKey, settings: &OidcSettings) -> Result<(), CredentialError> {
+        let claims = decode_claims(token, key, Algorithm::ES256, settings)?;
+        refuse_id_token(&claims, settings)
+    }
+
+    #[test]
+    fn id_tokens_are_refused_even_when_properly_signed() {
+        let (sign_key, verify_key) = key_pair();
+        let api = settings(Some(&["api"]));
+        for (what, extra) in [
+            ("nonce", json!({ "aud": "api", "nonce": "n-0" })),
+            ("at_hash", json!({ "aud": "api", "at_hash": "abc" })),
+            ("the client id among the audiences", json!({ "aud": ["api", "edge"] })),
+        ] {
+            let token = sign(&sign_key, extra);
+            assert_eq!(judge(&token, &verify_key, &api), Err(CredentialError::IdToken), "{what}");
+        }
+        let id_token = sign(&sign_key, json!({ "aud": "edge", "azp": "edge" }));
+        assert_eq!(
+            judge(&id_token, &verify_key, &settings(None)),
+            Err(CredentialError::IdToken),
+            "the client id is the default audience, never an accepted one"
+        );
+        assert_eq!(judge(&id_token, &verify_key, &settings(Some(&["edge"]))), Ok(()), "named explicitly");
+        let nonce_for_edge = sign(&sign_key, json!({ "aud": "edge", "nonce": "n" }));
+        assert_eq!(
+            judge(&nonce_for_edge, &verify_key, &settings(Some(&["edge"]))),
+            Err(CredentialError::IdToken),
+            "a nonce is never an access token's"
+        );
+    }
+
+    #[test]
+    fn access_tokens_for_the_api_pass_and_foreign_keys_do_not() {
+        let (sign_key, verify_key) = key_pair();
+        let api = settings(Some(&["api"]));
+        let token = sign(&sign_key, json!({ "aud": "api", "scope": "read" }));
+        assert_eq!(judge(&token, &verify_key, &api), Ok(()));
+        let (foreign, _) = key_pair();
+        let forged = sign(&foreign, json!({ "aud": "api" }));
+        assert_eq!(judge(&forged, &verify_key, &api), Err(CredentialError::Invalid), "another key");
+        let other_audience = sign(&sign_key, json!({ "aud": "another-api" }));
+        assert_eq!(judge(&other_audience, &verify_key, &api), Err(CredentialError::Invalid));
+    }
 }

@@ -42,6 +42,10 @@ pub struct OidcSettings {
     pub groups_claim: String,
     /// Accepted `aud` values of IdP access tokens.
     pub bearer_audiences: Vec<String>,
+    /// Whether `bearer_audiences` was configured (rather than defaulted to
+    /// the client id): only then may an access token's `aud` hold the login
+    /// client id, which every ID token of this client carries.
+    pub bearer_audiences_explicit: bool,
     /// Accepted signature algorithms of IdP tokens (never `none` or HS*).
     pub algorithms: Vec<Algorithm>,
     /// Accepted `typ` headers of IdP access tokens (compared case-insensitively).
