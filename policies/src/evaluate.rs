@@ -3,7 +3,8 @@
 //!
 //! Order: revocations (terminated session, locked user, tokens revoked for
 //! the user, revoked token id) → route lookup → first matching rule →
-//! default deny. It does not allocate unless the host is not lowercase.
+//! default deny. It does not allocate unless the host is not lowercase or a
+//! `case_insensitive_paths` route gets a path with upper case.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,6 +12,7 @@ use std::fmt;
 use crate::conditions::{method_bit, RequestFacts};
 use crate::facts::{Facts, Target};
 use crate::policy::{Route, Rule, RuleEffect};
+use crate::request_target::lowercase_path;
 use crate::snapshot::{Lock, Snapshot, UserDenial};
 
 /// The verdict.
@@ -100,7 +102,7 @@ pub fn evaluate<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
         }
     }
     let policy = &snapshot.policy;
-    let (route, request) = match facts.target {
+    let (route, path, method) = match facts.target {
         Target::Http { host, path, method } => {
             let path = path.split_once('?').map_or(path, |(p, _)| p);
             if !is_normalized_path(path) {
@@ -113,15 +115,18 @@ pub fn evaluate<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
                 };
             }
             let host = lowercase(host);
-            (policy.http_route(&host, path), RequestFacts { facts, method: method_bit(method), path: Some(path) })
+            (policy.http_route(&host, path), Some(path), method_bit(method))
         }
-        Target::Tcp { name } => {
-            (policy.tcp_route(&lowercase(name)), RequestFacts { facts, method: method_bit("CONNECT"), path: None })
-        }
+        Target::Tcp { name } => (policy.tcp_route(&lowercase(name)), None, method_bit("CONNECT")),
     };
     let Some(route) = route else {
         return Decision { outcome: Outcome::Deny, reason: Reason::NoRoute, route: None, rule: None, lock: None };
     };
+    let path = match path {
+        Some(path) if route.options.case_insensitive_paths => Some(lowercase_path(path)),
+        path => path.map(Cow::Borrowed),
+    };
+    let request = RequestFacts { facts, method, path: path.as_deref() };
     let matched = route.index.first_match(facts.identity, request.path, |i| {
         route.rules[i as usize].blocks.iter().all(|block| block.matches(&request))
     });
@@ -210,6 +215,10 @@ mod tests {
         let text = format!(
             "version: 1\nroutes:\n  - name: app\n    host: app.example\n    upstream: http://127.0.0.1:9\n    rules:\n{rules}"
         );
+        compiled(text)
+    }
+
+    fn compiled(text: String) -> Snapshot {
         let policy = Policy::compile(PolicySource { name: "t".into(), text }).unwrap_or_else(|e| panic!("{e}"));
         Snapshot::new(1, Arc::new(policy))
     }
@@ -255,6 +264,33 @@ mod tests {
         assert_eq!(decide(&snapshot, "/other", "GET", None), (Outcome::LoginRequired, None));
         // A deny rule that needs no login is not a reason to ask for one.
         assert_eq!(decide(&snapshot, "/other", "DELETE", None), (Outcome::Deny, Some("no-delete".into())));
+    }
+
+    #[test]
+    fn case_insensitive_routes_judge_the_lowercased_path() {
+        let snapshot = compiled(
+            "version: 1\nroutes:\n\
+             \x20 - name: root\n    host: app.example\n    upstream: http://127.0.0.1:9\n    rules:\n\
+             \x20     - public: true\n        allow: {}\n\
+             \x20 - name: iis\n    host: app.example\n    path: /legacy\n    upstream: http://127.0.0.1:9\n\
+             \x20   options: {case_insensitive_paths: true}\n    rules:\n\
+             \x20     - name: no-admin\n        deny: {paths: [/legacy/admin/**]}\n\
+             \x20     - name: anyone\n        public: true\n        allow: {}\n"
+                .to_owned(),
+        );
+        for path in ["/legacy/admin/x", "/LEGACY/Admin/x", "/Legacy/ADMIN/%C3%A9"] {
+            let facts = Facts {
+                target: Target::Http { host: "app.example", path, method: "GET" },
+                source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                now: 0,
+                identity: None,
+            };
+            let decision = evaluate(&snapshot, &facts);
+            assert_eq!(decision.route.map(Route::name), Some("iis"), "{path}");
+            assert_eq!(decision.rule.map(Rule::name), Some("no-admin"), "{path}");
+        }
+        // Other routes keep matching case-sensitively.
+        assert_eq!(decide(&snapshot, "/legacyx", "GET", None), (Outcome::Allow, Some("rule-1".into())));
     }
 
     #[test]

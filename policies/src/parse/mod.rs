@@ -4,6 +4,7 @@
 
 mod conditions;
 mod fields;
+mod options;
 mod routes;
 mod yaml;
 

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use super::conditions::{self, ConditionSets};
-use super::fields::{boolean, text, unsigned, Fields};
+use super::fields::{boolean, text, Fields};
+use super::options::options;
 use super::yaml::{Node, NodeKind};
-use crate::duration::parse_seconds;
 use crate::error::{Diagnostics, Location};
-use crate::policy::{IpChangeAction, RouteOptions, RouteTarget, Rule, RuleEffect, SessionLimitAction, Upstream};
+use crate::policy::{RouteOptions, RouteTarget, Rule, RuleEffect, Upstream};
+use crate::request_target::lowercase_path;
 
 /// A decoded route before indexing.
 pub(crate) struct RouteDecl {
@@ -28,8 +29,12 @@ pub(crate) fn route(node: &Node, sets: &ConditionSets, d: &mut Diagnostics) -> O
     let target = target(&fields, d);
     let is_tcp = matches!(target, Some(RouteTarget::Tcp { .. }));
     let options = fields.get("options").map_or(Some(RouteOptions::default()), |n| options(n, d));
+    let lowercase = options.as_ref().is_some_and(|o| o.case_insensitive_paths);
+    if lowercase {
+        check_lowercase_prefix(&fields, d);
+    }
     let rules = match fields.get("rules") {
-        Some(node) => rules(node, sets, is_tcp, d),
+        Some(node) => rules(node, sets, is_tcp, lowercase, d),
         None => {
             d.error(fields.at, "a route needs `rules` (an ordered list; requests no rule allows are denied)");
             None
@@ -169,59 +174,75 @@ fn http_upstream(node: &Node, d: &mut Diagnostics) -> Option<Upstream> {
     parsed
 }
 
-const OPTION_KEYS: &[&str] =
-    &["session_lifetime", "max_sessions_per_user", "on_session_limit", "on_ip_change", "reevaluate_live_connections"];
+/// With `case_insensitive_paths`, the route's `path:` prefix must be lower case.
+fn check_lowercase_prefix(fields: &Fields<'_>, d: &mut Diagnostics) {
+    if let Some(node) = fields.get("path") {
+        if let NodeKind::Scalar { value, .. } = &node.kind {
+            if lowercase_path(value) != value.as_str() {
+                d.error(node.at, not_lowercase("`path` prefix", value));
+            }
+        }
+    }
+}
 
-fn options(node: &Node, d: &mut Diagnostics) -> Option<RouteOptions> {
-    let fields = Fields::new(node, "route `options`", OPTION_KEYS, d)?;
-    let mut options = RouteOptions::default();
-    let before = d.error_count();
-    for (key, value) in fields.entries() {
-        match key {
-            "session_lifetime" => {
-                if let Some(t) = text(value, "a duration such as `8h`", d) {
-                    match parse_seconds(t) {
-                        Ok(secs) => options.session_lifetime = secs,
-                        Err(e) => d.error(value.at, e),
+fn not_lowercase(what: &str, value: &str) -> String {
+    format!(
+        "the route sets `case_insensitive_paths: true`, so every {what} must be lower case (requests are matched \
+         lowercased); found `{value}`, write `{}`",
+        lowercase_path(value)
+    )
+}
+
+/// With `case_insensitive_paths`, the path globs of a rule (its own and
+/// those of the condition sets it uses) must be lower case.
+fn check_lowercase_globs(body: &Node, sets: &ConditionSets, d: &mut Diagnostics) {
+    let NodeKind::Map(entries) = &body.kind else {
+        return;
+    };
+    let items = |value: &'_ Node| -> Vec<(String, Location)> {
+        match &value.kind {
+            NodeKind::Seq(items) => items
+                .iter()
+                .filter_map(|item| match &item.kind {
+                    NodeKind::Scalar { value, .. } => Some((value.clone(), item.at)),
+                    _ => None,
+                })
+                .collect(),
+            NodeKind::Scalar { value: text, .. } => vec![(text.clone(), value.at)],
+            _ => Vec::new(),
+        }
+    };
+    for (key, value) in entries {
+        match &key.kind {
+            NodeKind::Scalar { value: k, .. } if k == "paths" => {
+                for (glob, at) in items(value) {
+                    if lowercase_path(&glob) != glob.as_str() {
+                        d.error(at, not_lowercase("path glob", &glob));
                     }
                 }
             }
-            "max_sessions_per_user" => match unsigned(value, "`max_sessions_per_user`", d) {
-                Some(0) => d.error(value.at, "`max_sessions_per_user` must be at least 1"),
-                limit => options.max_sessions_per_user = limit,
-            },
-            "on_session_limit" => match text(value, "`refuse` or `end_oldest`", d) {
-                Some("refuse") => options.on_session_limit = SessionLimitAction::Refuse,
-                Some("end_oldest") => options.on_session_limit = SessionLimitAction::EndOldest,
-                Some(other) => d.error(value.at, format!("expected `refuse` or `end_oldest`, found `{other}`")),
-                None => {}
-            },
-            "on_ip_change" => match text(value, "`allow`, `warn` or `deny`", d) {
-                Some("allow") => options.on_ip_change = IpChangeAction::Allow,
-                Some("warn") => options.on_ip_change = IpChangeAction::Warn,
-                Some("deny") => options.on_ip_change = IpChangeAction::Deny,
-                Some(other) => d.error(value.at, format!("expected `allow`, `warn` or `deny`, found `{other}`")),
-                None => {}
-            },
-            "reevaluate_live_connections" => {
-                if let Some(b) = boolean(value, "`reevaluate_live_connections`", d) {
-                    options.reevaluate_live_connections = b;
+            NodeKind::Scalar { value: k, .. } if k == "use" => {
+                for (name, at) in items(value) {
+                    let Some((_, set)) = sets.get(&name) else { continue };
+                    if let Some(glob) = set.paths.iter().find(|g| lowercase_path(g.as_str()) != g.as_str()) {
+                        let what = format!("path glob (here from condition set `{name}`)");
+                        d.error(at, not_lowercase(&what, glob.as_str()));
+                    }
                 }
             }
-            _ => unreachable!("Fields only yields allowed keys"),
+            _ => {}
         }
     }
-    (d.error_count() == before).then_some(options)
 }
 
-fn rules(node: &Node, sets: &ConditionSets, is_tcp: bool, d: &mut Diagnostics) -> Option<Vec<Rule>> {
+fn rules(node: &Node, sets: &ConditionSets, is_tcp: bool, lowercase: bool, d: &mut Diagnostics) -> Option<Vec<Rule>> {
     let NodeKind::Seq(items) = &node.kind else {
         d.error(node.at, format!("expected `rules` (a list), found {}", node.describe()));
         return None;
     };
     let before = d.error_count();
     let rules: Vec<Rule> =
-        items.iter().enumerate().filter_map(|(i, item)| rule(item, i + 1, sets, is_tcp, d)).collect();
+        items.iter().enumerate().filter_map(|(i, item)| rule(item, i + 1, sets, is_tcp, lowercase, d)).collect();
     for (i, rule) in rules.iter().enumerate() {
         if let Some(first) = rules[..i].iter().find(|r| r.name == rule.name) {
             d.error(rule.at, format!("rule name `{}` is already used at line {}", rule.name, first.at.line));
@@ -230,7 +251,14 @@ fn rules(node: &Node, sets: &ConditionSets, is_tcp: bool, d: &mut Diagnostics) -
     (d.error_count() == before).then_some(rules)
 }
 
-fn rule(node: &Node, number: usize, sets: &ConditionSets, is_tcp: bool, d: &mut Diagnostics) -> Option<Rule> {
+fn rule(
+    node: &Node,
+    number: usize,
+    sets: &ConditionSets,
+    is_tcp: bool,
+    lowercase: bool,
+    d: &mut Diagnostics,
+) -> Option<Rule> {
     let fields = Fields::new(node, "a rule", &["name", "public", "allow", "deny"], d)?;
     let name = match fields.get("name") {
         Some(n) => identifier(n, "a rule name", d)?.into(),
@@ -256,6 +284,13 @@ fn rule(node: &Node, number: usize, sets: &ConditionSets, is_tcp: bool, d: &mut 
         }
     };
     let (own, used) = conditions::decode(body, &format!("the `{key}` conditions"), Some(sets), d)?;
+    if lowercase {
+        let before = d.error_count();
+        check_lowercase_globs(body, sets, d);
+        if d.error_count() > before {
+            return None;
+        }
+    }
     let blocks: Vec<Arc<_>> = std::iter::once(Arc::new(own)).chain(used).collect();
     if public && blocks.iter().any(|b| b.tests_identity()) {
         let no_login = "but a `public` rule also matches requests with no login";

@@ -1,6 +1,8 @@
 //! Finds the route for a request without scanning every route: exact hosts
 //! and wildcard suffixes are hash lookups (one per label of the request
 //! host), then the longest matching path prefix among that host's few routes.
+//! Routes with `case_insensitive_paths` (whose prefixes are lower case)
+//! match their prefix without regard to ASCII case.
 
 use std::collections::HashMap;
 
@@ -8,8 +10,8 @@ use foldhash::fast::FixedState;
 
 use super::{Route, RouteTarget};
 
-/// Routes of one host, longest path prefix first.
-type PrefixList = Vec<(Box<str>, usize)>;
+/// Routes of one host, longest path prefix first: (prefix, route, case-insensitive).
+type PrefixList = Vec<(Box<str>, usize, bool)>;
 
 /// Host → route lookup tables.
 #[derive(Debug, Default)]
@@ -32,7 +34,7 @@ impl HostIndex {
                         Some(suffix) => index.wildcard.entry(suffix.into()),
                         None => index.exact.entry(host.clone()),
                     };
-                    table.or_default().push((prefix, i));
+                    table.or_default().push((prefix, i, route.options.case_insensitive_paths));
                 }
                 RouteTarget::Tcp { name, .. } => {
                     index.tcp.insert(name.clone(), i);
@@ -40,7 +42,7 @@ impl HostIndex {
             }
         }
         for list in index.exact.values_mut().chain(index.wildcard.values_mut()) {
-            list.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+            list.sort_by_key(|(prefix, _, _)| std::cmp::Reverse(prefix.len()));
         }
         index
     }
@@ -69,15 +71,16 @@ impl HostIndex {
 }
 
 fn longest_prefix(list: &PrefixList, path: &str) -> Option<usize> {
-    list.iter().find(|(prefix, _)| path_has_prefix(path, prefix)).map(|(_, i)| *i)
+    list.iter().find(|(prefix, _, any_case)| path_has_prefix(path, prefix, *any_case)).map(|(_, i, _)| *i)
 }
 
-/// `/api` covers `/api` and `/api/…` but not `/apix`.
-pub(crate) fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
+/// `/api` covers `/api` and `/api/…` but not `/apix`; with `any_case`, also `/API/…`.
+pub(crate) fn path_has_prefix(path: &str, prefix: &str, any_case: bool) -> bool {
+    let rest = match path.get(..prefix.len()) {
+        Some(head) if head == prefix || (any_case && head.eq_ignore_ascii_case(prefix)) => &path[prefix.len()..],
+        _ => return false,
+    };
+    prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
 }
 
 #[cfg(test)]
@@ -86,10 +89,14 @@ mod tests {
 
     #[test]
     fn prefixes_respect_segment_boundaries() {
-        assert!(path_has_prefix("/api", "/api"));
-        assert!(path_has_prefix("/api/x", "/api"));
-        assert!(!path_has_prefix("/apix", "/api"));
-        assert!(path_has_prefix("/anything", "/"));
-        assert!(path_has_prefix("/api/x", "/api/"));
+        assert!(path_has_prefix("/api", "/api", false));
+        assert!(path_has_prefix("/api/x", "/api", false));
+        assert!(!path_has_prefix("/apix", "/api", false));
+        assert!(path_has_prefix("/anything", "/", false));
+        assert!(path_has_prefix("/api/x", "/api/", false));
+        assert!(!path_has_prefix("/API/x", "/api", false));
+        assert!(path_has_prefix("/API/x", "/api", true));
+        assert!(!path_has_prefix("/APIx", "/api", true));
+        assert!(!path_has_prefix("/\u{e9}", "/a", true), "a prefix ending inside a character does not match");
     }
 }

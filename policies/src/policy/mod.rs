@@ -177,6 +177,42 @@ pub struct RouteOptions {
     pub on_ip_change: IpChangeAction,
     /// Re-check live connections when the policy changes (default: yes).
     pub reevaluate_live_connections: bool,
+    /// Route and judge paths without regard to ASCII case, for IIS-like
+    /// upstreams (default: no). The route's `path:` prefix and path globs are
+    /// then lower case, and rules see the request path lowercased.
+    pub case_insensitive_paths: bool,
+    /// Accept `;` path parameters (default: no, the edge answers 400). When
+    /// set, routing and rules judge the path without its parameters and the
+    /// upstream receives it with them.
+    pub allow_path_parameters: bool,
+    /// Forward an IdP access token presented as `Authorization: Bearer` to the
+    /// upstream (default: no; Portcullis session and service tokens never are).
+    pub forward_bearer: bool,
+    /// Client headers the edge lets through to the upstream instead of
+    /// removing them, lowercased; each one of [`PASSABLE_CLIENT_HEADERS`]
+    /// (default: none).
+    pub pass_client_headers: Box<[Box<str>]>,
+}
+
+/// The client headers a route may let through with `pass_client_headers`;
+/// the edge removes them otherwise, since upstreams read them as the client
+/// address, the original URL or the real method.
+pub const PASSABLE_CLIENT_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+impl RouteOptions {
+    /// True when the route lets the client header `name` (any case) through.
+    pub fn passes_client_header(&self, name: &str) -> bool {
+        self.pass_client_headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
 }
 
 /// Default session lifetime: 12 hours, in seconds.
@@ -190,6 +226,10 @@ impl Default for RouteOptions {
             on_session_limit: SessionLimitAction::EndOldest,
             on_ip_change: IpChangeAction::Warn,
             reevaluate_live_connections: true,
+            case_insensitive_paths: false,
+            allow_path_parameters: false,
+            forward_bearer: false,
+            pass_client_headers: Box::new([]),
         }
     }
 }
