@@ -84,7 +84,7 @@ pub async fn sniff(mut stream: Stream) -> Sniffed {
     }
     let read = tokio::time::timeout(HEAD_TIMEOUT, async {
         loop {
-            match parse(&buf) {
+            match parse_head(&buf) {
                 Ok(Some((head, len))) => return Ok(Some((head, len))),
                 Ok(None) if buf.len() >= MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
                 Ok(None) => {}
@@ -107,8 +107,11 @@ pub async fn sniff(mut stream: Stream) -> Sniffed {
     }
 }
 
-/// Parses a complete head: `Ok(None)` while it is incomplete.
-fn parse(buf: &[u8]) -> Result<Option<(ConnectHead, usize)>, HeadError> {
+/// Parses a CONNECT request head from the start of `buf`: the head and its
+/// length in bytes once it is complete, `Ok(None)` while it is incomplete,
+/// and a [`HeadError`] for what the edge refuses as it stands. Public so
+/// that the fuzz targets (`fuzz/`) can drive it with arbitrary bytes.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(ConnectHead, usize)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(buf) {
@@ -153,23 +156,23 @@ mod tests {
     #[test]
     fn parses_complete_heads_and_waits_for_partial_ones() {
         let head = b"CONNECT ssh.internal:22 HTTP/1.1\r\nHost: ssh.internal:22\r\nProxy-Authorization: Bearer t\r\n\r\nSSH-2.0";
-        let (parsed, len) = parse(head).unwrap().unwrap();
+        let (parsed, len) = parse_head(head).unwrap().unwrap();
         assert_eq!(parsed.authority, "ssh.internal:22");
         assert_eq!(&head[len..], b"SSH-2.0");
         assert_eq!(parsed.header.headers.get("proxy-authorization").unwrap(), "Bearer t");
-        assert!(parse(b"CONNECT ssh.internal:22 HTTP/1.1\r\nHost: x").unwrap().is_none());
+        assert!(parse_head(b"CONNECT ssh.internal:22 HTTP/1.1\r\nHost: x").unwrap().is_none());
     }
 
     #[test]
     fn refuses_what_is_not_a_host_and_port() {
         for bad in ["CONNECT /x HTTP/1.1\r\n\r\n", "CONNECT host HTTP/1.1\r\n\r\n", "CONNECT a b:1 HTTP/1.1\r\n\r\n"] {
-            assert_eq!(parse(bad.as_bytes()).unwrap_err(), HeadError::Malformed, "{bad}");
+            assert_eq!(parse_head(bad.as_bytes()).unwrap_err(), HeadError::Malformed, "{bad}");
         }
         assert!(is_host_port("[::1]:5432") && is_host_port("db.internal:5432"));
         assert!(!is_host_port("db.internal:0") && !is_host_port("db.internal:99999") && !is_host_port(":22"));
         let many: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
         let head = format!("CONNECT a:1 HTTP/1.1\r\n{many}\r\n");
-        assert_eq!(parse(head.as_bytes()).unwrap_err(), HeadError::TooLarge);
+        assert_eq!(parse_head(head.as_bytes()).unwrap_err(), HeadError::TooLarge);
     }
 
     #[tokio::test]
