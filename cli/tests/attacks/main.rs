@@ -10,7 +10,9 @@
 //! websocket smuggling), `credentials` (what must stay at the edge),
 //! `headers` (look-alikes and overrides), `anonymous`, `smuggling`
 //! (HTTP/1.1 framing), `tokens` (forged and misused tokens), `login`
-//! (redirects and logout) and `admin_api`.
+//! (redirects and logout), `http2` (the TLS listener) and `admin_api`.
+//!
+//! Run: `cargo test -p portcullis --test attacks` (part of `scripts/test.sh`).
 
 #[path = "../control_plane/edge_node.rs"]
 #[allow(dead_code)]
@@ -25,6 +27,7 @@ mod checks;
 mod credentials;
 mod fake_idp;
 mod headers;
+mod http2;
 mod login;
 mod paths;
 mod recording_upstream;

@@ -31,7 +31,7 @@ async fn h2c_attempt(world: &World, bytes: &[u8]) -> (Option<Response>, String) 
     let Conn { stream, buffer } = conn;
     let (read, write) = stream.into_split();
     let io = tokio::io::join(tokio::io::AsyncReadExt::chain(std::io::Cursor::new(buffer), read), write);
-    let smuggled = tokio::time::timeout(Duration::from_secs(2), async move {
+    let smuggled = tokio::time::timeout(Duration::from_secs(1), async move {
         let (mut client, connection) = h2::client::handshake(io).await.map_err(|e| e.to_string())?;
         tokio::spawn(connection);
         let request = http::Request::builder()

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::edge_node::EdgeNode;
+use crate::edge_node::{certificate, EdgeNode};
 use crate::fake_idp::{FakeIdp, API_AUDIENCE, CLIENT_ID, CLIENT_SECRET};
-use crate::harness::{ControlPlane, TempDir, ADMIN_TOKEN, EDGE_SECRET};
+use crate::harness::{free_port, ControlPlane, TempDir, ADMIN_TOKEN, EDGE_SECRET};
 use crate::recording_upstream::{RecordingUpstream, TcpRecorder};
 
 /// Where the issue-11 route options are written in the policy.
@@ -139,6 +139,10 @@ pub struct World {
     pub idp: FakeIdp,
     /// Set when the edge refused the policy with the issue-11 options.
     pub policy_note: Option<String>,
+    /// The edge's HTTPS (HTTP/1.1 and HTTP/2) port.
+    pub https_port: u16,
+    /// The PEM certificate the HTTPS listener presents.
+    pub https_pem: Vec<u8>,
     /// The policy document in force.
     pub policy: String,
     /// A service token the `reports` rule allows.
@@ -189,7 +193,12 @@ impl World {
             assert!(placement != Placement::Absent, "even the reduced policy was refused: {status} {body}");
             refusals.push(body.chars().take(200).collect::<String>());
         }
+        let (cert, tls_key, pem) = certificate(&dir);
+        let https_port = free_port();
         let settings = [
+            ("https_listen", format!("127.0.0.1:{https_port}")),
+            ("tls_cert", cert),
+            ("tls_key", tls_key),
             ("cookie_secure", "false".to_owned()),
             ("oidc_issuer", idp.issuer.clone()),
             ("oidc_client_id", CLIENT_ID.to_owned()),
@@ -217,6 +226,8 @@ impl World {
             tcp,
             idp,
             policy_note,
+            https_port,
+            https_pem: pem,
             policy: document,
             service_token,
             signing_key,
