@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::LookupBudget;
 use crate::subscriber::ChannelConfig;
 
 /// How long a login may wait for the control plane.
@@ -128,6 +129,7 @@ struct ErrorDetail {
 pub struct AuthorityClient {
     channel: ChannelConfig,
     client: reqwest::Client,
+    lookups: LookupBudget,
 }
 
 impl AuthorityClient {
@@ -139,7 +141,13 @@ impl AuthorityClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Self { channel, client }
+        Self { channel, client, lookups: LookupBudget::default() }
+    }
+
+    /// The per-client budget of lookups made on behalf of requests
+    /// (service tokens, session checks): take from it before such a call.
+    pub fn lookup_budget(&self) -> &LookupBudget {
+        &self.lookups
     }
 
     async fn call<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, AuthorityError> {

@@ -2,7 +2,8 @@
 //! latency of the authentication and authorisation step, live connections,
 //! kills by reason, snapshot sequence, lag and staleness, the
 //! verified-token cache hit ratio, and TCP flows (opened or refused by
-//! route and outcome, closed, open now, bytes each way).
+//! route and outcome, closed, open now, bytes each way), and credential
+//! checks refused before they cost a lookup.
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
@@ -35,6 +36,31 @@ pub struct EdgeMetrics {
     pub tunnel_bytes: IntCounterVec,
     /// Flows open now.
     pub tunnel_open_flows: IntGauge,
+    /// Credential checks refused before a verifier or the control plane saw
+    /// them, by reason (`format`, `negative_cache`, `rate_limit`); the same
+    /// counter as [`credential_lookups_refused`].
+    pub credential_lookups_refused: IntCounterVec,
+}
+
+/// The process's counter of credential checks refused before a lookup, by
+/// reason: shared by every credential path, and registered with each
+/// [`EdgeMetrics`].
+pub fn credential_lookups_refused() -> &'static IntCounterVec {
+    static COUNTER: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+        let counter = IntCounterVec::new(
+            Opts::new(
+                "credential_lookups_refused_total",
+                "credential checks refused before a verifier or the control plane saw them",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["format", "negative_cache", "rate_limit"] {
+            counter.with_label_values(&[reason]);
+        }
+        counter
+    });
+    &COUNTER
 }
 
 impl EdgeMetrics {
@@ -75,7 +101,8 @@ impl EdgeMetrics {
         )
         .expect("valid metric");
         let tunnel_open_flows = IntGauge::new("tunnel_open_flows", "TCP flows open now").expect("valid");
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let credential_lookups_refused = credential_lookups_refused().clone();
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(requests.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(kills.clone()),
@@ -89,6 +116,7 @@ impl EdgeMetrics {
             Box::new(tunnel_flows_closed.clone()),
             Box::new(tunnel_bytes.clone()),
             Box::new(tunnel_open_flows.clone()),
+            Box::new(credential_lookups_refused.clone()),
         ];
         for collector in collectors {
             registry.register(collector).expect("metrics register once");
@@ -108,6 +136,7 @@ impl EdgeMetrics {
             tunnel_flows_closed,
             tunnel_bytes,
             tunnel_open_flows,
+            credential_lookups_refused,
         }
     }
 

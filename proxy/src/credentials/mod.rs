@@ -7,9 +7,12 @@
 //! | `Authorization: Bearer` | IdP access token (JWT) | the IdP's JWKS |
 //! | `Authorization: Bearer` | service token (`pcst_…`) | a control-plane lookup, cached |
 //!
-//! Every kind is cached once verified; revocation never is.
+//! Every kind is cached once verified; revocation never is. A token that
+//! is not cached passes a format check first, and lookups at the control
+//! plane are budgeted per client ([`lookup_guard`]).
 
 mod cache;
+pub mod lookup_guard;
 mod service_token;
 mod session_cookie;
 mod session_token;
@@ -22,6 +25,7 @@ use portcullis_policy::snapshot::PublicKey;
 use portcullis_policy::{ClaimValue, CredentialKind, Identity};
 
 pub use cache::TokenCache;
+pub use lookup_guard::{jwt_format_ok, service_token_format_ok, LookupBudget, NegativeCache};
 pub use service_token::ServiceTokens;
 pub use session_cookie::{PresentedSession, SessionCookies};
 pub use session_token::{SessionVerifier, LOGIN_IP_CLAIM, ROUTE_CLAIM, SESSION_TOKEN_AUDIENCE, SESSION_TOKEN_TYPE};
@@ -93,6 +97,12 @@ pub fn presented<'r>(req: &'r RequestHeader, cookie_name: &str) -> Option<Presen
         .map(Presented::Bearer)
 }
 
+/// A token refused by its format alone, counted.
+fn malformed() -> CredentialError {
+    lookup_guard::Refused::Format.count();
+    CredentialError::Malformed
+}
+
 /// The route a Portcullis session token was issued for (its `route`
 /// claim); `None` for other credentials or a token without one.
 pub fn session_route(identity: &Identity) -> Option<&str> {
@@ -126,13 +136,20 @@ impl Credentials {
         now: i64,
         client_ip: IpAddr,
     ) -> Result<(Arc<Identity>, bool), CredentialError> {
-        let _ = client_ip;
         let token = match presented {
-            Presented::Cookie(token) => return self.sessions.verify(token, CredentialKind::Browser, keys, now),
+            Presented::Cookie(token) => {
+                if let Some(identity) = self.sessions.cache_hit(token, CredentialKind::Browser, now) {
+                    return Ok((identity, true));
+                }
+                if !jwt_format_ok(token) {
+                    return Err(malformed());
+                }
+                return self.sessions.verify(token, CredentialKind::Browser, keys, now);
+            }
             Presented::Bearer(token) => token,
         };
         if token.starts_with(service_token::PREFIX) {
-            return self.service_tokens.verify(token, now).await;
+            return self.service_tokens.verify(token, now, client_ip).await;
         }
         // A cached JWT needs no header decoding: look in both caches first.
         if let Some(identity) = self.sessions.cache_hit(token, CredentialKind::Browser, now) {
@@ -140,6 +157,9 @@ impl Credentials {
         }
         if let Some(identity) = self.access_tokens.as_ref().and_then(|v| v.cache_hit(token, now)) {
             return Ok((identity, true));
+        }
+        if !jwt_format_ok(token) {
+            return Err(malformed());
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| CredentialError::Malformed)?;
         if header.typ.as_deref() == Some(SESSION_TOKEN_TYPE) {

@@ -10,6 +10,10 @@
 //! `session_ended` (logout, the IdP, a newer login), `session_expired`,
 //! `user_locked`, or `invalid_token`. The reason of a terminated session
 //! comes from the control plane; the snapshot only knows that it ended.
+//! A token that is not shaped like a JWT is refused unread, and asking the
+//! control plane draws on the client's lookup budget (429 `rate_limited`).
+
+use std::time::Instant;
 
 use pingora_proxy::Session;
 use portcullis_policy::{evaluate, CredentialKind, Facts, Reason, Snapshot, Target};
@@ -17,6 +21,8 @@ use serde_json::json;
 
 use super::{answer, query_param, LoginService, RequestInfo};
 use crate::authority_client::SessionStatus;
+use crate::credentials::lookup_guard::Refused;
+use crate::credentials::{jwt_format_ok, CredentialError};
 use crate::responses::respond;
 
 /// What to tell the user about an ended session, from the control plane's record.
@@ -49,9 +55,14 @@ impl LoginService {
                 return Ok(true);
             }
         };
-        let Ok((identity, _)) =
+        let client_ip = info.client_ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let verified = if jwt_format_ok(&token) {
             self.sessions.verify(&token, CredentialKind::Browser, snapshot.signing_keys(), info.now)
-        else {
+        } else {
+            Refused::Format.count();
+            Err(CredentialError::Malformed)
+        };
+        let Ok((identity, _)) = verified else {
             let message = "The session token is invalid or has expired; log in again.";
             respond(session, 401, "invalid_token", "Login required", message, &[]).await?;
             return Ok(true);
@@ -59,13 +70,21 @@ impl LoginService {
         let target = query_param(query, "target").map(|t| t.to_ascii_lowercase());
         let facts = Facts {
             target: Target::Tcp { name: target.as_deref().unwrap_or("") },
-            source_ip: info.client_ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            source_ip: client_ip,
             now: info.now,
             identity: Some(&identity),
         };
         let decision = evaluate(snapshot, &facts);
         let sid = identity.session_id().map(|s| s.to_string()).unwrap_or_default();
         let (code, message) = match decision.reason {
+            Reason::SessionTerminated | Reason::UserTokensRevoked
+                if !self.authority.lookup_budget().try_acquire(client_ip, Instant::now()) =>
+            {
+                let message = "Too many session checks from this address; try again in a moment.";
+                respond(session, 429, "rate_limited", "Too many requests", message, &[("retry-after", "1".into())])
+                    .await?;
+                return Ok(true);
+            }
             Reason::SessionTerminated | Reason::UserTokensRevoked => match self.authority.session_status(&sid).await {
                 Ok(status) if status.state != "active" => ended_message(&status),
                 Ok(_) => ("session_ended", "session ended: the user's sessions were ended".to_owned()),
