@@ -104,6 +104,7 @@ pub struct Identity {
     pub(crate) issued_at: i64,
     pub(crate) auth_time: i64,
     pub(crate) session_started_at: i64,
+    pub(crate) expires_at: Option<i64>,
 }
 
 impl Identity {
@@ -127,7 +128,22 @@ impl Identity {
             issued_at: parts.issued_at,
             auth_time: parts.auth_time,
             session_started_at: parts.session_started_at,
+            expires_at: None,
         }
+    }
+
+    /// The same identity, valid until `expires_at` (Unix seconds: the
+    /// presented token's `exp`, or a session's end); `None` for no limit.
+    /// Admission deadlines ([`crate::holds_until`]) end there.
+    #[must_use]
+    pub fn with_expires_at(mut self, expires_at: Option<i64>) -> Self {
+        self.expires_at = expires_at;
+        self
+    }
+
+    /// When the credential stops being valid (Unix seconds), if it says.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.expires_at
     }
 
     /// The IdP subject.

@@ -2,8 +2,11 @@
 //! e.g. Monday to Friday, 08:00–19:00 in Europe/Berlin. A range whose end is
 //! before its start (`22:00-06:00`) runs over midnight; the day test uses the
 //! local day at the moment of the request.
+//!
+//! [`TimeWindow::next_change_after`] says when a window next opens or closes,
+//! so that live connections admitted by it can be closed on time.
 
-use chrono::{Datelike, TimeZone, Timelike};
+use chrono::{Datelike, Days, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Timelike};
 use chrono_tz::Tz;
 
 /// A weekly window in a time zone.
@@ -41,6 +44,62 @@ impl TimeWindow {
             minute >= self.start_minute || minute < self.end_minute
         };
         self.days & day_bit != 0 && in_hours
+    }
+
+    /// The earliest Unix second after `now` at which [`Self::contains`]
+    /// gives another answer than at `now`, or `None` when it never does (a
+    /// window open every minute of every day). Exact across midnight and
+    /// daylight-saving changes: candidates are the local midnights, starts
+    /// and ends from yesterday to eight days ahead (both instants of a local
+    /// time that occurs twice) and the zone's offset changes between them.
+    pub fn next_change_after(&self, now: i64) -> Option<i64> {
+        let inside = self.contains(now);
+        let today = self.zone.timestamp_opt(now, 0).single()?.date_naive();
+        let mut candidates: Vec<i64> = Vec::with_capacity(64);
+        for day in 0..10u64 {
+            let Some(date) = today.checked_sub_days(Days::new(1)).and_then(|d| d.checked_add_days(Days::new(day)))
+            else {
+                continue;
+            };
+            let midnight = NaiveDateTime::from(date);
+            for minute in [0, self.start_minute, self.end_minute] {
+                match self.zone.from_local_datetime(&(midnight + TimeDelta::minutes(i64::from(minute)))) {
+                    LocalResult::Single(t) => candidates.push(t.timestamp()),
+                    LocalResult::Ambiguous(first, second) => candidates.extend([first.timestamp(), second.timestamp()]),
+                    // A local time skipped by a clock change: the change itself is a candidate.
+                    LocalResult::None => {}
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let shifts: Vec<i64> = candidates
+            .windows(2)
+            .filter(|pair| self.offset(pair[0]) != self.offset(pair[1]))
+            .map(|pair| self.first_offset_change(pair[0], pair[1]))
+            .collect();
+        candidates.extend(shifts);
+        candidates.sort_unstable();
+        candidates.into_iter().filter(|&t| t > now).find(|&t| self.contains(t) != inside)
+    }
+
+    /// The zone's offset from UTC at `t`, seconds.
+    fn offset(&self, t: i64) -> i32 {
+        self.zone.timestamp_opt(t, 0).single().map_or(0, |local| local.offset().fix().local_minus_utc())
+    }
+
+    /// The first second in `(low, high]` with another offset than at `low`.
+    fn first_offset_change(&self, mut low: i64, mut high: i64) -> i64 {
+        let before = self.offset(low);
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if self.offset(middle) == before {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        high
     }
 
     /// True when every moment inside `other` is also inside `self` (used to
@@ -121,6 +180,86 @@ mod tests {
         assert!(window.contains(at("2026-11-23 23:00", utc)));
         assert!(window.contains(at("2026-11-23 05:59", utc)));
         assert!(!window.contains(at("2026-11-23 12:00", utc)));
+    }
+
+    #[test]
+    fn next_change_in_office_hours() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let window = TimeWindow::new(parse_days("weekdays").unwrap(), 8 * 60, 19 * 60, berlin);
+        let next = |now: &str| window.next_change_after(at(now, berlin));
+        assert_eq!(next("2026-11-23 10:00"), Some(at("2026-11-23 19:00", berlin)));
+        assert_eq!(next("2026-11-23 07:59"), Some(at("2026-11-23 08:00", berlin)));
+        assert_eq!(next("2026-11-23 08:00"), Some(at("2026-11-23 19:00", berlin)), "strictly after now");
+        assert_eq!(next("2026-11-27 19:00"), Some(at("2026-11-30 08:00", berlin)), "Friday evening to Monday");
+        assert_eq!(next("2026-11-28 12:00"), Some(at("2026-11-30 08:00", berlin)), "Saturday");
+    }
+
+    #[test]
+    fn next_change_over_midnight() {
+        let utc = chrono_tz::UTC;
+        let nightly = TimeWindow::new(ALL_DAYS, 22 * 60, 6 * 60, utc);
+        assert_eq!(nightly.next_change_after(at("2026-11-23 23:00", utc)), Some(at("2026-11-24 06:00", utc)));
+        assert_eq!(nightly.next_change_after(at("2026-11-23 12:00", utc)), Some(at("2026-11-23 22:00", utc)));
+        // Monday nights only: the day test uses the local day, so Tuesday 00:00 closes it.
+        let monday_nights = TimeWindow::new(1, 22 * 60, 6 * 60, utc);
+        assert_eq!(monday_nights.next_change_after(at("2026-11-23 23:00", utc)), Some(at("2026-11-24 00:00", utc)));
+        let until_midnight = TimeWindow::new(1, 20 * 60, 24 * 60, utc);
+        assert_eq!(until_midnight.next_change_after(at("2026-11-23 21:00", utc)), Some(at("2026-11-24 00:00", utc)));
+        assert_eq!(until_midnight.next_change_after(at("2026-11-24 00:00", utc)), Some(at("2026-11-30 20:00", utc)));
+        let always = TimeWindow::new(ALL_DAYS, 0, 24 * 60, utc);
+        assert_eq!(always.next_change_after(at("2026-11-23 12:00", utc)), None);
+    }
+
+    #[test]
+    fn next_change_across_daylight_saving() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let utc = chrono_tz::UTC;
+        // 2026-03-29: 02:00 local does not exist (01:00 UTC, clocks go to 03:00).
+        let early = TimeWindow::new(ALL_DAYS, 2 * 60 + 30, 4 * 60, berlin);
+        assert_eq!(early.next_change_after(at("2026-03-29 00:00", utc)), Some(at("2026-03-29 01:00", utc)));
+        assert_eq!(early.next_change_after(at("2026-03-29 01:00", utc)), Some(at("2026-03-29 02:00", utc)));
+        // Office hours the Friday before: the next opening is Monday 08:00 summer time.
+        let office = TimeWindow::new(parse_days("weekdays").unwrap(), 8 * 60, 19 * 60, berlin);
+        assert_eq!(office.next_change_after(at("2026-03-27 20:00", berlin)), Some(at("2026-03-30 06:00", utc)));
+        // 2026-10-25: 03:00 local goes back to 02:00 (at 01:00 UTC), so 02:00-02:59 happens twice.
+        let late = TimeWindow::new(ALL_DAYS, 0, 2 * 60 + 30, berlin);
+        assert_eq!(late.next_change_after(at("2026-10-24 22:00", utc)), Some(at("2026-10-25 00:30", utc)));
+        assert_eq!(late.next_change_after(at("2026-10-25 00:45", utc)), Some(at("2026-10-25 01:00", utc)), "back in");
+        assert_eq!(late.next_change_after(at("2026-10-25 01:00", utc)), Some(at("2026-10-25 01:30", utc)));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// The answer is a change, and nothing changes before it.
+        #[test]
+        fn next_change_is_the_first_change(
+            days in 1u8..128,
+            start in 0u16..1440,
+            length in 1u16..1440,
+            zone in proptest::sample::select(vec!["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]),
+            now in 1_767_225_600i64..1_830_297_600,
+        ) {
+            let zone: Tz = zone.parse().unwrap();
+            let window = TimeWindow::new(days, start, (start + length) % 1440 + u16::from(start + length == 1440) * 1440, zone);
+            let inside = window.contains(now);
+            match window.next_change_after(now) {
+                Some(change) => {
+                    proptest::prop_assert!(change > now);
+                    proptest::prop_assert_ne!(window.contains(change), inside);
+                    let mut t = now + 1;
+                    while t < change {
+                        proptest::prop_assert_eq!(window.contains(t), inside, "changed at {} before {}", t, change);
+                        t = (t + 60 - t.rem_euclid(60)).min(change - 1).max(t + 1);
+                    }
+                }
+                None => {
+                    for step in 0..(9 * 24 * 4) {
+                        proptest::prop_assert_eq!(window.contains(now + step * 900), inside);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
