@@ -64,18 +64,21 @@ impl ServiceTokens {
             }
             Err(AuthorityError::Unavailable(_)) => return Err(CredentialError::Unavailable),
         };
-        let identity = Arc::new(Identity::new(IdentityParts {
-            subject: found.subject,
-            email: String::new(),
-            groups: found.groups,
-            claims: vec![("client_id".to_owned(), ClaimValue::One(found.name.into()))],
-            credential: Some(CredentialKind::Service),
-            session_id: None,
-            token_id: Some(TokenId::new(&found.id)),
-            issued_at: found.issued_at,
-            auth_time: found.issued_at,
-            session_started_at: found.issued_at,
-        }));
+        let identity = Arc::new(
+            Identity::new(IdentityParts {
+                subject: found.subject,
+                email: String::new(),
+                groups: found.groups,
+                claims: vec![("client_id".to_owned(), ClaimValue::One(found.name.into()))],
+                credential: Some(CredentialKind::Service),
+                session_id: None,
+                token_id: Some(TokenId::new(&found.id)),
+                issued_at: found.issued_at,
+                auth_time: found.issued_at,
+                session_started_at: found.issued_at,
+            })
+            .with_expires_at(found.expires_at),
+        );
         let valid_until = found.expires_at.map_or(now + VALIDITY_CACHE_S, |e| e.min(now + VALIDITY_CACHE_S));
         self.cache.insert(token, Arc::clone(&identity), valid_until);
         Ok((identity, false))

@@ -134,7 +134,81 @@ impl SessionVerifier {
             auth_time: claims.auth_time,
             session_started_at: claims.iat,
             ..IdentityParts::default()
-        });
+        })
+        .with_expires_at(Some(claims.exp));
         Ok((Arc::new(identity), claims.exp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header};
+    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use serde_json::json;
+
+    const ISSUER: &str = "https://portcullis.example";
+
+    /// A control-plane signing key: the encoding half and the snapshot's public key.
+    fn signing_key(kid: &str) -> (EncodingKey, PublicKey) {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let ec = EcKey::generate(&group).unwrap();
+        let (mut x, mut y, mut ctx) = (BigNum::new().unwrap(), BigNum::new().unwrap(), BigNumContext::new().unwrap());
+        ec.public_key().affine_coordinates(&group, &mut x, &mut y, &mut ctx).unwrap();
+        let public = PublicKey {
+            kid: kid.into(),
+            alg: KeyAlgorithm::ES256,
+            x: URL_SAFE_NO_PAD.encode(x.to_vec_padded(32).unwrap()),
+            y: Some(URL_SAFE_NO_PAD.encode(y.to_vec_padded(32).unwrap())),
+        };
+        let pem = PKey::from_ec_key(ec).unwrap().private_key_to_pem_pkcs8().unwrap();
+        (EncodingKey::from_ec_pem(&pem).unwrap(), public)
+    }
+
+    fn token(key: &EncodingKey, kid: &str, typ: &str, exp: i64) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some(typ.into());
+        header.kid = Some(kid.into());
+        let claims = json!({
+            "iss": ISSUER, "aud": SESSION_TOKEN_AUDIENCE, "sub": "u1", "email": "Ann@Example.com",
+            "sid": "0123456789abcdef0123456789abcdef", "iat": 1_000, "exp": exp, "auth_time": 1_000,
+            "route": "wiki", "login_ip": "192.0.2.1",
+        });
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    #[test]
+    fn foreign_keys_and_wrong_types_are_refused() {
+        let (key, public) = signing_key("k1");
+        let (foreign, _) = signing_key("k1");
+        let verifier = SessionVerifier::new(ISSUER, 16);
+        let now = 2_000;
+        let keys = [public];
+        let refused = |token: &str| verifier.verify(token, CredentialKind::Browser, &keys, now).err();
+        assert_eq!(refused(&token(&foreign, "k1", SESSION_TOKEN_TYPE, 4_000_000_000)), Some(CredentialError::Invalid));
+        assert_eq!(refused(&token(&key, "k2", SESSION_TOKEN_TYPE, 4_000_000_000)), Some(CredentialError::UnknownKey));
+        assert_eq!(refused(&token(&key, "k1", "JWT", 4_000_000_000)), Some(CredentialError::WrongType));
+        assert_eq!(
+            refused(&token(&key, "k1", SESSION_TOKEN_TYPE, 1_500)),
+            Some(CredentialError::Invalid),
+            "expired (jsonwebtoken checks exp against the clock)"
+        );
+    }
+
+    #[test]
+    fn a_verified_session_says_its_route_and_when_it_expires() {
+        let (key, public) = signing_key("k1");
+        let verifier = SessionVerifier::new(ISSUER, 16);
+        let signed = token(&key, "k1", SESSION_TOKEN_TYPE, 4_000_000_000);
+        let (identity, hit) = verifier.verify(&signed, CredentialKind::Browser, &[public], 2_000).unwrap();
+        assert!(!hit);
+        assert_eq!(identity.expires_at(), Some(4_000_000_000));
+        assert_eq!(crate::credentials::session_route(&identity), Some("wiki"));
+        assert_eq!(identity.email(), "ann@example.com");
     }
 }

@@ -155,7 +155,8 @@ pub(crate) fn identity_from_claims(
         issued_at,
         auth_time: claims.get("auth_time").and_then(Value::as_i64).unwrap_or(issued_at),
         session_started_at: issued_at,
-    }))
+    })
+    .with_expires_at(claims.get("exp").and_then(Value::as_i64)))
 }
 
 #[cfg(test)]
@@ -249,5 +250,9 @@ mod tests {
         assert_eq!(judge(&forged, &verify_key, &api), Err(CredentialError::Invalid), "another key");
         let other_audience = sign(&sign_key, json!({ "aud": "another-api" }));
         assert_eq!(judge(&other_audience, &verify_key, &api), Err(CredentialError::Invalid));
+        let claims = decode_claims(&token, &verify_key, Algorithm::ES256, &api).unwrap();
+        let identity = identity_from_claims(&claims, "groups", CredentialKind::Bearer).unwrap();
+        assert_eq!(identity.expires_at(), Some(NOW + 300), "the token's exp bounds what it admits");
+        assert_eq!(crate::credentials::session_route(&identity), None, "IdP tokens are not route-bound");
     }
 }
