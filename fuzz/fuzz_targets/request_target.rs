@@ -96,13 +96,15 @@ fuzz_target!(|data: &[u8]| {
     if let Some(query) = &canonical.query {
         assert!(!query.bytes().any(|b| b < 0x20 || b >= 0x7F || b == b'#'), "query {query:?}");
     }
-    assert_eq!(canonical.has_params, canonical.path.contains(';'), "has_params for {:?}", canonical.path);
+    // A `;` in the path is always flagged (the reverse may be conservative:
+    // `/;x/../a` is flagged although the parameter went with its segment).
+    assert!(canonical.has_params || !canonical.path.contains(';'), "has_params for {:?}", canonical.path);
 
     // Idempotent: the canonical form is its own canonical form.
     let again = canonicalize(&canonical.path_and_query(), None).expect("the canonical form is accepted");
     assert_eq!(again.path, canonical.path);
     assert_eq!(again.query, canonical.query);
-    assert_eq!(again.has_params, canonical.has_params);
+    assert_eq!(again.has_params, again.path.contains(';'));
 
     let without = canonical.path_without_params();
     assert!(!without.contains(';'), "path_without_params {without:?}");
@@ -117,7 +119,7 @@ fuzz_target!(|data: &[u8]| {
 
     // One meaning: a server that decodes everything first and then
     // resolves dot segments reaches the same resource.
-    if target.starts_with('/') && !canonical.has_params {
+    if target.starts_with('/') && !canonical.path.contains(';') && !target.contains(';') {
         let raw_path = target.split_once('?').map_or(target, |(path, _)| path);
         let theirs = decode(raw_path);
         let ours = decode(&canonical.path);
