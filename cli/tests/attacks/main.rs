@@ -10,7 +10,8 @@
 //! websocket smuggling), `credentials` (what must stay at the edge),
 //! `headers` (look-alikes and overrides), `anonymous`, `smuggling`
 //! (HTTP/1.1 framing), `tokens` (forged and misused tokens), `login`
-//! (redirects and logout), `http2` (the TLS listener) and `admin_api`.
+//! (redirects and logout), `http2` (the TLS listener), `expiry` (live
+//! connections outliving their admission) and `admin_api`.
 //!
 //! Run: `cargo test -p portcullis --test attacks` (part of `scripts/test.sh`).
 
@@ -25,7 +26,9 @@ mod admin_api;
 mod anonymous;
 mod checks;
 mod credentials;
+mod expiry;
 mod fake_idp;
+mod forge;
 mod headers;
 mod http2;
 mod login;

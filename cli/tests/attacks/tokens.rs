@@ -11,46 +11,16 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{EncodingKey, Header};
+use jsonwebtoken::EncodingKey;
 use serde_json::{json, Value};
 
 use crate::fake_idp::{now, API_AUDIENCE, CLIENT_ID, KID};
+use crate::forge::{b64, parts, sign, with};
 use crate::wire::get;
 use crate::world::World;
 use crate::{run_cases, Case, Expect, Report, LOGIN, OK};
 
 const APP: &str = "app.corp.example";
-
-fn b64(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(value.to_string())
-}
-
-fn parts(token: &str) -> (Value, Value, String) {
-    let mut split = token.split('.');
-    let mut decode = || -> Value {
-        let part = split.next().expect("token part");
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
-    };
-    let (header, payload) = (decode(), decode());
-    (header, payload, token.rsplit('.').next().unwrap_or("").to_owned())
-}
-
-fn with(base: &Value, changes: &Value) -> Value {
-    let mut out = base.clone();
-    for (name, value) in changes.as_object().expect("object") {
-        if value.is_null() {
-            out.as_object_mut().expect("object").remove(name);
-        } else {
-            out[name] = value.clone();
-        }
-    }
-    out
-}
-
-fn sign(header: &Value, claims: &Value, key: &EncodingKey) -> String {
-    let header: Header = serde_json::from_value(header.clone()).expect("header");
-    jsonwebtoken::encode(&header, claims, key).expect("sign")
-}
 
 fn foreign_ec_key() -> EncodingKey {
     let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);

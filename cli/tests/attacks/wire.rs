@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long a case waits for an answer.
@@ -82,6 +82,16 @@ impl Conn {
                 Ok(true)
             }
         }
+    }
+
+    /// After a 101: the connection as a websocket client (bytes already read put back).
+    pub async fn into_websocket(
+        self,
+    ) -> tokio_tungstenite::WebSocketStream<impl AsyncRead + AsyncWrite + Unpin + Send> {
+        let (read, write) = self.stream.into_split();
+        let io = tokio::io::join(std::io::Cursor::new(self.buffer).chain(read), write);
+        let role = tokio_tungstenite::tungstenite::protocol::Role::Client;
+        tokio_tungstenite::WebSocketStream::from_raw_socket(io, role, None).await
     }
 
     /// Reads one response; `Ok(None)` when the edge closed without one.

@@ -95,7 +95,19 @@ routes:
     upstream: http://127.0.0.1:{http}
     options:
       on_ip_change: deny
-{employees}  - name: echo
+{employees}  - name: fresh
+    host: fresh.corp.example
+    upstream: http://127.0.0.1:{http}
+    rules:
+      - name: recent-login
+        allow: {{ email_domain: [corp.example], logged_in_within: 20s }}
+  - name: fresh-tcp
+    tcp: fresh.internal:22
+    upstream: 127.0.0.1:{tcp}
+    rules:
+      - name: recent-login
+        allow: {{ groups_any: [staff], logged_in_within: 20s }}
+  - name: echo
     tcp: echo.internal:7
     upstream: 127.0.0.1:{tcp}
     rules:
@@ -275,9 +287,21 @@ pub async fn put_policy(plane: &ControlPlane, document: &str) -> (u16, String) {
 
 /// A session for `email` on `route`, created as from `source`; its token.
 async fn mint(plane: &ControlPlane, email: &str, groups: &[&str], route: &str, source: &str) -> String {
+    mint_at(plane, email, groups, route, source, chrono::Utc::now().timestamp()).await
+}
+
+/// A session for `email` on `route`, created as from `source`, logged in at `auth_time`; its token.
+pub async fn mint_at(
+    plane: &ControlPlane,
+    email: &str,
+    groups: &[&str],
+    route: &str,
+    source: &str,
+    auth_time: i64,
+) -> String {
     let body = json!({
         "subject": format!("sub-{email}"), "email": email, "groups": groups,
-        "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
+        "idp_issuer": "https://idp.corp.example", "auth_time": auth_time,
         "route": route, "source_address": source, "user_agent": "attack-suite",
     });
     let response = plane
