@@ -248,7 +248,7 @@ fn absolute_form(target: &str) -> Result<(usize, &str, bool), TargetError> {
         s if s.eq_ignore_ascii_case("https") => true,
         _ => return Err(TargetError::UnsupportedForm),
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
     let authority = &rest[..end];
     if split_authority(authority).is_none() {
         return Err(TargetError::BadAuthority);
@@ -295,38 +295,37 @@ fn same_authority(authority: &str, host: &str, tls: bool) -> bool {
 
 /// Checks a query: kept as sent, but no control bytes, raw non-ASCII or `#`.
 fn check_query(query: &str, offset: usize) -> Result<&str, TargetError> {
-    for (i, &b) in query.as_bytes().iter().enumerate() {
-        let at = offset + i;
-        match b {
-            0..=0x1f | 0x7f => return Err(TargetError::ControlByte { at }),
-            0x80..=0xff => return Err(TargetError::NonAscii { at }),
-            b'#' => return Err(TargetError::Fragment { at }),
-            _ => {}
-        }
+    let bad = query.bytes().position(|b| !(0x20..0x7f).contains(&b) || b == b'#');
+    match bad.map(|i| (offset + i, query.as_bytes()[i])) {
+        None => Ok(query),
+        Some((at, b'#')) => Err(TargetError::Fragment { at }),
+        Some((at, 0x80..=0xff)) => Err(TargetError::NonAscii { at }),
+        Some((at, _)) => Err(TargetError::ControlByte { at }),
     }
-    Ok(query)
 }
 
 /// True when `path` is already canonical and has no parameters: starts with
 /// `/`, only bytes copied as they are, no dot or empty segments inside.
 fn simple_path(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    if bytes.first() != Some(&b'/') {
+    let Some((&b'/', rest)) = path.as_bytes().split_first() else {
         return false;
-    }
-    let mut segment_start = 1;
-    for i in 1..=bytes.len() {
-        if i == bytes.len() || bytes[i] == b'/' {
-            let segment = &bytes[segment_start..i];
-            if segment == b"." || segment == b".." || (segment.is_empty() && i < bytes.len()) {
+    };
+    // Length of the current segment, and how many of its bytes are dots.
+    let (mut length, mut dots) = (0usize, 0usize);
+    for &b in rest {
+        if b == b'/' {
+            if length == 0 || (dots == length && length <= 2) {
                 return false;
             }
-            segment_start = i + 1;
-        } else if CLASSES[usize::from(bytes[i])] != Class::Keep {
+            (length, dots) = (0, 0);
+        } else if CLASSES[usize::from(b)] == Class::Keep {
+            length += 1;
+            dots += usize::from(b == b'.');
+        } else {
             return false;
         }
     }
-    true
+    length == 0 || dots < length || length > 2
 }
 
 /// The full canonicalization of a path (no query) starting at byte `offset`
@@ -371,8 +370,10 @@ fn canonical_path(path: &str, offset: usize) -> Result<(String, bool), TargetErr
                 i += 1;
             }
             Some(Class::Keep) => {
-                out.push(char::from(bytes[i]));
-                i += 1;
+                let run = bytes[i..].iter().position(|&b| CLASSES[usize::from(b)] != Class::Keep);
+                let end = run.map_or(bytes.len(), |n| i + n);
+                out.push_str(&path[i..end]);
+                i = end;
             }
             Some(Class::Semicolon) => {
                 has_params = true;

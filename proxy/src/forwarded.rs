@@ -9,6 +9,16 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use pingora_http::RequestHeader;
 
+/// An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, how a dual-stack
+/// listener sees IPv4 clients) as the IPv4 address it is, so IPv4
+/// `source_ip` rules and address checks see one spelling.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// The configured trusted proxies.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
@@ -43,15 +53,13 @@ impl TrustedProxies {
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = canonical_ip(ip);
         self.networks.iter().any(|net| net.contains(&ip))
     }
 
     /// The client behind `peer`, given the request's forwarding headers.
     pub fn client(&self, peer: IpAddr, req: &RequestHeader) -> ClientAddress {
+        let peer = canonical_ip(peer);
         if self.networks.is_empty() || !self.trusts(peer) {
             return ClientAddress { ip: peer, forwarded_for: peer.to_string(), proto: None };
         }
@@ -64,7 +72,7 @@ impl TrustedProxies {
         let mut kept = chain.len();
         for (index, hop) in chain.iter().enumerate().rev() {
             let Ok(ip) = hop.parse::<IpAddr>() else { break };
-            client = ip;
+            client = canonical_ip(ip);
             kept = index;
             if !self.trusts(ip) {
                 break;
@@ -118,6 +126,16 @@ mod tests {
         assert_eq!(client.proto.as_deref(), Some("https"));
         let garbage = proxies.client(ip("10.0.0.2"), &request(&["not-an-ip"]));
         assert_eq!(garbage.ip, ip("10.0.0.2"), "an unreadable hop stops the walk at the last trusted one");
+    }
+
+    #[test]
+    fn ipv4_clients_of_a_dual_stack_listener_are_plain_ipv4() {
+        let direct = TrustedProxies::default().client(ip("::ffff:198.51.100.4"), &request(&[]));
+        assert_eq!((direct.ip, direct.forwarded_for.as_str()), (ip("198.51.100.4"), "198.51.100.4"));
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".into()]).unwrap();
+        let hop = proxies.client(ip("::ffff:10.0.0.2"), &request(&["::ffff:203.0.113.7"]));
+        assert_eq!(hop.ip, ip("203.0.113.7"));
+        assert_eq!(canonical_ip(ip("2001:db8::1")), ip("2001:db8::1"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //! control plane ──stream──▶ subscriber ──apply──▶ SnapshotStore (ArcSwap)
 //!                                  │                     ▲ load per request
-//!                                  └──affected──▶ ConnRegistry ◀──bind── proxy (request_filter)
+//!                                  └──affected──▶ ConnRegistry ◀──bind── gate ◀── proxy / tunnel
 //!                                                  │ cancel
 //!                                                  ▼
 //!                                      Killable<HttpProxy> drops the socket
@@ -21,6 +21,7 @@ pub mod authority_client;
 pub mod config;
 pub mod credentials;
 pub mod forwarded;
+pub mod gate;
 pub mod killable;
 pub mod login;
 pub mod metrics;
@@ -33,5 +34,6 @@ mod snapshot_store;
 pub mod subscriber;
 pub mod tunnel;
 pub mod upgrade;
+pub mod upstream_headers;
 
 pub use snapshot_store::{SnapshotStore, StoreError};

@@ -20,7 +20,8 @@ use pingora_core::services::listening::Service;
 use crate::assertion::AssertionSigner;
 use crate::authority_client::AuthorityClient;
 use crate::config::{EdgeConfig, StaleMode};
-use crate::credentials::{Credentials, ServiceTokens, SessionVerifier};
+use crate::credentials::{Credentials, ServiceTokens, SessionCookies, SessionVerifier};
+use crate::gate::Gate;
 use crate::killable::Killable;
 use crate::login::cli::CliCodes;
 use crate::login::state::StateSealer;
@@ -53,6 +54,37 @@ impl BackgroundService for SubscriberService {
         tokio::select! {
             () = Arc::clone(&self.0).run() => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Closes live connections whose admission lapsed with time (token expiry,
+/// the end of a `time:` window, a `logged_in_within` limit), once a second.
+struct ExpiryService {
+    snapshots: Arc<SnapshotStore>,
+    registry: Arc<ConnRegistry>,
+    metrics: Arc<EdgeMetrics>,
+}
+
+#[async_trait]
+impl BackgroundService for ExpiryService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let Some(snapshot) = self.snapshots.load_full() else { continue };
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            let closed = self.registry.expire(&snapshot, now);
+            if closed > 0 {
+                let label = crate::registry::KillReason::Expired.as_str();
+                self.metrics.kills.with_label_values(&[label]).inc_by(closed as u64);
+                tracing::info!(closed, "closed connections whose admission lapsed");
+            }
         }
     }
 }
@@ -156,30 +188,19 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         assertions: Arc::clone(&assertions),
         status: Arc::clone(&status),
     });
-    let tunnels = Arc::new(TunnelService {
+    let gate = Arc::new(Gate {
         snapshots: Arc::clone(&snapshots),
         registry: Arc::clone(&registry),
-        credentials: Arc::clone(&credentials),
-        cookie_name: config.cookie_name.clone(),
+        credentials,
+        cookies: SessionCookies::new(&config.cookie_name, config.cookie_secure),
         trusted_proxies: config.trusted_proxies.clone(),
         status: Arc::clone(&status),
         stale_deny,
         activity: Arc::clone(&activity),
         metrics: Arc::clone(&metrics),
     });
-    let edge = EdgeHttp {
-        snapshots: Arc::clone(&snapshots),
-        registry: Arc::clone(&registry),
-        credentials,
-        cookie_name: config.cookie_name.clone(),
-        login,
-        assertions,
-        trusted_proxies: config.trusted_proxies.clone(),
-        status: Arc::clone(&status),
-        stale_deny,
-        activity: Arc::clone(&activity),
-        metrics: Arc::clone(&metrics),
-    };
+    let tunnels = Arc::new(TunnelService { gate: Arc::clone(&gate) });
+    let edge = EdgeHttp { gate, login, assertions };
     let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     let killable = Killable::new(proxy, Arc::clone(&registry)).with_tunnels(tunnels);
     let mut service = Service::new("portcullis edge".into(), killable);
@@ -200,6 +221,12 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     };
     let subscriber = Subscriber::new(channel, parts);
     server.add_service(background_service("snapshot subscriber", SubscriberService(subscriber)));
+    let expiry = ExpiryService {
+        snapshots: Arc::clone(&snapshots),
+        registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
+    };
+    server.add_service(background_service("admission expiry", expiry));
     let status_app =
         StatusApp { snapshots, registry, status, metrics, max_staleness_ms: config.max_staleness.as_millis() as i64 };
     let mut status_service = Service::new("portcullis edge status".into(), status_app);

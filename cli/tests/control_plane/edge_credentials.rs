@@ -118,7 +118,7 @@ async fn upstreams_get_a_verifiable_assertion_and_forwarding_only_from_trusted_p
     let behind_lb =
         EdgeNode::start_with(&plane, "edge-lb", dir.path(), &[("trusted_proxies", "127.0.0.1".into())]).await;
     let (_, token) = login(&plane, "ann@corp.example").await;
-    let cookie = format!("portcullis_session={token}");
+    let cookie = format!("__Host-portcullis_session.app={token}");
 
     let forged = [
         ("cookie", cookie.as_str()),
@@ -206,7 +206,7 @@ async fn the_https_listener_speaks_http2_and_its_connections_are_killed_too() {
         if http2 { builder } else { builder.http1_only() }.build().expect("client")
     };
     let url = |path: &str| format!("https://app.corp.example:{https_port}{path}");
-    let cookie = format!("portcullis_session={token}");
+    let cookie = format!("__Host-portcullis_session.app={token}");
 
     let response = client(false).get(url("/hello")).header("cookie", &cookie).send().await.expect("HTTP/1.1 over TLS");
     assert_eq!((response.version(), response.status().as_u16()), (reqwest::Version::HTTP_11, 200));
@@ -247,7 +247,7 @@ async fn without_its_control_plane_an_edge_keeps_sessions_refuses_logins_and_res
     let edge = EdgeNode::start_with(&plane, "edge-a", dir.path(), &oidc).await;
     let (_, token) = login(&plane, "una@corp.example").await;
     let (session_b, token_b) = login(&plane, "ben@corp.example").await;
-    let cookie = format!("portcullis_session={token}");
+    let cookie = format!("__Host-portcullis_session.app={token}");
     assert_eq!(get(&edge, "app.corp.example", "/hello", &[("cookie", &cookie)]).await.0, 200);
 
     plane.kill();
@@ -277,7 +277,7 @@ async fn without_its_control_plane_an_edge_keeps_sessions_refuses_logins_and_res
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let cookie_b = format!("portcullis_session={token_b}");
+    let cookie_b = format!("__Host-portcullis_session.app={token_b}");
     eventually("the edge applies the change made after the restart", || async {
         get(&edge, "app.corp.example", "/hello", &[("cookie", &cookie_b)]).await.0 == 401
     })

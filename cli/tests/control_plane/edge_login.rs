@@ -154,7 +154,7 @@ fn session_cookie(browser: &Browser, url: &str) -> String {
     browser
         .cookies(url)
         .split("; ")
-        .find(|c| c.starts_with("portcullis_session="))
+        .find(|c| c.starts_with("portcullis_session."))
         .unwrap_or_else(|| panic!("no session cookie for {url}"))
         .to_owned()
 }
@@ -170,9 +170,9 @@ async fn a_browser_logs_in_through_the_idp_and_policy_decides_what_it_reaches() 
     assert_eq!(done.url, world.url("wiki", "/hello"), "back where the login started");
     let seen: Value = serde_json::from_str(&done.body).expect("upstream JSON");
     assert_eq!(seen["x-portcullis-email"], "bob@corp.example");
-    assert_eq!(seen["x-portcullis-groups"], "dev");
+    assert_eq!(seen["x-portcullis-groups"], "[\"dev\"]");
     assert_eq!(seen["x-portcullis-user"], "bob");
-    let set_cookie = done.hops[0].set_cookies.iter().find(|c| c.starts_with("portcullis_session=")).expect("cookie");
+    let set_cookie = done.hops[0].set_cookies.iter().find(|c| c.starts_with("portcullis_session.")).expect("cookie");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(set_cookie.contains(attribute), "{attribute} in {set_cookie}");
     }

@@ -91,7 +91,7 @@ impl EdgeNode {
     pub async fn get(&self, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, Value) {
         let mut request = reqwest::Client::new().get(self.url(path)).header("host", "app.corp.example");
         if let Some(token) = token {
-            request = request.header("cookie", format!("portcullis_session={token}"));
+            request = request.header("cookie", format!("__Host-portcullis_session.app={token}"));
         }
         for (name, value) in extra {
             request = request.header(*name, *value);

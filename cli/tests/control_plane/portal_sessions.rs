@@ -20,7 +20,7 @@ async fn download(edge: &EdgeNode, token: &str) -> tokio::task::JoinHandle<usize
     let request = reqwest::Client::new()
         .get(edge.url("/stream"))
         .header("host", "app.corp.example")
-        .header("cookie", format!("portcullis_session={token}"));
+        .header("cookie", format!("__Host-portcullis_session.app={token}"));
     let mut body = request.send().await.expect("start the download").bytes_stream();
     assert!(body.next().await.is_some_and(|c| c.is_ok()), "the download starts");
     tokio::spawn(async move {

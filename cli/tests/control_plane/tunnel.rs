@@ -83,7 +83,10 @@ async fn connect_is_answered_by_route_credential_and_policy_and_pipes_when_allow
     assert_eq!(denied.status, 403, "{}", denied.head);
     assert!(denied.body.contains("denied"), "{}", denied.body);
 
-    let down = connect(port, "dead.internal:9", &[("Proxy-Authorization", &ann_auth)]).await;
+    let elsewhere = connect(port, "dead.internal:9", &[("Proxy-Authorization", &ann_auth)]).await;
+    assert_eq!(elsewhere.status, 407, "a session token counts only on its own route: {}", elsewhere.head);
+    let (_, ann_dead) = session(&w.plane, "ann@corp.example", &["staff"], "dead").await;
+    let down = connect(port, "dead.internal:9", &[("Proxy-Authorization", &bearer(&ann_dead))]).await;
     assert_eq!(down.status, 502, "{}", down.head);
     assert!(down.body.contains("cannot be reached"), "{}", down.body);
 
@@ -95,7 +98,7 @@ async fn connect_is_answered_by_route_credential_and_policy_and_pipes_when_allow
     let mut bearer_flow = connect(port, "ECHO.internal:7", &[("Authorization", &ann_auth)]).await;
     assert_eq!(bearer_flow.status, 200, "Authorization: Bearer, and names are case-insensitive");
     echo_once(&mut bearer_flow.stream, b"pong").await;
-    let cookie = format!("portcullis_session={ann}");
+    let cookie = format!("__Host-portcullis_session.echo={ann}");
     let mut cookie_flow = connect(port, "echo.internal:7", &[("Cookie", &cookie)]).await;
     assert_eq!(cookie_flow.status, 200, "the session cookie");
     echo_once(&mut cookie_flow.stream, b"cookie").await;

@@ -10,15 +10,35 @@
 //! Connections are keyed by their socket pair (client address, local
 //! address), which both the accept wrapper and the per-request hooks can see,
 //! including for HTTP/2 streams served on other tasks.
+//!
+//! A connection carries one binding per identity that used it: HTTP/1.1
+//! requests follow one another, so each replaces the last; an HTTP/2
+//! connection may carry streams of up to [`MAX_IDENTITIES_PER_CONNECTION`]
+//! identities at once, and ending any of them closes the connection with
+//! all its streams. Anonymous requests bind too (identity `None`), so a
+//! policy that stops allowing anonymous access closes their websockets.
+//!
+//! Every binding carries the instant its admission stops holding (token
+//! expiry, the end of a `time:` window, a `logged_in_within` limit); the
+//! [`deadlines`] wheel finds the connections due at each second without
+//! looking at the others, and [`ConnRegistry::expire`] re-checks them.
 
-use std::net::SocketAddr;
+mod deadlines;
+
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use portcullis_policy::snapshot::Affected;
-use portcullis_policy::{evaluate, Facts, Identity, SessionId, Snapshot, Target, UserRef};
+use portcullis_policy::{evaluate, holds_until, Facts, Identity, SessionId, Snapshot, Target, UserRef};
 use tokio_util::sync::CancellationToken;
+
+use deadlines::DeadlineWheel;
+
+/// Most distinct identities one (HTTP/2) connection may carry at once;
+/// past that the request gets 421 and the client opens another connection.
+pub const MAX_IDENTITIES_PER_CONNECTION: usize = 4;
 
 /// Identifies a live downstream connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,16 +52,20 @@ pub struct ConnKey {
 /// What a connection was last authorised for, so it can be re-checked.
 #[derive(Debug, Clone)]
 pub struct Binding {
-    /// The verified identity.
-    pub identity: Arc<Identity>,
+    /// The verified identity; `None` for an anonymous request.
+    pub identity: Option<Arc<Identity>>,
     /// HTTP host or CONNECT name.
     pub target: BoundTarget,
+    /// The client's address as the policy saw it (trusted hops applied).
+    pub client_ip: IpAddr,
+    /// Unix second at which the admission stops holding by time alone.
+    pub until: Option<i64>,
 }
 
 /// The target of a bound connection.
 #[derive(Debug, Clone)]
 pub enum BoundTarget {
-    /// HTTP: host, path and method of the request that bound it.
+    /// HTTP: host, canonical path and method of the request that bound it.
     Http {
         /// Host.
         host: String,
@@ -57,9 +81,51 @@ pub enum BoundTarget {
     },
 }
 
+impl Binding {
+    fn same_identity(&self, other: &Binding) -> bool {
+        match (&self.identity, &other.identity) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                Arc::ptr_eq(a, b)
+                    || (a.session_id() == b.session_id()
+                        && a.subject() == b.subject()
+                        && a.credential() == b.credential())
+            }
+            _ => false,
+        }
+    }
+
+    /// Does the admission still hold at `now`? `Some(until)` when it does.
+    fn recheck(&self, snapshot: &Snapshot, now: i64, policy_change: bool) -> Option<Option<i64>> {
+        let identity = self.identity.as_deref();
+        if identity.and_then(Identity::expires_at).is_some_and(|exp| exp <= now) {
+            return None;
+        }
+        let target = match &self.target {
+            BoundTarget::Http { host, path, method } => Target::Http { host, path, method },
+            BoundTarget::Tcp { name } => Target::Tcp { name },
+        };
+        let facts = Facts { target, source_ip: self.client_ip, now, identity };
+        let decision = evaluate(snapshot, &facts);
+        if !decision.is_allowed() {
+            let keep_live = policy_change && decision.route.is_some_and(|r| !r.options().reevaluate_live_connections);
+            return keep_live.then_some(self.until);
+        }
+        Some(holds_until(snapshot, &facts, &decision))
+    }
+}
+
 struct Entry {
     cancel: CancellationToken,
-    binding: Option<Binding>,
+    bindings: Vec<Binding>,
+    /// The earliest `until` of the bindings, as filed in the wheel.
+    deadline: Option<i64>,
+}
+
+impl Entry {
+    fn earliest(&self) -> Option<i64> {
+        self.bindings.iter().filter_map(|b| b.until).min()
+    }
 }
 
 /// Why connections were closed (a metrics label).
@@ -73,6 +139,8 @@ pub enum KillReason {
     TokenRevoked,
     /// The policy no longer allows it.
     PolicyChanged,
+    /// The token expired or a time limit of the policy lapsed.
+    Expired,
 }
 
 impl KillReason {
@@ -83,8 +151,20 @@ impl KillReason {
             Self::User => "user",
             Self::TokenRevoked => "token_revoked",
             Self::PolicyChanged => "policy_changed",
+            Self::Expired => "expired",
         }
     }
+}
+
+/// The result of [`ConnRegistry::bind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindOutcome {
+    /// Bound (or the binding refreshed).
+    Bound,
+    /// The connection is not registered (already closed).
+    Closed,
+    /// An HTTP/2 connection already carries [`MAX_IDENTITIES_PER_CONNECTION`] identities.
+    TooManyIdentities,
 }
 
 /// Live connections, cancellable and indexed by session and user.
@@ -94,6 +174,7 @@ pub struct ConnRegistry {
     by_session: DashMap<SessionId, Vec<ConnKey>>,
     by_subject: DashMap<Arc<str>, Vec<ConnKey>>,
     by_email: DashMap<Arc<str>, Vec<ConnKey>>,
+    deadlines: DeadlineWheel,
     opened: AtomicU64,
 }
 
@@ -162,7 +243,7 @@ impl ConnRegistry {
             .entry(key)
             .or_insert_with(|| {
                 self.opened.fetch_add(1, Ordering::Relaxed);
-                Entry { cancel: CancellationToken::new(), binding: None }
+                Entry { cancel: CancellationToken::new(), bindings: Vec::new(), deadline: None }
             })
             .cancel
             .clone();
@@ -189,28 +270,49 @@ impl ConnRegistry {
         self.opened.load(Ordering::Relaxed)
     }
 
-    /// Binds a connection to the identity a request on it authenticated as
-    /// (re-binding on every request keeps the latest target). Returns false
-    /// when the connection is not registered (already closed).
-    pub fn bind(&self, key: ConnKey, binding: Binding) -> bool {
-        let Some(mut entry) = self.conns.get_mut(&key) else { return false };
-        let identity = Arc::clone(&binding.identity);
-        let same = entry.binding.as_ref().is_some_and(|b| {
-            b.identity.session_id() == identity.session_id() && b.identity.subject() == identity.subject()
-        });
-        let previous = entry.binding.replace(binding);
-        drop(entry);
-        if !same {
-            if let Some(previous) = previous {
-                self.unindex(key, &previous.identity);
+    /// Binds a connection to what a request on it was admitted as.
+    /// `multiplexed` (HTTP/2): other identities' bindings stay; otherwise the
+    /// request replaces every earlier binding of the connection.
+    pub fn bind(&self, key: ConnKey, binding: Binding, multiplexed: bool) -> BindOutcome {
+        let Some(mut entry) = self.conns.get_mut(&key) else { return BindOutcome::Closed };
+        let mut unindexed = Vec::new();
+        let mut index_new = true;
+        match entry.bindings.iter().position(|b| b.same_identity(&binding)) {
+            Some(at) => {
+                index_new = false;
+                entry.bindings[at] = binding.clone();
+                if !multiplexed {
+                    let kept = entry.bindings.swap_remove(at);
+                    unindexed = std::mem::take(&mut entry.bindings);
+                    entry.bindings.push(kept);
+                }
             }
+            None if multiplexed && entry.bindings.len() >= MAX_IDENTITIES_PER_CONNECTION => {
+                return BindOutcome::TooManyIdentities
+            }
+            None if multiplexed => entry.bindings.push(binding.clone()),
+            None => unindexed = std::mem::replace(&mut entry.bindings, vec![binding.clone()]),
+        }
+        let deadline = entry.earliest();
+        let refile = deadline != entry.deadline;
+        entry.deadline = deadline;
+        drop(entry);
+        for old in unindexed {
+            if let Some(identity) = &old.identity {
+                self.unindex(key, identity);
+            }
+        }
+        if let (true, Some(identity)) = (index_new, &binding.identity) {
             if let Some(sid) = identity.session_id() {
                 push_key(&self.by_session, sid, key);
             }
             push_key(&self.by_subject, Arc::from(identity.subject()), key);
             push_key(&self.by_email, Arc::from(identity.email()), key);
         }
-        true
+        if let (true, Some(at)) = (refile, deadline) {
+            self.deadlines.file(at, key);
+        }
+        BindOutcome::Bound
     }
 
     fn unindex(&self, key: ConnKey, identity: &Identity) {
@@ -223,8 +325,10 @@ impl ConnRegistry {
 
     fn remove(&self, key: ConnKey) {
         if let Some((_, entry)) = self.conns.remove(&key) {
-            if let Some(binding) = entry.binding {
-                self.unindex(key, &binding.identity);
+            for binding in entry.bindings {
+                if let Some(identity) = &binding.identity {
+                    self.unindex(key, identity);
+                }
             }
         }
     }
@@ -260,20 +364,41 @@ impl ConnRegistry {
         }
     }
 
-    /// Re-checks every bound connection; cancels those no longer allowed.
+    /// Re-checks every bound connection after a policy change; cancels
+    /// those no longer allowed and refiles the deadlines of the others.
     pub fn reevaluate(&self, snapshot: &Snapshot, now: i64) -> usize {
+        let keys: Vec<ConnKey> = self.conns.iter().filter(|e| !e.bindings.is_empty()).map(|e| *e.key()).collect();
+        self.recheck(&keys, snapshot, now, true)
+    }
+
+    /// Re-checks the connections whose deadline has come by `now`; cancels
+    /// those whose admission lapsed. Returns how many were closed.
+    pub fn expire(&self, snapshot: &Snapshot, now: i64) -> usize {
+        let due = self.deadlines.take_due(now);
+        self.recheck(&due, snapshot, now, false)
+    }
+
+    fn recheck(&self, keys: &[ConnKey], snapshot: &Snapshot, now: i64, policy_change: bool) -> usize {
         let mut doomed = Vec::new();
-        for entry in self.conns.iter() {
-            let Some(binding) = &entry.binding else { continue };
-            let target = match &binding.target {
-                BoundTarget::Http { host, path, method } => Target::Http { host, path, method },
-                BoundTarget::Tcp { name } => Target::Tcp { name },
-            };
-            let facts = Facts { target, source_ip: entry.key().peer.ip(), now, identity: Some(&binding.identity) };
-            let decision = evaluate(snapshot, &facts);
-            let reevaluate = decision.route.is_none_or(|r| r.options().reevaluate_live_connections);
-            if !decision.is_allowed() && reevaluate {
-                doomed.push(*entry.key());
+        for key in keys {
+            let Some(mut entry) = self.conns.get_mut(key) else { continue };
+            let mut lapsed = false;
+            for binding in entry.bindings.iter_mut() {
+                match binding.recheck(snapshot, now, policy_change) {
+                    Some(until) => binding.until = until,
+                    None => lapsed = true,
+                }
+            }
+            if lapsed {
+                doomed.push(*key);
+                continue;
+            }
+            let deadline = entry.earliest();
+            let refile = deadline != entry.deadline || !policy_change;
+            entry.deadline = deadline;
+            drop(entry);
+            if let (true, Some(at)) = (refile, deadline) {
+                self.deadlines.file(at, *key);
             }
         }
         self.cancel_all(&doomed)

@@ -25,8 +25,19 @@ fn identity(email: &str, session: u8, groups: &[&str]) -> Arc<Identity> {
 
 fn binding(identity: Arc<Identity>) -> Binding {
     Binding {
-        identity,
+        identity: Some(identity),
         target: BoundTarget::Http { host: "app.example".into(), path: "/".into(), method: "GET".into() },
+        client_ip: "127.0.0.1".parse().unwrap(),
+        until: None,
+    }
+}
+
+fn anonymous(path: &str) -> Binding {
+    Binding {
+        identity: None,
+        target: BoundTarget::Http { host: "app.example".into(), path: path.into(), method: "GET".into() },
+        client_ip: "127.0.0.1".parse().unwrap(),
+        until: None,
     }
 }
 
@@ -42,9 +53,9 @@ const ALLOW_OPS: &str = "version: 1\nroutes:\n  - name: app\n    host: app.examp
 fn terminating_a_session_cancels_only_its_connections() {
     let registry = ConnRegistry::new();
     let (a1, a2, b) = (registry.register(key(1)), registry.register(key(2)), registry.register(key(3)));
-    assert!(registry.bind(key(1), binding(identity("ada@x.example", 1, &[]))));
-    assert!(registry.bind(key(2), binding(identity("ada@x.example", 1, &[]))));
-    assert!(registry.bind(key(3), binding(identity("bob@x.example", 2, &[]))));
+    assert_eq!(BindOutcome::Bound, registry.bind(key(1), binding(identity("ada@x.example", 1, &[])), false));
+    assert_eq!(BindOutcome::Bound, registry.bind(key(2), binding(identity("ada@x.example", 1, &[])), false));
+    assert_eq!(BindOutcome::Bound, registry.bind(key(3), binding(identity("bob@x.example", 2, &[])), false));
     let (closed, reason) =
         registry.close_affected(&Affected::Session(SessionId::from_bytes([1; 16])), &snapshot(ALLOW_DEV), 0);
     assert_eq!((closed, reason), (2, KillReason::SessionTerminated));
@@ -55,13 +66,13 @@ fn terminating_a_session_cancels_only_its_connections() {
 fn terminating_a_user_by_email_or_subject_cancels_every_session_of_theirs() {
     let registry = ConnRegistry::new();
     let (one, two) = (registry.register(key(1)), registry.register(key(2)));
-    registry.bind(key(1), binding(identity("ada@x.example", 1, &[])));
-    registry.bind(key(2), binding(identity("ada@x.example", 2, &[])));
+    registry.bind(key(1), binding(identity("ada@x.example", 1, &[])), false);
+    registry.bind(key(2), binding(identity("ada@x.example", 2, &[])), false);
     let snapshot = snapshot(ALLOW_DEV);
     assert_eq!(registry.close_affected(&Affected::User(UserRef::email("ADA@x.example")), &snapshot, 0).0, 2);
     assert!(one.cancelled.is_cancelled() && two.cancelled.is_cancelled());
     let three = registry.register(key(3));
-    registry.bind(key(3), binding(identity("ada@x.example", 3, &[])));
+    registry.bind(key(3), binding(identity("ada@x.example", 3, &[])), false);
     assert_eq!(registry.close_affected(&Affected::User(UserRef::subject("sub-ada@x.example")), &snapshot, 0).0, 1);
     assert!(three.cancelled.is_cancelled());
 }
@@ -70,8 +81,8 @@ fn terminating_a_user_by_email_or_subject_cancels_every_session_of_theirs() {
 fn a_policy_change_closes_connections_it_no_longer_allows() {
     let registry = ConnRegistry::new();
     let (dev, ops) = (registry.register(key(1)), registry.register(key(2)));
-    registry.bind(key(1), binding(identity("dev@x.example", 1, &["dev"])));
-    registry.bind(key(2), binding(identity("ops@x.example", 2, &["ops"])));
+    registry.bind(key(1), binding(identity("dev@x.example", 1, &["dev"])), false);
+    registry.bind(key(2), binding(identity("ops@x.example", 2, &["ops"])), false);
     assert_eq!(registry.close_affected(&Affected::All, &snapshot(ALLOW_DEV), 0), (1, KillReason::PolicyChanged));
     assert!(!dev.cancelled.is_cancelled() && ops.cancelled.is_cancelled());
     assert_eq!(registry.reevaluate(&snapshot(ALLOW_OPS), 0), 1);
@@ -82,21 +93,79 @@ fn a_policy_change_closes_connections_it_no_longer_allows() {
 fn closed_connections_leave_no_trace() {
     let registry = ConnRegistry::new();
     let registration = registry.register(key(1));
-    registry.bind(key(1), binding(identity("ada@x.example", 1, &[])));
+    registry.bind(key(1), binding(identity("ada@x.example", 1, &[])), false);
     drop(registration);
     assert!(registry.is_empty());
     assert!(registry.by_session.is_empty() && registry.by_subject.is_empty() && registry.by_email.is_empty());
-    assert!(!registry.bind(key(1), binding(identity("ada@x.example", 1, &[]))), "a closed connection cannot be bound");
+    assert_eq!(
+        registry.bind(key(1), binding(identity("ada@x.example", 1, &[])), false),
+        BindOutcome::Closed,
+        "a closed connection cannot be bound"
+    );
 }
 
 #[test]
 fn rebinding_to_another_session_moves_the_index() {
     let registry = ConnRegistry::new();
     let conn = registry.register(key(1));
-    registry.bind(key(1), binding(identity("ada@x.example", 1, &[])));
-    registry.bind(key(1), binding(identity("bob@x.example", 2, &[])));
+    registry.bind(key(1), binding(identity("ada@x.example", 1, &[])), false);
+    registry.bind(key(1), binding(identity("bob@x.example", 2, &[])), false);
     let snapshot = snapshot(ALLOW_DEV);
     assert_eq!(registry.close_affected(&Affected::Session(SessionId::from_bytes([1; 16])), &snapshot, 0).0, 0);
     assert_eq!(registry.close_affected(&Affected::Session(SessionId::from_bytes([2; 16])), &snapshot, 0).0, 1);
+    assert!(conn.cancelled.is_cancelled());
+}
+
+#[test]
+fn an_http2_connection_binds_each_identity_and_dies_with_any_of_them() {
+    let registry = ConnRegistry::new();
+    let conn = registry.register(key(1));
+    assert_eq!(registry.bind(key(1), binding(identity("ada@x.example", 1, &[])), true), BindOutcome::Bound);
+    assert_eq!(registry.bind(key(1), binding(identity("bob@x.example", 2, &[])), true), BindOutcome::Bound);
+    for n in 3..=MAX_IDENTITIES_PER_CONNECTION as u8 {
+        assert_eq!(registry.bind(key(1), binding(identity("c@x.example", n, &[])), true), BindOutcome::Bound);
+    }
+    let one_too_many = registry.bind(key(1), binding(identity("eve@x.example", 99, &[])), true);
+    assert_eq!(one_too_many, BindOutcome::TooManyIdentities);
+    // Ada's stream is still bound although Bob's came after it.
+    let snapshot = snapshot(ALLOW_DEV);
+    assert_eq!(registry.close_affected(&Affected::Session(SessionId::from_bytes([1; 16])), &snapshot, 0).0, 1);
+    assert!(conn.cancelled.is_cancelled());
+}
+
+#[test]
+fn anonymous_connections_are_rechecked_when_the_policy_changes() {
+    const PUBLIC: &str = "version: 1\nroutes:\n  - name: app\n    host: app.example\n    upstream: http://127.0.0.1:1\n    rules:\n      - public: true\n        allow: { paths: [/public/**] }\n";
+    let registry = ConnRegistry::new();
+    let conn = registry.register(key(1));
+    assert_eq!(registry.bind(key(1), anonymous("/public/feed"), false), BindOutcome::Bound);
+    assert_eq!(registry.reevaluate(&snapshot(PUBLIC), 0), 0, "still public");
+    assert_eq!(registry.reevaluate(&snapshot(ALLOW_DEV), 0), 1, "anonymous access withdrawn");
+    assert!(conn.cancelled.is_cancelled());
+}
+
+#[test]
+fn a_connection_closes_when_its_token_expires_and_not_before() {
+    let registry = ConnRegistry::new();
+    let conn = registry.register(key(1));
+    let expiring = Arc::new(
+        Identity::new(IdentityParts {
+            subject: "sub-dev".into(),
+            email: "dev@x.example".into(),
+            groups: vec!["dev".into()],
+            credential: Some(CredentialKind::Browser),
+            session_id: Some(SessionId::from_bytes([7; 16])),
+            ..IdentityParts::default()
+        })
+        .with_expires_at(Some(1_000)),
+    );
+    let mut bound = binding(expiring);
+    bound.until = Some(1_000);
+    registry.bind(key(1), bound, false);
+    let snapshot = snapshot(ALLOW_DEV);
+    registry.expire(&snapshot, 990);
+    assert_eq!(registry.expire(&snapshot, 999), 0);
+    assert!(!conn.cancelled.is_cancelled());
+    assert_eq!(registry.expire(&snapshot, 1_000), 1);
     assert!(conn.cancelled.is_cancelled());
 }

@@ -21,6 +21,8 @@ pub enum Refusal {
     BadGateway,
     /// 503: no snapshot yet, stale, or a credential that cannot be checked now.
     Unavailable,
+    /// 429: too many credential look-ups from this client.
+    RateLimited,
 }
 
 impl Refusal {
@@ -34,6 +36,7 @@ impl Refusal {
             Self::NoRoute => (404, "Not Found"),
             Self::BadGateway => (502, "Bad Gateway"),
             Self::Unavailable => (503, "Service Unavailable"),
+            Self::RateLimited => (429, "Too Many Requests"),
         }
     }
 
@@ -46,6 +49,7 @@ impl Refusal {
             Self::NoRoute => "no-route",
             Self::BadGateway => "upstream-error",
             Self::Unavailable => "unavailable",
+            Self::RateLimited => "rate-limited",
         }
     }
 }
@@ -60,7 +64,11 @@ pub fn refusal_bytes(refusal: Refusal, code: &str, message: &str) -> Vec<u8> {
     let body = format!("{line}\n");
     let challenge =
         if refusal == Refusal::LoginRequired { "Proxy-Authenticate: Bearer realm=\"portcullis\"\r\n" } else { "" };
-    let retry = if refusal == Refusal::Unavailable { "Retry-After: 5\r\n" } else { "" };
+    let retry = match refusal {
+        Refusal::Unavailable => "Retry-After: 5\r\n",
+        Refusal::RateLimited => "Retry-After: 1\r\n",
+        _ => "",
+    };
     format!(
         "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
          X-Portcullis-Error: {code}\r\n{challenge}{retry}Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",

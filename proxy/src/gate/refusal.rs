@@ -1,0 +1,123 @@
+//! Why the gate turned a request or flow away, as a value: the HTTP
+//! renderer (`proxy.rs`) and the CONNECT renderer (`tunnel`) each turn it
+//! into their own answer, so both say the same thing for the same reason.
+
+use std::borrow::Cow;
+
+use portcullis_policy::TargetError;
+
+/// A refusal, before it is rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 503: no snapshot yet (fail closed).
+    NoSnapshot,
+    /// 503: the snapshot is older than `max_staleness` and `stale_mode = deny`.
+    Stale,
+    /// 400: the request target has no single meaning.
+    BadTarget(TargetError),
+    /// 400: `;` path parameters on a route that does not allow them.
+    PathParameters,
+    /// 400: `Upgrade: websocket` that is not a valid handshake.
+    BadUpgrade(&'static str),
+    /// 401 / 302 / 407: log in (again); the message says why.
+    LoginRequired(String),
+    /// 503: the party that vouches for the credential cannot be reached.
+    CredentialUnavailable,
+    /// 429: too many credential look-ups from this client.
+    RateLimited,
+    /// 403: the policy denies it (or the user is locked).
+    Forbidden(String),
+    /// 404: no route serves this host and path, or this CONNECT name.
+    NoRoute(String),
+    /// 421: this HTTP/2 connection already carries as many identities as it may.
+    Misdirected,
+}
+
+impl Refusal {
+    /// The machine-readable code (JSON `error.code`, `X-Portcullis-Error`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoSnapshot => "no_snapshot",
+            Self::Stale => "stale_snapshot",
+            Self::BadTarget(_) => "bad_request_target",
+            Self::PathParameters => "path_parameters",
+            Self::BadUpgrade(_) => "bad_upgrade",
+            Self::LoginRequired(_) => "login_required",
+            Self::CredentialUnavailable => "credential_unavailable",
+            Self::RateLimited => "rate_limited",
+            Self::Forbidden(_) => "forbidden",
+            Self::NoRoute(_) => "no_route",
+            Self::Misdirected => "misdirected_request",
+        }
+    }
+
+    /// The HTTP status (CONNECT turns 401 into 407).
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NoSnapshot | Self::Stale | Self::CredentialUnavailable => 503,
+            Self::BadTarget(_) | Self::PathParameters | Self::BadUpgrade(_) => 400,
+            Self::LoginRequired(_) => 401,
+            Self::RateLimited => 429,
+            Self::Forbidden(_) => 403,
+            Self::NoRoute(_) => 404,
+            Self::Misdirected => 421,
+        }
+    }
+
+    /// A short title for the HTML page.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Self::NoSnapshot | Self::Stale | Self::CredentialUnavailable => "Temporarily unavailable",
+            Self::BadTarget(_) | Self::PathParameters | Self::BadUpgrade(_) => "Bad request",
+            Self::LoginRequired(_) => "Login required",
+            Self::RateLimited => "Too many requests",
+            Self::Forbidden(_) => "Access denied",
+            Self::NoRoute(_) => "Not found",
+            Self::Misdirected => "Misdirected request",
+        }
+    }
+
+    /// One sentence for the person or program that sent the request.
+    pub fn message(&self) -> Cow<'_, str> {
+        match self {
+            Self::NoSnapshot => {
+                "This edge has not received its policy from the control plane yet. Try again in a moment.".into()
+            }
+            Self::Stale => "This edge has lost contact with the control plane and is configured to refuse \
+                            requests until it is back."
+                .into(),
+            Self::BadTarget(error) => format!("The request target was refused: {error}.").into(),
+            Self::PathParameters => "This application does not accept `;` parameters in the path.".into(),
+            Self::BadUpgrade(why) => format!("The websocket handshake was refused: {why}.").into(),
+            Self::LoginRequired(why) | Self::Forbidden(why) | Self::NoRoute(why) => why.as_str().into(),
+            Self::CredentialUnavailable => "Your credential cannot be checked right now because the party that \
+                                            issued it cannot be reached. Try again in a moment."
+                .into(),
+            Self::RateLimited => "Too many credential checks from your address. Try again in a moment.".into(),
+            Self::Misdirected => {
+                "This connection already carries other users' requests; retry on a new connection.".into()
+            }
+        }
+    }
+
+    /// Whether a `Retry-After` belongs on the answer.
+    pub fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            Self::NoSnapshot | Self::Stale | Self::CredentialUnavailable => Some("5"),
+            Self::RateLimited => Some("1"),
+            _ => None,
+        }
+    }
+
+    /// The metrics label (`outcome` of requests and flows).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::NoSnapshot | Self::Stale | Self::CredentialUnavailable => "unavailable",
+            Self::BadTarget(_) | Self::PathParameters | Self::BadUpgrade(_) | Self::Misdirected => "bad-request",
+            Self::LoginRequired(_) => "login-required",
+            Self::RateLimited => "rate-limited",
+            Self::Forbidden(_) => "deny",
+            Self::NoRoute(_) => "no-route",
+        }
+    }
+}
