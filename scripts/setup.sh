@@ -45,3 +45,18 @@ if [ ! -d "$idp/node_modules" ] || [ "$idp/package-lock.json" -nt "$idp/node_mod
   npm ci --prefix "$idp" --no-audit --no-fund --loglevel=error >/dev/null
   touch "$idp/node_modules"
 fi
+
+# The fuzz smoke run (scripts/fuzz-smoke.sh): cargo-fuzz from crates.io, and
+# a C++ compiler for the libFuzzer runtime that libfuzzer-sys builds.
+if ! command -v c++ >/dev/null 2>&1; then
+  echo "setup: installing g++ (libFuzzer)" >&2
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends g++ >/dev/null
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz" >&2
+  env -u CARGO_TARGET_DIR cargo install cargo-fuzz --version 0.13.2 --locked --quiet
+fi
