@@ -190,8 +190,10 @@ impl Identity {
 /// What is being reached.
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
-    /// An HTTP request. `host` is lowercase without a port; `path` starts with
-    /// `/`, is normalised and has no query string.
+    /// An HTTP request. `host` is lowercase without a port; `path` is the
+    /// canonical path ([`crate::request_target::canonicalize`]; without its
+    /// `;` parameters on routes that allow them), with no query string.
+    /// Routes with `case_insensitive_paths` lowercase it themselves.
     Http {
         /// Request host.
         host: &'a str,
