@@ -34,7 +34,7 @@ use openidconnect::{
 };
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use portcullis_policy::{evaluate, Facts, Snapshot, Target};
+use portcullis_policy::{canonicalize, evaluate, Facts, Snapshot, Target};
 use serde_json::Value;
 
 use crate::assertion::AssertionSigner;
@@ -236,16 +236,12 @@ impl LoginService {
         self.provider.as_ref()
     }
 
-    /// The route a login for `host` + `path` is for.
-    fn route_name(snapshot: &Snapshot, host: &str, path: &str, now: i64) -> Option<String> {
-        let path = path.split('?').next().unwrap_or("/");
-        let facts = Facts {
-            target: Target::Http { host, path, method: "GET" },
-            source_ip: std::net::IpAddr::from([0, 0, 0, 0]),
-            now,
-            identity: None,
-        };
-        evaluate(snapshot, &facts).route.map(|r| r.name().to_owned())
+    /// The route a login for `host` + `path` is for: routed on the
+    /// canonical path, exactly as the gate routes the request the browser
+    /// returns with, so the cookie is set for the route that will read it.
+    fn route_name(snapshot: &Snapshot, host: &str, path: &str) -> Option<String> {
+        let target = canonicalize(path, None).ok()?;
+        snapshot.policy().http_route(host, &target.path_without_params()).map(|r| r.name().to_owned())
     }
 
     async fn login(
@@ -261,7 +257,7 @@ impl LoginService {
             return Ok(true);
         };
         let return_to = same_origin_path(query_param(query, "rd").as_deref());
-        if Self::route_name(snapshot, info.host, &return_to, info.now).is_none() {
+        if Self::route_name(snapshot, info.host, &return_to).is_none() {
             let message = "No application is served at this address.";
             respond(session, 404, "no_route", "Not found", message, &[]).await?;
             return Ok(true);
@@ -385,7 +381,7 @@ impl LoginService {
         if let Some(cli) = &login.cli {
             return self.finish_cli_login(session, provider, &user, cli, info, clear_state).await;
         }
-        let Some(route) = Self::route_name(snapshot, info.host, &login.return_to, info.now) else {
+        let Some(route) = Self::route_name(snapshot, info.host, &login.return_to) else {
             respond(session, 404, "no_route", "Not found", "No application is served at this address.", &[]).await?;
             return Ok(true);
         };
@@ -538,5 +534,21 @@ mod tests {
             assert_eq!(same_origin_path(Some(hostile)), "/", "{hostile}");
         }
         assert_eq!(same_origin_path(None), "/");
+    }
+
+    #[test]
+    fn a_login_is_for_the_route_of_the_canonical_path() {
+        use portcullis_policy::{Policy, PolicySource};
+        let text = "version: 1\nroutes:\n  - name: app\n    host: app.example\n    upstream: http://127.0.0.1:9\n    \
+                    rules:\n      - allow: { email_domain: [corp.example] }\n  - name: api\n    host: app.example\n    \
+                    path: /api\n    upstream: http://127.0.0.1:9\n    rules:\n      - allow: { email_domain: [corp.example] }\n";
+        let policy = Policy::compile(PolicySource { name: "t".into(), text: text.into() }).expect("policy compiles");
+        let snapshot = Snapshot::new(1, Arc::new(policy));
+        let route = |path: &str| LoginService::route_name(&snapshot, "app.example", path);
+        assert_eq!(route("/%61pi/x?q=1").as_deref(), Some("api"), "an encoded path logs into the route it reaches");
+        assert_eq!(route("/t/../api/x").as_deref(), Some("api"));
+        assert_eq!(route("/docs").as_deref(), Some("app"));
+        assert_eq!(route("/a%2Fb"), None, "a path the gate refuses has no route");
+        assert_eq!(LoginService::route_name(&snapshot, "other.example", "/"), None);
     }
 }
