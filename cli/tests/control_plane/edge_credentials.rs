@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::edge_node::{certificate, login, EdgeNode};
+use crate::edge_node::{certificate, login, login_to, EdgeNode};
 use crate::harness::{ControlPlane, TempDir, ADMIN_TOKEN};
 use crate::upstream::Upstream;
 
@@ -157,6 +157,12 @@ async fn upstreams_get_a_verifiable_assertion_and_forwarding_only_from_trusted_p
     };
     assert!(wrong_audience.is_err(), "an assertion is for one route");
 
+    let (_, office_token) = login_to(&plane, "ann@corp.example", "office").await;
+    let office_cookie = format!("__Host-portcullis_session.office={office_token}");
+    let forged: Vec<(&str, &str)> = forged
+        .iter()
+        .map(|&(name, value)| if name == "cookie" { (name, office_cookie.as_str()) } else { (name, value) })
+        .collect();
     let (status, _) = get(&direct, "office.corp.example", "/hello", &forged).await;
     assert_eq!(status, 403, "a forged X-Forwarded-For does not make a client an office address");
     let (status, seen) = get(&behind_lb, "office.corp.example", "/hello", &forged).await;
@@ -165,9 +171,15 @@ async fn upstreams_get_a_verifiable_assertion_and_forwarding_only_from_trusted_p
 
     // The session was created from 127.0.0.1 and is now used from
     // 198.51.100.4: a warning by default, a new login where the route says so.
-    let (status, _) = get(&behind_lb, "pinned.corp.example", "/hello", &forged).await;
+    let (_, pinned_token) = login_to(&plane, "ann@corp.example", "pinned").await;
+    let pinned_cookie = format!("__Host-portcullis_session.pinned={pinned_token}");
+    let pinned: Vec<(&str, &str)> = forged
+        .iter()
+        .map(|&(name, value)| if name == "cookie" { (name, pinned_cookie.as_str()) } else { (name, value) })
+        .collect();
+    let (status, _) = get(&behind_lb, "pinned.corp.example", "/hello", &pinned).await;
     assert_eq!(status, 401, "on_ip_change: deny sends the user back to login");
-    let (status, _) = get(&direct, "pinned.corp.example", "/hello", &[("cookie", cookie.as_str())]).await;
+    let (status, _) = get(&direct, "pinned.corp.example", "/hello", &[("cookie", pinned_cookie.as_str())]).await;
     assert_eq!(status, 200, "from the login address it is allowed");
     let audit = |action: &'static str| {
         let plane = &plane;

@@ -116,12 +116,17 @@ pub fn policy(upstream: u16) -> String {
     )
 }
 
-/// Creates a session the way the edge's login does; returns (id, token).
+/// Creates a session on route `app` the way the edge's login does; returns (id, token).
 pub async fn login(plane: &ControlPlane, email: &str) -> (String, String) {
+    login_to(plane, email, "app").await
+}
+
+/// Creates a session on `route` (a session token counts only there); returns (id, token).
+pub async fn login_to(plane: &ControlPlane, email: &str, route: &str) -> (String, String) {
     let body = json!({
         "subject": format!("sub-{email}"), "email": email, "groups": ["staff"],
         "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
-        "route": "app", "source_address": "127.0.0.1", "user_agent": "edge-test",
+        "route": route, "source_address": "127.0.0.1", "user_agent": "edge-test",
     });
     let response = plane
         .http()

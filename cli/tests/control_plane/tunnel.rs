@@ -107,7 +107,10 @@ async fn connect_is_answered_by_route_credential_and_policy_and_pipes_when_allow
     let huge = connect(port, "echo.internal:7", &[("X-Filler", &filler)]).await;
     assert_eq!(huge.status, 431, "{}", huge.head);
 
-    // Plain HTTP on the same listener, keep-alive included, is untouched.
+    // Plain HTTP on the same listener, keep-alive included, is untouched
+    // (with a session of the HTTP route: the echo route's session is not valid there).
+    let (_, ann_app) = session(&w.plane, "ann@corp.example", &["staff"], "app").await;
+    let cookie = format!("__Host-portcullis_session.app={ann_app}");
     let client = reqwest::Client::new();
     for _ in 0..3 {
         let response = client
