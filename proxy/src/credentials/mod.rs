@@ -82,7 +82,9 @@ pub fn cookie<'r>(req: &'r RequestHeader, name: &str) -> Option<&'r str> {
     None
 }
 
-/// The credential on a request: the session cookie first, then `Authorization: Bearer`.
+/// The credential on a request: cookie `cookie_name` first, then
+/// `Authorization: Bearer`. Not route-aware: the gate reads a route's
+/// session cookie with [`SessionCookies::find`].
 pub fn presented<'r>(req: &'r RequestHeader, cookie_name: &str) -> Option<Presented<'r>> {
     if let Some(token) = cookie(req, cookie_name) {
         return Some(Presented::Cookie(token));

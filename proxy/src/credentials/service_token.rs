@@ -84,3 +84,82 @@ impl ServiceTokens {
         Ok((identity, false))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::lookup_guard::NEGATIVE_TTL_S;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A control plane that knows no service token and counts the lookups it answers.
+    async fn forgetful_control_plane() -> (Arc<AuthorityClient>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&lookups);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    let _ = stream.read(&mut buffer).await;
+                    let body = r#"{"error":{"code":"unknown_token","message":"no such token"}}"#;
+                    let answer = format!(
+                        "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                         connection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        let channel = crate::subscriber::ChannelConfig {
+            url,
+            secret: "s".into(),
+            edge_id: "edge-test".into(),
+            edge_name: "edge-test".into(),
+        };
+        (Arc::new(AuthorityClient::new(channel)), lookups)
+    }
+
+    fn token(n: usize) -> String {
+        format!("pcst_{n:0>43}")
+    }
+
+    #[tokio::test]
+    async fn malformed_unknown_and_excess_tokens_cost_no_lookup() {
+        let (authority, lookups) = forgetful_control_plane().await;
+        let tokens = ServiceTokens::new(authority, 16);
+        let attacker: IpAddr = "203.0.113.9".parse().unwrap();
+        for malformed in
+            ["pcst_", "pcst_short", &format!("pcst_{}!", "a".repeat(43)), &format!("pcst_{}", "a".repeat(300))]
+        {
+            let refused = tokens.verify(malformed, 1_000, attacker).await.err();
+            assert_eq!(refused, Some(CredentialError::Malformed), "{malformed}");
+        }
+        assert_eq!(lookups.load(Ordering::SeqCst), 0, "malformed tokens are refused unread");
+
+        assert_eq!(tokens.verify(&token(0), 1_000, attacker).await.err(), Some(CredentialError::Invalid));
+        assert_eq!(tokens.verify(&token(0), 1_030, attacker).await.err(), Some(CredentialError::Invalid));
+        assert_eq!(lookups.load(Ordering::SeqCst), 1, "an unknown token is asked about once a minute");
+        assert_eq!(
+            tokens.verify(&token(0), 1_000 + NEGATIVE_TTL_S, attacker).await.err(),
+            Some(CredentialError::Invalid)
+        );
+        assert_eq!(lookups.load(Ordering::SeqCst), 2, "and again after the minute");
+
+        let mut limited = 0;
+        for n in 1..40 {
+            if tokens.verify(&token(n), 1_000, attacker).await.err() == Some(CredentialError::RateLimited) {
+                limited += 1;
+            }
+        }
+        let asked = lookups.load(Ordering::SeqCst);
+        assert!(asked <= 2 + 20, "the burst bounds what one client makes the edge ask: {asked}");
+        assert!(limited >= 39 - 20, "the rest are refused with RateLimited: {limited}");
+        let neighbour: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(tokens.verify(&token(99), 1_000, neighbour).await.err(), Some(CredentialError::Invalid));
+        assert_eq!(lookups.load(Ordering::SeqCst), asked + 1, "other clients keep their budget");
+    }
+}
