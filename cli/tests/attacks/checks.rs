@@ -20,7 +20,8 @@ pub fn folded(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-/// The request carries exactly the edge's identity for `subject` in `groups`,
+/// The request carries exactly the edge's identity for `subject` in `groups`
+/// (in any order),
 /// each header once and spelled as the edge spells it, and no look-alike.
 pub fn identity(seen: &Recorded, subject: &str, groups: &[&str]) -> Result<(), String> {
     for (name, _) in &seen.headers {
@@ -46,9 +47,17 @@ pub fn identity(seen: &Recorded, subject: &str, groups: &[&str]) -> Result<(), S
     let parsed: Result<Vec<String>, _> = serde_json::from_str::<Value>(raw)
         .map_err(|e| e.to_string())
         .and_then(|v| serde_json::from_value::<Vec<String>>(v).map_err(|e| e.to_string()));
+    let mut expected: Vec<&str> = groups.to_vec();
+    expected.sort_unstable();
     match parsed {
-        Ok(list) if list == groups => Ok(()),
-        Ok(list) => Err(format!("x-portcullis-groups is {list:?}, expected {groups:?}")),
+        Ok(mut list) => {
+            list.sort();
+            if list == expected {
+                Ok(())
+            } else {
+                Err(format!("x-portcullis-groups is {list:?}, expected {groups:?}"))
+            }
+        }
         Err(e) => Err(format!("x-portcullis-groups {raw:?} is not a JSON array of strings ({e})")),
     }
 }

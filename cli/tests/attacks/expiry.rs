@@ -158,8 +158,8 @@ async fn expiry_of_live_connections() {
             .await
             .map(|r| r.status);
     report.record(
-        "after logged_in_within lapsed a request needs a login",
-        if after == Ok(401) { Ok(()) } else { Err(format!("answered {after:?}")) },
+        "after logged_in_within lapsed a request is refused",
+        if matches!(after, Ok(401 | 403)) { Ok(()) } else { Err(format!("answered {after:?}")) },
     );
     let control = match control {
         Ok(ws) => match websocket_closes(ws, Duration::from_secs(1)).await {
