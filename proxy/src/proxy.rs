@@ -98,9 +98,14 @@ fn upstream_target(target: &CanonicalTarget, lowercase: bool) -> String {
 }
 
 impl EdgeHttp {
+    /// Counts a refusal made before the gate (no route known yet) and renders it.
+    async fn refuse_early(&self, session: &mut Session, refusal: &Refusal) -> Result<bool> {
+        self.gate.metrics.requests.with_label_values(&["", refusal.outcome()]).inc();
+        self.refuse(session, refusal).await
+    }
+
     /// Renders a refusal as an HTTP answer.
-    async fn refuse(&self, session: &mut Session, refusal: &Refusal, route: &str) -> Result<bool> {
-        self.gate.metrics.requests.with_label_values(&[route, refusal.outcome()]).inc();
+    async fn refuse(&self, session: &mut Session, refusal: &Refusal) -> Result<bool> {
         if let Refusal::LoginRequired(_) = refusal {
             return self.refuse_login(session, &refusal.message()).await;
         }
@@ -177,11 +182,11 @@ impl ProxyHttp for EdgeHttp {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let snapshot = match self.gate.snapshot() {
             Ok(snapshot) => snapshot,
-            Err(refusal) => return self.refuse(session, &refusal, "").await,
+            Err(refusal) => return self.refuse_early(session, &refusal).await,
         };
         let target = match canonical_target(session.req_header()) {
             Ok(target) => target,
-            Err(refusal) => return self.refuse(session, &refusal, "").await,
+            Err(refusal) => return self.refuse_early(session, &refusal).await,
         };
         let req = session.req_header();
         let host = request_host(req);
@@ -214,7 +219,7 @@ impl ProxyHttp for EdgeHttp {
         match classify(req) {
             UpgradeRequest::None => {}
             UpgradeRequest::WebSocket => ctx.websocket = true,
-            UpgradeRequest::BadWebSocket(why) => return self.refuse(session, &Refusal::BadUpgrade(why), "").await,
+            UpgradeRequest::BadWebSocket(why) => return self.refuse_early(session, &Refusal::BadUpgrade(why)).await,
             UpgradeRequest::Other => strip_upgrade(session.req_header_mut()),
         }
         let req = session.req_header();
@@ -222,9 +227,8 @@ impl ProxyHttp for EdgeHttp {
         let arrival = Arrival::Http { host: &host, target: &target, method: &method, multiplexed: session.is_http2() };
         let admission = match self.gate.admit(&snapshot, arrival, req, peer, conn_key(session)).await {
             Ok(admission) => admission,
-            Err(refusal) => return self.refuse(session, &refusal, "").await,
+            Err(refusal) => return self.refuse(session, &refusal).await,
         };
-        self.gate.metrics.requests.with_label_values(&[&admission.route, "allow"]).inc();
         if let Some(identity) = &admission.identity {
             ctx.assertion = self.assertions.assertion(identity, &admission.route, unix_now());
         }
@@ -234,7 +238,7 @@ impl ProxyHttp for EdgeHttp {
             Destination::Http(upstream) => upstream.clone(),
             Destination::Tcp(_) => {
                 let refusal = Refusal::NoRoute("This address is a TCP route: reach it with CONNECT.".into());
-                return self.refuse(session, &refusal, &admission.route).await;
+                return self.refuse(session, &refusal).await;
             }
         };
         ctx.admission = Some(admission);

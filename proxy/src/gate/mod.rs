@@ -206,13 +206,45 @@ impl Gate {
         peer: IpAddr,
         conn: Option<ConnKey>,
     ) -> Result<Admission, Refusal> {
+        let (route, judged_path) = match self.route(snapshot, &arrival) {
+            Ok(found) => found,
+            Err(refusal) => {
+                self.count(&arrival, "", refusal.outcome());
+                return Err(refusal);
+            }
+        };
+        let admitted = self.admit_on(snapshot, route, judged_path, &arrival, head, peer, conn).await;
+        let outcome = admitted.as_ref().map_or_else(Refusal::outcome, |_| "allow");
+        self.count(&arrival, route.name(), outcome);
+        admitted
+    }
+
+    /// HTTP requests are counted per route and outcome here; CONNECT flows
+    /// by the tunnel, once it knows whether the upstream answered.
+    fn count(&self, arrival: &Arrival<'_>, route: &str, outcome: &str) {
+        if let Arrival::Http { .. } = arrival {
+            self.metrics.requests.with_label_values(&[route, outcome]).inc();
+        }
+    }
+
+    /// [`Gate::admit`] once the route is known.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_on(
+        &self,
+        snapshot: &Snapshot,
+        route: &Route,
+        judged_path: String,
+        arrival: &Arrival<'_>,
+        head: &RequestHeader,
+        peer: IpAddr,
+        conn: Option<ConnKey>,
+    ) -> Result<Admission, Refusal> {
         let started = Instant::now();
         let now = unix_now();
         let client = self.trusted_proxies.client(peer, head);
-        let (route, judged_path) = self.route(snapshot, &arrival)?;
-        let found = credential::identify(self, head, &arrival, route.name(), client.ip, snapshot, now).await?;
+        let found = credential::identify(self, head, arrival, route.name(), client.ip, snapshot, now).await?;
         let identity = found.identity;
-        let (target, methods) = match &arrival {
+        let (target, methods) = match arrival {
             Arrival::Http { host, method, .. } => {
                 (Target::Http { host, path: &judged_path, method }, judged_methods(head, method, route))
             }
@@ -237,7 +269,7 @@ impl Gate {
             }
         }
         if let Some(key) = conn {
-            let (bound_target, multiplexed) = match &arrival {
+            let (bound_target, multiplexed) = match arrival {
                 Arrival::Http { host, method, multiplexed, .. } => (
                     BoundTarget::Http {
                         host: (*host).to_owned(),
