@@ -132,7 +132,7 @@ async fn main() -> Result<()> {
     let edge = Edge::start(&binary, &plane, "edge-bench", args.threads, &dir).await?;
     let bare = start_pingora_baseline(&dir, args.threads, upstream.port)?;
     let (_, token) = plane.login(&format!("ada@{USER_DOMAIN}")).await?;
-    let headers = vec![format!("Cookie: portcullis_session={token}"), format!("Host: {APP_HOST}")];
+    let headers = vec![format!("Cookie: __Host-portcullis_session.app={token}"), format!("Host: {APP_HOST}")];
 
     let mut targets = vec![
         Target { name: "direct", port: upstream.port, pids: Vec::new(), runs: Vec::new() },
@@ -213,7 +213,7 @@ async fn check_once(port: u16, token: &str) -> Result<String> {
     let response = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}/"))
         .header("host", APP_HOST)
-        .header("cookie", format!("portcullis_session={token}"))
+        .header("cookie", format!("__Host-portcullis_session.app={token}"))
         .send()
         .await?;
     let status = response.status();

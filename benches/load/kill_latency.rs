@@ -185,7 +185,7 @@ async fn open_all(ports: &[u16], sessions: &[Session]) -> Result<Vec<Watched>> {
 async fn open(port: u16, token: &str) -> Result<Socket> {
     let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request()?;
     request.headers_mut().insert("host", APP_HOST.parse()?);
-    request.headers_mut().insert("cookie", format!("portcullis_session={token}").parse()?);
+    request.headers_mut().insert("cookie", format!("__Host-portcullis_session.app={token}").parse()?);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
     socket.send(Message::text("ping")).await?;
     match socket.next().await {
