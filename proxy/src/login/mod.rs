@@ -14,6 +14,7 @@
 //! Redirects after login go only to same-origin paths (and, for the CLI
 //! login, to the CLI's port on 127.0.0.1).
 
+mod backchannel;
 pub mod cli;
 mod device;
 mod id_token;
@@ -38,16 +39,14 @@ use portcullis_policy::{canonicalize, evaluate, Facts, Snapshot, Target};
 use serde_json::Value;
 
 use crate::assertion::AssertionSigner;
-use crate::authority_client::{AuthorityClient, AuthorityError, CreatedSession, IdpLogout, NewLogin};
+use crate::authority_client::{AuthorityClient, AuthorityError, CreatedSession, NewLogin};
 use crate::credentials::{cookie, SessionCookies, SessionVerifier};
-use crate::oidc::logout_token::{self, LogoutTokenError, ReplayGuard};
+use crate::oidc::logout_token::ReplayGuard;
 use crate::oidc::{jwt_payload, IdentityProvider};
 use crate::responses::respond;
 use crate::subscriber::SyncStatus;
 use state::{LoginState, StateSealer, LOGIN_TTL_S};
 
-/// Largest back-channel logout request body.
-const MAX_LOGOUT_BODY: usize = 64 * 1024;
 /// Largest JSON body of the CLI login calls.
 const MAX_JSON_BODY: usize = 16 * 1024;
 
@@ -471,53 +470,6 @@ impl LoginService {
         let id_token = response.id_token().ok_or_else(|| CallbackError::Refused("no ID token".into()))?;
         let nonce = Nonce::new(login.nonce.clone());
         id_token::verify(provider, &discovered, id_token, Some(&nonce), info.now).await
-    }
-
-    async fn backchannel_logout(&self, session: &mut Session, info: &RequestInfo<'_>) -> pingora_core::Result<bool> {
-        let refuse = |description: String| {
-            serde_json::json!({ "error": "invalid_request", "error_description": description }).to_string()
-        };
-        let Some(provider) = self.provider() else {
-            return answer(session, 400, "application/json", refuse("back-channel logout is not configured".into()))
-                .await;
-        };
-        let mut body = Vec::new();
-        while let Some(chunk) = session.read_request_body().await? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_LOGOUT_BODY {
-                return answer(session, 413, "application/json", refuse("the request body is too large".into())).await;
-            }
-        }
-        let token = url::form_urlencoded::parse(&body).find(|(k, _)| k == "logout_token").map(|(_, v)| v.into_owned());
-        let Some(token) = token else {
-            return answer(session, 400, "application/json", refuse("no logout_token in the form body".into())).await;
-        };
-        let request = match logout_token::verify(provider, &self.replays, &token, info.now).await {
-            Ok(request) => request,
-            Err(LogoutTokenError::Unavailable) => {
-                return answer(session, 503, "application/json", refuse("the IdP's keys are unavailable".into())).await
-            }
-            Err(LogoutTokenError::Invalid(reason)) => {
-                tracing::warn!(reason, "back-channel logout refused");
-                return answer(session, 400, "application/json", refuse(reason.into())).await;
-            }
-        };
-        let logout = IdpLogout {
-            idp_issuer: &request.issuer,
-            idp_session_id: request.session.as_deref(),
-            subject: request.subject.as_deref(),
-        };
-        match self.authority.idp_logout(&logout).await {
-            Ok(result) => {
-                tracing::info!(sessions = result.terminated.len(), "back-channel logout: sessions terminated");
-                answer(session, 200, "application/json", "{}".into()).await
-            }
-            Err(error) => {
-                tracing::warn!(%error, "back-channel logout could not reach the control plane");
-                let body = serde_json::json!({ "error": "temporarily_unavailable" }).to_string();
-                answer(session, 503, "application/json", body).await
-            }
-        }
     }
 }
 
