@@ -204,5 +204,10 @@ mod tests {
         assert_eq!(cookie_name("pc", "abc-_9").as_deref(), Some("pc_login_abc-_9"));
         assert_eq!(cookie_name("pc", "a;b"), None);
         assert_eq!(cookie_name("pc", ""), None);
+        let jar = crate::credentials::SessionCookies::new("pc", true);
+        assert!(
+            jar.is_edge_cookie(&cookie_name("pc", "abc").unwrap()),
+            "stripped before the upstream like the session"
+        );
     }
 }
