@@ -8,12 +8,16 @@
 
 use std::time::Duration;
 
+use dashmap::DashMap;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::LookupBudget;
 use crate::subscriber::ChannelConfig;
 
+/// Most ended-session records kept (all are dropped when full).
+const MAX_ENDED_KEPT: usize = 10_000;
 /// How long a login may wait for the control plane.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -130,6 +134,8 @@ pub struct AuthorityClient {
     channel: ChannelConfig,
     client: reqwest::Client,
     lookups: LookupBudget,
+    /// Records of ended sessions, by id: an ended session never resumes.
+    ended: DashMap<String, SessionStatus>,
 }
 
 impl AuthorityClient {
@@ -141,7 +147,7 @@ impl AuthorityClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Self { channel, client, lookups: LookupBudget::default() }
+        Self { channel, client, lookups: LookupBudget::default(), ended: DashMap::new() }
     }
 
     /// The per-client budget of lookups made on behalf of requests
@@ -195,8 +201,17 @@ impl AuthorityClient {
         self.call("/edge/v1/idp-logout", logout).await
     }
 
-    /// Whether a session is active, and if not why it ended.
+    /// The record of an ended session already fetched by [`Self::session_status`].
+    pub fn ended_session(&self, session_id: &str) -> Option<SessionStatus> {
+        self.ended.get(session_id).map(|status| status.clone())
+    }
+
+    /// Whether a session is active, and if not why it ended (an ended
+    /// session's record is kept, see [`Self::ended_session`]).
     pub async fn session_status(&self, session_id: &str) -> Result<SessionStatus, AuthorityError> {
+        if let Some(known) = self.ended_session(session_id) {
+            return Ok(known);
+        }
         let safe = !session_id.is_empty() && session_id.bytes().all(|b| b.is_ascii_hexdigit());
         if !safe {
             return Err(AuthorityError::Refused {
@@ -206,11 +221,73 @@ impl AuthorityClient {
             });
         }
         let url = format!("{}/edge/v1/sessions/{session_id}", self.channel.url.trim_end_matches('/'));
-        self.send(self.client.get(&url)).await
+        let status: SessionStatus = self.send(self.client.get(&url)).await?;
+        if status.state != "active" {
+            if self.ended.len() >= MAX_ENDED_KEPT {
+                self.ended.clear();
+            }
+            self.ended.insert(session_id.to_owned(), status.clone());
+        }
+        Ok(status)
     }
 
     /// Looks up a service token.
     pub async fn service_token(&self, token: &str) -> Result<ServiceIdentity, AuthorityError> {
         self.call("/edge/v1/service-tokens/verify", &serde_json::json!({ "token": token })).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A control plane answering every request with `body`, counting them.
+    async fn control_plane(body: &'static str) -> (AuthorityClient, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&asked);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let channel =
+            ChannelConfig { url, secret: "s".into(), edge_id: "edge-test".into(), edge_name: "edge-test".into() };
+        (AuthorityClient::new(channel), asked)
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_is_asked_about_once() {
+        let (client, asked) =
+            control_plane(r#"{"state":"ended","end_reason":"stolen laptop","ended_by":"administrator"}"#).await;
+        for _ in 0..5 {
+            let status = client.session_status("0123abcd").await.expect("status");
+            assert_eq!(status.end_reason.as_deref(), Some("stolen laptop"));
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert!(client.ended_session("0123abcd").is_some());
+        assert!(client.session_status("../admin").await.is_err(), "never a path of our choosing");
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_active_session_is_asked_about_every_time() {
+        let (client, asked) = control_plane(r#"{"state":"active"}"#).await;
+        for _ in 0..3 {
+            client.session_status("0123abcd").await.expect("status");
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+        assert!(client.ended_session("0123abcd").is_none());
     }
 }

@@ -77,22 +77,28 @@ impl LoginService {
         let decision = evaluate(snapshot, &facts);
         let sid = identity.session_id().map(|s| s.to_string()).unwrap_or_default();
         let (code, message) = match decision.reason {
-            Reason::SessionTerminated | Reason::UserTokensRevoked
-                if !self.authority.lookup_budget().try_acquire(client_ip, Instant::now()) =>
-            {
-                let message = "Too many session checks from this address; try again in a moment.";
-                respond(session, 429, "rate_limited", "Too many requests", message, &[("retry-after", "1".into())])
-                    .await?;
-                return Ok(true);
-            }
-            Reason::SessionTerminated | Reason::UserTokensRevoked => match self.authority.session_status(&sid).await {
-                Ok(status) if status.state != "active" => ended_message(&status),
-                Ok(_) => ("session_ended", "session ended: the user's sessions were ended".to_owned()),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot ask the control plane why a session ended");
-                    ("session_ended", "session terminated (the reason cannot be fetched right now)".to_owned())
+            Reason::SessionTerminated | Reason::UserTokensRevoked => {
+                // An ended session stays ended: its record is asked for once,
+                // and only within the client's lookup budget.
+                let status = match self.authority.ended_session(&sid) {
+                    Some(known) => Ok(known),
+                    None if !self.authority.lookup_budget().try_acquire(client_ip, Instant::now()) => {
+                        let message = "Too many session checks from this address; try again in a moment.";
+                        let retry = [("retry-after", "1".to_owned())];
+                        respond(session, 429, "rate_limited", "Too many requests", message, &retry).await?;
+                        return Ok(true);
+                    }
+                    None => self.authority.session_status(&sid).await,
+                };
+                match status {
+                    Ok(status) if status.state != "active" => ended_message(&status),
+                    Ok(_) => ("session_ended", "session ended: the user's sessions were ended".to_owned()),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot ask the control plane why a session ended");
+                        ("session_ended", "session terminated (the reason cannot be fetched right now)".to_owned())
+                    }
                 }
-            },
+            }
             Reason::UserLocked => {
                 let reason = decision.lock.map_or("no reason given", |l| l.reason.as_str());
                 ("user_locked", format!("user locked by an administrator: {reason}"))
