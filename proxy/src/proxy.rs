@@ -43,6 +43,8 @@ pub struct RequestCtx {
     host: String,
     assertion: Option<Arc<str>>,
     websocket: bool,
+    /// The `Sec-WebSocket-Accept` a 101 must carry (websocket upgrades).
+    websocket_accept: Option<String>,
 }
 
 fn unix_now() -> i64 {
@@ -218,7 +220,11 @@ impl ProxyHttp for EdgeHttp {
         }
         match classify(req) {
             UpgradeRequest::None => {}
-            UpgradeRequest::WebSocket => ctx.websocket = true,
+            UpgradeRequest::WebSocket => {
+                ctx.websocket = true;
+                let key = req.headers.get(http::header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
+                ctx.websocket_accept = Some(crate::upgrade::accept_for(key));
+            }
             UpgradeRequest::BadWebSocket(why) => return self.refuse_early(session, &Refusal::BadUpgrade(why)).await,
             UpgradeRequest::Other => strip_upgrade(session.req_header_mut()),
         }
@@ -271,9 +277,21 @@ impl ProxyHttp for EdgeHttp {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         crate::upstream_headers::drop_edge_set_cookies(upstream_response, &self.gate.cookies);
+        // Upgrades to TLS upstreams go through pingora: the 101 must still answer the key.
+        if upstream_response.status.as_u16() == 101 {
+            let accept =
+                upstream_response.headers.get(http::header::SEC_WEBSOCKET_ACCEPT).map(|a| a.as_bytes().trim_ascii());
+            let expected = ctx.websocket_accept.as_deref().map(str::as_bytes);
+            if expected.is_none() || accept != expected {
+                return Err(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "the upstream's 101 does not answer the websocket key",
+                ));
+            }
+        }
         Ok(())
     }
 }
