@@ -76,6 +76,13 @@ pub enum TargetError {
         /// Byte offset in the target.
         at: usize,
     },
+    /// `%3B`: an encoded `;`, a path parameter to servers that decode
+    /// before they strip parameters and plain data to the others.
+    #[error("the path has an encoded `;` (`%3B`) at byte {at}")]
+    EncodedSemicolon {
+        /// Byte offset in the target.
+        at: usize,
+    },
     /// `\` raw or `%5C`, which some servers read as `/`.
     #[error("the path has a backslash (raw or `%5C`) at byte {at}")]
     Backslash {
@@ -414,6 +421,8 @@ fn decode_escapes(bytes: &[u8], i: usize, offset: usize, out: &mut String) -> Re
     match b {
         b'/' => Err(TargetError::EncodedSlash { at }),
         b'\\' => Err(TargetError::Backslash { at }),
+        // Some servers decode before they strip `;` parameters, some after.
+        b';' => Err(TargetError::EncodedSemicolon { at }),
         0..=0x1f | 0x7f => Err(TargetError::ControlByte { at }),
         b if is_unreserved(b) => {
             out.push(char::from(b));

@@ -45,10 +45,11 @@ fn path_parameters_are_kept_and_flagged() {
     let plain = canonicalize("/a/b", None).unwrap();
     assert!(!plain.has_params);
     assert!(matches!(plain.path_without_params(), Cow::Borrowed("/a/b")));
-    // An encoded `;` is data, not a parameter.
-    let encoded = canonicalize("/admin%3bx/users", None).unwrap();
-    assert!(!encoded.has_params);
-    assert_eq!(encoded.path, "/admin%3Bx/users");
+    // An encoded `;` is a parameter to servers that decode first and data to
+    // the others: it has no single meaning.
+    for target in ["/admin%3bx/users", "/admin%3B/users", "/t/..%3B/admin"] {
+        assert!(matches!(refused(target), TargetError::EncodedSemicolon { .. }), "{target}");
+    }
 }
 
 #[test]
