@@ -1,8 +1,8 @@
 //! HTTP/2 over the edge's TLS listener: the same gate as HTTP/1.1
 //! (canonical paths, header hygiene, credentials kept at the edge, route
-//! binding), and a second, different identity on one HTTP/2 connection is
-//! refused with 421 so that a terminated session's streams cannot hide
-//! behind another session's binding.
+//! binding), and an HTTP/2 connection carrying several identities is bound
+//! to each of them, so a terminated session's streams cannot hide behind
+//! another session's later binding (a fifth identity gets 421).
 
 use crate::checks;
 use crate::recording_upstream::Recorded;
@@ -35,6 +35,15 @@ async fn get(
 }
 
 type Check = fn(&[Recorded]) -> Result<(), String>;
+
+/// The `sid` claim of a session token.
+fn session_id(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap_or("");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map_or(String::new(), |v| v["sid"].as_str().unwrap_or("").to_owned())
+}
 
 /// Cases: name, path, headers, expected status, the upstream's side.
 type Table<'a> = Vec<(&'a str, &'a str, Vec<(&'a str, &'a str)>, u16, Check)>;
@@ -94,24 +103,46 @@ async fn http2() {
         report.record(name, outcome);
     }
 
-    // Two identities on one connection.
+    // Two identities on one connection: terminating the first closes it,
+    // although the second bound the connection after it.
     let mark = world.upstream.log.mark();
     let shared = client(&world);
     let first = get(&world, &shared, "/hello", &[("cookie", &ada)]).await;
     let second = get(&world, &shared, "/admin/users", &[("cookie", &root)]).await;
     let seen = world.upstream.log.since(mark);
     let outcome = match (first, second) {
-        (Ok((true, 200)), Ok((true, 421))) => ada_once(&seen),
+        (Ok((true, 200)), Ok((true, 200))) if seen.len() == 2 => {
+            let sid = session_id(world.token("ada", "app"));
+            let path = format!("/sessions/{sid}/terminate?wait=true");
+            match world.plane.api_post(&path, &serde_json::json!({ "reason": "h2 attack" })).await {
+                Ok((200, answer)) if answer["receipt"]["connections_closed"].as_i64().unwrap_or(0) >= 1 => Ok(()),
+                other => Err(format!("terminating ada closed no connection: {other:?}")),
+            }
+        }
         other => {
-            Err(format!("expected 200 then 421 on one HTTP/2 connection, got {other:?}; upstream {}", listing(&seen)))
+            Err(format!("expected 200 twice on one HTTP/2 connection, got {other:?}; upstream {}", listing(&seen)))
         }
     };
-    report.record("h2 second identity on one connection is 421", outcome);
+    report.record("h2 terminating the first of two identities on one connection closes it", outcome);
+    let mut fifth = Ok(());
+    let crowded = client(&world);
+    for (n, user) in ["ada", "root", "bob", "eve", "ann"].iter().enumerate() {
+        let cookie = format!(
+            "portcullis_session.app={}",
+            crate::world::mint_for(&world, &format!("{user}-h2@corp.example"), &["staff"], "app").await
+        );
+        let want = if n < 4 { 200 } else { 421 };
+        match get(&world, &crowded, "/hello", &[("cookie", &cookie)]).await {
+            Ok((true, got)) if got == want => {}
+            other => fifth = Err(format!("identity {n}: expected {want}, got {other:?}")),
+        }
+    }
+    report.record("h2 a fifth identity on one connection is 421", fifth);
     let mark = world.upstream.log.mark();
     let again = client(&world);
     let results = [
-        get(&world, &again, "/hello", &[("cookie", &ada)]).await,
-        get(&world, &again, "/hello", &[("cookie", &ada)]).await,
+        get(&world, &again, "/hello", &[("cookie", &root)]).await,
+        get(&world, &again, "/hello", &[("cookie", &root)]).await,
     ];
     let seen = world.upstream.log.since(mark);
     let outcome = match results {
