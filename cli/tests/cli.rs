@@ -230,7 +230,11 @@ fn explain_a_request_a_deny_rule_refuses() {
 #[test]
 fn explain_uses_session_and_login_ages() {
     let stale = explain_admin("203.0.113.7", &["--session-age", "13h"]);
-    assert_eq!(lines(&stale)[0], "decision  deny", "{stale:?}");
+    assert_eq!(
+        lines(&stale)[..2],
+        ["decision  login-required", "reason    log in again: route `admin` requires a login within the last 12h"],
+        "{stale:?}"
+    );
     let relogged = explain_admin("203.0.113.7", &["--session-age", "13h", "--auth-age", "1h"]);
     assert_eq!(lines(&relogged)[0], "decision  allow", "{relogged:?}");
 }

@@ -32,9 +32,39 @@ pub fn parse_seconds(text: &str) -> Result<u32, String> {
     u32::try_from(total).map_err(|_| format!("`{text}` is too long (at most about 136 years)"))
 }
 
+/// Writes seconds the way [`parse_seconds`] reads them: `12h`, `1h30m`,
+/// `7d`, `45s`.
+pub fn format_seconds(seconds: u32) -> String {
+    if seconds == 0 {
+        return "0s".to_owned();
+    }
+    let mut text = String::new();
+    let mut rest = seconds;
+    for (unit, size) in [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)] {
+        if rest >= size {
+            text.push_str(&(rest / size).to_string());
+            text.push(unit);
+            rest %= size;
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_what_it_parses() {
+        for (seconds, text) in
+            [(0, "0s"), (45, "45s"), (900, "15m"), (43_200, "12h"), (5_400, "1h30m"), (90_061, "1d1h1m1s")]
+        {
+            assert_eq!(format_seconds(seconds), text);
+            if seconds > 0 {
+                assert_eq!(parse_seconds(text), Ok(seconds));
+            }
+        }
+    }
 
     #[test]
     fn parses_units_and_combinations() {

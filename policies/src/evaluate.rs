@@ -5,11 +5,18 @@
 //! the user, revoked token id) → route lookup → first matching rule →
 //! default deny. It does not allocate unless the host is not lowercase or a
 //! `case_insensitive_paths` route gets a path with upper case.
+//!
+//! When no rule matches a logged-in caller, one more scan (on that path only)
+//! asks whether a fresh login would help: if the first rule matching with
+//! `logged_in_within` / `max_session_age` left out is an allow rule, the
+//! answer is [`Outcome::LoginRequired`] with [`Reason::LoginTooOld`] instead
+//! of a bare default deny.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use crate::conditions::{method_bit, RequestFacts};
+use crate::duration::format_seconds;
 use crate::facts::{Facts, Target};
 use crate::policy::{Route, Rule, RuleEffect};
 use crate::request_target::lowercase_path;
@@ -22,7 +29,8 @@ pub enum Outcome {
     Allow,
     /// Refuse it.
     Deny,
-    /// No login was presented and no public rule allows the request.
+    /// No login was presented and no public rule allows the request, or the
+    /// login presented is too old for the rule that would allow it.
     LoginRequired,
 }
 
@@ -33,6 +41,10 @@ pub enum Reason {
     RuleMatched,
     /// No rule of the route matched a logged-in caller (default deny).
     NoRuleMatched,
+    /// No rule matched a logged-in caller, but a rule would allow the request
+    /// after a fresh login: its `logged_in_within` / `max_session_age` limit
+    /// has lapsed ([`Decision::rule`] is that rule).
+    LoginTooOld,
     /// No rule allows anonymous access and no login was presented.
     LoginRequired,
     /// No route serves the host and path (or CONNECT name).
@@ -58,7 +70,8 @@ pub struct Decision<'s> {
     pub reason: Reason,
     /// The route that served the request, when one did.
     pub route: Option<&'s Route>,
-    /// The rule that decided, when one did.
+    /// The rule that decided, when one did; for [`Reason::LoginTooOld`], the
+    /// rule a fresh login would satisfy.
     pub rule: Option<&'s Rule>,
     /// The lock, for [`Reason::UserLocked`].
     pub lock: Option<&'s Lock>,
@@ -83,6 +96,19 @@ impl<'s> Decision<'s> {
     /// True for [`Outcome::Allow`].
     pub fn is_allowed(&self) -> bool {
         self.outcome == Outcome::Allow
+    }
+
+    /// For [`Reason::LoginTooOld`]: how recent, in seconds, a login must be
+    /// for the rule a fresh login would satisfy (its strictest
+    /// `logged_in_within` / `max_session_age`). A login redirect should ask
+    /// the IdP to authenticate again (OIDC `max_age` of at most this, or
+    /// `prompt=login`): an IdP session would otherwise hand back the same
+    /// old `auth_time`.
+    pub fn login_max_age(&self) -> Option<u32> {
+        if self.reason != Reason::LoginTooOld {
+            return None;
+        }
+        self.rule.and_then(|rule| rule.blocks.iter().filter_map(|b| b.login_age_limit()).min())
     }
 }
 
@@ -134,9 +160,29 @@ pub fn evaluate<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
         Some(rule) if rule.effect == RuleEffect::Allow => (Outcome::Allow, Reason::RuleMatched, Some(rule)),
         Some(rule) => (Outcome::Deny, Reason::RuleMatched, Some(rule)),
         None if facts.identity.is_none() => (Outcome::LoginRequired, Reason::LoginRequired, None),
-        None => (Outcome::Deny, Reason::NoRuleMatched, None),
+        None => match allowed_after_fresh_login(route, &request) {
+            Some(rule) => (Outcome::LoginRequired, Reason::LoginTooOld, Some(rule)),
+            None => (Outcome::Deny, Reason::NoRuleMatched, None),
+        },
     };
     Decision { outcome, reason, route: Some(route), rule, lock: None }
+}
+
+/// The rule that would allow `request` if login-age limits were left out,
+/// when the first rule matching under that relaxation is an allow rule.
+/// Called only when no rule matched a logged-in caller; a route without
+/// login-age limits costs one pass over its rules' blocks.
+#[cold]
+#[inline(never)]
+fn allowed_after_fresh_login<'s>(route: &'s Route, request: &RequestFacts<'_>) -> Option<&'s Rule> {
+    if !route.rules.iter().any(|rule| rule.blocks.iter().any(|block| block.limits_login_age())) {
+        return None;
+    }
+    let matched = route.index.first_match(request.facts.identity, request.path, |i| {
+        route.rules[i as usize].blocks.iter().all(|block| block.matches_ignoring_login_age(request))
+    })?;
+    let rule = &route.rules[matched as usize];
+    (rule.effect == RuleEffect::Allow).then_some(rule)
 }
 
 fn lowercase(text: &str) -> Cow<'_, str> {
@@ -185,6 +231,14 @@ impl fmt::Display for Decision<'_> {
                 write!(f, "{verb} by rule `{}` of route `{route}`", rule.name)
             }
             (Reason::NoRuleMatched, _) => write!(f, "no rule of route `{route}` allows this request (default deny)"),
+            (Reason::LoginTooOld, _) => match self.login_max_age() {
+                Some(limit) => write!(
+                    f,
+                    "log in again: route `{route}` requires a login within the last {}",
+                    format_seconds(limit)
+                ),
+                None => write!(f, "log in again: route `{route}` requires a more recent login"),
+            },
             (Reason::LoginRequired, _) => write!(f, "route `{route}` requires a login"),
             (Reason::NoRoute, _) => f.write_str("no route serves this host and path"),
             (Reason::PathNotNormalized, _) => f.write_str(
@@ -291,6 +345,123 @@ mod tests {
         }
         // Other routes keep matching case-sensitively.
         assert_eq!(decide(&snapshot, "/legacyx", "GET", None), (Outcome::Allow, Some("rule-1".into())));
+    }
+
+    const NOW: i64 = 1_800_000_000;
+    const HOUR: i64 = 3600;
+
+    fn logged_in(groups: &[&str], auth_age: i64, session_age: i64) -> Identity {
+        Identity::new(IdentityParts {
+            email: "u@x.example".into(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            auth_time: NOW - auth_age,
+            session_started_at: NOW - session_age,
+            issued_at: NOW - session_age,
+            ..IdentityParts::default()
+        })
+    }
+
+    fn judged(
+        snapshot: &Snapshot,
+        path: &str,
+        identity: Option<&Identity>,
+    ) -> (Outcome, Reason, Option<String>, String) {
+        let facts = Facts {
+            target: Target::Http { host: "app.example", path, method: "GET" },
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            now: NOW,
+            identity,
+        };
+        let decision = evaluate(snapshot, &facts);
+        (decision.outcome, decision.reason, decision.rule.map(|r| r.name().to_owned()), decision.to_string())
+    }
+
+    #[test]
+    fn a_stale_login_is_not_asked_to_log_in_again_when_a_fresh_one_would_not_help() {
+        // Hostile first: the relaxation must not turn a default deny into a
+        // login prompt when the caller would still be refused after logging in.
+        let snapshot = snapshot(
+            "      - name: admins\n        allow: {groups_any: [admins], logged_in_within: 1h}\n\
+             \x20     - name: young\n        allow: {groups_any: [staff], max_session_age: 2h, paths: [/staff/**]}\n",
+        );
+        let stale_outsider = logged_in(&["staff"], 5 * HOUR, 5 * HOUR);
+        let (outcome, reason, rule, _) = judged(&snapshot, "/admin", Some(&stale_outsider));
+        assert_eq!((outcome, reason, rule), (Outcome::Deny, Reason::NoRuleMatched, None));
+        // A deny rule that matches once login age is left out comes first: no prompt.
+        let snapshot = self::snapshot(
+            "      - name: odd-deny\n        deny: {groups_any: [admins], logged_in_within: 30m}\n\
+             \x20     - name: admins\n        allow: {groups_any: [admins], logged_in_within: 1h}\n",
+        );
+        let stale_admin = logged_in(&["admins"], 2 * HOUR, 2 * HOUR);
+        let (outcome, reason, rule, _) = judged(&snapshot, "/", Some(&stale_admin));
+        assert_eq!((outcome, reason, rule), (Outcome::Deny, Reason::NoRuleMatched, None));
+        // A deny rule that matches as is still decides.
+        let snapshot = self::snapshot(
+            "      - name: admins\n        allow: {groups_any: [admins], logged_in_within: 1h}\n\
+             \x20     - name: no-admin\n        deny: {paths: [/admin/**]}\n",
+        );
+        let (outcome, reason, rule, _) = judged(&snapshot, "/admin/x", Some(&stale_admin));
+        assert_eq!((outcome, reason, rule.as_deref()), (Outcome::Deny, Reason::RuleMatched, Some("no-admin")));
+        // Anonymous callers keep the plain login prompt.
+        let (outcome, reason, rule, _) = judged(&snapshot, "/x", None);
+        assert_eq!((outcome, reason, rule), (Outcome::LoginRequired, Reason::LoginRequired, None));
+    }
+
+    #[test]
+    fn a_lapsed_login_age_limit_asks_for_a_fresh_login() {
+        let snapshot = snapshot(
+            "      - name: admins\n        allow: {groups_any: [admins], logged_in_within: 12h}\n\
+             \x20     - name: staff\n        allow: {groups_any: [staff], max_session_age: 1h30m}\n",
+        );
+        let fresh = logged_in(&["admins"], 12 * HOUR, 13 * HOUR);
+        assert_eq!(judged(&snapshot, "/", Some(&fresh)).0, Outcome::Allow, "the limit itself still holds");
+        let stale = logged_in(&["admins"], 12 * HOUR + 1, 13 * HOUR);
+        let (outcome, reason, rule, message) = judged(&snapshot, "/", Some(&stale));
+        assert_eq!((outcome, reason, rule.as_deref()), (Outcome::LoginRequired, Reason::LoginTooOld, Some("admins")));
+        assert_eq!(message, "log in again: route `app` requires a login within the last 12h");
+        let facts = Facts {
+            target: Target::Http { host: "app.example", path: "/", method: "GET" },
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            now: NOW,
+            identity: Some(&stale),
+        };
+        assert_eq!(evaluate(&snapshot, &facts).login_max_age(), Some(12 * 3600));
+        assert_eq!(evaluate(&snapshot, &Facts { identity: None, ..facts }).login_max_age(), None);
+        let old_session = logged_in(&["staff"], 0, 2 * HOUR);
+        let (outcome, reason, rule, message) = judged(&snapshot, "/", Some(&old_session));
+        assert_eq!((outcome, reason, rule.as_deref()), (Outcome::LoginRequired, Reason::LoginTooOld, Some("staff")));
+        assert_eq!(message, "log in again: route `app` requires a login within the last 1h30m");
+    }
+
+    #[test]
+    fn login_too_old_is_found_through_the_rule_index_and_on_tcp_routes() {
+        let mut rules = String::new();
+        for i in 0..20 {
+            rules.push_str(&format!("      - name: user{i}\n        allow: {{email: [u{i}@x.example]}}\n"));
+        }
+        rules.push_str(
+            "      - name: reports\n        allow: {paths: [/reports/**], groups_any: [staff], logged_in_within: 1h}\n",
+        );
+        let snapshot = snapshot(&rules);
+        let stale = logged_in(&["staff"], 2 * HOUR, 2 * HOUR);
+        let (outcome, reason, rule, _) = judged(&snapshot, "/reports/q3", Some(&stale));
+        assert_eq!((outcome, reason, rule.as_deref()), (Outcome::LoginRequired, Reason::LoginTooOld, Some("reports")));
+        assert_eq!(judged(&snapshot, "/other", Some(&stale)).1, Reason::NoRuleMatched);
+
+        let tcp = compiled(
+            "version: 1\nroutes:\n  - name: ssh\n    tcp: ssh.internal:22\n    upstream: 127.0.0.1:22\n    rules:\n\
+             \x20     - name: fresh\n        allow: {groups_any: [staff], logged_in_within: 10m}\n"
+                .to_owned(),
+        );
+        let facts = Facts {
+            target: Target::Tcp { name: "ssh.internal:22" },
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            now: NOW,
+            identity: Some(&stale),
+        };
+        let decision = evaluate(&tcp, &facts);
+        assert_eq!((decision.outcome, decision.reason), (Outcome::LoginRequired, Reason::LoginTooOld));
+        assert_eq!(decision.to_string(), "log in again: route `ssh` requires a login within the last 10m");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! `logged_in_within` / `max_session_age` limits running out. Revocations and
 //! policy changes arrive as deltas and are handled by the kill path.
 
-use crate::evaluate::Decision;
+use crate::evaluate::{Decision, Reason};
 use crate::facts::Facts;
 use crate::policy::Rule;
 use crate::snapshot::{Snapshot, UserDenial};
@@ -25,7 +25,8 @@ use crate::snapshot::{Snapshot, UserDenial};
 ///
 /// Conservative: every `time:` window and session limit of the rules of the
 /// decided route up to the deciding rule (all of them when no rule decided)
-/// counts, whether or not that rule's other conditions hold.
+/// counts, whether or not that rule's other conditions hold. For a
+/// [`Reason::LoginTooOld`] decision every rule of the route counts.
 pub fn holds_until(snapshot: &Snapshot, facts: &Facts<'_>, decision: &Decision<'_>) -> Option<i64> {
     let now = facts.now;
     let mut earliest: Option<i64> = None;
@@ -46,7 +47,12 @@ pub fn holds_until(snapshot: &Snapshot, facts: &Facts<'_>, decision: &Decision<'
         }
     }
     if let Some(route) = decision.route {
-        let deciding = decision.rule.and_then(|rule| route.rules.iter().position(|r| std::ptr::eq(r, rule)));
+        // Only a rule that matched narrows the scan: the rule named by a
+        // `LoginTooOld` decision did not match, and any rule may start to.
+        let deciding = decision
+            .rule
+            .filter(|_| decision.reason == Reason::RuleMatched)
+            .and_then(|rule| route.rules.iter().position(|r| std::ptr::eq(r, rule)));
         let rules: &[Rule] = match deciding {
             Some(position) => &route.rules[..=position],
             None => &route.rules,

@@ -80,6 +80,10 @@ const fn default_deny(route: &'static str) -> Expect {
 const fn login_required(route: &'static str) -> Expect {
     (LoginRequired, Reason::LoginRequired, Some(route), None)
 }
+/// A fresh login would let the caller in through `rule`.
+const fn login_too_old(route: &'static str, rule: &'static str) -> Expect {
+    (LoginRequired, Reason::LoginTooOld, Some(route), Some(rule))
+}
 const NO_ROUTE: Expect = (Deny, Reason::NoRoute, None, None);
 const NOT_NORMALIZED: Expect = (Deny, Reason::PathNotNormalized, None, None);
 
@@ -127,7 +131,9 @@ const CASES: &[Case] = &[
     case("admin on a Saturday", Some(ADMIN), get("admin.corp.example", "/"), OFFICE, "2026-11-28T10:00:00+01:00", default_deny("admin")),
     case("admin at 19:59 Berlin time", Some(ADMIN), get("admin.corp.example", "/"), OFFICE, "2026-11-23T18:59:00Z", allowed("admin", "admins-from-office")),
     case("admin at 20:00 Berlin time", Some(ADMIN), get("admin.corp.example", "/"), OFFICE, "2026-11-23T19:00:00Z", default_deny("admin")),
-    case("admin logged in 13 hours ago", Some(ADMIN_LOGGED_IN_13H_AGO), get("admin.corp.example", "/"), OFFICE, MONDAY_10, default_deny("admin")),
+    case("admin logged in 13 hours ago", Some(ADMIN_LOGGED_IN_13H_AGO), get("admin.corp.example", "/"), OFFICE, MONDAY_10, login_too_old("admin", "admins-from-office")),
+    case("admin logged in 13 hours ago, on a Saturday", Some(ADMIN_LOGGED_IN_13H_AGO), get("admin.corp.example", "/"), OFFICE, "2026-11-28T10:00:00+01:00", default_deny("admin")),
+    case("admin logged in 13 hours ago, from home", Some(ADMIN_LOGGED_IN_13H_AGO), get("admin.corp.example", "/"), HOME, MONDAY_10, default_deny("admin")),
     case("admin with an old session but a fresh login", Some(ADMIN_RELOGGED_IN_11H_AGO), get("admin.corp.example", "/"), OFFICE, MONDAY_10, allowed("admin", "admins-from-office")),
     case("admin with a bearer token", Some(ADMIN_WITH_BEARER), get("admin.corp.example", "/"), OFFICE, MONDAY_10, denied_by("admin", "no-bearer-tokens")),
     case("non-admin employee on admin", user("bob@corp.example", &["engineering"]), get("admin.corp.example", "/"), OFFICE, MONDAY_10, default_deny("admin")),

@@ -79,8 +79,8 @@ pub struct Explanation {
     pub decision: String,
     /// Why, in words.
     pub reason: String,
-    /// Why, as a code: `rule_matched`, `no_rule_matched`, `login_required`, `no_route`,
-    /// `path_not_normalized`, `user_locked`, …
+    /// Why, as a code: `rule_matched`, `no_rule_matched`, `login_required`, `login_too_old`,
+    /// `no_route`, `path_not_normalized`, `user_locked`, …
     pub reason_code: String,
     /// The route that served the request.
     pub route: Option<PolicyPlace>,
@@ -96,6 +96,7 @@ fn reason_code(reason: Reason) -> &'static str {
     match reason {
         Reason::RuleMatched => "rule_matched",
         Reason::NoRuleMatched => "no_rule_matched",
+        Reason::LoginTooOld => "login_too_old",
         Reason::LoginRequired => "login_required",
         Reason::NoRoute => "no_route",
         Reason::PathNotNormalized => "path_not_normalized",

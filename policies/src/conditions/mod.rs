@@ -96,8 +96,34 @@ impl Conditions {
         self.methods != 0 || !self.paths.is_empty()
     }
 
+    /// True when the block limits how long ago the caller logged in
+    /// (`logged_in_within`) or started the session (`max_session_age`).
+    pub(crate) fn limits_login_age(&self) -> bool {
+        self.max_session_age.is_some() || self.logged_in_within.is_some()
+    }
+
+    /// The strictest login-age limit of the block, in seconds.
+    pub(crate) fn login_age_limit(&self) -> Option<u32> {
+        match (self.logged_in_within, self.max_session_age) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// True when every condition holds.
+    #[inline]
     pub(crate) fn matches(&self, request: &RequestFacts<'_>) -> bool {
+        self.matches_with::<true>(request)
+    }
+
+    /// True when every condition holds once `logged_in_within` and
+    /// `max_session_age` are left out: would a fresh login match?
+    pub(crate) fn matches_ignoring_login_age(&self, request: &RequestFacts<'_>) -> bool {
+        self.matches_with::<false>(request)
+    }
+
+    #[inline]
+    fn matches_with<const LOGIN_AGE: bool>(&self, request: &RequestFacts<'_>) -> bool {
         let facts = request.facts;
         if self.methods != 0 && self.methods & request.method == 0 {
             return false;
@@ -123,8 +149,9 @@ impl Conditions {
             && self.groups_all.iter().all(|g| id.in_group(g))
             && self.claims.iter().all(|c| c.holds(id))
             && (self.credentials == 0 || self.credentials & id.credential.bit() != 0)
-            && self.max_session_age.is_none_or(|max| facts.now - id.session_started_at <= i64::from(max))
-            && self.logged_in_within.is_none_or(|max| facts.now - id.auth_time <= i64::from(max))
+            && (!LOGIN_AGE
+                || (self.max_session_age.is_none_or(|max| facts.now - id.session_started_at <= i64::from(max))
+                    && self.logged_in_within.is_none_or(|max| facts.now - id.auth_time <= i64::from(max))))
     }
 
     /// True when every request matching `self` also matches `other`. Sound
