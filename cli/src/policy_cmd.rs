@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use portcullis_policy::{
-    evaluate, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy, PolicySource, Route, RouteTarget,
-    Snapshot, Target,
+    evaluate, judged_path, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy, PolicySource, Route,
+    RouteTarget, Snapshot, Target,
 };
 
 /// Policy subcommands.
@@ -53,7 +53,8 @@ pub struct ExplainArgs {
     /// Request host (HTTP).
     #[arg(long, required_unless_present = "tcp", conflicts_with = "tcp")]
     host: Option<String>,
-    /// Request path (HTTP).
+    /// Request target (HTTP): a path, optionally with a query, judged in the
+    /// canonical form the edge judges.
     #[arg(long, default_value = "/")]
     path: String,
     /// Request method (HTTP).
@@ -161,12 +162,24 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             ..IdentityParts::default()
         })
     });
-    let target = match (&args.tcp, &args.host) {
-        (Some(name), _) => Target::Tcp { name },
-        (None, Some(host)) => Target::Http { host, path: &args.path, method: &args.method },
-        (None, None) => return Err(anyhow!("give --host (HTTP) or --tcp (CONNECT name)")),
-    };
     let snapshot = Snapshot::new(0, Arc::new(policy));
+    // As the edge: canonical target, route, `;` parameters, case folding.
+    let judged = match (&args.tcp, &args.host) {
+        (None, Some(host)) => match judged_path(snapshot.policy(), host, &args.path) {
+            Ok(judged) => Some(judged),
+            Err(refused) => {
+                println!("decision  deny");
+                println!("reason    {refused}");
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+        _ => None,
+    };
+    let target = match (&args.tcp, &args.host, &judged) {
+        (Some(name), _, _) => Target::Tcp { name },
+        (None, Some(host), Some(judged)) => Target::Http { host, path: &judged.judged, method: &args.method },
+        _ => return Err(anyhow!("give --host (HTTP) or --tcp (CONNECT name)")),
+    };
     let facts = Facts { target, source_ip: args.ip, now, identity: identity.as_ref() };
     let decision = evaluate(&snapshot, &facts);
     let file = &snapshot.policy().source().name;
@@ -177,6 +190,9 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(rule) = decision.rule {
         println!("rule      {} ({file}:{}) {}", rule.name(), rule.location(), rule.effect());
+    }
+    if let Some(judged) = judged.as_ref().filter(|j| j.judged != args.path) {
+        println!("path      {} (upstream receives {})", judged.judged, judged.upstream_path());
     }
     Ok(ExitCode::SUCCESS)
 }

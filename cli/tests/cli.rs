@@ -240,6 +240,19 @@ fn explain_uses_session_and_login_ages() {
 }
 
 #[test]
+fn explain_judges_the_canonical_path_like_the_edge() {
+    let refused = explain_admin("203.0.113.7", &["--path", "/a%2fb"]);
+    assert_eq!(refused.code, Some(0), "{refused:?}");
+    assert_eq!(lines(&refused)[0], "decision  deny", "{refused:?}");
+    assert!(lines(&refused)[1].starts_with("reason    the edge answers 400 (bad_request_target): "), "{refused:?}");
+    let params = explain_admin("203.0.113.7", &["--path", "/x;jsessionid=1"]);
+    assert!(lines(&params)[1].starts_with("reason    the edge answers 400 (path_parameters): "), "{params:?}");
+    let dots = explain_admin("203.0.113.7", &["--path", "/t/../%61dmin//x"]);
+    assert_eq!(lines(&dots)[0], "decision  allow", "{dots:?}");
+    assert_eq!(lines(&dots)[4], "path      /admin/x (upstream receives /admin/x)", "{dots:?}");
+}
+
+#[test]
 fn explain_an_anonymous_request_and_a_tcp_flow() {
     let common = ["policy", "explain", "--policy", COMPANY, "--ip", "198.51.100.1", "--at", "2026-11-23T10:00:00Z"];
     let anonymous: Vec<&str> = common.iter().copied().chain(["--host", "wiki.corp.example", "--path", "/x"]).collect();

@@ -1,7 +1,9 @@
 //! `POST /api/v1/policy/explain`: who, where, when → decision and rule,
 //! decided by [`portcullis_policy::evaluate`] — the function every edge runs
 //! — on the policy in force and the user's lock, so the portal's answer is
-//! what the edge would do.
+//! what the edge would do. The path is first made canonical and routed by
+//! [`portcullis_policy::judged_path`], as the edge's gate does: a target the
+//! edge refuses with 400 is explained as that refusal.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,8 +14,8 @@ use axum::Json;
 use portcullis_policy::snapshot::{Lock, UserState};
 use portcullis_policy::wire::SnapshotBody;
 use portcullis_policy::{
-    evaluate, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy, PolicySource, Reason, RouteTarget,
-    Snapshot, Target, UserRef,
+    evaluate, judged_path, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy, PolicySource, Reason,
+    RouteTarget, Snapshot, Target, UserRef,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -43,7 +45,8 @@ pub struct ExplainRequest {
     pub credential: Option<String>,
     /// Request host (HTTP); give this or `tcp`.
     pub host: Option<String>,
-    /// Request path (default `/`).
+    /// Request target (default `/`): a path with an optional query, or an
+    /// absolute `http(s)://host/path` naming `host`; judged in canonical form.
     pub path: Option<String>,
     /// Request method (default `GET`).
     pub method: Option<String>,
@@ -80,8 +83,15 @@ pub struct Explanation {
     /// Why, in words.
     pub reason: String,
     /// Why, as a code: `rule_matched`, `no_rule_matched`, `login_required`, `login_too_old`,
-    /// `no_route`, `path_not_normalized`, `user_locked`, …
+    /// `no_route`, `user_locked`, … or, for a target the edge answers with 400,
+    /// its error code: `bad_request_target`, `path_parameters`.
     pub reason_code: String,
+    /// HTTP: the canonical path the edge sends upstream (absent for TCP and
+    /// for a target the edge refuses).
+    pub path: Option<String>,
+    /// HTTP: the path the route's rules judged (the canonical path without
+    /// `;` parameters, lowercased on a `case_insensitive_paths` route).
+    pub judged_path: Option<String>,
     /// The route that served the request.
     pub route: Option<PolicyPlace>,
     /// The rule that decided.
@@ -159,9 +169,9 @@ pub async fn explain(
         })
     });
     let (path, method) = (nonempty(&request.path).unwrap_or("/"), nonempty(&request.method).unwrap_or("GET"));
-    let target = match (nonempty(&request.tcp), nonempty(&request.host)) {
-        (Some(name), None) => Target::Tcp { name },
-        (None, Some(host)) => Target::Http { host, path, method },
+    let (tcp, host) = match (nonempty(&request.tcp), nonempty(&request.host)) {
+        (Some(name), None) => (Some(name), None),
+        (None, Some(host)) => (None, Some(host)),
         _ => return Err(ApiError::invalid("give `host` (HTTP) or `tcp` (a CONNECT name), not both")),
     };
 
@@ -191,12 +201,39 @@ pub async fn explain(
     };
     let snapshot = Snapshot::from_body(body)
         .map_err(|e| ApiError::internal(format!("stored policy v{version} does not compile: {e}")))?;
+    let at = rfc3339(now * 1000);
+    // The edge refuses some targets before routing or any rule (400), and
+    // judges the others on their canonical path.
+    let judged = match host.map(|host| judged_path(snapshot.policy(), host, path)).transpose() {
+        Ok(judged) => judged,
+        Err(refused) => {
+            return Ok(Json(Explanation {
+                decision: "deny".to_owned(),
+                reason: refused.to_string(),
+                reason_code: refused.code().to_owned(),
+                path: None,
+                judged_path: None,
+                route: None,
+                rule: None,
+                policy_version: version,
+                at,
+            }))
+        }
+    };
+    let target = match (tcp, host, &judged) {
+        (Some(name), _, _) => Target::Tcp { name },
+        (None, Some(host), Some(judged)) => Target::Http { host, path: &judged.judged, method },
+        _ => return Err(ApiError::internal("an HTTP request without a judged path")),
+    };
     let facts = Facts { target, source_ip, now, identity: identity.as_ref() };
     let decision = evaluate(&snapshot, &facts);
+    let upstream_path = judged.as_ref().map(|j| j.upstream_path().into_owned());
     Ok(Json(Explanation {
         decision: decision.outcome.as_str().to_owned(),
         reason: decision.to_string(),
         reason_code: reason_code(decision.reason).to_owned(),
+        path: upstream_path,
+        judged_path: judged.map(|j| j.judged),
         route: decision.route.map(|route| PolicyPlace {
             name: route.name().to_owned(),
             line: route.location().line,
@@ -213,6 +250,6 @@ pub async fn explain(
             detail: rule.effect().to_string(),
         }),
         policy_version: version,
-        at: rfc3339(now * 1000),
+        at,
     }))
 }
