@@ -71,13 +71,19 @@ fn unix_now() -> i64 {
 }
 
 impl Connector {
+    /// The cache key: a session token counts only on the route it was
+    /// issued for, so sessions are kept per edge and target.
+    fn cache_key(&self) -> String {
+        token_cache::key(&self.api.base, &self.target)
+    }
+
     /// The session to use: the one in hand, the cached one, or a new login.
     async fn session(&self) -> anyhow::Result<CachedSession> {
         let mut current = self.session.lock().await;
         if let Some(session) = current.as_ref() {
             return Ok(session.clone());
         }
-        let session = match self.cache.get(&self.api.base, unix_now()) {
+        let session = match self.cache.get(&self.cache_key(), unix_now()) {
             Some(session) => session,
             None => self.log_in().await?,
         };
@@ -87,7 +93,7 @@ impl Connector {
 
     async fn log_in(&self) -> anyhow::Result<CachedSession> {
         let session = login::log_in(&self.api, &self.target, self.mode, self.open_browser).await?;
-        if let Err(error) = self.cache.put(&self.api.base, session.clone()) {
+        if let Err(error) = self.cache.put(&self.cache_key(), session.clone()) {
             eprintln!("portcullis: cannot keep the session in {}: {error:#}", self.cache.path().display());
         }
         Ok(session)
@@ -99,14 +105,32 @@ impl Connector {
         if let Some(session) = current.as_ref().filter(|s| s.token != stale.token) {
             return Ok(session.clone());
         }
-        let _ = self.cache.forget(&self.api.base);
+        let _ = self.cache.forget(&self.cache_key());
         let session = self.log_in().await?;
         *current = Some(session.clone());
         Ok(session)
     }
 
+    /// Before a login: asks the edge about the target without a credential,
+    /// so an unknown route or a closed edge is reported as such instead of
+    /// starting a login that cannot help. `Some` is a refusal a login would
+    /// not change (anything but 407).
+    async fn preflight(&self) -> anyhow::Result<Option<Refused>> {
+        if self.session.lock().await.is_some() || self.cache.get(&self.cache_key(), unix_now()).is_some() {
+            return Ok(None);
+        }
+        match self.api.open(&self.target, None).await? {
+            Err(refused) if refused.status != 407 => Ok(Some(refused)),
+            // 407 (log in), or a route open without a login: the login goes ahead as before.
+            _ => Ok(None),
+        }
+    }
+
     /// A tunnel, logging in again once if the edge refuses the session.
     async fn open(&self) -> anyhow::Result<Result<(Tunnel, CachedSession), Refused>> {
+        if let Some(refused) = self.preflight().await? {
+            return Ok(Err(refused));
+        }
         let mut session = self.session().await?;
         let mut renewed = false;
         loop {
@@ -129,7 +153,7 @@ impl Connector {
         let query = path.query().unwrap_or_default();
         match self.api.get(&format!("/session?{query}"), &session.token).await {
             Ok(answer) if answer.status == 401 => {
-                let _ = self.cache.forget(&self.api.base);
+                let _ = self.cache.forget(&self.cache_key());
                 Some(answer.message())
             }
             Ok(answer) if answer.status == 200 && answer.body.pointer("/target/allowed") == Some(&false.into()) => {
@@ -216,6 +240,10 @@ async fn stdio(connector: &Connector) -> anyhow::Result<ExitCode> {
 /// Accepts local clients on `address`, one flow each, until access ends.
 async fn listen(connector: Arc<Connector>, address: SocketAddr) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    if let Some(refused) = connector.preflight().await? {
+        eprintln!("portcullis: {}", refused_line(&connector.target, &refused));
+        return Ok(ExitCode::FAILURE);
+    }
     connector.session().await?;
     eprintln!(
         "portcullis: listening on {} for {} through {}",

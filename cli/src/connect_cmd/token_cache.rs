@@ -1,5 +1,6 @@
 //! The session tokens `portcullis connect` keeps between runs, one per
-//! edge URL, in `$XDG_CONFIG_HOME/portcullis/sessions.json` (or
+//! edge URL and target (a session token is valid only on the route it was
+//! issued for; the key is [`key`]), in `$XDG_CONFIG_HOME/portcullis/sessions.json` (or
 //! `~/.config/portcullis/sessions.json`): the directory is 0700 and the file
 //! 0600, written to a temporary file and renamed into place. A token whose
 //! `exp` has passed is not offered; one the edge refuses is forgotten.
@@ -31,6 +32,11 @@ pub struct CachedSession {
     pub token: String,
     /// Its session id.
     pub session_id: String,
+}
+
+/// The cache key of the session for `target` (`host:port`) through `edge`.
+pub fn key(edge: &str, target: &str) -> String {
+    format!("{edge} {}", target.to_ascii_lowercase())
 }
 
 /// The cache file of this user.

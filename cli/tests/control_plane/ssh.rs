@@ -120,9 +120,15 @@ impl World {
         command.spawn().expect("run ssh")
     }
 
+    /// Seeds `portcullis connect`'s cache with a session of the `ssh` route.
     async fn seed(&self, email: &str, groups: &[&str]) -> String {
-        let (id, token) = session(&self.plane, email, groups, "ssh").await;
-        seed_cache(&self.xdg, &self.edge_url(), &id, &token);
+        self.seed_route(email, groups, "ssh", "ssh.internal:22").await
+    }
+
+    /// Seeds the cache with a session of `route`, for `target`.
+    async fn seed_route(&self, email: &str, groups: &[&str], route: &str, target: &str) -> String {
+        let (id, token) = session(&self.plane, email, groups, route).await;
+        seed_cache(&self.xdg, &self.edge_url(), target, &id, &token);
         id
     }
 }
@@ -261,7 +267,7 @@ async fn a_killed_flow_ends_portcullis_connect_with_status_2_and_the_reason() {
     let world = World::start("ssh-exit", Login::Seeded).await;
     let edge = world.edge_url();
     for (email, action) in [("ann@corp.example", "terminate"), ("bob@corp.example", "lock")] {
-        let id = world.seed(email, &["dev"]).await;
+        let id = world.seed_route(email, &["dev"], "echo", "echo.internal:7").await;
         let mut child = connect_command(&world.xdg, &["echo.internal:7", "--edge", &edge]).spawn().expect("connect");
         let mut stdin = child.stdin.take().expect("stdin");
         let mut stdout = child.stdout.take().expect("stdout");
@@ -306,7 +312,7 @@ async fn denied_users_and_unknown_routes_are_refused_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_serves_local_clients_until_access_ends() {
     let world = World::start("ssh-listen", Login::Seeded).await;
-    world.seed("ann@corp.example", &["dev"]).await;
+    world.seed_route("ann@corp.example", &["dev"], "echo", "echo.internal:7").await;
     let local = free_port();
     let listen = format!("127.0.0.1:{local}");
     let edge = world.edge_url();

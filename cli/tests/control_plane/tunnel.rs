@@ -295,7 +295,7 @@ async fn connect_works_on_the_https_listener_too() {
     // `portcullis connect` to an https:// edge, trusting its certificate.
     let xdg = w.dir.path().join("xdg");
     let edge = format!("https://127.0.0.1:{https_port}");
-    seed_cache(&xdg, &edge, &session_id, &ann);
+    seed_cache(&xdg, &edge, "echo.internal:7", &session_id, &ann);
     let mut cli =
         connect_command(&xdg, &["echo.internal:7", "--edge", &edge, "--ca-cert", &cert]).spawn().expect("cli");
     let mut stdin = cli.stdin.take().expect("stdin");

@@ -164,11 +164,17 @@ pub async fn closed_within<S: AsyncRead + Unpin>(stream: &mut S, within: Duratio
 
 /// Writes a `portcullis connect` session cache under `xdg` (as
 /// `XDG_CONFIG_HOME`) holding `token` for `edge_url`.
-pub fn seed_cache(xdg: &std::path::Path, edge_url: &str, session_id: &str, token: &str) {
+pub fn seed_cache(xdg: &std::path::Path, edge_url: &str, target: &str, session_id: &str, token: &str) {
     let dir = xdg.join("portcullis");
     std::fs::create_dir_all(&dir).expect("create the cache directory");
-    let file = json!({ "sessions": { edge_url: { "token": token, "session_id": session_id } } });
-    std::fs::write(dir.join("sessions.json"), file.to_string()).expect("write the session cache");
+    let path = dir.join("sessions.json");
+    let mut file: serde_json::Value = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_else(|| json!({ "sessions": {} }));
+    // Sessions are kept per edge and target: a session token counts only on its route.
+    file["sessions"][format!("{edge_url} {target}")] = json!({ "token": token, "session_id": session_id });
+    std::fs::write(path, file.to_string()).expect("write the session cache");
 }
 
 /// `portcullis connect ARGS` with `XDG_CONFIG_HOME=xdg`, no browser, no

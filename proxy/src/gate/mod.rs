@@ -326,7 +326,7 @@ impl Gate {
                         let route = decision.route.map_or("", |r| r.name());
                         self.activity.denied(user, identity.session_id(), route, &reason, client_ip, now * 1000);
                     }
-                    Err(Refusal::Forbidden(format!("Access denied: {reason}.")))
+                    Err(Refusal::Forbidden(reason))
                 }
             },
         }

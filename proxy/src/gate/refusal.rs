@@ -25,7 +25,7 @@ pub enum Refusal {
     CredentialUnavailable,
     /// 429: too many credential look-ups from this client.
     RateLimited,
-    /// 403: the policy denies it (or the user is locked).
+    /// 403: the policy denies it (or the user is locked); the policy's reason.
     Forbidden(String),
     /// 404: no route serves this host and path, or this CONNECT name.
     NoRoute(String),
@@ -89,7 +89,8 @@ impl Refusal {
             Self::BadTarget(error) => format!("The request target was refused: {error}.").into(),
             Self::PathParameters => "This application does not accept `;` parameters in the path.".into(),
             Self::BadUpgrade(why) => format!("The websocket handshake was refused: {why}.").into(),
-            Self::LoginRequired(why) | Self::Forbidden(why) | Self::NoRoute(why) => why.as_str().into(),
+            Self::Forbidden(why) => format!("Access denied: {why}.").into(),
+            Self::LoginRequired(why) | Self::NoRoute(why) => why.as_str().into(),
             Self::CredentialUnavailable => "Your credential cannot be checked right now because the party that \
                                             issued it cannot be reached. Try again in a moment."
                 .into(),

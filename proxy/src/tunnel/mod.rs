@@ -61,8 +61,8 @@ impl Refused {
         Self { refusal, route: String::new(), code, message: message.into() }
     }
 
-    /// The CONNECT rendering of a gate refusal.
-    fn from_gate(refusal: &GateRefusal) -> Self {
+    /// The CONNECT rendering of a gate refusal for a flow to `name`.
+    fn from_gate(refusal: &GateRefusal, name: &str) -> Self {
         let answer = match refusal {
             GateRefusal::NoSnapshot | GateRefusal::Stale | GateRefusal::CredentialUnavailable => Refusal::Unavailable,
             GateRefusal::BadTarget(_) | GateRefusal::PathParameters | GateRefusal::BadUpgrade(_) => Refusal::BadRequest,
@@ -76,6 +76,7 @@ impl Refused {
             GateRefusal::LoginRequired(why) => {
                 format!("{why} Log in: send Proxy-Authorization: Bearer <session token for this route>.")
             }
+            GateRefusal::Forbidden(why) => format!("Access to `{name}` denied: {why}."),
             other => other.message().into_owned(),
         };
         Self::new(answer, refusal.code(), message)
@@ -149,12 +150,12 @@ impl TunnelService {
 
     /// The gate's answer for this flow.
     async fn check(&self, head: &ConnectHead, name: &str, key: ConnKey) -> Result<Admission, Refused> {
-        let snapshot = self.gate.snapshot().map_err(|r| Refused::from_gate(&r))?;
+        let snapshot = self.gate.snapshot().map_err(|r| Refused::from_gate(&r, name))?;
         let arrival = Arrival::Connect { name };
         let admitted = self.gate.admit(&snapshot, arrival, &head.header, key.peer.ip(), Some(key)).await;
         admitted.map_err(|refusal| {
             let route = snapshot.policy().tcp_route(name).map_or(String::new(), |r| r.name().to_owned());
-            Refused { route, ..Refused::from_gate(&refusal) }
+            Refused { route, ..Refused::from_gate(&refusal, name) }
         })
     }
 
