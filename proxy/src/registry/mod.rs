@@ -275,13 +275,14 @@ impl ConnRegistry {
     /// request replaces every earlier binding of the connection.
     pub fn bind(&self, key: ConnKey, binding: Binding, multiplexed: bool) -> BindOutcome {
         let Some(mut entry) = self.conns.get_mut(&key) else { return BindOutcome::Closed };
+        let identity = binding.identity.clone();
         let mut unindexed = Vec::new();
         let mut index_new = true;
         match entry.bindings.iter().position(|b| b.same_identity(&binding)) {
             Some(at) => {
                 index_new = false;
-                entry.bindings[at] = binding.clone();
-                if !multiplexed {
+                entry.bindings[at] = binding;
+                if !multiplexed && entry.bindings.len() > 1 {
                     let kept = entry.bindings.swap_remove(at);
                     unindexed = std::mem::take(&mut entry.bindings);
                     entry.bindings.push(kept);
@@ -290,8 +291,8 @@ impl ConnRegistry {
             None if multiplexed && entry.bindings.len() >= MAX_IDENTITIES_PER_CONNECTION => {
                 return BindOutcome::TooManyIdentities
             }
-            None if multiplexed => entry.bindings.push(binding.clone()),
-            None => unindexed = std::mem::replace(&mut entry.bindings, vec![binding.clone()]),
+            None if multiplexed => entry.bindings.push(binding),
+            None => unindexed = std::mem::replace(&mut entry.bindings, vec![binding]),
         }
         let deadline = entry.earliest();
         let refile = deadline != entry.deadline;
@@ -302,7 +303,7 @@ impl ConnRegistry {
                 self.unindex(key, identity);
             }
         }
-        if let (true, Some(identity)) = (index_new, &binding.identity) {
+        if let (true, Some(identity)) = (index_new, &identity) {
             if let Some(sid) = identity.session_id() {
                 push_key(&self.by_session, sid, key);
             }
