@@ -115,16 +115,44 @@ impl SessionCookies {
     }
 
     /// The value of `route`'s session cookie: every `Cookie` header is read,
-    /// the name must match exactly, and empty values are skipped.
+    /// the name must match exactly, and empty values are skipped. On the
+    /// request path: no allocation, and the separators are found with
+    /// `memchr` (a session token is most of the header's bytes).
     pub fn find<'r>(&self, req: &'r RequestHeader, route: &str) -> Option<&'r str> {
         if !valid_route(route) {
             return None;
         }
-        req.headers.get_all(COOKIE).iter().find_map(|header| {
-            pairs(header.as_bytes())
-                .filter(|(_, name, value)| !value.is_empty() && self.route_of(name) == Some(route.as_bytes()))
-                .find_map(|(_, _, value)| std::str::from_utf8(value).ok())
-        })
+        let wanted = [self.session_prefix().as_bytes(), self.base.as_bytes(), b".", route.as_bytes()];
+        let is_wanted = |name: &[u8]| {
+            name.len() == wanted.iter().map(|p| p.len()).sum::<usize>() && {
+                let mut rest = name;
+                wanted.iter().all(|part| match rest.strip_prefix(*part) {
+                    Some(after) => {
+                        rest = after;
+                        true
+                    }
+                    None => false,
+                })
+            }
+        };
+        for header in req.headers.get_all(COOKIE) {
+            let bytes = header.as_bytes();
+            let mut start = 0;
+            while start < bytes.len() {
+                let end = memchr::memchr(b';', &bytes[start..]).map_or(bytes.len(), |at| start + at);
+                let pair = bytes[start..end].trim_ascii();
+                start = end + 1;
+                let Some(eq) = memchr::memchr(b'=', pair) else { continue };
+                if !is_wanted(pair[..eq].trim_ascii()) {
+                    continue;
+                }
+                let value = pair[eq + 1..].trim_ascii();
+                if let (false, Ok(value)) = (value.is_empty(), std::str::from_utf8(value)) {
+                    return Some(value);
+                }
+            }
+        }
+        None
     }
 
     /// Every session cookie of this edge on the request (any route), in order.
