@@ -108,8 +108,12 @@ impl EdgeHttp {
 
     /// Renders a refusal as an HTTP answer.
     async fn refuse(&self, session: &mut Session, refusal: &Refusal) -> Result<bool> {
-        if let Refusal::LoginRequired(_) = refusal {
-            return self.refuse_login(session, &refusal.message()).await;
+        match refusal {
+            Refusal::LoginRequired(_) => return self.refuse_login(session, &refusal.message(), None).await,
+            Refusal::Reauthenticate { max_age, .. } => {
+                return self.refuse_login(session, &refusal.message(), Some(*max_age)).await
+            }
+            _ => {}
         }
         let retry = refusal.retry_after().map(|after| ("retry-after", after.to_owned()));
         let extra: &[(&'static str, String)] = match &retry {
@@ -120,15 +124,30 @@ impl EdgeHttp {
         Ok(true)
     }
 
-    async fn refuse_login(&self, session: &mut Session, message: &str) -> Result<bool> {
+    /// Browsers go to the login (asking the IdP for a login at most
+    /// `max_age` seconds old when the route wants one); API clients get 401
+    /// with a Bearer challenge (RFC 9470's `insufficient_user_authentication`
+    /// and `max_age` for a stale login).
+    async fn refuse_login(&self, session: &mut Session, message: &str, max_age: Option<u32>) -> Result<bool> {
         if wants_html(session) {
             let target = canonical_target(session.req_header())
                 .map_or_else(|_| "/".to_owned(), |t| t.path_and_query().into_owned());
-            let location = format!("/.portcullis/login?rd={}", percent_encode(&target));
+            let mut location = format!("/.portcullis/login?rd={}", percent_encode(&target));
+            if let Some(max_age) = max_age {
+                location.push_str(&format!("&max_age={max_age}"));
+            }
             respond(session, 302, "login_required", "Login required", message, &[("location", location)]).await?;
         } else {
-            let challenge = ("www-authenticate", "Bearer realm=\"portcullis\"".to_owned());
-            respond(session, 401, "unauthorized", "Login required", message, &[challenge]).await?;
+            let challenge = match max_age {
+                Some(max_age) => {
+                    format!(
+                        "Bearer realm=\"portcullis\", error=\"insufficient_user_authentication\", max_age={max_age}"
+                    )
+                }
+                None => "Bearer realm=\"portcullis\"".to_owned(),
+            };
+            let code = if max_age.is_some() { "login_too_old" } else { "unauthorized" };
+            respond(session, 401, code, "Login required", message, &[("www-authenticate", challenge)]).await?;
         }
         Ok(true)
     }

@@ -156,10 +156,39 @@ async fn expiry_of_live_connections() {
     let after =
         crate::wire::exchange(world.edge.port, &get("/hello", "fresh.corp.example", &[("Cookie", &fresh_cookie)]))
             .await
-            .map(|r| r.status);
+            .map(|r| {
+                let challenge =
+                    r.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("www-authenticate")).map(|(_, v)| v.clone());
+                (r.status, challenge.unwrap_or_default())
+            });
+    // A fresh login fixes it: 401 with RFC 9470's step-up challenge, not a bare 403.
     report.record(
-        "after logged_in_within lapsed a request is refused",
-        if matches!(after, Ok(401 | 403)) { Ok(()) } else { Err(format!("answered {after:?}")) },
+        "after logged_in_within lapsed a request asks for a fresh login",
+        match &after {
+            Ok((401, challenge))
+                if challenge.contains("insufficient_user_authentication") && challenge.contains("max_age=20") =>
+            {
+                Ok(())
+            }
+            other => Err(format!("answered {other:?}")),
+        },
+    );
+    let browser = crate::wire::exchange(
+        world.edge.port,
+        &get("/hello", "fresh.corp.example", &[("Cookie", &fresh_cookie), ("Accept", "text/html")]),
+    )
+    .await
+    .map(|r| (r.status, r.headers.into_iter().find(|(n, _)| n.eq_ignore_ascii_case("location")).map(|(_, v)| v)));
+    report.record(
+        "a browser with a stale login is sent to a login that asks the IdP for max_age",
+        match &browser {
+            Ok((302, Some(location)))
+                if location.starts_with("/.portcullis/login?rd=") && location.ends_with("&max_age=20") =>
+            {
+                Ok(())
+            }
+            other => Err(format!("answered {other:?}")),
+        },
     );
     let control = match control {
         Ok(ws) => match websocket_closes(ws, Duration::from_secs(1)).await {

@@ -313,7 +313,10 @@ impl Gate {
     ) -> Result<(), Refusal> {
         match decision.outcome {
             Outcome::Allow => Ok(()),
-            Outcome::LoginRequired => Err(Refusal::LoginRequired(format!("{decision}."))),
+            Outcome::LoginRequired => match decision.login_max_age() {
+                Some(max_age) => Err(Refusal::Reauthenticate { why: format!("{decision}."), max_age }),
+                None => Err(Refusal::LoginRequired(format!("{decision}."))),
+            },
             Outcome::Deny => match decision.reason {
                 Reason::SessionTerminated | Reason::UserTokensRevoked | Reason::TokenRevoked => {
                     Err(Refusal::LoginRequired(format!("{decision}.")))

@@ -21,6 +21,14 @@ pub enum Refusal {
     BadUpgrade(&'static str),
     /// 401 / 302 / 407: log in (again); the message says why.
     LoginRequired(String),
+    /// 401 / 302 / 407: the route wants a login at most `max_age` seconds
+    /// old (`logged_in_within`); the IdP must authenticate the user again.
+    Reauthenticate {
+        /// Why, for the person.
+        why: String,
+        /// Seconds: the OIDC `max_age` the login asks for.
+        max_age: u32,
+    },
     /// 503: the party that vouches for the credential cannot be reached.
     CredentialUnavailable,
     /// 429: too many credential look-ups from this client.
@@ -43,6 +51,7 @@ impl Refusal {
             Self::PathParameters => "path_parameters",
             Self::BadUpgrade(_) => "bad_upgrade",
             Self::LoginRequired(_) => "login_required",
+            Self::Reauthenticate { .. } => "login_too_old",
             Self::CredentialUnavailable => "credential_unavailable",
             Self::RateLimited => "rate_limited",
             Self::Forbidden(_) => "forbidden",
@@ -56,7 +65,7 @@ impl Refusal {
         match self {
             Self::NoSnapshot | Self::Stale | Self::CredentialUnavailable => 503,
             Self::BadTarget(_) | Self::PathParameters | Self::BadUpgrade(_) => 400,
-            Self::LoginRequired(_) => 401,
+            Self::LoginRequired(_) | Self::Reauthenticate { .. } => 401,
             Self::RateLimited => 429,
             Self::Forbidden(_) => 403,
             Self::NoRoute(_) => 404,
@@ -69,7 +78,7 @@ impl Refusal {
         match self {
             Self::NoSnapshot | Self::Stale | Self::CredentialUnavailable => "Temporarily unavailable",
             Self::BadTarget(_) | Self::PathParameters | Self::BadUpgrade(_) => "Bad request",
-            Self::LoginRequired(_) => "Login required",
+            Self::LoginRequired(_) | Self::Reauthenticate { .. } => "Login required",
             Self::RateLimited => "Too many requests",
             Self::Forbidden(_) => "Access denied",
             Self::NoRoute(_) => "Not found",
@@ -90,7 +99,7 @@ impl Refusal {
             Self::PathParameters => "This application does not accept `;` parameters in the path.".into(),
             Self::BadUpgrade(why) => format!("The websocket handshake was refused: {why}.").into(),
             Self::Forbidden(why) => format!("Access denied: {why}.").into(),
-            Self::LoginRequired(why) | Self::NoRoute(why) => why.as_str().into(),
+            Self::LoginRequired(why) | Self::NoRoute(why) | Self::Reauthenticate { why, .. } => why.as_str().into(),
             Self::CredentialUnavailable => "Your credential cannot be checked right now because the party that \
                                             issued it cannot be reached. Try again in a moment."
                 .into(),
@@ -115,7 +124,7 @@ impl Refusal {
         match self {
             Self::NoSnapshot | Self::Stale | Self::CredentialUnavailable => "unavailable",
             Self::BadTarget(_) | Self::PathParameters | Self::BadUpgrade(_) | Self::Misdirected => "bad-request",
-            Self::LoginRequired(_) => "login-required",
+            Self::LoginRequired(_) | Self::Reauthenticate { .. } => "login-required",
             Self::RateLimited => "rate-limited",
             Self::Forbidden(_) => "deny",
             Self::NoRoute(_) => "no-route",

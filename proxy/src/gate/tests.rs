@@ -40,6 +40,11 @@ routes:
     upstream: http://127.0.0.1:9
     rules:
       - allow: { email_domain: [corp.example] }
+  - name: recent
+    host: recent.example
+    upstream: http://127.0.0.1:9
+    rules:
+      - allow: { email_domain: [corp.example], logged_in_within: 1h }
   - name: ssh
     tcp: ssh.internal:22
     upstream: 127.0.0.1:22
@@ -103,13 +108,18 @@ impl World {
 
     /// A session token of `email` (groups) for `route`, logged in from `login_ip`.
     fn token(&self, email: &str, groups: &[&str], route: &str, login_ip: &str) -> String {
+        self.token_at(email, groups, route, login_ip, now() - 5)
+    }
+
+    /// Same, for a user who authenticated at the IdP at `auth_time`.
+    fn token_at(&self, email: &str, groups: &[&str], route: &str, login_ip: &str, auth_time: i64) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some("k1".into());
         header.typ = Some(SESSION_TOKEN_TYPE.into());
         let sid = portcullis_policy::SessionId::from_bytes(rand::random()).to_string();
         let claims = serde_json::json!({
             "iss": ISSUER, "aud": SESSION_TOKEN_AUDIENCE, "sub": format!("sub-{email}"), "email": email,
-            "groups": groups, "sid": sid, "iat": now() - 5, "exp": now() + 600, "auth_time": now() - 5,
+            "groups": groups, "sid": sid, "iat": now() - 5, "exp": now() + 600, "auth_time": auth_time,
             "route": route, "login_ip": login_ip,
         });
         let key = EncodingKey::from_ec_pem(self.key.as_bytes()).expect("key");
@@ -252,4 +262,22 @@ fn an_http2_connection_refuses_a_fifth_identity() {
             assert_eq!(result.err(), Some(Refusal::Misdirected));
         }
     }
+}
+
+#[test]
+fn a_login_too_old_for_the_route_asks_for_a_fresh_one_with_max_age() {
+    let w = World::new();
+    let stale = w.token_at("ann@corp.example", &[], "recent", HOME, now() - 7200);
+    let mut head = w.head("/x", &[("cookie", &cookie("recent", &stale))]);
+    head.insert_header("host", "recent.example").expect("host");
+    let canonical = canonical_target(&head).expect("target");
+    let arrival = Arrival::Http { host: "recent.example", target: &canonical, method: "GET", multiplexed: false };
+    let refused = ready(w.gate.admit(&w.snapshot, arrival, &head, HOME.parse().expect("ip"), None)).err();
+    assert!(matches!(refused, Some(Refusal::Reauthenticate { max_age: 3600, .. })), "{refused:?}");
+    let fresh = w.token("ann@corp.example", &[], "recent", HOME);
+    let mut head = w.head("/x", &[("cookie", &cookie("recent", &fresh))]);
+    head.insert_header("host", "recent.example").expect("host");
+    let canonical = canonical_target(&head).expect("target");
+    let arrival = Arrival::Http { host: "recent.example", target: &canonical, method: "GET", multiplexed: false };
+    ready(w.gate.admit(&w.snapshot, arrival, &head, HOME.parse().expect("ip"), None)).expect("a recent login");
 }

@@ -146,7 +146,7 @@ impl LoginService {
             return Ok(true);
         };
         let cli = CliLogin { port, challenge: challenge.into_owned(), route };
-        self.start_login(session, provider, info, "/".into(), Some(cli)).await
+        self.start_login(session, provider, info, "/".into(), Some(cli), None).await
     }
 
     /// The end of a CLI login at the callback: the session, sealed into a

@@ -261,7 +261,11 @@ impl LoginService {
             respond(session, 404, "no_route", "Not found", message, &[]).await?;
             return Ok(true);
         }
-        self.start_login(session, provider, info, return_to, None).await
+        // A route that wants a recent login says how recent (`logged_in_within`):
+        // the IdP must authenticate again, or a live IdP session hands back the
+        // same old `auth_time` and the browser loops.
+        let max_age = query_param(query, "max_age").and_then(|m| m.parse::<u32>().ok()).map(i64::from);
+        self.start_login(session, provider, info, return_to, None, max_age).await
     }
 
     /// Redirects to the IdP's authorization endpoint, with the login state
@@ -273,6 +277,7 @@ impl LoginService {
         info: &RequestInfo<'_>,
         return_to: String,
         cli: Option<state::CliLogin>,
+        max_age: Option<i64>,
     ) -> pingora_core::Result<bool> {
         if !self.status.connected.load(std::sync::atomic::Ordering::Relaxed) {
             let message = "Logging in is temporarily unavailable because this edge cannot reach the Portcullis \
@@ -300,12 +305,15 @@ impl LoginService {
             settings.client_secret.clone().map(ClientSecret::new),
         );
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = client
+        let mut request = client
             .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
             .add_scopes(settings.scopes.iter().cloned().map(Scope::new))
             .set_pkce_challenge(challenge)
-            .set_redirect_uri(Cow::Owned(redirect_url))
-            .url();
+            .set_redirect_uri(Cow::Owned(redirect_url));
+        if let Some(max_age) = max_age {
+            request = request.set_max_age(std::time::Duration::from_secs(max_age.max(0) as u64));
+        }
+        let (url, state, nonce) = request.url();
         let login = LoginState {
             verifier: verifier.secret().clone(),
             nonce: nonce.secret().clone(),
@@ -313,6 +321,7 @@ impl LoginService {
             return_to,
             expires_at: info.now + LOGIN_TTL_S,
             cli,
+            max_age,
         };
         let Some(name) = state::cookie_name(&self.cookies.name, state.secret()) else {
             return Self::unavailable(session, "Could not start the login.").await;
@@ -377,6 +386,21 @@ impl LoginService {
                 return Ok(true);
             }
         };
+        if let Some(max_age) = login.max_age {
+            // The IdP ignored `max_age`: say so instead of sending the browser round again.
+            let started = login.expires_at - LOGIN_TTL_S;
+            if user.auth_time < started - max_age {
+                tracing::warn!(
+                    auth_time = user.auth_time,
+                    max_age,
+                    "login refused: the IdP did not authenticate again"
+                );
+                let message = "This application needs a recent login, but the identity provider did not ask you to \
+                               sign in again. Sign out at the identity provider, then try again.";
+                respond(session, 403, "reauthentication_failed", "Login refused", message, &[]).await?;
+                return Ok(true);
+            }
+        }
         if let Some(cli) = &login.cli {
             return self.finish_cli_login(session, provider, &user, cli, info, clear_state).await;
         }

@@ -32,6 +32,11 @@ pub struct LoginState {
     /// goes instead of a cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli: Option<CliLogin>,
+    /// Set when the route wants a recent login (`logged_in_within`): the IdP
+    /// was asked for `max_age` seconds, and an ID token whose `auth_time` is
+    /// older than that when the login started is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<i64>,
 }
 
 /// A login for `portcullis connect` (browser through a loopback redirect).
@@ -159,6 +164,7 @@ mod tests {
             return_to: "/docs?page=2".into(),
             expires_at: 1_000,
             cli: None,
+            max_age: None,
         }
     }
 

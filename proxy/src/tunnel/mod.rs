@@ -67,13 +67,13 @@ impl Refused {
             GateRefusal::NoSnapshot | GateRefusal::Stale | GateRefusal::CredentialUnavailable => Refusal::Unavailable,
             GateRefusal::BadTarget(_) | GateRefusal::PathParameters | GateRefusal::BadUpgrade(_) => Refusal::BadRequest,
             GateRefusal::Misdirected => Refusal::BadRequest,
-            GateRefusal::LoginRequired(_) => Refusal::LoginRequired,
+            GateRefusal::LoginRequired(_) | GateRefusal::Reauthenticate { .. } => Refusal::LoginRequired,
             GateRefusal::RateLimited => Refusal::RateLimited,
             GateRefusal::Forbidden(_) => Refusal::Forbidden,
             GateRefusal::NoRoute(_) => Refusal::NoRoute,
         };
         let message = match refusal {
-            GateRefusal::LoginRequired(why) => {
+            GateRefusal::LoginRequired(why) | GateRefusal::Reauthenticate { why, .. } => {
                 format!("{why} Log in: send Proxy-Authorization: Bearer <session token for this route>.")
             }
             GateRefusal::Forbidden(why) => format!("Access to `{name}` denied: {why}."),
