@@ -52,7 +52,9 @@ pub struct FlowFacts {
 /// Pending activity.
 #[derive(Default)]
 pub struct ActivityLog {
-    last_seen: DashMap<SessionId, i64>,
+    /// On the request path (every request looks its session up): a seeded
+    /// fast hash rather than SipHash.
+    last_seen: DashMap<SessionId, i64, foldhash::fast::RandomState>,
     address_changes: DashMap<(SessionId, IpAddr), ()>,
     last_denial: DashMap<u64, i64>,
     hasher: foldhash::fast::RandomState,

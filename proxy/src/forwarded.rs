@@ -30,10 +30,22 @@ pub struct TrustedProxies {
 pub struct ClientAddress {
     /// The client, as far as trusted hops tell.
     pub ip: IpAddr,
-    /// The chain to send upstream as `X-Forwarded-For`.
-    pub forwarded_for: String,
+    /// The chain to send upstream as `X-Forwarded-For` when trusted hops
+    /// sent one; `None` when it is the client's address alone (the common
+    /// case, built only when the header is written: see [`Self::forwarded_for`]).
+    pub chain: Option<String>,
     /// `X-Forwarded-Proto` from a trusted proxy, if it sent one.
     pub proto: Option<String>,
+}
+
+impl ClientAddress {
+    /// The `X-Forwarded-For` value: the trusted chain, or the client's address.
+    pub fn forwarded_for(&self) -> std::borrow::Cow<'_, str> {
+        match &self.chain {
+            Some(chain) => chain.as_str().into(),
+            None => self.ip.to_string().into(),
+        }
+    }
 }
 
 impl TrustedProxies {
@@ -61,7 +73,7 @@ impl TrustedProxies {
     pub fn client(&self, peer: IpAddr, req: &RequestHeader) -> ClientAddress {
         let peer = canonical_ip(peer);
         if self.networks.is_empty() || !self.trusts(peer) {
-            return ClientAddress { ip: peer, forwarded_for: peer.to_string(), proto: None };
+            return ClientAddress { ip: peer, chain: None, proto: None };
         }
         let mut chain: Vec<&str> = Vec::new();
         for value in req.headers.get_all("x-forwarded-for") {
@@ -87,7 +99,7 @@ impl TrustedProxies {
             .and_then(|v| v.to_str().ok())
             .map(|p| p.trim().to_ascii_lowercase())
             .filter(|p| p == "http" || p == "https");
-        ClientAddress { ip: client, forwarded_for: forwarded_for.join(", "), proto }
+        ClientAddress { ip: client, chain: Some(forwarded_for.join(", ")), proto }
     }
 }
 
@@ -112,7 +124,8 @@ mod tests {
     fn untrusted_peers_cannot_claim_another_address() {
         let proxies = TrustedProxies::parse(&["10.0.0.0/8".into()]).unwrap();
         let client = proxies.client(ip("203.0.113.9"), &request(&["1.2.3.4"]));
-        assert_eq!(client, ClientAddress { ip: ip("203.0.113.9"), forwarded_for: "203.0.113.9".into(), proto: None });
+        assert_eq!(client, ClientAddress { ip: ip("203.0.113.9"), chain: None, proto: None });
+        assert_eq!(client.forwarded_for(), "203.0.113.9");
         let nobody_trusted = TrustedProxies::default().client(ip("10.0.0.1"), &request(&["1.2.3.4"]));
         assert_eq!(nobody_trusted.ip, ip("10.0.0.1"));
     }
@@ -122,7 +135,7 @@ mod tests {
         let proxies = TrustedProxies::parse(&["10.0.0.0/8".into(), "192.0.2.7".into()]).unwrap();
         let client = proxies.client(ip("10.0.0.2"), &request(&["6.6.6.6, 198.51.100.4", "192.0.2.7"]));
         assert_eq!(client.ip, ip("198.51.100.4"), "6.6.6.6 was written by the client itself");
-        assert_eq!(client.forwarded_for, "198.51.100.4, 192.0.2.7, 10.0.0.2");
+        assert_eq!(client.forwarded_for(), "198.51.100.4, 192.0.2.7, 10.0.0.2");
         assert_eq!(client.proto.as_deref(), Some("https"));
         let garbage = proxies.client(ip("10.0.0.2"), &request(&["not-an-ip"]));
         assert_eq!(garbage.ip, ip("10.0.0.2"), "an unreadable hop stops the walk at the last trusted one");
@@ -131,7 +144,7 @@ mod tests {
     #[test]
     fn ipv4_clients_of_a_dual_stack_listener_are_plain_ipv4() {
         let direct = TrustedProxies::default().client(ip("::ffff:198.51.100.4"), &request(&[]));
-        assert_eq!((direct.ip, direct.forwarded_for.as_str()), (ip("198.51.100.4"), "198.51.100.4"));
+        assert_eq!((direct.ip, direct.forwarded_for().as_ref()), (ip("198.51.100.4"), "198.51.100.4"));
         let proxies = TrustedProxies::parse(&["10.0.0.0/8".into()]).unwrap();
         let hop = proxies.client(ip("::ffff:10.0.0.2"), &request(&["::ffff:203.0.113.7"]));
         assert_eq!(hop.ip, ip("203.0.113.7"));

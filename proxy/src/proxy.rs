@@ -156,11 +156,12 @@ impl EdgeHttp {
     fn upstream_head(&self, head: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
         let admission =
             ctx.admission.as_ref().ok_or_else(|| Error::explain(ErrorType::InternalError, "not admitted"))?;
+        let forwarded_for = admission.client.forwarded_for();
         let plan = UpstreamHead {
             path_and_query: &ctx.upstream_target,
             identity: admission.identity.as_deref(),
             assertion: ctx.assertion.as_deref(),
-            forwarded_for: &admission.client.forwarded_for,
+            forwarded_for: &forwarded_for,
             client_ip: admission.client.ip,
             proto: ctx.proto,
             host: &ctx.host,

@@ -151,7 +151,9 @@ impl Credentials {
             Presented::Bearer(token) => token,
         };
         if token.starts_with(service_token::PREFIX) {
-            return self.service_tokens.verify(token, now, client_ip).await;
+            // Boxed: the look-up's future (an HTTP call) is large and rare; the
+            // request path should not carry its size.
+            return Box::pin(self.service_tokens.verify(token, now, client_ip)).await;
         }
         // A cached JWT needs no header decoding: look in both caches first.
         if let Some(identity) = self.sessions.cache_hit(token, CredentialKind::Browser, now) {
@@ -168,7 +170,7 @@ impl Credentials {
             return self.sessions.verify(token, CredentialKind::Browser, keys, now);
         }
         match &self.access_tokens {
-            Some(verifier) => verifier.verify(token, now).await,
+            Some(verifier) => Box::pin(verifier.verify(token, now)).await,
             None => Err(CredentialError::WrongType),
         }
     }

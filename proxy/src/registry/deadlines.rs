@@ -15,7 +15,7 @@ use super::ConnKey;
 /// Connections by the second they are due.
 #[derive(Default)]
 pub struct DeadlineWheel {
-    slots: DashMap<i64, Vec<ConnKey>>,
+    slots: DashMap<i64, Vec<ConnKey>, foldhash::fast::RandomState>,
     /// Every second up to this one has been taken.
     swept: AtomicI64,
 }

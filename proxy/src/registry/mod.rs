@@ -36,6 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 use deadlines::DeadlineWheel;
 
+/// The registry's maps: a seeded fast hash (foldhash) instead of SipHash,
+/// on the request path.
+type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
 /// Most distinct identities one (HTTP/2) connection may carry at once;
 /// past that the request gets 421 and the client opens another connection.
 pub const MAX_IDENTITIES_PER_CONNECTION: usize = 4;
@@ -170,10 +174,10 @@ pub enum BindOutcome {
 /// Live connections, cancellable and indexed by session and user.
 #[derive(Default)]
 pub struct ConnRegistry {
-    conns: DashMap<ConnKey, Entry>,
-    by_session: DashMap<SessionId, Vec<ConnKey>>,
-    by_subject: DashMap<Arc<str>, Vec<ConnKey>>,
-    by_email: DashMap<Arc<str>, Vec<ConnKey>>,
+    conns: FastMap<ConnKey, Entry>,
+    by_session: FastMap<SessionId, Vec<ConnKey>>,
+    by_subject: FastMap<Arc<str>, Vec<ConnKey>>,
+    by_email: FastMap<Arc<str>, Vec<ConnKey>>,
     deadlines: DeadlineWheel,
     opened: AtomicU64,
 }
@@ -203,14 +207,14 @@ impl Drop for Registration {
     }
 }
 
-fn push_key<K: std::hash::Hash + Eq>(index: &DashMap<K, Vec<ConnKey>>, key: K, conn: ConnKey) {
+fn push_key<K: std::hash::Hash + Eq>(index: &FastMap<K, Vec<ConnKey>>, key: K, conn: ConnKey) {
     let mut list = index.entry(key).or_default();
     if !list.contains(&conn) {
         list.push(conn);
     }
 }
 
-fn drop_key<K, Q>(index: &DashMap<K, Vec<ConnKey>>, key: &Q, conn: ConnKey)
+fn drop_key<K, Q>(index: &FastMap<K, Vec<ConnKey>>, key: &Q, conn: ConnKey)
 where
     K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
     Q: std::hash::Hash + Eq + ?Sized,
@@ -221,7 +225,7 @@ where
     });
 }
 
-fn keys_of<K, Q>(index: &DashMap<K, Vec<ConnKey>>, key: &Q) -> Vec<ConnKey>
+fn keys_of<K, Q>(index: &FastMap<K, Vec<ConnKey>>, key: &Q) -> Vec<ConnKey>
 where
     K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
     Q: std::hash::Hash + Eq + ?Sized,
