@@ -57,7 +57,7 @@ pub(crate) fn routes(file: &str, source: &str) -> Result<Vec<Route>, PolicyError
         .into_iter()
         .map(|decl| Route {
             index: RuleIndex::build(&decl.rules),
-            name: decl.name,
+            name: decl.name.into(),
             at: decl.at,
             target: decl.target,
             options: decl.options,

@@ -72,7 +72,7 @@ impl Policy {
 /// One protected application or TCP service.
 #[derive(Debug)]
 pub struct Route {
-    pub(crate) name: Box<str>,
+    pub(crate) name: Arc<str>,
     pub(crate) at: Location,
     pub(crate) target: RouteTarget,
     pub(crate) options: RouteOptions,
@@ -83,6 +83,11 @@ pub struct Route {
 impl Route {
     /// The route's name.
     pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The route's name, shared (the edge keeps it per request without copying).
+    pub fn shared_name(&self) -> &Arc<str> {
         &self.name
     }
 

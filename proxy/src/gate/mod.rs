@@ -17,6 +17,7 @@
 mod credential;
 mod refusal;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,9 +102,6 @@ pub struct Admission {
     pub destination: Destination,
     /// The client, as trusted hops tell.
     pub client: ClientAddress,
-    /// The path the policy judged (canonical; without parameters or
-    /// lowercased when the route says so) — HTTP only.
-    pub judged_path: String,
     /// What the `Authorization` header carried.
     pub authorization: AuthorizationUse,
     /// The route forwards IdP access tokens upstream.
@@ -168,10 +166,16 @@ impl Gate {
         Ok(snapshot)
     }
 
-    /// The route serving the arrival, and the path the policy judges.
-    fn route<'s>(&self, snapshot: &'s Snapshot, arrival: &Arrival<'_>) -> Result<(&'s Route, String), Refusal> {
+    /// The route serving the arrival, and the path the policy judges
+    /// (borrowed from the target unless parameters or case change it).
+    fn route<'s, 'a>(
+        &self,
+        snapshot: &'s Snapshot,
+        arrival: &Arrival<'a>,
+    ) -> Result<(&'s Route, Cow<'a, str>), Refusal> {
         match arrival {
             Arrival::Http { host, target, .. } => {
+                let target: &'a CanonicalTarget = target;
                 let policy = snapshot.policy();
                 let plain = target.path_without_params();
                 let route = policy
@@ -181,17 +185,19 @@ impl Gate {
                 if target.has_params && !options.allow_path_parameters {
                     return Err(Refusal::PathParameters);
                 }
-                let judged = if options.case_insensitive_paths {
-                    lowercase_path(&plain).into_owned()
-                } else {
-                    plain.into_owned()
+                let judged = match plain {
+                    Cow::Borrowed(plain) if options.case_insensitive_paths => lowercase_path(plain),
+                    Cow::Owned(plain) if options.case_insensitive_paths => {
+                        Cow::Owned(lowercase_path(&plain).into_owned())
+                    }
+                    plain => plain,
                 };
                 Ok((route, judged))
             }
             Arrival::Connect { name } => snapshot
                 .policy()
                 .tcp_route(name)
-                .map(|route| (route, String::new()))
+                .map(|route| (route, Cow::Borrowed("")))
                 .ok_or_else(|| Refusal::NoRoute(format!("No TCP route is named `{name}`."))),
         }
     }
@@ -233,7 +239,7 @@ impl Gate {
         &self,
         snapshot: &Snapshot,
         route: &Route,
-        judged_path: String,
+        judged_path: Cow<'_, str>,
         arrival: &Arrival<'_>,
         head: &RequestHeader,
         peer: IpAddr,
@@ -269,20 +275,28 @@ impl Gate {
             }
         }
         if let Some(key) = conn {
-            let (bound_target, multiplexed) = match arrival {
-                Arrival::Http { host, method, multiplexed, .. } => (
-                    BoundTarget::Http {
+            let multiplexed = matches!(arrival, Arrival::Http { multiplexed: true, .. });
+            let same_target = |bound: &BoundTarget| match (bound, arrival) {
+                (BoundTarget::Http { host: h, path: p, method: m }, Arrival::Http { host, method, .. }) => {
+                    h == host && *p == judged_path && m == method
+                }
+                (BoundTarget::Tcp { name: n }, Arrival::Connect { name }) => n == name,
+                _ => false,
+            };
+            let fresh = self.registry.refresh(key, identity.as_ref(), same_target, client.ip, until, multiplexed);
+            if !fresh {
+                let bound_target = match arrival {
+                    Arrival::Http { host, method, .. } => BoundTarget::Http {
                         host: (*host).to_owned(),
-                        path: judged_path.clone(),
+                        path: judged_path.into_owned(),
                         method: (*method).to_owned(),
                     },
-                    *multiplexed,
-                ),
-                Arrival::Connect { name } => (BoundTarget::Tcp { name: (*name).to_owned() }, false),
-            };
-            let binding = Binding { identity: identity.clone(), target: bound_target, client_ip: client.ip, until };
-            if self.registry.bind(key, binding, multiplexed) == BindOutcome::TooManyIdentities {
-                return Err(Refusal::Misdirected);
+                    Arrival::Connect { name } => BoundTarget::Tcp { name: (*name).to_owned() },
+                };
+                let binding = Binding { identity: identity.clone(), target: bound_target, client_ip: client.ip, until };
+                if self.registry.bind(key, binding, multiplexed) == BindOutcome::TooManyIdentities {
+                    return Err(Refusal::Misdirected);
+                }
             }
         }
         let destination = match route.target() {
@@ -292,10 +306,9 @@ impl Gate {
         let options = route.options();
         Ok(Admission {
             identity,
-            route: Arc::from(route.name()),
+            route: Arc::clone(route.shared_name()),
             destination,
             client,
-            judged_path,
             authorization: found.authorization,
             forward_bearer: options.forward_bearer,
             pass_client_headers: options.pass_client_headers.clone(),

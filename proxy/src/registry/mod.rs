@@ -274,6 +274,49 @@ impl ConnRegistry {
         self.opened.load(Ordering::Relaxed)
     }
 
+    /// When `identity` is already bound on `key` for a target `same_target`
+    /// accepts, from `client_ip`, and nothing else is bound there that this
+    /// request would replace: refreshes its deadline and returns true, so
+    /// the common keep-alive or HTTP/2 repeat costs no allocation.
+    pub fn refresh(
+        &self,
+        key: ConnKey,
+        identity: Option<&Arc<Identity>>,
+        same_target: impl Fn(&BoundTarget) -> bool,
+        client_ip: IpAddr,
+        until: Option<i64>,
+        multiplexed: bool,
+    ) -> bool {
+        let Some(mut entry) = self.conns.get_mut(&key) else { return false };
+        if !multiplexed && entry.bindings.len() != 1 {
+            return false;
+        }
+        let same_identity = |b: &Binding| match (&b.identity, identity) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                Arc::ptr_eq(a, b)
+                    || (a.session_id() == b.session_id()
+                        && a.subject() == b.subject()
+                        && a.credential() == b.credential())
+            }
+            _ => false,
+        };
+        let Some(binding) =
+            entry.bindings.iter_mut().find(|b| same_identity(b) && b.client_ip == client_ip && same_target(&b.target))
+        else {
+            return false;
+        };
+        binding.until = until;
+        let deadline = entry.earliest();
+        let refile = deadline != entry.deadline;
+        entry.deadline = deadline;
+        drop(entry);
+        if let (true, Some(at)) = (refile, deadline) {
+            self.deadlines.file(at, key);
+        }
+        true
+    }
+
     /// Binds a connection to what a request on it was admitted as.
     /// `multiplexed` (HTTP/2): other identities' bindings stay; otherwise the
     /// request replaces every earlier binding of the connection.

@@ -169,3 +169,21 @@ fn a_connection_closes_when_its_token_expires_and_not_before() {
     assert_eq!(registry.expire(&snapshot, 1_000), 1);
     assert!(conn.cancelled.is_cancelled());
 }
+
+#[test]
+fn a_repeat_request_refreshes_its_binding_without_a_new_one() {
+    let registry = ConnRegistry::new();
+    let _conn = registry.register(key(1));
+    let ada = identity("ada@x.example", 1, &[]);
+    registry.bind(key(1), binding(Arc::clone(&ada)), false);
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let same = |t: &BoundTarget| matches!(t, BoundTarget::Http { path, .. } if path == "/");
+    let other = |t: &BoundTarget| matches!(t, BoundTarget::Http { path, .. } if path == "/other");
+    assert!(registry.refresh(key(1), Some(&ada), same, ip, Some(50), false), "same identity, target, address");
+    assert!(!registry.refresh(key(1), Some(&ada), other, ip, None, false), "another path needs a binding");
+    assert!(!registry.refresh(key(1), None, same, ip, None, false), "anonymous is another identity");
+    assert!(!registry.refresh(key(1), Some(&ada), same, "10.0.0.1".parse().unwrap(), None, false), "another address");
+    // The refreshed deadline is the one that counts.
+    assert_eq!(registry.expire(&snapshot(ALLOW_DEV), 49), 0);
+    assert_eq!(registry.expire(&snapshot(ALLOW_DEV), 50), 1, "no dev group: closed when its deadline came");
+}
