@@ -136,7 +136,8 @@ pub(crate) fn parse_hours(text: &str) -> Result<(u16, u16), String> {
         let (h, m) = part.trim().split_once(':')?;
         let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
         let valid = (h < 24 && m < 60) || (allow_24 && h == 24 && m == 0);
-        valid.then_some(h * 60 + m)
+        // Lazily: `h` may be any u16 here, and `h * 60` overflows past 1092.
+        valid.then(|| h * 60 + m)
     };
     let (start, end) = (minute(start, false).ok_or_else(expected)?, minute(end, true).ok_or_else(expected)?);
     if start == end {
@@ -267,6 +268,10 @@ mod tests {
         assert_eq!(parse_hours("08:00-24:00"), Ok((480, 1440)));
         assert!(parse_hours("8-19").is_err());
         assert!(parse_hours("25:00-26:00").is_err());
+        // Found by the policy_yaml fuzz target: an hour past 1092 overflowed `h * 60`.
+        for huge in ["47002:00-0:", "65535:59-08:00", "08:00-65535:00"] {
+            assert!(parse_hours(huge).is_err(), "{huge}");
+        }
         assert!(parse_days("funday").is_err());
         assert!(parse_zone("Mars/Olympus").unwrap_err().contains("unknown time zone"));
     }
