@@ -89,14 +89,25 @@ pub fn presented<'r>(req: &'r RequestHeader, cookie_name: &str) -> Option<Presen
     if let Some(token) = cookie(req, cookie_name) {
         return Some(Presented::Cookie(token));
     }
-    req.headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    bearer_token(req, http::header::AUTHORIZATION).map(Presented::Bearer)
+}
+
+/// The token of a `Bearer` credential in header `name` (`Authorization`,
+/// `Proxy-Authorization`). A request with two such headers carries neither:
+/// which one a server believes is not ours to guess.
+pub fn bearer_token(req: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
+    let mut values = req.headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value
+        .to_str()
+        .ok()
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
-        .map(Presented::Bearer)
 }
 
 /// A token refused by its format alone, counted.

@@ -15,7 +15,7 @@ use pingora_http::RequestHeader;
 use portcullis_policy::{ClaimValue, CredentialKind, Identity, Snapshot};
 
 use super::{Arrival, Gate, Refusal};
-use crate::credentials::{CredentialError, Presented, SESSION_TOKEN_TYPE};
+use crate::credentials::{bearer_token, CredentialError, Presented, SESSION_TOKEN_TYPE};
 use crate::upstream_headers::AuthorizationUse;
 
 /// What the credential step found.
@@ -26,35 +26,14 @@ pub(super) struct Found {
     pub authorization: AuthorizationUse,
 }
 
-/// The bearer token of header `name`, if it carries one.
-fn bearer(head: &RequestHeader, name: http::header::HeaderName) -> Option<&str> {
-    let mut values = head.headers.get_all(name).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None; // two credentials: believe neither
-    }
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 /// What the client's `Authorization` header holds, judged by its content
 /// (whether or not it was the credential the edge used).
 pub fn presented_authorization(head: &RequestHeader) -> AuthorizationUse {
-    let Some(value) = head.headers.get(http::header::AUTHORIZATION) else { return AuthorizationUse::Foreign };
-    let Some(token) = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-    else {
-        return AuthorizationUse::Foreign;
-    };
+    if head.headers.get_all(http::header::AUTHORIZATION).iter().count() > 1 {
+        // Two credentials: whichever the upstream believes, it gets neither.
+        return AuthorizationUse::Edge;
+    }
+    let Some(token) = bearer_token(head, http::header::AUTHORIZATION) else { return AuthorizationUse::Foreign };
     if token.starts_with("pcst_") {
         return AuthorizationUse::Edge;
     }
@@ -90,9 +69,11 @@ pub(super) async fn identify(
     let authorization = presented_authorization(head);
     let cookie = || gate.cookies.find(head, route).map(Presented::Cookie);
     let presented = match arrival {
-        Arrival::Http { .. } => cookie().or_else(|| bearer(head, http::header::AUTHORIZATION).map(Presented::Bearer)),
-        Arrival::Connect { .. } => bearer(head, http::header::PROXY_AUTHORIZATION)
-            .or_else(|| bearer(head, http::header::AUTHORIZATION))
+        Arrival::Http { .. } => {
+            cookie().or_else(|| bearer_token(head, http::header::AUTHORIZATION).map(Presented::Bearer))
+        }
+        Arrival::Connect { .. } => bearer_token(head, http::header::PROXY_AUTHORIZATION)
+            .or_else(|| bearer_token(head, http::header::AUTHORIZATION))
             .map(Presented::Bearer)
             .or_else(cookie),
     };

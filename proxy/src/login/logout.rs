@@ -226,15 +226,7 @@ impl LoginService {
 
 /// The `Authorization: Bearer` token, if the request carries one.
 pub(super) fn bearer(session: &Session) -> Option<&str> {
-    session
-        .req_header()
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|t| !t.is_empty())
+    crate::credentials::bearer_token(session.req_header(), http::header::AUTHORIZATION)
 }
 
 /// 303: the browser follows a POST's answer with a GET.

@@ -85,20 +85,19 @@ pub enum BoundTarget {
     },
 }
 
-impl Binding {
-    fn same_identity(&self, other: &Binding) -> bool {
-        match (&self.identity, &other.identity) {
-            (None, None) => true,
-            (Some(a), Some(b)) => {
-                Arc::ptr_eq(a, b)
-                    || (a.session_id() == b.session_id()
-                        && a.subject() == b.subject()
-                        && a.credential() == b.credential())
-            }
-            _ => false,
+/// Whether two bindings are for the same identity (anonymous is one identity).
+fn same_identity(a: Option<&Arc<Identity>>, b: Option<&Arc<Identity>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            Arc::ptr_eq(a, b)
+                || (a.session_id() == b.session_id() && a.subject() == b.subject() && a.credential() == b.credential())
         }
+        _ => false,
     }
+}
 
+impl Binding {
     /// Does the admission still hold at `now`? `Some(until)` when it does.
     fn recheck(&self, snapshot: &Snapshot, now: i64, policy_change: bool) -> Option<Option<i64>> {
         let identity = self.identity.as_deref();
@@ -291,19 +290,10 @@ impl ConnRegistry {
         if !multiplexed && entry.bindings.len() != 1 {
             return false;
         }
-        let same_identity = |b: &Binding| match (&b.identity, identity) {
-            (None, None) => true,
-            (Some(a), Some(b)) => {
-                Arc::ptr_eq(a, b)
-                    || (a.session_id() == b.session_id()
-                        && a.subject() == b.subject()
-                        && a.credential() == b.credential())
-            }
-            _ => false,
+        let same = |b: &Binding| {
+            same_identity(b.identity.as_ref(), identity) && b.client_ip == client_ip && same_target(&b.target)
         };
-        let Some(binding) =
-            entry.bindings.iter_mut().find(|b| same_identity(b) && b.client_ip == client_ip && same_target(&b.target))
-        else {
+        let Some(binding) = entry.bindings.iter_mut().find(|b| same(b)) else {
             return false;
         };
         binding.until = until;
@@ -325,7 +315,7 @@ impl ConnRegistry {
         let identity = binding.identity.clone();
         let mut unindexed = Vec::new();
         let mut index_new = true;
-        match entry.bindings.iter().position(|b| b.same_identity(&binding)) {
+        match entry.bindings.iter().position(|b| same_identity(b.identity.as_ref(), binding.identity.as_ref())) {
             Some(at) => {
                 index_new = false;
                 entry.bindings[at] = binding;
