@@ -8,7 +8,8 @@
 
 use pingora_proxy::Session;
 
-use super::{answer, LoginService, RequestInfo};
+use super::answers::answer;
+use super::{LoginService, RequestInfo};
 use crate::authority_client::IdpLogout;
 use crate::oidc::logout_token::{self, LogoutTokenError};
 

@@ -22,9 +22,10 @@ use portcullis_policy::Snapshot;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::answers::{answer, query_param, read_json, redirect};
 use super::id_token::LoggedInUser;
 use super::state::CliLogin;
-use super::{answer, query_param, read_json, redirect, tcp_route, LoginService, RequestInfo};
+use super::{tcp_route, LoginService, RequestInfo};
 use crate::oidc::IdentityProvider;
 use crate::responses::respond;
 

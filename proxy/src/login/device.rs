@@ -12,8 +12,9 @@ use portcullis_policy::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::answers::{answer, read_json};
 use super::id_token::{self, CallbackError};
-use super::{answer, read_json, tcp_route, LoginService, RequestInfo};
+use super::{tcp_route, LoginService, RequestInfo};
 use crate::oidc::IdentityProvider;
 use crate::responses::respond;
 

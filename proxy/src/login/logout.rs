@@ -21,8 +21,9 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use portcullis_policy::{CredentialKind, Snapshot};
 
+use super::answers::{answer, redirect_with};
 use super::state::StateSealer;
-use super::{answer, LoginService, RequestInfo};
+use super::{LoginService, RequestInfo};
 use crate::authority_client::AuthorityError;
 use crate::credentials::{cookie, PresentedSession, SessionCookies};
 use crate::responses::{escape_html, respond};
@@ -157,7 +158,7 @@ impl LoginService {
         }
         tracing::info!(sessions = tokens.len(), host = info.host, "logged out at the edge");
         match self.end_session_url().await {
-            Some(location) => see_other(session, &location, &clear).await,
+            Some(location) => redirect_with(session, 303, &location, &clear).await,
             None => {
                 let body = crate::responses::page("Logged out", "You have been logged out.");
                 let mut header = ResponseHeader::build(200, Some(3 + clear.len()))?;
@@ -227,19 +228,6 @@ impl LoginService {
 /// The `Authorization: Bearer` token, if the request carries one.
 pub(super) fn bearer(session: &Session) -> Option<&str> {
     crate::credentials::bearer_token(session.req_header(), http::header::AUTHORIZATION)
-}
-
-/// 303: the browser follows a POST's answer with a GET.
-async fn see_other(session: &mut Session, location: &str, cookies: &[String]) -> pingora_core::Result<bool> {
-    let mut header = ResponseHeader::build(303, Some(3 + cookies.len()))?;
-    header.insert_header("location", location)?;
-    header.insert_header("cache-control", "no-store")?;
-    header.insert_header("content-length", "0")?;
-    for cookie in cookies {
-        header.append_header("set-cookie", cookie.as_str())?;
-    }
-    session.write_response_header(Box::new(header), true).await?;
-    Ok(true)
 }
 
 #[cfg(test)]

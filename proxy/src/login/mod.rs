@@ -14,6 +14,7 @@
 //! Redirects after login go only to same-origin paths (and, for the CLI
 //! login, to the CLI's port on 127.0.0.1).
 
+mod answers;
 mod backchannel;
 pub mod cli;
 mod device;
@@ -22,18 +23,17 @@ mod logout;
 pub mod session_status;
 pub mod state;
 
+use answers::{answer, query_param, redirect};
 use id_token::{CallbackError, LoggedInUser};
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
     Scope, TokenResponse,
 };
-use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use portcullis_policy::{canonicalize, evaluate, Facts, Snapshot, Target};
 use serde_json::Value;
@@ -46,9 +46,6 @@ use crate::oidc::{jwt_payload, IdentityProvider};
 use crate::responses::respond;
 use crate::subscriber::SyncStatus;
 use state::{LoginState, StateSealer, LOGIN_TTL_S};
-
-/// Largest JSON body of the CLI login calls.
-const MAX_JSON_BODY: usize = 16 * 1024;
 
 /// Cookie settings.
 #[derive(Debug, Clone)]
@@ -123,24 +120,8 @@ pub fn same_origin_path(requested: Option<&str>) -> String {
     }
 }
 
-fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
-    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v)
-}
-
 fn to_core_alg(alg: jsonwebtoken::Algorithm) -> Option<CoreJwsSigningAlgorithm> {
     serde_json::from_value(Value::String(format!("{alg:?}"))).ok()
-}
-
-async fn redirect(session: &mut Session, location: &str, cookies: &[String]) -> pingora_core::Result<bool> {
-    let mut header = ResponseHeader::build(302, Some(3 + cookies.len()))?;
-    header.insert_header("location", location)?;
-    header.insert_header("cache-control", "no-store")?;
-    header.insert_header("content-length", "0")?;
-    for cookie in cookies {
-        header.append_header("set-cookie", cookie.as_str())?;
-    }
-    session.write_response_header(Box::new(header), true).await?;
-    Ok(true)
 }
 
 /// The TCP route named `target`, for a `portcullis connect` login.
@@ -152,29 +133,6 @@ fn tcp_route(snapshot: &Snapshot, target: &str, now: i64) -> Option<String> {
         identity: None,
     };
     evaluate(snapshot, &facts).route.map(|r| r.name().to_owned())
-}
-
-/// A JSON request body of at most [`MAX_JSON_BODY`] bytes; `None` when it
-/// is too large or not the expected JSON.
-async fn read_json<T: serde::de::DeserializeOwned>(session: &mut Session) -> pingora_core::Result<Option<T>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_JSON_BODY {
-            return Ok(None);
-        }
-    }
-    Ok(serde_json::from_slice(&body).ok())
-}
-
-async fn answer(session: &mut Session, status: u16, content_type: &str, body: String) -> pingora_core::Result<bool> {
-    let mut header = ResponseHeader::build(status, Some(3))?;
-    header.insert_header("content-type", content_type)?;
-    header.insert_header("content-length", body.len().to_string())?;
-    header.insert_header("cache-control", "no-store")?;
-    session.write_response_header(Box::new(header), false).await?;
-    session.write_response_body(Some(Bytes::from(body)), true).await?;
-    Ok(true)
 }
 
 impl LoginService {
