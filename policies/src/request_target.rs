@@ -24,6 +24,8 @@
 
 use std::borrow::Cow;
 
+use authority::{absolute_form, same_authority};
+
 /// The longest request target accepted, in bytes.
 pub const MAX_TARGET_LEN: usize = 8192;
 
@@ -242,62 +244,6 @@ pub fn canonicalize(target: &str, host: Option<&str>) -> Result<CanonicalTarget,
         false => canonical_path(path, start)?,
     };
     Ok(CanonicalTarget { path, query, authority, has_params })
-}
-
-/// Splits `http(s)://authority` off an absolute-form target: the byte where
-/// the path (or query) starts, the authority, and true for `https`.
-fn absolute_form(target: &str) -> Result<(usize, &str, bool), TargetError> {
-    let Some((scheme, rest)) = target.split_once("://") else {
-        return Err(if target.contains('/') { TargetError::UnsupportedForm } else { TargetError::AuthorityForm });
-    };
-    let tls = match scheme {
-        s if s.eq_ignore_ascii_case("http") => false,
-        s if s.eq_ignore_ascii_case("https") => true,
-        _ => return Err(TargetError::UnsupportedForm),
-    };
-    let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#')).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    if split_authority(authority).is_none() {
-        return Err(TargetError::BadAuthority);
-    }
-    Ok((scheme.len() + 3 + end, authority, tls))
-}
-
-/// `host[:port]` split into host and port text; `None` unless the host is a
-/// registered name of `[A-Za-z0-9-._~]` or a bracketed IPv6 address and the
-/// port is digits.
-fn split_authority(authority: &str) -> Option<(&str, &str)> {
-    let (host, port) = if authority.starts_with('[') {
-        let close = authority.find(']')?;
-        let (host, after) = authority.split_at(close + 1);
-        let inner = &host[1..host.len() - 1];
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
-            return None;
-        }
-        match after {
-            "" => (host, ""),
-            _ => (host, after.strip_prefix(':')?),
-        }
-    } else {
-        let (host, port) = authority.split_once(':').unwrap_or((authority, ""));
-        if host.is_empty() || !host.bytes().all(is_unreserved) {
-            return None;
-        }
-        (host, port)
-    };
-    port.bytes().all(|b| b.is_ascii_digit()).then_some((host, port))
-}
-
-/// True when `authority` and `host` name the same host and port.
-fn same_authority(authority: &str, host: &str, tls: bool) -> bool {
-    let default = if tls { 443 } else { 80 };
-    let port = |text: &str| if text.is_empty() { Some(default) } else { text.parse::<u16>().ok() };
-    match (split_authority(authority), split_authority(host)) {
-        (Some((a_host, a_port)), Some((h_host, h_port))) => {
-            a_host.eq_ignore_ascii_case(h_host) && port(a_port).is_some() && port(a_port) == port(h_port)
-        }
-        _ => false,
-    }
 }
 
 /// Checks a query: kept as sent, but no control bytes, raw non-ASCII or `#`.
@@ -521,5 +467,6 @@ fn outside_escapes(path: &str) -> impl Iterator<Item = (usize, u8)> + '_ {
     })
 }
 
+mod authority;
 #[cfg(test)]
 mod tests;
