@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::edge_node::{certificate, EdgeNode};
 use crate::fake_idp::{FakeIdp, API_AUDIENCE, CLIENT_ID, CLIENT_SECRET};
-use crate::harness::{free_port, ControlPlane, TempDir, ADMIN_TOKEN, EDGE_SECRET};
+use crate::harness::{free_port, ControlPlane, TempDir, ADMIN_TOKEN};
 use crate::recording_upstream::{RecordingUpstream, TcpRecorder};
 
 /// Where the issue-11 route options are written in the policy.
@@ -304,16 +304,7 @@ pub async fn mint_at(
         "idp_issuer": "https://idp.corp.example", "auth_time": auth_time,
         "route": route, "source_address": source, "user_agent": "attack-suite",
     });
-    let response = plane
-        .http()
-        .post(format!("{}/edge/v1/sessions", plane.edge_url))
-        .bearer_auth(EDGE_SECRET)
-        .header("x-portcullis-edge-id", "login")
-        .json(&body)
-        .send()
-        .await
-        .expect("create session");
-    let answer: Value = response.json().await.expect("JSON");
+    let answer = crate::edge_node::create_session(plane, &body).await;
     answer["token"].as_str().unwrap_or_else(|| panic!("no token for {email} on {route}: {answer}")).to_owned()
 }
 

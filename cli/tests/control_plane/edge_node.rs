@@ -128,17 +128,23 @@ pub async fn login_to(plane: &ControlPlane, email: &str, route: &str) -> (String
         "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
         "route": route, "source_address": "127.0.0.1", "user_agent": "edge-test",
     });
+    let answer = create_session(plane, &body).await;
+    (answer["session_id"].as_str().expect("id").to_owned(), answer["token"].as_str().expect("token").to_owned())
+}
+
+/// `POST /edge/v1/sessions` with the enrollment secret, as the edge's login
+/// does; the control plane's answer (`session_id`, `token`).
+pub async fn create_session(plane: &ControlPlane, body: &Value) -> Value {
     let response = plane
         .http()
         .post(format!("{}/edge/v1/sessions", plane.edge_url))
         .bearer_auth(EDGE_SECRET)
         .header("x-portcullis-edge-id", "login")
-        .json(&body)
+        .json(body)
         .send()
         .await
         .expect("create session");
-    let answer: Value = response.json().await.expect("JSON");
-    (answer["session_id"].as_str().expect("id").to_owned(), answer["token"].as_str().expect("token").to_owned())
+    response.json().await.expect("JSON")
 }
 
 /// A throwaway certificate for 127.0.0.1 and app.corp.example: (cert, key, PEM).

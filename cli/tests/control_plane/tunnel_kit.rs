@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{ControlPlane, EDGE_SECRET};
+use crate::harness::ControlPlane;
 
 /// A policy with `ssh` (ssh.internal:22, group `sre`, browser credentials)
 /// and `echo` (echo.internal:7, group `staff`) TCP routes, an HTTP route
@@ -71,16 +71,7 @@ pub async fn session(plane: &ControlPlane, email: &str, groups: &[&str], route: 
         "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
         "route": route, "source_address": "127.0.0.1", "user_agent": "tunnel-test",
     });
-    let response = plane
-        .http()
-        .post(format!("{}/edge/v1/sessions", plane.edge_url))
-        .bearer_auth(EDGE_SECRET)
-        .header("x-portcullis-edge-id", "login")
-        .json(&body)
-        .send()
-        .await
-        .expect("create session");
-    let answer: Value = response.json().await.expect("JSON");
+    let answer = crate::edge_node::create_session(plane, &body).await;
     (answer["session_id"].as_str().expect("id").to_owned(), answer["token"].as_str().expect("token").to_owned())
 }
 
