@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::LookupBudget;
-use crate::subscriber::ChannelConfig;
+use std::sync::Arc;
+
+use crate::control_planes::ControlPlanes;
 
 /// Most ended-session records kept (all are dropped when full).
 const MAX_ENDED_KEPT: usize = 10_000;
@@ -131,7 +133,7 @@ struct ErrorDetail {
 
 /// The edge's client for the session authority.
 pub struct AuthorityClient {
-    channel: ChannelConfig,
+    planes: Arc<ControlPlanes>,
     client: reqwest::Client,
     lookups: LookupBudget,
     /// Records of ended sessions, by id: an ended session never resumes.
@@ -139,15 +141,15 @@ pub struct AuthorityClient {
 }
 
 impl AuthorityClient {
-    /// A client for the control plane described by `channel`.
-    pub fn new(channel: ChannelConfig) -> Self {
+    /// A client for the control-plane replicas `planes`.
+    pub fn new(planes: Arc<ControlPlanes>) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(CALL_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Self { channel, client, lookups: LookupBudget::default(), ended: DashMap::new() }
+        Self { planes, client, lookups: LookupBudget::default(), ended: DashMap::new() }
     }
 
     /// The per-client budget of lookups made on behalf of requests
@@ -157,18 +159,30 @@ impl AuthorityClient {
     }
 
     async fn call<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T, AuthorityError> {
-        let url = format!("{}{path}", self.channel.url.trim_end_matches('/'));
-        self.send(self.client.post(&url).json(body)).await
+        self.send(|url| self.client.post(url).json(body), path).await
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, AuthorityError> {
-        let response = request
-            .bearer_auth(&self.channel.secret)
-            .header("x-portcullis-edge-id", &self.channel.edge_id)
-            .header("x-portcullis-edge-name", &self.channel.edge_name)
-            .send()
-            .await
-            .map_err(|e| AuthorityError::Unavailable(e.without_url().to_string()))?;
+    /// Sends the request `build` makes for `path` to the replica in use; a
+    /// replica that cannot even be connected to has not seen the request,
+    /// so it goes to the next one (each replica once).
+    async fn send<T: DeserializeOwned>(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<T, AuthorityError> {
+        let (mut index, _) = self.planes.current();
+        let mut tries = self.planes.len();
+        let response = loop {
+            let request = self.planes.authorize(build(&self.planes.url_at(index, path)));
+            match request.send().await {
+                Ok(response) => break response,
+                Err(error) if error.is_connect() && tries > 1 => {
+                    tries -= 1;
+                    index = self.planes.failed(index);
+                }
+                Err(error) => return Err(AuthorityError::Unavailable(error.without_url().to_string())),
+            }
+        };
         let status = response.status();
         if status.is_success() {
             return response.json().await.map_err(|e| AuthorityError::Unavailable(e.without_url().to_string()));
@@ -220,8 +234,8 @@ impl AuthorityClient {
                 message: "not a session id".into(),
             });
         }
-        let url = format!("{}/edge/v1/sessions/{session_id}", self.channel.url.trim_end_matches('/'));
-        let status: SessionStatus = self.send(self.client.get(&url)).await?;
+        let path = format!("/edge/v1/sessions/{session_id}");
+        let status: SessionStatus = self.send(|url| self.client.get(url), &path).await?;
         if status.state != "active" {
             if self.ended.len() >= MAX_ENDED_KEPT {
                 self.ended.clear();
@@ -246,6 +260,19 @@ mod tests {
 
     /// A control plane answering every request with `body`, counting them.
     async fn control_plane(body: &'static str) -> (AuthorityClient, Arc<AtomicUsize>) {
+        let (url, asked) = answering(body).await;
+        let planes = ControlPlanes::new(crate::control_planes::ChannelConfig::single(url, "s", "edge-test"));
+        (AuthorityClient::new(Arc::new(planes)), asked)
+    }
+
+    /// A port nothing listens on.
+    async fn closed_port() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    /// The URL of a server answering every request with `body`, and how many it got.
+    async fn answering(body: &'static str) -> (String, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let asked = Arc::new(AtomicUsize::new(0));
@@ -262,9 +289,27 @@ mod tests {
                 let _ = stream.write_all(answer.as_bytes()).await;
             }
         });
-        let channel =
-            ChannelConfig { url, secret: "s".into(), edge_id: "edge-test".into(), edge_name: "edge-test".into() };
-        (AuthorityClient::new(channel), asked)
+        (url, asked)
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_refuses_connections_is_skipped_and_the_next_one_kept() {
+        let dead = closed_port().await;
+        let (alive, asked) = answering(r#"{"state":"active"}"#).await;
+        let mut channel = crate::control_planes::ChannelConfig::single(dead.clone(), "s", "edge-test");
+        channel.urls.push(alive.clone());
+        let planes = Arc::new(ControlPlanes::new(channel));
+        let client = AuthorityClient::new(Arc::clone(&planes));
+        client.session_status("0123abcd").await.expect("the second replica answers");
+        assert_eq!(planes.current().1, alive, "the replica that answered is the one in use");
+        client.session_status("0123abcd").await.expect("again");
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+        // Every replica down: unavailable, after one try each.
+        let mut channel = crate::control_planes::ChannelConfig::single(dead, "s", "edge-test");
+        channel.urls.push(closed_port().await);
+        let client = AuthorityClient::new(Arc::new(ControlPlanes::new(channel)));
+        let error = client.session_status("0123abcd").await.unwrap_err();
+        assert!(matches!(error, AuthorityError::Unavailable(_)), "{error:?}");
     }
 
     #[tokio::test]

@@ -18,7 +18,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("tls_cert", "PEM certificate chain for https_listen"),
     ("tls_key", "PEM private key for https_listen"),
     ("metrics_listen", "listener for /metrics, /healthz and /readyz (default 127.0.0.1:9090)"),
-    ("control_plane_url", "the control plane's edge channel (default http://127.0.0.1:7401)"),
+    ("control_plane_url", "the control plane's edge channel (default http://127.0.0.1:7401); one replica"),
+    (
+        "control_plane_urls",
+        "the edge channels of several control-plane replicas, in order of preference: the edge streams from one \
+         and moves to the next when it fails (instead of control_plane_url)",
+    ),
     ("edge_secret", "enrollment secret shared with the control plane; required, at least 32 characters"),
     ("edge_id", "this edge's id: letters, digits, '-', '_', '.' (default edge-1)"),
     ("edge_name", "display name in the portal (default: the id)"),
@@ -28,8 +33,16 @@ pub const KEYS: &[(&str, &str)] = &[
         "base name of the edge's cookies: route R's session cookie is <name>.R, __Host-<name>.R when Secure \
          (default portcullis_session)",
     ),
-    ("max_staleness_s", "seconds without contact with the control plane before stale_mode applies (default 300)"),
-    ("stale_mode", "keep (keep enforcing the last snapshot) or deny (refuse requests) once stale (default keep)"),
+    (
+        "max_staleness_s",
+        "seconds without a frame from any control-plane replica (heartbeats come every second) before /readyz \
+         fails and stale_mode applies (default 5)",
+    ),
+    (
+        "stale_mode",
+        "once stale: keep (keep enforcing the last snapshot) or deny (refuse requests and close live connections); \
+         a route's own `stale_mode` option overrides it (default keep)",
+    ),
     ("token_cache_size", "verified tokens kept in memory (default 100000)"),
     ("threads", "worker threads for the proxy (default 2)"),
     ("cookie_secure", "mark cookies Secure (default true); false only for plain-HTTP development"),
@@ -63,6 +76,7 @@ pub struct RawEdgeConfig {
     pub tls_key: Option<String>,
     pub metrics_listen: Option<String>,
     pub control_plane_url: Option<String>,
+    pub control_plane_urls: Option<Vec<String>>,
     pub edge_secret: Option<String>,
     pub edge_id: Option<String>,
     pub edge_name: Option<String>,
@@ -88,14 +102,10 @@ pub struct RawEdgeConfig {
     pub clock_skew_s: Option<u64>,
 }
 
-/// What to do once the snapshot is older than `max_staleness`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StaleMode {
-    /// Keep enforcing the last snapshot.
-    Keep,
-    /// Refuse requests with 503.
-    Deny,
-}
+pub use portcullis_policy::policy::StaleMode;
+
+/// Default `max_staleness_s`: five missed heartbeats.
+pub const DEFAULT_MAX_STALENESS_S: u64 = 5;
 
 /// Validated edge configuration.
 #[derive(Debug, Clone)]
@@ -106,8 +116,8 @@ pub struct EdgeConfig {
     pub https: Option<(SocketAddr, String, String)>,
     /// Metrics listener.
     pub metrics_listen: SocketAddr,
-    /// Edge channel URL.
-    pub control_plane_url: String,
+    /// Edge channel URLs, one per control-plane replica (never empty).
+    pub control_plane_urls: Vec<String>,
     /// Enrollment secret.
     pub edge_secret: String,
     /// Edge id.
@@ -120,7 +130,7 @@ pub struct EdgeConfig {
     pub cookie_name: String,
     /// Staleness bound.
     pub max_staleness: Duration,
-    /// Behaviour once stale.
+    /// Behaviour once stale, for routes without their own `stale_mode`.
     pub stale_mode: StaleMode,
     /// Verified-token cache size.
     pub token_cache_size: usize,
@@ -180,9 +190,9 @@ impl EdgeConfig {
             "deny" => StaleMode::Deny,
             other => return Err(error("stale_mode", format!("expected keep or deny, found `{other}`"))),
         };
-        let control_plane_url = raw.control_plane_url.unwrap_or_else(|| "http://127.0.0.1:7401".into());
-        if !control_plane_url.starts_with("http://") && !control_plane_url.starts_with("https://") {
-            return Err(error("control_plane_url", "expected an http:// or https:// URL"));
+        let control_plane_urls = control_plane_urls(raw.control_plane_url, raw.control_plane_urls)?;
+        if raw.max_staleness_s == Some(0) {
+            return Err(error("max_staleness_s", "must be at least 1 (heartbeats come every second)"));
         }
         let cookie_name = raw.cookie_name.unwrap_or_else(|| "portcullis_session".into());
         if cookie_name.is_empty() || !cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
@@ -224,18 +234,40 @@ impl EdgeConfig {
             listen: address("listen", raw.listen, "127.0.0.1:8080")?,
             https,
             metrics_listen: address("metrics_listen", raw.metrics_listen, "127.0.0.1:9090")?,
-            control_plane_url,
+            control_plane_urls,
             edge_secret,
             edge_name: raw.edge_name.unwrap_or_else(|| edge_id.clone()),
             edge_id,
             session_issuer: raw.session_issuer.unwrap_or_else(|| "http://127.0.0.1:7400".into()),
             cookie_name,
-            max_staleness: Duration::from_secs(raw.max_staleness_s.unwrap_or(300)),
+            max_staleness: Duration::from_secs(raw.max_staleness_s.unwrap_or(DEFAULT_MAX_STALENESS_S)),
             stale_mode,
             token_cache_size: raw.token_cache_size.unwrap_or(100_000),
             threads: raw.threads.unwrap_or(2).clamp(1, 64),
         })
     }
+}
+
+/// The replicas' edge channels: `control_plane_url` or `control_plane_urls`.
+fn control_plane_urls(one: Option<String>, many: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    let (key, urls) = match (one, many) {
+        (Some(_), Some(_)) => {
+            return Err(error("control_plane_urls", "set control_plane_url or control_plane_urls, not both"))
+        }
+        (Some(url), None) => ("control_plane_url", vec![url]),
+        (None, Some(urls)) if urls.is_empty() => return Err(error("control_plane_urls", "lists no URL")),
+        (None, Some(urls)) => ("control_plane_urls", urls),
+        (None, None) => ("control_plane_url", vec!["http://127.0.0.1:7401".to_owned()]),
+    };
+    for (i, url) in urls.iter().enumerate() {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(error(key, format!("expected an http:// or https:// URL, found `{url}`")));
+        }
+        if urls[..i].contains(url) {
+            return Err(error(key, format!("`{url}` is listed twice")));
+        }
+    }
+    Ok(urls)
 }
 
 struct OidcKeys {
@@ -322,6 +354,32 @@ mod tests {
         assert_eq!(EdgeConfig::load("colour = 1", env).unwrap_err().key, "colour");
         let threads = EdgeConfig::load("", |k| env(k).or_else(|| (k == "PORTCULLIS_THREADS").then(|| "4".into())));
         assert_eq!(threads.unwrap().threads, 4, "numbers from the environment");
+    }
+
+    #[test]
+    fn control_plane_replicas_and_staleness() {
+        let env = |k: &str| (k == "PORTCULLIS_EDGE_SECRET").then(|| SECRET.to_owned());
+        let config = EdgeConfig::load("", env).unwrap();
+        assert_eq!(config.control_plane_urls, ["http://127.0.0.1:7401"]);
+        assert_eq!(config.max_staleness, Duration::from_secs(DEFAULT_MAX_STALENESS_S));
+        let two = "control_plane_urls = [\"http://a:7401\", \"https://b:7401\"]";
+        assert_eq!(EdgeConfig::load(two, env).unwrap().control_plane_urls, ["http://a:7401", "https://b:7401"]);
+        let from_env = EdgeConfig::load("", |k| {
+            env(k).or_else(|| (k == "PORTCULLIS_CONTROL_PLANE_URLS").then(|| "http://a:1, http://b:2".into()))
+        });
+        assert_eq!(from_env.unwrap().control_plane_urls, ["http://a:1", "http://b:2"]);
+        for (bad, key, says) in [
+            ("control_plane_url = \"http://a\"\ncontrol_plane_urls = [\"http://b\"]", "control_plane_urls", "not both"),
+            ("control_plane_urls = []", "control_plane_urls", "no URL"),
+            ("control_plane_urls = [\"http://a\", \"a:7401\"]", "control_plane_urls", "`a:7401`"),
+            ("control_plane_urls = [\"http://a\", \"http://a\"]", "control_plane_urls", "twice"),
+            ("control_plane_url = \"ftp://a\"", "control_plane_url", "http://"),
+            ("max_staleness_s = 0", "max_staleness_s", "at least 1"),
+        ] {
+            let error = EdgeConfig::load(bad, env).unwrap_err();
+            assert_eq!(error.key, key, "{bad}");
+            assert!(error.to_string().contains(says), "{bad}: {error}");
+        }
     }
 
     #[test]

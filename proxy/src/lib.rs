@@ -19,6 +19,7 @@ pub mod activity;
 pub mod assertion;
 pub mod authority_client;
 pub mod config;
+pub mod control_planes;
 pub mod credentials;
 pub mod forwarded;
 pub mod gate;

@@ -19,7 +19,8 @@ use pingora_core::services::listening::Service;
 
 use crate::assertion::AssertionSigner;
 use crate::authority_client::AuthorityClient;
-use crate::config::{EdgeConfig, StaleMode};
+use crate::config::EdgeConfig;
+use crate::control_planes::{ChannelConfig, ControlPlanes};
 use crate::credentials::{Credentials, ServiceTokens, SessionCookies, SessionVerifier};
 use crate::gate::Gate;
 use crate::killable::Killable;
@@ -30,8 +31,8 @@ use crate::metrics::EdgeMetrics;
 use crate::oidc::access_token::AccessTokenVerifier;
 use crate::oidc::IdentityProvider;
 use crate::proxy::EdgeHttp;
-use crate::registry::ConnRegistry;
-use crate::subscriber::{ChannelConfig, Subscriber, SubscriberParts, SyncStatus};
+use crate::registry::{ConnRegistry, KillReason};
+use crate::subscriber::{Subscriber, SubscriberParts, SyncStatus};
 use crate::tunnel::TunnelService;
 use crate::SnapshotStore;
 
@@ -58,12 +59,12 @@ impl BackgroundService for SubscriberService {
     }
 }
 
-/// Closes live connections whose admission lapsed with time (token expiry,
-/// the end of a `time:` window, a `logged_in_within` limit), once a second.
+/// Once a second: closes live connections whose admission lapsed with time
+/// (token expiry, the end of a `time:` window, a `logged_in_within`
+/// limit), and, while the snapshot is stale, those on routes whose
+/// `stale_mode` is `deny`.
 struct ExpiryService {
-    snapshots: Arc<SnapshotStore>,
-    registry: Arc<ConnRegistry>,
-    metrics: Arc<EdgeMetrics>,
+    gate: Arc<Gate>,
 }
 
 #[async_trait]
@@ -71,19 +72,26 @@ impl BackgroundService for ExpiryService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let gate = &self.gate;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let Some(snapshot) = self.snapshots.load_full() else { continue };
+            let Some(snapshot) = gate.snapshots.load_full() else { continue };
             let now =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-            let closed = self.registry.expire(&snapshot, now);
+            let closed = gate.registry.expire(&snapshot, now);
             if closed > 0 {
-                let label = crate::registry::KillReason::Expired.as_str();
-                self.metrics.kills.with_label_values(&[label]).inc_by(closed as u64);
+                gate.metrics.kills.with_label_values(&[KillReason::Expired.as_str()]).inc_by(closed as u64);
                 tracing::info!(closed, "closed connections whose admission lapsed");
+            }
+            if gate.status.staleness_ms() > gate.max_staleness.as_millis() as i64 {
+                let closed = gate.registry.close_where(|b| b.route(&snapshot).is_some_and(|r| gate.stale_for(r)));
+                if closed > 0 {
+                    gate.metrics.kills.with_label_values(&[KillReason::Stale.as_str()]).inc_by(closed as u64);
+                    tracing::warn!(closed, "the snapshot is stale: closed connections on routes with stale_mode deny");
+                }
             }
         }
     }
@@ -151,16 +159,15 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let registry = ConnRegistry::new();
     let status = Arc::new(SyncStatus::default());
     let sessions = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
-    let stale_deny = (config.stale_mode == StaleMode::Deny).then_some(config.max_staleness);
     let activity = Arc::new(crate::activity::ActivityLog::default());
     let metrics = Arc::new(EdgeMetrics::new());
-    let channel = ChannelConfig {
-        url: config.control_plane_url.clone(),
+    let planes = Arc::new(ControlPlanes::new(ChannelConfig {
+        urls: config.control_plane_urls.clone(),
         secret: config.edge_secret.clone(),
         edge_id: config.edge_id.clone(),
         edge_name: config.edge_name.clone(),
-    };
-    let authority = Arc::new(AuthorityClient::new(channel.clone()));
+    }));
+    let authority = Arc::new(AuthorityClient::new(Arc::clone(&planes)));
     let provider = config.oidc.clone().map(|settings| Arc::new(IdentityProvider::new(settings)));
     let credentials = Arc::new(Credentials {
         sessions: Arc::clone(&sessions),
@@ -195,11 +202,13 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         cookies: SessionCookies::new(&config.cookie_name, config.cookie_secure),
         trusted_proxies: config.trusted_proxies.clone(),
         status: Arc::clone(&status),
-        stale_deny,
+        max_staleness: config.max_staleness,
+        stale_mode: config.stale_mode,
         activity: Arc::clone(&activity),
         metrics: Arc::clone(&metrics),
     });
     let tunnels = Arc::new(TunnelService { gate: Arc::clone(&gate) });
+    let expiry = ExpiryService { gate: Arc::clone(&gate) };
     let edge = EdgeHttp { gate, login, assertions };
     let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     let killable = Killable::new(proxy, Arc::clone(&registry)).with_tunnels(tunnels);
@@ -219,13 +228,8 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         activity,
         metrics: Arc::clone(&metrics),
     };
-    let subscriber = Subscriber::new(channel, parts);
+    let subscriber = Subscriber::new(planes, parts);
     server.add_service(background_service("snapshot subscriber", SubscriberService(subscriber)));
-    let expiry = ExpiryService {
-        snapshots: Arc::clone(&snapshots),
-        registry: Arc::clone(&registry),
-        metrics: Arc::clone(&metrics),
-    };
     server.add_service(background_service("admission expiry", expiry));
     let status_app =
         StatusApp { snapshots, registry, status, metrics, max_staleness_ms: config.max_staleness.as_millis() as i64 };

@@ -1,12 +1,20 @@
 //! The snapshot subscriber: streams from the control plane's edge channel,
 //! applies the full snapshot and every delta into the [`SnapshotStore`],
 //! closes the live connections each change affects, and reports what it
-//! applied and closed. Reconnects resume by sequence, with exponential
-//! backoff and jitter; a silent stream (no heartbeat) is treated as lost.
+//! applied and closed.
+//!
+//! The stream is never left down longer than it must be: when a stream
+//! that delivered frames ends, the edge reconnects at once, to the next
+//! replica of [`ControlPlanes`], resuming by sequence; only attempts that
+//! deliver nothing back off (each other replica first, then jittered
+//! doubling up to [`MAX_BACKOFF`]). A stream silent for [`SILENCE_LIMIT`]
+//! (heartbeats come every second) is lost, but only once frames that had
+//! already arrived are read: after this process was paused, the timer
+//! fires before the socket is looked at.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use portcullis_policy::wire::{decode, Message};
@@ -14,33 +22,27 @@ use portcullis_policy::Snapshot;
 use tokio::sync::Notify;
 
 use crate::activity::ActivityLog;
+use crate::control_planes::ControlPlanes;
 use crate::registry::ConnRegistry;
 use crate::{SnapshotStore, StoreError};
 
-/// A stream with no frame for this long is considered dead (heartbeats come every second).
-const SILENCE_LIMIT: Duration = Duration::from_secs(5);
-/// Longest wait between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A stream with no frame for this long is lost (heartbeats come every second).
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+/// After the silence timer fires, how long frames already on their way get.
+const SILENCE_GRACE: Duration = Duration::from_millis(500);
+/// First wait after an attempt that delivered nothing, once every replica was tried.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between attempts (plus up to half of it as jitter).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A stream that lasted this long and delivered frames was healthy: retry at once.
+const HEALTHY_FOR: Duration = Duration::from_secs(1);
 /// Largest frame accepted (a snapshot with millions of entries fits).
 const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
-
-/// Where and how to reach the control plane.
-#[derive(Debug, Clone)]
-pub struct ChannelConfig {
-    /// Base URL of the edge channel, e.g. `http://127.0.0.1:7401`.
-    pub url: String,
-    /// Enrollment secret.
-    pub secret: String,
-    /// This edge's id.
-    pub edge_id: String,
-    /// This edge's display name.
-    pub edge_name: String,
-}
 
 /// Freshness of the snapshot, for `/readyz`, metrics and `stale_mode`.
 #[derive(Debug, Default)]
 pub struct SyncStatus {
-    /// Unix ms of the last frame from the control plane.
+    /// Unix ms of the last frame from any control-plane replica.
     pub last_contact_ms: AtomicI64,
     /// The control plane's head sequence, from heartbeats.
     pub head_seq: AtomicI64,
@@ -62,6 +64,34 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// How one stream attempt ended.
+#[derive(Debug)]
+struct StreamEnd {
+    /// Frames were applied before it ended.
+    delivered: bool,
+    /// How long it was open.
+    lasted: Duration,
+    /// Why it ended (`None`: the control plane closed it cleanly).
+    error: Option<String>,
+}
+
+/// The wait before the next attempt, after `failures` attempts in a row
+/// that delivered nothing (0: the last stream delivered frames), with
+/// `replicas` replicas to try and `jitter` in `[0, 1)`.
+fn retry_delay(failures: u32, last_lasted: Duration, replicas: usize, jitter: f64) -> Duration {
+    let base = match failures {
+        0 if last_lasted >= HEALTHY_FOR => return Duration::ZERO,
+        0 => MIN_BACKOFF,
+        // Each other replica is tried at once before anyone waits.
+        n if (n as usize) < replicas => return Duration::ZERO,
+        n => {
+            let doublings = (n as usize - replicas).min(16) as u32;
+            MIN_BACKOFF.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+        }
+    };
+    base + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
 /// Connections closed per change, not yet reported.
 #[derive(Default)]
 struct Pending {
@@ -70,7 +100,7 @@ struct Pending {
 
 /// Streams changes in and reports back.
 pub struct Subscriber {
-    config: ChannelConfig,
+    planes: Arc<ControlPlanes>,
     snapshots: Arc<SnapshotStore>,
     registry: Arc<ConnRegistry>,
     status: Arc<SyncStatus>,
@@ -96,12 +126,13 @@ pub struct SubscriberParts {
 }
 
 impl Subscriber {
-    /// A subscriber feeding `snapshots` and closing connections in `registry`.
-    pub fn new(config: ChannelConfig, parts: SubscriberParts) -> Arc<Self> {
+    /// A subscriber streaming from `planes`, feeding `snapshots` and closing
+    /// connections in `registry`.
+    pub fn new(planes: Arc<ControlPlanes>, parts: SubscriberParts) -> Arc<Self> {
         let SubscriberParts { snapshots, registry, status, activity, metrics } = parts;
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap_or_default();
+        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
         Arc::new(Self {
-            config,
+            planes,
             snapshots,
             registry,
             status,
@@ -113,62 +144,78 @@ impl Subscriber {
         })
     }
 
-    fn request(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        builder
-            .bearer_auth(&self.config.secret)
-            .header("x-portcullis-edge-id", &self.config.edge_id)
-            .header("x-portcullis-edge-name", &self.config.edge_name)
-    }
-
     /// Runs the stream and the reporter until the process ends.
     pub async fn run(self: Arc<Self>) {
         tokio::spawn(Arc::clone(&self).report_loop());
-        let mut backoff = Duration::from_millis(100);
+        let mut failures = 0u32;
         loop {
-            match self.stream_once().await {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(error) => tracing::warn!(%error, "control-plane stream lost"),
-            }
+            let (index, _) = self.planes.current();
+            let ended = self.stream_once(index).await;
             self.status.connected.store(false, Ordering::Relaxed);
-            let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
-            tokio::time::sleep(backoff + jitter).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            let url = self.planes.url_at(index, "");
+            match &ended.error {
+                Some(error) => tracing::warn!(%url, %error, delivered = ended.delivered, "control-plane stream lost"),
+                None => tracing::info!(%url, "the control plane ended the stream"),
+            }
+            failures = if ended.delivered { 0 } else { failures.saturating_add(1) };
+            let next = self.planes.failed(index);
+            let delay = retry_delay(failures, ended.lasted, self.planes.len(), rand::random::<f64>());
+            tracing::debug!(next = %self.planes.url_at(next, ""), ?delay, failures, "reconnecting");
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
         }
     }
 
-    async fn stream_once(&self) -> Result<(), String> {
+    async fn stream_once(&self, index: usize) -> StreamEnd {
+        let opened = Instant::now();
+        let mut delivered = false;
+        let error = self.stream_frames(index, &mut delivered).await.err();
+        let error = match error {
+            Some(e) if e.is_empty() => None,
+            other => other,
+        };
+        StreamEnd { delivered, lasted: opened.elapsed(), error }
+    }
+
+    /// Reads frames from replica `index` until the stream ends (`Err("")`
+    /// for a clean end), setting `delivered` once one was applied.
+    async fn stream_frames(&self, index: usize, delivered: &mut bool) -> Result<(), String> {
         let since = self.snapshots.seq().map(|s| format!("?since={s}")).unwrap_or_default();
-        let url = format!("{}/edge/v1/stream{since}", self.config.url.trim_end_matches('/'));
-        let response = self.request(self.client.get(&url)).send().await.map_err(|e| format!("{url}: {e}"))?;
+        let url = self.planes.url_at(index, &format!("/edge/v1/stream{since}"));
+        let response = self.planes.authorize(self.client.get(&url)).send().await.map_err(|e| format!("{url}: {e}"))?;
         if !response.status().is_success() {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
             return Err(format!("{url}: {status} {body}"));
         }
+        self.planes.answered(index);
         self.status.connected.store(true, Ordering::Relaxed);
         tracing::info!(%url, "streaming from the control plane");
         let mut body = response.bytes_stream();
         let mut buffer: Vec<u8> = Vec::new();
         loop {
-            let chunk = match tokio::time::timeout(SILENCE_LIMIT, body.next()).await {
-                Err(_) => return Err("no heartbeat for 5 s".into()),
-                Ok(None) => return Ok(()),
-                Ok(Some(chunk)) => chunk.map_err(|e| e.to_string())?,
+            let next = match tokio::time::timeout(SILENCE_LIMIT, body.next()).await {
+                Ok(next) => next,
+                Err(_) => match tokio::time::timeout(SILENCE_GRACE, body.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return Err(format!("no frame for {} s", SILENCE_LIMIT.as_secs())),
+                },
+            };
+            let chunk = match next {
+                None => return Err(String::new()),
+                Some(chunk) => chunk.map_err(|e| e.to_string())?,
             };
             buffer.extend_from_slice(&chunk);
-            while buffer.len() >= 4 {
-                let len = u32::from_be_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]) as usize;
-                if len > MAX_FRAME_BYTES {
-                    return Err(format!("frame of {len} bytes is too large"));
-                }
-                if buffer.len() < 4 + len {
-                    break;
-                }
-                let message = decode(&buffer[4..4 + len]).map_err(|e| e.to_string())?;
-                buffer.drain(..4 + len);
+            let mut consumed = 0;
+            while let Some(frame) = next_frame(&buffer[consumed..])? {
+                let message = decode(frame).map_err(|e| e.to_string())?;
+                consumed += 4 + frame.len();
                 self.status.last_contact_ms.store(now_ms(), Ordering::Relaxed);
                 self.handle(message)?;
+                *delivered = true;
             }
+            buffer.drain(..consumed);
         }
     }
 
@@ -227,7 +274,6 @@ impl Subscriber {
     /// Reports applied sequence and closes: at once after a change (receipts
     /// wait for it), otherwise every second as a heartbeat.
     async fn report_loop(self: Arc<Self>) {
-        let url = format!("{}/edge/v1/report", self.config.url.trim_end_matches('/'));
         loop {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.wake_reporter.notified()).await;
             let Some(applied) = self.snapshots.seq() else { continue };
@@ -242,7 +288,8 @@ impl Subscriber {
                 "closed": closed.iter().filter(|(_, n)| *n > 0).map(|(seq, n)| serde_json::json!({"seq": seq, "connections": n})).collect::<Vec<_>>(),
                 "activity": activity.events,
             });
-            let sent = self.request(self.client.post(&url)).json(&body).send().await;
+            let url = self.planes.url("/edge/v1/report");
+            let sent = self.planes.authorize(self.client.post(&url)).json(&body).send().await;
             match sent {
                 Ok(response) if response.status().is_success() => {
                     if activity.more {
@@ -265,5 +312,49 @@ impl Subscriber {
                 }
             }
         }
+    }
+}
+
+/// The first complete frame (`u32` big-endian length, then the message) at
+/// the start of `buffer`, if it has one.
+fn next_frame(buffer: &[u8]) -> Result<Option<&[u8]>, String> {
+    let Some(header) = buffer.first_chunk::<4>() else { return Ok(None) };
+    let len = u32::from_be_bytes(*header) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(format!("frame of {len} bytes is too large"));
+    }
+    Ok(buffer.get(4..4 + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{next_frame, retry_delay, MAX_BACKOFF, MIN_BACKOFF};
+
+    #[test]
+    fn a_healthy_stream_is_retried_at_once_and_resets_the_backoff() {
+        assert_eq!(retry_delay(0, Duration::from_secs(600), 1, 0.99), Duration::ZERO);
+        // Delivered, but died within a second: a short pause, never growing.
+        assert_eq!(retry_delay(0, Duration::from_millis(10), 1, 0.0), MIN_BACKOFF);
+    }
+
+    #[test]
+    fn failures_double_up_to_the_cap_after_every_replica_was_tried() {
+        assert_eq!(retry_delay(1, Duration::ZERO, 2, 0.5), Duration::ZERO, "the other replica at once");
+        let delays: Vec<_> = (1..12).map(|n| retry_delay(n, Duration::ZERO, 1, 0.0)).collect();
+        assert_eq!(delays[0], MIN_BACKOFF);
+        assert_eq!(delays[1], MIN_BACKOFF * 2);
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+        assert_eq!(*delays.last().unwrap(), MAX_BACKOFF);
+        assert_eq!(retry_delay(u32::MAX, Duration::ZERO, 3, 1.0), MAX_BACKOFF + MAX_BACKOFF / 2);
+    }
+
+    #[test]
+    fn frames_are_cut_by_their_length_prefix() {
+        assert_eq!(next_frame(b"\0\0\0"), Ok(None));
+        assert_eq!(next_frame(b"\0\0\0\x02ab\0"), Ok(Some(&b"ab"[..])));
+        assert_eq!(next_frame(b"\0\0\0\x03ab"), Ok(None));
+        assert!(next_frame(&[0xff, 0xff, 0xff, 0xff]).unwrap_err().contains("too large"));
     }
 }

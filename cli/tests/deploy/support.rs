@@ -211,7 +211,7 @@ pub fn load(component: Component, file_text: &str, env: &BTreeMap<String, String
                 effective.files.extend([cert.clone(), key.clone()]);
             }
             effective.status_port = config.metrics_listen.port();
-            effective.control_plane_url = Some(config.control_plane_url);
+            effective.control_plane_url = config.control_plane_urls.first().cloned();
             effective.session_issuer = Some(config.session_issuer);
         }
         Component::DemoApp => {

@@ -7,7 +7,7 @@ use super::fields::{boolean, list, text, unsigned, Fields};
 use super::yaml::{Node, NodeKind};
 use crate::duration::parse_seconds;
 use crate::error::{Diagnostics, Location};
-use crate::policy::{IpChangeAction, RouteOptions, SessionLimitAction, PASSABLE_CLIENT_HEADERS};
+use crate::policy::{IpChangeAction, RouteOptions, SessionLimitAction, StaleMode, PASSABLE_CLIENT_HEADERS};
 
 const OPTION_KEYS: &[&str] = &[
     "session_lifetime",
@@ -19,6 +19,7 @@ const OPTION_KEYS: &[&str] = &[
     "allow_path_parameters",
     "forward_bearer",
     "pass_client_headers",
+    "stale_mode",
 ];
 
 /// Decodes the mapping under `options:`.
@@ -73,6 +74,12 @@ pub(crate) fn options(node: &Node, d: &mut Diagnostics) -> Option<RouteOptions> 
                     options.forward_bearer = b;
                 }
             }
+            "stale_mode" => match text(value, "`keep` or `deny`", d) {
+                Some("keep") => options.stale_mode = Some(StaleMode::Keep),
+                Some("deny") => options.stale_mode = Some(StaleMode::Deny),
+                Some(other) => d.error(value.at, format!("expected `keep` or `deny`, found `{other}`")),
+                None => {}
+            },
             "pass_client_headers" if matches!(&value.kind, NodeKind::Seq(items) if items.is_empty()) => {}
             "pass_client_headers" => {
                 if let Some(mut names) = list(value, "`pass_client_headers`", d, passable_header) {
@@ -142,6 +149,16 @@ mod tests {
             [Box::from("forwarded"), "x-http-method-override".into(), "x-real-ip".into()]
         );
         assert!(set.passes_client_header("X-Real-Ip") && !set.passes_client_header("x-original-url"));
+    }
+
+    #[test]
+    fn stale_mode_is_read_and_checked() {
+        use crate::policy::StaleMode;
+        assert_eq!(options("{}").unwrap().stale_mode, None, "the edge's own default");
+        assert_eq!(options("{stale_mode: deny}").unwrap().stale_mode, Some(StaleMode::Deny));
+        assert_eq!(options("{stale_mode: keep}").unwrap().stale_mode, Some(StaleMode::Keep));
+        let error = options("{stale_mode: strict}").unwrap_err();
+        assert!(error.starts_with("p.yaml:9:27:") && error.contains("expected `keep` or `deny`"), "{error}");
     }
 
     #[test]

@@ -169,6 +169,17 @@ pub enum IpChangeAction {
     Deny,
 }
 
+/// What an edge does on a route once it has not heard from the control
+/// plane for `max_staleness` (Teleport's best-effort and strict modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleMode {
+    /// Keep enforcing the last snapshot.
+    Keep,
+    /// Refuse requests and close the route's live connections (503).
+    Deny,
+}
+
 /// Per-route options, with their defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteOptions {
@@ -197,6 +208,9 @@ pub struct RouteOptions {
     /// removing them, lowercased; each one of [`PASSABLE_CLIENT_HEADERS`]
     /// (default: none).
     pub pass_client_headers: Box<[Box<str>]>,
+    /// Once the edge's snapshot is stale: keep serving or fail closed
+    /// (default: the edge's own `stale_mode`).
+    pub stale_mode: Option<StaleMode>,
 }
 
 /// The client headers a route may let through with `pass_client_headers`;
@@ -235,6 +249,7 @@ impl Default for RouteOptions {
             allow_path_parameters: false,
             forward_bearer: false,
             pass_client_headers: Box::new([]),
+            stale_mode: None,
         }
     }
 }

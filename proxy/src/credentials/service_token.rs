@@ -114,13 +114,12 @@ mod tests {
                 });
             }
         });
-        let channel = crate::subscriber::ChannelConfig {
+        let planes = crate::control_planes::ControlPlanes::new(crate::control_planes::ChannelConfig::single(
             url,
-            secret: "s".into(),
-            edge_id: "edge-test".into(),
-            edge_name: "edge-test".into(),
-        };
-        (Arc::new(AuthorityClient::new(channel)), lookups)
+            "s",
+            "edge-test",
+        ));
+        (Arc::new(AuthorityClient::new(Arc::new(planes))), lookups)
     }
 
     fn token(n: usize) -> String {

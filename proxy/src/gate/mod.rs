@@ -2,8 +2,8 @@
 //! flow takes before anything reaches an upstream.
 //!
 //! ```text
-//! snapshot (fail closed) → staleness → canonical target (HTTP) → route
-//!   → credential for that route (route-bound session tokens) → revocations
+//! snapshot (fail closed) → canonical target (HTTP) → route → staleness
+//!   (the route's `stale_mode`) → credential for that route (route-bound session tokens) → revocations
 //!   + evaluate (the policy crate) → address check → bind in the registry
 //!   with the instant the admission stops holding → Admission
 //! ```
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora_http::RequestHeader;
-use portcullis_policy::policy::{IpChangeAction, Upstream};
+use portcullis_policy::policy::{IpChangeAction, StaleMode, Upstream};
 use portcullis_policy::{
     canonicalize, evaluate, holds_until, lowercase_path, CanonicalTarget, ClaimValue, Facts, Identity, Outcome, Reason,
     Route, RouteTarget, Snapshot, Target,
@@ -55,8 +55,10 @@ pub struct Gate {
     pub trusted_proxies: TrustedProxies,
     /// Freshness of the snapshot.
     pub status: Arc<SyncStatus>,
-    /// With `stale_mode = deny`: refuse once the snapshot is older than this.
-    pub stale_deny: Option<Duration>,
+    /// How stale the snapshot may get before `stale_mode` applies.
+    pub max_staleness: Duration,
+    /// `stale_mode` of routes that do not set their own.
+    pub stale_mode: StaleMode,
     /// Activity for the control plane.
     pub activity: Arc<ActivityLog>,
     /// Metrics.
@@ -159,11 +161,14 @@ fn judged_methods<'h>(head: &'h RequestHeader, method: &'h str, route: &Route) -
 impl Gate {
     /// The snapshot in force, or the fail-closed refusal.
     pub fn snapshot(&self) -> Result<Arc<Snapshot>, Refusal> {
-        let snapshot = self.snapshots.load_full().ok_or(Refusal::NoSnapshot)?;
-        if self.stale_deny.is_some_and(|limit| self.status.staleness_ms() > limit.as_millis() as i64) {
-            return Err(Refusal::Stale);
-        }
-        Ok(snapshot)
+        self.snapshots.load_full().ok_or(Refusal::NoSnapshot)
+    }
+
+    /// Does `route` fail closed now, its `stale_mode` being `deny` and the
+    /// snapshot older than `max_staleness`?
+    pub fn stale_for(&self, route: &Route) -> bool {
+        route.options().stale_mode.unwrap_or(self.stale_mode) == StaleMode::Deny
+            && self.status.staleness_ms() > self.max_staleness.as_millis() as i64
     }
 
     /// The route serving the arrival, and the path the policy judges
@@ -219,7 +224,11 @@ impl Gate {
                 return Err(refusal);
             }
         };
-        let admitted = self.admit_on(snapshot, route, judged_path, &arrival, head, peer, conn).await;
+        let admitted = if self.stale_for(route) {
+            Err(Refusal::Stale)
+        } else {
+            self.admit_on(snapshot, route, judged_path, &arrival, head, peer, conn).await
+        };
         let outcome = admitted.as_ref().map_or_else(Refusal::outcome, |_| "allow");
         self.count(&arrival, route.name(), outcome);
         admitted

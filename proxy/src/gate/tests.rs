@@ -38,6 +38,7 @@ routes:
     host: app.example
     path: /api
     upstream: http://127.0.0.1:9
+    options: { stale_mode: deny }
     rules:
       - allow: { email_domain: [corp.example] }
   - name: recent
@@ -79,13 +80,9 @@ impl World {
         body.signing_keys = vec![public];
         let snapshots = Arc::new(crate::SnapshotStore::new());
         snapshots.replace(Snapshot::from_body(body).expect("snapshot"));
-        let channel = crate::subscriber::ChannelConfig {
-            url: "http://127.0.0.1:9".into(),
-            secret: "s".into(),
-            edge_id: "edge-test".into(),
-            edge_name: "edge-test".into(),
-        };
-        let authority = Arc::new(crate::authority_client::AuthorityClient::new(channel));
+        let channel = crate::control_planes::ChannelConfig::single("http://127.0.0.1:9", "s", "edge-test");
+        let planes = Arc::new(crate::control_planes::ControlPlanes::new(channel));
+        let authority = Arc::new(crate::authority_client::AuthorityClient::new(planes));
         let credentials = Arc::new(Credentials {
             sessions: Arc::new(SessionVerifier::new(ISSUER, 1_000)),
             access_tokens: None,
@@ -98,10 +95,12 @@ impl World {
             cookies: SessionCookies::new("portcullis_session", true),
             trusted_proxies: TrustedProxies::default(),
             status: Arc::new(SyncStatus::default()),
-            stale_deny: None,
+            max_staleness: std::time::Duration::from_secs(5),
+            stale_mode: portcullis_policy::policy::StaleMode::Keep,
             activity: Arc::new(ActivityLog::default()),
             metrics: Arc::new(EdgeMetrics::new()),
         };
+        gate.status.last_contact_ms.store(unix_now() * 1000, std::sync::atomic::Ordering::Relaxed);
         let snapshot = snapshots.load_full().expect("loaded");
         Self { gate, snapshot, key: pem }
     }
@@ -186,6 +185,24 @@ fn encoded_paths_are_judged_as_the_path_they_decode_to() {
     }
     let boss = w.token("boss@corp.example", &["admins"], "app", HOME);
     w.http("/%61dmin/users", &[("cookie", &cookie("app", &boss))], HOME).expect("admins reach /admin");
+}
+
+#[test]
+fn a_stale_snapshot_closes_only_the_routes_that_fail_closed() {
+    let mut w = World::new();
+    let app = cookie("app", &w.token("ann@corp.example", &[], "app", HOME));
+    let api = cookie("api", &w.token("ann@corp.example", &[], "api", HOME));
+    w.http("/api/x", &[("cookie", &api)], HOME).expect("fresh: the strict route serves");
+    let heard = (unix_now() - 6) * 1000;
+    w.gate.status.last_contact_ms.store(heard, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(w.http("/api/x", &[("cookie", &api)], HOME).err(), Some(Refusal::Stale), "stale_mode: deny");
+    assert_eq!(w.http("/api/x", &[], HOME).err(), Some(Refusal::Stale), "before any credential is looked at");
+    w.http("/x", &[("cookie", &app)], HOME).expect("the edge's default (keep) serves on");
+    w.gate.stale_mode = portcullis_policy::policy::StaleMode::Deny;
+    assert_eq!(w.http("/x", &[("cookie", &app)], HOME).err(), Some(Refusal::Stale), "the edge's default (deny)");
+    w.gate.max_staleness = std::time::Duration::from_secs(60);
+    w.http("/x", &[("cookie", &app)], HOME).expect("within max_staleness");
+    w.http("/api/x", &[("cookie", &api)], HOME).expect("within max_staleness");
 }
 
 #[test]

@@ -98,6 +98,14 @@ fn same_identity(a: Option<&Arc<Identity>>, b: Option<&Arc<Identity>>) -> bool {
 }
 
 impl Binding {
+    /// The route of `snapshot` serving this binding's target.
+    pub fn route<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s portcullis_policy::Route> {
+        match &self.target {
+            BoundTarget::Http { host, path, .. } => snapshot.policy().http_route(host, path),
+            BoundTarget::Tcp { name } => snapshot.policy().tcp_route(name),
+        }
+    }
+
     /// Does the admission still hold at `now`? `Some(until)` when it does.
     fn recheck(&self, snapshot: &Snapshot, now: i64, policy_change: bool) -> Option<Option<i64>> {
         let identity = self.identity.as_deref();
@@ -144,6 +152,8 @@ pub enum KillReason {
     PolicyChanged,
     /// The token expired or a time limit of the policy lapsed.
     Expired,
+    /// The snapshot went stale on a route whose `stale_mode` is `deny`.
+    Stale,
 }
 
 impl KillReason {
@@ -155,6 +165,7 @@ impl KillReason {
             Self::TokenRevoked => "token_revoked",
             Self::PolicyChanged => "policy_changed",
             Self::Expired => "expired",
+            Self::Stale => "stale_snapshot",
         }
     }
 }
@@ -407,6 +418,13 @@ impl ConnRegistry {
     pub fn reevaluate(&self, snapshot: &Snapshot, now: i64) -> usize {
         let keys: Vec<ConnKey> = self.conns.iter().filter(|e| !e.bindings.is_empty()).map(|e| *e.key()).collect();
         self.recheck(&keys, snapshot, now, true)
+    }
+
+    /// Closes every connection with a binding `doomed` picks; returns how many.
+    pub fn close_where(&self, doomed: impl Fn(&Binding) -> bool) -> usize {
+        let keys: Vec<ConnKey> =
+            self.conns.iter().filter(|e| e.bindings.iter().any(&doomed)).map(|e| *e.key()).collect();
+        self.cancel_all(&keys)
     }
 
     /// Re-checks the connections whose deadline has come by `now`; cancels

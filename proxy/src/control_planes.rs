@@ -1,0 +1,141 @@
+//! The control-plane replicas an edge talks to, and which one it uses now.
+//!
+//! Every replica serves the same edge channel from the same database, so
+//! the edge streams from one at a time and moves to the next when that one
+//! fails: the stream resumes by sequence wherever it lands, reports and
+//! session-authority calls follow the replica in use, and a call that
+//! cannot even connect is tried on the others before it counts as
+//! unavailable.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Where and how to reach the control plane.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Base URLs of the edge channel, one per replica, in order of
+    /// preference, e.g. `http://127.0.0.1:7401`. Never empty.
+    pub urls: Vec<String>,
+    /// Enrollment secret.
+    pub secret: String,
+    /// This edge's id.
+    pub edge_id: String,
+    /// This edge's display name.
+    pub edge_name: String,
+}
+
+impl ChannelConfig {
+    /// One replica at `url`.
+    pub fn single(url: impl Into<String>, secret: impl Into<String>, edge_id: impl Into<String>) -> Self {
+        let edge_id = edge_id.into();
+        Self { urls: vec![url.into()], secret: secret.into(), edge_name: edge_id.clone(), edge_id }
+    }
+}
+
+/// The replicas and the one in use.
+#[derive(Debug)]
+pub struct ControlPlanes {
+    config: ChannelConfig,
+    bases: Box<[String]>,
+    current: AtomicUsize,
+}
+
+impl ControlPlanes {
+    /// The replicas of `config` (at least one URL is required).
+    ///
+    /// # Panics
+    /// When `config.urls` is empty; the edge's configuration never is.
+    pub fn new(config: ChannelConfig) -> Self {
+        assert!(!config.urls.is_empty(), "at least one control-plane URL");
+        let bases = config.urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect();
+        Self { config, bases, current: AtomicUsize::new(0) }
+    }
+
+    /// How many replicas there are.
+    pub fn len(&self) -> usize {
+        self.bases.len()
+    }
+
+    /// Always false: there is at least one replica.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The replica in use: its index and base URL.
+    pub fn current(&self) -> (usize, &str) {
+        let index = self.current.load(Ordering::Relaxed) % self.bases.len();
+        (index, &self.bases[index])
+    }
+
+    /// `path` on replica `index`.
+    pub fn url_at(&self, index: usize, path: &str) -> String {
+        format!("{}{path}", self.bases[index % self.bases.len()])
+    }
+
+    /// `path` on the replica in use.
+    pub fn url(&self, path: &str) -> String {
+        self.url_at(self.current().0, path)
+    }
+
+    /// Replica `index` failed: the next one is used from now on, unless
+    /// another caller already moved on. Returns the replica now in use.
+    pub fn failed(&self, index: usize) -> usize {
+        let next = (index + 1) % self.bases.len();
+        match self.current.compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => next,
+            Err(now) => now % self.bases.len(),
+        }
+    }
+
+    /// Replica `index` answered: use it from now on.
+    pub fn answered(&self, index: usize) {
+        self.current.store(index % self.bases.len(), Ordering::Relaxed);
+    }
+
+    /// `builder` with this edge's credentials.
+    pub fn authorize(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        builder
+            .bearer_auth(&self.config.secret)
+            .header("x-portcullis-edge-id", &self.config.edge_id)
+            .header("x-portcullis-edge-name", &self.config.edge_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ChannelConfig, ControlPlanes};
+
+    fn planes(urls: &[&str]) -> ControlPlanes {
+        let mut config = ChannelConfig::single("x", "secret", "edge-1");
+        config.urls = urls.iter().map(|u| (*u).to_owned()).collect();
+        ControlPlanes::new(config)
+    }
+
+    #[test]
+    fn a_failure_moves_to_the_next_replica_and_wraps() {
+        let planes = planes(&["http://a:1/", "http://b:2"]);
+        assert_eq!(planes.current(), (0, "http://a:1"));
+        assert_eq!(planes.url("/edge/v1/stream"), "http://a:1/edge/v1/stream");
+        assert_eq!(planes.failed(0), 1);
+        assert_eq!(planes.current(), (1, "http://b:2"));
+        assert_eq!(planes.failed(1), 0);
+        assert_eq!(planes.current().0, 0);
+    }
+
+    #[test]
+    fn a_stale_failure_report_does_not_skip_a_replica() {
+        let planes = planes(&["http://a", "http://b", "http://c"]);
+        assert_eq!(planes.failed(0), 1);
+        // A second caller saw replica 0 fail too: it must not move past b.
+        assert_eq!(planes.failed(0), 1);
+        assert_eq!(planes.current().1, "http://b");
+        planes.answered(2);
+        assert_eq!(planes.current().1, "http://c");
+    }
+
+    #[test]
+    fn one_replica_stays_put() {
+        let planes = planes(&["http://only"]);
+        assert_eq!(planes.failed(0), 0);
+        assert_eq!(planes.current(), (0, "http://only"));
+    }
+}
