@@ -1,6 +1,7 @@
 //! The edge's Prometheus metrics: requests by route and decision, the
 //! latency of the authentication and authorisation step, live connections,
-//! kills by reason, snapshot sequence, lag and staleness, the
+//! kills by reason, snapshot sequence, lag and staleness, whether a
+//! control-plane stream is open and how often it was lost, the
 //! verified-token cache hit ratio, and TCP flows (opened or refused by
 //! route and outcome, closed, open now, bytes each way), and credential
 //! checks refused before they cost a lookup.
@@ -28,6 +29,10 @@ pub struct EdgeMetrics {
     pub snapshot_lag: IntGauge,
     /// Milliseconds since the last frame from the control plane.
     pub staleness_ms: IntGauge,
+    /// 1 while a stream from a control-plane replica is open, else 0.
+    pub control_plane_connected: IntGauge,
+    /// Streams from the control plane that ended (each is followed by a reconnection).
+    pub stream_reconnects: IntCounter,
     /// CONNECT requests by route and outcome (`allow`, `deny`, `login-required`, `no-route`, …).
     pub tunnel_flows: IntCounterVec,
     /// Flows closed, by route.
@@ -87,6 +92,11 @@ impl EdgeMetrics {
         let snapshot_lag = IntGauge::new("snapshot_lag", "changes not yet applied").expect("valid");
         let staleness_ms =
             IntGauge::new("snapshot_staleness_ms", "time since the last frame from the control plane").expect("valid");
+        let control_plane_connected =
+            IntGauge::new("control_plane_connected", "1 while a stream from a control-plane replica is open")
+                .expect("valid");
+        let stream_reconnects =
+            IntCounter::new("stream_reconnects_total", "streams from the control plane that ended").expect("valid");
         let tunnel_flows = IntCounterVec::new(
             Opts::new("tunnel_flows_total", "CONNECT requests by route and outcome"),
             &["route", "outcome"],
@@ -102,7 +112,7 @@ impl EdgeMetrics {
         .expect("valid metric");
         let tunnel_open_flows = IntGauge::new("tunnel_open_flows", "TCP flows open now").expect("valid");
         let credential_lookups_refused = credential_lookups_refused().clone();
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(requests.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(kills.clone()),
@@ -112,6 +122,8 @@ impl EdgeMetrics {
             Box::new(snapshot_seq.clone()),
             Box::new(snapshot_lag.clone()),
             Box::new(staleness_ms.clone()),
+            Box::new(control_plane_connected.clone()),
+            Box::new(stream_reconnects.clone()),
             Box::new(tunnel_flows.clone()),
             Box::new(tunnel_flows_closed.clone()),
             Box::new(tunnel_bytes.clone()),
@@ -132,6 +144,8 @@ impl EdgeMetrics {
             snapshot_seq,
             snapshot_lag,
             staleness_ms,
+            control_plane_connected,
+            stream_reconnects,
             tunnel_flows,
             tunnel_flows_closed,
             tunnel_bytes,

@@ -140,6 +140,7 @@ impl StatusApp {
         metrics.snapshot_seq.set(applied);
         metrics.snapshot_lag.set((self.status.head_seq.load(Ordering::Relaxed) - applied).max(0));
         metrics.staleness_ms.set(if staleness_ms == i64::MAX { -1 } else { staleness_ms });
+        metrics.control_plane_connected.set(i64::from(self.status.connected.load(Ordering::Relaxed)));
         metrics.live_connections.set(self.registry.len() as i64);
         metrics.render()
     }

@@ -36,6 +36,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// A stream that lasted this long and delivered frames was healthy: retry at once.
 const HEALTHY_FOR: Duration = Duration::from_secs(1);
+/// A report unanswered for this long is retried (a paused replica never answers).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest frame accepted (a snapshot with millions of entries fits).
 const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
@@ -152,6 +154,7 @@ impl Subscriber {
             let (index, _) = self.planes.current();
             let ended = self.stream_once(index).await;
             self.status.connected.store(false, Ordering::Relaxed);
+            self.metrics.stream_reconnects.inc();
             let url = self.planes.url_at(index, "");
             match &ended.error {
                 Some(error) => tracing::warn!(%url, %error, delivered = ended.delivered, "control-plane stream lost"),
@@ -183,7 +186,13 @@ impl Subscriber {
     async fn stream_frames(&self, index: usize, delivered: &mut bool) -> Result<(), String> {
         let since = self.snapshots.seq().map(|s| format!("?since={s}")).unwrap_or_default();
         let url = self.planes.url_at(index, &format!("/edge/v1/stream{since}"));
-        let response = self.planes.authorize(self.client.get(&url)).send().await.map_err(|e| format!("{url}: {e}"))?;
+        // A paused replica accepts the connection and never answers: give up
+        // on it like on a silent stream.
+        let request = self.planes.authorize(self.client.get(&url)).send();
+        let response = match tokio::time::timeout(SILENCE_LIMIT, request).await {
+            Ok(sent) => sent.map_err(|e| format!("{url}: {e}"))?,
+            Err(_) => return Err(format!("{url}: no answer within {} s", SILENCE_LIMIT.as_secs())),
+        };
         if !response.status().is_success() {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
@@ -289,7 +298,8 @@ impl Subscriber {
                 "activity": activity.events,
             });
             let url = self.planes.url("/edge/v1/report");
-            let sent = self.planes.authorize(self.client.post(&url)).json(&body).send().await;
+            let request = self.planes.authorize(self.client.post(&url)).timeout(REPORT_TIMEOUT);
+            let sent = request.json(&body).send().await;
             match sent {
                 Ok(response) if response.status().is_success() => {
                     if activity.more {

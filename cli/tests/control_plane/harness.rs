@@ -229,6 +229,12 @@ impl ControlPlane {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Its process id (to pause it with SIGSTOP; the fault suite does).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).id()
+    }
+
     /// SIGKILL: no shutdown, no flushing, nothing after the last answer.
     pub fn kill(&self) {
         let mut child = self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
