@@ -159,6 +159,8 @@ pub struct Effective {
     pub issuer: Option<String>,
     /// Edge: the control plane's edge channel.
     pub control_plane_url: Option<String>,
+    /// Every control-plane replica the edge lists (the first is `control_plane_url`).
+    pub control_plane_urls: Vec<String>,
     /// Edge: the expected session issuer.
     pub session_issuer: Option<String>,
     /// Edge: files it reads (TLS certificate and key, assertion key).
@@ -212,6 +214,7 @@ pub fn load(component: Component, file_text: &str, env: &BTreeMap<String, String
             }
             effective.status_port = config.metrics_listen.port();
             effective.control_plane_url = config.control_plane_urls.first().cloned();
+            effective.control_plane_urls = config.control_plane_urls;
             effective.session_issuer = Some(config.session_issuer);
         }
         Component::DemoApp => {
