@@ -16,6 +16,7 @@ use routes::RouteDecl;
 use yaml::NodeKind;
 
 use crate::error::{Diagnostics, PolicyErrors};
+use crate::limits::MAX_ROUTES;
 use crate::policy::{Route, RouteTarget, Rule, RuleIndex};
 
 /// The policy-language version this crate reads.
@@ -45,7 +46,14 @@ pub(crate) fn routes(file: &str, source: &str) -> Result<Vec<Route>, PolicyError
     let mut decls = Vec::new();
     if let Some(node) = fields.require("routes", "the policy document", &mut d) {
         match &node.kind {
-            NodeKind::Seq(items) => decls.extend(items.iter().filter_map(|item| routes::route(item, &sets, &mut d))),
+            NodeKind::Seq(items) if items.len() > MAX_ROUTES => d.error(
+                items[MAX_ROUTES].at,
+                format!("more than {MAX_ROUTES} routes (the limit); this is route {}", MAX_ROUTES + 1),
+            ),
+            NodeKind::Seq(items) => {
+                let mut rules = routes::RuleCount::default();
+                decls.extend(items.iter().filter_map(|item| routes::route(item, &sets, &mut rules, &mut d)));
+            }
             _ => d.error(node.at, format!("expected `routes` (a list), found {}", node.describe())),
         }
     }
