@@ -151,3 +151,21 @@ fn the_largest_policy_the_limits_allow_compiles_in_reasonable_time() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(30), "compiling took {took:?}");
 }
+
+#[test]
+fn rendering_thousands_of_errors_is_linear() {
+    // 5,000 unknown keys below 100,000 comment lines: rendering each error
+    // must not walk the document from the top (that was 500 million lines).
+    let text = format!(
+        "version: 1\nroutes: []\n{}{}",
+        "#\n".repeat(100_000),
+        (0..5_000).map(|i| format!("k{i}: 1\n")).collect::<String>()
+    );
+    let errors = compile_on_worker_stack(text.clone()).expect_err("unknown keys");
+    assert_eq!(errors.0.len(), 5_000);
+    let started = Instant::now();
+    let rendered = errors.render(&text);
+    let took = started.elapsed();
+    assert!(rendered.ends_with("105002 | k4999: 1\n       | ^"), "{}", &rendered[rendered.len() - 300..]);
+    assert!(took < Duration::from_secs(2), "rendering 5,000 errors took {took:?}");
+}
