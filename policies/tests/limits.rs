@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use portcullis_policy::limits::{MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH, MAX_ROUTES, MAX_RULES, MAX_RULES_PER_ROUTE};
-use portcullis_policy::{Policy, PolicyErrors, PolicySource};
+use portcullis_policy::snapshot::ApplyError;
+use portcullis_policy::wire::{decode, encode, Message, SnapshotBody};
+use portcullis_policy::{Change, Delta, Policy, PolicyErrors, PolicySource, Snapshot};
 
 /// A tokio worker thread's stack (tokio's default `thread_stack_size`).
 const WORKER_STACK: usize = 2 * 1024 * 1024;
@@ -44,6 +46,43 @@ fn two_hundred_thousand_nested_block_sequences_are_refused_at_the_limit() {
     assert_names_depth_limit(&message);
     // The list opened by the (limit + 1)th `-`, at column 2 * limit + 1.
     assert_eq!((line, column), (1, 2 * MAX_NESTING_DEPTH as u32 + 1), "{message}");
+}
+
+#[test]
+fn an_edge_refuses_a_hostile_policy_in_a_snapshot_or_a_delta_without_overflowing() {
+    // What the edge's subscriber does with a message: decode, then compile
+    // the policy in `Snapshot::from_body` or `Snapshot::apply`.
+    let hostile = PolicySource { name: "policy v2".into(), text: "- ".repeat(200_000) };
+    let body = SnapshotBody {
+        seq: 1,
+        policy: hostile.clone(),
+        terminated_sessions: Vec::new(),
+        revoked_tokens: Vec::new(),
+        users: Vec::new(),
+        signing_keys: Vec::new(),
+    };
+    let bytes = encode(&Message::Snapshot(body));
+    let delta = Delta { seq: 2, change: Change::ReplacePolicy { policy: hostile } };
+    let (from_body, applied) = std::thread::Builder::new()
+        .stack_size(WORKER_STACK)
+        .spawn(move || {
+            let Ok(Message::Snapshot(body)) = decode(&bytes) else { panic!("the snapshot message decodes") };
+            let from_body = Snapshot::from_body(body).map(|s| format!("seq {}", s.seq())).map_err(|e| e.to_string());
+            let mut snapshot = Snapshot::new(1, std::sync::Arc::new(Policy::empty()));
+            let applied = match snapshot.apply(&delta) {
+                Err(ApplyError::Policy(errors)) => Err(errors.to_string()),
+                other => Ok(format!("{other:?}")),
+            };
+            (from_body, applied)
+        })
+        .expect("spawn")
+        .join()
+        .expect("the decode thread panicked");
+    for outcome in [from_body, applied] {
+        let message = outcome.expect_err("the hostile policy must be refused");
+        assert!(message.starts_with("policy v2:1:129: error: "), "{message}");
+        assert_names_depth_limit(&message);
+    }
 }
 
 #[test]

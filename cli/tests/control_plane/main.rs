@@ -19,6 +19,7 @@ mod edge_proxy;
 mod harness;
 mod idp;
 mod idp_smoke;
+mod policy_limits;
 mod portal;
 mod portal_policy;
 mod portal_sessions;
