@@ -152,8 +152,8 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let status = Arc::new(SyncStatus::default());
     let sessions = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
     let stale_deny = (config.stale_mode == StaleMode::Deny).then_some(config.max_staleness);
-    let activity = Arc::new(crate::activity::ActivityLog::default());
     let metrics = Arc::new(EdgeMetrics::new());
+    let activity = Arc::new(crate::activity::ActivityLog::new(metrics.activity_events_dropped.clone()));
     let channel = ChannelConfig {
         url: config.control_plane_url.clone(),
         secret: config.edge_secret.clone(),
