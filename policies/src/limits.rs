@@ -15,11 +15,11 @@
 ///
 /// The policy language itself goes 8 levels deep at most (document → `routes`
 /// → route → `rules` → rule → `allow` → `claims` or `time` → a claim's test
-/// or the list of `days`),
-/// so 64 leaves room for the language to grow while every walk over the
-/// loaded tree (decoding, dropping) stays a few kilobytes of stack. Without a
-/// bound, 200,000 nested `- ` (400 KB) overflowed a 2 MiB worker stack and
-/// aborted the control plane. For comparison, `serde_yaml` stops at 128.
+/// or the list of `days`), so 64 leaves room for the language to grow while
+/// every walk over the loaded tree (decoding, dropping) stays a few kilobytes
+/// of stack. Without a bound, 200,000 nested `- ` (400 KB) overflowed a 2 MiB
+/// worker stack and aborted the control plane. For comparison, `serde_yaml`
+/// stops at 128.
 pub const MAX_NESTING_DEPTH: usize = 64;
 
 /// Largest document, in bytes: 1 MiB, the control plane's default request
@@ -38,3 +38,14 @@ pub const MAX_RULES_PER_ROUTE: usize = 1_000;
 
 /// Most rules in the whole document: five per route at the route limit.
 pub const MAX_RULES: usize = 25_000;
+
+/// Most work the check for rules that can never match may do in one
+/// document, counted in pairs of condition entries compared (two blocks of
+/// `m` and `n` entries cost `m × n`; a block compared with itself, as when
+/// rules use the same condition set, costs nothing).
+///
+/// The largest policy the other limits allow with one-entry rules costs
+/// 12.5 million; rules whose own lists run to thousands of entries cost
+/// that much per pair of rules, and would keep a control-plane worker busy
+/// for minutes. 20 million is a fraction of a second.
+pub const MAX_SHADOW_CHECK_COST: u64 = 20_000_000;

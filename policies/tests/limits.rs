@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_policy::limits::{MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH, MAX_ROUTES, MAX_RULES, MAX_RULES_PER_ROUTE};
+use portcullis_policy::limits::{
+    MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH, MAX_ROUTES, MAX_RULES, MAX_RULES_PER_ROUTE, MAX_SHADOW_CHECK_COST,
+};
 use portcullis_policy::snapshot::ApplyError;
 use portcullis_policy::wire::{decode, encode, Message, SnapshotBody};
 use portcullis_policy::{Change, Delta, Policy, PolicyErrors, PolicySource, Snapshot};
@@ -189,6 +191,49 @@ fn the_largest_policy_the_limits_allow_compiles_in_reasonable_time() {
     assert_eq!(compile_on_worker_stack(text).map_err(|e| e.to_string()), Ok(routes));
     let took = started.elapsed();
     assert!(took < Duration::from_secs(30), "compiling took {took:?}");
+}
+
+/// `count` paths, `/p0` to `/p{count - 1}`, as a flow list.
+fn paths(count: usize) -> String {
+    (0..count).map(|i| format!("/p{i}")).collect::<Vec<_>>().join(", ")
+}
+
+#[test]
+fn rules_sharing_a_large_condition_set_do_not_compare_it_with_itself() {
+    // 100 rules use one set of 2,000 paths and a small set of their own:
+    // each pair of rules used to compare the large set with itself, entry by
+    // entry (2 million steps), 5,000 times.
+    let own: String = (0..100).map(|i| format!("  own{i}: {{methods: [GET], paths: [/own{i}]}}\n")).collect();
+    let rules: String = (0..100).map(|i| format!("      - allow: {{use: [office, own{i}]}}\n")).collect();
+    let text = format!(
+        "version: 1\ncondition_sets:\n  office: {{paths: [{}]}}\n{own}routes:\n  - name: app\n    host: app.corp.example\n    \
+         upstream: http://10.0.0.1\n    rules:\n{rules}",
+        paths(2_000)
+    );
+    let started = Instant::now();
+    assert_eq!(compile_on_worker_stack(text).map_err(|e| e.to_string()), Ok(1));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "compiling took {took:?}");
+}
+
+#[test]
+fn rules_too_large_to_compare_are_refused_at_the_first_one_past_the_budget() {
+    // 16 rules with the same 5,000 paths and ever longer login windows: no
+    // rule shadows another, but proving it compares 12.5 million path pairs
+    // per pair of rules.
+    let list = paths(5_000);
+    let rules: String =
+        (1..=16).map(|i| format!("      - allow: {{logged_in_within: {i}m, paths: [{list}]}}\n")).collect();
+    let text = format!(
+        "version: 1\nroutes:\n  - name: app\n    host: app.corp.example\n    upstream: http://10.0.0.1\n    rules:\n{rules}"
+    );
+    let started = Instant::now();
+    let (line, column, message) = only_error(text);
+    let took = started.elapsed();
+    let limit = format!("more than {MAX_SHADOW_CHECK_COST} comparisons");
+    assert!(message.contains(&limit), "{message}");
+    assert_eq!((line, column), (8, 9), "the second rule: {message}");
+    assert!(took < Duration::from_secs(10), "refusing took {took:?}");
 }
 
 #[test]

@@ -259,7 +259,7 @@ fn rules(
     };
     // Past a limit nothing more is decoded: the document is refused anyway,
     // and this bounds the work a hostile one costs.
-    let before = count.0;
+    let in_earlier_routes = count.0;
     count.0 += items.len();
     if items.len() > MAX_RULES_PER_ROUTE {
         let message = format!("more than {MAX_RULES_PER_ROUTE} rules in one route (the limit)");
@@ -267,10 +267,10 @@ fn rules(
         return None;
     }
     if count.0 > MAX_RULES {
-        if before <= MAX_RULES {
+        if in_earlier_routes <= MAX_RULES {
             let message =
                 format!("more than {MAX_RULES} rules in the policy (the limit); this is rule {}", MAX_RULES + 1);
-            d.error(items[MAX_RULES - before].at, message);
+            d.error(items[MAX_RULES - in_earlier_routes].at, message);
         }
         return None;
     }
