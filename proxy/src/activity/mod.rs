@@ -311,17 +311,22 @@ mod tests {
         assert_eq!(reported[1]["session_id"], session(1).to_string(), "the oldest sighting gave way");
     }
 
-    #[test]
-    fn flows_the_tally_has_no_room_for_are_counted_as_dropped() {
-        let dropped = crate::metrics::activity_events_dropped();
-        let log = ActivityLog::new(dropped.clone());
-        let flow = FlowFacts {
+    /// A CI job's flow to the database, anonymous.
+    fn database_flow() -> FlowFacts {
+        FlowFacts {
             session: None,
             user: "ci@corp.example".into(),
             route: "db".into(),
             target: "db.internal:5432".into(),
             source: IpAddr::from([127, 0, 0, 1]),
-        };
+        }
+    }
+
+    #[test]
+    fn flows_the_tally_has_no_room_for_are_counted_as_dropped() {
+        let dropped = crate::metrics::activity_events_dropped();
+        let log = ActivityLog::new(dropped.clone());
+        let flow = database_flow();
         for n in 0..crate::tunnel::tally::MAX_KEYS as u32 + 3 {
             let flow = FlowFacts { source: IpAddr::from(n.to_be_bytes()), ..flow.clone() };
             log.flow_opened(&flow, 0);
@@ -334,13 +339,7 @@ mod tests {
     #[test]
     fn a_burst_of_events_goes_out_in_reports_of_bounded_size() {
         let log = ActivityLog::default();
-        let flow = FlowFacts {
-            session: None,
-            user: "ci@corp.example".into(),
-            route: "db".into(),
-            target: "db.internal:5432".into(),
-            source: IpAddr::from([127, 0, 0, 1]),
-        };
+        let flow = database_flow();
         for at in 0..(MAX_EVENTS_PER_REPORT as i64 + 10) {
             // Distinct sources: distinct events.
             let flow = FlowFacts { source: IpAddr::from((at as u32).to_be_bytes()), ..flow.clone() };
