@@ -155,6 +155,24 @@ fn check_of_a_missing_file_says_it_cannot_read_it() {
 }
 
 #[test]
+fn check_and_explain_refuse_a_deeply_nested_file_without_crashing() {
+    // 200,000 nested `- ` used to overflow the stack: SIGABRT, no message.
+    let dir = TempDir::new("nested");
+    let path = dir.write("nested.yaml", &"- ".repeat(200_000));
+    let expected = format!("{path}:1:129: error: lists and mappings nest deeper than the limit of 64 levels here");
+    let mut explain: Vec<&str> = ADMIN_REQUEST.to_vec();
+    explain[3] = &path;
+    explain.push("203.0.113.7");
+    for args in [&["policy", "check", &path][..], &explain] {
+        let out = run(args);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains(&expected), "{out:?}");
+        // The 400 KB line is shown cut around the column, not whole.
+        assert!(out.stderr.len() < 1_000, "{} bytes of errors", out.stderr.len());
+    }
+}
+
+#[test]
 fn check_needs_at_least_one_file() {
     let out = run(&["policy", "check"]);
     assert_eq!(out.code, Some(2), "{out:?}");

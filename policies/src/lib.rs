@@ -20,6 +20,7 @@ pub mod facts;
 mod holds;
 pub mod ids;
 mod judged_path;
+pub mod limits;
 mod parse;
 pub mod policy;
 pub mod request_target;

@@ -3,8 +3,9 @@
 //! kills by reason, snapshot sequence, lag and staleness, whether a
 //! control-plane stream is open and how often it was lost, the
 //! verified-token cache hit ratio, and TCP flows (opened or refused by
-//! route and outcome, closed, open now, bytes each way), and credential
-//! checks refused before they cost a lookup.
+//! route and outcome, closed, open now, bytes each way), credential
+//! checks refused before they cost a lookup, and activity events dropped by
+//! the bounded report queue.
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
@@ -45,6 +46,10 @@ pub struct EdgeMetrics {
     /// them, by reason (`format`, `negative_cache`, `rate_limit`); the same
     /// counter as [`credential_lookups_refused`].
     pub credential_lookups_refused: IntCounterVec,
+    /// Activity events not reported because the queue waiting for the
+    /// control plane was full, by kind (`seen`, `denied`, `address_changed`,
+    /// `flow_opened`, `flow_closed`); see [`crate::activity`].
+    pub activity_events_dropped: IntCounterVec,
 }
 
 /// The process's counter of credential checks refused before a lookup, by
@@ -66,6 +71,22 @@ pub fn credential_lookups_refused() -> &'static IntCounterVec {
         counter
     });
     &COUNTER
+}
+
+/// A new counter of activity events dropped, by kind, every kind at 0.
+pub fn activity_events_dropped() -> IntCounterVec {
+    let counter = IntCounterVec::new(
+        Opts::new(
+            "activity_events_dropped_total",
+            "activity events not reported to the control plane because the queue waiting for it was full",
+        ),
+        &["kind"],
+    )
+    .expect("valid metric");
+    for kind in ["seen", "denied", "address_changed", "flow_opened", "flow_closed"] {
+        counter.with_label_values(&[kind]);
+    }
+    counter
 }
 
 impl EdgeMetrics {
@@ -112,7 +133,8 @@ impl EdgeMetrics {
         .expect("valid metric");
         let tunnel_open_flows = IntGauge::new("tunnel_open_flows", "TCP flows open now").expect("valid");
         let credential_lookups_refused = credential_lookups_refused().clone();
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let activity_events_dropped = activity_events_dropped();
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(requests.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(kills.clone()),
@@ -129,6 +151,7 @@ impl EdgeMetrics {
             Box::new(tunnel_bytes.clone()),
             Box::new(tunnel_open_flows.clone()),
             Box::new(credential_lookups_refused.clone()),
+            Box::new(activity_events_dropped.clone()),
         ];
         for collector in collectors {
             registry.register(collector).expect("metrics register once");
@@ -151,6 +174,7 @@ impl EdgeMetrics {
             tunnel_bytes,
             tunnel_open_flows,
             credential_lookups_refused,
+            activity_events_dropped,
         }
     }
 

@@ -160,8 +160,8 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let registry = ConnRegistry::new();
     let status = Arc::new(SyncStatus::default());
     let sessions = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
-    let activity = Arc::new(crate::activity::ActivityLog::default());
     let metrics = Arc::new(EdgeMetrics::new());
+    let activity = Arc::new(crate::activity::ActivityLog::new(metrics.activity_events_dropped.clone()));
     let planes = Arc::new(ControlPlanes::new(ChannelConfig {
         urls: config.control_plane_urls.clone(),
         secret: config.edge_secret.clone(),

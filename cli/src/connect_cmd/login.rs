@@ -4,6 +4,14 @@
 //! comes back to a loopback listener of this process. The edge encrypts the
 //! token in the code the browser carries, bound to a verifier only this
 //! process knows (see the edge's `login/cli.rs`).
+//!
+//! With `--login auto`, any refusal of the device grant falls back to the
+//! browser login with a one-line notice: an IdP that advertises the device
+//! flow may still refuse it to the edge's client (RFC 8628 §3.2, §3.5: any
+//! RFC 6749 §5.2 error, such as `unauthorized_client` or `invalid_grant`),
+//! and an answer may be malformed. What the browser login could not get past
+//! either (no such route, login unavailable, the user's own `access_denied`,
+//! an expired code) ends the login instead.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +33,8 @@ const LOGIN_WITHIN: Duration = Duration::from_secs(600);
 /// Which login to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LoginMode {
-    /// The device flow when the IdP offers it, else the browser.
+    /// The device flow when the IdP offers it; the browser when it does not,
+    /// or refuses the device grant.
     Auto,
     /// The device flow only.
     Device,
@@ -33,14 +42,35 @@ pub enum LoginMode {
     Browser,
 }
 
+/// How a device login ended, when it did not fail outright.
+enum DeviceLogin {
+    /// Logged in.
+    Done(CachedSession),
+    /// The IdP does not offer the device flow.
+    Unavailable,
+    /// The device grant was refused, or an answer was malformed; a browser
+    /// login may still work. The reason, as a sentence.
+    Refused(String),
+}
+
 /// Logs in for a flow to `target`.
 pub async fn log_in(api: &EdgeApi, target: &str, mode: LoginMode, open_browser: bool) -> anyhow::Result<CachedSession> {
     if mode != LoginMode::Browser {
-        if let Some(session) = device_flow(api, target, open_browser).await? {
-            return Ok(session);
-        }
-        if mode == LoginMode::Device {
-            bail!("the identity provider of {} does not offer the device flow; use --login browser", api.base);
+        match (device_flow(api, target, open_browser).await?, mode) {
+            (DeviceLogin::Done(session), _) => return Ok(session),
+            (DeviceLogin::Unavailable, LoginMode::Device) => {
+                bail!("the identity provider of {} does not offer the device flow; use --login browser", api.base)
+            }
+            (DeviceLogin::Refused(why), LoginMode::Device) => {
+                bail!("device login refused: {}; use --login browser", why.trim_end_matches('.'))
+            }
+            (DeviceLogin::Refused(why), _) => {
+                eprintln!(
+                    "portcullis: device login refused: {}; logging in through the browser instead",
+                    why.trim_end_matches('.')
+                );
+            }
+            (DeviceLogin::Unavailable, _) => {}
         }
     }
     browser_flow(api, target, open_browser).await
@@ -66,17 +96,26 @@ fn open_in_browser(url: &str, wanted: bool) {
     }
 }
 
-/// The device flow; `None` when the IdP does not offer it.
-async fn device_flow(api: &EdgeApi, target: &str, open_browser: bool) -> anyhow::Result<Option<CachedSession>> {
+/// Edge answers that no other login gets past either: no such route (404),
+/// too many attempts (429), login not configured (501) or unavailable (503).
+fn ends_every_login(status: u16) -> bool {
+    matches!(status, 404 | 429 | 501 | 503)
+}
+
+/// The device flow.
+async fn device_flow(api: &EdgeApi, target: &str, open_browser: bool) -> anyhow::Result<DeviceLogin> {
     let started = api.post("/device/start", &json!({ "target": target })).await?;
-    if started.status == 501 && started.code() == "device_flow_unavailable" {
-        return Ok(None);
-    }
-    if started.status != 200 {
-        bail!("cannot start a login: {}", started.message());
+    match (started.status, started.code()) {
+        (200, _) => {}
+        (501, "device_flow_unavailable") => return Ok(DeviceLogin::Unavailable),
+        (status, _) if ends_every_login(status) => bail!("cannot start a login: {}", started.message()),
+        // The IdP's refusal (the edge answers 502 `idp_refused`), or any other.
+        _ => return Ok(DeviceLogin::Refused(started.message())),
     }
     let body = &started.body;
-    let handle = body["handle"].as_str().context("the edge's device login answer has no handle")?;
+    let Some(handle) = body["handle"].as_str() else {
+        return Ok(DeviceLogin::Refused("the edge's device login answer has no handle".into()));
+    };
     let code = body["user_code"].as_str().unwrap_or_default();
     let uri = body["verification_uri"].as_str().unwrap_or_default();
     match body["verification_uri_complete"].as_str() {
@@ -99,12 +138,23 @@ async fn device_flow(api: &EdgeApi, target: &str, open_browser: bool) -> anyhow:
         let polled = api.post("/device/poll", &json!({ "handle": handle })).await?;
         match (polled.status, polled.code()) {
             (200, _) => {
-                eprintln!("portcullis: logged in");
-                return session_of(&polled.body).map(Some);
+                return Ok(match session_of(&polled.body) {
+                    Ok(session) => {
+                        eprintln!("portcullis: logged in");
+                        DeviceLogin::Done(session)
+                    }
+                    Err(error) => DeviceLogin::Refused(error.to_string()),
+                });
             }
             (_, "authorization_pending") => {}
             (_, "slow_down") => interval += Duration::from_secs(5),
-            _ => bail!("login failed: {}", polled.message()),
+            // The user's answer, or the user's delay: ask them, not the browser.
+            (_, "access_denied" | "expired_token") => bail!("login failed: {}", polled.message()),
+            // 403: the login itself was refused (its ID token, a lock).
+            (status, _) if status == 403 || ends_every_login(status) => bail!("login failed: {}", polled.message()),
+            // The IdP refused the device grant (`login_refused`: invalid_grant,
+            // unauthorized_client, …), or the answer made no sense.
+            _ => return Ok(DeviceLogin::Refused(polled.message())),
         }
     }
 }

@@ -10,6 +10,7 @@
 mod admin_commands;
 mod browser;
 mod config_errors;
+mod connect_login;
 mod durability;
 mod edge;
 mod edge_credentials;
@@ -19,6 +20,7 @@ mod edge_proxy;
 mod harness;
 mod idp;
 mod idp_smoke;
+mod policy_limits;
 mod portal;
 mod portal_policy;
 mod portal_sessions;

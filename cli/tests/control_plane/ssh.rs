@@ -1,8 +1,9 @@
 //! Real OpenSSH through Portcullis: `ssh -o ProxyCommand='portcullis
 //! connect %h:%p --edge …'` to a real `sshd` behind an edge. The CLI logs in
 //! end to end (the device flow at a real OpenID provider, approved by the
-//! scripted browser; or, when the provider has no device flow, a browser
-//! login through the CLI's loopback listener), keeps its session and logs in
+//! scripted browser; or, when the provider has no device flow or refuses it
+//! to the edge's client, a browser login through the CLI's loopback
+//! listener), keeps its session and logs in
 //! again when it was terminated. An administrator's `portcullis users
 //! terminate` ends a long-lived `ssh … sleep 600` within seconds, and the
 //! user is told why; a lock and a session termination end a bare
@@ -58,13 +59,16 @@ enum Login {
     Device,
     /// The IdP has no device flow: browser through the loopback redirect.
     Browser,
+    /// The IdP offers the device flow but not to the edge's client (the
+    /// README's registration: redirect URIs, no device_code grant type).
+    DeviceRefused,
 }
 
 struct World {
     plane: ControlPlane,
     edge: EdgeNode,
     sshd: Sshd,
-    _idp: Option<Idp>,
+    idp: Option<Idp>,
     xdg: PathBuf,
     dir: TempDir,
 }
@@ -79,7 +83,7 @@ impl World {
         let mut settings = vec![("listen", format!("127.0.0.1:{port}"))];
         let idp = match login {
             Login::Seeded => None,
-            Login::Device | Login::Browser => {
+            Login::Device | Login::Browser | Login::DeviceRefused => {
                 let mut grant_types = vec!["authorization_code"];
                 if login == Login::Device {
                     grant_types.push("urn:ietf:params:oauth:grant-type:device_code");
@@ -88,7 +92,7 @@ impl World {
                     "client_id": "edge", "client_secret": CLIENT_SECRET, "grant_types": grant_types,
                     "redirect_uris": [format!("http://127.0.0.1:{port}/.portcullis/callback")],
                 }]);
-                let extra = json!({ "device_flow": login == Login::Device });
+                let extra = json!({ "device_flow": login != Login::Browser });
                 let idp = Idp::start_with(dir.path(), clients, extra).await;
                 settings.extend([
                     ("oidc_issuer", idp.issuer()),
@@ -102,7 +106,7 @@ impl World {
         };
         let edge = EdgeNode::start_with(&plane, label, dir.path(), &settings).await;
         let xdg = dir.path().join("xdg");
-        Self { plane, edge, sshd, _idp: idp, xdg, dir }
+        Self { plane, edge, sshd, idp, xdg, dir }
     }
 
     fn edge_url(&self) -> String {
@@ -199,6 +203,42 @@ async fn ssh_runs_through_portcullis_connect_after_a_device_login_and_logs_in_ag
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_device_flow_the_cli_logs_in_through_a_browser_and_its_loopback_listener() {
     let world = World::start("ssh-browser", Login::Browser).await;
+    let (_, code) = ssh_hello_with_browser_login(&world).await;
+
+    // A stolen code is useless without the CLI's verifier.
+    let edge = reqwest::Client::new();
+    let stolen = edge
+        .post(world.edge.url("/.portcullis/cli-login/token"))
+        .json(&json!({ "code": code, "verifier": "x".repeat(43) }))
+        .send()
+        .await
+        .expect("POST cli-login/token");
+    assert_eq!(stolen.status().as_u16(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_idp_refuses_the_device_grant_to_the_edge_login_auto_falls_back_to_the_browser() {
+    let world = World::start("ssh-device-refused", Login::DeviceRefused).await;
+    let (seen, _) = ssh_hello_with_browser_login(&world).await;
+    // One line saying why, before the browser login's URL.
+    let notice = seen.lines().find(|l| l.contains("device login")).unwrap_or_else(|| panic!("a notice in:\n{seen}"));
+    assert_eq!(
+        notice,
+        "portcullis: device login refused: The identity provider refused to start a device login \
+         (invalid_request); logging in through the browser instead",
+        "{seen}"
+    );
+    assert!(seen.find(notice) < seen.find("/.portcullis/cli-login?"), "{seen}");
+    // The IdP refused the device grant to the edge's client, then issued a code.
+    let idp = world.idp.as_ref().expect("an IdP").log_text();
+    assert!(idp.contains("device_code is not allowed for this client"), "{idp}");
+    let sessions = world.plane.api_get("/sessions?email=bob@corp.example").await;
+    assert_eq!(sessions["sessions"][0]["route"], "ssh", "{sessions}");
+}
+
+/// Runs `ssh … echo hello`, logging in as `bob` in the browser the CLI asks
+/// to open; (what ssh printed to stderr, the code the browser carried back).
+async fn ssh_hello_with_browser_login(world: &World) -> (String, String) {
     let mut child = world.ssh("echo hello");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut seen = String::new();
@@ -218,16 +258,7 @@ async fn without_a_device_flow_the_cli_logs_in_through_a_browser_and_its_loopbac
     let output = tokio::time::timeout(LOGIN_WITHIN, child.wait_with_output()).await.expect("ssh ends").expect("ssh");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!((output.status.code(), &*stdout), (Some(0), "hello\n"), "{seen}");
-
-    // A stolen code is useless without the CLI's verifier.
-    let edge = reqwest::Client::new();
-    let stolen = edge
-        .post(world.edge.url("/.portcullis/cli-login/token"))
-        .json(&json!({ "code": code, "verifier": "x".repeat(43) }))
-        .send()
-        .await
-        .expect("POST cli-login/token");
-    assert_eq!(stolen.status().as_u16(), 400);
+    (seen, code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,7 +234,7 @@ provider.Client.prototype.includeSid = () => true;
 
 provider.proxy = false;
 
-for (const event of ['server_error', 'authorization.error', 'grant.error', 'end_session.error', 'backchannel.error']) {
+for (const event of ['server_error', 'authorization.error', 'device_authorization.error', 'grant.error', 'end_session.error', 'backchannel.error']) {
   provider.on(event, (ctx, error) => log(event, error?.stack ?? error, error?.error_description ?? ''));
 }
 provider.on('backchannel.success', (ctx, client, accountId, sid) => {

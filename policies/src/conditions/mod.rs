@@ -91,6 +91,19 @@ impl Conditions {
             || self.logged_in_within.is_some()
     }
 
+    /// How many entries the block's lists hold (at least 1): comparing two
+    /// blocks with [`Conditions::implies`] costs at most the product.
+    pub(crate) fn entries(&self) -> u64 {
+        let lists = self.emails.len()
+            + self.email_domains.len()
+            + self.groups_any.len()
+            + self.groups_all.len()
+            + self.claims.len()
+            + self.source_ips.len()
+            + self.paths.len();
+        lists.max(1) as u64
+    }
+
     /// True when the block tests HTTP-only facts (method or path).
     pub(crate) fn tests_http(&self) -> bool {
         self.methods != 0 || !self.paths.is_empty()

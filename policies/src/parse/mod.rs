@@ -15,7 +15,9 @@ use fields::{text, Fields};
 use routes::RouteDecl;
 use yaml::NodeKind;
 
+use crate::conditions::Conditions;
 use crate::error::{Diagnostics, PolicyErrors};
+use crate::limits::{MAX_ROUTES, MAX_SHADOW_CHECK_COST};
 use crate::policy::{Route, RouteTarget, Rule, RuleIndex};
 
 /// The policy-language version this crate reads.
@@ -45,13 +47,23 @@ pub(crate) fn routes(file: &str, source: &str) -> Result<Vec<Route>, PolicyError
     let mut decls = Vec::new();
     if let Some(node) = fields.require("routes", "the policy document", &mut d) {
         match &node.kind {
-            NodeKind::Seq(items) => decls.extend(items.iter().filter_map(|item| routes::route(item, &sets, &mut d))),
+            NodeKind::Seq(items) if items.len() > MAX_ROUTES => d.error(
+                items[MAX_ROUTES].at,
+                format!("more than {MAX_ROUTES} routes (the limit); this is route {}", MAX_ROUTES + 1),
+            ),
+            NodeKind::Seq(items) => {
+                let mut rules = routes::RuleCount::default();
+                decls.extend(items.iter().filter_map(|item| routes::route(item, &sets, &mut rules, &mut d)));
+            }
             _ => d.error(node.at, format!("expected `routes` (a list), found {}", node.describe())),
         }
     }
     check_duplicate_routes(&decls, &mut d);
+    let mut budget = ShadowBudget::default();
     for decl in &decls {
-        check_shadowed_rules(&decl.rules, &mut d);
+        if !check_shadowed_rules(&decl.rules, &mut budget, &mut d) {
+            break;
+        }
     }
     let routes = decls
         .into_iter()
@@ -129,17 +141,77 @@ fn describe(target: &RouteTarget) -> String {
     }
 }
 
+/// What the shadowed-rule check may still spend ([`MAX_SHADOW_CHECK_COST`]).
+#[derive(Default)]
+struct ShadowBudget {
+    spent: u64,
+}
+
+impl ShadowBudget {
+    /// Whether `block_b` implies `block_a`, or `None` when proving it would
+    /// pass the budget.
+    fn implies(&mut self, block_b: &Arc<Conditions>, block_a: &Arc<Conditions>) -> Option<bool> {
+        if Arc::ptr_eq(block_a, block_b) {
+            return Some(true);
+        }
+        self.spent = self.spent.saturating_add(block_a.entries().saturating_mul(block_b.entries()));
+        (self.spent <= MAX_SHADOW_CHECK_COST).then(|| block_b.implies(block_a))
+    }
+
+    /// Whether one of `blocks` implies `block_a`.
+    fn implied(&mut self, blocks: &[Arc<Conditions>], block_a: &Arc<Conditions>) -> Option<bool> {
+        for block_b in blocks {
+            if self.implies(block_b, block_a)? {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+}
+
 /// Earlier rule `a` shadows later rule `b` when every request `b` matches is
 /// also matched by `a`, so `b` can never decide anything. Anonymous requests
 /// count: a rule they reach is shadowed only by a rule they also reach.
-fn shadows(a: &Rule, b: &Rule) -> bool {
-    (a.applies_to_anonymous() || !b.applies_to_anonymous())
-        && a.blocks.iter().all(|block_a| b.blocks.iter().any(|block_b| block_b.implies(block_a)))
+/// `None` when the budget ran out.
+fn shadows(a: &Rule, b: &Rule, budget: &mut ShadowBudget) -> Option<bool> {
+    if b.applies_to_anonymous() && !a.applies_to_anonymous() {
+        return Some(false);
+    }
+    for block_a in a.blocks.iter() {
+        if !budget.implied(&b.blocks, block_a)? {
+            return Some(false);
+        }
+    }
+    Some(true)
 }
 
-fn check_shadowed_rules(rules: &[Rule], d: &mut Diagnostics) {
+/// Reports rules an earlier rule shadows; false (with an error) when the
+/// check ran out of budget, at the rule it was checking.
+fn check_shadowed_rules(rules: &[Rule], budget: &mut ShadowBudget, d: &mut Diagnostics) -> bool {
     for (i, later) in rules.iter().enumerate() {
-        if let Some(earlier) = rules[..i].iter().find(|earlier| shadows(earlier, later)) {
+        let mut shadowed_by = None;
+        for earlier in &rules[..i] {
+            match shadows(earlier, later, budget) {
+                Some(true) => {
+                    shadowed_by = Some(earlier);
+                    break;
+                }
+                Some(false) => {}
+                None => {
+                    d.error(
+                        later.at,
+                        format!(
+                            "checking whether rule `{}` can ever match takes more than {MAX_SHADOW_CHECK_COST} \
+                             comparisons of condition entries in this policy (the limit); use fewer or shorter \
+                             lists, or share them through `condition_sets`",
+                            later.name
+                        ),
+                    );
+                    return false;
+                }
+            }
+        }
+        if let Some(earlier) = shadowed_by {
             d.error(
                 later.at,
                 format!(
@@ -150,4 +222,5 @@ fn check_shadowed_rules(rules: &[Rule], d: &mut Diagnostics) {
             );
         }
     }
+    true
 }

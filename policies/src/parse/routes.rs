@@ -8,6 +8,7 @@ use super::fields::{boolean, text, Fields};
 use super::options::options;
 use super::yaml::{Node, NodeKind};
 use crate::error::{Diagnostics, Location};
+use crate::limits::{MAX_RULES, MAX_RULES_PER_ROUTE};
 use crate::policy::{RouteOptions, RouteTarget, Rule, RuleEffect, Upstream};
 use crate::request_target::lowercase_path;
 
@@ -22,8 +23,17 @@ pub(crate) struct RouteDecl {
 
 const ROUTE_KEYS: &[&str] = &["name", "host", "path", "tcp", "upstream", "options", "rules"];
 
+/// Rules seen in the routes decoded so far, to hold the document to [`MAX_RULES`].
+#[derive(Default)]
+pub(crate) struct RuleCount(usize);
+
 /// Decodes one entry of `routes`.
-pub(crate) fn route(node: &Node, sets: &ConditionSets, d: &mut Diagnostics) -> Option<RouteDecl> {
+pub(crate) fn route(
+    node: &Node,
+    sets: &ConditionSets,
+    count: &mut RuleCount,
+    d: &mut Diagnostics,
+) -> Option<RouteDecl> {
     let fields = Fields::new(node, "a route", ROUTE_KEYS, d)?;
     let name = fields.require("name", "a route", d).and_then(|n| identifier(n, "a route name", d));
     let target = target(&fields, d);
@@ -34,7 +44,7 @@ pub(crate) fn route(node: &Node, sets: &ConditionSets, d: &mut Diagnostics) -> O
         check_lowercase_prefix(&fields, d);
     }
     let rules = match fields.get("rules") {
-        Some(node) => rules(node, sets, is_tcp, lowercase, d),
+        Some(node) => rules(node, sets, is_tcp, lowercase, count, d),
         None => {
             d.error(fields.at, "a route needs `rules` (an ordered list; requests no rule allows are denied)");
             None
@@ -235,11 +245,35 @@ fn check_lowercase_globs(body: &Node, sets: &ConditionSets, d: &mut Diagnostics)
     }
 }
 
-fn rules(node: &Node, sets: &ConditionSets, is_tcp: bool, lowercase: bool, d: &mut Diagnostics) -> Option<Vec<Rule>> {
+fn rules(
+    node: &Node,
+    sets: &ConditionSets,
+    is_tcp: bool,
+    lowercase: bool,
+    count: &mut RuleCount,
+    d: &mut Diagnostics,
+) -> Option<Vec<Rule>> {
     let NodeKind::Seq(items) = &node.kind else {
         d.error(node.at, format!("expected `rules` (a list), found {}", node.describe()));
         return None;
     };
+    // Past a limit nothing more is decoded: the document is refused anyway,
+    // and this bounds the work a hostile one costs.
+    let in_earlier_routes = count.0;
+    count.0 += items.len();
+    if items.len() > MAX_RULES_PER_ROUTE {
+        let message = format!("more than {MAX_RULES_PER_ROUTE} rules in one route (the limit)");
+        d.error(items[MAX_RULES_PER_ROUTE].at, message);
+        return None;
+    }
+    if count.0 > MAX_RULES {
+        if in_earlier_routes <= MAX_RULES {
+            let message =
+                format!("more than {MAX_RULES} rules in the policy (the limit); this is rule {}", MAX_RULES + 1);
+            d.error(items[MAX_RULES - in_earlier_routes].at, message);
+        }
+        return None;
+    }
     let before = d.error_count();
     let rules: Vec<Rule> =
         items.iter().enumerate().filter_map(|(i, item)| rule(item, i + 1, sets, is_tcp, lowercase, d)).collect();

@@ -3,10 +3,11 @@
 //! multiple documents are refused: a security policy should read the same to
 //! a person as to the machine.
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, ScanError, Scanner, TScalarStyle, Token, TokenType};
 
 use crate::error::{Diagnostics, Location};
+use crate::limits::{MAX_DOCUMENT_BYTES, MAX_NESTING_DEPTH};
 
 /// A YAML node and where it starts.
 #[derive(Debug, Clone)]
@@ -52,13 +53,43 @@ fn location(mark: &Marker) -> Location {
 }
 
 /// Parses `text` into one document tree. Returns `None` (with errors
-/// recorded) when the text is not valid YAML or uses refused features.
+/// recorded) when the text is not valid YAML, uses refused features or
+/// passes the size or nesting limit.
+///
+/// The events are pulled here, one at a time, rather than through
+/// `Parser::load`, which recurses once per level of nesting: 200,000 nested
+/// `- ` overflowed the stack before any check could run. Pulled, the depth
+/// is known at every collection's start and the document is refused there.
 pub(crate) fn load(text: &str, diagnostics: &mut Diagnostics) -> Option<Node> {
-    let mut builder = TreeBuilder::default();
-    if let Err(error) = Parser::new_from_str(text).load(&mut builder, true) {
-        let (at, message) = syntax_error(text, &error);
-        diagnostics.error(at, message);
+    if text.len() > MAX_DOCUMENT_BYTES {
+        diagnostics.error(
+            location_of_byte(text, MAX_DOCUMENT_BYTES),
+            format!(
+                "the policy document is {} bytes, over the limit of 1 MiB ({MAX_DOCUMENT_BYTES} bytes); \
+                 it passes the limit here",
+                text.len()
+            ),
+        );
         return None;
+    }
+    let mut builder = TreeBuilder::default();
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        match parser.next_token() {
+            Err(error) => {
+                let (at, message) = syntax_error(text, &error);
+                diagnostics.error(at, message);
+                return None;
+            }
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), mark))
+                if builder.stack.len() >= MAX_NESTING_DEPTH =>
+            {
+                diagnostics.error(location(&mark), too_deep());
+                return None;
+            }
+            Ok((event, mark)) => builder.on_event(event, mark),
+        }
     }
     let errors_before = diagnostics.error_count();
     if let Some(fallback) = builder.reference {
@@ -80,6 +111,28 @@ pub(crate) fn load(text: &str, diagnostics: &mut Diagnostics) -> Option<Node> {
             None
         }
     }
+}
+
+/// The error for a collection opened past [`MAX_NESTING_DEPTH`].
+fn too_deep() -> String {
+    format!(
+        "lists and mappings nest deeper than the limit of {MAX_NESTING_DEPTH} levels here \
+         (a policy needs 8 at most); the document is not read further"
+    )
+}
+
+/// What yaml-rust2's scanner says when flow collections (`[`, `{`) nest past
+/// its own limit of 255 levels. It looks ahead for a possible key after
+/// every opener, so it stops there before the parser reports the collection
+/// past our limit; the position is then the 256th opener.
+const SCANNER_FLOW_LIMIT: &str = "recursion limit exceeded";
+
+/// The error for [`SCANNER_FLOW_LIMIT`].
+fn too_deep_flow() -> String {
+    format!(
+        "`[` and `{{` nest 256 levels deep here, deeper than the limit of {MAX_NESTING_DEPTH} levels \
+         (a policy needs 8 at most)"
+    )
 }
 
 const REFERENCES_REFUSED: &str = "YAML anchors, aliases and tags are not allowed in policies";
@@ -105,6 +158,9 @@ fn first_reference(text: &str) -> Option<(Location, String)> {
 /// indentation, and a `[` or `{` left open on an earlier line.
 fn syntax_error(text: &str, error: &ScanError) -> (Location, String) {
     let at = location(error.marker());
+    if error.info() == SCANNER_FLOW_LIMIT {
+        return (at, too_deep_flow());
+    }
     let message = format!("invalid YAML: {}", error.info());
     if error.info().contains("found a tab") {
         if let Some(tab) = first_tab_from(text, at) {
@@ -134,6 +190,20 @@ fn syntax_error(text: &str, error: &ScanError) -> (Location, String) {
             (at, message + &hint)
         }
         _ => (at, message),
+    }
+}
+
+/// The line and column of the character holding byte `offset` of `text`.
+fn location_of_byte(text: &str, offset: usize) -> Location {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    Location {
+        line: u32::try_from(before.bytes().filter(|&b| b == b'\n').count() + 1).unwrap_or(u32::MAX),
+        column: u32::try_from(before[line_start..].chars().count() + 1).unwrap_or(u32::MAX),
     }
 }
 
@@ -177,9 +247,8 @@ impl TreeBuilder {
             },
         }
     }
-}
 
-impl MarkedEventReceiver for TreeBuilder {
+    /// Adds one parser event to the tree.
     fn on_event(&mut self, event: Event, mark: Marker) {
         let at = location(&mark);
         match event {

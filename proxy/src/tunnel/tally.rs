@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use portcullis_policy::SessionId;
@@ -17,8 +16,8 @@ use serde_json::{json, Value};
 use crate::activity::FlowFacts;
 
 /// Most distinct (session, route, target, source, …) keys kept between two
-/// reports; flows beyond are counted as dropped.
-const MAX_KEYS: usize = 100_000;
+/// reports; flows beyond are dropped (and counted by the caller).
+pub(crate) const MAX_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -46,7 +45,6 @@ struct Tally {
 #[derive(Default)]
 pub struct FlowTallies {
     tallies: Mutex<HashMap<Key, Tally>>,
-    dropped: AtomicU64,
 }
 
 fn key(flow: &FlowFacts, closed: Option<&'static str>) -> Key {
@@ -61,19 +59,21 @@ fn key(flow: &FlowFacts, closed: Option<&'static str>) -> Key {
 }
 
 impl FlowTallies {
-    fn add(&self, key: Key, update: impl FnOnce(&mut Tally), fresh: Tally) {
+    /// False when the flow was dropped: a new key with no room left.
+    fn add(&self, key: Key, update: impl FnOnce(&mut Tally), fresh: Tally) -> bool {
         let mut tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tally) = tallies.get_mut(&key) {
             update(tally);
         } else if tallies.len() < MAX_KEYS {
             tallies.insert(key, fresh);
         } else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
+        true
     }
 
-    /// A flow opened at `now_ms`.
-    pub fn opened(&self, flow: &FlowFacts, now_ms: i64) {
+    /// A flow opened at `now_ms`; false when it was dropped.
+    pub fn opened(&self, flow: &FlowFacts, now_ms: i64) -> bool {
         let fresh = Tally {
             flows: 1,
             bytes_up: 0,
@@ -92,11 +92,20 @@ impl FlowTallies {
                 t.last_ms = t.last_ms.max(now_ms);
             },
             fresh,
-        );
+        )
     }
 
-    /// A flow opened at `opened_ms` closed at `now_ms` (`ended_by` says how).
-    pub fn closed(&self, flow: &FlowFacts, up: u64, down: u64, opened_ms: i64, now_ms: i64, ended_by: &'static str) {
+    /// A flow opened at `opened_ms` closed at `now_ms` (`ended_by` says
+    /// how); false when it was dropped.
+    pub fn closed(
+        &self,
+        flow: &FlowFacts,
+        up: u64,
+        down: u64,
+        opened_ms: i64,
+        now_ms: i64,
+        ended_by: &'static str,
+    ) -> bool {
         let duration = (now_ms - opened_ms).max(0);
         let fresh = Tally {
             flows: 1,
@@ -121,12 +130,7 @@ impl FlowTallies {
                 t.longest_ms = t.longest_ms.max(duration);
             },
             fresh,
-        );
-    }
-
-    /// Flows not reported because too many distinct keys piled up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        )
     }
 
     /// The tallies as report events, emptied.

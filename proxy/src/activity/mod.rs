@@ -9,13 +9,20 @@
 //! open and when they close (identity, route, source, bytes each way,
 //! duration), tallied per session, route and source between two reports
 //! (`tunnel::tally`); the control plane writes them to the audit log.
+//!
+//! Events wait for a report in a bounded queue ([`pending`]); what it drops
+//! is counted in `portcullis_edge_activity_events_dropped_total{kind}`.
+
+mod pending;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
 use dashmap::DashMap;
+use pending::PendingEvents;
 use portcullis_policy::SessionId;
+use prometheus::IntCounterVec;
 use serde_json::{json, Value};
 
 use crate::registry::ConnRegistry;
@@ -50,7 +57,6 @@ pub struct FlowFacts {
 }
 
 /// Pending activity.
-#[derive(Default)]
 pub struct ActivityLog {
     /// On the request path (every request looks its session up): a seeded
     /// fast hash rather than SipHash.
@@ -58,9 +64,11 @@ pub struct ActivityLog {
     address_changes: DashMap<(SessionId, IpAddr), ()>,
     last_denial: DashMap<u64, i64>,
     hasher: foldhash::fast::RandomState,
-    pending: Mutex<Vec<Value>>,
+    pending: Mutex<PendingEvents>,
     reported_connections: Mutex<HashMap<SessionId, i64>>,
     flows: crate::tunnel::tally::FlowTallies,
+    /// Events dropped by kind (the queue's, and flows the tally had no room for).
+    dropped: IntCounterVec,
 }
 
 /// What one report carries, committed only once the report is accepted.
@@ -72,7 +80,33 @@ pub struct ActivityBatch {
     counts: HashMap<SessionId, i64>,
 }
 
+impl Default for ActivityLog {
+    /// A log counting its drops in a counter of its own (not exported).
+    fn default() -> Self {
+        Self::new(crate::metrics::activity_events_dropped())
+    }
+}
+
 impl ActivityLog {
+    /// A log counting the events its bounded queue drops in `dropped`
+    /// ([`crate::metrics::EdgeMetrics::activity_events_dropped`]).
+    pub fn new(dropped: IntCounterVec) -> Self {
+        Self {
+            last_seen: DashMap::default(),
+            address_changes: DashMap::new(),
+            last_denial: DashMap::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            pending: Mutex::new(PendingEvents::new(dropped.clone())),
+            reported_connections: Mutex::default(),
+            flows: crate::tunnel::tally::FlowTallies::default(),
+            dropped,
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingEvents> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records that a request of `session` from `source` was served at
     /// `now_ms`. On the request path: nothing is allocated unless a sighting
     /// is due.
@@ -81,7 +115,7 @@ impl ActivityLog {
         if due {
             self.last_seen.insert(session, now_ms);
             let event = json!({"kind": "seen", "session_id": session.to_string(), "source_address": source.to_string(), "at_ms": now_ms});
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+            self.pending().push_sighting(event);
         }
     }
 
@@ -95,7 +129,7 @@ impl ActivityLog {
         if self.address_changes.insert((session, to), ()).is_none() {
             let event = json!({"kind": "address_changed", "session_id": session.to_string(), "from": from,
                 "to": to.to_string(), "denied": denied, "at_ms": now_ms});
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+            self.pending().push_audit(event);
         }
     }
 
@@ -119,12 +153,14 @@ impl ActivityLog {
         self.last_denial.insert(key, now_ms);
         let event = json!({"kind": "denied", "user": user, "session_id": session.map(|s| s.to_string()),
             "route": route, "reason": reason, "source_address": source.to_string(), "at_ms": now_ms});
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        self.pending().push_audit(event);
     }
 
     /// Records that a flow opened at `now_ms` (tallied until the next report).
     pub fn flow_opened(&self, flow: &FlowFacts, now_ms: i64) {
-        self.flows.opened(flow, now_ms);
+        if !self.flows.opened(flow, now_ms) {
+            self.dropped.with_label_values(&["flow_opened"]).inc();
+        }
     }
 
     /// Records that a flow opened at `opened_ms` closed at `now_ms` after
@@ -138,12 +174,9 @@ impl ActivityLog {
         now_ms: i64,
         ended_by: &'static str,
     ) {
-        self.flows.closed(flow, up, down, opened_ms, now_ms, ended_by);
-    }
-
-    /// Flow events dropped because too many distinct ones piled up between reports.
-    pub fn dropped_flow_events(&self) -> u64 {
-        self.flows.dropped()
+        if !self.flows.closed(flow, up, down, opened_ms, now_ms, ended_by) {
+            self.dropped.with_label_values(&["flow_closed"]).inc();
+        }
     }
 
     /// The events for the next report: sightings, and connection-count
@@ -151,11 +184,11 @@ impl ActivityLog {
     pub fn batch(&self, registry: &ConnRegistry, now_ms: i64) -> ActivityBatch {
         self.last_seen.retain(|_, at| now_ms - *at < FORGET_AFTER_MS);
         let flows = self.flows.take_events();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.extend(flows);
-        let take = pending.len().min(MAX_EVENTS_PER_REPORT);
-        let mut events: Vec<Value> = pending.drain(..take).collect();
-        let more = !pending.is_empty();
+        let mut pending = self.pending();
+        for flow in flows {
+            pending.push_audit(flow);
+        }
+        let (mut events, more) = pending.take(MAX_EVENTS_PER_REPORT);
         drop(pending);
         let counts = registry.connections_per_session();
         let reported = self.reported_connections.lock().unwrap_or_else(|e| e.into_inner());
@@ -176,9 +209,8 @@ impl ActivityLog {
     /// The report failed: keep its events (not the counts, which are
     /// recomputed) for the next one.
     pub fn restore(&self, batch: ActivityBatch) {
-        let sightings: Vec<Value> = batch.events.into_iter().filter(|e| e["kind"] != "connections").collect();
-        // Back in front, so events keep their order.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).splice(0..0, sightings);
+        let events: Vec<Value> = batch.events.into_iter().filter(|e| e["kind"] != "connections").collect();
+        self.pending().restore(events);
     }
 }
 
@@ -234,16 +266,80 @@ mod tests {
         assert_eq!((events[1]["bytes_up"].as_u64(), events[1]["duration_ms"].as_i64()), (Some(10), Some(3_500)));
     }
 
+    /// Drains every pending event as reports the control plane accepts.
+    fn drain(log: &ActivityLog) -> Vec<Value> {
+        let registry = ConnRegistry::new();
+        let mut all = Vec::new();
+        loop {
+            let batch = log.batch(&registry, 0);
+            let more = batch.more;
+            all.extend(batch.events.iter().cloned());
+            log.commit(batch);
+            if !more {
+                return all;
+            }
+        }
+    }
+
+    fn session(n: usize) -> SessionId {
+        SessionId::from_bytes((n as u128).to_be_bytes())
+    }
+
     #[test]
-    fn a_burst_of_events_goes_out_in_reports_of_bounded_size() {
-        let log = ActivityLog::default();
-        let flow = FlowFacts {
+    fn while_the_control_plane_is_away_the_queue_stays_bounded() {
+        let metrics = crate::metrics::EdgeMetrics::new();
+        let log = ActivityLog::new(metrics.activity_events_dropped.clone());
+        let (local, registry) = (IpAddr::from([127, 0, 0, 1]), ConnRegistry::new());
+        for n in 0..pending::MAX_PENDING_EVENTS + 500 {
+            log.seen(session(n), local, 1_000);
+            if n % 10_000 == 0 {
+                // Every report fails and puts its events back.
+                log.restore(log.batch(&registry, 1_000));
+            }
+        }
+        log.denied("eve@corp.example", None, "admin", "no rule allows", local, 1_000);
+        let exported = metrics.render();
+        for line in [
+            "portcullis_edge_activity_events_dropped_total{kind=\"seen\"} 501",
+            "portcullis_edge_activity_events_dropped_total{kind=\"denied\"} 0",
+        ] {
+            assert!(exported.contains(line), "{line} in:\n{exported}");
+        }
+        let reported = drain(&log);
+        assert_eq!(reported.len(), pending::MAX_PENDING_EVENTS);
+        assert_eq!(reported[0]["kind"], "denied", "the denial was kept");
+        assert_eq!(reported[1]["session_id"], session(1).to_string(), "the oldest sighting gave way");
+    }
+
+    /// A CI job's flow to the database, anonymous.
+    fn database_flow() -> FlowFacts {
+        FlowFacts {
             session: None,
             user: "ci@corp.example".into(),
             route: "db".into(),
             target: "db.internal:5432".into(),
             source: IpAddr::from([127, 0, 0, 1]),
-        };
+        }
+    }
+
+    #[test]
+    fn flows_the_tally_has_no_room_for_are_counted_as_dropped() {
+        let dropped = crate::metrics::activity_events_dropped();
+        let log = ActivityLog::new(dropped.clone());
+        let flow = database_flow();
+        for n in 0..crate::tunnel::tally::MAX_KEYS as u32 + 3 {
+            let flow = FlowFacts { source: IpAddr::from(n.to_be_bytes()), ..flow.clone() };
+            log.flow_opened(&flow, 0);
+        }
+        log.flow_closed(&flow, 1, 1, 0, 1, "closed");
+        let count = |kind: &str| dropped.with_label_values(&[kind]).get();
+        assert_eq!((count("flow_opened"), count("flow_closed")), (3, 1));
+    }
+
+    #[test]
+    fn a_burst_of_events_goes_out_in_reports_of_bounded_size() {
+        let log = ActivityLog::default();
+        let flow = database_flow();
         for at in 0..(MAX_EVENTS_PER_REPORT as i64 + 10) {
             // Distinct sources: distinct events.
             let flow = FlowFacts { source: IpAddr::from((at as u32).to_be_bytes()), ..flow.clone() };
