@@ -24,6 +24,7 @@ mod portal_policy;
 mod portal_sessions;
 mod postgres;
 mod quickstart;
+mod relogin;
 mod replicas;
 mod ssh;
 mod sshd;
