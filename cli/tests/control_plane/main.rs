@@ -10,6 +10,7 @@
 mod admin_commands;
 mod browser;
 mod config_errors;
+mod connect_relogin;
 mod durability;
 mod edge;
 mod edge_credentials;
