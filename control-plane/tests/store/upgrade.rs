@@ -11,9 +11,7 @@ use portcullis_policy::{Change, Delta, UserRef};
 use sqlx::any::AnyPoolOptions;
 
 use crate::fixtures::{all_changes, create, login, sid, T0};
-
-#[path = "../support/scratch.rs"]
-mod scratch;
+use crate::harness::scratch;
 
 /// The second the old termination was recorded in.
 const SECOND: i64 = T0 / 1000;
