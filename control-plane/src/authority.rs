@@ -34,8 +34,14 @@ pub struct SessionClaims {
     pub groups: Vec<String>,
     /// Portcullis session id.
     pub sid: String,
-    /// Issued at, seconds.
+    /// Issued at, seconds (the standard claim).
     pub iat: i64,
+    /// Issued at, milliseconds: what edges compare with a user's
+    /// terminate-all, so a login later in the same second as a termination
+    /// is not taken for one it revoked. Always in the second `iat` names;
+    /// absent from tokens signed before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
     /// Expires, seconds.
     pub exp: i64,
     /// IdP authentication time, seconds.
@@ -126,6 +132,7 @@ impl SessionAuthority {
             groups: session.groups.clone(),
             sid: session.id.clone(),
             iat: session.created_ms.div_euclid(1000),
+            iat_ms: Some(session.created_ms),
             exp: session.expires_ms.div_euclid(1000),
             auth_time: session.auth_time_s,
             idp_sid: session.idp_session_id.clone(),

@@ -81,13 +81,33 @@ pub struct IdentityParts {
     pub session_id: Option<SessionId>,
     /// The token's id (`jti`), when it has one.
     pub token_id: Option<TokenId>,
-    /// When the presented token was issued (Unix seconds).
+    /// When the presented token was issued (Unix seconds: its `iat`).
     pub issued_at: i64,
+    /// When the presented token was issued, Unix milliseconds, for tokens
+    /// that say so (a session token's `iat_ms`). Ignored unless it falls in
+    /// the second `issued_at` names; see [`Identity::issued_at_ms`].
+    pub issued_at_ms: Option<i64>,
     /// When the user last authenticated at the IdP (Unix seconds).
     pub auth_time: i64,
     /// When the Portcullis session started (Unix seconds); `issued_at` for
     /// tokens without a session.
     pub session_started_at: i64,
+}
+
+/// The instant a token was issued, in milliseconds: the precise one when
+/// the token carries it and it lies in the second its `iat` names, else the
+/// first millisecond of that second. A token that only says "issued in
+/// second S" may have been issued at any instant of S, so it counts as
+/// issued as early as it could have been: a termination anywhere in S
+/// revokes it (fail closed), never the other way round. Claims that
+/// disagree count as the earlier of the two, for the same reason.
+fn issued_at_ms(issued_at: i64, precise: Option<i64>) -> i64 {
+    let start = issued_at.saturating_mul(1000);
+    match precise {
+        Some(ms) if ms.div_euclid(1000) == issued_at => ms,
+        Some(ms) => ms.min(start),
+        None => start,
+    }
 }
 
 /// A verified, normalised identity.
@@ -101,7 +121,7 @@ pub struct Identity {
     pub(crate) credential: CredentialKind,
     pub(crate) session_id: Option<SessionId>,
     pub(crate) token_id: Option<TokenId>,
-    pub(crate) issued_at: i64,
+    pub(crate) issued_at_ms: i64,
     pub(crate) auth_time: i64,
     pub(crate) session_started_at: i64,
     pub(crate) expires_at: Option<i64>,
@@ -125,7 +145,7 @@ impl Identity {
             credential: parts.credential.unwrap_or(CredentialKind::Bearer),
             session_id: parts.session_id,
             token_id: parts.token_id,
-            issued_at: parts.issued_at,
+            issued_at_ms: issued_at_ms(parts.issued_at, parts.issued_at_ms),
             auth_time: parts.auth_time,
             session_started_at: parts.session_started_at,
             expires_at: None,
@@ -144,6 +164,12 @@ impl Identity {
     /// When the credential stops being valid (Unix seconds), if it says.
     pub fn expires_at(&self) -> Option<i64> {
         self.expires_at
+    }
+
+    /// When the presented token was issued, Unix milliseconds: what a
+    /// terminate-all (`revoked_before_ms`) is compared with.
+    pub fn issued_at_ms(&self) -> i64 {
+        self.issued_at_ms
     }
 
     /// The IdP subject.

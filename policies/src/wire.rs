@@ -5,16 +5,27 @@
 //! Postcard is compact (a terminated session costs about 21 bytes) and has a
 //! stable, documented format. A decoder refuses versions it does not know
 //! rather than guessing.
+//!
+//! | version | what changed |
+//! |---|---|
+//! | 1 | first: a user's `revoked_before` in whole seconds |
+//! | 2 | `revoked_before_ms` in milliseconds (the same shape, another unit) |
+//!
+//! Version 1 is still read, because the change log keeps the deltas as they
+//! were written: its seconds become the last millisecond of that second
+//! (`s * 1000 + 999`), so everything it revoked stays revoked.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyErrors;
 use crate::ids::{SessionId, TokenId, UserRef};
 use crate::policy::{Policy, PolicySource};
-use crate::snapshot::{Delta, ExpiringSet, PublicKey, Snapshot, UserState, UserStates};
+use crate::snapshot::{Change, Delta, ExpiringSet, PublicKey, Snapshot, UserState, UserStates};
 
 /// The wire format version written in every message.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
+/// The previous version, still read: `revoked_before` in whole seconds.
+pub const WIRE_VERSION_SECONDS: u16 = 1;
 
 /// One message on the edge stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +54,7 @@ pub struct SnapshotBody {
     pub terminated_sessions: Vec<(SessionId, i64)>,
     /// Revoked token ids with their expiry.
     pub revoked_tokens: Vec<(TokenId, i64)>,
-    /// Locks and `revoked_before` per user.
+    /// Locks and `revoked_before_ms` per user.
     pub users: Vec<(UserRef, UserState)>,
     /// Session-signing public keys.
     pub signing_keys: Vec<PublicKey>,
@@ -72,14 +83,40 @@ pub fn encode(message: &Message) -> Vec<u8> {
     postcard::to_extend(message, header).unwrap_or_else(|e| unreachable!("encoding into a Vec cannot fail: {e}"))
 }
 
-/// Decodes a message, checking its version header.
+/// Decodes a message, checking its version header; a version-1 message
+/// comes out in this version's units.
 pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
     let (header, body) = bytes.split_first_chunk::<2>().ok_or(WireError::Truncated)?;
-    let found = u16::from_le_bytes(*header);
-    if found != WIRE_VERSION {
-        return Err(WireError::UnsupportedVersion { found });
+    match u16::from_le_bytes(*header) {
+        WIRE_VERSION => Ok(postcard::from_bytes(body)?),
+        WIRE_VERSION_SECONDS => Ok(from_seconds(postcard::from_bytes(body)?)),
+        found => Err(WireError::UnsupportedVersion { found }),
     }
-    Ok(postcard::from_bytes(body)?)
+}
+
+/// The last millisecond of second `s`: a version-1 "issued at or before
+/// second `s`" revokes exactly what it did.
+fn last_ms_of(s: i64) -> i64 {
+    s.saturating_mul(1000).saturating_add(999)
+}
+
+/// A version-1 message (revocation instants in seconds) in milliseconds.
+fn from_seconds(message: Message) -> Message {
+    match message {
+        Message::Delta(Delta { seq, change: Change::TerminateUser { user, revoked_before_ms } }) => {
+            Message::Delta(Delta {
+                seq,
+                change: Change::TerminateUser { user, revoked_before_ms: last_ms_of(revoked_before_ms) },
+            })
+        }
+        Message::Snapshot(mut body) => {
+            for (_, state) in &mut body.users {
+                state.revoked_before_ms = state.revoked_before_ms.map(last_ms_of);
+            }
+            Message::Snapshot(body)
+        }
+        other => other,
+    }
 }
 
 impl Snapshot {
@@ -90,7 +127,7 @@ impl Snapshot {
             if let Some(lock) = state.lock {
                 users.lock(&user, lock);
             }
-            if let Some(t) = state.revoked_before {
+            if let Some(t) = state.revoked_before_ms {
                 users.revoke_before(&user, t);
             }
         }
@@ -130,6 +167,50 @@ mod tests {
         bytes[0] = 9;
         assert!(matches!(decode(&bytes), Err(WireError::UnsupportedVersion { found: 9 })));
         assert!(matches!(decode(&[1]), Err(WireError::Truncated)));
-        assert!(matches!(decode(&[1, 0, 0xff, 0xff]), Err(WireError::Malformed(_))));
+        assert!(matches!(decode(&[2, 0, 0xff, 0xff]), Err(WireError::Malformed(_))));
+        assert!(matches!(decode(&[1, 0, 0xff, 0xff]), Err(WireError::Malformed(_))), "version 1 too");
+    }
+
+    /// `message` as a version-1 encoder wrote it (the same shape, seconds).
+    fn version_1(message: &Message) -> Vec<u8> {
+        postcard::to_extend(message, WIRE_VERSION_SECONDS.to_le_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn version_1_seconds_keep_revoking_their_whole_second() {
+        use crate::snapshot::Lock;
+        let ada = UserRef::email("ada@corp.example");
+        let delta = Message::Delta(Delta {
+            seq: 4,
+            change: Change::TerminateUser { user: ada.clone(), revoked_before_ms: 1_800_000_000 },
+        });
+        let Message::Delta(decoded) = decode(&version_1(&delta)).unwrap() else { panic!("a delta") };
+        assert_eq!(decoded.change, Change::TerminateUser { user: ada.clone(), revoked_before_ms: 1_800_000_000_999 });
+        assert_eq!(decode(&encode(&delta)).unwrap(), delta, "version 2 is taken as written");
+
+        let lock = Lock { until: Some(1_800_000_100), reason: "x".into() };
+        let body = SnapshotBody {
+            seq: 4,
+            policy: Policy::empty().source().clone(),
+            terminated_sessions: vec![(SessionId::from_bytes([1; 16]), 1_800_000_500)],
+            revoked_tokens: vec![],
+            users: vec![
+                (ada.clone(), UserState { lock: None, revoked_before_ms: Some(1_800_000_000) }),
+                (UserRef::subject("s"), UserState { lock: Some(lock.clone()), revoked_before_ms: None }),
+            ],
+            signing_keys: vec![],
+        };
+        let Message::Snapshot(decoded) = decode(&version_1(&Message::Snapshot(body.clone()))).unwrap() else {
+            panic!("a snapshot")
+        };
+        assert_eq!(decoded.users[0].1.revoked_before_ms, Some(1_800_000_000_999));
+        assert_eq!(
+            decoded.users[1].1,
+            UserState { lock: Some(lock), revoked_before_ms: None },
+            "locks stay in seconds"
+        );
+        assert_eq!(decoded.terminated_sessions, body.terminated_sessions, "expiries stay in seconds");
+        let heartbeat = Message::Heartbeat { head_seq: 4, sent_at_ms: 9 };
+        assert_eq!(decode(&version_1(&heartbeat)).unwrap(), heartbeat);
     }
 }

@@ -45,7 +45,7 @@ fn lock() -> impl Strategy<Value = Lock> {
 
 fn user_state() -> impl Strategy<Value = UserState> {
     (prop::option::of(lock()), any::<Option<i64>>())
-        .prop_map(|(lock, revoked_before)| UserState { lock, revoked_before })
+        .prop_map(|(lock, revoked_before_ms)| UserState { lock, revoked_before_ms })
 }
 
 fn public_key() -> impl Strategy<Value = PublicKey> {
@@ -58,7 +58,8 @@ fn change() -> impl Strategy<Value = Change> {
     let token = text().prop_map(|t| TokenId::new(&t));
     prop_oneof![
         (session, any::<i64>()).prop_map(|(session, expires_at)| Change::TerminateSession { session, expires_at }),
-        (user_ref(), any::<i64>()).prop_map(|(user, revoked_before)| Change::TerminateUser { user, revoked_before }),
+        (user_ref(), any::<i64>())
+            .prop_map(|(user, revoked_before_ms)| Change::TerminateUser { user, revoked_before_ms }),
         (user_ref(), lock()).prop_map(|(user, lock)| Change::LockUser { user, lock }),
         user_ref().prop_map(|user| Change::UnlockUser { user }),
         (token, any::<i64>()).prop_map(|(token, expires_at)| Change::RevokeToken { token, expires_at }),
@@ -134,7 +135,7 @@ proptest! {
 enum Revocation {
     Session { expires_in: i64 },
     Lock { by_email: bool, until_in: Option<i64> },
-    TerminateUser { by_email: bool, after_issue: i64 },
+    TerminateUser { by_email: bool, after_issue_ms: i64 },
     Token { expires_in: i64 },
 }
 
@@ -142,11 +143,12 @@ fn revocation() -> impl Strategy<Value = Revocation> {
     prop_oneof![
         (-100_000..100_000i64).prop_map(|expires_in| Revocation::Session { expires_in }),
         // The edges matter: a lock until `now + 1` still holds at `now`, and
-        // a token issued exactly at `revoked_before` is dead.
+        // a token issued exactly at `revoked_before_ms` is dead, and so is one
+        // that only knows its second when the termination fell in it.
         (any::<bool>(), prop::option::of(prop_oneof![Just(1), 1..1_000_000i64]))
             .prop_map(|(by_email, until_in)| Revocation::Lock { by_email, until_in }),
-        (any::<bool>(), prop_oneof![Just(0), 0..1_000_000i64])
-            .prop_map(|(by_email, after_issue)| Revocation::TerminateUser { by_email, after_issue }),
+        (any::<bool>(), prop_oneof![Just(0), 0..1000i64, 0..1_000_000_000i64])
+            .prop_map(|(by_email, after_issue_ms)| Revocation::TerminateUser { by_email, after_issue_ms }),
         (-100_000..100_000i64).prop_map(|expires_in| Revocation::Token { expires_in }),
     ]
 }
@@ -171,9 +173,9 @@ impl Revocation {
                 let lock = Lock { until: until_in.map(|d| facts.now + d), reason: "generated".into() };
                 (Change::LockUser { user: user(by_email), lock }, Reason::UserLocked)
             }
-            Self::TerminateUser { by_email, after_issue } => {
-                let revoked_before = facts.now - facts.session_age + after_issue;
-                (Change::TerminateUser { user: user(by_email), revoked_before }, Reason::UserTokensRevoked)
+            Self::TerminateUser { by_email, after_issue_ms } => {
+                let revoked_before_ms = (facts.now - facts.session_age) * 1000 + after_issue_ms;
+                (Change::TerminateUser { user: user(by_email), revoked_before_ms }, Reason::UserTokensRevoked)
             }
             Self::Token { expires_in } => {
                 let token = TokenId::new(&format!("jti-{}", facts.session[0]));
@@ -254,7 +256,7 @@ fn revocation_change(sessions: u16, session_weight: u32, expire_weight: u32) -> 
         }),
         2 => (0..USERS).prop_map(|u| Change::UnlockUser { user: user(u) }),
         2 => (0..USERS, time.clone())
-            .prop_map(|(u, revoked_before)| Change::TerminateUser { user: user(u), revoked_before }),
+            .prop_map(|(u, revoked_before_ms)| Change::TerminateUser { user: user(u), revoked_before_ms }),
         expire_weight => time.prop_map(|cutoff| Change::ExpireBefore { cutoff }),
     ]
 }
@@ -284,9 +286,10 @@ impl Model {
                     state.lock = None;
                 }
             }
-            Change::TerminateUser { user, revoked_before } => {
+            Change::TerminateUser { user, revoked_before_ms } => {
                 let state = self.users.entry(user.clone()).or_default();
-                state.revoked_before = Some(state.revoked_before.map_or(*revoked_before, |t| t.max(*revoked_before)));
+                let t = *revoked_before_ms;
+                state.revoked_before_ms = Some(state.revoked_before_ms.map_or(t, |old| old.max(t)));
             }
             Change::ExpireBefore { cutoff } => {
                 self.sessions.retain(|_, expires_at| *expires_at > *cutoff);

@@ -104,6 +104,9 @@ pub struct ServiceIdentity {
     pub groups: Vec<String>,
     /// Created, Unix seconds.
     pub issued_at: i64,
+    /// Created, Unix milliseconds (absent from older control planes).
+    #[serde(default)]
+    pub issued_at_ms: Option<i64>,
     /// Expiry, Unix seconds.
     pub expires_at: Option<i64>,
 }

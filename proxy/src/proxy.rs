@@ -128,13 +128,19 @@ impl EdgeHttp {
     /// `max_age` seconds old when the route wants one); API clients get 401
     /// with a Bearer challenge (RFC 9470's `insufficient_user_authentication`
     /// and `max_age` for a stale login).
+    /// A session a login set moments ago, refused again, gets a page
+    /// instead of another login ([`crate::login::loop_guard`]).
     async fn refuse_login(&self, session: &mut Session, message: &str, max_age: Option<u32>) -> Result<bool> {
         if wants_html(session) {
-            let target = canonical_target(session.req_header())
-                .map_or_else(|_| "/".to_owned(), |t| t.path_and_query().into_owned());
-            let mut location = format!("/.portcullis/login?rd={}", percent_encode(&target));
+            let target = canonical_target(session.req_header()).ok();
+            let path_and_query = target.as_ref().map_or_else(|| "/".to_owned(), |t| t.path_and_query().into_owned());
+            let mut location = format!("/.portcullis/login?rd={}", percent_encode(&path_and_query));
             if let Some(max_age) = max_age {
                 location.push_str(&format!("&max_age={max_age}"));
+            }
+            let fresh = target.filter(|_| max_age.is_none()).and_then(|t| self.fresh_login_route(session, &t));
+            if let Some(route) = fresh {
+                return self.login.refused_right_after_login(session, &route, message, &location).await;
             }
             respond(session, 302, "login_required", "Login required", message, &[("location", location)]).await?;
         } else {
@@ -150,6 +156,15 @@ impl EdgeHttp {
             respond(session, 401, code, "Login required", message, &[("www-authenticate", challenge)]).await?;
         }
         Ok(true)
+    }
+
+    /// The route of this request, when it presents the session a login of
+    /// that route set less than a few seconds ago.
+    fn fresh_login_route(&self, session: &Session, target: &CanonicalTarget) -> Option<String> {
+        let snapshot = self.gate.snapshots.load_full()?;
+        let head = session.req_header();
+        let route = snapshot.policy().http_route(&request_host(head), &target.path_without_params())?;
+        self.login.presents_fresh_login(head, route.name(), unix_now()).then(|| route.name().to_owned())
     }
 
     /// The upstream head for this request: the client's, rewritten.

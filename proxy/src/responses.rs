@@ -34,11 +34,19 @@ pub fn escape_html(text: &str) -> String {
 
 /// A minimal HTML page.
 pub fn page(title: &str, message: &str) -> String {
+    page_with_link(title, message, None)
+}
+
+/// A minimal HTML page, with a link (`(text, same-origin href)`) under the message.
+pub fn page_with_link(title: &str, message: &str, link: Option<(&str, &str)>) -> String {
+    let link = link.map_or_else(String::new, |(text, href)| {
+        format!("<p><a href=\"{}\">{}</a></p>", escape_html(href), escape_html(text))
+    });
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
          <meta name=\"viewport\" content=\"width=device-width\"></head>\
          <body style=\"font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem\">\
-         <h1>{t}</h1><p>{m}</p><p style=\"color:#666\">Portcullis</p></body></html>",
+         <h1>{t}</h1><p>{m}</p>{link}<p style=\"color:#666\">Portcullis</p></body></html>",
         t = escape_html(title),
         m = escape_html(message)
     )

@@ -4,7 +4,9 @@
 //! The session token comes from the cache (`token_cache`), else from a login
 //! (`login`: device flow, or a browser through a loopback redirect); a token
 //! the edge refuses (407: expired, terminated, revoked) is forgotten and the
-//! user logs in again. Then either stdin/stdout is the flow (so `ssh -o
+//! user logs in again, once. A session refused right after its login is not
+//! followed by another login (that would only repeat it): the command says so
+//! and stops. Then either stdin/stdout is the flow (so `ssh -o
 //! ProxyCommand='portcullis connect %h:%p'` works), or `--listen` accepts
 //! local clients, each with its own flow. When the edge closes a flow, the
 //! command asks the edge why (`/.portcullis/session`) and, if access ended,
@@ -64,6 +66,8 @@ struct Connector {
     mode: LoginMode,
     open_browser: bool,
     session: Mutex<Option<CachedSession>>,
+    /// The token of this process's latest login until the edge first admits it.
+    unproven: std::sync::Mutex<Option<String>>,
 }
 
 fn unix_now() -> i64 {
@@ -93,6 +97,7 @@ impl Connector {
 
     async fn log_in(&self) -> anyhow::Result<CachedSession> {
         let session = login::log_in(&self.api, &self.target, self.mode, self.open_browser).await?;
+        *self.unproven.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(session.token.clone());
         if let Err(error) = self.cache.put(&self.cache_key(), session.clone()) {
             eprintln!("portcullis: cannot keep the session in {}: {error:#}", self.cache.path().display());
         }
@@ -126,7 +131,9 @@ impl Connector {
         }
     }
 
-    /// A tunnel, logging in again once if the edge refuses the session.
+    /// A tunnel, logging in again once if the edge refuses the session —
+    /// unless it comes from a login the edge has not admitted yet: another
+    /// login would only be refused again.
     async fn open(&self) -> anyhow::Result<Result<(Tunnel, CachedSession), Refused>> {
         if let Some(refused) = self.preflight().await? {
             return Ok(Err(refused));
@@ -135,7 +142,14 @@ impl Connector {
         let mut renewed = false;
         loop {
             match self.api.open(&self.target, Some(&session.token)).await? {
-                Ok(tunnel) => return Ok(Ok((tunnel, session))),
+                Ok(tunnel) => {
+                    self.admitted(&session.token);
+                    return Ok(Ok((tunnel, session)));
+                }
+                Err(refused) if refused.status == 407 && self.never_admitted(&session.token) => {
+                    let _ = self.cache.forget(&self.cache_key());
+                    return Ok(Err(refused_after_login(refused)));
+                }
                 Err(refused) if refused.status == 407 && !renewed => {
                     eprintln!("portcullis: {} — logging in again", refused.message.trim_end_matches('.'));
                     session = self.renew(&session).await?;
@@ -143,6 +157,20 @@ impl Connector {
                 }
                 Err(refused) => return Ok(Err(refused)),
             }
+        }
+    }
+
+    /// True when `token` comes from this process's latest login and the
+    /// edge has not admitted it yet.
+    fn never_admitted(&self, token: &str) -> bool {
+        self.unproven.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_deref() == Some(token)
+    }
+
+    /// Records that the edge admitted `token`.
+    fn admitted(&self, token: &str) {
+        let mut unproven = self.unproven.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if unproven.as_deref() == Some(token) {
+            *unproven = None;
         }
     }
 
@@ -166,6 +194,17 @@ impl Connector {
             }
         }
     }
+}
+
+/// The edge's refusal of a session it was given moments ago by a login.
+fn refused_after_login(refused: Refused) -> Refused {
+    let why = if refused.message.is_empty() { "no reason given".to_owned() } else { refused.message };
+    let message = format!(
+        "the edge refused the session right after the login ({}); another login would not help: try again \
+         later, or ask your administrator",
+        why.trim_end_matches('.')
+    );
+    Refused { message, ..refused }
 }
 
 fn refused_line(target: &str, refused: &Refused) -> String {
@@ -195,6 +234,7 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         mode: args.login,
         open_browser: !args.no_browser,
         session: Mutex::new(None),
+        unproven: std::sync::Mutex::new(None),
     });
     match args.listen {
         Some(address) => listen(connector, address).await,

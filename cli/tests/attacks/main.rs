@@ -11,7 +11,9 @@
 //! `headers` (look-alikes and overrides), `anonymous`, `smuggling`
 //! (HTTP/1.1 framing), `tokens` (forged and misused tokens), `login`
 //! (redirects and logout), `http2` (the TLS listener), `expiry` (live
-//! connections outliving their admission) and `admin_api`.
+//! connections outliving their admission) and `admin_api`; `login_loop`
+//! (a session refused right after its login ends on a page, not in a
+//! redirect loop) drives the fake IdP like a browser.
 //!
 //! Run: `cargo test -p portcullis --test attacks -- --nocapture` (it is part
 //! of `scripts/test.sh`); about 30 s, one control plane and edge per class.
@@ -36,6 +38,7 @@ mod forge;
 mod headers;
 mod http2;
 mod login;
+mod login_loop;
 mod paths;
 mod recording_upstream;
 mod smuggling;

@@ -27,7 +27,8 @@ impl EdgeNode {
         Self::start_with(plane, id, dir, &[]).await
     }
 
-    /// Same, with extra `PORTCULLIS_*` settings (`listen` picks the port).
+    /// Same, with extra `PORTCULLIS_*` settings (`listen` picks the port);
+    /// they win over the defaults (e.g. a wrong `session_issuer`).
     pub async fn start_with(plane: &ControlPlane, id: &str, dir: &Path, settings: &[(&str, String)]) -> Self {
         let port = settings
             .iter()
@@ -38,10 +39,7 @@ impl EdgeNode {
         let log = dir.join(format!("{id}.log"));
         let file = File::create(&log).expect("edge log");
         let mut command = command();
-        for (key, value) in settings {
-            command.env(format!("PORTCULLIS_{}", key.to_ascii_uppercase()), value);
-        }
-        let child = command
+        command
             .arg("edge")
             .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
             .env("PORTCULLIS_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
@@ -49,7 +47,11 @@ impl EdgeNode {
             .env("PORTCULLIS_SESSION_ISSUER", &plane.url)
             .env("PORTCULLIS_EDGE_SECRET", EDGE_SECRET)
             .env("PORTCULLIS_EDGE_ID", id)
-            .env("PORTCULLIS_LOG", "info")
+            .env("PORTCULLIS_LOG", "info");
+        for (key, value) in settings {
+            command.env(format!("PORTCULLIS_{}", key.to_ascii_uppercase()), value);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log handle"))
             .stderr(file)

@@ -38,6 +38,9 @@ pub struct ServiceIdentity {
     pub groups: Vec<String>,
     /// Created, Unix seconds (its `iat`).
     pub issued_at: i64,
+    /// Created, Unix milliseconds: compared with the subject's terminate-all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at_ms: Option<i64>,
     /// Expiry, Unix seconds, if any.
     pub expires_at: Option<i64>,
 }
@@ -66,6 +69,7 @@ pub async fn verify(
         subject: record.subject,
         groups: record.groups,
         issued_at: record.created_ms.div_euclid(1000),
+        issued_at_ms: Some(record.created_ms),
         expires_at: record.expires_ms.map(|e| e.div_euclid(1000)),
     }))
 }

@@ -194,8 +194,8 @@ impl ChangeStore for SqlStore {
         }
         let mut users = Vec::new();
         for row in sqlx::query(
-            "SELECT user_key, locked, lock_reason, locked_until_s, revoked_before_s FROM users \
-             WHERE locked = 1 OR revoked_before_s IS NOT NULL",
+            "SELECT user_key, locked, lock_reason, locked_until_s, revoked_before_ms FROM users \
+             WHERE locked = 1 OR revoked_before_ms IS NOT NULL",
         )
         .fetch_all(&mut *tx)
         .await?
@@ -208,7 +208,8 @@ impl ChangeStore for SqlStore {
                     reason: row.try_get::<Option<String>, _>("lock_reason")?.unwrap_or_default(),
                 })
             });
-            users.push((user, UserState { lock: lock.transpose()?, revoked_before: row.try_get("revoked_before_s")? }));
+            let revoked_before_ms = row.try_get("revoked_before_ms")?;
+            users.push((user, UserState { lock: lock.transpose()?, revoked_before_ms }));
         }
         let signing_keys = published_keys(&mut tx, now).await?;
         tx.commit().await?;

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use portcullis_policy::policy::SessionLimitAction;
 use portcullis_policy::{Change, SessionId, UserRef};
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::changes::{append_change, ceil_seconds, insert_audit};
 use super::rows::{contains, json_list, session, to_json, Params, SESSION_COLUMNS};
@@ -26,6 +26,22 @@ fn activity_session(event: &Activity) -> &str {
     }
 }
 
+/// When a new session of `new`'s user starts: `now`, or 1 ms after the
+/// user's latest terminate-all if that is not earlier (the same millisecond,
+/// or a clock that went back, or another replica's clock ahead). Its token is
+/// issued then, so the edges admit it: a session the control plane lists as
+/// active is never one its own terminate-all revokes.
+async fn after_terminations(tx: &mut Transaction<'static, Any>, new: &NewSession, now: Millis) -> StoreResult<Millis> {
+    let keys = [user_key(&UserRef::subject(&new.subject)), user_key(&UserRef::email(&new.email))];
+    let latest: Option<Millis> =
+        sqlx::query_scalar("SELECT MAX(revoked_before_ms) FROM users WHERE user_key = $1 OR user_key = $2")
+            .bind(&keys[0])
+            .bind(&keys[1])
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(latest.map_or(now, |t| now.max(t.saturating_add(1))))
+}
+
 fn session_id(id: &str) -> StoreResult<SessionId> {
     id.parse().map_err(|_| StoreError::Corrupt(format!("session id {id}")))
 }
@@ -39,8 +55,12 @@ impl SessionStore for SqlStore {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<CreatedSession> {
-        // With a limit, the count of active sessions must not change before commit.
-        let mut tx = if limit.is_some() { self.begin_change().await? } else { self.writer.begin().await? };
+        // Under the change-log lock: a limit's count of active sessions must
+        // not change before commit, and a terminate-all of this user either
+        // committed before (then the session starts after it, below) or runs
+        // after (then it sees this session and ends it).
+        let mut tx = self.begin_change().await?;
+        let now = after_terminations(&mut tx, &new, now).await?;
         let mut replaced = Vec::new();
         if let Some(limit) = limit {
             let active = sqlx::query(
@@ -221,21 +241,22 @@ impl SessionStore for SqlStore {
         .bind(&value)
         .execute(&mut *tx)
         .await?;
-        let revoked_before = now.div_euclid(1000);
+        // Every token issued at or before this millisecond is dead; a session
+        // created later (`create_session` starts after it) is alive.
+        let revoked_before_ms = now;
         sqlx::query(
-            "INSERT INTO users (user_key, revoked_before_s, updated_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, revoked_before_s = CASE \
-             WHEN users.revoked_before_s IS NULL OR users.revoked_before_s < excluded.revoked_before_s \
-             THEN excluded.revoked_before_s ELSE users.revoked_before_s END",
+            "INSERT INTO users (user_key, revoked_before_ms, updated_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, revoked_before_ms = CASE \
+             WHEN users.revoked_before_ms IS NULL OR users.revoked_before_ms < excluded.revoked_before_ms \
+             THEN excluded.revoked_before_ms ELSE users.revoked_before_ms END",
         )
         .bind(user_key(user))
-        .bind(revoked_before)
+        .bind(revoked_before_ms)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let seq =
-            append_change(&mut tx, self.backend, Change::TerminateUser { user: user.clone(), revoked_before }, now)
-                .await?;
+        let change = Change::TerminateUser { user: user.clone(), revoked_before_ms };
+        let seq = append_change(&mut tx, self.backend, change, now).await?;
         insert_audit(&mut tx, "user.terminate", &user_key(user), reason, actor, now, Some(seq)).await?;
         tx.commit().await?;
         Ok((seq, ended))

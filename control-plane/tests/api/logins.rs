@@ -4,10 +4,10 @@
 use axum::http::Method;
 use portcullis_control_plane::authority::{verify, SESSION_TOKEN_AUDIENCE};
 use portcullis_policy::wire::Message;
-use portcullis_policy::{Change, SessionId};
+use portcullis_policy::{Change, SessionId, UserRef};
 use serde_json::json;
 
-use crate::fixtures::{apply_policy, published_keys, text, Login};
+use crate::fixtures::{apply_policy, published_keys, snapshot, text, Login};
 use crate::harness::{TestApp, ISSUER};
 
 api_tests!(
@@ -15,8 +15,28 @@ api_tests!(
     session_limit_end_oldest_ends_the_first,
     session_tokens_verify_against_published_keys,
     logins_need_a_known_route,
-    locked_users_cannot_log_in
+    locked_users_cannot_log_in,
+    a_login_right_after_a_terminate_all_is_issued_after_it
 );
+
+/// Issue 13: the token of a login right after a terminate-all (typically in
+/// the same second, often the same millisecond) is issued after it, so the
+/// edges admit the session the control plane lists as active.
+async fn a_login_right_after_a_terminate_all_is_issued_after_it(t: TestApp) {
+    apply_policy(&t).await;
+    let keys = published_keys(&t).await;
+    for _ in 0..5 {
+        let terminate = json!({ "email": "ada@test.example", "reason": "offboarded" });
+        t.post("/api/v1/users/terminate").json(terminate).send().await.ok();
+        let token = text(&Login::new("ada@test.example").ok(&t).await["token"]);
+        let claims = verify(&token, &keys, ISSUER).expect("the token verifies");
+        let body = snapshot(&t).await;
+        let ada = body.users.iter().find(|(u, _)| *u == UserRef::email("ada@test.example")).expect("ada");
+        let revoked_before_ms = ada.1.revoked_before_ms.expect("revoked_before_ms");
+        let iat_ms = claims.iat_ms.expect("iat_ms");
+        assert!(iat_ms > revoked_before_ms, "issued at {iat_ms}, revoked up to {revoked_before_ms}");
+    }
+}
 
 async fn locked_users_cannot_log_in(t: TestApp) {
     apply_policy(&t).await;
@@ -118,6 +138,8 @@ async fn session_tokens_verify_against_published_keys(t: TestApp) {
     let expires = chrono::DateTime::parse_from_rfc3339(answer["expires_at"].as_str().unwrap()).unwrap();
     assert_eq!(claims.exp, expires.timestamp());
     assert!(claims.exp > claims.iat && (claims.iat - chrono::Utc::now().timestamp()).abs() < 60);
+    let iat_ms = claims.iat_ms.expect("the issue time in milliseconds, for terminate-all");
+    assert_eq!(iat_ms.div_euclid(1000), claims.iat, "`iat_ms` lies in the second `iat` names");
 
     // Anything else does not verify.
     assert!(verify(&token, &keys, "https://someone-else.example").is_none(), "another issuer");

@@ -49,8 +49,8 @@ async fn terminate_user_by_email_ends_every_session(t: TestApp) {
     // Edges learn that every token of the user issued until now is dead.
     let body = snapshot(&t).await;
     let (_, user_state) = body.users.iter().find(|(u, _)| *u == UserRef::email("ada@test.example")).expect("ada");
-    let revoked_before = user_state.revoked_before.expect("revoked_before");
-    assert!((revoked_before - chrono::Utc::now().timestamp()).abs() < 60, "{revoked_before}");
+    let revoked_before_ms = user_state.revoked_before_ms.expect("revoked_before_ms");
+    assert!((revoked_before_ms - chrono::Utc::now().timestamp_millis()).abs() < 60_000, "{revoked_before_ms}");
 
     // Again: no sessions left to end, but still a change (new logins since are unaffected).
     let again = t.post("/api/v1/users/terminate").json(json!({ "email": "ada@test.example", "reason": "again" }));
@@ -80,7 +80,8 @@ async fn lock_and_unlock(t: TestApp) {
     assert_eq!(lock["user"], "email:ada@test.example");
     assert_eq!(lock["receipt"]["seq"].as_u64(), Some(head + 1));
     assert_eq!(lock["sessions_ended"], 0);
-    let expected = UserState { lock: Some(Lock { until: None, reason: "investigation".into() }), revoked_before: None };
+    let expected =
+        UserState { lock: Some(Lock { until: None, reason: "investigation".into() }), revoked_before_ms: None };
     assert_eq!(user_state(&t, "ada@test.example").await, Some(expected));
 
     // Locked until a time (seconds, rounded down).

@@ -23,7 +23,7 @@ async fn lock_and_unlock(store: SqlStore) {
     assert_eq!(seq.unwrap(), 1);
     let lock = Lock { until: Some(until), reason: "investigation".into() };
     assert_eq!(change_at(&store, 1).await, Change::LockUser { user: eve.clone(), lock: lock.clone() });
-    assert_eq!(users(&store, T0).await, [(eve.clone(), UserState { lock: Some(lock), revoked_before: None })]);
+    assert_eq!(users(&store, T0).await, [(eve.clone(), UserState { lock: Some(lock), revoked_before_ms: None })]);
     let entry = last_audit(&store, "user.lock").await;
     assert_eq!(
         (entry.target.as_str(), entry.reason.as_str(), entry.seq),
@@ -33,7 +33,7 @@ async fn lock_and_unlock(store: SqlStore) {
     // Locking again replaces the lock.
     store.lock_user(&eve, "for good", None, &actor(), T0 + 1000).await.unwrap();
     let forever = Lock { until: None, reason: "for good".into() };
-    assert_eq!(users(&store, T0).await, [(eve.clone(), UserState { lock: Some(forever), revoked_before: None })]);
+    assert_eq!(users(&store, T0).await, [(eve.clone(), UserState { lock: Some(forever), revoked_before_ms: None })]);
 
     let seq = store.unlock_user(&eve, "cleared", &actor(), T0 + 2000).await.unwrap();
     assert_eq!(seq, 3);
@@ -47,9 +47,9 @@ async fn lock_and_unlock(store: SqlStore) {
     store.terminate_user(&sub, "x", &actor(), T0 + 4000).await.unwrap();
     let locked = users(&store, T0 + 4000).await;
     assert_eq!(locked.len(), 1);
-    assert!(locked[0].1.lock.is_some() && locked[0].1.revoked_before == Some(T0 / 1000 + 4));
+    assert!(locked[0].1.lock.is_some() && locked[0].1.revoked_before_ms == Some(T0 + 4000));
     store.unlock_user(&sub, "y", &actor(), T0 + 5000).await.unwrap();
-    let state = UserState { lock: None, revoked_before: Some(T0 / 1000 + 4) };
+    let state = UserState { lock: None, revoked_before_ms: Some(T0 + 4000) };
     assert_eq!(users(&store, T0 + 5000).await, [(sub, state)]);
     assert_eq!(store.head_seq().await.unwrap(), 6);
 }

@@ -168,8 +168,8 @@ async fn snapshot_after_a_mix_of_actions(store: SqlStore) {
     body.users.sort_by(|a, b| a.0.cmp(&b.0));
     let hold = Lock { until: Some(T0 / 1000 + 7200), reason: "hold".into() };
     let expected_users = vec![
-        (UserRef::subject("sub-3"), UserState { lock: Some(hold), revoked_before: None }),
-        (UserRef::Email(Arc::from("u2@corp.example")), UserState { lock: None, revoked_before: Some(T0 / 1000 + 4) }),
+        (UserRef::subject("sub-3"), UserState { lock: Some(hold), revoked_before_ms: None }),
+        (UserRef::Email(Arc::from("u2@corp.example")), UserState { lock: None, revoked_before_ms: Some(T0 + 4000) }),
     ];
     assert_eq!(body.users, expected_users);
     let public = |kid: &str| PublicKey {
@@ -189,7 +189,7 @@ async fn snapshot_after_a_mix_of_actions(store: SqlStore) {
     let mut replayed = replayed.to_body();
     replayed.terminated_sessions.retain(|(_, expires)| *expires > now / 1000);
     // A terminate-all travels as one `TerminateUser` (the user's
-    // `revoked_before` kills those sessions' tokens), while the tables mark
+    // `revoked_before_ms` kills those sessions' tokens), while the tables mark
     // each of its sessions ended, so the snapshot also lists them.
     replayed.terminated_sessions.push(ended(2));
     replayed.terminated_sessions.sort();

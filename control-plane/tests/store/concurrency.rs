@@ -191,7 +191,51 @@ async fn concurrent_key_rotations(store: SqlStore) {
     assert_eq!(keys.len(), 6, "the last rotation publishes every key");
 }
 
+/// Logins racing terminate-alls of the same user, in rounds: whichever
+/// order they commit in, a session left active was created after every
+/// termination (its token is alive at the edges); one created before was
+/// ended. Rounds make it likely that some end on a login (else there is
+/// nothing active to check, which the last assertion rules out).
+async fn concurrent_logins_and_terminate_alls(store: SqlStore) {
+    let ada = portcullis_policy::UserRef::email("ada@corp.example");
+    let mut checked = 0;
+    for round in 0..10u64 {
+        all_at_once(20, |i| {
+            let (store, ada) = (store.clone(), ada.clone());
+            async move {
+                // Every call of a round in the same few milliseconds, half of them terminations.
+                let now = T0 + (round * 10 + i % 3) as i64;
+                if i % 2 == 0 {
+                    store.terminate_user(&ada, "burst", &actor(), now).await.map(drop)
+                } else {
+                    create(&store, login(&sid(round * 100 + i), "sub-ada", "ada@corp.example", "wiki"), now).await;
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .into_iter()
+        .collect::<Result<(), StoreError>>()
+        .expect("every call succeeds");
+        let body = store.snapshot_body(T0).await.unwrap();
+        let revoked_before_ms = body.users.iter().find_map(|(u, s)| (*u == ada).then_some(s.revoked_before_ms));
+        let revoked_before_ms = revoked_before_ms.flatten().expect("ada was terminated");
+        let filter = SessionFilter { active: Some(true), limit: 1000, ..SessionFilter::default() };
+        for session in store.list_sessions(&filter, T0).await.unwrap() {
+            assert!(
+                session.created_ms > revoked_before_ms,
+                "round {round}: session {} is listed active but its token (issued {}) is revoked (up to {revoked_before_ms})",
+                session.id,
+                session.created_ms
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no round ended with an active session to check");
+}
+
 store_tests!(
+    concurrent_logins_and_terminate_alls,
     concurrent_terminations_are_gap_free,
     concurrent_terminations_of_one_session,
     concurrent_policy_versions,

@@ -6,7 +6,7 @@ use std::future::Future;
 use portcullis_control_plane::store::SqlStore;
 
 #[path = "../support/scratch.rs"]
-mod scratch;
+pub mod scratch;
 
 use scratch::{finish, remove_dir, scratch_postgres, temp_dir};
 

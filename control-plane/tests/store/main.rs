@@ -44,3 +44,4 @@ mod harness;
 mod injection;
 mod sessions;
 mod terminate;
+mod upgrade;

@@ -78,10 +78,10 @@ async fn terminate_user_by_email(store: SqlStore) {
     assert_eq!(store.get_session(&sid(3)).await.unwrap().unwrap().end_reason.as_deref(), Some("earlier"));
     assert!(store.get_session(&sid(4)).await.unwrap().unwrap().is_active(now), "other users are untouched");
 
-    let revoked_before = now / 1000;
+    let revoked_before_ms = now;
     let ada = UserRef::email("ada@corp.example");
-    assert_eq!(change_at(&store, seq).await, Change::TerminateUser { user: ada.clone(), revoked_before });
-    let state = UserState { lock: None, revoked_before: Some(revoked_before) };
+    assert_eq!(change_at(&store, seq).await, Change::TerminateUser { user: ada.clone(), revoked_before_ms });
+    let state = UserState { lock: None, revoked_before_ms: Some(revoked_before_ms) };
     assert_eq!(user_state(&store, &ada, now).await, Some(state.clone()));
     let entry = last_audit(&store, "user.terminate").await;
     assert_eq!(
@@ -90,15 +90,15 @@ async fn terminate_user_by_email(store: SqlStore) {
     );
 
     // A reference built without lowercasing still names the same user; an
-    // earlier time never moves `revoked_before` back.
+    // earlier time never moves `revoked_before_ms` back.
     create(&store, login(&sid(5), "sub-ada", "ada@corp.example", "wiki"), now + 1000).await;
     let shouting = UserRef::Email(Arc::from("ADA@CORP.EXAMPLE"));
     let (seq, ended) = store.terminate_user(&shouting, "again", &actor(), now - HOUR).await.unwrap();
     assert_eq!((seq, ended), (3, vec![sid(5)]));
-    assert_eq!(user_state(&store, &ada, now).await, Some(state), "revoked_before only moves forward");
+    assert_eq!(user_state(&store, &ada, now).await, Some(state), "revoked_before_ms only moves forward");
     let later = now + 60_000;
     store.terminate_user(&user, "third", &actor(), later).await.unwrap();
-    let newer = UserState { lock: None, revoked_before: Some(later / 1000) };
+    let newer = UserState { lock: None, revoked_before_ms: Some(later) };
     assert_eq!(user_state(&store, &ada, later).await, Some(newer));
     let body = store.snapshot_body(later).await.unwrap();
     assert_eq!(body.users.len(), 1, "one user row for every spelling: {:?}", body.users);
@@ -113,11 +113,8 @@ async fn terminate_user_by_subject(store: SqlStore) {
     let (seq, ended) = store.terminate_user(&user, "compromised", &actor(), now).await.unwrap();
     assert_eq!(sorted(ended), [sid(1), sid(2)], "every session of the subject, whatever the email");
     assert!(store.get_session(&sid(3)).await.unwrap().unwrap().is_active(now), "subjects are case-sensitive");
-    assert_eq!(
-        change_at(&store, seq).await,
-        Change::TerminateUser { user: user.clone(), revoked_before: T0 / 1000 + 1 }
-    );
-    let state = UserState { lock: None, revoked_before: Some(T0 / 1000 + 1) };
+    assert_eq!(change_at(&store, seq).await, Change::TerminateUser { user: user.clone(), revoked_before_ms: now });
+    let state = UserState { lock: None, revoked_before_ms: Some(now) };
     assert_eq!(user_state(&store, &user, now).await, Some(state));
     assert_eq!(user_state(&store, &UserRef::email("ada@corp.example"), now).await, None);
     assert_eq!(last_audit(&store, "user.terminate").await.target, "sub:sub-ada");
@@ -125,6 +122,27 @@ async fn terminate_user_by_subject(store: SqlStore) {
     // A user with no sessions can still be terminated (tokens not yet seen).
     let (seq, ended) = store.terminate_user(&UserRef::subject("sub-nobody"), "", &actor(), now).await.unwrap();
     assert_eq!((seq, ended.len()), (2, 0));
+}
+
+async fn a_login_after_a_terminate_all_starts_after_it(store: SqlStore) {
+    let now = T0 + 250;
+    store.terminate_user(&UserRef::email("ada@corp.example"), "offboarded", &actor(), now).await.unwrap();
+    // In the very millisecond of the termination: the session (and its
+    // token's `iat_ms`) starts 1 ms later, so the edges admit it.
+    let same = create(&store, login(&sid(1), "sub-ada", "ada@corp.example", "wiki"), now).await;
+    assert_eq!((same.created_ms, same.expires_ms), (now + 1, now + 1 + LIFETIME));
+    // A clock behind the termination (another replica's, or one stepped back).
+    let behind = create(&store, login(&sid(2), "sub-ada", "Ada@Corp.Example", "wiki"), now - 5_000).await;
+    assert_eq!(behind.created_ms, now + 1, "the email in any case");
+    store.terminate_user(&UserRef::subject("sub-bob"), "x", &actor(), now + 10).await.unwrap();
+    let bob = create(&store, login(&sid(3), "sub-bob", "bob@home.example", "wiki"), now + 10).await;
+    assert_eq!(bob.created_ms, now + 11, "by subject, whatever the email");
+    // After the termination, and other users: the time as given.
+    let later = create(&store, login(&sid(4), "sub-ada", "ada@corp.example", "wiki"), now + 500).await;
+    assert_eq!(later.created_ms, now + 500);
+    let eve = create(&store, login(&sid(5), "sub-eve", "eve@corp.example", "wiki"), now - 5_000).await;
+    assert_eq!(eve.created_ms, now - 5_000);
+    assert!(store.get_session(&sid(1)).await.unwrap().unwrap().is_active(now + 1));
 }
 
 async fn apply_activity(store: SqlStore) {
@@ -163,5 +181,6 @@ store_tests!(
     terminate_session_records_change_and_audit,
     terminate_user_by_email,
     terminate_user_by_subject,
+    a_login_after_a_terminate_all_starts_after_it,
     apply_activity,
 );

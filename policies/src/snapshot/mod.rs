@@ -60,12 +60,13 @@ pub enum Change {
         /// The session's own expiry (Unix seconds).
         expires_at: i64,
     },
-    /// Every token of the user issued at or before `revoked_before` is dead.
+    /// Every token of the user issued at or before `revoked_before_ms` is dead.
     TerminateUser {
         /// The user.
         user: UserRef,
-        /// Unix seconds.
-        revoked_before: i64,
+        /// Unix milliseconds: the instant of the termination. (Wire format
+        /// version 1 carried whole seconds; [`crate::wire::decode`] converts.)
+        revoked_before_ms: i64,
     },
     /// The user is denied everywhere until unlocked (or `until`).
     LockUser {
@@ -178,7 +179,7 @@ impl Snapshot {
         &self.revoked_tokens
     }
 
-    /// Locks and `revoked_before` per user.
+    /// Locks and `revoked_before_ms` per user.
     pub fn users(&self) -> &UserStates {
         &self.users
     }
@@ -201,8 +202,8 @@ impl Snapshot {
                 self.terminated_sessions.insert(*session, *expires_at);
                 Affected::Session(*session)
             }
-            Change::TerminateUser { user, revoked_before } => {
-                self.users.revoke_before(user, *revoked_before);
+            Change::TerminateUser { user, revoked_before_ms } => {
+                self.users.revoke_before(user, *revoked_before_ms);
                 Affected::User(user.clone())
             }
             Change::LockUser { user, lock } => {

@@ -1,7 +1,8 @@
 //! Unit tests for [`Snapshot::apply`]: every [`Change`] kind, the [`Affected`]
 //! value each returns, sequence checking, rejected policies leaving the
-//! snapshot untouched, `ExpireBefore`, lock expiry, `revoked_before`
-//! semantics (`issued_at <= revoked_before` is dead) and locks by email.
+//! snapshot untouched, `ExpireBefore`, lock expiry, `revoked_before_ms`
+//! semantics (`issued_at_ms <= revoked_before_ms` is dead; a token that only
+//! knows its second counts from the start of it) and locks by email.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -51,11 +52,25 @@ struct Who {
     email: &'static str,
     session: Option<SessionId>,
     token: Option<&'static str>,
+    /// Seconds (`iat`).
     issued_at: i64,
+    /// Milliseconds (a session token's `iat_ms`), if the token has them.
+    issued_at_ms: Option<i64>,
 }
 
-const ADA: Who =
-    Who { subject: "sub-ada", email: "ada@corp.example", session: None, token: None, issued_at: NOW - 3600 };
+const ADA: Who = Who {
+    subject: "sub-ada",
+    email: "ada@corp.example",
+    session: None,
+    token: None,
+    issued_at: NOW - 3600,
+    issued_at_ms: None,
+};
+
+/// Ada with a token issued at `ms` (Unix milliseconds) that says so.
+fn ada_at_ms(ms: i64) -> Who {
+    Who { issued_at: ms.div_euclid(1000), issued_at_ms: Some(ms), ..ADA }
+}
 
 fn identity(who: &Who) -> Identity {
     Identity::new(IdentityParts {
@@ -65,6 +80,7 @@ fn identity(who: &Who) -> Identity {
         session_id: who.session,
         token_id: who.token.map(TokenId::new),
         issued_at: who.issued_at,
+        issued_at_ms: who.issued_at_ms,
         auth_time: who.issued_at,
         session_started_at: who.issued_at,
         ..IdentityParts::default()
@@ -132,26 +148,51 @@ fn revoke_token_denies_requests_carrying_it() {
 #[test]
 fn terminate_user_revokes_tokens_issued_at_or_before_the_cutoff() {
     let mut s = snapshot();
-    let cutoff = NOW - 100;
-    let affected = apply(&mut s, Change::TerminateUser { user: UserRef::subject("sub-ada"), revoked_before: cutoff });
+    let cutoff = (NOW - 100) * 1000 + 250;
+    let affected =
+        apply(&mut s, Change::TerminateUser { user: UserRef::subject("sub-ada"), revoked_before_ms: cutoff });
     assert_eq!(affected, Affected::User(UserRef::subject("sub-ada")));
     let state = s.users().get(&UserRef::subject("sub-ada")).unwrap();
-    assert_eq!((state.revoked_before, &state.lock), (Some(cutoff), &None));
+    assert_eq!((state.revoked_before_ms, &state.lock), (Some(cutoff), &None));
 
     let revoked = (Outcome::Deny, Reason::UserTokensRevoked);
-    assert_eq!(decide(&s, &Who { issued_at: cutoff - 1, ..ADA }, NOW), revoked);
-    assert_eq!(decide(&s, &Who { issued_at: cutoff, ..ADA }, NOW), revoked, "issued exactly at the cutoff");
-    assert_eq!(decide(&s, &Who { issued_at: cutoff + 1, ..ADA }, NOW), ALLOWED, "a fresh login");
-    assert_eq!(decide(&s, &Who { subject: "sub-bob", issued_at: cutoff - 1, ..ADA }, NOW), ALLOWED);
+    assert_eq!(decide(&s, &ada_at_ms(cutoff - 1), NOW), revoked);
+    assert_eq!(decide(&s, &ada_at_ms(cutoff), NOW), revoked, "issued in the very millisecond of the termination");
+    assert_eq!(decide(&s, &ada_at_ms(cutoff + 1), NOW), ALLOWED, "a login 1 ms later, in the same second");
+    assert_eq!(decide(&s, &Who { subject: "sub-bob", ..ada_at_ms(cutoff - 1) }, NOW), ALLOWED);
+}
+
+#[test]
+fn a_token_that_only_knows_its_second_is_revoked_by_a_termination_in_that_second() {
+    let mut s = snapshot();
+    let second = NOW - 100;
+    apply(&mut s, Change::TerminateUser { user: UserRef::subject("sub-ada"), revoked_before_ms: second * 1000 + 1 });
+    let revoked = (Outcome::Deny, Reason::UserTokensRevoked);
+    // Issued somewhere in `second`, maybe after the termination: fail closed.
+    assert_eq!(decide(&s, &Who { issued_at: second, ..ADA }, NOW), revoked, "an old-format token of that second");
+    assert_eq!(decide(&s, &Who { issued_at: second + 1, ..ADA }, NOW), ALLOWED, "of the next second");
+    // Claims that disagree count as the earlier of the two.
+    let later_ms = Who { issued_at: second, issued_at_ms: Some((second + 1) * 1000), ..ADA };
+    assert_eq!(decide(&s, &later_ms, NOW), revoked, "`iat_ms` past `iat`'s second: `iat`'s start");
+    let earlier_ms = Who { issued_at: second + 1, issued_at_ms: Some(second * 1000), ..ADA };
+    assert_eq!(decide(&s, &earlier_ms, NOW), revoked, "`iat_ms` before `iat`'s second: `iat_ms`");
+}
+
+#[test]
+fn identities_say_when_their_token_was_issued_in_milliseconds() {
+    assert_eq!(identity(&ada_at_ms(1_700_000_000_123)).issued_at_ms(), 1_700_000_000_123);
+    assert_eq!(identity(&Who { issued_at: 1_700_000_000, ..ADA }).issued_at_ms(), 1_700_000_000_000);
+    assert_eq!(identity(&Who { issued_at: -1, ..ADA }).issued_at_ms(), -1000);
+    assert_eq!(identity(&Who { issued_at: i64::MIN, ..ADA }).issued_at_ms(), i64::MIN, "saturates, no overflow");
 }
 
 #[test]
 fn an_earlier_terminate_user_never_replaces_a_later_one() {
     let mut s = snapshot();
     let user = UserRef::email("ada@corp.example");
-    apply(&mut s, Change::TerminateUser { user: user.clone(), revoked_before: NOW - 10 });
-    apply(&mut s, Change::TerminateUser { user: user.clone(), revoked_before: NOW - 500 });
-    assert_eq!(s.users().get(&user).unwrap().revoked_before, Some(NOW - 10));
+    apply(&mut s, Change::TerminateUser { user: user.clone(), revoked_before_ms: (NOW - 10) * 1000 });
+    apply(&mut s, Change::TerminateUser { user: user.clone(), revoked_before_ms: (NOW - 500) * 1000 });
+    assert_eq!(s.users().get(&user).unwrap().revoked_before_ms, Some((NOW - 10) * 1000));
     assert_eq!(decide(&s, &Who { issued_at: NOW - 10, ..ADA }, NOW), (Outcome::Deny, Reason::UserTokensRevoked));
 }
 
@@ -221,13 +262,13 @@ fn unlock_lifts_the_lock_and_forgets_an_empty_user() {
 }
 
 #[test]
-fn unlock_keeps_revoked_before() {
+fn unlock_keeps_revoked_before_ms() {
     let mut s = snapshot();
     let user = UserRef::subject("sub-ada");
-    apply(&mut s, Change::TerminateUser { user: user.clone(), revoked_before: NOW - 10 });
+    apply(&mut s, Change::TerminateUser { user: user.clone(), revoked_before_ms: (NOW - 10) * 1000 });
     apply(&mut s, Change::LockUser { user: user.clone(), lock: lock(None, "x") });
     apply(&mut s, Change::UnlockUser { user: user.clone() });
-    assert_eq!(s.users().get(&user), Some(&UserState { lock: None, revoked_before: Some(NOW - 10) }));
+    assert_eq!(s.users().get(&user), Some(&UserState { lock: None, revoked_before_ms: Some((NOW - 10) * 1000) }));
     assert_eq!(decide(&s, &Who { issued_at: NOW - 20, ..ADA }, NOW), (Outcome::Deny, Reason::UserTokensRevoked));
     assert_eq!(decide(&s, &Who { issued_at: NOW - 5, ..ADA }, NOW), ALLOWED);
 }
@@ -299,7 +340,7 @@ fn expire_before_drops_only_entries_that_ended_at_or_before_the_cutoff() {
     apply(&mut s, Change::LockUser { user: at.clone(), lock: lock(Some(cutoff), "b") });
     apply(&mut s, Change::LockUser { user: later.clone(), lock: lock(Some(cutoff + 1), "c") });
     apply(&mut s, Change::LockUser { user: forever.clone(), lock: lock(None, "d") });
-    apply(&mut s, Change::TerminateUser { user: revoked.clone(), revoked_before: cutoff - 1000 });
+    apply(&mut s, Change::TerminateUser { user: revoked.clone(), revoked_before_ms: (cutoff - 1000) * 1000 });
     apply(&mut s, Change::LockUser { user: revoked.clone(), lock: lock(Some(cutoff - 1), "e") });
 
     let seq = s.seq();
@@ -313,7 +354,7 @@ fn expire_before_drops_only_entries_that_ended_at_or_before_the_cutoff() {
     assert_eq!(s.users().get(&forever).and_then(|u| u.lock.clone()), Some(lock(None, "d")));
     assert_eq!(
         s.users().get(&revoked),
-        Some(&UserState { lock: None, revoked_before: Some(cutoff - 1000) }),
+        Some(&UserState { lock: None, revoked_before_ms: Some((cutoff - 1000) * 1000) }),
         "an expired lock goes, the terminate-all stays"
     );
     assert_eq!(s.users().len(), 3);

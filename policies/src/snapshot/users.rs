@@ -1,6 +1,8 @@
-//! Per-user revocation state: locks and "every token issued before T is dead"
-//! (`revoked_before`, the O(users) form of terminate-all). Users are named by
-//! subject or by email, so a lock can precede the user's first login.
+//! Per-user revocation state: locks and "every token issued at or before T
+//! is dead" (`revoked_before_ms`, the O(users) form of terminate-all). T is
+//! in milliseconds, so a login in the same second after a termination is
+//! alive. Users are named by subject or by email, so a lock can precede the
+//! user's first login.
 
 use std::sync::Arc;
 
@@ -26,8 +28,10 @@ pub struct Lock {
 pub struct UserState {
     /// The lock, if any.
     pub lock: Option<Lock>,
-    /// Tokens issued at or before this time (Unix seconds) are dead.
-    pub revoked_before: Option<i64>,
+    /// Tokens issued at or before this instant (Unix milliseconds) are
+    /// dead; see [`crate::Identity::issued_at_ms`] for tokens that only
+    /// know their second.
+    pub revoked_before_ms: Option<i64>,
 }
 
 /// Why a user's request is refused before policy is consulted.
@@ -51,7 +55,7 @@ fn email_key(email: &Arc<str>) -> Arc<str> {
 
 type Map = GenericHashMap<Arc<str>, UserState, FixedState, DefaultSharedPtr>;
 
-/// Locks and `revoked_before` times, by subject and by email.
+/// Locks and `revoked_before_ms` instants, by subject and by email.
 #[derive(Debug, Clone, Default)]
 pub struct UserStates {
     by_subject: Map,
@@ -85,11 +89,11 @@ impl UserStates {
         self.drop_if_empty(user);
     }
 
-    /// Records that tokens issued at or before `time` are dead; an earlier
-    /// time never replaces a later one.
-    pub fn revoke_before(&mut self, user: &UserRef, time: i64) {
+    /// Records that tokens issued at or before `time_ms` (Unix
+    /// milliseconds) are dead; an earlier time never replaces a later one.
+    pub fn revoke_before(&mut self, user: &UserRef, time_ms: i64) {
         let slot = self.slot(user);
-        slot.revoked_before = Some(slot.revoked_before.map_or(time, |t| t.max(time)));
+        slot.revoked_before_ms = Some(slot.revoked_before_ms.map_or(time_ms, |t| t.max(time_ms)));
     }
 
     fn drop_if_empty(&mut self, user: &UserRef) {
@@ -131,7 +135,7 @@ impl UserStates {
                 if let Some(lock) = state.lock.as_ref().filter(|l| l.until.is_none_or(|u| now < u)) {
                     return Some(UserDenial::Locked(lock));
                 }
-                state.revoked_before.filter(|&t| identity.issued_at <= t).map(|_| UserDenial::TokenRevoked)
+                state.revoked_before_ms.filter(|&t| identity.issued_at_ms <= t).map(|_| UserDenial::TokenRevoked)
             },
         )
     }

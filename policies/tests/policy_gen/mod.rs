@@ -262,6 +262,7 @@ impl FactsSpec {
             session_id: Some(SessionId::from_bytes(self.session)),
             token_id: Some(TokenId::new(&format!("jti-{}", self.session[0]))),
             issued_at: started,
+            issued_at_ms: None,
             auth_time: started,
             session_started_at: started,
         })

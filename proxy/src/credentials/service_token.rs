@@ -74,6 +74,7 @@ impl ServiceTokens {
                 session_id: None,
                 token_id: Some(TokenId::new(&found.id)),
                 issued_at: found.issued_at,
+                issued_at_ms: found.issued_at_ms,
                 auth_time: found.issued_at,
                 session_started_at: found.issued_at,
             })

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | session of route `R` | `__Host-<base>.R` | `<base>.R` |
 //! | login in flight | `<base>_login_<state>` | same |
+//! | a login of route `R` just completed (loop guard) | `__Host-<base>_fresh.R` | `<base>_fresh.R` |
 //!
 //! Every name that is, without a `__Host-`/`__Secure-` prefix, `<base>` or
 //! starts with `<base>.` or `<base>_` is the edge's ([`SessionCookies::is_edge_cookie`]);
@@ -96,7 +97,18 @@ impl SessionCookies {
     /// secure, else `<base>.<route>`. Bytes a route name cannot hold are
     /// percent-encoded, so the name never breaks a `Set-Cookie` header.
     pub fn name_for(&self, route: &str) -> String {
-        let mut name = format!("{}{}.", self.session_prefix(), self.base);
+        self.route_cookie_name(".", route)
+    }
+
+    /// The name of the login-loop guard of `route`
+    /// (`crate::login::loop_guard`): `__Host-<base>_fresh.<route>` when
+    /// secure, else `<base>_fresh.<route>`; an edge cookie, never a session.
+    pub fn fresh_login_name_for(&self, route: &str) -> String {
+        self.route_cookie_name("_fresh.", route)
+    }
+
+    fn route_cookie_name(&self, separator: &str, route: &str) -> String {
+        let mut name = format!("{}{}{separator}", self.session_prefix(), self.base);
         for b in route.bytes() {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
                 name.push(b as char);
@@ -284,6 +296,12 @@ mod tests {
         assert_eq!(cookies.name_for("wiki"), "__Host-pc.wiki");
         assert_eq!(SessionCookies::new("pc", false).name_for("wiki"), "pc.wiki");
         assert_eq!(cookies.name_for("a;b=c"), "__Host-pc.a%3Bb%3Dc", "never breaks a header");
+        let guard = cookies.fresh_login_name_for("wiki");
+        assert_eq!(guard, "__Host-pc_fresh.wiki");
+        assert!(cookies.is_edge_cookie(&guard), "stripped before the upstream");
+        let with_guard = request(&[format!("{guard}=1; __Host-pc.wiki=t").as_bytes()]);
+        assert_eq!(cookies.find(&with_guard, "wiki"), Some("t"), "the guard is not the session");
+        assert_eq!(cookies.presented(&with_guard).len(), 1);
         let non_ascii = request(&[b"caf\xc3\xa9=1; __Host-pc.wiki=t"]);
         assert_eq!(cookies.find(&non_ascii, "wiki"), Some("t"), "other cookies' bytes do not matter");
     }

@@ -31,6 +31,9 @@ struct SessionClaims {
     groups: Vec<String>,
     sid: String,
     iat: i64,
+    /// Milliseconds (tokens of older control planes have only `iat`).
+    #[serde(default)]
+    iat_ms: Option<i64>,
     exp: i64,
     auth_time: i64,
     #[serde(default)]
@@ -131,6 +134,7 @@ impl SessionVerifier {
             credential: Some(credential),
             session_id: Some(session),
             issued_at: claims.iat,
+            issued_at_ms: claims.iat_ms,
             auth_time: claims.auth_time,
             session_started_at: claims.iat,
             ..IdentityParts::default()
@@ -210,5 +214,23 @@ mod tests {
         assert_eq!(identity.expires_at(), Some(4_000_000_000));
         assert_eq!(crate::credentials::session_route(&identity), Some("wiki"));
         assert_eq!(identity.email(), "ann@example.com");
+        assert_eq!(identity.issued_at_ms(), 1_000_000, "no `iat_ms`: the start of the `iat` second (fail closed)");
+    }
+
+    #[test]
+    fn a_session_token_says_when_it_was_issued_to_the_millisecond() {
+        let (key, public) = signing_key("k1");
+        let verifier = SessionVerifier::new(ISSUER, 16);
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.typ = Some(SESSION_TOKEN_TYPE.into());
+        header.kid = Some("k1".into());
+        let claims = json!({
+            "iss": ISSUER, "aud": SESSION_TOKEN_AUDIENCE, "sub": "u1", "email": "ann@example.com",
+            "sid": "0123456789abcdef0123456789abcdef", "iat": 1_000, "iat_ms": 1_000_999, "exp": 4_000_000_000_i64,
+            "auth_time": 1_000, "route": "wiki",
+        });
+        let signed = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        let (identity, _) = verifier.verify(&signed, CredentialKind::Browser, &[public], 2_000).unwrap();
+        assert_eq!(identity.issued_at_ms(), 1_000_999);
     }
 }

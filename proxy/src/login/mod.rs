@@ -12,7 +12,8 @@
 //! | `cli-login`, `cli-login/token` | browser login for `portcullis connect` through a loopback redirect |
 //!
 //! Redirects after login go only to same-origin paths (and, for the CLI
-//! login, to the CLI's port on 127.0.0.1).
+//! login, to the CLI's port on 127.0.0.1). A session refused right after its
+//! login gets a page, not another login ([`loop_guard`]).
 
 mod answers;
 mod backchannel;
@@ -20,6 +21,7 @@ pub mod cli;
 mod device;
 mod id_token;
 mod logout;
+pub mod loop_guard;
 pub mod session_status;
 pub mod state;
 
@@ -371,8 +373,9 @@ impl LoginService {
         };
         let exp = jwt_payload(&created.token).and_then(|c| c.get("exp").and_then(Value::as_i64)).unwrap_or(info.now);
         let session_cookie = self.cookies.jar().set_cookie_header(&route, &created.token, exp - info.now);
+        let guard = self.fresh_login_cookie(&route, &created.token, info.now);
         tracing::info!(session = %created.session_id, route = %route, "login completed");
-        redirect(session, &login.return_to, &[session_cookie, clear_state]).await
+        redirect(session, &login.return_to, &[session_cookie, guard, clear_state]).await
     }
 
     /// Asks the control plane for a session for `user` on `route`; answers

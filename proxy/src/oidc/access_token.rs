@@ -153,6 +153,9 @@ pub(crate) fn identity_from_claims(
         session_id: None,
         token_id: text("jti").map(TokenId::new),
         issued_at,
+        // An IdP's token knows only its second: it counts from the start of
+        // it, so a terminate-all in that second revokes it (fail closed).
+        issued_at_ms: None,
         auth_time: claims.get("auth_time").and_then(Value::as_i64).unwrap_or(issued_at),
         session_started_at: issued_at,
     })
