@@ -83,7 +83,7 @@ pub fn activity_events_dropped() -> IntCounterVec {
         &["kind"],
     )
     .expect("valid metric");
-    for kind in ["seen", "denied", "address_changed", "flow_opened", "flow_closed"] {
+    for kind in ["seen", "denied", "address_changed", "flow_opened", "flow_closed", "connections_closed"] {
         counter.with_label_values(&[kind]);
     }
     counter

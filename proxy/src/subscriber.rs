@@ -94,10 +94,40 @@ fn retry_delay(failures: u32, last_lasted: Duration, replicas: usize, jitter: f6
     base + base.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
 }
 
+/// Changes whose closes wait for a report at most (receipts count closes
+/// per change; past this, while the control plane cannot be reached, the
+/// oldest are dropped and counted as `connections_closed`).
+const MAX_PENDING_CLOSES: usize = 10_000;
+
 /// Connections closed per change, not yet reported.
 #[derive(Default)]
 struct Pending {
-    closed: Vec<(u64, usize)>,
+    closed: std::collections::VecDeque<(u64, usize)>,
+}
+
+impl Pending {
+    /// Queues `(seq, closed)` (a change that closed nothing needs no
+    /// report entry); returns how many old entries were dropped for room.
+    fn push(&mut self, seq: u64, closed: usize) -> usize {
+        if closed > 0 {
+            self.closed.push_back((seq, closed));
+        }
+        self.trim()
+    }
+
+    /// Puts entries a failed report carried back in front of newer ones.
+    fn restore(&mut self, older: Vec<(u64, usize)>) -> usize {
+        for entry in older.into_iter().rev() {
+            self.closed.push_front(entry);
+        }
+        self.trim()
+    }
+
+    fn trim(&mut self) -> usize {
+        let excess = self.closed.len().saturating_sub(MAX_PENDING_CLOSES);
+        self.closed.drain(..excess);
+        excess
+    }
 }
 
 /// Streams changes in and reports back.
@@ -275,9 +305,16 @@ impl Subscriber {
 
     fn queue_report(&self, seq: u64, closed: usize) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.closed.push((seq, closed));
+        let dropped = pending.push(seq, closed);
         drop(pending);
+        self.count_dropped(dropped);
         self.wake_reporter.notify_one();
+    }
+
+    fn count_dropped(&self, dropped: usize) {
+        if dropped > 0 {
+            self.metrics.activity_events_dropped.with_label_values(&["connections_closed"]).inc_by(dropped as u64);
+        }
     }
 
     /// Reports applied sequence and closes: at once after a change (receipts
@@ -288,7 +325,7 @@ impl Subscriber {
             let Some(applied) = self.snapshots.seq() else { continue };
             let closed = {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                std::mem::take(&mut pending.closed)
+                Vec::from(std::mem::take(&mut pending.closed))
             };
             let activity = self.activity.batch(&self.registry, now_ms());
             let body = serde_json::json!({
@@ -316,8 +353,9 @@ impl Subscriber {
                     tracing::warn!(%error, "cannot report to the control plane");
                     // Keep the closes and sightings for the next attempt.
                     let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    pending.closed.extend(closed);
+                    let dropped = pending.restore(closed);
                     drop(pending);
+                    self.count_dropped(dropped);
                     self.activity.restore(activity);
                 }
             }
@@ -340,7 +378,24 @@ fn next_frame(buffer: &[u8]) -> Result<Option<&[u8]>, String> {
 mod tests {
     use std::time::Duration;
 
-    use super::{next_frame, retry_delay, MAX_BACKOFF, MIN_BACKOFF};
+    use super::{next_frame, retry_delay, Pending, MAX_BACKOFF, MAX_PENDING_CLOSES, MIN_BACKOFF};
+
+    #[test]
+    fn closes_waiting_for_a_report_are_bounded_oldest_first() {
+        let mut pending = Pending::default();
+        assert_eq!(pending.push(1, 0), 0);
+        assert!(pending.closed.is_empty(), "a change that closed nothing waits for nothing");
+        for seq in 0..MAX_PENDING_CLOSES as u64 {
+            assert_eq!(pending.push(seq, 1), 0);
+        }
+        assert_eq!(pending.push(u64::MAX, 3), 1, "full: the oldest goes");
+        assert_eq!(pending.closed.front(), Some(&(1, 1)));
+        let failed: Vec<_> = pending.closed.drain(..2).collect();
+        pending.push(7, 7);
+        assert_eq!(pending.restore(failed), 1, "a failed report's entries go back in front, trimmed");
+        assert_eq!(pending.closed.len(), MAX_PENDING_CLOSES);
+        assert_eq!(pending.closed.back(), Some(&(7, 7)));
+    }
 
     #[test]
     fn a_healthy_stream_is_retried_at_once_and_resets_the_backoff() {

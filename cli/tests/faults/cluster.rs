@@ -156,7 +156,13 @@ impl Edge {
     /// `/readyz` answers 200.
     pub async fn start(id: &str, urls: &[String], dir: &Path) -> Self {
         let issuer = ISSUER;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+        // A fresh connection per probe: the edge closes connections it stops
+        // trusting (a stale strict route), and a pooled one would fail the probe.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
         let (port, metrics) = (free_port(), free_port());
         let edge = Self {
             child: spawn(id, urls, issuer, port, metrics, dir),
@@ -293,30 +299,25 @@ fn spawn(id: &str, urls: &[String], issuer: &str, port: u16, metrics: u16, dir: 
 /// Polls every edge in `edges` that is ready until each refuses `token` on
 /// `app`, for at most `limit`; how long after `since` that was.
 pub async fn refused_everywhere(edges: &[&Edge], token: &str, since: Instant, limit: Duration) -> Option<Duration> {
-    loop {
-        let mut all = true;
-        for edge in edges {
-            if edge.ready().await && edge.admits(token).await {
-                all = false;
-                break;
-            }
-        }
-        if all {
-            return Some(since.elapsed());
-        }
-        if since.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    every_edge(edges, since, limit, |edge| async move { !edge.ready().await || !edge.admits(token).await }).await
 }
 
 /// Polls until every edge admits `token`, for at most `limit`.
 pub async fn admitted_everywhere(edges: &[&Edge], token: &str, since: Instant, limit: Duration) -> Option<Duration> {
+    every_edge(edges, since, limit, |edge| edge.admits(token)).await
+}
+
+/// Polls every 10 ms until `holds` is true of every edge at once, for at
+/// most `limit`; how long after `since` that was.
+async fn every_edge<'e, F, Fut>(edges: &[&'e Edge], since: Instant, limit: Duration, holds: F) -> Option<Duration>
+where
+    F: Fn(&'e Edge) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     loop {
         let mut all = true;
         for edge in edges {
-            if !edge.admits(token).await {
+            if !holds(edge).await {
                 all = false;
                 break;
             }

@@ -9,17 +9,19 @@ use crate::harness::TempDir;
 use crate::upstream::Upstream;
 use crate::{figures, ENFORCED_WITHIN};
 
-fn sqlite(dir: &TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("cp.db").display())
+/// A control plane on SQLite with the fault policy, and one edge.
+async fn cluster(dir: &TempDir, upstream: &Upstream) -> (Replica, Edge) {
+    let replica = Replica::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    replica.plane().apply_policy(&policy(upstream.port)).await;
+    let edge = Edge::start("edge-1", &[replica.edge_url()], dir.path()).await;
+    (replica, edge)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_edge_closes_a_terminated_websocket_as_soon_as_it_resumes() {
     let dir = TempDir::new("pause-edge");
     let upstream = Upstream::start().await;
-    let replica = Replica::start(&sqlite(&dir), dir.path()).await;
-    replica.plane().apply_policy(&policy(upstream.port)).await;
-    let edge = Edge::start("edge-1", &[replica.edge_url()], dir.path()).await;
+    let (replica, edge) = cluster(&dir, &upstream).await;
     let (id, token) = replica.mint("ada@corp.example", "app").await;
     let mut socket = edge.websocket("app.corp.example", "app", &token).await;
 
@@ -42,9 +44,7 @@ async fn a_paused_edge_closes_a_terminated_websocket_as_soon_as_it_resumes() {
 async fn a_silent_control_plane_makes_the_edge_unready_and_strict_routes_fail_closed() {
     let dir = TempDir::new("pause-plane");
     let upstream = Upstream::start().await;
-    let replica = Replica::start(&sqlite(&dir), dir.path()).await;
-    replica.plane().apply_policy(&policy(upstream.port)).await;
-    let edge = Edge::start("edge-1", &[replica.edge_url()], dir.path()).await;
+    let (replica, edge) = cluster(&dir, &upstream).await;
     let (_, app) = replica.mint("ada@corp.example", "app").await;
     let (_, strict) = replica.mint("ada@corp.example", "strict").await;
     let mut strict_socket = edge.websocket("strict.corp.example", "strict", &strict).await;
