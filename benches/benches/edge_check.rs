@@ -108,13 +108,9 @@ fn bench_edge_gate(c: &mut Criterion) {
     body.signing_keys = vec![public];
     let snapshots = Arc::new(portcullis_edge::SnapshotStore::new());
     snapshots.replace(Snapshot::from_body(body).expect("compiles"));
-    let channel = portcullis_edge::subscriber::ChannelConfig {
-        url: "http://127.0.0.1:9".into(),
-        secret: "bench".into(),
-        edge_id: "bench".into(),
-        edge_name: "bench".into(),
-    };
-    let authority = Arc::new(portcullis_edge::authority_client::AuthorityClient::new(channel));
+    let channel = portcullis_edge::control_planes::ChannelConfig::single("http://127.0.0.1:9", "bench", "bench");
+    let planes = Arc::new(portcullis_edge::control_planes::ControlPlanes::new(channel));
+    let authority = Arc::new(portcullis_edge::authority_client::AuthorityClient::new(planes));
     let registry = ConnRegistry::new();
     let gate = Gate {
         snapshots: Arc::clone(&snapshots),
@@ -127,7 +123,9 @@ fn bench_edge_gate(c: &mut Criterion) {
         cookies: SessionCookies::new("portcullis_session", true),
         trusted_proxies: Default::default(),
         status: Default::default(),
-        stale_deny: None,
+        // The edge's defaults: 5 s, then keep enforcing the last snapshot.
+        max_staleness: std::time::Duration::from_secs(5),
+        stale_mode: portcullis_policy::policy::StaleMode::Keep,
         activity: Default::default(),
         metrics: Arc::new(portcullis_edge::metrics::EdgeMetrics::new()),
     };
