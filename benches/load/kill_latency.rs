@@ -39,15 +39,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use futures_util::{stream, SinkExt, StreamExt};
+use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use processes::{ControlPlane, Edge, WorkDir, APP_HOST, USER_DOMAIN};
+use processes::{ControlPlane, Edge, WorkDir, USER_DOMAIN};
+use ws_upstream::Socket;
 
 /// Options.
 #[derive(Parser)]
@@ -81,8 +79,6 @@ struct Args {
     #[arg(long)]
     keep: bool,
 }
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A session and the user it belongs to.
 struct Session {
@@ -176,22 +172,12 @@ fn email(prefix: &str, user: usize) -> String {
 async fn open_all(ports: &[u16], sessions: &[Session]) -> Result<Vec<Watched>> {
     let opened = stream::iter(sessions.iter().enumerate().map(|(i, session)| async move {
         let port = ports[i % ports.len()];
-        let socket = open(port, &session.token).await.with_context(|| format!("websocket {i} through port {port}"))?;
+        let socket = ws_upstream::open_through_edge(port, &session.token)
+            .await
+            .with_context(|| format!("websocket {i} through port {port}"))?;
         anyhow::Ok(Watched { user: session.user, closed: tokio::spawn(watch(socket)) })
     }));
     opened.buffered(32).collect::<Vec<_>>().await.into_iter().collect()
-}
-
-async fn open(port: u16, token: &str) -> Result<Socket> {
-    let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request()?;
-    request.headers_mut().insert("host", APP_HOST.parse()?);
-    request.headers_mut().insert("cookie", format!("__Host-portcullis_session.app={token}").parse()?);
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
-    socket.send(Message::text("ping")).await?;
-    match socket.next().await {
-        Some(Ok(Message::Text(text))) if text.as_str() == "ping" => Ok(socket),
-        other => bail!("no echo: {other:?}"),
-    }
 }
 
 /// Waits for the socket to close (end of stream, error or close frame).

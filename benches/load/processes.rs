@@ -1,10 +1,12 @@
 //! The real processes the load harnesses drive: the release `portcullis`
-//! binary started as a control plane (SQLite in a temp dir) and as edges,
+//! binary started as a control plane (SQLite in a temp dir, or a given
+//! PostgreSQL database) and as edges,
 //! each from a TOML config file on free loopback ports and waited for until
 //! `/readyz` answers, plus what the harnesses need around them: the policy,
 //! session tokens minted through the edge channel (`POST /edge/v1/sessions`
 //! with the enrollment secret, as an edge does after an OIDC login, so no
-//! IdP is needed), a temp dir, percentiles and per-process CPU time.
+//! IdP is needed), a temp dir, percentiles, and per-process CPU time,
+//! resident memory and open file descriptors.
 //!
 //! Every child is killed when its handle drops (also on panic), so a failed
 //! run leaves nothing listening.
@@ -160,7 +162,7 @@ async fn wait_ready(process: &mut Process, url: &str) -> Result<()> {
     }
 }
 
-/// A running `portcullis control-plane` on SQLite.
+/// A running `portcullis control-plane`.
 pub struct ControlPlane {
     process: Process,
     /// Admin API base, e.g. `http://127.0.0.1:41234`; also the session issuer.
@@ -173,11 +175,17 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts it with a config file and a SQLite database in `dir`.
     pub async fn start(binary: &Path, dir: &WorkDir) -> Result<Self> {
+        let sqlite = format!("sqlite://{}", dir.path().join("control-plane.db").display());
+        Self::start_on(binary, dir, &sqlite).await
+    }
+
+    /// Starts it on `database_url` (`sqlite://…` or `postgres://…`), with
+    /// its config file and log in `dir`.
+    pub async fn start_on(binary: &Path, dir: &WorkDir, database_url: &str) -> Result<Self> {
         let (listen, edge_listen) = (free_port()?, free_port()?);
         let config = format!(
             "listen = \"127.0.0.1:{listen}\"\nedge_listen = \"127.0.0.1:{edge_listen}\"\n\
-             database_url = \"sqlite://{}\"\nedge_secret = \"{EDGE_SECRET}\"\nbootstrap_token = \"{ADMIN_TOKEN}\"\n",
-            dir.path().join("control-plane.db").display()
+             database_url = \"{database_url}\"\nedge_secret = \"{EDGE_SECRET}\"\nbootstrap_token = \"{ADMIN_TOKEN}\"\n"
         );
         let mut command = Command::new(binary);
         command.arg("control-plane").arg("--config").arg(dir.write("control-plane.toml", &config)?);
@@ -311,6 +319,18 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // USER_HZ is 100 on every Linux architecture this runs on.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS` in `/proc/<pid>/status`); 0 once it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"));
+    line.and_then(|rest| rest.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+/// Open file descriptors of `pid` (entries of `/proc/<pid>/fd`); 0 once it is gone.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |entries| entries.count())
 }
 
 /// CPU seconds the whole machine spent busy so far: user, nice, system,

@@ -1,6 +1,8 @@
-//! The kill-latency harness's upstream, in-process: a websocket echo on a
+//! The websocket harnesses' upstream, in-process: a websocket echo on a
 //! free loopback port. Plain HTTP requests get `200 ok` (keep-alive), so the
-//! edge may reuse a connection for an upgrade.
+//! edge may reuse a connection for an upgrade. Also the client side: a
+//! websocket opened through an edge to this echo with a session cookie
+//! ([`open_through_edge`]).
 //!
 //! The 101 is sent 20 ms after the upgrade request, like an upstream across
 //! a network: pingora 0.9.1 tears an upgrade down when the 101 is read
@@ -8,11 +10,20 @@
 //! a loopback upstream answering within microseconds hits that race. The
 //! delay is in the websocket's opening only, never in what is measured.
 
+use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::processes::APP_HOST;
+
+/// A websocket through an edge, client side.
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long the upstream waits before its 101 (see the module doc).
 const UPGRADE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
@@ -27,6 +38,20 @@ pub async fn start() -> anyhow::Result<u16> {
         }
     });
     Ok(port)
+}
+
+/// Opens a websocket to `/ws` on `APP_HOST` through the edge on `port` with
+/// `token` as the session cookie, and checks one echo on it.
+pub async fn open_through_edge(port: u16, token: &str) -> anyhow::Result<Socket> {
+    let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request()?;
+    request.headers_mut().insert("host", APP_HOST.parse()?);
+    request.headers_mut().insert("cookie", format!("__Host-portcullis_session.app={token}").parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    socket.send(Message::text("ping")).await?;
+    match socket.next().await {
+        Some(Ok(Message::Text(text))) if text.as_str() == "ping" => Ok(socket),
+        other => bail!("no echo: {other:?}"),
+    }
 }
 
 async fn serve(mut stream: TcpStream) {
