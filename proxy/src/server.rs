@@ -86,8 +86,9 @@ impl BackgroundService for ExpiryService {
                 gate.metrics.kills.with_label_values(&[KillReason::Expired.as_str()]).inc_by(closed as u64);
                 tracing::info!(closed, "closed connections whose admission lapsed");
             }
-            if gate.status.staleness_ms() > gate.max_staleness.as_millis() as i64 {
-                let closed = gate.registry.close_where(|b| b.route(&snapshot).is_some_and(|r| gate.stale_for(r)));
+            if gate.is_stale() {
+                let strict = |route: &_| gate.fails_closed_when_stale(route);
+                let closed = gate.registry.close_where(|b| b.route(&snapshot).is_some_and(strict));
                 if closed > 0 {
                     gate.metrics.kills.with_label_values(&[KillReason::Stale.as_str()]).inc_by(closed as u64);
                     tracing::warn!(closed, "the snapshot is stale: closed connections on routes with stale_mode deny");

@@ -60,6 +60,11 @@ impl SyncStatus {
             at => now_ms() - at,
         }
     }
+
+    /// No frame for longer than `limit`.
+    pub fn older_than(&self, limit: Duration) -> bool {
+        self.staleness_ms() > limit.as_millis() as i64
+    }
 }
 
 fn now_ms() -> i64 {
@@ -204,15 +209,12 @@ impl Subscriber {
         let opened = Instant::now();
         let mut delivered = false;
         let error = self.stream_frames(index, &mut delivered).await.err();
-        let error = match error {
-            Some(e) if e.is_empty() => None,
-            other => other,
-        };
         StreamEnd { delivered, lasted: opened.elapsed(), error }
     }
 
-    /// Reads frames from replica `index` until the stream ends (`Err("")`
-    /// for a clean end), setting `delivered` once one was applied.
+    /// Reads frames from replica `index` until the stream ends (`Ok` when
+    /// the control plane ended it cleanly), setting `delivered` once one
+    /// was applied.
     async fn stream_frames(&self, index: usize, delivered: &mut bool) -> Result<(), String> {
         let since = self.snapshots.seq().map(|s| format!("?since={s}")).unwrap_or_default();
         let url = self.planes.url_at(index, &format!("/edge/v1/stream{since}"));
@@ -242,7 +244,7 @@ impl Subscriber {
                 },
             };
             let chunk = match next {
-                None => return Err(String::new()),
+                None => return Ok(()),
                 Some(chunk) => chunk.map_err(|e| e.to_string())?,
             };
             buffer.extend_from_slice(&chunk);

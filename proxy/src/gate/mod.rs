@@ -164,11 +164,20 @@ impl Gate {
         self.snapshots.load_full().ok_or(Refusal::NoSnapshot)
     }
 
-    /// Does `route` fail closed now, its `stale_mode` being `deny` and the
-    /// snapshot older than `max_staleness`?
-    pub fn stale_for(&self, route: &Route) -> bool {
+    /// Is the snapshot older than `max_staleness`?
+    pub fn is_stale(&self) -> bool {
+        self.status.older_than(self.max_staleness)
+    }
+
+    /// Does `route` fail closed once the snapshot is stale (its own
+    /// `stale_mode`, else the edge's, is `deny`)?
+    pub fn fails_closed_when_stale(&self, route: &Route) -> bool {
         route.options().stale_mode.unwrap_or(self.stale_mode) == StaleMode::Deny
-            && self.status.staleness_ms() > self.max_staleness.as_millis() as i64
+    }
+
+    /// Does `route` fail closed now? (The clock is read only for such routes.)
+    pub fn stale_for(&self, route: &Route) -> bool {
+        self.fails_closed_when_stale(route) && self.is_stale()
     }
 
     /// The route serving the arrival, and the path the policy judges
