@@ -59,6 +59,8 @@ pub enum Reason {
     UserTokensRevoked,
     /// The token id was revoked.
     TokenRevoked,
+    /// The control-plane key that signed the token was revoked.
+    SigningKeyRevoked,
 }
 
 /// A decision with what made it, borrowing names from the snapshot.
@@ -125,6 +127,11 @@ pub fn evaluate<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
         }
         if identity.token_id.as_ref().is_some_and(|jti| snapshot.revoked_tokens.contains(jti)) {
             return Decision::revoked(Reason::TokenRevoked, None);
+        }
+        // Cached identities too: a token dies the moment its key is no
+        // longer published, whatever cache it sits in.
+        if identity.signing_key().is_some_and(|kid| !snapshot.signing_keys().iter().any(|k| *k.kid == *kid)) {
+            return Decision::revoked(Reason::SigningKeyRevoked, None);
         }
     }
     let policy = &snapshot.policy;
@@ -251,6 +258,7 @@ impl fmt::Display for Decision<'_> {
             },
             (Reason::UserTokensRevoked, _) => f.write_str("every session of this user was terminated; log in again"),
             (Reason::TokenRevoked, _) => f.write_str("this token was revoked"),
+            (Reason::SigningKeyRevoked, _) => f.write_str("the key that signed this session was revoked; log in again"),
             (Reason::RuleMatched, None) => f.write_str("a rule matched"),
         }
     }

@@ -92,6 +92,11 @@ pub struct IdentityParts {
     /// When the Portcullis session started (Unix seconds); `issued_at` for
     /// tokens without a session.
     pub session_started_at: i64,
+    /// The control plane's key (`kid`) that signed the presented session
+    /// token; `None` for credentials the control plane did not sign. The
+    /// token dies with the key: [`crate::evaluate`] refuses it once the
+    /// snapshot no longer publishes that key (emergency key revocation).
+    pub signing_key: Option<String>,
 }
 
 /// The instant a token was issued, in milliseconds: the precise one when
@@ -125,6 +130,7 @@ pub struct Identity {
     pub(crate) auth_time: i64,
     pub(crate) session_started_at: i64,
     pub(crate) expires_at: Option<i64>,
+    pub(crate) signing_key: Option<Box<str>>,
 }
 
 impl Identity {
@@ -149,6 +155,7 @@ impl Identity {
             auth_time: parts.auth_time,
             session_started_at: parts.session_started_at,
             expires_at: None,
+            signing_key: parts.signing_key.map(String::into_boxed_str),
         }
     }
 
@@ -200,6 +207,11 @@ impl Identity {
     /// The credential kind.
     pub fn credential(&self) -> CredentialKind {
         self.credential
+    }
+
+    /// The control plane's key that signed the token, if it signed it.
+    pub fn signing_key(&self) -> Option<&str> {
+        self.signing_key.as_deref()
     }
 
     /// The Portcullis session id, if any.

@@ -114,6 +114,7 @@ fn reason_code(reason: Reason) -> &'static str {
         Reason::UserLocked => "user_locked",
         Reason::UserTokensRevoked => "user_tokens_revoked",
         Reason::TokenRevoked => "token_revoked",
+        Reason::SigningKeyRevoked => "signing_key_revoked",
     }
 }
 

@@ -115,6 +115,10 @@ pub enum Affected {
     Token(TokenId),
     /// Every connection must be re-evaluated (the policy changed).
     All,
+    /// A signing key is no longer published (revoked, or its grace period
+    /// ended): every connection must be re-evaluated, since the tokens it
+    /// signed are dead.
+    KeysWithdrawn,
     /// No connection is affected.
     Nothing,
 }
@@ -223,8 +227,13 @@ impl Snapshot {
                 Affected::All
             }
             Change::RotateKeys { keys } => {
+                let withdrawn = self.signing_keys.iter().any(|old| !keys.iter().any(|new| new.kid == old.kid));
                 self.signing_keys = keys.clone().into();
-                Affected::Nothing
+                if withdrawn {
+                    Affected::KeysWithdrawn
+                } else {
+                    Affected::Nothing
+                }
             }
             Change::ExpireBefore { cutoff } => {
                 self.terminated_sessions.expire(*cutoff);

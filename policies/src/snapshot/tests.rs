@@ -56,6 +56,8 @@ struct Who {
     issued_at: i64,
     /// Milliseconds (a session token's `iat_ms`), if the token has them.
     issued_at_ms: Option<i64>,
+    /// The control-plane key that signed the token (`kid`), if it did.
+    signing_key: Option<&'static str>,
 }
 
 const ADA: Who = Who {
@@ -65,6 +67,7 @@ const ADA: Who = Who {
     token: None,
     issued_at: NOW - 3600,
     issued_at_ms: None,
+    signing_key: None,
 };
 
 /// Ada with a token issued at `ms` (Unix milliseconds) that says so.
@@ -78,6 +81,7 @@ fn identity(who: &Who) -> Identity {
         email: who.email.into(),
         credential: Some(CredentialKind::Browser),
         session_id: who.session,
+        signing_key: who.signing_key.map(str::to_owned),
         token_id: who.token.map(TokenId::new),
         issued_at: who.issued_at,
         issued_at_ms: who.issued_at_ms,
@@ -317,8 +321,24 @@ fn rotate_keys_replaces_the_key_set() {
     let key = |kid: &str| PublicKey { kid: kid.into(), alg: KeyAlgorithm::EdDSA, x: "AAAA".into(), y: None };
     assert_eq!(apply(&mut s, Change::RotateKeys { keys: vec![key("k1"), key("k2")] }), Affected::Nothing);
     assert_eq!(s.signing_keys(), &[key("k1"), key("k2")]);
-    apply(&mut s, Change::RotateKeys { keys: vec![key("k3")] });
+    assert_eq!(apply(&mut s, Change::RotateKeys { keys: vec![key("k3")] }), Affected::KeysWithdrawn);
     assert_eq!(s.signing_keys(), &[key("k3")]);
+}
+
+#[test]
+fn a_token_dies_with_its_signing_key() {
+    let mut s = snapshot();
+    let key = |kid: &str| PublicKey { kid: kid.into(), alg: KeyAlgorithm::ES256, x: "AAAA".into(), y: None };
+    apply(&mut s, Change::RotateKeys { keys: vec![key("old"), key("new")] });
+    let signed_by_old = Who { signing_key: Some("old"), ..ADA };
+    let signed_by_new = Who { signing_key: Some("new"), ..ADA };
+    assert_eq!(decide(&s, &signed_by_old, NOW), ALLOWED);
+    // Emergency revocation of `old`: only `new` stays published.
+    assert_eq!(apply(&mut s, Change::RotateKeys { keys: vec![key("new")] }), Affected::KeysWithdrawn);
+    assert_eq!(decide(&s, &signed_by_old, NOW), (Outcome::Deny, Reason::SigningKeyRevoked));
+    assert_eq!(decide(&s, &signed_by_new, NOW), ALLOWED);
+    // Credentials the control plane did not sign are not affected.
+    assert_eq!(decide(&s, &ADA, NOW), ALLOWED);
 }
 
 #[test]

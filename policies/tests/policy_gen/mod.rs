@@ -265,6 +265,7 @@ impl FactsSpec {
             issued_at_ms: None,
             auth_time: started,
             session_started_at: started,
+            signing_key: None,
         })
     }
 

@@ -77,6 +77,8 @@ impl ServiceTokens {
                 issued_at_ms: found.issued_at_ms,
                 auth_time: found.issued_at,
                 session_started_at: found.issued_at,
+                // Opaque, looked up at the control plane: no key signed it.
+                signing_key: None,
             })
             .with_expires_at(found.expires_at),
         );

@@ -75,7 +75,12 @@ impl SessionVerifier {
         keys: &[PublicKey],
         now: i64,
     ) -> Result<(Arc<Identity>, bool), CredentialError> {
-        if let Some(identity) = self.cache_hit(token, credential, now) {
+        // A cached token whose key is no longer published is verified again
+        // (and refused): a revoked key takes its cached tokens with it.
+        if let Some(identity) = self
+            .cache_hit(token, credential, now)
+            .filter(|i| i.signing_key().is_some_and(|kid| keys.iter().any(|k| *k.kid == *kid)))
+        {
             return Ok((identity, true));
         }
         let (identity, exp) = self.verify_signature(token, credential, keys)?;
@@ -107,7 +112,8 @@ impl SessionVerifier {
         if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(SESSION_TOKEN_TYPE) {
             return Err(CredentialError::WrongType);
         }
-        let key = self.decoding_key(header.kid.as_deref().ok_or(CredentialError::UnknownKey)?, keys)?;
+        let kid = header.kid.ok_or(CredentialError::UnknownKey)?;
+        let key = self.decoding_key(&kid, keys)?;
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_audience(&[SESSION_TOKEN_AUDIENCE]);
         validation.set_issuer(&[&self.issuer]);
@@ -137,6 +143,7 @@ impl SessionVerifier {
             issued_at_ms: claims.iat_ms,
             auth_time: claims.auth_time,
             session_started_at: claims.iat,
+            signing_key: Some(kid),
             ..IdentityParts::default()
         })
         .with_expires_at(Some(claims.exp));
@@ -215,6 +222,20 @@ mod tests {
         assert_eq!(crate::credentials::session_route(&identity), Some("wiki"));
         assert_eq!(identity.email(), "ann@example.com");
         assert_eq!(identity.issued_at_ms(), 1_000_000, "no `iat_ms`: the start of the `iat` second (fail closed)");
+        assert_eq!(identity.signing_key(), Some("k1"));
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_its_key_is_withdrawn() {
+        let (key, public) = signing_key("k1");
+        let (_, other) = signing_key("k2");
+        let verifier = SessionVerifier::new(ISSUER, 16);
+        let signed = token(&key, "k1", SESSION_TOKEN_TYPE, 4_000_000_000);
+        let both = [public.clone(), other.clone()];
+        assert!(!verifier.verify(&signed, CredentialKind::Browser, &both, 2_000).unwrap().1);
+        assert!(verifier.verify(&signed, CredentialKind::Browser, &both, 2_000).unwrap().1, "cached");
+        let refused = verifier.verify(&signed, CredentialKind::Browser, &[other], 2_000).err();
+        assert_eq!(refused, Some(CredentialError::UnknownKey), "the cache does not outlive the key");
     }
 
     #[test]

@@ -349,9 +349,10 @@ impl Gate {
                 None => Err(Refusal::LoginRequired(format!("{decision}."))),
             },
             Outcome::Deny => match decision.reason {
-                Reason::SessionTerminated | Reason::UserTokensRevoked | Reason::TokenRevoked => {
-                    Err(Refusal::LoginRequired(format!("{decision}.")))
-                }
+                Reason::SessionTerminated
+                | Reason::UserTokensRevoked
+                | Reason::TokenRevoked
+                | Reason::SigningKeyRevoked => Err(Refusal::LoginRequired(format!("{decision}."))),
                 Reason::NoRoute => Err(Refusal::NoRoute(format!("{decision}."))),
                 _ => {
                     let reason = decision.to_string();

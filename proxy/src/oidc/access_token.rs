@@ -158,6 +158,8 @@ pub(crate) fn identity_from_claims(
         issued_at_ms: None,
         auth_time: claims.get("auth_time").and_then(Value::as_i64).unwrap_or(issued_at),
         session_started_at: issued_at,
+        // Signed by the IdP, not the control plane: its revocation is the IdP's.
+        signing_key: None,
     })
     .with_expires_at(claims.get("exp").and_then(Value::as_i64)))
 }

@@ -154,6 +154,8 @@ pub enum KillReason {
     Expired,
     /// The snapshot went stale on a route whose `stale_mode` is `deny`.
     Stale,
+    /// The control-plane key that signed the session was revoked.
+    KeyRevoked,
 }
 
 impl KillReason {
@@ -166,6 +168,7 @@ impl KillReason {
             Self::PolicyChanged => "policy_changed",
             Self::Expired => "expired",
             Self::Stale => "stale_snapshot",
+            Self::KeyRevoked => "key_revoked",
         }
     }
 }
@@ -409,6 +412,7 @@ impl ConnRegistry {
             // A revoked token id is in the snapshot now: re-evaluating finds its connections.
             Affected::Token(_) => (self.reevaluate(snapshot, now), KillReason::TokenRevoked),
             Affected::All => (self.reevaluate(snapshot, now), KillReason::PolicyChanged),
+            Affected::KeysWithdrawn => (self.reevaluate(snapshot, now), KillReason::KeyRevoked),
             Affected::Nothing => (0, KillReason::PolicyChanged),
         }
     }
