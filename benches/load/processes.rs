@@ -24,6 +24,8 @@ use serde_json::{json, Value};
 pub const EDGE_SECRET: &str = "bench-edge-secret-0123456789abcdef0123";
 /// The admin token the harness control plane bootstraps.
 pub const ADMIN_TOKEN: &str = "pcat_bench_admin_token_0123456789abcdef";
+/// The key-encryption key of the harness's control planes (PostgreSQL requires one).
+pub const KEK: &str = "bench-key-encryption-key-0123456789abcdef";
 /// The host the bench policy routes (`app`).
 pub const APP_HOST: &str = "app.bench.example";
 /// Every bench user's email domain; the policy allows exactly this domain.
@@ -185,7 +187,8 @@ impl ControlPlane {
         let (listen, edge_listen) = (free_port()?, free_port()?);
         let config = format!(
             "listen = \"127.0.0.1:{listen}\"\nedge_listen = \"127.0.0.1:{edge_listen}\"\n\
-             database_url = \"{database_url}\"\nedge_secret = \"{EDGE_SECRET}\"\nbootstrap_token = \"{ADMIN_TOKEN}\"\n"
+             database_url = \"{database_url}\"\nedge_secret = \"{EDGE_SECRET}\"\nbootstrap_token = \"{ADMIN_TOKEN}\"\n\
+             key_encryption_key = \"{KEK}\"\n"
         );
         let mut command = Command::new(binary);
         command.arg("control-plane").arg("--config").arg(dir.write("control-plane.toml", &config)?);

@@ -129,6 +129,7 @@ impl Server {
             "PORTCULLIS_DATABASE_URL" => Some(database_url.to_owned()),
             "PORTCULLIS_EDGE_SECRET" => Some(EDGE_SECRET.to_owned()),
             "PORTCULLIS_BOOTSTRAP_TOKEN" => Some(ADMIN_TOKEN.to_owned()),
+            "PORTCULLIS_KEY_ENCRYPTION_KEY" => Some("key-encryption-key-for-benchmarks-0123456789".to_owned()),
             "PORTCULLIS_LISTEN" | "PORTCULLIS_EDGE_LISTEN" => Some("127.0.0.1:0".to_owned()),
             _ => None,
         };

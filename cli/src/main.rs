@@ -10,6 +10,7 @@ mod config_file;
 mod connect_cmd;
 mod control_plane_cmd;
 mod edge_cmd;
+mod keys_cmd;
 mod output;
 mod policy_apply;
 mod policy_cmd;
@@ -48,6 +49,9 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Show the edges: connected or stale, applied change, lag (admin API).
     Edges(audit_cmd::EdgesArgs),
+    /// Session-signing keys: list, rotate, revoke a leaked one (admin API).
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
     /// Reach a TCP route (SSH, a database) through an edge as the logged-in user;
     /// e.g. `ssh -o ProxyCommand='portcullis connect %h:%p' host`.
     Connect(connect_cmd::ConnectArgs),
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Users(command) => users_cmd::run(command),
         Command::Audit(args) => audit_cmd::audit(args),
         Command::Edges(args) => audit_cmd::edges(args),
+        Command::Keys(command) => keys_cmd::run(command),
         Command::Connect(args) => connect_cmd::run(args),
         Command::Quickstart(args) => quickstart::run(args),
         Command::DemoApp(args) => quickstart::demo_app::run(args),

@@ -19,7 +19,7 @@ pub struct App {
     /// The store.
     pub store: Arc<SqlStore>,
     /// Signs session tokens.
-    pub authority: SessionAuthority,
+    pub authority: Arc<SessionAuthority>,
     /// Change and report signals.
     pub feed: Arc<ChangeFeed>,
     /// Prometheus metrics.
@@ -31,7 +31,7 @@ pub struct App {
 
 impl App {
     /// Assembles the state.
-    pub fn new(config: Config, store: Arc<SqlStore>, authority: SessionAuthority, feed: Arc<ChangeFeed>) -> Self {
+    pub fn new(config: Config, store: Arc<SqlStore>, authority: Arc<SessionAuthority>, feed: Arc<ChangeFeed>) -> Self {
         let portal = PortalState::new(&config);
         Self { config, store, authority, feed, metrics: Metrics::new(), portal, compiled: Mutex::new(None) }
     }

@@ -1,7 +1,11 @@
 //! The session authority: the control plane is the only holder of the
-//! session-signing key. It creates an ES256 key on first start (stored,
-//! rotatable), signs session tokens for logins edges complete, and publishes
-//! the public keys in the snapshot so edges verify without any secret.
+//! session-signing key. It creates an ES256 key on first start (stored
+//! sealed with the key-encryption key, rotatable, revocable in an
+//! emergency), signs session tokens for logins edges complete, and
+//! publishes the public keys in the snapshot so edges verify without any
+//! secret. Every replica follows the current key in the database within a
+//! second ([`SessionAuthority::follow`]), so a rotation or revocation made
+//! through one replica is not undone by another signing with the old key.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -11,8 +15,12 @@ use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
+use crate::key_vault::KeyVault;
 use crate::model::{now_ms, Actor, SessionRecord, SigningKeyRecord};
 use crate::store::{Store, StoreError, StoreResult};
+
+/// The purpose session-signing keys are sealed under.
+const KEY_PURPOSE: &str = "session-signing";
 
 /// `typ` header of session tokens, so no other JWT is mistaken for one.
 pub const SESSION_TOKEN_TYPE: &str = "portcullis-session+jwt";
@@ -64,57 +72,118 @@ struct ActiveKey {
 /// Signs session tokens with the current key.
 pub struct SessionAuthority {
     issuer: String,
+    vault: KeyVault,
     key: RwLock<ActiveKey>,
 }
 
-/// A new ES256 key as stored.
-fn generate_key(now: i64) -> StoreResult<SigningKeyRecord> {
+/// A new ES256 key as stored (its private key sealed by `vault`).
+fn generate_key(vault: &KeyVault, now: i64) -> StoreResult<SigningKeyRecord> {
     let key = SigningKey::random(&mut rand::rngs::OsRng);
     let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| StoreError::Corrupt(format!("key encoding: {e}")))?;
     let point = key.verifying_key().to_encoded_point(false);
     let (x, y) = (point.x().map(|x| URL_SAFE_NO_PAD.encode(x)), point.y().map(|y| URL_SAFE_NO_PAD.encode(y)));
     let mut kid_bytes = [0u8; 9];
     rand::Rng::fill(&mut rand::rngs::OsRng, &mut kid_bytes);
+    let kid = URL_SAFE_NO_PAD.encode(kid_bytes);
     Ok(SigningKeyRecord {
-        kid: URL_SAFE_NO_PAD.encode(kid_bytes),
+        private_pem: vault.seal(KEY_PURPOSE, &kid, &pem),
+        kid,
         alg: "ES256".into(),
-        private_pem: pem.to_string(),
         x: x.unwrap_or_default(),
         y,
         created_ms: now,
         retired_ms: None,
+        revoked_ms: None,
     })
 }
 
-fn active(record: &SigningKeyRecord) -> StoreResult<ActiveKey> {
-    let encoding = EncodingKey::from_ec_pem(record.private_pem.as_bytes())
+fn active(vault: &KeyVault, record: &SigningKeyRecord) -> StoreResult<ActiveKey> {
+    let pem =
+        vault.open(KEY_PURPOSE, &record.kid, &record.private_pem).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
         .map_err(|e| StoreError::Corrupt(format!("signing key {}: {e}", record.kid)))?;
     Ok(ActiveKey { kid: record.kid.clone(), encoding })
 }
 
 impl SessionAuthority {
-    /// Loads the current key, creating one on first start.
-    pub async fn load_or_create(store: &dyn Store, issuer: &str) -> StoreResult<Self> {
+    /// Loads the current key, creating one on first start; seals any key
+    /// stored before sealing existed.
+    pub async fn load_or_create(store: &dyn Store, issuer: &str, vault: KeyVault) -> StoreResult<Self> {
         let keys = store.signing_keys().await?;
+        for key in keys.iter().filter(|k| !KeyVault::is_sealed(&k.private_pem)) {
+            store.reseal_signing_key(&key.kid, &vault.seal(KEY_PURPOSE, &key.kid, &key.private_pem)).await?;
+            tracing::info!(kid = %key.kid, "sealed a stored session-signing key with the key-encryption key");
+        }
         let current = match keys.iter().rev().find(|k| k.retired_ms.is_none()) {
             Some(key) => key.clone(),
             None => {
-                let key = generate_key(now_ms())?;
+                let key = generate_key(&vault, now_ms())?;
                 store.add_signing_key(&key, &Actor::system(), now_ms()).await?;
                 tracing::info!(kid = %key.kid, "created the session-signing key");
                 key
             }
         };
-        Ok(Self { issuer: issuer.to_owned(), key: RwLock::new(active(&current)?) })
+        let key = RwLock::new(active(&vault, &current)?);
+        Ok(Self { issuer: issuer.to_owned(), vault, key })
     }
 
     /// Replaces the signing key; the old public key stays published so
     /// tokens it signed keep verifying until they expire.
     pub async fn rotate(&self, store: &dyn Store, actor: &Actor) -> StoreResult<u64> {
-        let key = generate_key(now_ms())?;
+        let key = generate_key(&self.vault, now_ms())?;
         let seq = store.add_signing_key(&key, actor, now_ms()).await?;
-        *self.key.write().await = active(&key)?;
+        *self.key.write().await = active(&self.vault, &key)?;
         Ok(seq)
+    }
+
+    /// Revokes key `kid` at once (a leaked key): it is no longer published,
+    /// so every token it signed dies on every edge. The current key is
+    /// replaced by a new one in the same change. `None`: no such key, or
+    /// already revoked.
+    pub async fn revoke(&self, store: &dyn Store, kid: &str, reason: &str, actor: &Actor) -> StoreResult<Option<u64>> {
+        let mut current = self.key.write().await;
+        let replacement = match store.signing_keys().await?.iter().find(|k| k.kid == kid) {
+            Some(key) if key.retired_ms.is_none() => Some(generate_key(&self.vault, now_ms())?),
+            _ => None,
+        };
+        let seq = store.revoke_signing_key(kid, replacement.as_ref(), reason, actor, now_ms()).await?;
+        if let (Some(_), Some(key)) = (seq, &replacement) {
+            *current = active(&self.vault, key)?;
+        }
+        Ok(seq)
+    }
+
+    /// The id of the key new tokens are signed with.
+    pub async fn current_kid(&self) -> String {
+        self.key.read().await.kid.clone()
+    }
+
+    /// Switches to the store's current key if another replica rotated or
+    /// revoked it; returns whether it switched.
+    pub async fn refresh(&self, store: &dyn Store) -> StoreResult<bool> {
+        let keys = store.signing_keys().await?;
+        let Some(latest) = keys.iter().rev().find(|k| k.retired_ms.is_none()) else { return Ok(false) };
+        if self.key.read().await.kid == latest.kid {
+            return Ok(false);
+        }
+        *self.key.write().await = active(&self.vault, latest)?;
+        tracing::info!(kid = %latest.kid, "now signing with the session-signing key another replica made current");
+        Ok(true)
+    }
+
+    /// Follows the store's current key every `period` (see [`Self::refresh`]).
+    pub fn follow(self: &std::sync::Arc<Self>, store: std::sync::Arc<dyn Store>, period: std::time::Duration) {
+        let authority = std::sync::Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = authority.refresh(&*store).await {
+                    tracing::warn!(error = %e, "could not check the session-signing key");
+                }
+            }
+        });
     }
 
     /// The issuer written into tokens.
@@ -139,11 +208,17 @@ impl SessionAuthority {
             route: session.route.clone(),
             login_ip: session.source_addresses.first().cloned().unwrap_or_default(),
         };
+        self.sign_claims(SESSION_TOKEN_TYPE, &claims).await
+    }
+
+    /// Signs other control-plane tokens (portal sessions, under their own
+    /// `typ` and audience) with the current key.
+    pub async fn sign_claims<T: Serialize>(&self, typ: &str, claims: &T) -> StoreResult<String> {
         let key = self.key.read().await;
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
-        header.typ = Some(SESSION_TOKEN_TYPE.into());
-        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| StoreError::Corrupt(format!("signing: {e}")))
+        header.typ = Some(typ.into());
+        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| StoreError::Corrupt(format!("signing: {e}")))
     }
 }
 

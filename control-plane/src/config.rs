@@ -5,6 +5,9 @@
 //! process environment.
 
 use std::net::SocketAddr;
+use std::path::Path;
+
+pub use crate::key_vault::KekSource;
 
 use serde::Deserialize;
 
@@ -35,9 +38,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("database_url", "sqlite://PATH (default sqlite://data/portcullis.db) or postgres://USER@HOST/DB"),
     ("issuer", "the `iss` of session tokens; also the public URL of this control plane (default http://<listen>)"),
     ("edge_secret", "enrollment secret edges present on the edge channel; required, at least 32 characters"),
-    ("bootstrap_token", "admin token to create on first start instead of printing a new one"),
+    ("bootstrap_token", "admin token to create on first start instead of writing a new one to admin_token_file"),
+    ("admin_token_file", "where a new first-start admin token is written, mode 0600 (default: admin-token beside a SQLite database)"),
+    ("key_encryption_key", "key-encryption key (at least 32 characters) sealing the private keys stored in the database; prefer key_encryption_key_file or PORTCULLIS_KEY_ENCRYPTION_KEY"),
+    ("key_encryption_key_file", "file holding the key-encryption key; without it or key_encryption_key, SQLite uses key-encryption.key next to the database (made on first start) and PostgreSQL refuses to start"),
     ("receipt_wait_ms", "how long ?wait=true waits for every edge to apply a change (default 5000)"),
     ("change_log_retention", "change-log rows kept for edges to resume from (default 100000)"),
+    ("metrics_token", "when set, /metrics answers only `Authorization: Bearer <metrics_token>` (at least 32 characters); /healthz and /readyz stay open for probes"),
     ("max_body_bytes", "largest accepted request body in bytes (default 1048576)"),
     ("public_url", "the URL browsers reach this control plane at, for the portal's OIDC redirect URI <public_url>/portal/callback (default: issuer, i.e. http://<listen>)"),
     ("oidc_issuer", "OpenID provider admins log in to the portal with (discovery at <issuer>/.well-known/openid-configuration); unset: portal login with an admin API token only"),
@@ -66,6 +73,14 @@ pub struct RawConfig {
     pub edge_secret: Option<String>,
     /// See [`KEYS`].
     pub bootstrap_token: Option<String>,
+    /// See [`KEYS`].
+    pub admin_token_file: Option<String>,
+    /// See [`KEYS`].
+    pub key_encryption_key: Option<String>,
+    /// See [`KEYS`].
+    pub key_encryption_key_file: Option<String>,
+    /// See [`KEYS`].
+    pub metrics_token: Option<String>,
     /// See [`KEYS`].
     pub receipt_wait_ms: Option<u64>,
     /// See [`KEYS`].
@@ -107,6 +122,12 @@ pub struct Config {
     pub edge_secret: String,
     /// Admin token to create on first start.
     pub bootstrap_token: Option<String>,
+    /// Where a new first-start admin token is written (0600).
+    pub admin_token_file: std::path::PathBuf,
+    /// Where the key-encryption key comes from.
+    pub key_encryption: KekSource,
+    /// Bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<String>,
     /// Bound on receipt waits.
     pub receipt_wait_ms: u64,
     /// Change-log rows kept.
@@ -180,6 +201,35 @@ impl Config {
         if raw.bootstrap_token.as_ref().is_some_and(|t| t.len() < 32) {
             return Err(error("bootstrap_token", "must be at least 32 characters"));
         }
+        let sqlite_dir =
+            crate::files::sqlite_path(&database_url).map(|p| p.parent().unwrap_or(Path::new("")).to_owned());
+        let key_encryption = match (raw.key_encryption_key, raw.key_encryption_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(error("key_encryption_key", "set key_encryption_key or key_encryption_key_file, not both"))
+            }
+            (Some(text), None) if text.trim().chars().count() < crate::key_vault::MIN_KEK_CHARS => {
+                return Err(error("key_encryption_key", "must be at least 32 characters"))
+            }
+            (Some(text), None) => KekSource::Value(text),
+            (None, Some(file)) => KekSource::File(file.into()),
+            (None, None) if !database_url.starts_with("sqlite:") => return Err(error(
+                "key_encryption_key_file",
+                "is required with PostgreSQL (or key_encryption_key / PORTCULLIS_KEY_ENCRYPTION_KEY): it seals the \
+                     private keys in the database, and every replica must hold the same one",
+            )),
+            (None, None) => match &sqlite_dir {
+                Some(dir) => KekSource::BesideDatabase(dir.join(crate::key_vault::DEFAULT_KEK_FILE)),
+                None => KekSource::Ephemeral,
+            },
+        };
+        let admin_token_file = match raw.admin_token_file {
+            Some(file) if file.trim().is_empty() => return Err(error("admin_token_file", "must not be empty")),
+            Some(file) => file.into(),
+            None => sqlite_dir.unwrap_or_default().join("admin-token"),
+        };
+        if raw.metrics_token.as_ref().is_some_and(|t| t.trim().len() < 32) {
+            return Err(error("metrics_token", "must be at least 32 characters"));
+        }
         let receipt_wait_ms = raw.receipt_wait_ms.unwrap_or(DEFAULT_RECEIPT_WAIT_MS);
         if receipt_wait_ms > 60_000 {
             return Err(error("receipt_wait_ms", "must be at most 60000"));
@@ -210,6 +260,9 @@ impl Config {
             database_url,
             edge_secret,
             bootstrap_token: raw.bootstrap_token,
+            admin_token_file,
+            key_encryption,
+            metrics_token: raw.metrics_token.map(|t| t.trim().to_owned()),
             receipt_wait_ms,
             change_log_retention: raw.change_log_retention.unwrap_or(DEFAULT_CHANGE_LOG_RETENTION).max(1_000),
             max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
@@ -295,6 +348,28 @@ mod tests {
         assert_eq!(config.issuer, "http://127.0.0.1:7400");
         let config = load(&format!("edge_secret = \"{SECRET}\"\nlisten = \"127.0.0.1:9\""), &[]).unwrap();
         assert_eq!(config.listen.port(), 9);
+    }
+
+    #[test]
+    fn keys_are_sealed_with_a_kek_from_the_config_or_beside_the_sqlite_file() {
+        let with = |extra: &str| load(&format!("edge_secret = \"{SECRET}\"\n{extra}"), &[]);
+        assert_eq!(with("").unwrap().key_encryption, KekSource::BesideDatabase("data/key-encryption.key".into()));
+        assert_eq!(with("").unwrap().admin_token_file, std::path::PathBuf::from("data/admin-token"));
+        assert_eq!(with("database_url = \"sqlite::memory:\"").unwrap().key_encryption, KekSource::Ephemeral);
+        let postgres = with("database_url = \"postgres://u@127.0.0.1/test\"").unwrap_err();
+        assert_eq!(postgres.key, "key_encryption_key_file", "{postgres}");
+        let kek = "k".repeat(32);
+        let given = load(
+            &format!("edge_secret = \"{SECRET}\"\ndatabase_url = \"postgres://u@127.0.0.1/test\""),
+            &[("PORTCULLIS_KEY_ENCRYPTION_KEY", &kek)],
+        )
+        .unwrap();
+        assert_eq!(given.key_encryption, KekSource::Value(kek));
+        assert_eq!(with("key_encryption_key = \"short\"").unwrap_err().key, "key_encryption_key");
+        assert_eq!(
+            with("key_encryption_key_file = \"/etc/k\"").unwrap().key_encryption,
+            KekSource::File("/etc/k".into())
+        );
     }
 
     #[test]

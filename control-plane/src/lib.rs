@@ -19,6 +19,8 @@ pub mod config;
 pub mod edge_channel;
 pub mod error;
 pub mod feed;
+pub mod files;
+pub mod key_vault;
 pub mod metrics;
 pub mod model;
 pub mod portal;

@@ -205,6 +205,8 @@ pub struct ApiTokenRecord {
     pub expires_ms: Option<Millis>,
     /// Revoked, if it was.
     pub revoked_ms: Option<Millis>,
+    /// Last used (written at most once a minute), if ever.
+    pub last_used_ms: Option<Millis>,
     /// Who created it.
     pub created_by: String,
 }
@@ -235,7 +237,9 @@ pub struct SigningKeyRecord {
     pub kid: String,
     /// `ES256`.
     pub alg: String,
-    /// PKCS#8 PEM of the private key.
+    /// PKCS#8 PEM of the private key, sealed with the key-encryption key
+    /// ([`crate::key_vault`]) as stored; plain only in rows written before
+    /// sealing existed, which are sealed at start.
     pub private_pem: String,
     /// Base64url x coordinate.
     pub x: String,
@@ -245,4 +249,6 @@ pub struct SigningKeyRecord {
     pub created_ms: Millis,
     /// Retired (no longer signs; still verifies until tokens expire).
     pub retired_ms: Option<Millis>,
+    /// Revoked in an emergency: no longer published, its tokens are dead.
+    pub revoked_ms: Option<Millis>,
 }

@@ -1,5 +1,6 @@
-//! Starting the control plane: open the store, load or create the signing
-//! key and the first admin token, then serve the admin API and the edge
+//! Starting the control plane: open the store, open the key-encryption key,
+//! load or create the signing key and the first admin token (written to a
+//! 0600 file, never to the log), then serve the admin API and the edge
 //! channel until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use crate::app::App;
 use crate::authority::SessionAuthority;
 use crate::config::Config;
 use crate::feed::ChangeFeed;
+use crate::key_vault::{KeyVault, KeyVaultError};
 use crate::model::{now_ms, Actor, ApiTokenRecord};
 use crate::store::{Backend, ChangeStore, SqlStore, StoreError, TokenStore};
 
@@ -22,6 +24,9 @@ pub enum ServeError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The key-encryption key could not be read or does not open the stored keys.
+    #[error(transparent)]
+    Keys(#[from] KeyVaultError),
     /// A listener could not bind or failed.
     #[error("listener {address}: {source}")]
     Listen {
@@ -35,8 +40,10 @@ pub enum ServeError {
 /// Opens the store and builds the shared state (also used by tests).
 pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     let store = Arc::new(SqlStore::connect(&config.database_url).await?);
-    let authority = SessionAuthority::load_or_create(&*store, &config.issuer).await?;
-    bootstrap_admin_token(&store, config.bootstrap_token.as_deref()).await?;
+    let vault = KeyVault::open_source(&config.key_encryption)?;
+    let authority = Arc::new(SessionAuthority::load_or_create(&*store, &config.issuer, vault).await?);
+    authority.follow(Arc::clone(&store) as Arc<dyn crate::store::Store>, KEY_FOLLOW_PERIOD);
+    bootstrap_admin_token(&store, config.bootstrap_token.as_deref(), &config.admin_token_file).await?;
     let feed = Arc::new(ChangeFeed::new(store.head_seq().await?));
     feed.spawn_poller(Arc::clone(&store) as Arc<dyn ChangeStore>);
     if store.backend() == Backend::Postgres {
@@ -46,9 +53,17 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     Ok(Arc::new(App::new(config, store, authority, feed)))
 }
 
+/// How often a replica checks whether another one changed the signing key.
+const KEY_FOLLOW_PERIOD: Duration = Duration::from_secs(1);
+
 /// Creates the first admin token when there is none: the configured
-/// bootstrap token, or a new one printed once to standard error.
-async fn bootstrap_admin_token(store: &SqlStore, bootstrap: Option<&str>) -> Result<(), StoreError> {
+/// bootstrap token, or a new one written to `token_file` (mode 0600; the
+/// log only says where), so the secret never lands in a log collector.
+async fn bootstrap_admin_token(
+    store: &SqlStore,
+    bootstrap: Option<&str>,
+    token_file: &std::path::Path,
+) -> Result<(), ServeError> {
     if !store.list_api_tokens("admin").await?.is_empty() {
         if let Some(token) = bootstrap {
             // Make a configured bootstrap token usable even on a store that has others.
@@ -62,14 +77,23 @@ async fn bootstrap_admin_token(store: &SqlStore, bootstrap: Option<&str>) -> Res
         Some(token) => token.to_owned(),
         None => {
             let token = new_token("pcat_");
+            if token_file.exists() {
+                // A file from an earlier store (deleted database): replace it.
+                std::fs::remove_file(token_file)
+                    .map_err(|source| KeyVaultError::File { path: token_file.display().to_string(), source })?;
+            }
+            crate::key_vault::write_private(token_file, &format!("{token}\n"))?;
             eprintln!(
-                "\n  First start: created an admin API token. It is shown only now; store it safely:\n\n    {token}\n\n  \
-                 Use it as `Authorization: Bearer <token>` or PORTCULLIS_TOKEN for the CLI.\n"
+                "\n  First start: created an admin API token in {} (readable by this user only).\n  \
+                 Use it as `Authorization: Bearer <token>` or PORTCULLIS_TOKEN for the CLI:\n\n    \
+                 export PORTCULLIS_TOKEN=$(cat {})\n",
+                token_file.display(),
+                token_file.display()
             );
             token
         }
     };
-    insert_admin(store, &token).await
+    Ok(insert_admin(store, &token).await?)
 }
 
 async fn insert_admin(store: &SqlStore, token: &str) -> Result<(), StoreError> {
@@ -85,6 +109,7 @@ async fn insert_admin(store: &SqlStore, token: &str) -> Result<(), StoreError> {
         created_ms: now,
         expires_ms: None,
         revoked_ms: None,
+        last_used_ms: None,
         created_by: "system".into(),
     };
     store.insert_api_token(&record, &Actor::system(), now).await

@@ -17,7 +17,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("https_listen", "HTTPS listener (HTTP/1.1 and HTTP/2); needs tls_cert and tls_key"),
     ("tls_cert", "PEM certificate chain for https_listen"),
     ("tls_key", "PEM private key for https_listen"),
-    ("metrics_listen", "listener for /metrics, /healthz and /readyz (default 127.0.0.1:9090)"),
+    ("metrics_listen", "listener for /metrics, /healthz and /readyz (default 127.0.0.1:9090); keep it private"),
+    (
+        "metrics_token",
+        "when set, /metrics answers only `Authorization: Bearer <metrics_token>` (at least 32 characters); /healthz and \
+         /readyz stay open for probes",
+    ),
     ("control_plane_url", "the control plane's edge channel (default http://127.0.0.1:7401); one replica"),
     (
         "control_plane_urls",
@@ -75,6 +80,7 @@ pub struct RawEdgeConfig {
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub metrics_listen: Option<String>,
+    pub metrics_token: Option<String>,
     pub control_plane_url: Option<String>,
     pub control_plane_urls: Option<Vec<String>>,
     pub edge_secret: Option<String>,
@@ -116,6 +122,8 @@ pub struct EdgeConfig {
     pub https: Option<(SocketAddr, String, String)>,
     /// Metrics listener.
     pub metrics_listen: SocketAddr,
+    /// Bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<String>,
     /// Edge channel URLs, one per control-plane replica (never empty).
     pub control_plane_urls: Vec<String>,
     /// Enrollment secret.
@@ -168,6 +176,9 @@ impl EdgeConfig {
     }
 
     fn validate(raw: RawEdgeConfig) -> Result<Self, ConfigError> {
+        if raw.metrics_token.as_ref().is_some_and(|t| t.trim().len() < 32) {
+            return Err(error("metrics_token", "must be at least 32 characters"));
+        }
         let edge_secret =
             raw.edge_secret.ok_or_else(|| error("edge_secret", "is required (PORTCULLIS_EDGE_SECRET)"))?;
         if edge_secret.len() < 32 {
@@ -234,6 +245,7 @@ impl EdgeConfig {
             listen: address("listen", raw.listen, "127.0.0.1:8080")?,
             https,
             metrics_listen: address("metrics_listen", raw.metrics_listen, "127.0.0.1:9090")?,
+            metrics_token: raw.metrics_token.map(|t| t.trim().to_owned()),
             control_plane_urls,
             edge_secret,
             edge_name: raw.edge_name.unwrap_or_else(|| edge_id.clone()),

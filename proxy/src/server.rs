@@ -105,6 +105,21 @@ struct StatusApp {
     status: Arc<SyncStatus>,
     metrics: Arc<EdgeMetrics>,
     max_staleness_ms: i64,
+    /// `/metrics` requires `Authorization: Bearer <token>` when set.
+    metrics_token: Option<String>,
+}
+
+/// Whether `header` (an `Authorization` value) carries `token` as a bearer
+/// token; compared in constant time through digests.
+fn bearer_matches(header: Option<&[u8]>, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let presented = header
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, t)| t.trim());
+    let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(token.as_bytes()));
+    !presented.is_empty() && a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[async_trait]
@@ -122,6 +137,13 @@ impl ServeHttp for StatusApp {
                 }
                 Some(seq) => (200, format!("ready: snapshot {seq}\n")),
             },
+            "/metrics"
+                if self.metrics_token.as_deref().is_some_and(|token| {
+                    !bearer_matches(session.req_header().headers.get("authorization").map(|v| v.as_bytes()), token)
+                }) =>
+            {
+                (401, "send `Authorization: Bearer <metrics_token>`\n".to_owned())
+            }
             "/metrics" => (200, self.metrics(seq, staleness)),
             _ => (404, "not found\n".to_owned()),
         };
@@ -233,11 +255,33 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let subscriber = Subscriber::new(planes, parts);
     server.add_service(background_service("snapshot subscriber", SubscriberService(subscriber)));
     server.add_service(background_service("admission expiry", expiry));
-    let status_app =
-        StatusApp { snapshots, registry, status, metrics, max_staleness_ms: config.max_staleness.as_millis() as i64 };
+    let status_app = StatusApp {
+        snapshots,
+        registry,
+        status,
+        metrics,
+        max_staleness_ms: config.max_staleness.as_millis() as i64,
+        metrics_token: config.metrics_token.clone(),
+    };
     let mut status_service = Service::new("portcullis edge status".into(), status_app);
     status_service.add_tcp(&config.metrics_listen.to_string());
     server.add_service(status_service);
     tracing::info!(listen = %config.listen, metrics = %config.metrics_listen, edge = %config.edge_id, "edge starting");
     server.run_forever();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_matches;
+
+    #[test]
+    fn metrics_token_needs_the_exact_bearer_token() {
+        let token = "metrics-token-0123456789abcdef0123456789";
+        assert!(bearer_matches(Some(format!("Bearer {token}").as_bytes()), token));
+        assert!(bearer_matches(Some(format!("bearer  {token} ").as_bytes()), token));
+        assert!(!bearer_matches(None, token));
+        assert!(!bearer_matches(Some(b"Bearer "), token));
+        assert!(!bearer_matches(Some(format!("Basic {token}").as_bytes()), token));
+        assert!(!bearer_matches(Some(format!("Bearer {token}x").as_bytes()), token));
+    }
 }

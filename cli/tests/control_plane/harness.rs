@@ -15,6 +15,8 @@ use serde_json::Value;
 
 /// The edge enrollment secret every test control plane uses.
 pub const EDGE_SECRET: &str = "edge-secret-for-tests-0123456789abcdef";
+/// The key-encryption key of the tests' PostgreSQL control planes.
+pub const TEST_KEK: &str = "key-encryption-key-for-tests-0123456789";
 /// The admin token every test control plane bootstraps.
 pub const ADMIN_TOKEN: &str = "pcat_admin_token_for_tests_0123456789abcdef";
 
@@ -173,6 +175,10 @@ impl ControlPlane {
         let log = dir.join(format!("control-plane-{listen}-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
         let file = File::create(&log).expect("create log file");
         let mut command = command();
+        if !database_url.starts_with("sqlite:") {
+            // PostgreSQL replicas must share a key-encryption key (required).
+            command.env("PORTCULLIS_KEY_ENCRYPTION_KEY", TEST_KEK);
+        }
         for (key, value) in settings {
             command.env(format!("PORTCULLIS_{}", key.to_ascii_uppercase()), value);
         }

@@ -40,6 +40,13 @@ pub fn token_hash(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Constant-time comparison of two secrets through fixed-length digests.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The token of an `Authorization: Bearer <token>` value (the scheme is
 /// case-insensitive, as HTTP says).
 pub fn bearer_token(value: &str) -> Option<&str> {
@@ -105,6 +112,9 @@ impl FromRequestParts<Arc<App>> for Caller {
         let record = record
             .filter(|r| r.kind == "admin" && r.revoked_ms.is_none() && r.expires_ms.is_none_or(|e| e > now))
             .ok_or_else(|| unauthorized("unknown, revoked or expired token"))?;
+        if record.last_used_ms.is_none_or(|at| at < now - 60_000) {
+            app.store().record_token_use(&record.id, now).await?;
+        }
         Ok(Self {
             actor: Actor { name: format!("token:{}", record.name), source_address: source_address(parts) },
             scopes: record.scopes,

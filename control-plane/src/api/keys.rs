@@ -1,16 +1,24 @@
-//! `/api/v1/signing-keys/rotate`: replaces the session-signing key. The old
-//! public key stays published for a week so sessions it signed keep working.
+//! `/api/v1/signing-keys`: the session-signing keys. `rotate` replaces the
+//! current key; the old public key stays published for a week so sessions
+//! it signed keep working. `revoke` is the emergency brake for a leaked
+//! key: it is withdrawn from every edge's snapshot at once, so every token
+//! it signed (cached or not, on open connections too) dies; the current
+//! key is replaced in the same change.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::{reason, ApiJson, ApiQuery, WaitQuery};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::model::rfc3339;
+use crate::receipt::{receipt, Receipt};
 
 /// The rotation's change.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -26,4 +34,86 @@ pub async fn rotate(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<
     let seq = app.authority.rotate(app.store(), &caller.actor).await?;
     app.feed.publish(seq);
     Ok(Json(Rotated { seq }))
+}
+
+/// A signing key, without its private half.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SigningKeyView {
+    /// Key id (`kid` of the tokens it signs).
+    pub kid: String,
+    /// Algorithm.
+    pub alg: String,
+    /// Signs new tokens now.
+    pub current: bool,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Stopped signing (RFC 3339), if it did.
+    pub retired_at: Option<String>,
+    /// Revoked (RFC 3339): no longer published, its tokens are dead.
+    pub revoked_at: Option<String>,
+}
+
+/// The session-signing keys, oldest first.
+#[utoipa::path(get, path = "/api/v1/signing-keys", responses((status = 200, body = [SigningKeyView])))]
+pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<SigningKeyView>>, ApiError> {
+    caller.require("admin")?;
+    let keys = app.store().signing_keys().await?;
+    Ok(Json(
+        keys.iter()
+            .map(|k| SigningKeyView {
+                kid: k.kid.clone(),
+                alg: k.alg.clone(),
+                current: k.retired_ms.is_none(),
+                created_at: rfc3339(k.created_ms),
+                retired_at: k.retired_ms.map(rfc3339),
+                revoked_at: k.revoked_ms.map(rfc3339),
+            })
+            .collect(),
+    ))
+}
+
+/// Why a key is revoked.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKeyBody {
+    /// Goes to the audit log.
+    pub reason: String,
+}
+
+/// A revocation's answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyRevocation {
+    /// The revoked key.
+    pub kid: String,
+    /// The key new tokens are signed with now.
+    pub current_kid: String,
+    /// Propagation to edges (connections closed: those of its sessions).
+    pub receipt: Receipt,
+}
+
+/// Revokes a session-signing key in an emergency: every token it signed is
+/// refused on every edge from the change on, and their live connections
+/// are closed. With `?wait=true`, answers once every connected edge applied it.
+#[utoipa::path(post, path = "/api/v1/signing-keys/{kid}/revoke", params(("kid" = String, Path, description = "key id"), WaitQuery),
+    request_body = RevokeKeyBody, responses((status = 200, body = KeyRevocation), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn revoke(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(kid): Path<String>,
+    ApiQuery(wait): ApiQuery<WaitQuery>,
+    ApiJson(body): ApiJson<RevokeKeyBody>,
+) -> Result<Json<KeyRevocation>, ApiError> {
+    caller.require("admin")?;
+    let reason = reason(&body.reason)?;
+    let seq = app
+        .authority
+        .revoke(app.store(), &kid, reason, &caller.actor)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no signing key `{kid}` that is not already revoked")))?;
+    let committed = Instant::now();
+    app.feed.publish(seq);
+    app.metrics.changes.with_label_values(&["signing_key.revoke"]).inc();
+    tracing::warn!(kid = %kid, actor = %caller.actor.name, "revoked a session-signing key");
+    let receipt = receipt(app.store(), &app.feed, Some(seq), wait.duration(&app), committed).await?;
+    Ok(Json(KeyRevocation { kid, current_kid: app.authority.current_kid().await, receipt }))
 }

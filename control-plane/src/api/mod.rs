@@ -3,8 +3,9 @@
 
 pub mod auth;
 mod explain;
-mod keys;
+pub mod keys;
 mod policy;
+mod portal_sessions;
 mod sessions;
 mod tokens;
 mod trail;
@@ -113,7 +114,8 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
         policy::get_current, policy::put, policy::validate, policy::history, policy::rollback, explain::explain,
         tokens::create_service, tokens::list_service, tokens::revoke_service,
         tokens::create_admin, tokens::list_admin, tokens::revoke_admin,
-        trail::audit, trail::edges, keys::rotate,
+        trail::audit, trail::edges, keys::rotate, keys::list, keys::revoke,
+        portal_sessions::list, portal_sessions::end,
     ),
     components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
     modifiers(&BearerAuth)
@@ -150,7 +152,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/service-tokens/{id}", delete(tokens::revoke_service))
         .route("/admin-tokens", post(tokens::create_admin).get(tokens::list_admin))
         .route("/admin-tokens/{id}", delete(tokens::revoke_admin))
+        .route("/signing-keys", get(keys::list))
         .route("/signing-keys/rotate", post(keys::rotate))
+        .route("/signing-keys/{kid}/revoke", post(keys::revoke))
+        .route("/portal-sessions", get(portal_sessions::list))
+        .route("/portal-sessions/{id}/end", post(portal_sessions::end))
         .route("/audit", get(trail::audit))
         .route("/edges", get(trail::edges))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
@@ -162,7 +168,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(crate::portal::router())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|State(app): State<Arc<App>>| async move { app.metrics.render() }))
+        .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
@@ -183,6 +189,24 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "not ready: the database is unreachable\n").into_response()
         }
     }
+}
+
+/// `/metrics`; with `metrics_token` configured, only for
+/// `Authorization: Bearer <metrics_token>` (a scraper's own secret, no admin scope).
+async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &app.config.metrics_token {
+        let presented =
+            headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(auth::bearer_token);
+        if !presented.is_some_and(|token| auth::same_secret(token, expected)) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send `Authorization: Bearer <metrics_token>`",
+            )
+            .into_response();
+        }
+    }
+    app.metrics.render().into_response()
 }
 
 async fn count_requests(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {

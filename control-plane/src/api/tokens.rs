@@ -64,6 +64,8 @@ pub struct TokenInfo {
     pub expires_at: Option<String>,
     /// Revoked (RFC 3339), if it was.
     pub revoked_at: Option<String>,
+    /// Last used (RFC 3339, to the minute), if ever.
+    pub last_used_at: Option<String>,
     /// Who created it.
     pub created_by: String,
 }
@@ -79,6 +81,7 @@ impl From<&ApiTokenRecord> for TokenInfo {
             created_at: rfc3339(r.created_ms),
             expires_at: r.expires_ms.map(rfc3339),
             revoked_at: r.revoked_ms.map(rfc3339),
+            last_used_at: r.last_used_ms.map(rfc3339),
             created_by: r.created_by.clone(),
         }
     }
@@ -121,6 +124,7 @@ async fn create(
         created_ms: now,
         expires_ms: body.expires_in_days.map(|d| now + i64::from(d) * 86_400_000),
         revoked_ms: None,
+        last_used_ms: None,
         created_by: caller.actor.name.clone(),
     };
     app.store().insert_api_token(&record, &caller.actor, now).await?;

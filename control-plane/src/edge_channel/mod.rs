@@ -15,9 +15,8 @@ use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use crate::api::auth::{bearer_token, source_address};
+use crate::api::auth::{bearer_token, same_secret, source_address};
 use crate::api::ApiJson;
 use crate::app::App;
 use crate::error::ApiError;
@@ -36,12 +35,6 @@ pub struct EdgeCaller {
     pub name: String,
     /// For the audit log.
     pub actor: Actor,
-}
-
-/// Constant-time comparison through fixed-length digests.
-fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn valid_edge_id(id: &str) -> bool {

@@ -63,6 +63,9 @@ pub async fn verify(
         .await?
         .filter(|r| r.kind == "service" && r.revoked_ms.is_none() && r.expires_ms.is_none_or(|e| e > now))
         .ok_or_else(refused)?;
+    // Edges cache what they looked up, so this is the token's first use on
+    // that edge within the cache's lifetime: close enough for "last used".
+    app.store().record_token_use(&record.id, now).await?;
     Ok(Json(ServiceIdentity {
         id: record.id,
         name: record.name,

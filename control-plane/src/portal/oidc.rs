@@ -270,7 +270,7 @@ pub async fn callback(
     let mut claims = new_claims(user.email.clone(), "oidc", i64::MAX);
     claims.idp_sub = Some(user.subject);
     claims.groups = user.groups;
-    let (session_cookie, claims) = match start(&app, claims).await {
+    let (session_cookie, claims) = match start(&app, claims, &actor.source_address).await {
         Ok(started) => started,
         Err(e) => return e.into_response(),
     };

@@ -8,8 +8,10 @@
 //! CSRF token. The page reads that token from `GET /portal/session` and
 //! echoes it in `X-CSRF-Token` on every unsafe API call; a cross-site page
 //! can neither read it nor set the header. Every API request with the
-//! cookie re-checks that the login still stands: the admin token it was
-//! opened with is not revoked, or the OIDC user is not locked.
+//! cookie re-checks that the login still stands: its server-side record is
+//! not ended (logout, or an admin through `/api/v1/portal-sessions`), the
+//! admin token it was opened with is not revoked, or the OIDC user is not
+//! locked and logged in within the hour (so group changes apply).
 
 use std::net::SocketAddr;
 
@@ -18,7 +20,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use portcullis_policy::UserRef;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,7 @@ use crate::api::ApiJson;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::model::{now_ms, rfc3339, Actor};
+use crate::store::PortalSessionRecord;
 
 /// The portal session cookie.
 pub const SESSION_COOKIE: &str = "portcullis_portal";
@@ -39,6 +42,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const PORTAL_TOKEN_TYPE: &str = "portcullis-portal+jwt";
 /// `aud` of everything the portal seals.
 pub const PORTAL_AUDIENCE: &str = "portcullis-portal";
+/// Seconds an OIDC portal login's groups are trusted before a new login.
+pub const OIDC_GROUPS_MAX_AGE_S: i64 = 3600;
 
 /// What a portal session cookie says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,24 +94,21 @@ pub struct PortalSession {
 /// Signs `claims` as a compact JWS of type `typ` with the current
 /// session-signing key.
 pub(crate) async fn seal<T: Serialize>(app: &App, typ: &str, claims: &T) -> Result<String, ApiError> {
-    let keys = app.store().signing_keys().await?;
-    let key = keys.iter().rev().find(|k| k.retired_ms.is_none()).ok_or_else(|| ApiError::internal("no signing key"))?;
-    let encoding = EncodingKey::from_ec_pem(key.private_pem.as_bytes()).map_err(ApiError::internal)?;
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(key.kid.clone());
-    header.typ = Some(typ.to_owned());
-    jsonwebtoken::encode(&header, claims, &encoding).map_err(ApiError::internal)
+    Ok(app.authority.sign_claims(typ, claims).await?)
 }
 
 /// Verifies a token [`seal`]ed with type `typ` (signature by any stored
-/// key, `iss`, `aud`, `exp`); `None` when it does not verify.
+/// key that is not revoked, `iss`, `aud`, `exp`); `None` when it does not
+/// verify.
 pub(crate) async fn open<T: DeserializeOwned>(app: &App, typ: &str, token: &str) -> Result<Option<T>, ApiError> {
     let Ok(header) = jsonwebtoken::decode_header(token) else { return Ok(None) };
     if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(typ) || token.len() > 4096 {
         return Ok(None);
     }
     let keys = app.store().signing_keys().await?;
-    let Some(key) = keys.iter().find(|k| Some(&k.kid) == header.kid.as_ref()) else { return Ok(None) };
+    let Some(key) = keys.iter().find(|k| Some(&k.kid) == header.kid.as_ref() && k.revoked_ms.is_none()) else {
+        return Ok(None);
+    };
     let Some(Ok(decoding)) = key.y.as_deref().map(|y| DecodingKey::from_ec_components(&key.x, y)) else {
         return Ok(None);
     };
@@ -155,10 +157,15 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Option<Porta
     let claims: PortalClaims = open(app, PORTAL_TOKEN_TYPE, token)
         .await?
         .ok_or_else(|| unauthorized("the portal session expired or is invalid; log in again"))?;
+    let now = now_ms();
+    let record = app.store().portal_session(&claims.sid).await?.filter(|r| r.stands(now));
+    let Some(record) = record else { return Err(unauthorized("this portal session was ended; log in again")) };
+    if record.last_seen_ms < now - 60_000 {
+        app.store().touch_portal_session(&claims.sid, now).await?;
+    }
     let scopes = match claims.method.as_str() {
         "token" => {
             let id = claims.token_id.as_deref().unwrap_or_default();
-            let now = now_ms();
             let record = app.store().list_api_tokens("admin").await?.into_iter().find(|t| t.id == id);
             let record = record
                 .filter(|r| r.revoked_ms.is_none() && r.expires_ms.is_none_or(|e| e > now))
@@ -166,6 +173,12 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Option<Porta
             record.scopes
         }
         "oidc" => {
+            // Groups come from the ID token at login: make the admin log in
+            // again (a silent round trip while the IdP session lasts) at
+            // least hourly, so a removal from the admin group takes effect.
+            if now / 1000 - claims.iat > OIDC_GROUPS_MAX_AGE_S {
+                return Err(unauthorized("portal groups are refreshed hourly; log in again"));
+            }
             let group = &app.config.portal.admin_group;
             if !claims.groups.iter().any(|g| g == group) {
                 return Err(ApiError::new(
@@ -249,8 +262,13 @@ pub async fn current(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<
     }
 }
 
-/// Starts a portal session for a verified identity: the cookie and the answer body.
-pub(crate) async fn start(app: &App, mut claims: PortalClaims) -> Result<(HeaderValue, PortalClaims), ApiError> {
+/// Starts a portal session for a verified identity (recorded server side):
+/// the cookie and the answer body.
+pub(crate) async fn start(
+    app: &App,
+    mut claims: PortalClaims,
+    source_address: &str,
+) -> Result<(HeaderValue, PortalClaims), ApiError> {
     let now = now_ms() / 1000;
     claims.iss = app.config.issuer.clone();
     claims.aud = PORTAL_AUDIENCE.to_owned();
@@ -259,6 +277,20 @@ pub(crate) async fn start(app: &App, mut claims: PortalClaims) -> Result<(Header
     claims.iat = now;
     claims.exp = claims.exp.min(now + app.config.portal.session_lifetime_s as i64);
     let token = seal(app, PORTAL_TOKEN_TYPE, &claims).await?;
+    app.store()
+        .insert_portal_session(&PortalSessionRecord {
+            id: claims.sid.clone(),
+            subject: claims.sub.clone(),
+            method: claims.method.clone(),
+            source_address: source_address.to_owned(),
+            created_ms: now * 1000,
+            expires_ms: claims.exp.saturating_mul(1000),
+            last_seen_ms: now * 1000,
+            ended_ms: None,
+            ended_by: None,
+            end_reason: None,
+        })
+        .await?;
     let cookie = set_cookie(app, SESSION_COOKIE, &token, "/", claims.exp - now, "Strict");
     Ok((cookie, claims))
 }
@@ -311,7 +343,7 @@ pub async fn token_login(
     let exp = record.expires_ms.map_or(i64::MAX, |e| e / 1000);
     let mut claims = new_claims(format!("token:{}", record.name), "token", exp);
     claims.token_id = Some(record.id.clone());
-    let (cookie, claims) = start(&app, claims).await?;
+    let (cookie, claims) = start(&app, claims, &source_address).await?;
     let actor = Actor { name: claims.actor_name(), source_address };
     app.store().record_audit("portal.login", &claims.sub, "signed in with an admin API token", &actor, now).await?;
     let session = PortalSession { claims, scopes: record.scopes };
@@ -329,6 +361,7 @@ pub async fn logout(
     if let Ok(Some(session)) = authenticate(&app, &headers).await {
         check_csrf(&method, &headers, &session.claims)?;
         let actor = Actor { name: session.claims.actor_name(), source_address };
+        app.store().end_portal_session(&session.claims.sid, "signed out", &actor, now_ms()).await?;
         app.store().record_audit("portal.logout", &session.claims.sub, "signed out", &actor, now_ms()).await?;
     }
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear_session_cookie(&app))]).into_response())

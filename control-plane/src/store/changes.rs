@@ -217,10 +217,12 @@ impl ChangeStore for SqlStore {
     }
 }
 
-/// The public keys edges verify with: current ones and recently retired ones.
+/// The public keys edges verify with: current ones and recently retired
+/// ones, never revoked ones.
 pub(crate) async fn published_keys(tx: &mut Transaction<'static, Any>, now: Millis) -> StoreResult<Vec<PublicKey>> {
     let rows = sqlx::query(
-        "SELECT kid, alg, x, y FROM signing_keys WHERE retired_ms IS NULL OR retired_ms > $1 ORDER BY created_ms",
+        "SELECT kid, alg, x, y FROM signing_keys WHERE (retired_ms IS NULL OR retired_ms > $1) AND revoked_ms IS NULL \
+         ORDER BY created_ms",
     )
     .bind(now - RETIRED_KEY_GRACE_MS)
     .fetch_all(&mut **tx)

@@ -107,13 +107,11 @@ impl SqlStore {
 
 /// Adds `mode=rwc` so the file is created, and creates its folder.
 fn sqlite_url(url: &str) -> StoreResult<String> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or_default();
-    if path != ":memory:" {
-        if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", parent.display())))?;
-        }
+    // The file and any folder made for it are private (0600 / 0700) before
+    // SQLite opens it; its `-wal` and `-shm` files take the file's mode.
+    if let Some(path) = crate::files::sqlite_path(url) {
+        crate::files::prepare_sqlite_file(path)
+            .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", path.display())))?;
     }
     Ok(if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") })
 }

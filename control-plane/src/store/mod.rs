@@ -12,6 +12,7 @@ mod connect;
 mod edges;
 mod group_commit;
 mod policy;
+mod portal;
 mod rows;
 mod sessions;
 mod tokens;
@@ -24,6 +25,7 @@ use portcullis_policy::UserRef;
 
 pub use changes::CHANGES_CHANNEL;
 pub use connect::{Backend, SqlStore};
+pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
 
 use crate::model::{Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord};
 
@@ -277,12 +279,29 @@ pub trait TokenStore: Send + Sync {
     async fn api_token_by_hash(&self, hash: &str) -> StoreResult<Option<ApiTokenRecord>>;
     /// Tokens of a kind, newest first.
     async fn list_api_tokens(&self, kind: &str) -> StoreResult<Vec<ApiTokenRecord>>;
+    /// Records that a token was used at `now`, unless it was recorded in
+    /// the minute before (so a busy token costs one write a minute).
+    async fn record_token_use(&self, id: &str, now: Millis) -> StoreResult<()>;
     /// Revokes a token; service tokens make a change edges apply.
     async fn revoke_api_token(&self, id: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>>;
     /// Session-signing keys, oldest first.
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
     /// Adds a signing key, retires the others, and publishes the public keys.
     async fn add_signing_key(&self, key: &SigningKeyRecord, actor: &Actor, now: Millis) -> StoreResult<u64>;
+    /// Replaces a key's stored private key (sealing a legacy plain row).
+    async fn reseal_signing_key(&self, kid: &str, private_pem: &str) -> StoreResult<()>;
+    /// Revokes a signing key at once: it is no longer published, so every
+    /// token it signed dies on every edge. `replacement` (required when the
+    /// key is the current one) becomes the current key in the same change.
+    /// `None` when there is no such key or it was already revoked.
+    async fn revoke_signing_key(
+        &self,
+        kid: &str,
+        replacement: Option<&SigningKeyRecord>,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<Option<u64>>;
 }
 
 /// Edges and the audit log.
@@ -308,6 +327,6 @@ pub trait EdgeStore: Send + Sync {
 }
 
 /// Everything the control plane stores.
-pub trait Store: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore {}
+pub trait Store: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore + PortalStore {}
 
-impl<T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore> Store for T {}
+impl<T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore + PortalStore> Store for T {}

@@ -65,6 +65,7 @@ pub(crate) fn api_token(row: &AnyRow) -> StoreResult<ApiTokenRecord> {
         created_ms: row.try_get("created_ms")?,
         expires_ms: row.try_get("expires_ms")?,
         revoked_ms: row.try_get("revoked_ms")?,
+        last_used_ms: row.try_get("last_used_ms")?,
         created_by: row.try_get("created_by")?,
     })
 }

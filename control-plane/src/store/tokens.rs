@@ -10,6 +10,9 @@ use super::rows::{api_token, to_json};
 use super::{SqlStore, StoreError, StoreResult, TokenStore};
 use crate::model::{Actor, ApiTokenRecord, Millis, SigningKeyRecord};
 
+/// A token's last use is written at most this often, milliseconds.
+const TOKEN_USE_RESOLUTION_MS: Millis = 60_000;
+
 #[async_trait]
 impl TokenStore for SqlStore {
     async fn insert_api_token(&self, record: &ApiTokenRecord, actor: &Actor, now: Millis) -> StoreResult<()> {
@@ -78,6 +81,18 @@ impl TokenStore for SqlStore {
         Ok(seq)
     }
 
+    async fn record_token_use(&self, id: &str, now: Millis) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_ms = $1 WHERE id = $2 AND (last_used_ms IS NULL OR last_used_ms < $3)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now - TOKEN_USE_RESOLUTION_MS)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_ms, kid").fetch_all(&self.reader).await?;
         rows.iter()
@@ -90,6 +105,7 @@ impl TokenStore for SqlStore {
                     y: row.try_get("y")?,
                     created_ms: row.try_get("created_ms")?,
                     retired_ms: row.try_get("retired_ms")?,
+                    revoked_ms: row.try_get("revoked_ms")?,
                 })
             })
             .collect()
@@ -97,25 +113,80 @@ impl TokenStore for SqlStore {
 
     async fn add_signing_key(&self, key: &SigningKeyRecord, actor: &Actor, now: Millis) -> StoreResult<u64> {
         let mut tx = self.begin_change().await?;
-        sqlx::query("UPDATE signing_keys SET retired_ms = $1 WHERE retired_ms IS NULL")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_pem, x, y, created_ms, retired_ms) VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-        )
-        .bind(&key.kid)
-        .bind(&key.alg)
-        .bind(&key.private_pem)
-        .bind(&key.x)
-        .bind(&key.y)
-        .bind(key.created_ms)
-        .execute(&mut *tx)
-        .await?;
+        insert_signing_key(&mut tx, key, now).await?;
         let keys = published_keys(&mut tx, now).await?;
         let seq = append_change(&mut tx, self.backend, Change::RotateKeys { keys }, now).await?;
         insert_audit(&mut tx, "signing_key.rotate", &format!("key:{}", key.kid), "", actor, now, Some(seq)).await?;
         tx.commit().await?;
         Ok(seq)
     }
+
+    async fn reseal_signing_key(&self, kid: &str, private_pem: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE signing_keys SET private_pem = $1 WHERE kid = $2")
+            .bind(private_pem)
+            .bind(kid)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_signing_key(
+        &self,
+        kid: &str,
+        replacement: Option<&SigningKeyRecord>,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<Option<u64>> {
+        let mut tx = self.begin_change().await?;
+        let current: Option<Option<Millis>> =
+            sqlx::query_scalar("SELECT retired_ms FROM signing_keys WHERE kid = $1 AND revoked_ms IS NULL")
+                .bind(kid)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(retired_ms) = current else { return Ok(None) };
+        match (retired_ms, replacement) {
+            (None, None) => {
+                return Err(StoreError::Corrupt(format!(
+                    "signing key {kid} is the current key: it needs a replacement"
+                )))
+            }
+            (_, Some(key)) => insert_signing_key(&mut tx, key, now).await?,
+            (Some(_), None) => {}
+        }
+        sqlx::query("UPDATE signing_keys SET revoked_ms = $1, retired_ms = COALESCE(retired_ms, $1) WHERE kid = $2")
+            .bind(now)
+            .bind(kid)
+            .execute(&mut *tx)
+            .await?;
+        let keys = published_keys(&mut tx, now).await?;
+        let seq = append_change(&mut tx, self.backend, Change::RotateKeys { keys }, now).await?;
+        insert_audit(&mut tx, "signing_key.revoke", &format!("key:{kid}"), reason, actor, now, Some(seq)).await?;
+        tx.commit().await?;
+        Ok(Some(seq))
+    }
+}
+
+/// Retires the current key and inserts `key` as the new current one.
+async fn insert_signing_key(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &SigningKeyRecord,
+    now: Millis,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE signing_keys SET retired_ms = $1 WHERE retired_ms IS NULL")
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, alg, private_pem, x, y, created_ms, retired_ms) VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+    )
+    .bind(&key.kid)
+    .bind(&key.alg)
+    .bind(&key.private_pem)
+    .bind(&key.x)
+    .bind(&key.y)
+    .bind(key.created_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -47,6 +47,7 @@ mod explain;
 mod fixtures;
 mod harness;
 mod injection;
+mod keys;
 mod logins;
 mod openapi;
 mod policy;

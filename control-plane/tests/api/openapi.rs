@@ -39,6 +39,10 @@ pub const EXERCISED: &[(&str, &str)] = &[
     ("get", "/api/v1/admin-tokens"),
     ("delete", "/api/v1/admin-tokens/{id}"),
     ("post", "/api/v1/signing-keys/rotate"),
+    ("get", "/api/v1/signing-keys"),
+    ("post", "/api/v1/signing-keys/{kid}/revoke"),
+    ("get", "/api/v1/portal-sessions"),
+    ("post", "/api/v1/portal-sessions/{id}/end"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/edges"),
 ];

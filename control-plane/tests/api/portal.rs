@@ -22,9 +22,11 @@ api_tests!(
 );
 
 /// A signed-in portal browser: its `Cookie` header and CSRF token.
-struct Portal {
-    cookie: String,
-    csrf: String,
+pub struct Portal {
+    /// `portcullis_portal=…`.
+    pub cookie: String,
+    /// The session's CSRF token.
+    pub csrf: String,
 }
 
 fn set_cookie(answer: &Answer) -> String {
@@ -32,7 +34,7 @@ fn set_cookie(answer: &Answer) -> String {
     value.to_str().expect("text").to_owned()
 }
 
-async fn sign_in(t: &TestApp, token: &str) -> Portal {
+pub async fn sign_in(t: &TestApp, token: &str) -> Portal {
     let answer = t.post("/portal/token-login").no_auth().json(json!({ "token": token })).send().await;
     let body = answer.ok();
     let cookie = set_cookie(&answer).split(';').next().expect("name=value").to_owned();
@@ -41,12 +43,12 @@ async fn sign_in(t: &TestApp, token: &str) -> Portal {
 
 impl Portal {
     /// A request with the cookie only (no Authorization, no CSRF header).
-    fn call(&self, t: &TestApp, method: Method, uri: &str) -> crate::client::Call {
+    pub fn call(&self, t: &TestApp, method: Method, uri: &str) -> crate::client::Call {
         t.api(method, uri).no_auth().header("cookie", &self.cookie)
     }
 
     /// A request as the portal page makes it: cookie, CSRF header, same origin.
-    fn page(&self, t: &TestApp, method: Method, uri: &str) -> crate::client::Call {
+    pub fn page(&self, t: &TestApp, method: Method, uri: &str) -> crate::client::Call {
         self.call(t, method, uri).header("x-csrf-token", &self.csrf).header("sec-fetch-site", "same-origin")
     }
 }

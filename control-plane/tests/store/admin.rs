@@ -100,6 +100,7 @@ fn token(id: &str, kind: &str, created_ms: Millis, expires_ms: Option<Millis>) -
         created_ms,
         expires_ms,
         revoked_ms: None,
+        last_used_ms: None,
         created_by: "token:bootstrap".into(),
     }
 }
@@ -171,6 +172,7 @@ fn key(kid: &str, created_ms: Millis) -> SigningKeyRecord {
         y: Some(format!("y-{kid}")),
         created_ms,
         retired_ms: None,
+        revoked_ms: None,
     }
 }
 
@@ -204,4 +206,28 @@ async fn signing_keys(store: SqlStore) {
     assert_eq!(retired, [Some(now), Some(now + 1000), None]);
 }
 
-store_tests!(lock_and_unlock, policy_versions, api_tokens, signing_keys);
+async fn signing_key_revocation(store: SqlStore) {
+    let (k1, k2, k3) = (key("k1", T0), key("k2", T0 + HOUR), key("k3", T0 + 2 * HOUR));
+    store.add_signing_key(&k1, &actor(), T0).await.unwrap();
+    store.add_signing_key(&k2, &actor(), T0 + HOUR).await.unwrap();
+    let now = T0 + 2 * HOUR;
+    // The retired key k1 leaked: withdrawn at once, not after the week of grace.
+    let seq = store.revoke_signing_key("k1", None, "k1 leaked", &actor(), now).await.unwrap().expect("revoked");
+    assert_eq!(change_at(&store, seq).await, Change::RotateKeys { keys: vec![public(&k2)] });
+    assert_eq!(store.snapshot_body(now).await.unwrap().signing_keys, [public(&k2)]);
+    let entry = last_audit(&store, "signing_key.revoke").await;
+    assert_eq!((entry.target.as_str(), entry.reason.as_str(), entry.seq), ("key:k1", "k1 leaked", Some(seq as i64)));
+    assert_eq!(store.revoke_signing_key("k1", None, "again", &actor(), now).await.unwrap(), None, "already revoked");
+    assert_eq!(store.revoke_signing_key("nope", None, "unknown", &actor(), now).await.unwrap(), None);
+
+    // The current key needs a replacement, made current in the same change.
+    assert!(store.revoke_signing_key("k2", None, "k2 leaked", &actor(), now).await.is_err());
+    assert_eq!(store.snapshot_body(now).await.unwrap().signing_keys, [public(&k2)], "nothing changed");
+    let seq = store.revoke_signing_key("k2", Some(&k3), "k2 leaked", &actor(), now).await.unwrap().unwrap();
+    assert_eq!(change_at(&store, seq).await, Change::RotateKeys { keys: vec![public(&k3)] });
+    let keys = store.signing_keys().await.unwrap();
+    let states: Vec<_> = keys.iter().map(|k| (k.kid.as_str(), k.retired_ms.is_some(), k.revoked_ms)).collect();
+    assert_eq!(states, [("k1", true, Some(now)), ("k2", true, Some(now)), ("k3", false, None)]);
+}
+
+store_tests!(lock_and_unlock, policy_versions, api_tokens, signing_keys, signing_key_revocation);

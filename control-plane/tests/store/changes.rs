@@ -140,6 +140,7 @@ async fn snapshot_after_a_mix_of_actions(store: SqlStore) {
         created_ms: T0,
         expires_ms: Some(T0 + 24 * HOUR),
         revoked_ms: None,
+        last_used_ms: None,
         created_by: "token:ops".into(),
     };
     store.insert_api_token(&service, &actor(), T0).await.unwrap();
@@ -152,6 +153,7 @@ async fn snapshot_after_a_mix_of_actions(store: SqlStore) {
         y: Some(format!("y-{kid}")),
         created_ms: at,
         retired_ms: None,
+        revoked_ms: None,
     };
     store.add_signing_key(&key("k1", T0), &actor(), T0 + 9000).await.unwrap();
     store.add_signing_key(&key("k2", T0 + 10_000), &actor(), T0 + 10_000).await.unwrap();

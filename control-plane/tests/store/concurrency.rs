@@ -179,6 +179,7 @@ async fn concurrent_key_rotations(store: SqlStore) {
             y: Some(format!("y{i}")),
             created_ms: T0 + i as i64,
             retired_ms: None,
+            revoked_ms: None,
         };
         async move { store.add_signing_key(&key, &actor(), T0 + 10).await.expect("add_signing_key") }
     })
