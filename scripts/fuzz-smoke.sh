@@ -61,6 +61,14 @@ for target in "${targets[@]}"; do
     failed=$((failed + 1))
     echo "fuzz-smoke: $target FAILED; the last lines of its log ($log):" >&2
     tail -n 60 "$log" >&2
+    # Print the failing inputs themselves: CI runs in a throwaway clone, so
+    # an artifact left on its disk is lost with it.
+    for artifact in "fuzz/artifacts/$target"/*; do
+      [ -f "$artifact" ] && [ "$artifact" -nt "$work" ] || continue
+      echo "fuzz-smoke: failing input $(basename "$artifact") ($(wc -c <"$artifact") bytes), base64:" >&2
+      base64 -w 0 "$artifact" >&2
+      echo >&2
+    done
     echo "fuzz-smoke: reproduce with: RUSTC_BOOTSTRAP=1 cargo fuzz run $target fuzz/artifacts/$target/<crash-file>" >&2
   fi
   rm -rf "$work"
