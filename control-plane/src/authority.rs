@@ -19,8 +19,8 @@ use crate::key_vault::KeyVault;
 use crate::model::{now_ms, Actor, SessionRecord, SigningKeyRecord};
 use crate::store::{Store, StoreError, StoreResult};
 
-/// The purpose session-signing keys are sealed under.
-const KEY_PURPOSE: &str = "session-signing";
+/// The purpose session-signing keys are sealed under ([`KeyVault::seal`]).
+pub const SESSION_KEY_PURPOSE: &str = "session-signing";
 
 /// `typ` header of session tokens, so no other JWT is mistaken for one.
 pub const SESSION_TOKEN_TYPE: &str = "portcullis-session+jwt";
@@ -86,7 +86,7 @@ fn generate_key(vault: &KeyVault, now: i64) -> StoreResult<SigningKeyRecord> {
     rand::Rng::fill(&mut rand::rngs::OsRng, &mut kid_bytes);
     let kid = URL_SAFE_NO_PAD.encode(kid_bytes);
     Ok(SigningKeyRecord {
-        private_pem: vault.seal(KEY_PURPOSE, &kid, &pem),
+        private_pem: vault.seal(SESSION_KEY_PURPOSE, &kid, &pem),
         kid,
         alg: "ES256".into(),
         x: x.unwrap_or_default(),
@@ -98,8 +98,9 @@ fn generate_key(vault: &KeyVault, now: i64) -> StoreResult<SigningKeyRecord> {
 }
 
 fn active(vault: &KeyVault, record: &SigningKeyRecord) -> StoreResult<ActiveKey> {
-    let pem =
-        vault.open(KEY_PURPOSE, &record.kid, &record.private_pem).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let pem = vault
+        .open(SESSION_KEY_PURPOSE, &record.kid, &record.private_pem)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
         .map_err(|e| StoreError::Corrupt(format!("signing key {}: {e}", record.kid)))?;
     Ok(ActiveKey { kid: record.kid.clone(), encoding })
@@ -111,7 +112,7 @@ impl SessionAuthority {
     pub async fn load_or_create(store: &dyn Store, issuer: &str, vault: KeyVault) -> StoreResult<Self> {
         let keys = store.signing_keys().await?;
         for key in keys.iter().filter(|k| !KeyVault::is_sealed(&k.private_pem)) {
-            store.reseal_signing_key(&key.kid, &vault.seal(KEY_PURPOSE, &key.kid, &key.private_pem)).await?;
+            store.reseal_signing_key(&key.kid, &vault.seal(SESSION_KEY_PURPOSE, &key.kid, &key.private_pem)).await?;
             tracing::info!(kid = %key.kid, "sealed a stored session-signing key with the key-encryption key");
         }
         let current = match keys.iter().rev().find(|k| k.retired_ms.is_none()) {

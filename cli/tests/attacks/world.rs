@@ -308,8 +308,11 @@ pub async fn mint_at(
     answer["token"].as_str().unwrap_or_else(|| panic!("no token for {email} on {route}: {answer}")).to_owned()
 }
 
-/// The unretired signing key, from the control plane's SQLite database.
+/// The unretired signing key, from the control plane's SQLite database,
+/// opened with the key-encryption key beside it (the attacker here holds
+/// both: the suite forges what a thief of the key could).
 async fn read_signing_key(database: &std::path::Path) -> SigningKey {
+    use portcullis_control_plane::key_vault::{KekSource, KeyVault, DEFAULT_KEK_FILE};
     use sqlx::Row;
     let url = format!("sqlite://{}?mode=ro", database.display());
     let pool = sqlx::SqlitePool::connect(&url).await.expect("open the control plane's database");
@@ -319,12 +322,15 @@ async fn read_signing_key(database: &std::path::Path) -> SigningKey {
     .fetch_one(&pool)
     .await
     .expect("a signing key");
-    let key = SigningKey {
-        kid: row.get("kid"),
-        private_pem: row.get("private_pem"),
-        x: row.get("x"),
-        y: row.get::<Option<String>, _>("y").unwrap_or_default(),
-    };
+    let kid: String = row.get("kid");
+    let kek = database.parent().expect("a directory").join(DEFAULT_KEK_FILE);
+    let vault = KeyVault::open_source(&KekSource::BesideDatabase(kek)).expect("the key-encryption key");
+    let sealed: String = row.get("private_pem");
+    let private_pem = vault
+        .open(portcullis_control_plane::authority::SESSION_KEY_PURPOSE, &kid, &sealed)
+        .expect("the key opens with its KEK");
+    let key =
+        SigningKey { kid, private_pem, x: row.get("x"), y: row.get::<Option<String>, _>("y").unwrap_or_default() };
     pool.close().await;
     key
 }

@@ -195,12 +195,13 @@ async fn concurrent_key_rotations(store: SqlStore) {
 /// Logins racing terminate-alls of the same user, in rounds: whichever
 /// order they commit in, a session left active was created after every
 /// termination (its token is alive at the edges); one created before was
-/// ended. Rounds make it likely that some end on a login (else there is
-/// nothing active to check, which the last assertion rules out).
+/// ended. Forty rounds make it near certain that some end on a login (else
+/// there is nothing active to check, which the last assertion rules out;
+/// ten rounds once all ended on a termination on a loaded machine).
 async fn concurrent_logins_and_terminate_alls(store: SqlStore) {
     let ada = portcullis_policy::UserRef::email("ada@corp.example");
     let mut checked = 0;
-    for round in 0..10u64 {
+    for round in 0..40u64 {
         all_at_once(20, |i| {
             let (store, ada) = (store.clone(), ada.clone());
             async move {
