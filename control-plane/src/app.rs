@@ -7,6 +7,7 @@ use tokio::sync::Mutex;
 
 use crate::authority::SessionAuthority;
 use crate::config::Config;
+use crate::edge_channel::EdgeTrust;
 use crate::feed::ChangeFeed;
 use crate::metrics::Metrics;
 use crate::portal::PortalState;
@@ -26,14 +27,23 @@ pub struct App {
     pub metrics: Metrics,
     /// The admin portal's OpenID provider (discovered on first use).
     pub portal: PortalState,
+    /// The fleet key and the revoked edges.
+    pub edge_trust: Arc<EdgeTrust>,
     compiled: Mutex<Option<(i64, Arc<Policy>)>>,
 }
 
 impl App {
     /// Assembles the state.
-    pub fn new(config: Config, store: Arc<SqlStore>, authority: SessionAuthority, feed: Arc<ChangeFeed>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<SqlStore>,
+        authority: SessionAuthority,
+        feed: Arc<ChangeFeed>,
+        edge_trust: Arc<EdgeTrust>,
+    ) -> Self {
         let portal = PortalState::new(&config);
-        Self { config, store, authority, feed, metrics: Metrics::new(), portal, compiled: Mutex::new(None) }
+        let metrics = Metrics::new();
+        Self { config, store, authority, feed, metrics, portal, edge_trust, compiled: Mutex::new(None) }
     }
 
     /// The store as the trait object handlers use.

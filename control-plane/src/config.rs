@@ -34,7 +34,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("edge_listen", "address of the edge channel: snapshot stream, reports, session creation (default 127.0.0.1:7401)"),
     ("database_url", "sqlite://PATH (default sqlite://data/portcullis.db) or postgres://USER@HOST/DB"),
     ("issuer", "the `iss` of session tokens; also the public URL of this control plane (default http://<listen>)"),
-    ("edge_secret", "enrollment secret edges present on the edge channel; required, at least 32 characters"),
+    (
+        "edge_secret",
+        "bootstrap secret, for the quickstart and tests only: an edge holding it may enroll without a join token \
+         (at least 32 characters); unset (the default), edges enroll with join tokens only",
+    ),
     ("bootstrap_token", "admin token to create on first start instead of printing a new one"),
     ("receipt_wait_ms", "how long ?wait=true waits for every edge to apply a change (default 5000)"),
     ("change_log_retention", "change-log rows kept for edges to resume from (default 100000)"),
@@ -103,8 +107,8 @@ pub struct Config {
     pub database_url: String,
     /// Session token issuer.
     pub issuer: String,
-    /// Edge enrollment secret.
-    pub edge_secret: String,
+    /// Bootstrap secret edges may enroll with instead of a join token.
+    pub edge_secret: Option<String>,
     /// Admin token to create on first start.
     pub bootstrap_token: Option<String>,
     /// Bound on receipt waits.
@@ -171,11 +175,12 @@ impl Config {
         if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| database_url.starts_with(p)) {
             return Err(error("database_url", "expected sqlite://PATH or postgres://USER@HOST/DB"));
         }
-        let edge_secret = raw.edge_secret.ok_or_else(|| {
-            error("edge_secret", "is required: edges present it to connect (set PORTCULLIS_EDGE_SECRET or edge_secret)")
-        })?;
-        if edge_secret.len() < 32 {
-            return Err(error("edge_secret", "must be at least 32 characters"));
+        let edge_secret = raw.edge_secret;
+        if edge_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(error(
+                "edge_secret",
+                "must be at least 32 characters (or unset: edges enroll with join tokens)",
+            ));
         }
         if raw.bootstrap_token.as_ref().is_some_and(|t| t.len() < 32) {
             return Err(error("bootstrap_token", "must be at least 32 characters"));
@@ -299,7 +304,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        assert_eq!(load("", &[]).unwrap_err().key, "edge_secret");
+        assert!(load("", &[]).unwrap().edge_secret.is_none(), "edges enroll with join tokens");
+        assert_eq!(load("edge_secret = \"short\"", &[]).unwrap_err().key, "edge_secret");
         assert_eq!(load(&format!("edge_secret = \"{SECRET}\"\nlisten = \"nowhere\""), &[]).unwrap_err().key, "listen");
         let unknown = load(&format!("edge_secret = \"{SECRET}\"\nlisen = \"x\""), &[]).unwrap_err();
         assert_eq!(unknown.key, "lisen", "{unknown}");

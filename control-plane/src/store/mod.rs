@@ -9,6 +9,7 @@
 
 mod changes;
 mod connect;
+mod edge_identity;
 mod edges;
 mod group_commit;
 mod policy;
@@ -24,6 +25,9 @@ use portcullis_policy::UserRef;
 
 pub use changes::CHANGES_CHANNEL;
 pub use connect::{Backend, SqlStore};
+pub use edge_identity::{
+    EdgeCredential, EdgeIdentityStore, EnrollRefusal, EnrolledVia, JoinTokenRecord, NewEnrollment, EDGES_CHANNEL,
+};
 
 use crate::model::{Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord};
 
@@ -308,6 +312,12 @@ pub trait EdgeStore: Send + Sync {
 }
 
 /// Everything the control plane stores.
-pub trait Store: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore {}
+pub trait Store:
+    ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore + EdgeIdentityStore
+{
+}
 
-impl<T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore> Store for T {}
+impl<T> Store for T where
+    T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore + EdgeIdentityStore
+{
+}
