@@ -41,6 +41,8 @@ pub const EXERCISED: &[(&str, &str)] = &[
     ("post", "/api/v1/signing-keys/rotate"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/edges"),
+    ("post", "/api/v1/edges/join-tokens"),
+    ("post", "/api/v1/edges/{id}/revoke"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
