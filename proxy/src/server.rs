@@ -165,7 +165,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let activity = Arc::new(crate::activity::ActivityLog::new(metrics.activity_events_dropped.clone()));
     let planes = Arc::new(ControlPlanes::new(ChannelConfig {
         urls: config.control_plane_urls.clone(),
-        secret: config.edge_secret.clone(),
+        enrollment: config.enrollment.clone(),
         edge_id: config.edge_id.clone(),
         edge_name: config.edge_name.clone(),
     }));
@@ -191,8 +191,8 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         authority,
         sessions,
         cookies: CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure },
-        sealer: StateSealer::from_secret(&config.edge_secret),
-        cli_codes: CliCodes::from_secret(&config.edge_secret),
+        sealer: StateSealer::from_fleet(planes.identity().fleet()),
+        cli_codes: CliCodes::from_fleet(planes.identity().fleet()),
         replays: Default::default(),
         assertions: Arc::clone(&assertions),
         status: Arc::clone(&status),

@@ -216,6 +216,7 @@ impl Subscriber {
     /// the control plane ended it cleanly), setting `delivered` once one
     /// was applied.
     async fn stream_frames(&self, index: usize, delivered: &mut bool) -> Result<(), String> {
+        self.planes.establish(index, &self.client).await.map_err(|e| e.to_string())?;
         let since = self.snapshots.seq().map(|s| format!("?since={s}")).unwrap_or_default();
         let url = self.planes.url_at(index, &format!("/edge/v1/stream{since}"));
         // A paused replica accepts the connection and never answers: give up
@@ -227,6 +228,7 @@ impl Subscriber {
         };
         if !response.status().is_success() {
             let status = response.status();
+            self.planes.check_refusal(status);
             let body = response.text().await.unwrap_or_default();
             return Err(format!("{url}: {status} {body}"));
         }
@@ -349,6 +351,7 @@ impl Subscriber {
                 }
                 Ok(response) => {
                     tracing::warn!(status = %response.status(), "report refused");
+                    self.planes.check_refusal(response.status());
                     self.activity.restore(activity);
                 }
                 Err(error) => {
