@@ -10,6 +10,7 @@ mod config_file;
 mod connect_cmd;
 mod control_plane_cmd;
 mod edge_cmd;
+mod edges_cmd;
 mod output;
 mod policy_apply;
 mod policy_cmd;
@@ -46,8 +47,8 @@ enum Command {
     Users(users_cmd::UsersCommand),
     /// Read the audit log: who did what, when, why, from where (admin API).
     Audit(audit_cmd::AuditArgs),
-    /// Show the edges: connected or stale, applied change, lag (admin API).
-    Edges(audit_cmd::EdgesArgs),
+    /// Edges: list them (connected, stale, revoked), make join tokens, revoke (admin API).
+    Edges(edges_cmd::EdgesArgs),
     /// Reach a TCP route (SSH, a database) through an edge as the logged-in user;
     /// e.g. `ssh -o ProxyCommand='portcullis connect %h:%p' host`.
     Connect(connect_cmd::ConnectArgs),
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
         Command::Sessions(command) => sessions_cmd::run(command),
         Command::Users(command) => users_cmd::run(command),
         Command::Audit(args) => audit_cmd::audit(args),
-        Command::Edges(args) => audit_cmd::edges(args),
+        Command::Edges(args) => edges_cmd::run(args),
         Command::Connect(args) => connect_cmd::run(args),
         Command::Quickstart(args) => quickstart::run(args),
         Command::DemoApp(args) => quickstart::demo_app::run(args),
