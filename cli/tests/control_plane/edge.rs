@@ -8,14 +8,15 @@ use portcullis_policy::wire::{decode, Message, SnapshotBody};
 use portcullis_policy::Change;
 use serde_json::{json, Value};
 
+use crate::edge_identity::test_edge;
 use crate::harness::{ControlPlane, EDGE_SECRET};
 
 impl ControlPlane {
-    fn edge_request(&self, method: reqwest::Method, path: &str, edge_id: &str) -> reqwest::RequestBuilder {
-        self.http()
-            .request(method, format!("{}/edge/v1{path}", self.edge_url))
-            .bearer_auth(EDGE_SECRET)
-            .header("X-Portcullis-Edge-Id", edge_id)
+    /// A request on the edge channel as test edge `edge_id` (enrolled with
+    /// the bootstrap secret on first use).
+    async fn edge_request(&self, method: reqwest::Method, path: &str, edge_id: &str) -> reqwest::RequestBuilder {
+        let edge = test_edge(&self.edge_url, edge_id, EDGE_SECRET).await;
+        edge.authorize(self.http().request(method, format!("{}/edge/v1{path}", self.edge_url)))
     }
 
     /// Creates a session for `email` on `route` as edge `edge-1` would after a login; returns its id.
@@ -30,8 +31,13 @@ impl ControlPlane {
             "source_address": "203.0.113.7",
             "user_agent": "process-test",
         });
-        let response =
-            self.edge_request(reqwest::Method::POST, "/sessions", "edge-1").json(&body).send().await.expect("login");
+        let response = self
+            .edge_request(reqwest::Method::POST, "/sessions", "edge-1")
+            .await
+            .json(&body)
+            .send()
+            .await
+            .expect("login");
         let status = response.status();
         let answer: Value = response.json().await.expect("JSON answer");
         assert!(status.is_success(), "POST /edge/v1/sessions: {status} {answer}");
@@ -42,6 +48,7 @@ impl ControlPlane {
     pub async fn report(&self, edge_id: &str, applied_seq: u64) {
         let response = self
             .edge_request(reqwest::Method::POST, "/report", edge_id)
+            .await
             .json(&json!({ "applied_seq": applied_seq, "live_connections": 2 }))
             .send()
             .await
@@ -54,6 +61,7 @@ impl ControlPlane {
         let path = since.map_or_else(|| "/stream".to_owned(), |s| format!("/stream?since={s}"));
         let response = self
             .edge_request(reqwest::Method::GET, &path, edge_id)
+            .await
             .timeout(Duration::from_secs(3600))
             .send()
             .await
