@@ -1,5 +1,5 @@
 //! Starting the control plane: open the store, load or create the signing
-//! key and the first admin token, then serve the admin API and the edge
+//! keys (sessions, stream) and the first admin token, then serve the admin API and the edge
 //! channel until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
@@ -36,6 +36,8 @@ pub enum ServeError {
 pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     let store = Arc::new(SqlStore::connect(&config.database_url).await?);
     let authority = SessionAuthority::load_or_create(&*store, &config.issuer).await?;
+    let stream_key = crate::stream_key::load_or_create(&*store).await?;
+    tracing::info!(public_key = %stream_key.public_key(), "edge streams are signed; pin this key as the edges' stream_public_key");
     bootstrap_admin_token(&store, config.bootstrap_token.as_deref()).await?;
     let feed = Arc::new(ChangeFeed::new(store.head_seq().await?));
     feed.spawn_poller(Arc::clone(&store) as Arc<dyn ChangeStore>);
@@ -43,7 +45,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
         feed.spawn_postgres_listener(store.url().to_owned());
     }
     spawn_change_log_pruning(Arc::clone(&store), config.change_log_retention);
-    Ok(Arc::new(App::new(config, store, authority, feed)))
+    Ok(Arc::new(App::new(config, store, (authority, stream_key), feed)))
 }
 
 /// Creates the first admin token when there is none: the configured

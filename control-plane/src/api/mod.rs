@@ -113,7 +113,7 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
         policy::get_current, policy::put, policy::validate, policy::history, policy::rollback, explain::explain,
         tokens::create_service, tokens::list_service, tokens::revoke_service,
         tokens::create_admin, tokens::list_admin, tokens::revoke_admin,
-        trail::audit, trail::edges, keys::rotate,
+        trail::audit, trail::edges, keys::rotate, keys::stream_key,
     ),
     components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
     modifiers(&BearerAuth)
@@ -151,6 +151,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin-tokens", post(tokens::create_admin).get(tokens::list_admin))
         .route("/admin-tokens/{id}", delete(tokens::revoke_admin))
         .route("/signing-keys/rotate", post(keys::rotate))
+        .route("/stream-key", get(keys::stream_key))
         .route("/audit", get(trail::audit))
         .route("/edges", get(trail::edges))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))

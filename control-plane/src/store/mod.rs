@@ -14,6 +14,7 @@ mod group_commit;
 mod policy;
 mod rows;
 mod sessions;
+mod stream_keys;
 mod tokens;
 mod users;
 
@@ -25,7 +26,9 @@ use portcullis_policy::UserRef;
 pub use changes::CHANGES_CHANNEL;
 pub use connect::{Backend, SqlStore};
 
-use crate::model::{Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord};
+use crate::model::{
+    Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord, StreamKeyRecord,
+};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +288,16 @@ pub trait TokenStore: Send + Sync {
     async fn add_signing_key(&self, key: &SigningKeyRecord, actor: &Actor, now: Millis) -> StoreResult<u64>;
 }
 
+/// The key that signs the edge stream (see `crate::stream_key`).
+#[async_trait]
+pub trait StreamKeyStore: Send + Sync {
+    /// The current stream-signing key, if one was made.
+    async fn current_stream_key(&self) -> StoreResult<Option<StreamKeyRecord>>;
+    /// Stores `key` as the current stream-signing key (audited), unless
+    /// another replica stored one first; true when this one was stored.
+    async fn create_stream_key(&self, key: &StreamKeyRecord, actor: &Actor, now: Millis) -> StoreResult<bool>;
+}
+
 /// Edges and the audit log.
 #[async_trait]
 pub trait EdgeStore: Send + Sync {
@@ -308,6 +321,9 @@ pub trait EdgeStore: Send + Sync {
 }
 
 /// Everything the control plane stores.
-pub trait Store: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore {}
+pub trait Store:
+    ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + StreamKeyStore + EdgeStore
+{
+}
 
-impl<T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore> Store for T {}
+impl<T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + StreamKeyStore + EdgeStore> Store for T {}

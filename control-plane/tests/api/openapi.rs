@@ -39,6 +39,7 @@ pub const EXERCISED: &[(&str, &str)] = &[
     ("get", "/api/v1/admin-tokens"),
     ("delete", "/api/v1/admin-tokens/{id}"),
     ("post", "/api/v1/signing-keys/rotate"),
+    ("get", "/api/v1/stream-key"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/edges"),
 ];
