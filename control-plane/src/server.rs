@@ -1,6 +1,6 @@
 //! Starting the control plane: open the store, load or create the signing
-//! keys (sessions, stream) and the first admin token, then serve the admin API and the edge
-//! channel until Ctrl-C or SIGTERM.
+//! keys (sessions, stream) and the first admin token, then serve the admin
+//! API and the edge channel until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +37,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     let store = Arc::new(SqlStore::connect(&config.database_url).await?);
     let authority = SessionAuthority::load_or_create(&*store, &config.issuer).await?;
     let stream_key = crate::stream_key::load_or_create(&*store).await?;
-    tracing::info!(public_key = %stream_key.public_key(), "edge streams are signed; pin this key as the edges' stream_public_key");
+    let public_key = stream_key.public_key();
+    tracing::info!(%public_key, "edge streams are signed with this key: pin it as the edges' stream_public_key");
     bootstrap_admin_token(&store, config.bootstrap_token.as_deref()).await?;
     let feed = Arc::new(ChangeFeed::new(store.head_seq().await?));
     feed.spawn_poller(Arc::clone(&store) as Arc<dyn ChangeStore>);
