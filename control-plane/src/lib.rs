@@ -25,6 +25,7 @@ pub mod portal;
 pub mod receipt;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{build, run};
