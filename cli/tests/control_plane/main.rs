@@ -31,6 +31,7 @@ mod relogin;
 mod replicas;
 mod ssh;
 mod sshd;
+mod tls;
 mod tunnel;
 mod tunnel_kit;
 mod upstream;
