@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 use crate::authority::SessionAuthority;
 use crate::config::Config;
 use crate::feed::ChangeFeed;
+use crate::idp::LoginIdps;
 use crate::metrics::Metrics;
 use crate::portal::PortalState;
 use crate::store::{PolicyStore, SqlStore, Store, StoreError, StoreResult};
@@ -26,6 +27,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The admin portal's OpenID provider (discovered on first use).
     pub portal: PortalState,
+    /// The providers whose ID tokens create sessions (discovered on first use).
+    pub login_idps: LoginIdps,
     compiled: Mutex<Option<(i64, Arc<Policy>)>>,
 }
 
@@ -33,7 +36,17 @@ impl App {
     /// Assembles the state.
     pub fn new(config: Config, store: Arc<SqlStore>, authority: SessionAuthority, feed: Arc<ChangeFeed>) -> Self {
         let portal = PortalState::new(&config);
-        Self { config, store, authority, feed, metrics: Metrics::new(), portal, compiled: Mutex::new(None) }
+        let login_idps = LoginIdps::new(&config.login);
+        Self {
+            config,
+            store,
+            authority,
+            feed,
+            metrics: Metrics::new(),
+            portal,
+            login_idps,
+            compiled: Mutex::new(None),
+        }
     }
 
     /// The store as the trait object handlers use.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod edge_channel;
 pub mod error;
 pub mod feed;
+pub mod idp;
 pub mod metrics;
 pub mod model;
 pub mod portal;

@@ -302,6 +302,8 @@ async fn run_async(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         ("oidc_client_id", "portcullis-portal".to_owned()),
         ("oidc_client_secret", secrets.portal_client_secret.clone()),
         ("portal_cookie_secure", "false".to_owned()),
+        // Sessions only for ID tokens the development IdP signed for the edge.
+        ("login_idps", format!("[{{ issuer = \"{idp_issuer}\", audiences = [\"portcullis-edge\"] }}]")),
     ];
     let mut plane = spawn("control plane", &["control-plane"], &cp_env, &cp_log)?;
     wait_ready(&format!("{control_plane}/readyz"), "control plane", &mut plane, &cp_log).await?;

@@ -88,7 +88,9 @@ impl TestApp {
 fn config(database_url: &str) -> Config {
     let text = format!(
         "database_url = {database_url:?}\nissuer = {ISSUER:?}\nedge_secret = {EDGE_SECRET:?}\n\
-         bootstrap_token = {BOOTSTRAP_TOKEN:?}\nmax_body_bytes = {MAX_BODY_BYTES}\nreceipt_wait_ms = {RECEIPT_WAIT_MS}\n"
+         bootstrap_token = {BOOTSTRAP_TOKEN:?}\nmax_body_bytes = {MAX_BODY_BYTES}\nreceipt_wait_ms = {RECEIPT_WAIT_MS}\n\
+         login_idps = [{}]\n",
+        portcullis_dev_idp::test_issuer::TestIssuer::shared().login_idp()
     );
     Config::load(&text, |_| None).unwrap_or_else(|e| panic!("test configuration: {e}"))
 }
