@@ -24,7 +24,9 @@ pub mod limits;
 mod parse;
 pub mod policy;
 pub mod request_target;
+pub mod signed_frame;
 pub mod snapshot;
+pub mod stream_key;
 pub mod wire;
 
 pub use duration::parse_seconds as parse_duration;
