@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use portcullis_policy::stream_key::StreamSigningKey;
 use portcullis_policy::{Policy, PolicySource};
 use tokio::sync::Mutex;
 
@@ -31,9 +32,15 @@ pub struct App {
 
 impl App {
     /// Assembles the state.
-    pub fn new(config: Config, store: Arc<SqlStore>, authority: Arc<SessionAuthority>, feed: Arc<ChangeFeed>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<SqlStore>,
+        (authority, stream_key): (Arc<SessionAuthority>, StreamSigningKey),
+        feed: Arc<ChangeFeed>,
+    ) -> Self {
         let portal = PortalState::new(&config);
-        Self { config, store, authority, feed, metrics: Metrics::new(), portal, compiled: Mutex::new(None) }
+        let metrics = Metrics::new();
+        Self { config, store, authority, stream_key, feed, metrics, portal, compiled: Mutex::new(None) }
     }
 
     /// The store as the trait object handlers use.

@@ -1,7 +1,8 @@
 //! Portcullis control plane: the single source of truth for sessions,
 //! terminations, user locks and the policy in force. It serves the admin
 //! REST API, mints session tokens, and streams snapshots and deltas (encoded
-//! with [`portcullis_policy::wire`]) to every edge.
+//! with [`portcullis_policy::wire`], every frame signed with the stream key,
+//! [`stream_key`]) to every edge.
 //!
 //! ```text
 //! admin API ──▶ store: domain row + change-log row + audit row (one transaction)
@@ -27,6 +28,7 @@ pub mod portal;
 pub mod receipt;
 pub mod server;
 pub mod store;
+pub mod stream_key;
 
 pub use config::Config;
 pub use server::{build, run};

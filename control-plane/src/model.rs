@@ -252,3 +252,30 @@ pub struct SigningKeyRecord {
     /// Revoked in an emergency: no longer published, its tokens are dead.
     pub revoked_ms: Option<Millis>,
 }
+
+/// The stream-signing key as stored (the private PEM never leaves the
+/// database and this process; it is never logged).
+#[derive(Clone)]
+pub struct StreamKeyRecord {
+    /// Key id: 16 hex digits, the id frames carry.
+    pub kid: String,
+    /// `Ed25519`.
+    pub algorithm: String,
+    /// PKCS#8 PEM of the private key.
+    pub private_pem: String,
+    /// The public key, `ed25519:<base64url>`.
+    pub public_key: String,
+    /// Created.
+    pub created_ms: Millis,
+}
+
+impl std::fmt::Debug for StreamKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamKeyRecord")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("public_key", &self.public_key)
+            .field("created_ms", &self.created_ms)
+            .finish_non_exhaustive()
+    }
+}

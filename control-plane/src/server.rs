@@ -1,6 +1,6 @@
 //! Starting the control plane: open the store, open the key-encryption key,
-//! load or create the signing key and the first admin token (written to a
-//! 0600 file, never to the log), then serve the admin API and the edge
+//! load or create the signing keys (sessions, stream) and the first admin
+//! token (written to a 0600 file, never to the log), then serve the admin API and the edge
 //! channel until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
@@ -41,8 +41,10 @@ pub enum ServeError {
 pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     let store = Arc::new(SqlStore::connect(&config.database_url).await?);
     let vault = KeyVault::open_source(&config.key_encryption)?;
+    let stream_key = crate::stream_key::load_or_create(&*store, &vault).await?;
     let authority = Arc::new(SessionAuthority::load_or_create(&*store, &config.issuer, vault).await?);
     authority.follow(Arc::clone(&store) as Arc<dyn crate::store::Store>, KEY_FOLLOW_PERIOD);
+    tracing::info!(public_key = %stream_key.public_key(), "edge streams are signed; pin this key as the edges' stream_public_key");
     bootstrap_admin_token(&store, config.bootstrap_token.as_deref(), &config.admin_token_file).await?;
     let feed = Arc::new(ChangeFeed::new(store.head_seq().await?));
     feed.spawn_poller(Arc::clone(&store) as Arc<dyn ChangeStore>);
@@ -50,7 +52,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
         feed.spawn_postgres_listener(store.url().to_owned());
     }
     spawn_change_log_pruning(Arc::clone(&store), config.change_log_retention);
-    Ok(Arc::new(App::new(config, store, authority, feed)))
+    Ok(Arc::new(App::new(config, store, (authority, stream_key), feed)))
 }
 
 /// How often a replica checks whether another one changed the signing key.

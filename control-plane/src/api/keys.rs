@@ -116,4 +116,28 @@ pub async fn revoke(
     tracing::warn!(kid = %kid, actor = %caller.actor.name, "revoked a session-signing key");
     let receipt = receipt(app.store(), &app.feed, Some(seq), wait.duration(&app), committed).await?;
     Ok(Json(KeyRevocation { kid, current_kid: app.authority.current_kid().await, receipt }))
+/// The public stream-signing key.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StreamKey {
+    /// `Ed25519`.
+    pub algorithm: String,
+    /// `ed25519:<base64url>`: the value of an edge's `stream_public_key`.
+    pub public_key: String,
+    /// Key id (16 hex digits), as every frame carries it.
+    pub kid: String,
+    /// The same key as a PEM `PUBLIC KEY` block (also accepted by edges).
+    pub pem: String,
+}
+
+/// The public key every frame of the edge stream is signed with.
+#[utoipa::path(get, path = "/api/v1/stream-key", responses((status = 200, body = StreamKey)))]
+pub async fn stream_key(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<StreamKey>, ApiError> {
+    caller.require("admin")?;
+    let public = app.stream_key.public_key();
+    Ok(Json(StreamKey {
+        algorithm: portcullis_policy::stream_key::ALGORITHM.into(),
+        public_key: public.to_string(),
+        kid: public.key_id().to_string(),
+        pem: public.to_pem(),
+    }))
 }

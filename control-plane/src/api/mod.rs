@@ -115,7 +115,7 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
         tokens::create_service, tokens::list_service, tokens::revoke_service,
         tokens::create_admin, tokens::list_admin, tokens::revoke_admin,
         trail::audit, trail::edges, keys::rotate, keys::list, keys::revoke,
-        portal_sessions::list, portal_sessions::end,
+        keys::stream_key, portal_sessions::list, portal_sessions::end,
     ),
     components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
     modifiers(&BearerAuth)
@@ -157,6 +157,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/signing-keys/{kid}/revoke", post(keys::revoke))
         .route("/portal-sessions", get(portal_sessions::list))
         .route("/portal-sessions/{id}/end", post(portal_sessions::end))
+        .route("/stream-key", get(keys::stream_key))
         .route("/audit", get(trail::audit))
         .route("/edges", get(trail::edges))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))

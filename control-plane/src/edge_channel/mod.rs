@@ -1,5 +1,5 @@
 //! The edge channel, on its own listener: edges authenticate with the
-//! enrollment secret and their id, stream snapshots and deltas, report what
+//! enrollment secret and their id, stream signed snapshots and deltas, report what
 //! they applied and closed (with session activity, denials and TCP flows,
 //! which land in the audit log), and ask the session authority for sessions.
 
@@ -312,6 +312,7 @@ pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.max_body_bytes;
     Router::new()
         .route("/edge/v1/stream", get(stream::stream))
+        .route("/edge/v1/stream-key", get(stream::stream_key))
         .route("/edge/v1/report", post(report))
         .route("/edge/v1/sessions", post(sessions::create))
         .route("/edge/v1/sessions/{id}", get(sessions::status))

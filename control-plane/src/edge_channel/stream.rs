@@ -1,7 +1,13 @@
-//! `GET /edge/v1/stream?since=SEQ`: a full snapshot when `since` is absent or
-//! older than the retained change log, then every delta in order, and a
-//! heartbeat every second. Frames are a 4-byte big-endian length followed by
-//! a versioned wire message.
+//! `GET /edge/v1/stream?nonce=HEX&since=SEQ`: a full snapshot when `since`
+//! is absent or older than the retained change log, then every delta in
+//! order, and a heartbeat every second. Frames are a 4-byte big-endian
+//! length followed by a signed frame (`portcullis_policy::signed_frame`):
+//! the versioned wire message, bound to the edge's nonce, its `since` and
+//! the frame's place in the stream, signed with the stream key. The nonce is
+//! required: without it a frame could be replayed into another stream.
+//!
+//! `GET /edge/v1/stream-key`: the public stream key, for edges that do not
+//! pin one in their configuration.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +17,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use portcullis_policy::signed_frame::{FrameSigner, StreamBinding, StreamNonce};
+use portcullis_policy::stream_key::PublishedStreamKey;
 use portcullis_policy::wire::{encode, Message};
 use serde::Deserialize;
 
@@ -32,13 +40,22 @@ const BATCH: u32 = 512;
 pub struct StreamQuery {
     /// The last sequence the edge applied; absent for a full snapshot.
     pub since: Option<u64>,
+    /// 32 hex digits the edge drew for this stream; every frame is bound to it.
+    pub nonce: Option<String>,
 }
 
-fn frame(payload: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(payload.len() + super::FRAME_HEADER_BYTES);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
+/// The next frame: length prefix, then `message` sealed by `signer`.
+fn frame(signer: &mut FrameSigner, message: &[u8]) -> Bytes {
+    let mut out = vec![0; super::FRAME_HEADER_BYTES];
+    signer.seal_into(message, &mut out);
+    let length = (out.len() - super::FRAME_HEADER_BYTES) as u32;
+    out[..super::FRAME_HEADER_BYTES].copy_from_slice(&length.to_be_bytes());
     Bytes::from(out)
+}
+
+/// Serves the public stream key to edges.
+pub async fn stream_key(State(app): State<Arc<App>>, _edge: EdgeCaller) -> axum::Json<PublishedStreamKey> {
+    axum::Json(PublishedStreamKey::of(&app.stream_key.public_key()))
 }
 
 /// Where the stream starts: whether a full snapshot is needed first.
@@ -57,6 +74,7 @@ async fn needs_snapshot(store: &dyn ChangeStore, since: Option<u64>) -> Result<b
 
 struct StreamState {
     app: Arc<App>,
+    signer: FrameSigner,
     after: u64,
     head: tokio::sync::watch::Receiver<u64>,
     pending: std::collections::VecDeque<Bytes>,
@@ -77,18 +95,26 @@ pub async fn stream(
     edge: EdgeCaller,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
+    let nonce = query
+        .nonce
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("send `nonce`: 32 hex digits drawn for this stream"))?
+        .parse::<StreamNonce>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut signer = FrameSigner::new(&app.stream_key, StreamBinding { nonce, since: query.since });
     let mut pending = std::collections::VecDeque::new();
     let after = if needs_snapshot(&*app.store, query.since).await? {
         let body = app.store.snapshot_body(now_ms()).await?;
         let seq = body.seq;
-        pending.push_back(frame(&encode(&Message::Snapshot(body))));
+        pending.push_back(frame(&mut signer, &encode(&Message::Snapshot(body))));
         seq
     } else {
         query.since.unwrap_or_default()
     };
     tracing::info!(edge = %edge.id, since = ?query.since, from = after, "edge stream opened");
     app.metrics.streams.inc();
-    let state = StreamState { head: app.feed.subscribe(), _guard: StreamGauge(Arc::clone(&app)), app, after, pending };
+    let (head, guard) = (app.feed.subscribe(), StreamGauge(Arc::clone(&app)));
+    let state = StreamState { head, _guard: guard, app, signer, after, pending };
     let body = futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(bytes) = state.pending.pop_front() {
@@ -103,14 +129,18 @@ pub async fn stream(
             };
             if let Some((last, _)) = changes.last() {
                 state.after = *last;
-                state.pending.extend(changes.iter().map(|(_, delta)| frame(delta)));
+                for (_, delta) in &changes {
+                    let sealed = frame(&mut state.signer, delta);
+                    state.pending.push_back(sealed);
+                }
                 continue;
             }
             state.app.metrics.head_seq.set(state.after as i64);
             let woke = tokio::time::timeout(HEARTBEAT, state.head.changed()).await;
             if woke.is_err() {
                 let beat = Message::Heartbeat { head_seq: state.after, sent_at_ms: now_ms() };
-                state.pending.push_back(frame(&encode(&beat)));
+                let sealed = frame(&mut state.signer, &encode(&beat));
+                state.pending.push_back(sealed);
             }
         }
     });

@@ -15,6 +15,7 @@ mod policy;
 mod portal;
 mod rows;
 mod sessions;
+mod stream_keys;
 mod tokens;
 mod users;
 
@@ -27,7 +28,9 @@ pub use changes::CHANGES_CHANNEL;
 pub use connect::{Backend, SqlStore};
 pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
 
-use crate::model::{Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord};
+use crate::model::{
+    Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord, StreamKeyRecord,
+};
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +307,16 @@ pub trait TokenStore: Send + Sync {
     ) -> StoreResult<Option<u64>>;
 }
 
+/// The key that signs the edge stream (see `crate::stream_key`).
+#[async_trait]
+pub trait StreamKeyStore: Send + Sync {
+    /// The current stream-signing key, if one was made.
+    async fn current_stream_key(&self) -> StoreResult<Option<StreamKeyRecord>>;
+    /// Stores `key` as the current stream-signing key (audited), unless
+    /// another replica stored one first; true when this one was stored.
+    async fn create_stream_key(&self, key: &StreamKeyRecord, actor: &Actor, now: Millis) -> StoreResult<bool>;
+}
+
 /// Edges and the audit log.
 #[async_trait]
 pub trait EdgeStore: Send + Sync {
@@ -327,6 +340,12 @@ pub trait EdgeStore: Send + Sync {
 }
 
 /// Everything the control plane stores.
-pub trait Store: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore + PortalStore {}
+pub trait Store:
+    ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + StreamKeyStore + EdgeStore + PortalStore
+{
+}
 
-impl<T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + EdgeStore + PortalStore> Store for T {}
+impl<T> Store for T where
+    T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + StreamKeyStore + EdgeStore + PortalStore
+{
+}

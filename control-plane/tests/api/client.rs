@@ -17,6 +17,8 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use portcullis_control_plane::api::ApiDoc;
+use portcullis_policy::signed_frame::{FrameVerifier, StreamBinding, StreamNonce};
+use portcullis_policy::stream_key::StreamPublicKey;
 use portcullis_policy::wire::{decode, Message};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -82,12 +84,20 @@ pub struct Call {
     uri: String,
     headers: HeaderMap,
     body: Vec<u8>,
+    stream_key: Option<StreamPublicKey>,
 }
 
 impl Call {
     /// A request without headers or body.
     pub fn new(router: Router, listener: Listener, method: Method, uri: &str) -> Self {
-        Self { router, listener, method, uri: uri.to_owned(), headers: HeaderMap::new(), body: Vec::new() }
+        let (uri, headers) = (uri.to_owned(), HeaderMap::new());
+        Self { router, listener, method, uri, headers, body: Vec::new(), stream_key: None }
+    }
+
+    /// The key [`Self::open`] verifies stream frames with.
+    pub fn stream_key(mut self, key: StreamPublicKey) -> Self {
+        self.stream_key = Some(key);
+        self
     }
 
     /// Sets (replaces) a header.
@@ -158,8 +168,28 @@ impl Call {
         answer
     }
 
-    /// Opens the edge stream; fails unless it answers 200.
-    pub async fn open(self) -> EdgeStream {
+    /// Opens the edge stream as an edge does, with a fresh nonce unless the
+    /// URI has one; fails unless it answers 200. Every frame read is
+    /// verified (signature, nonce, `since`, order) like an edge does.
+    pub async fn open(mut self) -> EdgeStream {
+        let key = self.stream_key.expect("an edge-channel call knows the stream key");
+        let query: Vec<(String, String)> = self
+            .uri
+            .split_once('?')
+            .map(|(_, q)| q.split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect())
+            .unwrap_or_default();
+        let value = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let nonce = match value("nonce") {
+            Some(hex) => hex.parse().expect("a valid nonce in the URI"),
+            None => {
+                let nonce = StreamNonce(rand::random());
+                self.uri.push(if self.uri.contains('?') { '&' } else { '?' });
+                self.uri.push_str(&format!("nonce={nonce}"));
+                nonce
+            }
+        };
+        let since = value("since").map(|s| s.parse().expect("a numeric since"));
+        let verifier = FrameVerifier::new(key, StreamBinding { nonce, since });
         let (response, what) = self.response().await;
         if response.status() != StatusCode::OK {
             let status = response.status();
@@ -168,7 +198,7 @@ impl Call {
         }
         let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         assert_eq!(content_type, Some("application/vnd.portcullis.stream"), "{what}");
-        EdgeStream { body: response.into_body(), buffer: Vec::new() }
+        EdgeStream { body: response.into_body(), buffer: Vec::new(), verifier }
     }
 }
 
@@ -258,10 +288,11 @@ impl Answer {
 }
 
 /// The edge stream, read frame by frame (4-byte big-endian length, then a
-/// wire message).
+/// signed frame around a wire message).
 pub struct EdgeStream {
     body: Body,
     buffer: Vec<u8>,
+    verifier: FrameVerifier,
 }
 
 impl EdgeStream {
@@ -306,7 +337,8 @@ impl EdgeStream {
         let header: [u8; 4] = self.buffer.get(..4)?.try_into().ok()?;
         let length = u32::from_be_bytes(header) as usize;
         let payload = self.buffer.get(4..4 + length)?;
-        let message = decode(payload).unwrap_or_else(|e| panic!("undecodable stream frame: {e}"));
+        let message = self.verifier.open(payload).unwrap_or_else(|e| panic!("a stream frame is refused: {e}"));
+        let message = decode(message).unwrap_or_else(|e| panic!("undecodable stream frame: {e}"));
         self.buffer.drain(..4 + length);
         Some(message)
     }

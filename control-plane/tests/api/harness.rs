@@ -77,6 +77,7 @@ impl TestApp {
         Call::new(self.edge.clone(), Listener::Edge, method, uri)
             .bearer(EDGE_SECRET)
             .header("x-portcullis-edge-id", EDGE_ID)
+            .stream_key(self.app.stream_key.public_key())
     }
 
     /// The change-log head.

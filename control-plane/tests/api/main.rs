@@ -55,5 +55,6 @@ mod portal;
 mod portal_oidc;
 mod receipts;
 mod sessions;
+mod stream_signing;
 mod tokens;
 mod users;

@@ -43,6 +43,7 @@ pub const EXERCISED: &[(&str, &str)] = &[
     ("post", "/api/v1/signing-keys/{kid}/revoke"),
     ("get", "/api/v1/portal-sessions"),
     ("post", "/api/v1/portal-sessions/{id}/end"),
+    ("get", "/api/v1/stream-key"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/edges"),
 ];

@@ -43,5 +43,6 @@ mod fixtures;
 mod harness;
 mod injection;
 mod sessions;
+mod stream_keys;
 mod terminate;
 mod upgrade;

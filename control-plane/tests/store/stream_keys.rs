@@ -1,0 +1,41 @@
+//! The stream-signing key: made once, by one replica even when several
+//! start at the same moment, and the same key on every later start; its
+//! private half stays out of the audit log.
+
+use portcullis_control_plane::store::{SqlStore, StreamKeyStore};
+use portcullis_control_plane::stream_key::load_or_create;
+
+use crate::fixtures::audit_all;
+
+async fn the_stream_key_is_made_once_and_kept(store: SqlStore) {
+    assert!(store.current_stream_key().await.unwrap().is_none(), "a new database has none");
+    let first = load_or_create(&store).await.unwrap().public_key();
+    let again = load_or_create(&store).await.unwrap().public_key();
+    assert_eq!(first, again, "a restart signs with the same key");
+    let record = store.current_stream_key().await.unwrap().expect("stored");
+    assert_eq!((record.algorithm.as_str(), record.public_key.as_str()), ("Ed25519", first.to_string().as_str()));
+    assert_eq!(record.kid, first.key_id().to_string());
+    assert!(!format!("{record:?}").contains("PRIVATE"), "Debug leaves the private key out: {record:?}");
+    let created: Vec<_> = audit_all(&store).await.into_iter().filter(|e| e.action == "stream_key.create").collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].target, format!("key:{}", record.kid));
+    assert!(created[0].reason.contains(&first.to_string()) && !created[0].reason.contains("PRIVATE"));
+}
+
+async fn replicas_starting_at_once_share_one_stream_key(store: SqlStore) {
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { load_or_create(&store).await.map(|k| k.public_key()) })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for handle in handles {
+        keys.push(handle.await.expect("task").expect("load or create"));
+    }
+    assert!(keys.windows(2).all(|w| w[0] == w[1]), "every replica signs with the one stored key: {keys:?}");
+    let created = audit_all(&store).await.into_iter().filter(|e| e.action == "stream_key.create").count();
+    assert_eq!(created, 1, "exactly one replica made it");
+}
+
+store_tests!(the_stream_key_is_made_once_and_kept, replicas_starting_at_once_share_one_stream_key);
