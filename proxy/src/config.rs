@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
+use portcullis_policy::stream_key::StreamPublicKey;
 use serde::Deserialize;
 
 use crate::forwarded::TrustedProxies;
@@ -30,6 +31,13 @@ pub const KEYS: &[(&str, &str)] = &[
          and moves to the next when it fails (instead of control_plane_url)",
     ),
     ("edge_secret", "enrollment secret shared with the control plane; required, at least 32 characters"),
+    (
+        "stream_public_key",
+        "the control plane's stream-signing public key, which every snapshot, delta and heartbeat must be signed \
+         with: `ed25519:<base64url>` or a PEM `PUBLIC KEY` (as `GET /api/v1/stream-key` and the control plane's \
+         start-up log show it), or the path of a file holding either. Production sets it; when absent, the edge \
+         pins the key the control plane serves on first contact (trust on first use) for the life of the process",
+    ),
     ("edge_id", "this edge's id: letters, digits, '-', '_', '.' (default edge-1)"),
     ("edge_name", "display name in the portal (default: the id)"),
     ("session_issuer", "issuer of session tokens: the control plane's `issuer` (default http://127.0.0.1:7400)"),
@@ -84,6 +92,7 @@ pub struct RawEdgeConfig {
     pub control_plane_url: Option<String>,
     pub control_plane_urls: Option<Vec<String>>,
     pub edge_secret: Option<String>,
+    pub stream_public_key: Option<String>,
     pub edge_id: Option<String>,
     pub edge_name: Option<String>,
     pub session_issuer: Option<String>,
@@ -128,6 +137,8 @@ pub struct EdgeConfig {
     pub control_plane_urls: Vec<String>,
     /// Enrollment secret.
     pub edge_secret: String,
+    /// The pinned stream-signing key (`None`: pinned on first contact).
+    pub stream_public_key: Option<StreamPublicKey>,
     /// Edge id.
     pub edge_id: String,
     /// Display name.
@@ -202,6 +213,7 @@ impl EdgeConfig {
             other => return Err(error("stale_mode", format!("expected keep or deny, found `{other}`"))),
         };
         let control_plane_urls = control_plane_urls(raw.control_plane_url, raw.control_plane_urls)?;
+        let stream_public_key = raw.stream_public_key.as_deref().map(stream_public_key).transpose()?;
         if raw.max_staleness_s == Some(0) {
             return Err(error("max_staleness_s", "must be at least 1 (heartbeats come every second)"));
         }
@@ -248,6 +260,7 @@ impl EdgeConfig {
             metrics_token: raw.metrics_token.map(|t| t.trim().to_owned()),
             control_plane_urls,
             edge_secret,
+            stream_public_key,
             edge_name: raw.edge_name.unwrap_or_else(|| edge_id.clone()),
             edge_id,
             session_issuer: raw.session_issuer.unwrap_or_else(|| "http://127.0.0.1:7400".into()),
@@ -280,6 +293,18 @@ fn control_plane_urls(one: Option<String>, many: Option<Vec<String>>) -> Result<
         }
     }
     Ok(urls)
+}
+
+/// `stream_public_key`: the key itself, or the path of a file holding it.
+fn stream_public_key(value: &str) -> Result<StreamPublicKey, ConfigError> {
+    let key = "stream_public_key";
+    let text = value.trim();
+    let text = if text.starts_with("ed25519:") || text.starts_with("-----BEGIN") {
+        text.to_owned()
+    } else {
+        std::fs::read_to_string(text).map_err(|e| error(key, format!("cannot read `{text}`: {e}")))?
+    };
+    text.parse().map_err(|e| error(key, format!("{e}")))
 }
 
 struct OidcKeys {
@@ -418,5 +443,25 @@ mod tests {
             EdgeConfig::load("assertion_key_file = \"/nonexistent\"", env).unwrap_err().key,
             "assertion_key_file"
         );
+    }
+
+    #[test]
+    fn the_stream_key_is_pinned_inline_or_from_a_file() {
+        let env = |k: &str| (k == "PORTCULLIS_EDGE_SECRET").then(|| SECRET.to_owned());
+        let key = portcullis_policy::stream_key::StreamSigningKey::from_seed([5; 32]).public_key();
+        assert_eq!(EdgeConfig::load("", env).unwrap().stream_public_key, None, "pinned on first contact");
+        let inline = format!("stream_public_key = \"{key}\"");
+        assert_eq!(EdgeConfig::load(&inline, env).unwrap().stream_public_key, Some(key));
+        let path = std::env::temp_dir().join(format!("portcullis-stream-key-{}.pem", std::process::id()));
+        std::fs::write(&path, key.to_pem()).unwrap();
+        let from_file = EdgeConfig::load("", |k| {
+            env(k).or_else(|| (k == "PORTCULLIS_STREAM_PUBLIC_KEY").then(|| path.display().to_string()))
+        });
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(from_file.unwrap().stream_public_key, Some(key));
+        for bad in ["ed25519:AAAA", "/nonexistent/stream.pem", "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----"] {
+            let error = EdgeConfig::load(&format!("stream_public_key = {bad:?}"), env).unwrap_err();
+            assert_eq!(error.key, "stream_public_key", "{bad}: {error}");
+        }
     }
 }

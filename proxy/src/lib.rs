@@ -32,6 +32,7 @@ pub mod registry;
 mod responses;
 pub mod server;
 mod snapshot_store;
+pub mod stream_trust;
 pub mod subscriber;
 pub mod tunnel;
 pub mod upgrade;

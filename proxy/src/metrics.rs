@@ -1,7 +1,8 @@
 //! The edge's Prometheus metrics: requests by route and decision, the
 //! latency of the authentication and authorisation step, live connections,
 //! kills by reason, snapshot sequence, lag and staleness, whether a
-//! control-plane stream is open and how often it was lost, the
+//! control-plane stream is open and how often it was lost, frames refused
+//! (unsigned, wrongly signed, replayed) by reason, the
 //! verified-token cache hit ratio, and TCP flows (opened or refused by
 //! route and outcome, closed, open now, bytes each way), credential
 //! checks refused before they cost a lookup, and activity events dropped by
@@ -34,6 +35,9 @@ pub struct EdgeMetrics {
     pub control_plane_connected: IntGauge,
     /// Streams from the control plane that ended (each is followed by a reconnection).
     pub stream_reconnects: IntCounter,
+    /// Stream frames refused and not applied, by reason (`unsigned`,
+    /// `wrong_key`, `bad_signature`, `replayed`, `out_of_order`).
+    pub stream_frames_refused: IntCounterVec,
     /// CONNECT requests by route and outcome (`allow`, `deny`, `login-required`, `no-route`, …).
     pub tunnel_flows: IntCounterVec,
     /// Flows closed, by route.
@@ -118,6 +122,14 @@ impl EdgeMetrics {
                 .expect("valid");
         let stream_reconnects =
             IntCounter::new("stream_reconnects_total", "streams from the control plane that ended").expect("valid");
+        let stream_frames_refused = IntCounterVec::new(
+            Opts::new("stream_frames_refused_total", "control-plane stream frames refused and not applied"),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in portcullis_policy::signed_frame::REFUSAL_REASONS {
+            stream_frames_refused.with_label_values(&[reason]);
+        }
         let tunnel_flows = IntCounterVec::new(
             Opts::new("tunnel_flows_total", "CONNECT requests by route and outcome"),
             &["route", "outcome"],
@@ -134,7 +146,7 @@ impl EdgeMetrics {
         let tunnel_open_flows = IntGauge::new("tunnel_open_flows", "TCP flows open now").expect("valid");
         let credential_lookups_refused = credential_lookups_refused().clone();
         let activity_events_dropped = activity_events_dropped();
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(requests.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(kills.clone()),
@@ -146,6 +158,7 @@ impl EdgeMetrics {
             Box::new(staleness_ms.clone()),
             Box::new(control_plane_connected.clone()),
             Box::new(stream_reconnects.clone()),
+            Box::new(stream_frames_refused.clone()),
             Box::new(tunnel_flows.clone()),
             Box::new(tunnel_flows_closed.clone()),
             Box::new(tunnel_bytes.clone()),
@@ -169,6 +182,7 @@ impl EdgeMetrics {
             staleness_ms,
             control_plane_connected,
             stream_reconnects,
+            stream_frames_refused,
             tunnel_flows,
             tunnel_flows_closed,
             tunnel_bytes,

@@ -130,13 +130,21 @@ impl ServeHttp for StatusApp {
         let staleness = self.status.staleness_ms();
         let (status, body) = match path.as_str() {
             "/healthz" => (200, "ok\n".to_owned()),
-            "/readyz" => match seq {
-                None => (503, "not ready: no snapshot from the control plane yet\n".to_owned()),
-                Some(seq) if staleness > self.max_staleness_ms => {
-                    (503, format!("stale: snapshot {seq}, no contact with the control plane for {} ms\n", staleness))
+            "/readyz" => {
+                // Why no verified frame arrived lately, when one was refused.
+                let refused =
+                    self.status.refusal().map(|why| format!("; last frame refused: {why}")).unwrap_or_default();
+                match seq {
+                    None => (503, format!("not ready: no snapshot from the control plane yet{refused}\n")),
+                    Some(seq) if staleness > self.max_staleness_ms => (
+                        503,
+                        format!(
+                            "stale: snapshot {seq}, no verified frame from the control plane for {staleness} ms{refused}\n"
+                        ),
+                    ),
+                    Some(seq) => (200, format!("ready: snapshot {seq}\n")),
                 }
-                Some(seq) => (200, format!("ready: snapshot {seq}\n")),
-            },
+            }
             "/metrics"
                 if self.metrics_token.as_deref().is_some_and(|token| {
                     !bearer_matches(session.req_header().headers.get("authorization").map(|v| v.as_bytes()), token)
@@ -251,6 +259,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         status: Arc::clone(&status),
         activity,
         metrics: Arc::clone(&metrics),
+        trust: crate::stream_trust::StreamTrust::new(config.stream_public_key),
     };
     let subscriber = Subscriber::new(planes, parts);
     server.add_service(background_service("snapshot subscriber", SubscriberService(subscriber)));

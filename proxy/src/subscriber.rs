@@ -1,7 +1,14 @@
 //! The snapshot subscriber: streams from the control plane's edge channel,
-//! applies the full snapshot and every delta into the [`SnapshotStore`],
-//! closes the live connections each change affects, and reports what it
-//! applied and closed.
+//! verifies every frame's signature and binding ([`FrameVerifier`]) before
+//! anything of it is used, applies the full snapshot and every delta into
+//! the [`SnapshotStore`], closes the live connections each change affects,
+//! and reports what it applied and closed.
+//!
+//! A refused frame (unsigned, signed with another key, altered, replayed or
+//! out of order) is not applied: the edge keeps its last good snapshot,
+//! counts the refusal, says so on `/readyz`, drops the stream and tries the
+//! next replica. Only verified frames count as contact, so a stream of
+//! refused frames makes the edge stale like a silent one.
 //!
 //! The stream is never left down longer than it must be: when a stream
 //! that delivered frames ends, the edge reconnects at once, to the next
@@ -17,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use portcullis_policy::signed_frame::{FrameRefusal, FrameVerifier};
 use portcullis_policy::wire::{decode, Message};
 use portcullis_policy::Snapshot;
 use tokio::sync::Notify;
@@ -24,6 +32,7 @@ use tokio::sync::Notify;
 use crate::activity::ActivityLog;
 use crate::control_planes::ControlPlanes;
 use crate::registry::ConnRegistry;
+use crate::stream_trust::StreamTrust;
 use crate::{SnapshotStore, StoreError};
 
 /// A stream with no frame for this long is lost (heartbeats come every second).
@@ -50,9 +59,23 @@ pub struct SyncStatus {
     pub head_seq: AtomicI64,
     /// A stream is open.
     pub connected: AtomicBool,
+    /// The last refused frame: when (Unix ms) and why.
+    refusal: Mutex<Option<(i64, String)>>,
 }
 
 impl SyncStatus {
+    /// Records a refused frame.
+    pub fn refused(&self, why: String) {
+        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some((now_ms(), why));
+    }
+
+    /// Why the last frame was refused, if no verified frame arrived since.
+    pub fn refusal(&self) -> Option<String> {
+        let refusal = self.refusal.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, why) = refusal.as_ref()?;
+        (*at >= self.last_contact_ms.load(Ordering::Relaxed)).then(|| why.clone())
+    }
+
     /// Milliseconds since the last frame (`i64::MAX` if never).
     pub fn staleness_ms(&self) -> i64 {
         match self.last_contact_ms.load(Ordering::Relaxed) {
@@ -146,6 +169,7 @@ pub struct Subscriber {
     client: reqwest::Client,
     activity: Arc<ActivityLog>,
     metrics: Arc<crate::metrics::EdgeMetrics>,
+    trust: StreamTrust,
 }
 
 /// What the subscriber feeds and reports from.
@@ -160,13 +184,15 @@ pub struct SubscriberParts {
     pub activity: Arc<ActivityLog>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::EdgeMetrics>,
+    /// The stream key (pinned, or fetched once).
+    pub trust: StreamTrust,
 }
 
 impl Subscriber {
     /// A subscriber streaming from `planes`, feeding `snapshots` and closing
     /// connections in `registry`.
     pub fn new(planes: Arc<ControlPlanes>, parts: SubscriberParts) -> Arc<Self> {
-        let SubscriberParts { snapshots, registry, status, activity, metrics } = parts;
+        let SubscriberParts { snapshots, registry, status, activity, metrics, trust } = parts;
         let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
         Arc::new(Self {
             planes,
@@ -178,6 +204,7 @@ impl Subscriber {
             client,
             activity,
             metrics,
+            trust,
         })
     }
 
@@ -214,10 +241,14 @@ impl Subscriber {
 
     /// Reads frames from replica `index` until the stream ends (`Ok` when
     /// the control plane ended it cleanly), setting `delivered` once one
-    /// was applied.
+    /// was applied (and clearing it when a frame is refused, so a replica
+    /// that sends refused frames backs off like one that sends nothing).
     async fn stream_frames(&self, index: usize, delivered: &mut bool) -> Result<(), String> {
-        let since = self.snapshots.seq().map(|s| format!("?since={s}")).unwrap_or_default();
-        let url = self.planes.url_at(index, &format!("/edge/v1/stream{since}"));
+        let key = self.trust.key(&self.planes, &self.client, index).await?;
+        let binding = StreamTrust::binding(self.snapshots.seq());
+        let since = binding.since.map(|s| format!("&since={s}")).unwrap_or_default();
+        let url = self.planes.url_at(index, &format!("/edge/v1/stream?nonce={}{since}", binding.nonce));
+        let mut verifier = FrameVerifier::new(key, binding);
         // A paused replica accepts the connection and never answers: give up
         // on it like on a silent stream.
         let request = self.planes.authorize(self.client.get(&url)).send();
@@ -250,7 +281,14 @@ impl Subscriber {
             buffer.extend_from_slice(&chunk);
             let mut consumed = 0;
             while let Some(frame) = next_frame(&buffer[consumed..])? {
-                let message = decode(frame).map_err(|e| e.to_string())?;
+                let message = match verifier.open(frame) {
+                    Ok(message) => message,
+                    Err(refusal) => {
+                        *delivered = false;
+                        return Err(self.refuse(&url, &refusal));
+                    }
+                };
+                let message = decode(message).map_err(|e| e.to_string())?;
                 consumed += 4 + frame.len();
                 self.status.last_contact_ms.store(now_ms(), Ordering::Relaxed);
                 self.handle(message)?;
@@ -258,6 +296,21 @@ impl Subscriber {
             }
             buffer.drain(..consumed);
         }
+    }
+
+    /// Counts and reports a refused frame; the error that ends the stream.
+    fn refuse(&self, url: &str, refusal: &FrameRefusal) -> String {
+        self.metrics.stream_frames_refused.with_label_values(&[refusal.reason()]).inc();
+        let kept = self.snapshots.seq().map_or_else(|| "no snapshot yet".to_owned(), |s| format!("snapshot {s}"));
+        let url = url.split('?').next().unwrap_or_default();
+        tracing::error!(
+            %url,
+            reason = refusal.reason(),
+            "refused a frame from the control plane: {refusal}; nothing of it applied, keeping {kept}, dropping \
+             this stream"
+        );
+        self.status.refused(format!("{url}: {refusal}"));
+        format!("refused frame: {refusal}")
     }
 
     /// Applies one message; returns an error when the stream must restart.
