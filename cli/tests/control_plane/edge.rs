@@ -1,9 +1,12 @@
 //! Acting as an edge on the edge channel: creating sessions as after a
 //! login, reporting, and reading the snapshot/delta stream (frames of a
-//! 4-byte big-endian length and a `portcullis_policy::wire` message).
+//! 4-byte big-endian length and a signed `portcullis_policy::wire` message,
+//! verified with the key `GET /edge/v1/stream-key` serves, as an edge does).
 
 use std::time::{Duration, Instant};
 
+use portcullis_policy::signed_frame::{FrameVerifier, StreamBinding, StreamNonce};
+use portcullis_policy::stream_key::PublishedStreamKey;
 use portcullis_policy::wire::{decode, Message, SnapshotBody};
 use portcullis_policy::Change;
 use serde_json::{json, Value};
@@ -49,9 +52,21 @@ impl ControlPlane {
         assert!(response.status().is_success(), "POST /edge/v1/report: {}", response.status());
     }
 
-    /// Opens `GET /edge/v1/stream` (with `?since=` when given).
+    /// Opens `GET /edge/v1/stream` (with `?since=` when given) with a fresh
+    /// nonce, verifying frames with the key the control plane serves.
     pub async fn open_stream(&self, edge_id: &str, since: Option<u64>) -> EdgeStream {
-        let path = since.map_or_else(|| "/stream".to_owned(), |s| format!("/stream?since={s}"));
+        let published: PublishedStreamKey = self
+            .edge_request(reqwest::Method::GET, "/stream-key", edge_id)
+            .send()
+            .await
+            .expect("GET /edge/v1/stream-key")
+            .json()
+            .await
+            .expect("the published stream key");
+        let binding = StreamBinding { nonce: StreamNonce(rand::random()), since };
+        let verifier = FrameVerifier::new(published.key().expect("a valid key"), binding);
+        let since = since.map(|s| format!("&since={s}")).unwrap_or_default();
+        let path = format!("/stream?nonce={}{since}", binding.nonce);
         let response = self
             .edge_request(reqwest::Method::GET, &path, edge_id)
             .timeout(Duration::from_secs(3600))
@@ -59,7 +74,7 @@ impl ControlPlane {
             .await
             .expect("open the edge stream");
         assert!(response.status().is_success(), "GET /edge/v1/stream: {}", response.status());
-        EdgeStream { response, buffer: Vec::new() }
+        EdgeStream { response, buffer: Vec::new(), verifier }
     }
 }
 
@@ -67,6 +82,7 @@ impl ControlPlane {
 pub struct EdgeStream {
     response: reqwest::Response,
     buffer: Vec<u8>,
+    verifier: FrameVerifier,
 }
 
 impl EdgeStream {
@@ -77,7 +93,8 @@ impl EdgeStream {
             if let Some(header) = self.buffer.first_chunk::<4>() {
                 let length = u32::from_be_bytes(*header) as usize;
                 if self.buffer.len() >= 4 + length {
-                    let message = decode(&self.buffer[4..4 + length]).expect("a valid wire message");
+                    let opened = self.verifier.open(&self.buffer[4..4 + length]);
+                    let message = decode(opened.expect("a genuine frame, in order")).expect("a valid wire message");
                     self.buffer.drain(..4 + length);
                     return Some(message);
                 }

@@ -147,6 +147,7 @@ pub struct Edge {
     pub metrics: u16,
     urls: Vec<String>,
     issuer: String,
+    settings: Vec<(String, String)>,
     log: PathBuf,
     http: reqwest::Client,
 }
@@ -155,6 +156,14 @@ impl Edge {
     /// Starts edge `id` streaming from `urls` (in that order); returns once
     /// `/readyz` answers 200.
     pub async fn start(id: &str, urls: &[String], dir: &Path) -> Self {
+        let edge = Self::launch(id, urls, dir, &[]);
+        edge.wait_ready().await;
+        edge
+    }
+
+    /// Starts edge `id` with extra `PORTCULLIS_*` settings, without waiting
+    /// for it to become ready.
+    pub fn launch(id: &str, urls: &[String], dir: &Path, settings: &[(&str, String)]) -> Self {
         let issuer = ISSUER;
         // A fresh connection per probe: the edge closes connections it stops
         // trusting (a stale strict route), and a pooled one would fail the probe.
@@ -164,21 +173,22 @@ impl Edge {
             .build()
             .expect("client");
         let (port, metrics) = (free_port(), free_port());
-        let edge = Self {
-            child: spawn(id, urls, issuer, port, metrics, dir),
+        let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        Self {
+            child: spawn(id, urls, issuer, (port, metrics), &settings, dir),
             id: id.to_owned(),
             port,
             metrics,
             urls: urls.to_vec(),
             issuer: issuer.to_owned(),
+            settings,
             log: dir.join(format!("{id}.log")),
             http,
-        };
-        edge.wait_ready().await;
-        edge
+        }
     }
 
-    async fn wait_ready(&self) {
+    /// Waits (up to 30 s) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.ready().await {
             assert!(Instant::now() < deadline, "edge {} not ready:\n{}", self.id, self.log_text());
@@ -191,7 +201,7 @@ impl Edge {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = self.log.parent().expect("log dir").to_owned();
-        self.child = spawn(&self.id, &self.urls, &self.issuer, self.port, self.metrics, &dir);
+        self.child = spawn(&self.id, &self.urls, &self.issuer, (self.port, self.metrics), &self.settings, &dir);
         self.wait_ready().await;
     }
 
@@ -205,6 +215,15 @@ impl Edge {
         let url = format!("http://127.0.0.1:{}/readyz", self.metrics);
         let answer = self.http.get(url).timeout(Duration::from_millis(500)).send().await;
         answer.is_ok_and(|r| r.status().is_success())
+    }
+
+    /// `/readyz`: status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.metrics);
+        match self.http.get(url).timeout(Duration::from_millis(500)).send().await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
     }
 
     /// One sample of metric `name` (the first series), if exported.
@@ -277,10 +296,21 @@ pub async fn closed_within(socket: &mut WebSocket, limit: Duration) -> Option<Du
     }
 }
 
-fn spawn(id: &str, urls: &[String], issuer: &str, port: u16, metrics: u16, dir: &Path) -> Child {
+fn spawn(
+    id: &str,
+    urls: &[String],
+    issuer: &str,
+    (port, metrics): (u16, u16),
+    settings: &[(String, String)],
+    dir: &Path,
+) -> Child {
     let log = dir.join(format!("{id}.log"));
     let file = File::options().create(true).append(true).open(&log).expect("edge log");
-    command()
+    let mut command = command();
+    for (key, value) in settings {
+        command.env(format!("PORTCULLIS_{}", key.to_ascii_uppercase()), value);
+    }
+    command
         .arg("edge")
         .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
         .env("PORTCULLIS_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))

@@ -14,7 +14,10 @@
 //!   could tell anyone, from its return);
 //! - **honest readiness**: an edge that cannot hear the control plane says
 //!   so on `/readyz` within seconds, and routes with `stale_mode: deny`
-//!   close.
+//!   close;
+//! - **signed stream** (`signed_stream`): a man in the middle that forges,
+//!   tampers with, replays or drops frames changes nothing the edge
+//!   enforces, and the edge says so.
 //!
 //! Run: `cargo test -p portcullis --test faults -- --nocapture` (part of
 //! `scripts/test.sh`; figures are printed as `fault figures: …`).
@@ -25,6 +28,9 @@ mod harness;
 #[path = "../control_plane/postgres.rs"]
 #[allow(dead_code)]
 mod postgres;
+#[path = "../attacks/recording_upstream.rs"]
+#[allow(dead_code)]
+mod recording_upstream;
 #[path = "../control_plane/upstream.rs"]
 #[allow(dead_code)]
 mod upstream;
@@ -35,6 +41,8 @@ mod failover;
 mod pause;
 mod random;
 mod restarts;
+mod signed_stream;
+mod stream_proxy;
 
 use std::time::Duration;
 
