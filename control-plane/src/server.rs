@@ -1,7 +1,7 @@
 //! Starting the control plane: open the store, open the key-encryption key,
 //! load or create the signing keys (sessions, stream) and the first admin
-//! token (written to a 0600 file, never to the log), then serve the admin API and the edge
-//! channel until Ctrl-C or SIGTERM.
+//! token (written to a 0600 file, never to the log), then serve the admin
+//! API and the edge channel until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +44,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     let stream_key = crate::stream_key::load_or_create(&*store, &vault).await?;
     let authority = Arc::new(SessionAuthority::load_or_create(&*store, &config.issuer, vault).await?);
     authority.follow(Arc::clone(&store) as Arc<dyn crate::store::Store>, KEY_FOLLOW_PERIOD);
-    tracing::info!(public_key = %stream_key.public_key(), "edge streams are signed; pin this key as the edges' stream_public_key");
+    let public_key = stream_key.public_key();
+    tracing::info!(%public_key, "edge streams are signed with this key: pin it as the edges' stream_public_key");
     bootstrap_admin_token(&store, config.bootstrap_token.as_deref(), &config.admin_token_file).await?;
     let feed = Arc::new(ChangeFeed::new(store.head_seq().await?));
     feed.spawn_poller(Arc::clone(&store) as Arc<dyn ChangeStore>);

@@ -164,13 +164,21 @@ pub enum FrameRefusal {
     },
     /// Genuinely signed for this stream, but not the next frame: an earlier
     /// frame again (replayed) or a later one (frames were dropped).
-    #[error("frame {found} where frame {expected} was due ({})", if found < expected { "replayed" } else { "frames dropped" })]
+    #[error("frame {found} where frame {expected} was due ({})", out_of_order_cause(*found, *expected))]
     OutOfOrder {
         /// The counter due.
         expected: u64,
         /// The counter in the frame.
         found: u64,
     },
+}
+
+fn out_of_order_cause(found: u64, expected: u64) -> &'static str {
+    if found < expected {
+        "replayed"
+    } else {
+        "frames dropped"
+    }
 }
 
 /// Every [`FrameRefusal::reason`], for metrics that start at 0.

@@ -136,12 +136,10 @@ impl ServeHttp for StatusApp {
                     self.status.refusal().map(|why| format!("; last frame refused: {why}")).unwrap_or_default();
                 match seq {
                     None => (503, format!("not ready: no snapshot from the control plane yet{refused}\n")),
-                    Some(seq) if staleness > self.max_staleness_ms => (
-                        503,
-                        format!(
-                            "stale: snapshot {seq}, no verified frame from the control plane for {staleness} ms{refused}\n"
-                        ),
-                    ),
+                    Some(seq) if staleness > self.max_staleness_ms => {
+                        let silent = format!("no verified frame from the control plane for {staleness} ms");
+                        (503, format!("stale: snapshot {seq}, {silent}{refused}\n"))
+                    }
                     Some(seq) => (200, format!("ready: snapshot {seq}\n")),
                 }
             }

@@ -100,7 +100,7 @@ async fn a_man_in_the_middle_cannot_change_what_the_edge_enforces() {
         terminated_sessions: vec![],
         ..genuine
     });
-    let attacker = StreamSigningKey::from_seed(rand::random());
+    let attacker = Box::new(StreamSigningKey::from_seed(rand::random()));
     let cases = [
         ("a tampered allow-all delta", Attack::Tamper(allow_all_delta.clone()), "bad_signature"),
         ("a tampered snapshot without the termination", Attack::Tamper(rolled_back.clone()), "bad_signature"),

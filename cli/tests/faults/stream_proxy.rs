@@ -24,7 +24,7 @@ pub enum Attack {
     Tamper(Message),
     /// Sends `message` signed by `key` (the attacker's own key), correctly
     /// bound to the stream the edge opened.
-    Forge(Message, StreamSigningKey),
+    Forge(Message, Box<StreamSigningKey>),
     /// Sends `message` as a bare wire message, without any envelope.
     Unsigned(Message),
     /// Sends frame `frame` of earlier stream `stream` (genuine) instead.
