@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use portcullis_control_plane::config::KEYS;
+use portcullis_control_plane::server::ServeError;
 use portcullis_control_plane::Config;
 
 use crate::config_file;
@@ -38,6 +39,10 @@ pub fn run(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
         Err(error) => return Ok(config_file::invalid(error)),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(portcullis_control_plane::run(config))?;
-    Ok(ExitCode::SUCCESS)
+    match runtime.block_on(portcullis_control_plane::run(config)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // An unusable TLS certificate or key is a configuration error too.
+        Err(ServeError::Config(error)) => Ok(config_file::invalid(error)),
+        Err(error) => Err(error.into()),
+    }
 }

@@ -36,7 +36,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("listen", "address of the admin API, portal, /healthz, /readyz and /metrics (default 127.0.0.1:7400)"),
     ("edge_listen", "address of the edge channel: snapshot stream, reports, session creation (default 127.0.0.1:7401)"),
     ("database_url", "sqlite://PATH (default sqlite://data/portcullis.db) or postgres://USER@HOST/DB"),
-    ("issuer", "the `iss` of session tokens; also the public URL of this control plane (default http://<listen>)"),
+    ("issuer", "the `iss` of session tokens; also the public URL of this control plane (default http://<listen>, https://<listen> with tls_cert)"),
     ("edge_secret", "enrollment secret edges present on the edge channel; required, at least 32 characters"),
     ("bootstrap_token", "admin token to create on first start instead of writing a new one to admin_token_file"),
     ("admin_token_file", "where a new first-start admin token is written, mode 0600 (default: admin-token beside a SQLite database)"),
@@ -55,6 +55,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("portal_admin_group", "members of this group may use the portal after an OIDC login; others get 403 (default admins)"),
     ("portal_cookie_secure", "mark portal cookies Secure (default true); false only for plain-HTTP development"),
     ("portal_session_lifetime_s", "how long a portal login lasts, seconds, at most 86400 (default 28800)"),
+    ("tls_cert", "PEM certificate chain both listeners (listen and edge_listen) serve HTTPS with; needs tls_key; read at start"),
+    ("tls_key", "PEM private key of tls_cert (PKCS#8, SEC1 or PKCS#1); keep it mode 0600"),
+    ("allow_plain_http", "serve plain HTTP on a listen or edge_listen address that is not loopback, without tls_cert; refused otherwise (default false)"),
 ];
 
 /// The file as written; every key optional.
@@ -105,6 +108,12 @@ pub struct RawConfig {
     pub portal_cookie_secure: Option<bool>,
     /// See [`KEYS`].
     pub portal_session_lifetime_s: Option<u64>,
+    /// See [`KEYS`].
+    pub tls_cert: Option<String>,
+    /// See [`KEYS`].
+    pub tls_key: Option<String>,
+    /// See [`KEYS`].
+    pub allow_plain_http: Option<bool>,
 }
 
 /// Validated configuration.
@@ -138,6 +147,19 @@ pub struct Config {
     pub public_url: String,
     /// The admin portal.
     pub portal: PortalSettings,
+    /// The certificate and key both listeners serve HTTPS with; `None`:
+    /// plain HTTP (loopback only, unless `allow_plain_http`).
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the listeners' certificate chain and private key are (PEM files,
+/// read when the control plane starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// Private key.
+    pub key: String,
 }
 
 /// The admin portal's settings.
@@ -234,7 +256,12 @@ impl Config {
         if receipt_wait_ms > 60_000 {
             return Err(error("receipt_wait_ms", "must be at most 60000"));
         }
-        let issuer = raw.issuer.unwrap_or_else(|| format!("http://{listen}"));
+        let tls = tls_files(raw.tls_cert, raw.tls_key)?;
+        if tls.is_none() && raw.allow_plain_http != Some(true) {
+            refuse_plain_http(&[("listen", listen), ("edge_listen", edge_listen)])?;
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let issuer = raw.issuer.unwrap_or_else(|| format!("{scheme}://{listen}"));
         let public_url = http_url("public_url", raw.public_url.as_deref().unwrap_or(&issuer))?;
         let portal = PortalSettings {
             oidc: portal_oidc(
@@ -255,6 +282,7 @@ impl Config {
             issuer,
             public_url,
             portal,
+            tls,
             listen,
             edge_listen,
             database_url,
@@ -267,6 +295,31 @@ impl Config {
             change_log_retention: raw.change_log_retention.unwrap_or(DEFAULT_CHANGE_LOG_RETENTION).max(1_000),
             max_body_bytes: raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         })
+    }
+}
+
+/// `tls_cert` and `tls_key`: both or neither.
+fn tls_files(cert: Option<String>, key: Option<String>) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (Some(_), None) => Err(error("tls_key", "is required with tls_cert")),
+        (None, Some(_)) => Err(error("tls_cert", "is required with tls_key")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Plain HTTP is for loopback: a listener anyone else can reach needs TLS,
+/// or an explicit `allow_plain_http = true`.
+fn refuse_plain_http(listeners: &[(&str, SocketAddr)]) -> Result<(), ConfigError> {
+    match listeners.iter().find(|(_, address)| !address.ip().is_loopback()) {
+        Some((key, address)) => Err(error(
+            key,
+            format!(
+                "{address} is not a loopback address, and plain HTTP there is refused: set tls_cert and tls_key to \
+                 serve HTTPS, or allow_plain_http = true (e.g. behind a TLS-terminating proxy)"
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -413,6 +466,37 @@ mod tests {
         assert_eq!(bad_url.unwrap_err().key, "public_url");
         let lifetime = load("", &[("PORTCULLIS_EDGE_SECRET", SECRET), ("PORTCULLIS_PORTAL_SESSION_LIFETIME_S", "5")]);
         assert_eq!(lifetime.unwrap_err().key, "portal_session_lifetime_s");
+    }
+
+    #[test]
+    fn tls_and_the_plain_http_rule() {
+        let env = |extra: &[(&'static str, &'static str)]| {
+            let mut env = vec![("PORTCULLIS_EDGE_SECRET", SECRET)];
+            env.extend_from_slice(extra);
+            env
+        };
+        let plain = load("", &env(&[])).unwrap();
+        assert!(plain.tls.is_none(), "loopback plain HTTP is fine");
+        let tls = load("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"", &env(&[])).unwrap();
+        assert_eq!(tls.tls, Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }));
+        assert_eq!(tls.issuer, "https://127.0.0.1:7400", "the default issuer follows the scheme");
+        assert_eq!(load("tls_cert = \"c.pem\"", &env(&[])).unwrap_err().key, "tls_key");
+        assert_eq!(load("tls_key = \"k.pem\"", &env(&[])).unwrap_err().key, "tls_cert");
+        for (key, address) in [("listen", "0.0.0.0:7400"), ("edge_listen", "10.0.0.7:7401"), ("listen", "[::]:7400")] {
+            let refused = load(
+                "",
+                &env(&[(if key == "listen" { "PORTCULLIS_LISTEN" } else { "PORTCULLIS_EDGE_LISTEN" }, address)]),
+            );
+            let refused = refused.unwrap_err();
+            assert_eq!(refused.key, key, "{refused}");
+            assert!(refused.message.contains("allow_plain_http") && refused.message.contains("tls_cert"), "{refused}");
+        }
+        let allowed = load("listen = \"0.0.0.0:7400\"\nallow_plain_http = true", &env(&[])).unwrap();
+        assert_eq!(allowed.issuer, "http://0.0.0.0:7400");
+        let served = load("listen = \"0.0.0.0:7400\"\ntls_cert = \"c\"\ntls_key = \"k\"", &env(&[])).unwrap();
+        assert!(served.tls.is_some());
+        let explicit_no = load("listen = \"0.0.0.0:7400\"\nallow_plain_http = false", &env(&[]));
+        assert_eq!(explicit_no.unwrap_err().key, "listen");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod receipt;
 pub mod server;
 pub mod store;
 pub mod stream_key;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{build, run};

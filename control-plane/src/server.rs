@@ -1,18 +1,24 @@
-//! Starting the control plane: open the store, open the key-encryption key,
-//! load or create the signing keys (sessions, stream) and the first admin
-//! token (written to a 0600 file, never to the log), then serve the admin
-//! API and the edge channel until Ctrl-C or SIGTERM.
+//! Starting the control plane: read the TLS files (if any), open the store
+//! and the key-encryption key, load or create the signing keys (sessions,
+//! stream) and the first admin token (written to a 0600 file, never to the
+//! log), then serve the admin API and the edge channel (HTTPS with
+//! `tls_cert`, else plain HTTP) until Ctrl-C or SIGTERM.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::serve::{IncomingStream, Listener};
+use axum::Router;
 use tokio::net::TcpListener;
+use tower::Layer;
 
 use crate::api::auth::{new_id, new_token, token_hash};
 use crate::app::App;
 use crate::authority::SessionAuthority;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::feed::ChangeFeed;
 use crate::key_vault::{KeyVault, KeyVaultError};
 use crate::model::{now_ms, Actor, ApiTokenRecord};
@@ -27,6 +33,9 @@ pub enum ServeError {
     /// The key-encryption key could not be read or does not open the stored keys.
     #[error(transparent)]
     Keys(#[from] KeyVaultError),
+    /// A file the configuration names is unusable (the TLS certificate or key).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A listener could not bind or failed.
     #[error("listener {address}: {source}")]
     Listen {
@@ -154,20 +163,41 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, ServeError> {
 
 /// Serves both listeners until shutdown.
 pub async fn run(config: Config) -> Result<(), ServeError> {
+    // Before anything else, so a bad file is a configuration error that leaves nothing behind.
+    let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
     let (listen, edge_listen) = (config.listen, config.edge_listen);
     let app = build(config).await?;
     let admin = bind(listen).await?;
     let edge = bind(edge_listen).await?;
-    tracing::info!(%listen, %edge_listen, "control plane listening");
-    let admin_app = crate::api::router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
-    let edge_app = crate::edge_channel::router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
-    let admin = axum::serve(admin, admin_app).with_graceful_shutdown(shutdown_signal());
-    let edge = axum::serve(edge, edge_app).with_graceful_shutdown(shutdown_signal());
-    let (a, e) = tokio::join!(admin, edge);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%listen, %edge_listen, scheme, "control plane listening");
+    let admin_app = crate::api::router(Arc::clone(&app));
+    let edge_app = crate::edge_channel::router(Arc::clone(&app));
+    let (a, e) = match tls {
+        Some(tls) => {
+            let listener = |tcp: TcpListener, address| {
+                crate::tls::TlsListener::new(tcp, Arc::clone(&tls))
+                    .map_err(|source| ServeError::Listen { address, source })
+            };
+            let (admin, edge) = (listener(admin, listen)?, listener(edge, edge_listen)?);
+            tokio::join!(serve(admin, admin_app), serve(edge, edge_app))
+        }
+        None => tokio::join!(serve(admin, admin_app), serve(edge, edge_app)),
+    };
     a.map_err(|source| ServeError::Listen { address: listen, source })?;
     e.map_err(|source| ServeError::Listen { address: edge_listen, source })?;
     app.store.close().await;
     Ok(())
+}
+
+/// Serves `router` on `listener` until shutdown; handlers see the peer's
+/// address as `ConnectInfo<SocketAddr>`, plain or TLS alike.
+async fn serve<L: Listener<Addr = SocketAddr>>(listener: L, router: Router) -> std::io::Result<()> {
+    let per_connection = tower::service_fn(move |incoming: IncomingStream<'_, L>| {
+        let service = axum::Extension(ConnectInfo(*incoming.remote_addr())).layer(router.clone());
+        std::future::ready(Ok::<_, Infallible>(service))
+    });
+    axum::serve(listener, per_connection).with_graceful_shutdown(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
