@@ -146,12 +146,7 @@ pub struct AuthorityClient {
 impl AuthorityClient {
     /// A client for the control-plane replicas `planes`.
     pub fn new(planes: Arc<ControlPlanes>) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(CALL_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let client = planes.client(Duration::from_secs(3), Some(CALL_TIMEOUT));
         Self { planes, client, lookups: LookupBudget::default(), ended: DashMap::new() }
     }
 

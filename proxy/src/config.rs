@@ -9,6 +9,7 @@ use jsonwebtoken::Algorithm;
 use portcullis_policy::stream_key::StreamPublicKey;
 use serde::Deserialize;
 
+use crate::channel_tls::ChannelTrust;
 use crate::forwarded::TrustedProxies;
 use crate::oidc::OidcSettings;
 
@@ -29,6 +30,20 @@ pub const KEYS: &[(&str, &str)] = &[
         "control_plane_urls",
         "the edge channels of several control-plane replicas, in order of preference: the edge streams from one \
          and moves to the next when it fails (instead of control_plane_url)",
+    ),
+    (
+        "control_plane_ca",
+        "PEM file of the CA certificate(s) an https:// control plane's certificate must chain to: the only roots \
+         trusted for it, read at start (default: the system's roots)",
+    ),
+    (
+        "control_plane_pins",
+        "SHA-256 pins of the control plane's public key, sha256//<base64>: its certificate's key must match one, \
+         besides chaining to control_plane_ca, or alone without it (default none)",
+    ),
+    (
+        "allow_plain_http",
+        "allow http:// control-plane URLs whose host is not loopback; refused otherwise: use https:// (default false)",
     ),
     ("edge_secret", "enrollment secret shared with the control plane; required, at least 32 characters"),
     (
@@ -91,6 +106,9 @@ pub struct RawEdgeConfig {
     pub metrics_token: Option<String>,
     pub control_plane_url: Option<String>,
     pub control_plane_urls: Option<Vec<String>>,
+    pub control_plane_ca: Option<String>,
+    pub control_plane_pins: Option<Vec<String>>,
+    pub allow_plain_http: Option<bool>,
     pub edge_secret: Option<String>,
     pub stream_public_key: Option<String>,
     pub edge_id: Option<String>,
@@ -135,6 +153,9 @@ pub struct EdgeConfig {
     pub metrics_token: Option<String>,
     /// Edge channel URLs, one per control-plane replica (never empty).
     pub control_plane_urls: Vec<String>,
+    /// What an `https://` control plane must present (`control_plane_ca`,
+    /// `control_plane_pins`; the CA file is read at load).
+    pub control_plane_trust: ChannelTrust,
     /// Enrollment secret.
     pub edge_secret: String,
     /// The pinned stream-signing key (`None`: pinned on first contact).
@@ -212,7 +233,16 @@ impl EdgeConfig {
             "deny" => StaleMode::Deny,
             other => return Err(error("stale_mode", format!("expected keep or deny, found `{other}`"))),
         };
-        let control_plane_urls = control_plane_urls(raw.control_plane_url, raw.control_plane_urls)?;
+        let (urls_key, control_plane_urls) = control_plane_urls(raw.control_plane_url, raw.control_plane_urls)?;
+        if raw.allow_plain_http != Some(true) {
+            crate::channel_tls::refuse_plain_http(urls_key, &control_plane_urls)?;
+        }
+        let pins = raw.control_plane_pins.unwrap_or_default();
+        let control_plane_trust = ChannelTrust::load(raw.control_plane_ca.as_deref(), &pins)?;
+        if control_plane_trust.is_private() && !control_plane_urls.iter().any(|u| u.starts_with("https://")) {
+            let key = if pins.is_empty() { "control_plane_ca" } else { "control_plane_pins" };
+            return Err(error(key, format!("applies to https:// only, and every {urls_key} is http://")));
+        }
         let stream_public_key = raw.stream_public_key.as_deref().map(stream_public_key).transpose()?;
         if raw.max_staleness_s == Some(0) {
             return Err(error("max_staleness_s", "must be at least 1 (heartbeats come every second)"));
@@ -259,6 +289,7 @@ impl EdgeConfig {
             metrics_listen: address("metrics_listen", raw.metrics_listen, "127.0.0.1:9090")?,
             metrics_token: raw.metrics_token.map(|t| t.trim().to_owned()),
             control_plane_urls,
+            control_plane_trust,
             edge_secret,
             stream_public_key,
             edge_name: raw.edge_name.unwrap_or_else(|| edge_id.clone()),
@@ -273,8 +304,12 @@ impl EdgeConfig {
     }
 }
 
-/// The replicas' edge channels: `control_plane_url` or `control_plane_urls`.
-fn control_plane_urls(one: Option<String>, many: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+/// The replicas' edge channels: `control_plane_url` or `control_plane_urls`,
+/// and which of the two keys named them.
+fn control_plane_urls(
+    one: Option<String>,
+    many: Option<Vec<String>>,
+) -> Result<(&'static str, Vec<String>), ConfigError> {
     let (key, urls) = match (one, many) {
         (Some(_), Some(_)) => {
             return Err(error("control_plane_urls", "set control_plane_url or control_plane_urls, not both"))
@@ -292,7 +327,7 @@ fn control_plane_urls(one: Option<String>, many: Option<Vec<String>>) -> Result<
             return Err(error(key, format!("`{url}` is listed twice")));
         }
     }
-    Ok(urls)
+    Ok((key, urls))
 }
 
 /// `stream_public_key`: the key itself, or the path of a file holding it.
@@ -395,7 +430,11 @@ mod tests {
 
     #[test]
     fn control_plane_replicas_and_staleness() {
-        let env = |k: &str| (k == "PORTCULLIS_EDGE_SECRET").then(|| SECRET.to_owned());
+        let env = |k: &str| match k {
+            "PORTCULLIS_EDGE_SECRET" => Some(SECRET.to_owned()),
+            "PORTCULLIS_ALLOW_PLAIN_HTTP" => Some("true".to_owned()),
+            _ => None,
+        };
         let config = EdgeConfig::load("", env).unwrap();
         assert_eq!(config.control_plane_urls, ["http://127.0.0.1:7401"]);
         assert_eq!(config.max_staleness, Duration::from_secs(DEFAULT_MAX_STALENESS_S));
@@ -417,6 +456,23 @@ mod tests {
             assert_eq!(error.key, key, "{bad}");
             assert!(error.to_string().contains(says), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn plain_http_to_a_control_plane_elsewhere_is_refused_unless_allowed() {
+        let env = |k: &str| (k == "PORTCULLIS_EDGE_SECRET").then(|| SECRET.to_owned());
+        for fine in ["http://127.0.0.1:7401", "http://localhost:7401", "http://[::1]:7401", "https://cp.example:7401"] {
+            let config = EdgeConfig::load(&format!("control_plane_url = \"{fine}\""), env);
+            assert!(config.is_ok(), "{fine}: {config:?}");
+        }
+        let refused = EdgeConfig::load("control_plane_urls = [\"https://a:1\", \"http://10.0.0.7:7401\"]", env);
+        let refused = refused.unwrap_err();
+        assert_eq!(refused.key, "control_plane_urls");
+        assert!(refused.message.contains("allow_plain_http") && refused.message.contains("10.0.0.7"), "{refused}");
+        let allowed = "control_plane_url = \"http://cp.internal:7401\"\nallow_plain_http = true";
+        assert!(EdgeConfig::load(allowed, env).is_ok());
+        let pins_on_http = "control_plane_pins = [\"sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]";
+        assert_eq!(EdgeConfig::load(pins_on_http, env).unwrap_err().key, "control_plane_pins", "pins need https://");
     }
 
     #[test]

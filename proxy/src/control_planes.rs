@@ -5,9 +5,14 @@
 //! fails: the stream resumes by sequence wherever it lands, reports and
 //! session-authority calls follow the replica in use, and a call that
 //! cannot even connect is tried on the others before it counts as
-//! unavailable.
+//! unavailable. Every HTTP client that talks to them comes from
+//! [`ControlPlanes::client`], so each trusts the same certificates
+//! ([`crate::channel_tls`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::channel_tls::ChannelTrust;
 
 /// Where and how to reach the control plane.
 #[derive(Debug, Clone)]
@@ -21,13 +26,21 @@ pub struct ChannelConfig {
     pub edge_id: String,
     /// This edge's display name.
     pub edge_name: String,
+    /// What `https://` replicas must present.
+    pub trust: ChannelTrust,
 }
 
 impl ChannelConfig {
     /// One replica at `url`.
     pub fn single(url: impl Into<String>, secret: impl Into<String>, edge_id: impl Into<String>) -> Self {
         let edge_id = edge_id.into();
-        Self { urls: vec![url.into()], secret: secret.into(), edge_name: edge_id.clone(), edge_id }
+        Self {
+            urls: vec![url.into()],
+            secret: secret.into(),
+            edge_name: edge_id.clone(),
+            edge_id,
+            trust: ChannelTrust::default(),
+        }
     }
 }
 
@@ -89,6 +102,28 @@ impl ControlPlanes {
     /// Replica `index` answered: use it from now on.
     pub fn answered(&self, index: usize) {
         self.current.store(index % self.bases.len(), Ordering::Relaxed);
+    }
+
+    /// An HTTP client for the replicas: it trusts only what the channel's
+    /// [`ChannelTrust`] says, follows no redirect (the credentials go to the
+    /// configured URLs and nowhere else), gives up connecting after
+    /// `connect_timeout`, and on a whole call after `timeout` (none: a
+    /// stream that lasts).
+    ///
+    /// # Panics
+    /// When the TLS backend cannot start, as [`reqwest::Client::new`] does;
+    /// never with a weaker trust than configured.
+    pub fn client(&self, connect_timeout: Duration, timeout: Option<Duration>) -> reqwest::Client {
+        let mut builder = self
+            .config
+            .trust
+            .client_builder()
+            .connect_timeout(connect_timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
+        }
+        builder.build().unwrap_or_else(|error| panic!("cannot build the control-plane HTTP client: {error}"))
     }
 
     /// `builder` with this edge's credentials.

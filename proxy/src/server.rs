@@ -196,6 +196,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         secret: config.edge_secret.clone(),
         edge_id: config.edge_id.clone(),
         edge_name: config.edge_name.clone(),
+        trust: config.control_plane_trust.clone(),
     }));
     let authority = Arc::new(AuthorityClient::new(Arc::clone(&planes)));
     let provider = config.oidc.clone().map(|settings| Arc::new(IdentityProvider::new(settings)));

@@ -193,7 +193,7 @@ impl Subscriber {
     /// connections in `registry`.
     pub fn new(planes: Arc<ControlPlanes>, parts: SubscriberParts) -> Arc<Self> {
         let SubscriberParts { snapshots, registry, status, activity, metrics, trust } = parts;
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
+        let client = planes.client(Duration::from_secs(2), None);
         Arc::new(Self {
             planes,
             snapshots,
