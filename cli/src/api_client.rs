@@ -1,9 +1,12 @@
 //! The admin API client the `portcullis` admin commands share: where the
-//! control plane is (`--url` / `PORTCULLIS_URL`), the admin token (`--token`
-//! / `PORTCULLIS_TOKEN`), and one request helper that turns every failure
-//! into a one-line message — the API's `{"error": {"message"}}`, or which URL
-//! could not be reached.
+//! control plane is (`--url` / `PORTCULLIS_URL`, `http://` or `https://`),
+//! the CA its certificate must chain to (`--ca-file` / `PORTCULLIS_CA_FILE`,
+//! else the system's roots), the admin token (`--token` /
+//! `PORTCULLIS_TOKEN`), and one request helper that turns every failure
+//! into a one-line message — the API's `{"error": {"message"}}`, which URL
+//! could not be reached, or that its certificate does not verify.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -12,15 +15,20 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::tls_roots::{certificate_problem, untrusted, CaFile};
+
 /// Where the control plane listens when neither `--url` nor `PORTCULLIS_URL` says.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7400";
 
 /// Connection options every admin command takes.
 #[derive(Args, Debug, Clone)]
 pub struct Connection {
-    /// Admin API of the control plane.
+    /// Admin API of the control plane (http:// or https://).
     #[arg(long, env = "PORTCULLIS_URL", default_value = DEFAULT_URL)]
     pub url: String,
+    /// PEM file of the CA certificate(s) an https:// control plane must chain to, trusted instead of the system's.
+    #[arg(long, env = "PORTCULLIS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Admin API token (`pcat_…`).
     #[arg(long, env = "PORTCULLIS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -53,6 +61,7 @@ pub struct ApiClient {
     base: String,
     token: String,
     http: reqwest::Client,
+    ca: Option<CaFile>,
 }
 
 impl ApiClient {
@@ -64,19 +73,18 @@ impl ApiClient {
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| anyhow!("this command needs an admin token: set PORTCULLIS_TOKEN or pass --token"))?;
         let base = connection.url.trim_end_matches('/').to_owned();
-        if base.starts_with("https://") {
-            bail!("{base}: this build of portcullis speaks plain HTTP only; reach the admin API over http://");
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!("--url / PORTCULLIS_URL must start with http:// or https://, found `{base}`");
         }
-        if !base.starts_with("http://") {
-            bail!("--url / PORTCULLIS_URL must start with http://, found `{base}`");
-        }
+        let ca = connection.ca_file.as_deref().map(|path| CaFile::read(path, "--ca-file")).transpose()?;
         // The server bounds `?wait=true` at 60 s; leave room for it.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(75))
-            .build()
-            .context("cannot build the HTTP client")?;
-        Ok(Self { base, token: token.trim().to_owned(), http })
+        let mut http =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(75));
+        if let Some(ca) = &ca {
+            http = ca.trust_in(http)?;
+        }
+        let http = http.build().context("cannot build the HTTP client")?;
+        Ok(Self { base, token: token.trim().to_owned(), http, ca })
     }
 
     /// A request to `/api/v1{path}` with the token.
@@ -127,7 +135,10 @@ impl ApiClient {
 
     fn transport_error(&self, error: &reqwest::Error) -> anyhow::Error {
         let cause = root_cause(error);
-        if error.is_connect() {
+        if let Some(problem) = certificate_problem(error) {
+            let server = format!("the control plane at {}", self.base);
+            anyhow!(untrusted(&server, &problem, self.ca.as_ref(), "--ca-file", "PORTCULLIS_CA_FILE"))
+        } else if error.is_connect() {
             anyhow!("cannot reach the control plane at {}: {cause} (check --url / PORTCULLIS_URL)", self.base)
         } else if error.is_timeout() {
             anyhow!("the control plane at {} did not answer in time: {cause}", self.base)

@@ -16,6 +16,7 @@ mod policy_apply;
 mod policy_cmd;
 mod quickstart;
 mod sessions_cmd;
+mod tls_roots;
 mod users_cmd;
 
 use std::process::ExitCode;

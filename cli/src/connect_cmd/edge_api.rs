@@ -12,6 +12,8 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::tls_roots::{certificate_problem, untrusted, CaFile};
+
 /// Largest response head the edge sends to a CONNECT.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// Largest refusal body read.
@@ -71,11 +73,13 @@ pub struct EdgeApi {
     port: u16,
     tls: Option<tokio_native_tls::TlsConnector>,
     http: reqwest::Client,
+    ca: Option<CaFile>,
 }
 
 impl EdgeApi {
-    /// A client for `base`, trusting `ca_cert` (PEM) besides the system roots.
-    pub fn new(base: &str, ca_cert: Option<&Path>) -> anyhow::Result<Self> {
+    /// A client for `base`, trusting only the certificates of `ca_file`
+    /// (PEM) for an https:// edge, or the system's roots without it.
+    pub fn new(base: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         let url = reqwest::Url::parse(&base).with_context(|| format!("--edge `{base}` is not a URL"))?;
         let tls = match url.scheme() {
@@ -85,22 +89,15 @@ impl EdgeApi {
         };
         let host = url.host_str().ok_or_else(|| anyhow!("--edge `{base}` has no host"))?.to_owned();
         let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
-        let certificate = match ca_cert {
-            Some(path) => {
-                let pem = std::fs::read(path).with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
-                Some(pem)
-            }
-            None => None,
-        };
+        let ca = ca_file.map(|path| CaFile::read(path, "--ca-file")).transpose()?;
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none());
         let mut connector = native_tls::TlsConnector::builder();
-        if let Some(pem) = &certificate {
-            let cert = reqwest::Certificate::from_pem(pem).context("--ca-cert is not a PEM certificate")?;
-            http = http.add_root_certificate(cert);
-            connector.add_root_certificate(native_tls::Certificate::from_pem(pem)?);
+        if let Some(ca) = &ca {
+            http = ca.trust_in(http)?;
+            ca.trust_in_native(&mut connector)?;
         }
         let tls = if tls {
             // No ALPN offered: the edge then speaks HTTP/1.1, which CONNECT needs.
@@ -108,7 +105,19 @@ impl EdgeApi {
         } else {
             None
         };
-        Ok(Self { base, host, port, tls, http: http.build().context("cannot build the HTTP client")? })
+        Ok(Self { base, host, port, tls, http: http.build().context("cannot build the HTTP client")?, ca })
+    }
+
+    /// The one-line error for a failure to reach the edge: a certificate
+    /// that does not verify says so and names `--ca-file`.
+    fn unreachable(&self, error: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+        match certificate_problem(error) {
+            Some(problem) => {
+                let server = format!("the edge at {}", self.base);
+                anyhow!(untrusted(&server, &problem, self.ca.as_ref(), "--ca-file", "PORTCULLIS_EDGE_CA_FILE"))
+            }
+            None => anyhow!("cannot reach the edge at {}: {}", self.base, root_cause(error)),
+        }
     }
 
     /// POSTs `body` to `/.portcullis{path}`.
@@ -124,11 +133,7 @@ impl EdgeApi {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
-        let response = request
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the edge at {}: {}", self.base, root_cause(&e)))?;
+        let response = request.header("accept", "application/json").send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         Ok(Answer { status, body })
@@ -141,12 +146,7 @@ impl EdgeApi {
             .with_context(|| format!("cannot reach the edge at {}", self.base))?;
         let _ = tcp.set_nodelay(true);
         let mut stream: Pin<Box<dyn Io>> = match &self.tls {
-            Some(connector) => Box::pin(
-                connector
-                    .connect(&self.host, tcp)
-                    .await
-                    .with_context(|| format!("TLS with the edge at {}", self.base))?,
-            ),
+            Some(connector) => Box::pin(connector.connect(&self.host, tcp).await.map_err(|e| self.unreachable(&e))?),
             None => Box::pin(tcp),
         };
         let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: portcullis-connect\r\n");

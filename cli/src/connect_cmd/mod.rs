@@ -50,9 +50,9 @@ pub struct ConnectArgs {
     /// How to log in when there is no valid cached session.
     #[arg(long, value_enum, default_value_t = LoginMode::Auto)]
     login: LoginMode,
-    /// A PEM certificate to trust for an https:// edge (besides the system's).
-    #[arg(long)]
-    ca_cert: Option<PathBuf>,
+    /// PEM file of the CA certificate(s) an https:// edge must chain to, trusted instead of the system's.
+    #[arg(long, alias = "ca-cert", env = "PORTCULLIS_EDGE_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Only print the login URL; do not try to open a browser.
     #[arg(long)]
     no_browser: bool,
@@ -228,7 +228,7 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let connector = Arc::new(Connector {
-        api: EdgeApi::new(&args.edge, args.ca_cert.as_deref())?,
+        api: EdgeApi::new(&args.edge, args.ca_file.as_deref())?,
         cache: TokenCache::for_user()?,
         target: args.target,
         mode: args.login,
