@@ -6,9 +6,13 @@
 //!
 //! Secrets (enrollment secret, admin token, client secrets) are made on the
 //! first run and kept in `<data>/quickstart.toml` (mode 0600), so a restart
-//! keeps sessions, tokens and the audit log.
+//! keeps sessions, tokens and the audit log. The control plane serves HTTPS
+//! with a certificate of the quickstart's own CA (`local_ca`, under
+//! `<data>/tls`); the edge checks it against that CA, and the banner prints
+//! the CA's path for `--ca-file`.
 
 pub mod demo_app;
+mod local_ca;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -86,6 +90,18 @@ fn load_secrets(path: &Path) -> anyhow::Result<Secrets> {
     );
     write_private(path, &text)?;
     Ok(secrets)
+}
+
+/// Creates `dir` (and its parents), 0700 where it is new.
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
 }
 
 #[cfg(unix)]
@@ -168,8 +184,13 @@ fn spawn(name: &'static str, args: &[&str], env: &[(&str, String)], log: &Path) 
     Ok(ChildProcess { name, child })
 }
 
-async fn wait_ready(url: &str, what: &str, child: &mut ChildProcess, log: &Path) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+async fn wait_ready(
+    client: &reqwest::Client,
+    url: &str,
+    what: &str,
+    child: &mut ChildProcess,
+    log: &Path,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.exited() {
@@ -186,8 +207,7 @@ async fn wait_ready(url: &str, what: &str, child: &mut ChildProcess, log: &Path)
     }
 }
 
-async fn apply_policy(api: &str, token: &str, document: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+async fn apply_policy(client: &reqwest::Client, api: &str, token: &str, document: &str) -> anyhow::Result<()> {
     let current = client.get(format!("{api}/api/v1/policy")).bearer_auth(token).send().await?;
     if current.status().is_success() {
         let body: serde_json::Value = current.json().await?;
@@ -215,19 +235,23 @@ async fn serve(listener: tokio::net::TcpListener, router: axum::Router, name: &'
     }
 }
 
-fn banner(ports: Ports, secrets: &Secrets, data: &Path) -> String {
+fn banner(ports: Ports, secrets: &Secrets, data: &Path, ca: &Path) -> String {
     let mut text = String::new();
     let demo = format!("http://demo.localhost:{}", ports.edge);
-    let portal = format!("http://127.0.0.1:{}/portal/", ports.control_plane);
+    let control_plane = format!("https://127.0.0.1:{}", ports.control_plane);
     let _ = writeln!(text, "\nPortcullis is running (development mode: the identity provider lets anyone log in).\n");
     let _ = writeln!(text, "  Demo app through the edge  {demo}/   (log in as bob or alice)");
     let _ = writeln!(text, "  Websocket page             {demo}/websocket");
     let _ = writeln!(text, "  Slow download              {demo}/download");
-    let _ = writeln!(text, "  Admin portal               {portal}");
-    let _ = writeln!(text, "  Admin API                  http://127.0.0.1:{}/api/v1", ports.control_plane);
+    let _ = writeln!(text, "  Admin portal               {control_plane}/portal/");
+    let _ = writeln!(text, "  Admin API                  {control_plane}/api/v1");
     let _ = writeln!(text, "  Development IdP            http://127.0.0.1:{}", ports.idp);
     let _ = writeln!(text, "  Edge metrics               http://127.0.0.1:{}/metrics", ports.metrics);
     let _ = writeln!(text, "\n  Admin token: {}", secrets.admin_token);
+    let _ = writeln!(text, "  CA certificate: {}", ca.display());
+    let _ = writeln!(text, "    The control plane serves HTTPS with a certificate of this quickstart's own CA:");
+    let _ = writeln!(text, "    give it to the CLI with --ca-file (or PORTCULLIS_CA_FILE); browsers warn about the");
+    let _ = writeln!(text, "    portal unless you import it (for development only).");
     let _ = writeln!(text, "  Data, logs and secrets in {}\n", data.display());
     let _ = writeln!(text, "Try it:");
     let _ = writeln!(text, "  1. Open {demo}/websocket and log in as bob.");
@@ -235,8 +259,9 @@ fn banner(ports: Ports, secrets: &Secrets, data: &Path) -> String {
     let _ = writeln!(text, "     — or from a shell:");
     let _ = writeln!(
         text,
-        "       PORTCULLIS_URL=http://127.0.0.1:{} PORTCULLIS_TOKEN={} \\",
-        ports.control_plane, secrets.admin_token
+        "       PORTCULLIS_URL={control_plane} PORTCULLIS_CA_FILE={} PORTCULLIS_TOKEN={} \\",
+        ca.display(),
+        secrets.admin_token
     );
     let _ = writeln!(text, "         portcullis users terminate bob@corp.example --reason demo --wait");
     let _ = writeln!(text, "  3. Watch bob's websocket close at once.\n");
@@ -252,10 +277,13 @@ pub fn run(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_async(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
     let ports = Ports::new(args.port_base);
-    std::fs::create_dir_all(&args.data).with_context(|| format!("cannot create {}", args.data.display()))?;
+    create_private_dir(&args.data).with_context(|| format!("cannot create {}", args.data.display()))?;
     let data = std::fs::canonicalize(&args.data)?;
     let secrets = load_secrets(&data.join("quickstart.toml"))?;
-    let control_plane = format!("http://127.0.0.1:{}", ports.control_plane);
+    let tls = local_ca::ensure(&data)?;
+    let ca = crate::tls_roots::CaFile::read(&tls.ca_cert, "the quickstart CA")?;
+    let client = ca.trust_in(reqwest::Client::builder())?.build().context("cannot build the HTTP client")?;
+    let control_plane = format!("https://127.0.0.1:{}", ports.control_plane);
     let idp_issuer = format!("http://127.0.0.1:{}", ports.idp);
     let demo_origin = format!("http://demo.localhost:{}", ports.edge);
     tracing::warn!("development identity provider enabled: anyone can log in as anyone; never use it in production");
@@ -301,17 +329,19 @@ async fn run_async(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         ("oidc_issuer", idp_issuer.clone()),
         ("oidc_client_id", "portcullis-portal".to_owned()),
         ("oidc_client_secret", secrets.portal_client_secret.clone()),
-        ("portal_cookie_secure", "false".to_owned()),
+        ("tls_cert", tls.server_cert.display().to_string()),
+        ("tls_key", tls.server_key.display().to_string()),
     ];
     let mut plane = spawn("control plane", &["control-plane"], &cp_env, &cp_log)?;
-    wait_ready(&format!("{control_plane}/readyz"), "control plane", &mut plane, &cp_log).await?;
-    apply_policy(&control_plane, &secrets.admin_token, &policy(ports)).await?;
+    wait_ready(&client, &format!("{control_plane}/readyz"), "control plane", &mut plane, &cp_log).await?;
+    apply_policy(&client, &control_plane, &secrets.admin_token, &policy(ports)).await?;
 
     let edge_log = data.join("edge.log");
     let edge_env = [
         ("listen", format!("127.0.0.1:{}", ports.edge)),
         ("metrics_listen", format!("127.0.0.1:{}", ports.metrics)),
-        ("control_plane_url", format!("http://127.0.0.1:{}", ports.edge_channel)),
+        ("control_plane_url", format!("https://127.0.0.1:{}", ports.edge_channel)),
+        ("control_plane_ca", tls.ca_cert.display().to_string()),
         ("session_issuer", control_plane.clone()),
         ("edge_secret", secrets.edge_secret.clone()),
         ("edge_id", "quickstart-edge".to_owned()),
@@ -323,9 +353,10 @@ async fn run_async(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         ("cookie_secure", "false".to_owned()),
     ];
     let mut edge = spawn("edge", &["edge"], &edge_env, &edge_log)?;
-    wait_ready(&format!("http://127.0.0.1:{}/readyz", ports.metrics), "edge", &mut edge, &edge_log).await?;
+    let edge_ready = format!("http://127.0.0.1:{}/readyz", ports.metrics);
+    wait_ready(&client, &edge_ready, "edge", &mut edge, &edge_log).await?;
 
-    println!("{}", banner(ports, &secrets, &data));
+    println!("{}", banner(ports, &secrets, &data, &tls.ca_cert));
     let outcome = {
         let mut children = [&mut plane, &mut edge];
         tokio::select! {
