@@ -180,8 +180,11 @@ async fn admin_command_errors() {
     let out = run(&["audit"], vec![("PORTCULLIS_URL", closed.clone()), ("PORTCULLIS_TOKEN", "t".into())]);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.starts_with(&format!("error: cannot reach the control plane at {closed}")), "{out:?}");
-    let out = run(&["audit"], vec![("PORTCULLIS_URL", "https://cp.example".into()), ("PORTCULLIS_TOKEN", "t".into())]);
-    assert!(out.stderr.contains("plain HTTP only"), "{out:?}");
+    let out = run(&["audit"], vec![("PORTCULLIS_URL", "ftp://cp.example".into()), ("PORTCULLIS_TOKEN", "t".into())]);
+    assert!(out.stderr.contains("must start with http:// or https://"), "{out:?}");
+    let https = vec![("PORTCULLIS_URL", "https://cp.example".into()), ("PORTCULLIS_TOKEN", "t".into())];
+    let out = run(&["audit", "--ca-file", "/nonexistent/ca.pem"], https);
+    assert!(out.stderr.starts_with("error: cannot read --ca-file /nonexistent/ca.pem"), "{out:?}");
 }
 
 /// `--wait` with an edge connected: the edge applies each change and

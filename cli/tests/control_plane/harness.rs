@@ -171,6 +171,27 @@ impl ControlPlane {
         edge_listen: u16,
         settings: &[(&str, String)],
     ) -> Result<Self, String> {
+        Self::launch(database_url, dir, (listen, edge_listen), settings, None).await
+    }
+
+    /// Starts it serving HTTPS on both listeners with `cert` and `key`; its
+    /// URLs are `https://127.0.0.1:…` and its client trusts only `ca`.
+    #[allow(dead_code)] // the attack and fault suites share this file
+    pub async fn start_tls(database_url: &str, dir: &Path, ca: &Path, cert: &Path, key: &Path) -> Self {
+        let settings = [("tls_cert", cert.display().to_string()), ("tls_key", key.display().to_string())];
+        let ca = std::fs::read(ca).expect("read the test CA");
+        Self::launch(database_url, dir, (free_port(), free_port()), &settings, Some(&ca))
+            .await
+            .unwrap_or_else(|log| panic!("the control plane with TLS did not become ready:\n{log}"))
+    }
+
+    async fn launch(
+        database_url: &str,
+        dir: &Path,
+        (listen, edge_listen): (u16, u16),
+        settings: &[(&str, String)],
+        ca: Option<&[u8]>,
+    ) -> Result<Self, String> {
         static RUN: AtomicUsize = AtomicUsize::new(0);
         let log = dir.join(format!("control-plane-{listen}-{}.log", RUN.fetch_add(1, Ordering::Relaxed)));
         let file = File::create(&log).expect("create log file");
@@ -195,12 +216,18 @@ impl ControlPlane {
             .stderr(file)
             .spawn()
             .expect("spawn portcullis control-plane");
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(ca) = ca {
+            let ca = reqwest::Certificate::from_pem(ca).expect("a PEM CA");
+            http = http.tls_built_in_root_certs(false).add_root_certificate(ca);
+        }
+        let scheme = if ca.is_some() { "https" } else { "http" };
         let mut plane = Self {
             child: Mutex::new(child),
-            url: format!("http://127.0.0.1:{listen}"),
-            edge_url: format!("http://127.0.0.1:{edge_listen}"),
+            url: format!("{scheme}://127.0.0.1:{listen}"),
+            edge_url: format!("{scheme}://127.0.0.1:{edge_listen}"),
             log,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client"),
+            http: http.build().expect("HTTP client"),
         };
         plane.wait_ready().await?;
         Ok(plane)

@@ -33,6 +33,7 @@ mod replicas;
 mod signing_keys;
 mod ssh;
 mod sshd;
+mod tls;
 mod tunnel;
 mod tunnel_kit;
 mod upstream;

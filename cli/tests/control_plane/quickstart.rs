@@ -1,8 +1,9 @@
 //! `portcullis quickstart` end to end, as the README's tour runs it: the
 //! command starts everything; a scripted browser logs in as bob through the
 //! development IdP and opens the demo app's websocket through the edge; bob
-//! is terminated through the API with the printed admin token; his websocket
-//! closes; Ctrl-C stops everything.
+//! is terminated through the API over HTTPS (trusting the CA the banner
+//! prints) with the printed admin token; his websocket closes; Ctrl-C stops
+//! everything.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -95,6 +96,24 @@ fn start(dir: &TempDir, base: u16) -> Quickstart {
     panic!("quickstart did not print its banner (exit: {status:?}):\n{}\n{log}", output.join("\n"));
 }
 
+/// The value after `label` on the banner line that starts with it.
+fn banner_value(banner: &str, label: &str) -> String {
+    let line =
+        banner.lines().map(str::trim).find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{label}: {banner}"));
+    line[label.len()..].trim().to_owned()
+}
+
+/// The CA's directory is 0700 and the private keys beside it 0600.
+fn assert_private(ca: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).expect("exists").permissions().mode() & 0o777;
+    let dir = ca.parent().expect("the CA's directory");
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    for key in ["ca-key.pem", "server-key.pem"] {
+        assert_eq!(mode(&dir.join(key)), 0o600, "{key}");
+    }
+}
+
 fn unescape(text: &str) -> String {
     text.replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
@@ -168,9 +187,28 @@ async fn the_quickstart_tour_works_from_one_command() {
     let echo = socket.next().await.expect("echo").expect("frame");
     assert_eq!(echo.into_text().expect("text").as_str(), "hello");
 
-    // 3. alice's admin token ends bob's sessions; the websocket closes.
-    let answer = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{cp}/api/v1/users/terminate?wait=true"))
+    // 3. alice's admin token ends bob's sessions over HTTPS, trusting the
+    // CA the banner printed; the websocket closes.
+    let api = banner_value(&banner, "Admin API");
+    assert_eq!(api, format!("https://127.0.0.1:{cp}/api/v1"), "{banner}");
+    let ca = std::path::PathBuf::from(banner_value(&banner, "CA certificate:"));
+    assert!(banner.contains("--ca-file"), "the banner says how to use the CA: {banner}");
+    assert_private(&ca);
+    let listed = command()
+        .args(["sessions", "list", "--json", "--url", &format!("https://127.0.0.1:{cp}"), "--ca-file"])
+        .arg(&ca)
+        .env("PORTCULLIS_TOKEN", &quickstart.admin_token)
+        .output()
+        .expect("portcullis sessions list");
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("bob@corp.example"), "bob's session is listed");
+    let trusting = reqwest::Certificate::from_pem(&std::fs::read(&ca).expect("the CA file")).expect("PEM");
+    let answer = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(trusting)
+        .build()
+        .expect("client")
+        .post(format!("{api}/users/terminate?wait=true"))
         .bearer_auth(&quickstart.admin_token)
         .json(&json!({ "email": "bob@corp.example", "reason": "the tour" }))
         .send()
