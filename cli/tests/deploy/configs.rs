@@ -99,5 +99,7 @@ fn systemd_units_run_the_example_configurations_which_load() {
     let channel = edge.control_plane_url.as_deref().and_then(port_of);
     assert_eq!(channel, plane.listeners.get("edge_listen").copied(), "the edge's control_plane_url port");
     assert!(edge.listeners.contains_key("https_listen"), "production edges listen on HTTPS");
-    assert_eq!(edge.files.len(), 3, "TLS certificate, key and the shared assertion key: {:?}", edge.files);
+    assert_eq!(edge.files.len(), 4, "TLS certificate, key, the shared assertion key, the CA: {:?}", edge.files);
+    assert_eq!(plane.files.len(), 2, "production control planes serve HTTPS: {:?}", plane.files);
+    assert!(edge.control_plane_urls.iter().all(|u| u.starts_with("https://")), "{:?}", edge.control_plane_urls);
 }

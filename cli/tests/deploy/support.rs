@@ -163,7 +163,7 @@ pub struct Effective {
     pub control_plane_urls: Vec<String>,
     /// Edge: the expected session issuer.
     pub session_issuer: Option<String>,
-    /// Edge: files it reads (TLS certificate and key, assertion key).
+    /// Files it reads (TLS certificate and key; the edge's assertion key and control-plane CA).
     pub files: Vec<String>,
 }
 
@@ -178,7 +178,8 @@ impl Effective {
 
 /// Loads `file_text` plus `env` (variable → value; an empty value stands
 /// for a secret) through the component's loader. The edge's `assertion_key_file`
-/// is set aside (the loader reads it) and reported in `files`.
+/// and `control_plane_ca` are set aside (the loader reads them) and reported in
+/// `files`, with the TLS files of either component.
 pub fn load(component: Component, file_text: &str, env: &BTreeMap<String, String>, what: &str) -> Effective {
     component.assert_toml_keys(file_text, what);
     for name in env.keys() {
@@ -188,8 +189,10 @@ pub fn load(component: Component, file_text: &str, env: &BTreeMap<String, String
     let mut env = env.clone();
     let mut files = Vec::new();
     if component == Component::Edge {
-        let from_file = table.remove("assertion_key_file").and_then(|v| v.as_str().map(str::to_owned));
-        files.extend(env.remove("PORTCULLIS_ASSERTION_KEY_FILE").or(from_file));
+        for key in ["assertion_key_file", "control_plane_ca"] {
+            let from_file = table.remove(key).and_then(|v| v.as_str().map(str::to_owned));
+            files.extend(env.remove(&format!("PORTCULLIS_{}", key.to_ascii_uppercase())).or(from_file));
+        }
     }
     let file_text = toml::to_string(&table).expect("a table serializes");
     let lookup = |name: &str| env.get(name).map(|v| if v.is_empty() { placeholder(name) } else { v.clone() });
@@ -202,6 +205,9 @@ pub fn load(component: Component, file_text: &str, env: &BTreeMap<String, String
             effective.listeners.insert("edge_listen", config.edge_listen.port());
             effective.status_port = config.listen.port();
             effective.issuer = Some(config.issuer);
+            if let Some(tls) = config.tls {
+                effective.files.extend([tls.cert, tls.key]);
+            }
         }
         Component::Edge => {
             let config = portcullis_edge::config::EdgeConfig::load(&file_text, lookup)
