@@ -4,8 +4,9 @@
 //! each from a TOML config file on free loopback ports and waited for until
 //! `/readyz` answers, plus what the harnesses need around them: the policy,
 //! session tokens minted through the edge channel (`POST /edge/v1/sessions`
-//! with the enrollment secret, as an edge does after an OIDC login, so no
-//! IdP is needed), a temp dir, percentiles, and per-process CPU time,
+//! with the enrollment secret and an ID token of the test issuer
+//! (`portcullis_dev_idp::test_issuer`, served from this process), as an
+//! edge does after an OIDC login, so no login at an IdP is needed), a temp dir, percentiles, and per-process CPU time,
 //! resident memory and open file descriptors.
 //!
 //! Every child is killed when its handle drops (also on panic), so a failed
@@ -18,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use portcullis_dev_idp::test_issuer::TestIssuer;
 use serde_json::{json, Value};
 
 /// The edge enrollment secret of the harness control plane.
@@ -188,7 +190,8 @@ impl ControlPlane {
         let config = format!(
             "listen = \"127.0.0.1:{listen}\"\nedge_listen = \"127.0.0.1:{edge_listen}\"\n\
              database_url = \"{database_url}\"\nedge_secret = \"{EDGE_SECRET}\"\nbootstrap_token = \"{ADMIN_TOKEN}\"\n\
-             key_encryption_key = \"{KEK}\"\n"
+             key_encryption_key = \"{KEK}\"\nlogin_idps = [{}]\n",
+            TestIssuer::shared().login_idp()
         );
         let mut command = Command::new(binary);
         command.arg("control-plane").arg("--config").arg(dir.write("control-plane.toml", &config)?);
@@ -234,7 +237,7 @@ impl ControlPlane {
             .post(format!("{}/edge/v1/sessions", self.edge_url))
             .bearer_auth(EDGE_SECRET)
             .header("x-portcullis-edge-id", "bench-login")
-            .json(&body)
+            .json(&TestIssuer::shared().login_body(&body))
             .send()
             .await?;
         let status = response.status();

@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 use crate::authority::SessionAuthority;
 use crate::config::Config;
 use crate::feed::ChangeFeed;
+use crate::idp::LoginIdps;
 use crate::metrics::Metrics;
 use crate::portal::PortalState;
 use crate::store::{PolicyStore, SqlStore, Store, StoreError, StoreResult};
@@ -27,6 +28,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The admin portal's OpenID provider (discovered on first use).
     pub portal: PortalState,
+    /// The providers whose ID tokens create sessions (discovered on first use).
+    pub login_idps: LoginIdps,
     compiled: Mutex<Option<(i64, Arc<Policy>)>>,
 }
 
@@ -40,7 +43,8 @@ impl App {
     ) -> Self {
         let portal = PortalState::new(&config);
         let metrics = Metrics::new();
-        Self { config, store, authority, stream_key, feed, metrics, portal, compiled: Mutex::new(None) }
+        let login_idps = LoginIdps::new(&config.login);
+        Self { config, store, authority, stream_key, feed, metrics, portal, login_idps, compiled: Mutex::new(None) }
     }
 
     /// The store as the trait object handlers use.

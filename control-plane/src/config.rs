@@ -29,6 +29,10 @@ pub const DEFAULT_PORTAL_ADMIN_GROUP: &str = "admins";
 pub const DEFAULT_OIDC_GROUPS_CLAIM: &str = "groups";
 /// Default lifetime of a portal session, seconds (8 hours).
 pub const DEFAULT_PORTAL_SESSION_LIFETIME_S: u64 = 8 * 3600;
+/// Default clock difference tolerated on ID-token times at session creation, seconds.
+pub const DEFAULT_LOGIN_CLOCK_SKEW_S: u64 = 30;
+/// Largest `login_clock_skew_s`, seconds.
+pub const MAX_LOGIN_CLOCK_SKEW_S: u64 = 300;
 
 /// Every key of the file, with its documentation (kept in sync with
 /// [`RawConfig`] by a test, and printed by `--help-config`).
@@ -58,6 +62,20 @@ pub const KEYS: &[(&str, &str)] = &[
     ("tls_cert", "PEM certificate chain both listeners (listen and edge_listen) serve HTTPS with; needs tls_key; read at start"),
     ("tls_key", "PEM private key of tls_cert (PKCS#8, SEC1 or PKCS#1); keep it mode 0600"),
     ("allow_plain_http", "serve plain HTTP on a listen or edge_listen address that is not loopback, without tls_cert; refused otherwise (default false)"),
+    (
+        "login_idps",
+        "the OpenID providers edges log users in with: a session is created only for an ID token one of them \
+         signed, verified here. A list of tables with `issuer` (exactly the tokens' `iss`; discovery at \
+         <issuer>/.well-known/openid-configuration), `audiences` (the edges' client ids; the token's `aud` must \
+         hold one), `groups_claim` (groups unless set) and `trust_unverified_email` (false unless set: a token \
+         without `email_verified: true` is refused). In the environment as TOML: \
+         [{ issuer = \"https://idp.example\", audiences = [\"portcullis-edge\"] }]. Unset: every login is refused",
+    ),
+    (
+        "login_clock_skew_s",
+        "seconds of clock difference tolerated on ID-token times (exp, iat, auth_time) at session creation, \
+         at most 300 (default 30)",
+    ),
 ];
 
 /// The file as written; every key optional.
@@ -114,6 +132,23 @@ pub struct RawConfig {
     pub tls_key: Option<String>,
     /// See [`KEYS`].
     pub allow_plain_http: Option<bool>,
+    pub login_idps: Option<Vec<RawLoginIdp>>,
+    /// See [`KEYS`].
+    pub login_clock_skew_s: Option<u64>,
+}
+
+/// One entry of `login_idps`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoginIdp {
+    /// See [`KEYS`] (`login_idps`).
+    pub issuer: String,
+    /// See [`KEYS`] (`login_idps`).
+    pub audiences: Vec<String>,
+    /// See [`KEYS`] (`login_idps`).
+    pub groups_claim: Option<String>,
+    /// See [`KEYS`] (`login_idps`).
+    pub trust_unverified_email: Option<bool>,
 }
 
 /// Validated configuration.
@@ -150,6 +185,30 @@ pub struct Config {
     /// The certificate and key both listeners serve HTTPS with; `None`:
     /// plain HTTP (loopback only, unless `allow_plain_http`).
     pub tls: Option<TlsFiles>,
+    /// What session creation accepts as proof of a login.
+    pub login: LoginSettings,
+}
+
+/// The identity providers whose ID tokens create sessions.
+#[derive(Debug, Clone, Default)]
+pub struct LoginSettings {
+    /// Trusted providers (none: every login is refused).
+    pub idps: Vec<LoginIdpSettings>,
+    /// Tolerated clock difference, seconds.
+    pub clock_skew_s: u64,
+}
+
+/// One provider edges log users in with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginIdpSettings {
+    /// Issuer, exactly as its tokens' `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values: the edges' client ids.
+    pub audiences: Vec<String>,
+    /// The claim carrying groups.
+    pub groups_claim: String,
+    /// Accept emails the provider does not say are verified.
+    pub trust_unverified_email: bool,
 }
 
 /// Where the listeners' certificate chain and private key are (PEM files,
@@ -278,11 +337,17 @@ impl Config {
                 _ => return Err(error("portal_session_lifetime_s", "must be between 60 and 86400 seconds")),
             },
         };
+        let login_clock_skew_s = raw.login_clock_skew_s.unwrap_or(DEFAULT_LOGIN_CLOCK_SKEW_S);
+        if login_clock_skew_s > MAX_LOGIN_CLOCK_SKEW_S {
+            return Err(error("login_clock_skew_s", format!("must be at most {MAX_LOGIN_CLOCK_SKEW_S} seconds")));
+        }
+        let login = LoginSettings { idps: login_idps(raw.login_idps.unwrap_or_default())?, clock_skew_s: login_clock_skew_s };
         Ok(Self {
             issuer,
             public_url,
             portal,
             tls,
+            login,
             listen,
             edge_listen,
             database_url,
@@ -339,6 +404,33 @@ fn nonempty(key: &str, value: Option<String>, default: &str) -> Result<String, C
         return Err(error(key, "must not be empty"));
     }
     Ok(value.trim().to_owned())
+}
+
+fn login_idps(raw: Vec<RawLoginIdp>) -> Result<Vec<LoginIdpSettings>, ConfigError> {
+    let mut idps: Vec<LoginIdpSettings> = Vec::with_capacity(raw.len());
+    for entry in raw {
+        // Kept as written: the tokens' `iss` is compared with it exactly.
+        http_url("login_idps", &entry.issuer)?;
+        let issuer = entry.issuer.trim().to_owned();
+        if idps.iter().any(|idp| idp.issuer == issuer) {
+            return Err(error("login_idps", format!("issuer `{issuer}` is listed twice")));
+        }
+        let audiences: Vec<String> =
+            entry.audiences.iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
+        if audiences.is_empty() {
+            return Err(error("login_idps", format!("issuer `{issuer}`: `audiences` names no client id")));
+        }
+        let groups_claim = match entry.groups_claim {
+            Some(claim) if claim.trim().is_empty() => {
+                return Err(error("login_idps", format!("issuer `{issuer}`: `groups_claim` is empty")))
+            }
+            Some(claim) => claim.trim().to_owned(),
+            None => DEFAULT_OIDC_GROUPS_CLAIM.to_owned(),
+        };
+        let trust_unverified_email = entry.trust_unverified_email.unwrap_or(false);
+        idps.push(LoginIdpSettings { issuer, audiences, groups_claim, trust_unverified_email });
+    }
+    Ok(idps)
 }
 
 fn portal_oidc(
@@ -497,6 +589,44 @@ mod tests {
         assert!(served.tls.is_some());
         let explicit_no = load("listen = \"0.0.0.0:7400\"\nallow_plain_http = false", &env(&[]));
         assert_eq!(explicit_no.unwrap_err().key, "listen");
+    }
+
+    #[test]
+    fn login_idps_from_the_file_and_the_environment() {
+        let config = load("", &[("PORTCULLIS_EDGE_SECRET", SECRET)]).unwrap();
+        assert!(config.login.idps.is_empty(), "none unless configured: every login is refused");
+        assert_eq!(config.login.clock_skew_s, DEFAULT_LOGIN_CLOCK_SKEW_S);
+        let file = format!(
+            "edge_secret = \"{SECRET}\"\n[[login_idps]]\nissuer = \"https://idp.corp.example/\"\n\
+             audiences = [\"edge\", \"edge-2\"]\ntrust_unverified_email = true\n\
+             [[login_idps]]\nissuer = \"https://other.example\"\naudiences = [\"e\"]\ngroups_claim = \"roles\"\n"
+        );
+        let idps = load(&file, &[]).unwrap().login.idps;
+        assert_eq!(idps.len(), 2);
+        assert_eq!(idps[0].issuer, "https://idp.corp.example/", "kept exactly as written");
+        assert_eq!((idps[0].audiences.len(), idps[0].groups_claim.as_str(), idps[0].trust_unverified_email), (2, "groups", true));
+        assert_eq!((idps[1].groups_claim.as_str(), idps[1].trust_unverified_email), ("roles", false));
+        let env = [
+            ("PORTCULLIS_EDGE_SECRET", SECRET),
+            ("PORTCULLIS_LOGIN_IDPS", r#"[{ issuer = "http://127.0.0.1:9", audiences = ["edge"] }]"#),
+            ("PORTCULLIS_LOGIN_CLOCK_SKEW_S", "5"),
+        ];
+        let config = load("", &env).unwrap();
+        assert_eq!((config.login.idps[0].issuer.as_str(), config.login.clock_skew_s), ("http://127.0.0.1:9", 5));
+        for (bad, says) in [
+            (r#"[{ issuer = "idp.example", audiences = ["e"] }]"#, "http://"),
+            (r#"[{ issuer = "https://i", audiences = [] }]"#, "no client id"),
+            (r#"[{ issuer = "https://i", audiences = ["e"], groups_claim = " " }]"#, "empty"),
+            (r#"[{ issuer = "https://i", audiences = ["e"] }, { issuer = "https://i", audiences = ["f"] }]"#, "twice"),
+            (r#"[{ issuer = "https://i", audience = ["e"] }]"#, "audience"),
+            ("https://idp.example", ""),
+        ] {
+            let error = load("", &[("PORTCULLIS_EDGE_SECRET", SECRET), ("PORTCULLIS_LOGIN_IDPS", bad)]).unwrap_err();
+            assert_eq!(error.key, "login_idps", "{bad}: {error}");
+            assert!(error.message.contains(says), "{bad}: {error}");
+        }
+        let skew = load("", &[("PORTCULLIS_EDGE_SECRET", SECRET), ("PORTCULLIS_LOGIN_CLOCK_SKEW_S", "301")]);
+        assert_eq!(skew.unwrap_err().key, "login_clock_skew_s");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod error;
 pub mod feed;
 pub mod files;
 pub mod key_vault;
+pub mod idp;
 pub mod metrics;
 pub mod model;
 pub mod portal;

@@ -11,8 +11,12 @@
 //! | `/token` | code exchange (`client_secret_basic` or `_post`): ID token + JWT access token |
 //! | `/userinfo` | the user's claims for its access token |
 //! | `/end-session` | RP-initiated logout; sends OIDC back-channel logout tokens to every client the session used |
+//!
+//! [`test_issuer`] is the test suites' issuer: discovery and keys only,
+//! with ID tokens the tests sign themselves.
 
 mod pages;
+pub mod test_issuer;
 mod tokens;
 
 use std::collections::{HashMap, HashSet};

@@ -35,12 +35,20 @@ pub(crate) fn user_claims(user: &User) -> Value {
 impl Signer {
     /// A fresh P-256 key.
     pub(crate) fn generate() -> Self {
+        Self::generate_with_kid(None)
+    }
+
+    /// A fresh P-256 key under `kid` (default: derived from the key).
+    pub(crate) fn generate_with_kid(kid: Option<&str>) -> Self {
         let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
         let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8 encoding of a fresh key");
         let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).expect("a fresh P-256 key");
         let point = secret.public_key().to_encoded_point(false);
         let (x, y) = (point.x().expect("x").to_vec(), point.y().expect("y").to_vec());
-        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest([x.as_slice(), y.as_slice()].concat())[..8]);
+        let kid = kid.map_or_else(
+            || URL_SAFE_NO_PAD.encode(&Sha256::digest([x.as_slice(), y.as_slice()].concat())[..8]),
+            str::to_owned,
+        );
         let (x, y) = (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y));
         let decoding = DecodingKey::from_ec_components(&x, &y).expect("the key's own public point");
         let jwks = json!({ "keys": [{ "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid, "x": x, "y": y }] });
@@ -52,7 +60,13 @@ impl Signer {
         self.jwks.clone()
     }
 
-    fn sign(&self, typ: &str, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
+    /// The key id.
+    pub(crate) fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Signs `claims` (ES256, this key's `kid`, `typ`).
+    pub(crate) fn sign(&self, typ: &str, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         header.typ = Some(typ.into());

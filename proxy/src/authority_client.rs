@@ -41,27 +41,33 @@ pub enum AuthorityError {
     Unavailable(String),
 }
 
-/// A completed login, as the control plane records it.
+/// A completed login, as the control plane verifies it: the IdP's ID token
+/// (the control plane reads who logged in from it, never from the edge) and
+/// what only the edge knows.
 #[derive(Debug, Serialize)]
 pub struct NewLogin<'a> {
-    /// IdP subject.
-    pub subject: &'a str,
-    /// Email.
-    pub email: &'a str,
-    /// Groups.
-    pub groups: &'a [String],
-    /// IdP issuer.
-    pub idp_issuer: &'a str,
-    /// IdP session id (`sid`).
-    pub idp_session_id: Option<&'a str>,
-    /// IdP authentication time, seconds.
-    pub auth_time: i64,
+    /// The ID token, as the IdP issued it.
+    pub id_token: &'a str,
+    /// The nonce of the authorization request (none for the device flow).
+    pub nonce: Option<&'a str>,
+    /// `browser` or `device`.
+    pub flow: LoginFlow,
     /// Route name.
     pub route: &'a str,
     /// Client address.
     pub source_address: &'a str,
     /// User agent.
     pub user_agent: &'a str,
+}
+
+/// How a login was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginFlow {
+    /// Authorization code with `nonce` (browser, and the CLI's loopback login).
+    Browser,
+    /// The device authorization grant (no nonce).
+    Device,
 }
 
 /// A created session.

@@ -222,6 +222,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         cookies: CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure },
         sealer: StateSealer::from_secret(&config.edge_secret),
         cli_codes: CliCodes::from_secret(&config.edge_secret),
+        device_starts: crate::login::device_start_budget(),
         replays: Default::default(),
         assertions: Arc::clone(&assertions),
         status: Arc::clone(&status),

@@ -35,12 +35,15 @@ fn convert<T: DeserializeOwned>(table: toml::Table) -> Result<T, toml::de::Error
 /// the key accepts one, otherwise the text.
 fn env_value<T: DeserializeOwned>(key: &str, text: String) -> toml::Value {
     // The environment only holds text: try it as a number, a boolean, text,
+    // a TOML value (for keys holding tables, e.g. `[{ issuer = "…" }]`),
     // then a comma-separated list, and keep the first the key accepts.
     let list = || toml::Value::Array(text.split(',').map(|item| toml::Value::String(item.trim().to_owned())).collect());
+    let inline = || toml::from_str::<toml::Table>(&format!("value = {text}")).ok()?.remove("value");
     let candidates = [
         text.parse::<i64>().ok().map(toml::Value::Integer),
         text.parse::<bool>().ok().map(toml::Value::Boolean),
         Some(toml::Value::String(text.clone())),
+        inline(),
         Some(list()),
     ];
     candidates
@@ -92,10 +95,23 @@ mod tests {
         port: Option<u16>,
         verbose: Option<bool>,
         hosts: Option<Vec<String>>,
+        peers: Option<Vec<Peer>>,
     }
 
-    const KEYS: &[(&str, &str)] =
-        &[("name", "a name"), ("port", "a port"), ("verbose", "more output"), ("hosts", "a list")];
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Peer {
+        url: String,
+        weight: Option<u32>,
+    }
+
+    const KEYS: &[(&str, &str)] = &[
+        ("name", "a name"),
+        ("port", "a port"),
+        ("verbose", "more output"),
+        ("hosts", "a list"),
+        ("peers", "a list of tables"),
+    ];
 
     fn load_with(file: &str, env: &[(&str, &str)]) -> Result<Raw, ConfigError> {
         let env: HashMap<String, String> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
@@ -112,6 +128,19 @@ mod tests {
         assert_eq!(raw.hosts.unwrap(), ["10.0.0.0/8", "192.0.2.7"], "lists are comma-separated");
         let raw = load_with("", &[("PORTCULLIS_HOSTS", "127.0.0.1")]).unwrap();
         assert_eq!(raw.hosts.unwrap(), ["127.0.0.1"], "a one-item list");
+    }
+
+    #[test]
+    fn tables_come_from_the_environment_as_toml() {
+        let env = [("PORTCULLIS_PEERS", r#"[{ url = "https://a", weight = 2 }, { url = "https://b" }]"#)];
+        let peers = load_with("", &env).unwrap().peers.unwrap();
+        assert_eq!((peers[0].url.as_str(), peers[0].weight, peers[1].url.as_str()), ("https://a", Some(2), "https://b"));
+        let file = "[[peers]]\nurl = \"https://c\"\n";
+        assert_eq!(load_with(file, &[]).unwrap().peers.unwrap()[0].url, "https://c");
+        let wrong = load_with("", &[("PORTCULLIS_PEERS", "[{ ur = \"https://a\" }]")]).unwrap_err();
+        assert_eq!(wrong.key, "peers", "{wrong}");
+        let hosts = load_with("", &[("PORTCULLIS_HOSTS", "[\"a\", \"b\"]")]).unwrap().hosts.unwrap();
+        assert_eq!(hosts, ["a", "b"], "a TOML array for a list key");
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! token in the code the browser carries, bound to a verifier only this
 //! process knows (see the edge's `login/cli.rs`).
 //!
+//! A device login is bound to this process: it sends the S256 challenge of
+//! a random verifier when it starts the login and the verifier with every
+//! poll. A route that does not allow device login (`device_login`) refuses
+//! it, and `--login auto` logs in through the browser instead.
+//!
 //! With `--login auto`, any refusal of the device grant falls back to the
 //! browser login with a one-line notice: an IdP that advertises the device
 //! flow may still refuse it to the edge's client (RFC 8628 §3.2, §3.5: any
@@ -104,7 +109,10 @@ fn ends_every_login(status: u16) -> bool {
 
 /// The device flow.
 async fn device_flow(api: &EdgeApi, target: &str, open_browser: bool) -> anyhow::Result<DeviceLogin> {
-    let started = api.post("/device/start", &json!({ "target": target })).await?;
+    // The login is bound to this process: only the holder of the verifier
+    // collects its session (a phished user code serves nobody else).
+    let (verifier, challenge) = verifier_and_challenge();
+    let started = api.post("/device/start", &json!({ "target": target, "challenge": challenge })).await?;
     match (started.status, started.code()) {
         (200, _) => {}
         (501, "device_flow_unavailable") => return Ok(DeviceLogin::Unavailable),
@@ -135,7 +143,7 @@ async fn device_flow(api: &EdgeApi, target: &str, open_browser: bool) -> anyhow:
         if Instant::now() > deadline {
             bail!("the login was not completed in time; run the command again");
         }
-        let polled = api.post("/device/poll", &json!({ "handle": handle })).await?;
+        let polled = api.post("/device/poll", &json!({ "handle": handle, "verifier": verifier })).await?;
         match (polled.status, polled.code()) {
             (200, _) => {
                 return Ok(match session_of(&polled.body) {

@@ -331,6 +331,8 @@ async fn run_async(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         ("oidc_client_secret", secrets.portal_client_secret.clone()),
         ("tls_cert", tls.server_cert.display().to_string()),
         ("tls_key", tls.server_key.display().to_string()),
+        // Sessions only for ID tokens the development IdP signed for the edge.
+        ("login_idps", format!("[{{ issuer = \"{idp_issuer}\", audiences = [\"portcullis-edge\"] }}]")),
     ];
     let mut plane = spawn("control plane", &["control-plane"], &cp_env, &cp_log)?;
     wait_ready(&client, &format!("{control_plane}/readyz"), "control plane", &mut plane, &cp_log).await?;

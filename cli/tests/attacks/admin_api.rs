@@ -158,10 +158,9 @@ async fn admin_api() {
     }
 
     // The edge channel takes only the enrollment secret.
-    let new_session =
-        json!({"subject": "s", "email": "x@corp.example", "groups": [], "idp_issuer": "i", "auth_time": 0,
-        "route": "app", "source_address": "127.0.0.1", "user_agent": "attack"})
-        .to_string();
+    let new_session = json!({"id_token": "e30.e30.c2ln", "nonce": "n", "route": "app", "source_address": "127.0.0.1",
+        "user_agent": "attack"})
+    .to_string();
     let admin_auth = format!("Bearer {ADMIN_TOKEN}");
     for (name, auth) in [
         ("no secret", None),

@@ -96,7 +96,7 @@ impl FakeIdp {
             "JWT",
             &json!({
                 "iss": self.issuer, "sub": "sub-lin", "aud": CLIENT_ID, "exp": now() + 300, "iat": now(),
-                "nonce": code, "email": "lin@corp.example", "email_verified": true, "groups": ["staff"],
+                "auth_time": now(), "nonce": code, "email": "lin@corp.example", "email_verified": true, "groups": ["staff"],
             }),
         );
         let access_token = self.access_token(&json!({}));

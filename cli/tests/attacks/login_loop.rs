@@ -121,10 +121,11 @@ fn assert_guard_page(answer: &Response, browser: &Browser, why: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_refused_at_once_ends_on_a_page_not_in_a_loop() {
     let dir = TempDir::new("attacks-login-loop");
-    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let idp = FakeIdp::start().await;
+    let database = format!("sqlite://{}", dir.path().join("cp.db").display());
+    let plane = ControlPlane::start_trusting(&database, dir.path(), &[(&idp.issuer, CLIENT_ID)]).await;
     let upstream = RecordingUpstream::start().await;
     plane.apply_policy(&policy(upstream.port)).await;
-    let idp = FakeIdp::start().await;
     let settings = |issuer: Option<&str>| {
         let mut settings = vec![
             ("cookie_secure", "false".to_owned()),

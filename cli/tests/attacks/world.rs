@@ -182,10 +182,12 @@ impl World {
     pub async fn start(label: &str) -> Self {
         let dir = TempDir::new(&format!("attacks-{label}"));
         let database = dir.path().join("cp.db");
-        let plane = ControlPlane::start(&format!("sqlite://{}", database.display()), dir.path()).await;
+        let idp = FakeIdp::start().await;
+        let plane =
+            ControlPlane::start_trusting(&format!("sqlite://{}", database.display()), dir.path(), &[(&idp.issuer, CLIENT_ID)])
+                .await;
         let upstream = RecordingUpstream::start().await;
         let tcp = TcpRecorder::start().await;
-        let idp = FakeIdp::start().await;
         let mut refusals = Vec::new();
         let mut policy_note = None;
         let mut document = String::new();

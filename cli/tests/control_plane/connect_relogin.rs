@@ -35,12 +35,6 @@ struct World {
 impl World {
     async fn start(label: &str) -> Self {
         let dir = TempDir::new(label);
-        let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
-        let policy = format!(
-            "version: 1\nroutes:\n  - name: echo\n    tcp: echo.internal:7\n    upstream: 127.0.0.1:{}\n    rules:\n      - name: developers\n        allow: {{ groups_any: [dev] }}\n",
-            echo_upstream().await
-        );
-        plane.apply_policy(&policy).await;
         let ports = [free_port(), free_port()];
         let callbacks: Vec<String> =
             ports.iter().map(|port| format!("http://127.0.0.1:{port}/.portcullis/callback")).collect();
@@ -49,6 +43,13 @@ impl World {
             "redirect_uris": callbacks,
         }]);
         let idp = Idp::start_with(dir.path(), clients, json!({ "device_flow": false })).await;
+        let database = format!("sqlite://{}", dir.path().join("cp.db").display());
+        let plane = ControlPlane::start_trusting(&database, dir.path(), &[(&idp.issuer(), "edge")]).await;
+        let policy = format!(
+            "version: 1\nroutes:\n  - name: echo\n    tcp: echo.internal:7\n    upstream: 127.0.0.1:{}\n    rules:\n      - name: developers\n        allow: {{ groups_any: [dev] }}\n",
+            echo_upstream().await
+        );
+        plane.apply_policy(&policy).await;
         let settings = |port: u16| {
             vec![
                 ("listen", format!("127.0.0.1:{port}")),

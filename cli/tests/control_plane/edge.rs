@@ -33,6 +33,7 @@ impl ControlPlane {
             "source_address": "203.0.113.7",
             "user_agent": "process-test",
         });
+        let body = portcullis_dev_idp::test_issuer::TestIssuer::shared().login_body(&body);
         let response =
             self.edge_request(reqwest::Method::POST, "/sessions", "edge-1").json(&body).send().await.expect("login");
         let status = response.status();

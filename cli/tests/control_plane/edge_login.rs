@@ -68,9 +68,6 @@ struct World {
 impl World {
     async fn start(label: &str) -> Self {
         let dir = TempDir::new(label);
-        let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
-        let upstream = Upstream::start().await;
-        plane.apply_policy(&policy(upstream.port)).await;
         let port = free_port();
         let callbacks: Vec<String> = ["wiki", "admin"]
             .iter()
@@ -92,6 +89,10 @@ impl World {
             },
         ]);
         let idp = Idp::start(dir.path(), clients).await;
+        let database = format!("sqlite://{}", dir.path().join("cp.db").display());
+        let plane = ControlPlane::start_trusting(&database, dir.path(), &[(&idp.issuer(), "edge")]).await;
+        let upstream = Upstream::start().await;
+        plane.apply_policy(&policy(upstream.port)).await;
         let settings = [
             ("listen", format!("127.0.0.1:{port}")),
             ("oidc_issuer", idp.issuer()),

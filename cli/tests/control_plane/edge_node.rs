@@ -1,12 +1,14 @@
 //! A real `portcullis edge` process for the end-to-end tests, and the
 //! shortcut to a session token the edge's own login would get
-//! (POST /edge/v1/sessions with the enrollment secret).
+//! (POST /edge/v1/sessions with the enrollment secret and an ID token the
+//! shared test issuer signed for the identity).
 
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use portcullis_dev_idp::test_issuer::TestIssuer;
 use serde_json::{json, Value};
 
 use crate::harness::{command, free_port, ControlPlane, TempDir, EDGE_SECRET};
@@ -135,14 +137,17 @@ pub async fn login_to(plane: &ControlPlane, email: &str, route: &str) -> (String
 }
 
 /// `POST /edge/v1/sessions` with the enrollment secret, as the edge's login
-/// does; the control plane's answer (`session_id`, `token`).
+/// does, for the identity `body` describes (`subject`, `email`, `groups`,
+/// `auth_time`, … — signed into an ID token by the shared test issuer); the
+/// control plane's answer (`session_id`, `token`).
 pub async fn create_session(plane: &ControlPlane, body: &Value) -> Value {
+    let body = TestIssuer::shared().login_body(body);
     let response = plane
         .http()
         .post(format!("{}/edge/v1/sessions", plane.edge_url))
         .bearer_auth(EDGE_SECRET)
         .header("x-portcullis-edge-id", "login")
-        .json(body)
+        .json(&body)
         .send()
         .await
         .expect("create session");

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use portcullis_dev_idp::test_issuer::TestIssuer;
 use serde_json::Value;
 
 /// The edge enrollment secret every test control plane uses.
@@ -35,6 +36,15 @@ routes:
     rules:
       - allow: { groups_any: [admins] }
 ";
+
+/// `login_idps` for a test control plane: the shared test issuer (whose ID
+/// tokens the session helpers sign) and each `(issuer, client id)` of
+/// `others` (the OpenID providers a test's edges log users in with).
+pub fn login_idps(others: &[(&str, &str)]) -> String {
+    let mut entries = vec![TestIssuer::shared().login_idp()];
+    entries.extend(others.iter().map(|(issuer, client)| format!("{{ issuer = {issuer:?}, audiences = [{client:?}] }}")));
+    format!("[{}]", entries.join(", "))
+}
 
 /// The path of the `portcullis` binary Cargo built for these tests.
 pub fn binary() -> &'static str {
@@ -146,15 +156,7 @@ impl ControlPlane {
     /// Starts the control plane on `database_url`, logging into `dir`, and
     /// waits until it is ready. Retries with new ports if one was taken.
     pub async fn start(database_url: &str, dir: &Path) -> Self {
-        let mut last_log = String::new();
-        for attempt in 0..3 {
-            match Self::start_on(database_url, dir, free_port(), free_port()).await {
-                Ok(plane) => return plane,
-                Err(log) if log.contains("Address already in use") && attempt < 2 => last_log = log,
-                Err(log) => panic!("the control plane on {database_url} did not become ready:\n{log}"),
-            }
-        }
-        panic!("the control plane could not bind free ports:\n{last_log}");
+        Self::start_trusting(database_url, dir, &[]).await
     }
 
     /// Starts it on the given admin and edge-channel ports (to restart one
@@ -163,7 +165,23 @@ impl ControlPlane {
         Self::start_on_with(database_url, dir, listen, edge_listen, &[]).await
     }
 
-    /// Same, with extra `PORTCULLIS_*` settings (e.g. `("oidc_issuer", url)`).
+    /// Starts it on free ports trusting, besides the shared test issuer,
+    /// the `(issuer, client id)` pairs of `idps` for logins.
+    pub async fn start_trusting(database_url: &str, dir: &Path, idps: &[(&str, &str)]) -> Self {
+        let settings = [("login_idps", login_idps(idps))];
+        let mut last_log = String::new();
+        for attempt in 0..3 {
+            match Self::start_on_with(database_url, dir, free_port(), free_port(), &settings).await {
+                Ok(plane) => return plane,
+                Err(log) if log.contains("Address already in use") && attempt < 2 => last_log = log,
+                Err(log) => panic!("the control plane on {database_url} did not become ready:\n{log}"),
+            }
+        }
+        panic!("the control plane could not bind free ports:\n{last_log}");
+    }
+
+    /// Same, with extra `PORTCULLIS_*` settings (e.g. `("oidc_issuer", url)`);
+    /// without `login_idps`, logins are verified with the shared test issuer.
     pub async fn start_on_with(
         database_url: &str,
         dir: &Path,
@@ -199,6 +217,9 @@ impl ControlPlane {
         if !database_url.starts_with("sqlite:") {
             // PostgreSQL replicas must share a key-encryption key (required).
             command.env("PORTCULLIS_KEY_ENCRYPTION_KEY", TEST_KEK);
+        }
+        if !settings.iter().any(|(key, _)| *key == "login_idps") {
+            command.env("PORTCULLIS_LOGIN_IDPS", login_idps(&[]));
         }
         for (key, value) in settings {
             command.env(format!("PORTCULLIS_{}", key.to_ascii_uppercase()), value);

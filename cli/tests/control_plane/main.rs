@@ -8,6 +8,7 @@
 //! and the admin portal in a real headless Chromium (`portal*`, `webdriver`).
 
 mod admin_commands;
+mod authority;
 mod browser;
 mod config_errors;
 mod connect_login;

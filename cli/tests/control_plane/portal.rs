@@ -139,7 +139,7 @@ pub async fn edge_login(plane: &ControlPlane, email: &str, source: &str, user_ag
         .post(format!("{}/edge/v1/sessions", plane.edge_url))
         .bearer_auth(EDGE_SECRET)
         .header("x-portcullis-edge-id", "edge-eu-1")
-        .json(&body)
+        .json(&portcullis_dev_idp::test_issuer::TestIssuer::shared().login_body(&body))
         .send()
         .await
         .expect("create a session");

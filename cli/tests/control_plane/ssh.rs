@@ -9,7 +9,9 @@
 //! user is told why; a lock and a session termination end a bare
 //! `portcullis connect` with status 2 and the reason; a denied user and an
 //! unknown route are refused with the edge's reason; `--listen` serves
-//! local clients until access ends.
+//! local clients until access ends. The device flow only serves routes
+//! with `device_login: true`, only the client that started it collects its
+//! session, and starts are rate-limited per address.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -37,6 +39,8 @@ routes:
   - name: ssh
     tcp: ssh.internal:22
     upstream: 127.0.0.1:{sshd}
+    options:
+      device_login: true
     rules:
       - name: developers
         allow: {{ groups_any: [dev], credential: [browser] }}
@@ -76,9 +80,6 @@ struct World {
 impl World {
     async fn start(label: &str, login: Login) -> Self {
         let dir = TempDir::new(label);
-        let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
-        let sshd = Sshd::start(dir.path());
-        plane.apply_policy(&policy(sshd.port, echo_upstream().await)).await;
         let port = free_port();
         let mut settings = vec![("listen", format!("127.0.0.1:{port}"))];
         let idp = match login {
@@ -104,6 +105,12 @@ impl World {
                 Some(idp)
             }
         };
+        let issuer = idp.as_ref().map(Idp::issuer);
+        let trusted: Vec<(&str, &str)> = issuer.iter().map(|issuer| (issuer.as_str(), "edge")).collect();
+        let database = format!("sqlite://{}", dir.path().join("cp.db").display());
+        let plane = ControlPlane::start_trusting(&database, dir.path(), &trusted).await;
+        let sshd = Sshd::start(dir.path());
+        plane.apply_policy(&policy(sshd.port, echo_upstream().await)).await;
         let edge = EdgeNode::start_with(&plane, label, dir.path(), &settings).await;
         let xdg = dir.path().join("xdg");
         Self { plane, edge, sshd, idp, xdg, dir }
@@ -198,6 +205,69 @@ async fn ssh_runs_through_portcullis_connect_after_a_device_login_and_logs_in_ag
     world.plane.cli(&["sessions", "terminate", id, "--reason", "rotate", "--wait"]).await.ok();
     let said = ssh_hello_with_device_login(&world, "bob").await;
     assert!(said.contains("logging in again"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_login_is_opt_in_per_route_bound_to_its_client_and_rate_limited() {
+    use base64::Engine;
+    use sha2::Digest;
+    let world = World::start("ssh-device-rules", Login::Device).await;
+    let edge = world.edge_url();
+
+    // `echo` does not enable `device_login`: refused before the IdP is asked.
+    let child = connect_command(&world.xdg, &["echo.internal:7", "--edge", &edge, "--login", "device"])
+        .spawn()
+        .expect("connect");
+    let (code, _, stderr) = finish(child, LOGIN_WITHIN).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("device login refused: The route `echo` does not allow device login"), "{stderr}");
+    let idp = world.idp.as_ref().expect("an IdP");
+    assert!(!idp.log_text().contains("device_authorization"), "the IdP was never asked:\n{}", idp.log_text());
+
+    // A login on `ssh`, approved by bob: only the client holding the
+    // verifier behind the start's challenge collects the session.
+    let http = reqwest::Client::new();
+    let verifier = "the-cli-keeps-this-verifier-0123456789abcdef";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier));
+    let start = || {
+        http.post(world.edge.url("/.portcullis/device/start"))
+            .json(&json!({ "target": "ssh.internal:22", "challenge": challenge }))
+            .send()
+    };
+    let started: serde_json::Value = start().await.expect("start").json().await.expect("JSON");
+    let handle = started["handle"].as_str().unwrap_or_else(|| panic!("a handle: {started}"));
+    let complete = started["verification_uri_complete"].as_str().expect("verification URI");
+    let page = Browser::new().approve_device(complete, "bob").await;
+    assert!(page.contains("Sign-in Success"), "{page}");
+    let poll = |verifier: Option<&str>| {
+        http.post(world.edge.url("/.portcullis/device/poll")).json(&json!({ "handle": handle, "verifier": verifier })).send()
+    };
+    for (who, verifier) in [("no verifier", None), ("another client's verifier", Some("x".repeat(43)))] {
+        let answer = poll(verifier.as_deref()).await.expect("poll");
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("wrong_client")), "{who}: {body}");
+    }
+    let sessions = world.plane.api_get("/sessions?email=bob@corp.example").await;
+    assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(0), "nobody else collected it: {sessions}");
+    let answer = poll(Some(verifier)).await.expect("poll");
+    let status = answer.status().as_u16();
+    let body: serde_json::Value = answer.json().await.expect("JSON");
+    assert_eq!(status, 200, "the client that started it: {body}");
+    assert!(body["token"].as_str().is_some_and(|t| t.starts_with("eyJ")), "{body}");
+    let sessions = world.plane.api_get("/sessions?email=bob@corp.example").await;
+    assert_eq!(sessions["sessions"][0]["route"], "ssh", "{sessions}");
+
+    // Starts from one address are rate-limited (the burst, then 429).
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let answer = start().await.expect("start");
+        let retry = answer.headers().get("retry-after").is_some();
+        statuses.push((answer.status().as_u16(), retry));
+    }
+    let refused = statuses.iter().position(|(status, _)| *status == 429).expect("a 429");
+    assert!(refused == 4 && statuses[..refused].iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    assert!(statuses[refused..].iter().all(|(s, retry)| *s == 429 && *retry), "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

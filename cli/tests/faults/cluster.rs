@@ -105,7 +105,7 @@ impl Replica {
             .post(format!("{}/edge/v1/sessions", self.edge_url()))
             .bearer_auth(EDGE_SECRET)
             .header("x-portcullis-edge-id", "login")
-            .json(&body)
+            .json(&portcullis_dev_idp::test_issuer::TestIssuer::shared().login_body(&body))
             .send()
             .await
             .expect("create a session")

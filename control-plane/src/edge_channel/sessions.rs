@@ -1,5 +1,7 @@
 //! The session authority's edge-facing calls: create a session after an
-//! edge completed an OIDC login (enforcing the route's session limit), end
+//! edge completed an OIDC login — only for an ID token the control plane
+//! verified itself (see [`crate::idp`]), once per token — enforcing the
+//! route's session limit and its `device_login` option; end
 //! one when the user logs out, and say whether a session is still active —
 //! and if not, why and by whom it was ended (what `portcullis connect`
 //! tells its user when its flow is closed).
@@ -16,28 +18,27 @@ use serde::{Deserialize, Serialize};
 use super::{EdgeCaller, JsonAnswer};
 use crate::api::ApiJson;
 use crate::app::App;
+use crate::config::MAX_LOGIN_CLOCK_SKEW_S;
 use crate::error::ApiError;
+use crate::idp::{IdTokenError, LoginFlow, VerifiedLogin};
 use crate::model::{now_ms, rfc3339};
 use crate::receipt::{receipt, Receipt};
 use crate::store::{AuditFilter, NewSession, SessionLimit};
 
-/// A completed login.
+/// A completed login: the IdP's ID token and what only the edge knows.
+/// Who logged in is read from the verified token, never from the body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
-    /// IdP subject.
-    pub subject: String,
-    /// Email.
-    pub email: String,
-    /// Groups.
+    /// The ID token the login ended with, as the IdP issued it.
     #[serde(default)]
-    pub groups: Vec<String>,
-    /// IdP issuer.
-    pub idp_issuer: String,
-    /// IdP session id (`sid`).
-    pub idp_session_id: Option<String>,
-    /// IdP authentication time, seconds.
-    pub auth_time: i64,
+    pub id_token: Option<String>,
+    /// The nonce of the authorization request (absent for the device flow).
+    #[serde(default)]
+    pub nonce: Option<String>,
+    /// `browser` (default; also `portcullis connect`'s loopback login) or `device`.
+    #[serde(default)]
+    pub flow: LoginFlow,
     /// The route the user logged in for (by name).
     pub route: String,
     /// Client address.
@@ -66,19 +67,51 @@ fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn refused(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+/// Verifies the login's ID token and consumes it: each token creates one session.
+async fn verified_login(app: &App, edge: &EdgeCaller, body: &LoginBody) -> Result<VerifiedLogin, ApiError> {
+    let Some(id_token) = body.id_token.as_deref().filter(|t| !t.is_empty()) else {
+        return Err(refused("id_token_required", "a session is created only for the identity provider's ID token"));
+    };
+    let now_s = now_ms() / 1000;
+    let verified = match app.login_idps.verify(id_token, body.nonce.as_deref(), body.flow, now_s).await {
+        Ok(verified) => verified,
+        Err(IdTokenError::NotConfigured) => {
+            tracing::error!("login refused: no identity provider is configured (login_idps)");
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "login_idp_not_configured", IdTokenError::NotConfigured.to_string()));
+        }
+        Err(IdTokenError::Unavailable(error)) => {
+            tracing::warn!(%error, "login refused: identity provider unavailable");
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "idp_unavailable", error.to_string()));
+        }
+        Err(error) => {
+            tracing::warn!(edge = %edge.id, %error, "login refused");
+            return Err(refused("id_token_invalid", error.to_string()));
+        }
+    };
+    let login = verified.login;
+    // Kept while the token could still be accepted: `exp` plus the tolerated skew.
+    let keep_until_ms = (login.expires_at + MAX_LOGIN_CLOCK_SKEW_S as i64) * 1000;
+    if !app.store().use_id_token(&verified.replay_key, &login.issuer, keep_until_ms, now_ms()).await? {
+        let reason = format!("ID token from {} already created a session: replay refused", login.issuer);
+        tracing::warn!(edge = %edge.id, user = %login.email, "login refused: replayed ID token");
+        app.store()
+            .record_audit("session.replay_refused", &format!("email:{}", login.email), &reason, &edge.actor, now_ms())
+            .await?;
+        return Err(refused("id_token_replayed", "this ID token was already used to create a session; log in again"));
+    }
+    Ok(login)
+}
+
 /// Creates a session for a completed login.
 pub async fn create(
     State(app): State<Arc<App>>,
     edge: EdgeCaller,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> JsonAnswer<LoginAnswer> {
-    if body.subject.is_empty() || body.email.is_empty() {
-        return Err(ApiError::invalid("`subject` and `email` are required"));
-    }
-    let users = [UserRef::subject(&body.subject), UserRef::email(&body.email)];
-    if let Some(reason) = app.store().active_lock(&users, now_ms() / 1000).await? {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "user_locked", format!("this user is locked: {reason}")));
-    }
     let policy = app.current_policy().await?;
     let route = policy
         .routes()
@@ -86,17 +119,26 @@ pub async fn create(
         .find(|r| r.name() == body.route)
         .ok_or_else(|| ApiError::invalid(format!("no route `{}` in the policy in force", body.route)))?;
     let options = route.options();
+    if body.flow == LoginFlow::Device && !options.device_login {
+        let message = format!("route `{}` does not allow the device flow (route option `device_login`)", body.route);
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "device_login_disabled", message));
+    }
+    let login = verified_login(&app, &edge, &body).await?;
+    let users = [UserRef::subject(&login.subject), UserRef::email(&login.email)];
+    if let Some(reason) = app.store().active_lock(&users, now_ms() / 1000).await? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "user_locked", format!("this user is locked: {reason}")));
+    }
     let limit = options.max_sessions_per_user.map(|max| SessionLimit { max, action: options.on_session_limit });
     let new = NewSession {
         id: new_session_id(),
-        subject: body.subject,
-        email: body.email,
-        groups: body.groups,
-        idp_issuer: body.idp_issuer,
-        idp_session_id: body.idp_session_id,
+        subject: login.subject,
+        email: login.email,
+        groups: login.groups,
+        idp_issuer: login.issuer,
+        idp_session_id: login.idp_session_id,
         route: body.route,
         lifetime_ms: i64::from(options.session_lifetime) * 1000,
-        auth_time_s: body.auth_time,
+        auth_time_s: login.auth_time,
         source_address: body.source_address,
         user_agent: body.user_agent.chars().take(512).collect(),
         edge_id: edge.id.clone(),

@@ -11,7 +11,6 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,18 +19,18 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier,
     RedirectUrl, Scope, TokenResponse,
 };
 use portcullis_policy::UserRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use super::pages;
 use super::session::{cookie, new_claims, open, seal, set_cookie, start, ClientAddress, PORTAL_AUDIENCE};
 use crate::app::App;
 use crate::config::PortalOidc;
+use crate::idp::Discovery;
 use crate::error::ApiError;
 use crate::model::{now_ms, Actor};
 
@@ -41,8 +40,6 @@ const LOGIN_COOKIE: &str = "portcullis_portal_login";
 const LOGIN_STATE_TYPE: &str = "portcullis-portal-login+jwt";
 /// How long a login may take at the IdP, seconds.
 const LOGIN_TTL_S: i64 = 600;
-/// How long discovery (and the JWKS) is kept before it is fetched again.
-const DISCOVERY_TTL: Duration = Duration::from_secs(600);
 /// ID-token signature algorithms accepted (asymmetric only).
 const ID_TOKEN_ALGORITHMS: [CoreJwsSigningAlgorithm; 7] = [
     CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
@@ -54,12 +51,10 @@ const ID_TOKEN_ALGORITHMS: [CoreJwsSigningAlgorithm; 7] = [
     CoreJwsSigningAlgorithm::EdDsa,
 ];
 
-/// The portal's OpenID provider, discovered on first use and kept for
-/// [`DISCOVERY_TTL`].
+/// The portal's OpenID provider, discovered on first use (see [`Discovery`]).
 pub struct PortalIdp {
     settings: PortalOidc,
-    http: reqwest::Client,
-    discovered: Mutex<Option<(Instant, Arc<CoreProviderMetadata>)>>,
+    discovery: Discovery,
 }
 
 /// What the callback needs from the login it finishes.
@@ -83,27 +78,8 @@ struct IdpUser {
 impl PortalIdp {
     /// A provider for `settings`; nothing is fetched yet.
     pub fn new(settings: PortalOidc) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            // openidconnect's advice: never follow redirects (SSRF).
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Self { settings, http, discovered: Mutex::new(None) }
-    }
-
-    /// Discovery and keys; fetched again when older than [`DISCOVERY_TTL`] or when `refresh`.
-    async fn metadata(&self, refresh: bool) -> Result<Arc<CoreProviderMetadata>, String> {
-        let mut cached = self.discovered.lock().await;
-        if let Some((_, metadata)) = cached.as_ref().filter(|(at, _)| !refresh && at.elapsed() < DISCOVERY_TTL) {
-            return Ok(Arc::clone(metadata));
-        }
-        let issuer = IssuerUrl::new(self.settings.issuer.clone()).map_err(|e| e.to_string())?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, &self.http).await.map_err(|e| e.to_string())?;
-        let metadata = Arc::new(metadata);
-        *cached = Some((Instant::now(), Arc::clone(&metadata)));
-        Ok(metadata)
+        let discovery = Discovery::new(&settings.issuer);
+        Self { settings, discovery }
     }
 
     fn client(
@@ -149,7 +125,7 @@ pub async fn login(State(app): State<Arc<App>>) -> Response {
             "This control plane has no OpenID provider (oidc_issuer). Sign in with an admin API token instead.",
         );
     };
-    let metadata = match idp.metadata(false).await {
+    let metadata = match idp.discovery.metadata().await {
         Ok(metadata) => metadata,
         Err(error) => {
             tracing::warn!(%error, "portal login: identity provider unavailable");
@@ -290,14 +266,14 @@ enum Failure {
 
 async fn exchange(app: &App, idp: &PortalIdp, code: &str, login: &LoginState) -> Result<IdpUser, Failure> {
     let redirect = redirect_url(app).ok_or_else(|| Failure::Refused("public_url is not a valid URL".into()))?;
-    let metadata = idp.metadata(false).await.map_err(Failure::Unavailable)?;
+    let metadata = idp.discovery.metadata().await.map_err(|e| Failure::Unavailable(e.to_string()))?;
     let client = idp.client(&metadata, redirect.clone());
     let response = client
         .exchange_code(AuthorizationCode::new(code.to_owned()))
         .map_err(|e| Failure::Refused(e.to_string()))?
         .set_pkce_verifier(PkceCodeVerifier::new(login.verifier.clone()))
         .set_redirect_uri(Cow::Owned(redirect.clone()))
-        .request_async(&idp.http)
+        .request_async(idp.discovery.http())
         .await
         .map_err(|e| match e {
             openidconnect::RequestTokenError::ServerResponse(r) => {
@@ -315,7 +291,7 @@ async fn exchange(app: &App, idp: &PortalIdp, code: &str, login: &LoginState) ->
     let subject = match verify(&metadata) {
         Ok(subject) => subject,
         // The provider may have rotated its keys since discovery.
-        Err(_) => verify(&*idp.metadata(true).await.map_err(Failure::Unavailable)?)
+        Err(_) => verify(&*idp.discovery.refreshed().await.map_err(|e| Failure::Unavailable(e.to_string()))?)
             .map_err(|e| Failure::Refused(format!("the ID token is invalid: {e}")))?,
     };
     // The signature is verified: read the claims openidconnect does not model.

@@ -240,6 +240,12 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<Vec<String>>;
     /// Applies batched edge activity.
     async fn apply_activity(&self, edge_id: &str, events: &[Activity]) -> StoreResult<()>;
+    /// Records that the ID token whose signed part hashes to `token_hash`
+    /// (from `issuer`, accepted until `expires_ms`) is creating a session;
+    /// `false` when it already did (a replay). Uses of tokens that can no
+    /// longer be accepted are forgotten.
+    async fn use_id_token(&self, token_hash: &str, issuer: &str, expires_ms: Millis, now: Millis)
+        -> StoreResult<bool>;
 }
 
 /// User locks.

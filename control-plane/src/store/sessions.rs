@@ -149,6 +149,24 @@ impl SessionStore for SqlStore {
         Ok(CreatedSession { record, replaced })
     }
 
+    async fn use_id_token(&self, token_hash: &str, issuer: &str, expires_ms: Millis, now: Millis) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM id_token_uses WHERE expires_ms < $1").bind(now).execute(&mut *tx).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO id_token_uses (token_hash, issuer, expires_ms, used_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(token_hash)
+        .bind(issuer)
+        .bind(expires_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
+    }
+
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
         let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"))
             .bind(id)

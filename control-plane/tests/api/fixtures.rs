@@ -2,6 +2,7 @@
 //! channel, and small readers of stream messages and JSON answers.
 
 use axum::http::Method;
+use portcullis_dev_idp::test_issuer::TestIssuer;
 use portcullis_policy::snapshot::PublicKey;
 use portcullis_policy::wire::{Message, SnapshotBody};
 use serde_json::{json, Value};
@@ -88,8 +89,14 @@ impl<'a> Login<'a> {
         Self { edge, ..self }
     }
 
-    /// The request body; the subject is derived from the email.
+    /// The request body: an ID token of the shared test issuer for
+    /// [`Self::identity`], its nonce, and the rest of the login.
     pub fn body(&self) -> Value {
+        signed(&self.identity())
+    }
+
+    /// The login as an edge used to assert it; the subject is derived from the email.
+    pub fn identity(&self) -> Value {
         json!({
             "subject": format!("sub-{}", self.email.to_ascii_lowercase()),
             "email": self.email,
@@ -116,6 +123,13 @@ impl<'a> Login<'a> {
     pub async fn ok(&self, t: &TestApp) -> Value {
         self.send(t).await.ok()
     }
+}
+
+/// The `POST /edge/v1/sessions` body for the login `identity` describes
+/// (`subject`, `email`, `groups`, `auth_time`, `idp_session_id`, `route`, …):
+/// an ID token the shared test issuer signed for it.
+pub fn signed(identity: &Value) -> Value {
+    TestIssuer::shared().login_body(identity)
 }
 
 /// Logs `email` in on `wiki` through `edge-a`; returns the session id.

@@ -90,7 +90,8 @@ fn config(database_url: &str) -> Config {
     let text = format!(
         "database_url = {database_url:?}\nissuer = {ISSUER:?}\nedge_secret = {EDGE_SECRET:?}\n\
          bootstrap_token = {BOOTSTRAP_TOKEN:?}\nmax_body_bytes = {MAX_BODY_BYTES}\nreceipt_wait_ms = {RECEIPT_WAIT_MS}\n\
-         key_encryption_key = \"api-suite-key-encryption-key-0123456789\"\n"
+         key_encryption_key = \"api-suite-key-encryption-key-0123456789\"\nlogin_idps = [{}]\n",
+        portcullis_dev_idp::test_issuer::TestIssuer::shared().login_idp()
     );
     Config::load(&text, |_| None).unwrap_or_else(|e| panic!("test configuration: {e}"))
 }

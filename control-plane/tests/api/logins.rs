@@ -7,7 +7,7 @@ use portcullis_policy::wire::Message;
 use portcullis_policy::{Change, SessionId, UserRef};
 use serde_json::json;
 
-use crate::fixtures::{apply_policy, published_keys, snapshot, text, Login};
+use crate::fixtures::{apply_policy, published_keys, signed, snapshot, text, Login};
 use crate::harness::{TestApp, ISSUER};
 
 api_tests!(
@@ -116,10 +116,10 @@ async fn session_limit_end_oldest_ends_the_first(t: TestApp) {
 
 async fn session_tokens_verify_against_published_keys(t: TestApp) {
     apply_policy(&t).await;
-    let mut login = Login::new("Ada.Lovelace@Test.Example").body();
+    let mut login = Login::new("Ada.Lovelace@Test.Example").identity();
     login["groups"] = json!(["admins", "engineering"]);
     login["idp_session_id"] = json!("idp-123");
-    let answer = t.edge(Method::POST, "/edge/v1/sessions").json(login).send().await.ok();
+    let answer = t.edge(Method::POST, "/edge/v1/sessions").json(signed(&login)).send().await.ok();
     let (session_id, token) = (text(&answer["session_id"]), text(&answer["token"]));
     assert_eq!(session_id.len(), 32);
     assert!(session_id.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -170,9 +170,10 @@ async fn logins_need_a_known_route(t: TestApp) {
     apply_policy(&t).await;
     let unknown = Login::new("ada@test.example").route("nowhere").send(&t).await;
     assert!(unknown.error(422, "invalid_body").contains("nowhere"));
-    let mut empty = Login::new("ada@test.example").body();
+    let mut empty = Login::new("ada@test.example").identity();
     empty["email"] = json!("");
-    t.edge(Method::POST, "/edge/v1/sessions").json(empty).send().await.error(422, "invalid_body");
+    let refused = t.edge(Method::POST, "/edge/v1/sessions").json(signed(&empty)).send().await;
+    assert!(refused.error(401, "id_token_invalid").contains("no `email`"), "an ID token without an email");
     let sessions = t.get("/api/v1/sessions").send().await.ok();
     assert_eq!(sessions["sessions"], json!([]));
 }

@@ -20,6 +20,7 @@ const OPTION_KEYS: &[&str] = &[
     "forward_bearer",
     "pass_client_headers",
     "stale_mode",
+    "device_login",
 ];
 
 /// Decodes the mapping under `options:`.
@@ -72,6 +73,11 @@ pub(crate) fn options(node: &Node, d: &mut Diagnostics) -> Option<RouteOptions> 
             "forward_bearer" => {
                 if let Some(b) = boolean(value, "`forward_bearer`", d) {
                     options.forward_bearer = b;
+                }
+            }
+            "device_login" => {
+                if let Some(b) = boolean(value, "`device_login`", d) {
+                    options.device_login = b;
                 }
             }
             "stale_mode" => match text(value, "`keep` or `deny`", d) {
@@ -132,6 +138,7 @@ mod tests {
     fn new_options_default_off() {
         let defaults = options("{}").unwrap();
         assert!(!defaults.case_insensitive_paths && !defaults.allow_path_parameters && !defaults.forward_bearer);
+        assert!(!defaults.device_login, "the device flow is off unless a route enables it");
         assert!(defaults.pass_client_headers.is_empty());
         assert_eq!(defaults, RouteOptions::default());
     }
@@ -149,6 +156,8 @@ mod tests {
             [Box::from("forwarded"), "x-http-method-override".into(), "x-real-ip".into()]
         );
         assert!(set.passes_client_header("X-Real-Ip") && !set.passes_client_header("x-original-url"));
+        assert!(options("{device_login: true}").unwrap().device_login);
+        assert!(options("{device_login: sometimes}").unwrap_err().contains("true or false"));
     }
 
     #[test]

@@ -211,6 +211,10 @@ pub struct RouteOptions {
     /// Once the edge's snapshot is stale: keep serving or fail closed
     /// (default: the edge's own `stale_mode`).
     pub stale_mode: Option<StaleMode>,
+    /// Let `portcullis connect` log in to this route with the OAuth device
+    /// flow (default: no; the device flow lets a session be collected by
+    /// whoever started it, so a route opts in).
+    pub device_login: bool,
 }
 
 /// The client headers a route may let through with `pass_client_headers`;
@@ -250,6 +254,7 @@ impl Default for RouteOptions {
             forward_bearer: false,
             pass_client_headers: Box::new([]),
             stale_mode: None,
+            device_login: false,
         }
     }
 }

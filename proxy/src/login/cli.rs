@@ -26,7 +26,6 @@ use super::answers::{answer, query_param, read_json, redirect};
 use super::id_token::LoggedInUser;
 use super::state::CliLogin;
 use super::{tcp_route, LoginService, RequestInfo};
-use crate::oidc::IdentityProvider;
 use crate::responses::respond;
 
 /// Seconds the CLI has to redeem a code.
@@ -109,7 +108,8 @@ impl CliCodes {
     }
 }
 
-fn valid_challenge(text: &str) -> bool {
+/// True for a `BASE64URL(SHA-256(…))` challenge: 43 base64url characters.
+pub(super) fn valid_challenge(text: &str) -> bool {
     text.len() == 43 && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
@@ -155,13 +155,13 @@ impl LoginService {
     pub(super) async fn finish_cli_login(
         &self,
         session: &mut Session,
-        provider: &IdentityProvider,
         user: &LoggedInUser,
+        nonce: &str,
         cli: &CliLogin,
         info: &RequestInfo<'_>,
         clear_state: String,
     ) -> pingora_core::Result<bool> {
-        let Some(created) = self.new_session(session, provider, user, &cli.route, &info.client_ip).await? else {
+        let Some(created) = self.new_session(session, user, Some(nonce), &cli.route, &info.client_ip).await? else {
             return Ok(true);
         };
         let grant =

@@ -4,8 +4,14 @@
 //!
 //! | call | what the edge does |
 //! |---|---|
-//! | `POST /.portcullis/device/start {"target": "ssh.internal:22"}` | calls the IdP's `device_authorization_endpoint`; answers the user code, the verification URI and a sealed `handle` (device code, route, expiry) |
-//! | `POST /.portcullis/device/poll {"handle"}` | one token request with the device code; `authorization_pending` / `slow_down` pass through; on success the ID token is verified, the session created at the control plane, and its token returned |
+//! | `POST /.portcullis/device/start {"target": "ssh.internal:22", "challenge": C}` | only for a route with the option `device_login: true`, at most [`DEVICE_STARTS_BURST`] at once and [`DEVICE_STARTS_PER_HOUR`] an hour per client address; calls the IdP's `device_authorization_endpoint`; answers the user code, the verification URI and a sealed `handle` (device code, route, expiry, `C`) |
+//! | `POST /.portcullis/device/poll {"handle", "verifier": V}` | only when `BASE64URL(SHA-256(V)) = C`; one token request with the device code; `authorization_pending` / `slow_down` pass through; on success the ID token is verified, the session created at the control plane (which verifies the token again, as a device login), and its token returned |
+//!
+//! Device-code phishing: whoever starts a device login collects its
+//! session, so an attacker can start one and send the user code to a
+//! victim. Hence routes opt in, starts are rate-limited per address, and a
+//! login is bound to the client that started it: the verifier never leaves
+//! the CLI, so a leaked handle or user code lets nobody else collect it.
 
 use pingora_proxy::Session;
 use portcullis_policy::Snapshot;
@@ -13,17 +19,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::answers::{answer, read_json};
+use super::cli::{challenge_of, valid_challenge};
 use super::id_token::{self, CallbackError};
 use super::{tcp_route, LoginService, RequestInfo};
+use crate::credentials::LookupBudget;
 use crate::oidc::IdentityProvider;
 use crate::responses::respond;
 
 /// The grant type of a device-code token request.
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// Context of the sealed handle.
-const HANDLE_CONTEXT: &str = "portcullis device grant v1";
+const HANDLE_CONTEXT: &str = "portcullis device grant v2";
 /// Longest a device login may take when the IdP does not say.
 const DEFAULT_EXPIRES_IN_S: i64 = 600;
+/// Device logins a client address may start at once.
+pub const DEVICE_STARTS_BURST: f64 = 5.0;
+/// Device logins a client address may start per hour, sustained.
+pub const DEVICE_STARTS_PER_HOUR: f64 = 20.0;
+
+/// The per-address budget of device-login starts.
+pub fn device_start_budget() -> LookupBudget {
+    LookupBudget::new(DEVICE_STARTS_PER_HOUR / 3600.0, DEVICE_STARTS_BURST)
+}
 
 /// What the CLI holds between polls, sealed by the edge.
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,16 +48,20 @@ struct DeviceGrant {
     device_code: String,
     route: String,
     expires_at: i64,
+    /// `BASE64URL(SHA-256(verifier))` of the client that started the login.
+    challenge: String,
 }
 
 #[derive(Deserialize)]
 struct StartRequest {
     target: String,
+    challenge: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct PollRequest {
     handle: String,
+    verifier: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -97,16 +118,33 @@ impl LoginService {
         info: &RequestInfo<'_>,
     ) -> pingora_core::Result<bool> {
         let Some(provider) = self.device_provider(session).await? else { return Ok(true) };
-        let Some(request) = read_json::<StartRequest>(session).await? else {
-            respond(session, 400, "bad_request", "Bad request", "Send {\"target\": \"host:port\"} as JSON.", &[])
-                .await?;
+        let request = read_json::<StartRequest>(session).await?;
+        let Some((target, challenge)) =
+            request.and_then(|r| Some((r.target, r.challenge.filter(|c| valid_challenge(c))?)))
+        else {
+            let message = "Send {\"target\": \"host:port\", \"challenge\": BASE64URL(SHA-256(verifier))} as JSON.";
+            respond(session, 400, "bad_request", "Bad request", message, &[]).await?;
             return Ok(true);
         };
-        let Some(route) = tcp_route(snapshot, &request.target, info.now) else {
-            let message = format!("No TCP route is named `{}`.", request.target);
+        let Some(route) = tcp_route(snapshot, &target, info.now) else {
+            let message = format!("No TCP route is named `{target}`.");
             respond(session, 404, "no_route", "Not found", &message, &[]).await?;
             return Ok(true);
         };
+        let enabled = snapshot.policy().routes().iter().any(|r| r.name() == route && r.options().device_login);
+        if !enabled {
+            let message = format!("The route `{route}` does not allow device login.");
+            respond(session, 403, "device_login_disabled", "Device login unavailable", &message, &[]).await?;
+            return Ok(true);
+        }
+        let client = info.client_ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        if !self.device_starts.try_acquire(client, std::time::Instant::now()) {
+            tracing::warn!(client = %info.client_ip, "device login refused: too many started from this address");
+            let message = "Too many device logins were started from your address; wait, or log in through the browser.";
+            respond(session, 429, "too_many_device_logins", "Device login", message, &[("retry-after", "300".into())])
+                .await?;
+            return Ok(true);
+        }
         if !self.status.connected.load(std::sync::atomic::Ordering::Relaxed) {
             let message = "Logging in is temporarily unavailable because this edge cannot reach the Portcullis \
                            control plane. Try again in a moment.";
@@ -151,7 +189,8 @@ impl LoginService {
             return Ok(true);
         };
         let expires_in = started.expires_in.unwrap_or(DEFAULT_EXPIRES_IN_S).clamp(1, 3600);
-        let grant = DeviceGrant { device_code: started.device_code, route, expires_at: info.now + expires_in };
+        let grant =
+            DeviceGrant { device_code: started.device_code, route, expires_at: info.now + expires_in, challenge };
         let body = json!({
             "handle": self.sealer.seal_json(HANDLE_CONTEXT, &grant),
             "user_code": started.user_code,
@@ -170,14 +209,21 @@ impl LoginService {
         info: &RequestInfo<'_>,
     ) -> pingora_core::Result<bool> {
         let Some(provider) = self.device_provider(session).await? else { return Ok(true) };
-        let grant = match read_json::<PollRequest>(session).await? {
-            Some(request) => self.sealer.open_json::<DeviceGrant>(HANDLE_CONTEXT, &request.handle).ok(),
-            None => None,
-        };
-        let Some(grant) = grant else {
-            respond(session, 400, "bad_request", "Bad request", "Send {\"handle\": …} from device/start.", &[]).await?;
+        let request = read_json::<PollRequest>(session).await?;
+        let opened = request.and_then(|r| {
+            Some((self.sealer.open_json::<DeviceGrant>(HANDLE_CONTEXT, &r.handle).ok()?, r.verifier))
+        });
+        let Some((grant, verifier)) = opened else {
+            let message = "Send {\"handle\": …, \"verifier\": …} from device/start.";
+            respond(session, 400, "bad_request", "Bad request", message, &[]).await?;
             return Ok(true);
         };
+        // Only the client that started the login collects it.
+        if verifier.is_none_or(|v| challenge_of(&v) != grant.challenge) {
+            let message = "This device login was started by another client.";
+            respond(session, 403, "wrong_client", "Device login", message, &[]).await?;
+            return Ok(true);
+        }
         if grant.expires_at <= info.now {
             respond(session, 400, "expired_token", "Login expired", "The device login expired; start again.", &[])
                 .await?;
@@ -237,7 +283,7 @@ impl LoginService {
                 return Ok(true);
             }
         };
-        let Some(created) = self.new_session(session, &provider, &user, &grant.route, &info.client_ip).await? else {
+        let Some(created) = self.new_session(session, &user, None, &grant.route, &info.client_ip).await? else {
             return Ok(true);
         };
         tracing::info!(session = %created.session_id, route = %grant.route, "device login completed");

@@ -1,22 +1,23 @@
 //! Checking the ID token a login ends with — the browser's code exchange
 //! and the CLI's device flow alike: signature (with one key refetch when
 //! the IdP may have rotated its keys), issuer, audience, expiry, the
-//! allowed algorithms and, for the browser, the nonce; then the user it
-//! names (subject, a verified email, groups, the IdP session).
+//! allowed algorithms and, for the browser, the nonce; then that it names a
+//! user with an email. The edge checks early to answer with a clear page;
+//! the control plane checks the same token again before it creates a
+//! session, and reads who logged in from it alone.
 
 use openidconnect::core::{CoreClient, CoreIdToken, CoreJwsSigningAlgorithm};
 use openidconnect::{ClientId, ClientSecret, Nonce};
 use serde_json::Value;
 
 use super::to_core_alg;
-use crate::oidc::{jwt_payload, string_list, Discovered, IdentityProvider, KeySet};
+use crate::oidc::{jwt_payload, Discovered, IdentityProvider, KeySet};
 
-/// Who logged in.
+/// A login's verified ID token.
 pub(crate) struct LoggedInUser {
-    pub subject: String,
-    pub email: String,
-    pub groups: Vec<String>,
-    pub idp_session: Option<String>,
+    /// The ID token, for the control plane to verify again.
+    pub id_token: String,
+    /// `auth_time` (else `iat`), Unix seconds: the route's `max_age` check.
     pub auth_time: i64,
 }
 
@@ -68,23 +69,21 @@ pub(crate) async fn verify(
         let keys = provider.refresh_keys().await.map_err(|e| CallbackError::Unavailable(e.to_string()))?;
         verified = check(provider, discovered, &keys, id_token, nonce);
     }
-    let subject = verified.map_err(|e| CallbackError::Refused(format!("the ID token is invalid: {e}")))?;
+    verified.map_err(|e| CallbackError::Refused(format!("the ID token is invalid: {e}")))?;
     // The signature is verified: read the claims openidconnect does not model.
     let claims =
         jwt_payload(&id_token.to_string()).ok_or_else(|| CallbackError::Refused("unreadable ID token".into()))?;
-    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-    let email = text("email").filter(|e| e.contains('@')).ok_or_else(|| {
-        CallbackError::Refused("the identity provider did not say who you are (no email in the ID token)".into())
-    })?;
+    let email = claims.get("email").and_then(Value::as_str).filter(|e| e.contains('@'));
+    if email.is_none() {
+        let message = "the identity provider did not say who you are (no email in the ID token)";
+        return Err(CallbackError::Refused(message.into()));
+    }
     if claims.get("email_verified").and_then(Value::as_bool) == Some(false) {
         return Err(CallbackError::Refused("your email address is not verified at the identity provider".into()));
     }
     let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(now);
     Ok(LoggedInUser {
-        subject,
-        email,
-        groups: string_list(claims.get(&provider.settings.groups_claim)),
-        idp_session: text("sid"),
+        id_token: id_token.to_string(),
         auth_time: claims.get("auth_time").and_then(Value::as_i64).unwrap_or(iat),
     })
 }

@@ -19,6 +19,7 @@ mod answers;
 mod backchannel;
 pub mod cli;
 mod device;
+pub use device::{device_start_budget, DEVICE_STARTS_BURST, DEVICE_STARTS_PER_HOUR};
 mod id_token;
 mod logout;
 pub mod loop_guard;
@@ -41,7 +42,7 @@ use portcullis_policy::{canonicalize, evaluate, Facts, Snapshot, Target};
 use serde_json::Value;
 
 use crate::assertion::AssertionSigner;
-use crate::authority_client::{AuthorityClient, AuthorityError, CreatedSession, NewLogin};
+use crate::authority_client::{AuthorityClient, AuthorityError, CreatedSession, LoginFlow, NewLogin};
 use crate::credentials::{cookie, SessionCookies, SessionVerifier};
 use crate::oidc::logout_token::ReplayGuard;
 use crate::oidc::{jwt_payload, IdentityProvider};
@@ -104,6 +105,8 @@ pub struct LoginService {
     pub status: Arc<SyncStatus>,
     /// Codes that carry a session token back to `portcullis connect`.
     pub cli_codes: cli::CliCodes,
+    /// Device logins each client address may start ([`device_start_budget`]).
+    pub device_starts: crate::credentials::LookupBudget,
 }
 
 /// A same-origin path to return to, or `/`.
@@ -362,13 +365,13 @@ impl LoginService {
             }
         }
         if let Some(cli) = &login.cli {
-            return self.finish_cli_login(session, provider, &user, cli, info, clear_state).await;
+            return self.finish_cli_login(session, &user, &login.nonce, cli, info, clear_state).await;
         }
         let Some(route) = Self::route_name(snapshot, info.host, &login.return_to) else {
             respond(session, 404, "no_route", "Not found", "No application is served at this address.", &[]).await?;
             return Ok(true);
         };
-        let Some(created) = self.new_session(session, provider, &user, &route, &info.client_ip).await? else {
+        let Some(created) = self.new_session(session, &user, Some(&login.nonce), &route, &info.client_ip).await? else {
             return Ok(true);
         };
         let exp = jwt_payload(&created.token).and_then(|c| c.get("exp").and_then(Value::as_i64)).unwrap_or(info.now);
@@ -378,13 +381,15 @@ impl LoginService {
         redirect(session, &login.return_to, &[session_cookie, guard, clear_state]).await
     }
 
-    /// Asks the control plane for a session for `user` on `route`; answers
-    /// the refusal itself (and returns `None`) when there is none.
+    /// Asks the control plane for a session for `user` on `route` (the
+    /// control plane verifies `user`'s ID token itself, with the login's
+    /// `nonce`); answers the refusal itself (and returns `None`) when there
+    /// is none.
     async fn new_session(
         &self,
         session: &mut Session,
-        provider: &IdentityProvider,
         user: &LoggedInUser,
+        nonce: Option<&str>,
         route: &str,
         client_ip: &str,
     ) -> pingora_core::Result<Option<CreatedSession>> {
@@ -396,12 +401,9 @@ impl LoginService {
             .unwrap_or("")
             .to_owned();
         let new = NewLogin {
-            subject: &user.subject,
-            email: &user.email,
-            groups: &user.groups,
-            idp_issuer: &provider.settings.issuer,
-            idp_session_id: user.idp_session.as_deref(),
-            auth_time: user.auth_time,
+            id_token: &user.id_token,
+            nonce,
+            flow: if nonce.is_some() { LoginFlow::Browser } else { LoginFlow::Device },
             route,
             source_address: client_ip,
             user_agent: &user_agent,
@@ -417,6 +419,8 @@ impl LoginService {
             }
             Err(AuthorityError::Refused { status, code, message }) => {
                 let title = if code == "user_locked" { "Account locked" } else { "Login refused" };
+                // The control plane's 401 is about the login's proof, not this client's credentials.
+                let status = if status == 401 { 403 } else { status };
                 respond(session, status, &code, title, &message, &[]).await?;
                 Ok(None)
             }
