@@ -101,7 +101,6 @@ impl<'a> Login<'a> {
             "subject": format!("sub-{}", self.email.to_ascii_lowercase()),
             "email": self.email,
             "groups": ["admins", "staff"],
-            "idp_issuer": "https://idp.test.example",
             "idp_session_id": "idp-sid-1",
             "auth_time": 1_700_000_000,
             "route": self.route,

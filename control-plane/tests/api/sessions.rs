@@ -62,7 +62,8 @@ async fn list_filters(t: TestApp) {
     assert_eq!(view["edges"], json!(["edge-a"]));
     assert_eq!(view["source_addresses"], json!(["198.51.100.20"]));
     assert_eq!(view["user_agent"], "suite/1.0");
-    assert_eq!(view["idp_issuer"], "https://idp.test.example");
+    let issuer = portcullis_dev_idp::test_issuer::TestIssuer::shared().issuer();
+    assert_eq!(view["idp_issuer"], issuer, "the issuer of the verified ID token");
     assert!(view["ended_at"].is_null() && view["end_reason"].is_null(), "{view}");
     let created = chrono::DateTime::parse_from_rfc3339(view["created_at"].as_str().unwrap()).unwrap();
     let expires = chrono::DateTime::parse_from_rfc3339(view["expires_at"].as_str().unwrap()).unwrap();
