@@ -85,7 +85,7 @@ async fn an_edge_cannot_create_a_session_without_a_valid_id_token_of_the_configu
          "id_token_required", "ID token"),
         ("an asserted identity", json!({ "subject": "sub-boss", "email": "boss@corp.example", "groups": ["admins"],
          "idp_issuer": issuer.issuer(), "auth_time": now, "route": "wiki", "source_address": "203.0.113.66" }),
-         422, "invalid_body", "subject"),
+         422, "invalid_body", "unknown field"),
         ("a forged token (another key, the issuer's kid)", login(&TestKey::with_kid(issuer.key().kid()).sign(&claims), &nonce),
          401, "id_token_invalid", "signature does not verify"),
         ("a token signed by an unpublished key", login(&TestKey::generate().sign(&claims), &nonce), 401,
