@@ -17,7 +17,8 @@
 //   for consent once per client.
 // - Scopes `openid email profile groups`; `email`, `email_verified`, `name`,
 //   `preferred_username` and `groups` are put IN the ID token
-//   (conformIdTokenClaims: false), and every ID token carries `sid`.
+//   (conformIdTokenClaims: false), and every ID token carries `sid` and
+//   `auth_time` (clients default to `require_auth_time`).
 // - Authorization code flow with PKCE (S256) required.
 // - The device flow (RFC 8628; `device_authorization_endpoint` in discovery)
 //   unless the configuration says `"device_flow": false`. Clients that use it
@@ -131,6 +132,9 @@ const provider = new Provider(issuer, {
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'RS256',
     backchannel_logout_session_required: true,
+    // ID tokens carry `auth_time` (OpenID Connect Registration
+    // `require_auth_time`): Portcullis's control plane requires it.
+    require_auth_time: true,
   },
   extraClientMetadata: {
     // Identity claims for a service client's client_credentials tokens.
