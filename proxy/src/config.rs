@@ -91,6 +91,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("bearer_algorithms", "accepted signature algorithms of IdP tokens (default RS256, ES256, PS256, EdDSA)"),
     ("clock_skew_s", "seconds of clock difference tolerated when checking token times (default 30)"),
     ("bearer_token_types", "accepted `typ` of IdP access tokens (default [\"at+jwt\", \"application/at+jwt\"])"),
+    (
+        "device_logins_per_hour",
+        "device logins (portcullis connect) one client address may start per hour, a quarter of them at once; \
+         raise it for many users behind one address (default 20)",
+    ),
 ];
 
 /// The file as written.
@@ -133,9 +138,13 @@ pub struct RawEdgeConfig {
     pub bearer_algorithms: Option<Vec<String>>,
     pub bearer_token_types: Option<Vec<String>>,
     pub clock_skew_s: Option<u64>,
+    pub device_logins_per_hour: Option<u32>,
 }
 
 pub use portcullis_policy::policy::StaleMode;
+
+/// Default `device_logins_per_hour`.
+pub const DEFAULT_DEVICE_LOGINS_PER_HOUR: u32 = 20;
 
 /// Default `max_staleness_s`: five missed heartbeats.
 pub const DEFAULT_MAX_STALENESS_S: u64 = 5;
@@ -188,6 +197,8 @@ pub struct EdgeConfig {
     pub oidc: Option<OidcSettings>,
     /// Tolerated clock difference for token times, seconds.
     pub clock_skew_s: u64,
+    /// Device logins one client address may start per hour.
+    pub device_logins_per_hour: u32,
 }
 
 pub use portcullis_settings::ConfigError;
@@ -284,6 +295,10 @@ impl EdgeConfig {
             assertion_issuer: raw.assertion_issuer.unwrap_or_else(|| "portcullis".into()),
             oidc,
             clock_skew_s: raw.clock_skew_s.unwrap_or(30).min(300),
+            device_logins_per_hour: match raw.device_logins_per_hour.unwrap_or(DEFAULT_DEVICE_LOGINS_PER_HOUR) {
+                0 => return Err(error("device_logins_per_hour", "must be at least 1")),
+                n => n,
+            },
             listen: address("listen", raw.listen, "127.0.0.1:8080")?,
             https,
             metrics_listen: address("metrics_listen", raw.metrics_listen, "127.0.0.1:9090")?,
@@ -424,6 +439,9 @@ mod tests {
         assert_eq!(EdgeConfig::load("stale_mode = \"maybe\"", env).unwrap_err().key, "stale_mode");
         assert_eq!(EdgeConfig::load("https_listen = \"127.0.0.1:8443\"", env).unwrap_err().key, "https_listen");
         assert_eq!(EdgeConfig::load("colour = 1", env).unwrap_err().key, "colour");
+        assert_eq!(config.device_logins_per_hour, DEFAULT_DEVICE_LOGINS_PER_HOUR);
+        let none = EdgeConfig::load("device_logins_per_hour = 0", env).unwrap_err();
+        assert_eq!(none.key, "device_logins_per_hour");
         let threads = EdgeConfig::load("", |k| env(k).or_else(|| (k == "PORTCULLIS_THREADS").then(|| "4".into())));
         assert_eq!(threads.unwrap().threads, 4, "numbers from the environment");
     }

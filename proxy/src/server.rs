@@ -222,7 +222,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         cookies: CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure },
         sealer: StateSealer::from_secret(&config.edge_secret),
         cli_codes: CliCodes::from_secret(&config.edge_secret),
-        device_starts: crate::login::device_start_budget(),
+        device_starts: crate::login::device_start_budget(config.device_logins_per_hour),
         replays: Default::default(),
         assertions: Arc::clone(&assertions),
         status: Arc::clone(&status),

@@ -103,7 +103,7 @@ async fn login_auto_falls_back_to_the_browser_on_any_refusal_of_the_device_grant
     let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
     let policy = format!(
         "version: 1\nroutes:\n  - name: echo\n    tcp: echo.internal:7\n    upstream: 127.0.0.1:{}\n    \
-         rules:\n      - allow: {{ groups_any: [dev] }}\n",
+         options: {{ device_login: true }}\n    rules:\n      - allow: {{ groups_any: [dev] }}\n",
         echo_upstream().await
     );
     plane.apply_policy(&policy).await;
@@ -116,6 +116,8 @@ async fn login_auto_falls_back_to_the_browser_on_any_refusal_of_the_device_grant
         ("oidc_client_id", "edge".to_owned()),
         ("oidc_client_secret", CLIENT_SECRET.to_owned()),
         ("cookie_secure", "false".to_owned()),
+        // Ten device logins in a row from one address.
+        ("device_logins_per_hour", "3600".to_owned()),
     ];
     let edge = EdgeNode::start_with(&plane, "connect-login", dir.path(), &settings).await;
     let edge_url = format!("http://127.0.0.1:{}", edge.port);

@@ -4,7 +4,7 @@
 //!
 //! | call | what the edge does |
 //! |---|---|
-//! | `POST /.portcullis/device/start {"target": "ssh.internal:22", "challenge": C}` | only for a route with the option `device_login: true`, at most [`DEVICE_STARTS_BURST`] at once and [`DEVICE_STARTS_PER_HOUR`] an hour per client address; calls the IdP's `device_authorization_endpoint`; answers the user code, the verification URI and a sealed `handle` (device code, route, expiry, `C`) |
+//! | `POST /.portcullis/device/start {"target": "ssh.internal:22", "challenge": C}` | only for a route with the option `device_login: true`, at most `device_logins_per_hour` an hour per client address, a quarter of them at once ([`device_start_budget`]); calls the IdP's `device_authorization_endpoint`; answers the user code, the verification URI and a sealed `handle` (device code, route, expiry, `C`) |
 //! | `POST /.portcullis/device/poll {"handle", "verifier": V}` | only when `BASE64URL(SHA-256(V)) = C`; one token request with the device code; `authorization_pending` / `slow_down` pass through; on success the ID token is verified, the session created at the control plane (which verifies the token again, as a device login), and its token returned |
 //!
 //! Device-code phishing: whoever starts a device login collects its
@@ -32,14 +32,11 @@ const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 const HANDLE_CONTEXT: &str = "portcullis device grant v2";
 /// Longest a device login may take when the IdP does not say.
 const DEFAULT_EXPIRES_IN_S: i64 = 600;
-/// Device logins a client address may start at once.
-pub const DEVICE_STARTS_BURST: f64 = 5.0;
-/// Device logins a client address may start per hour, sustained.
-pub const DEVICE_STARTS_PER_HOUR: f64 = 20.0;
-
-/// The per-address budget of device-login starts.
-pub fn device_start_budget() -> LookupBudget {
-    LookupBudget::new(DEVICE_STARTS_PER_HOUR / 3600.0, DEVICE_STARTS_BURST)
+/// The per-address budget of device-login starts: `per_hour` sustained
+/// (the edge's `device_logins_per_hour`), a quarter of them at once.
+pub fn device_start_budget(per_hour: u32) -> LookupBudget {
+    let per_hour = f64::from(per_hour.max(1));
+    LookupBudget::new(per_hour / 3600.0, (per_hour / 4.0).max(1.0))
 }
 
 /// What the CLI holds between polls, sealed by the edge.

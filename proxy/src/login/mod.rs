@@ -19,7 +19,7 @@ mod answers;
 mod backchannel;
 pub mod cli;
 mod device;
-pub use device::{device_start_budget, DEVICE_STARTS_BURST, DEVICE_STARTS_PER_HOUR};
+pub use device::device_start_budget;
 mod id_token;
 mod logout;
 pub mod loop_guard;
