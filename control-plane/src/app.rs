@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 
 use crate::authority::SessionAuthority;
 use crate::config::Config;
+use crate::edge_channel::EdgeTrust;
 use crate::feed::ChangeFeed;
 use crate::idp::LoginIdps;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct App {
     pub portal: PortalState,
     /// The providers whose ID tokens create sessions (discovered on first use).
     pub login_idps: LoginIdps,
+    /// The fleet key and the revoked edges.
+    pub edge_trust: Arc<EdgeTrust>,
     compiled: Mutex<Option<(i64, Arc<Policy>)>>,
 }
 
@@ -40,11 +43,23 @@ impl App {
         store: Arc<SqlStore>,
         (authority, stream_key): (Arc<SessionAuthority>, StreamSigningKey),
         feed: Arc<ChangeFeed>,
+        edge_trust: Arc<EdgeTrust>,
     ) -> Self {
         let portal = PortalState::new(&config);
         let metrics = Metrics::new();
         let login_idps = LoginIdps::new(&config.login);
-        Self { config, store, authority, stream_key, feed, metrics, portal, login_idps, compiled: Mutex::new(None) }
+        Self {
+            config,
+            store,
+            authority,
+            stream_key,
+            feed,
+            metrics,
+            portal,
+            login_idps,
+            edge_trust,
+            compiled: Mutex::new(None),
+        }
     }
 
     /// The store as the trait object handlers use.

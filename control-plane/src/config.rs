@@ -41,7 +41,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("edge_listen", "address of the edge channel: snapshot stream, reports, session creation (default 127.0.0.1:7401)"),
     ("database_url", "sqlite://PATH (default sqlite://data/portcullis.db) or postgres://USER@HOST/DB"),
     ("issuer", "the `iss` of session tokens; also the public URL of this control plane (default http://<listen>, https://<listen> with tls_cert)"),
-    ("edge_secret", "enrollment secret edges present on the edge channel; required, at least 32 characters"),
+    (
+        "edge_secret",
+        "bootstrap secret, for the quickstart and tests only: an edge holding it may enroll without a join token \
+         (at least 32 characters); unset (the default), edges enroll with join tokens only",
+    ),
     ("bootstrap_token", "admin token to create on first start instead of writing a new one to admin_token_file"),
     ("admin_token_file", "where a new first-start admin token is written, mode 0600 (default: admin-token beside a SQLite database)"),
     ("key_encryption_key", "key-encryption key (at least 32 characters) sealing the private keys stored in the database; prefer key_encryption_key_file or PORTCULLIS_KEY_ENCRYPTION_KEY"),
@@ -162,8 +166,8 @@ pub struct Config {
     pub database_url: String,
     /// Session token issuer.
     pub issuer: String,
-    /// Edge enrollment secret.
-    pub edge_secret: String,
+    /// Bootstrap secret edges may enroll with instead of a join token.
+    pub edge_secret: Option<String>,
     /// Admin token to create on first start.
     pub bootstrap_token: Option<String>,
     /// Where a new first-start admin token is written (0600).
@@ -273,11 +277,12 @@ impl Config {
         if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| database_url.starts_with(p)) {
             return Err(error("database_url", "expected sqlite://PATH or postgres://USER@HOST/DB"));
         }
-        let edge_secret = raw.edge_secret.ok_or_else(|| {
-            error("edge_secret", "is required: edges present it to connect (set PORTCULLIS_EDGE_SECRET or edge_secret)")
-        })?;
-        if edge_secret.len() < 32 {
-            return Err(error("edge_secret", "must be at least 32 characters"));
+        let edge_secret = raw.edge_secret;
+        if edge_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(error(
+                "edge_secret",
+                "must be at least 32 characters (or unset: edges enroll with join tokens)",
+            ));
         }
         if raw.bootstrap_token.as_ref().is_some_and(|t| t.len() < 32) {
             return Err(error("bootstrap_token", "must be at least 32 characters"));
@@ -519,7 +524,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        assert_eq!(load("", &[]).unwrap_err().key, "edge_secret");
+        assert!(load("", &[]).unwrap().edge_secret.is_none(), "edges enroll with join tokens");
+        assert_eq!(load("edge_secret = \"short\"", &[]).unwrap_err().key, "edge_secret");
         assert_eq!(load(&format!("edge_secret = \"{SECRET}\"\nlisten = \"nowhere\""), &[]).unwrap_err().key, "listen");
         let unknown = load(&format!("edge_secret = \"{SECRET}\"\nlisen = \"x\""), &[]).unwrap_err();
         assert_eq!(unknown.key, "lisen", "{unknown}");

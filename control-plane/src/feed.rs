@@ -2,25 +2,27 @@
 //! termination receipts (edge reports). In one process a `watch` channel
 //! carries the head sequence; with PostgreSQL, a LISTEN connection turns
 //! other replicas' commits into the same signal; a slow poll covers any
-//! notification lost while reconnecting.
+//! notification lost while reconnecting. The same connection hears other
+//! replicas' edge revocations ([`ChangeFeed::edge_revoked`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::store::{ChangeStore, CHANGES_CHANNEL};
+use crate::store::{ChangeStore, CHANGES_CHANNEL, EDGES_CHANNEL};
 
 /// Head-of-log and edge-report signals.
 pub struct ChangeFeed {
     head: watch::Sender<u64>,
     reports: Notify,
+    edges: Notify,
 }
 
 impl ChangeFeed {
     /// A feed starting at `head`.
     pub fn new(head: u64) -> Self {
-        Self { head: watch::channel(head).0, reports: Notify::new() }
+        Self { head: watch::channel(head).0, reports: Notify::new(), edges: Notify::new() }
     }
 
     /// Records that `seq` is committed (never moves backwards).
@@ -52,6 +54,11 @@ impl ChangeFeed {
     /// Waits for the next edge report (or returns after `timeout`).
     pub async fn next_report(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.reports.notified()).await;
+    }
+
+    /// Resolves when another replica announces an edge revocation.
+    pub async fn edge_revoked(&self) {
+        self.edges.notified().await;
     }
 
     /// Polls the store's head every second; catches commits by other
@@ -91,10 +98,12 @@ impl ChangeFeed {
 
 async fn listen(feed: &ChangeFeed, url: &str) -> Result<(), sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
-    listener.listen(CHANGES_CHANNEL).await?;
+    listener.listen_all([CHANGES_CHANNEL, EDGES_CHANNEL]).await?;
     loop {
         let notification = listener.recv().await?;
-        if let Ok(seq) = notification.payload().parse::<u64>() {
+        if notification.channel() == EDGES_CHANNEL {
+            feed.edges.notify_waiters();
+        } else if let Ok(seq) = notification.payload().parse::<u64>() {
             feed.publish(seq);
         }
     }

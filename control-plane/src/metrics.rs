@@ -11,6 +11,8 @@ pub struct Metrics {
     pub changes: IntCounterVec,
     /// Edges streaming from this replica.
     pub streams: IntGauge,
+    /// Edge streams this replica ended, by reason (`revoked`).
+    pub streams_cut: IntCounterVec,
     /// Latest change-log sequence seen here.
     pub head_seq: IntGauge,
 }
@@ -24,16 +26,20 @@ impl Metrics {
         let changes = IntCounterVec::new(Opts::new("changes_total", "committed changes by action"), &["action"])
             .expect("valid metric");
         let streams = IntGauge::new("edge_streams", "edges streaming from this replica").expect("valid metric");
+        let streams_cut =
+            IntCounterVec::new(Opts::new("edge_streams_cut_total", "edge streams ended by this replica"), &["reason"])
+                .expect("valid metric");
         let head_seq = IntGauge::new("change_log_head_seq", "latest change-log sequence").expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(changes.clone()),
             Box::new(streams.clone()),
+            Box::new(streams_cut.clone()),
             Box::new(head_seq.clone()),
         ] {
             registry.register(collector).expect("metrics register once");
         }
-        Self { registry, requests, changes, streams, head_seq }
+        Self { registry, requests, changes, streams, streams_cut, head_seq }
     }
 
     /// The text exposition format.

@@ -211,23 +211,39 @@ pub struct ApiTokenRecord {
     pub created_by: String,
 }
 
-/// An edge as the control plane knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// An edge as the control plane knows it: its enrollment, and its health
+/// from its reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EdgeView {
     /// Edge id.
     pub id: String,
     /// Display name.
     pub name: String,
-    /// Change-log sequence it has applied.
+    /// Change-log sequence it has applied (0 before its first report).
     pub applied_seq: i64,
-    /// Last report (RFC 3339).
-    pub last_heartbeat_at: String,
+    /// Last report (RFC 3339), if it has reported.
+    pub last_heartbeat_at: Option<String>,
     /// Live connections it reports.
     pub live_connections: i64,
     /// Changes it has not applied yet.
     pub lag: i64,
-    /// `connected` when it reported in the last 10 s, else `stale`.
+    /// `connected` when it reported in the last 10 s, `stale` when it did
+    /// earlier, `enrolled` before its first report, `revoked` once revoked.
     pub state: String,
+    /// When it enrolled (RFC 3339).
+    pub enrolled_at: Option<String>,
+    /// Who let it in: a join token and its maker, or the bootstrap secret.
+    pub enrolled_by: Option<String>,
+    /// `join_token` or `bootstrap`.
+    pub enrolled_via: Option<String>,
+    /// SHA-256 of its public key (SPKI DER), hex.
+    pub key_fingerprint: Option<String>,
+    /// When it was revoked (RFC 3339).
+    pub revoked_at: Option<String>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+    /// Why.
+    pub revoke_reason: Option<String>,
 }
 
 /// A stored session-signing key.

@@ -19,10 +19,11 @@ use crate::api::auth::{new_id, new_token, token_hash};
 use crate::app::App;
 use crate::authority::SessionAuthority;
 use crate::config::{Config, ConfigError};
+use crate::edge_channel::EdgeTrust;
 use crate::feed::ChangeFeed;
 use crate::key_vault::{KeyVault, KeyVaultError};
 use crate::model::{now_ms, Actor, ApiTokenRecord};
-use crate::store::{Backend, ChangeStore, SqlStore, StoreError, TokenStore};
+use crate::store::{Backend, ChangeStore, EdgeIdentityStore, SqlStore, StoreError, TokenStore};
 
 /// Why the control plane could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,12 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
         feed.spawn_postgres_listener(store.url().to_owned());
     }
     spawn_change_log_pruning(Arc::clone(&store), config.change_log_retention);
-    Ok(Arc::new(App::new(config, store, (authority, stream_key), feed)))
+    let edge_trust = Arc::new(EdgeTrust::load(&*store).await?);
+    edge_trust.spawn_refresher(Arc::clone(&store) as Arc<dyn EdgeIdentityStore>, Arc::clone(&feed));
+    if config.edge_secret.is_some() {
+        tracing::warn!("edge_secret is set: edges holding it may enroll without a join token (quickstart only)");
+    }
+    Ok(Arc::new(App::new(config, store, (authority, stream_key), feed, edge_trust)))
 }
 
 /// How often a replica checks whether another one changed the signing key.

@@ -2,6 +2,7 @@
 //! all use, plus `/healthz`, `/readyz`, `/metrics` and the OpenAPI document.
 
 pub mod auth;
+mod edges;
 mod explain;
 pub mod keys;
 mod policy;
@@ -114,8 +115,9 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
         policy::get_current, policy::put, policy::validate, policy::history, policy::rollback, explain::explain,
         tokens::create_service, tokens::list_service, tokens::revoke_service,
         tokens::create_admin, tokens::list_admin, tokens::revoke_admin,
-        trail::audit, trail::edges, keys::rotate, keys::list, keys::revoke,
+        trail::audit, keys::rotate, keys::list, keys::revoke,
         keys::stream_key, portal_sessions::list, portal_sessions::end,
+        edges::list, edges::create_join_token, edges::revoke,
     ),
     components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
     modifiers(&BearerAuth)
@@ -159,7 +161,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/portal-sessions/{id}/end", post(portal_sessions::end))
         .route("/stream-key", get(keys::stream_key))
         .route("/audit", get(trail::audit))
-        .route("/edges", get(trail::edges))
+        .route("/edges", get(edges::list))
+        .route("/edges/join-tokens", post(edges::create_join_token))
+        .route("/edges/{id}/revoke", post(edges::revoke))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::not_found("no such API endpoint") });

@@ -1,4 +1,4 @@
-//! `/api/v1/audit` (who did what, when, why, from where) and `/api/v1/edges`.
+//! `/api/v1/audit`: who did what, when, why, from where.
 
 use std::sync::Arc;
 
@@ -11,10 +11,8 @@ use super::auth::Caller;
 use super::{parse_time, ApiQuery};
 use crate::app::App;
 use crate::error::ApiError;
-use crate::model::{now_ms, rfc3339, AuditEntry, EdgeView};
-use crate::receipt::EDGE_ALIVE_MS;
+use crate::model::AuditEntry;
 use crate::store::AuditFilter;
-use crate::store::ChangeStore as _;
 
 /// Audit filters.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -66,27 +64,4 @@ pub async fn audit(
     let entries = app.store().audit(&filter).await?;
     let next_cursor = (entries.len() == limit as usize).then(|| entries.last().map(|e| e.id)).flatten();
     Ok(Json(AuditPage { entries, next_cursor }))
-}
-
-/// Edges: applied sequence, lag, live connections, health.
-#[utoipa::path(get, path = "/api/v1/edges", responses((status = 200, body = Vec<EdgeView>)))]
-pub async fn edges(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<EdgeView>>, ApiError> {
-    caller.require("sessions:read")?;
-    let head = app.store.head_seq().await? as i64;
-    let now = now_ms();
-    let edges = app.store().list_edges().await?;
-    Ok(Json(
-        edges
-            .into_iter()
-            .map(|(id, name, applied_seq, heartbeat, live_connections)| EdgeView {
-                id,
-                name,
-                applied_seq,
-                last_heartbeat_at: rfc3339(heartbeat),
-                live_connections,
-                lag: (head - applied_seq).max(0),
-                state: if now - heartbeat <= EDGE_ALIVE_MS { "connected" } else { "stale" }.into(),
-            })
-            .collect(),
-    ))
 }

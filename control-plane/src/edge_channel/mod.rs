@@ -1,22 +1,28 @@
-//! The edge channel, on its own listener: edges authenticate with the
-//! enrollment secret and their id, stream signed snapshots and deltas, report what
-//! they applied and closed (with session activity, denials and TCP flows,
-//! which land in the audit log), and ask the session authority for sessions.
+//! The edge channel, on its own listener: edges enroll once (a join token
+//! and their public key, [`enroll`]), then authenticate every call with a
+//! short-lived assertion signed by that key ([`identity`]), stream
+//! signed snapshots and deltas, report what they applied and closed (with session
+//! activity, denials and TCP flows, which land in the audit log), and ask
+//! the session authority for sessions.
 
+pub mod enroll;
+pub mod identity;
 mod service_tokens;
 mod sessions;
 mod stream;
+mod trust;
+
+pub use identity::EdgeCaller;
+pub use trust::{EdgeTrust, RevokedSet};
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
-use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::api::auth::{bearer_token, same_secret, source_address};
 use crate::api::ApiJson;
 use crate::app::App;
 use crate::error::ApiError;
@@ -25,47 +31,6 @@ use crate::store::{Activity, ChangeStore, EdgeReport};
 
 /// Frames on the stream: 4-byte big-endian length, then a wire message.
 pub const FRAME_HEADER_BYTES: usize = 4;
-
-/// An authenticated edge.
-#[derive(Debug, Clone)]
-pub struct EdgeCaller {
-    /// Edge id (`X-Portcullis-Edge-Id`).
-    pub id: String,
-    /// Display name (`X-Portcullis-Edge-Name`, default the id).
-    pub name: String,
-    /// For the audit log.
-    pub actor: Actor,
-}
-
-fn valid_edge_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-impl FromRequestParts<Arc<App>> for EdgeCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        let secret = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .ok_or_else(|| unauthorized("edges send `Authorization: Bearer <enrollment secret>`"))?;
-        if !same_secret(secret, &app.config.edge_secret) {
-            return Err(unauthorized("wrong enrollment secret"));
-        }
-        let header_text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let id = header_text("x-portcullis-edge-id").filter(|id| valid_edge_id(id)).ok_or_else(|| {
-            ApiError::bad_request("send `X-Portcullis-Edge-Id` (letters, digits, `-`, `_`, `.`; up to 64)")
-        })?;
-        let name = header_text("x-portcullis-edge-name")
-            .filter(|n| !n.is_empty() && n.len() <= 100)
-            .unwrap_or_else(|| id.clone());
-        let actor = Actor { name: format!("edge:{id}"), source_address: source_address(parts) };
-        Ok(Self { id, name, actor })
-    }
-}
 
 /// A connection count change, per change sequence.
 #[derive(Debug, Deserialize)]
@@ -311,6 +276,8 @@ fn user_target(user: &str) -> String {
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.max_body_bytes;
     Router::new()
+        .route("/edge/v1/enroll", post(enroll::enroll))
+        .route("/edge/v1/fleet-key", get(enroll::fleet_key))
         .route("/edge/v1/stream", get(stream::stream))
         .route("/edge/v1/stream-key", get(stream::stream_key))
         .route("/edge/v1/report", post(report))

@@ -8,6 +8,9 @@
 //!
 //! `GET /edge/v1/stream-key`: the public stream key, for edges that do not
 //! pin one in their configuration.
+//!
+//! The stream of an edge that is revoked ends at once (the connection is
+//! aborted), on whichever replica serves it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,7 @@ use portcullis_policy::stream_key::PublishedStreamKey;
 use portcullis_policy::wire::{encode, Message};
 use serde::Deserialize;
 
-use super::EdgeCaller;
+use super::{EdgeCaller, RevokedSet};
 use crate::api::ApiQuery;
 use crate::app::App;
 use crate::error::ApiError;
@@ -75,6 +78,9 @@ async fn needs_snapshot(store: &dyn ChangeStore, since: Option<u64>) -> Result<b
 struct StreamState {
     app: Arc<App>,
     signer: FrameSigner,
+    edge_id: String,
+    revoked: tokio::sync::watch::Receiver<RevokedSet>,
+    cut: bool,
     after: u64,
     head: tokio::sync::watch::Receiver<u64>,
     pending: std::collections::VecDeque<Bytes>,
@@ -113,10 +119,30 @@ pub async fn stream(
     };
     tracing::info!(edge = %edge.id, since = ?query.since, from = after, "edge stream opened");
     app.metrics.streams.inc();
-    let (head, guard) = (app.feed.subscribe(), StreamGauge(Arc::clone(&app)));
-    let state = StreamState { head, _guard: guard, app, signer, after, pending };
+    let state = StreamState {
+        head: app.feed.subscribe(),
+        revoked: app.edge_trust.watch_revoked(),
+        edge_id: edge.id,
+        cut: false,
+        _guard: StreamGauge(Arc::clone(&app)),
+        app,
+        signer,
+        after,
+        pending,
+    };
     let body = futures_util::stream::unfold(state, |mut state| async move {
         loop {
+            if state.cut {
+                return None;
+            }
+            if state.revoked.borrow_and_update().contains(&state.edge_id) {
+                // An error, not an end: the connection is aborted, not finished.
+                state.cut = true;
+                state.app.metrics.streams_cut.with_label_values(&["revoked"]).inc();
+                tracing::warn!(edge = %state.edge_id, "edge stream cut: the edge was revoked");
+                let error = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "edge revoked");
+                return Some((Err(error), state));
+            }
             if let Some(bytes) = state.pending.pop_front() {
                 return Some((Ok::<_, std::io::Error>(bytes), state));
             }
@@ -136,7 +162,10 @@ pub async fn stream(
                 continue;
             }
             state.app.metrics.head_seq.set(state.after as i64);
-            let woke = tokio::time::timeout(HEARTBEAT, state.head.changed()).await;
+            let woke = tokio::select! {
+                woke = tokio::time::timeout(HEARTBEAT, state.head.changed()) => woke.map(drop),
+                _ = state.revoked.changed() => continue,
+            };
             if woke.is_err() {
                 let beat = Message::Heartbeat { head_seq: state.after, sent_at_ms: now_ms() };
                 let sealed = frame(&mut state.signer, &encode(&beat));

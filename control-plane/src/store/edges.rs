@@ -64,7 +64,8 @@ impl EdgeStore for SqlStore {
         let row = sqlx::query(
             "SELECT (SELECT CAST(COALESCE(SUM(closed_connections), 0) AS BIGINT) FROM change_acks WHERE seq = $1) \
              AS closed, COUNT(*) AS total, COALESCE(SUM(CASE WHEN applied_seq >= $1 THEN 1 ELSE 0 END), 0) AS applied \
-             FROM edges WHERE last_heartbeat_ms >= $2",
+             FROM edges WHERE last_heartbeat_ms >= $2 \
+             AND id NOT IN (SELECT edge_id FROM edge_credentials WHERE revoked_ms IS NOT NULL)",
         )
         .bind(seq_param(seq))
         .bind(alive_since)

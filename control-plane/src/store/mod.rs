@@ -9,6 +9,7 @@
 
 mod changes;
 mod connect;
+mod edge_identity;
 mod edges;
 mod group_commit;
 mod policy;
@@ -27,6 +28,9 @@ use portcullis_policy::UserRef;
 pub use changes::CHANGES_CHANNEL;
 pub use connect::{Backend, SqlStore};
 pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
+pub use edge_identity::{
+    EdgeCredential, EdgeIdentityStore, EnrollRefusal, EnrolledVia, JoinTokenRecord, NewEnrollment, EDGES_CHANNEL,
+};
 
 use crate::model::{
     Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord, StreamKeyRecord,
@@ -347,11 +351,19 @@ pub trait EdgeStore: Send + Sync {
 
 /// Everything the control plane stores.
 pub trait Store:
-    ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + StreamKeyStore + EdgeStore + PortalStore
+    ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + StreamKeyStore + EdgeStore + EdgeIdentityStore + PortalStore
 {
 }
 
 impl<T> Store for T where
-    T: ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + StreamKeyStore + EdgeStore + PortalStore
+    T: ChangeStore
+        + SessionStore
+        + UserStore
+        + PolicyStore
+        + TokenStore
+        + StreamKeyStore
+        + EdgeStore
+        + EdgeIdentityStore
+        + PortalStore,
 {
 }
