@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,6 +23,8 @@ use portcullis_policy::wire::{decode, Message};
 use serde_json::Value;
 use tower::ServiceExt;
 use utoipa::OpenApi;
+
+use crate::edge_auth::TestEdges;
 
 /// The client address every request appears to come from (audit `source_address`).
 pub const CLIENT_IP: &str = "203.0.113.9";
@@ -85,13 +87,15 @@ pub struct Call {
     headers: HeaderMap,
     body: Vec<u8>,
     stream_key: Option<StreamPublicKey>,
+    /// Sent with an assertion of this test edge (unless the test sets its own `Authorization`).
+    edge: Option<(Arc<TestEdges>, String)>,
 }
 
 impl Call {
     /// A request without headers or body.
     pub fn new(router: Router, listener: Listener, method: Method, uri: &str) -> Self {
         let (uri, headers) = (uri.to_owned(), HeaderMap::new());
-        Self { router, listener, method, uri, headers, body: Vec::new(), stream_key: None }
+        Self { router, listener, method, uri, headers, body: Vec::new(), stream_key: None, edge: None }
     }
 
     /// The key [`Self::open`] verifies stream frames with.
@@ -100,8 +104,23 @@ impl Call {
         self
     }
 
-    /// Sets (replaces) a header.
+    /// Authenticated as test edge `id` of `edges` (enrolled on first use).
+    pub fn as_edge(mut self, edges: Arc<TestEdges>, id: &str) -> Self {
+        self.edge = Some((edges, id.to_owned()));
+        self
+    }
+
+    /// Sets (replaces) a header. `X-Portcullis-Edge-Id` on a test edge's call
+    /// makes it that edge's call (the control plane itself ignores the header).
     pub fn header(mut self, name: &str, value: &str) -> Self {
+        if name.eq_ignore_ascii_case("authorization") {
+            self.edge = None;
+        }
+        if name.eq_ignore_ascii_case("x-portcullis-edge-id") {
+            if let Some((_, id)) = self.edge.as_mut() {
+                value.clone_into(id);
+            }
+        }
         let name = HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
         self.headers.insert(name, HeaderValue::from_bytes(value.as_bytes()).expect("valid header value"));
         self
@@ -119,6 +138,9 @@ impl Call {
 
     /// Without a header.
     pub fn without(mut self, name: &str) -> Self {
+        if name.eq_ignore_ascii_case("authorization") {
+            self.edge = None;
+        }
         self.headers.remove(name);
         self
     }
@@ -139,7 +161,11 @@ impl Call {
         self.raw("application/yaml", document)
     }
 
-    async fn response(self) -> (Response, String) {
+    async fn response(mut self) -> (Response, String) {
+        if let Some((edges, id)) = self.edge.take() {
+            let assertion = edges.assertion(&id).await;
+            self = self.bearer(&assertion);
+        }
         let what = format!("{} {}", self.method, self.uri);
         let mut request = Request::builder()
             .method(self.method)
@@ -296,6 +322,19 @@ pub struct EdgeStream {
 }
 
 impl EdgeStream {
+    /// Whether the control plane aborts the stream within `within` (frames
+    /// before that are skipped).
+    pub async fn aborted_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// The next message, or `None` when none arrives within `within`.
     pub async fn next(&mut self, within: Duration) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + within;

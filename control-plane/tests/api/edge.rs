@@ -1,16 +1,20 @@
-//! The edge channel: authentication, and the stream — a snapshot first
+//! The edge channel: authentication (forged, expired, misdirected and
+//! foreign assertions are refused), and the stream — a snapshot first
 //! without `since`, only later deltas with `since=head`, terminations while
 //! open, heartbeats when idle.
 
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use portcullis_policy::wire::Message;
 use portcullis_policy::{Change, SessionId, UserRef};
-use serde_json::json;
+use serde_json::{json, Value};
 
+use crate::edge_auth::{claims, new_key, now_s, sign};
 use crate::fixtures::{apply_policy, login, reason, Login, POLICY};
-use crate::harness::{TestApp, BOOTSTRAP_TOKEN, EDGE_SECRET};
+use crate::harness::{TestApp, BOOTSTRAP_TOKEN, EDGE_ID, EDGE_SECRET};
 
 api_tests!(
     edge_channel_authentication,
@@ -27,35 +31,106 @@ async fn edge_channel_authentication(t: TestApp) {
         (Method::POST, "/edge/v1/report", json!({ "applied_seq": 1 })),
         (Method::POST, "/edge/v1/sessions", Login::new("ada@test.example").body()),
         (Method::POST, "/edge/v1/sessions/0123456789abcdef0123456789abcdef/logout", json!(null)),
+        (Method::GET, "/edge/v1/fleet-key", json!(null)),
+    ];
+    let key = t.edges.key(EDGE_ID).await;
+    let public = {
+        use p256::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+        let secret = p256::SecretKey::from_pkcs8_pem(&key).unwrap();
+        secret.public_key().to_public_key_pem(LineEnding::LF).unwrap()
+    };
+    t.edges.key("edge-b").await;
+    let (other_key, _) = new_key();
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = claims(EDGE_ID);
+        f(&mut c);
+        c
+    };
+    let now = now_s();
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims(EDGE_ID),
+        &jsonwebtoken::EncodingKey::from_secret(public.as_bytes()),
+    )
+    .unwrap();
+    let forged: Vec<(&str, Option<String>, &str)> = vec![
+        ("nothing", None, "edge assertion"),
+        ("the bootstrap secret", Some(EDGE_SECRET.to_owned()), "edge assertion"),
+        ("an admin token", Some(BOOTSTRAP_TOKEN.to_owned()), "edge assertion"),
+        ("another key", Some(sign(&other_key, &claims(EDGE_ID))), "not signed with this edge's enrolled key"),
+        (
+            "alg none",
+            Some(format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims(EDGE_ID)))),
+            "edge assertion",
+        ),
+        ("HS256 keyed with the public key", Some(hs256), "ES256 only"),
+        (
+            "expired",
+            Some(sign(
+                &key,
+                &with(&|c| {
+                    c["iat"] = json!(now - 200);
+                    c["exp"] = json!(now - 100)
+                }),
+            )),
+            "expired",
+        ),
+        (
+            "issued in the future",
+            Some(sign(
+                &key,
+                &with(&|c| {
+                    c["iat"] = json!(now + 600);
+                    c["exp"] = json!(now + 630)
+                }),
+            )),
+            "future",
+        ),
+        ("for another audience", Some(sign(&key, &with(&|c| c["aud"] = json!("portcullis-portal")))), "audience"),
+        ("an hour long", Some(sign(&key, &with(&|c| c["exp"] = json!(now + 3600)))), "at most 60 s"),
+        (
+            "without jti",
+            Some(sign(
+                &key,
+                &with(&|c| {
+                    c.as_object_mut().unwrap().remove("jti");
+                }),
+            )),
+            "jti",
+        ),
+        ("iss other than sub", Some(sign(&key, &with(&|c| c["iss"] = json!("edge-b")))), "name the edge"),
+        ("edge-b by edge-a's key", Some(sign(&key, &claims("edge-b"))), "not signed with this edge's enrolled key"),
+        ("an edge never enrolled", Some(sign(&other_key, &claims("edge-z"))), "not enrolled"),
     ];
     for (method, path, body) in calls {
         let call = |c: crate::client::Call| if body.is_null() { c } else { c.json(body.clone()) };
-        let missing = call(t.edge(method.clone(), path).no_auth()).send().await;
-        assert!(missing.error(401, "unauthorized").contains("enrollment secret"), "{path}");
-        let wrong = call(t.edge(method.clone(), path).bearer("not-the-enrollment-secret-at-all-0000000")).send().await;
-        assert!(wrong.error(401, "unauthorized").contains("wrong"), "{path}");
-        // An admin token is not the enrollment secret.
-        call(t.edge(method.clone(), path).bearer(BOOTSTRAP_TOKEN)).send().await.error(401, "unauthorized");
-        let prefix = &EDGE_SECRET[..EDGE_SECRET.len() - 1];
-        call(t.edge(method.clone(), path).bearer(prefix)).send().await.error(401, "unauthorized");
-        let long = "e".repeat(65);
-        for bad_id in ["", "has space", "semi;colon", "slash/edge", "ünïcode", long.as_str()] {
-            let answer = call(t.edge(method.clone(), path).header("x-portcullis-edge-id", bad_id)).send().await;
-            assert!(answer.error(400, "bad_request").contains("X-Portcullis-Edge-Id"), "{path} {bad_id:?}");
+        for (name, token, says) in &forged {
+            let request = match token {
+                Some(token) => t.edge(method.clone(), path).bearer(token),
+                None => t.edge(method.clone(), path).no_auth(),
+            };
+            let message = call(request).send().await.error(401, "unauthorized");
+            assert!(message.contains(says), "{path} with {name}: {message}");
         }
-        let without = call(t.edge(method.clone(), path).without("x-portcullis-edge-id")).send().await;
-        assert!(without.error(400, "bad_request").contains("X-Portcullis-Edge-Id"), "{path}");
     }
-    // Nothing was recorded for any refused call.
+    // Nothing was recorded for any refused call: the two edges are only enrolled.
     let edges = t.get("/api/v1/edges").send().await.ok();
-    assert_eq!(edges, json!([]));
+    let states: Vec<_> = edges.as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(states, ["enrolled", "enrolled"], "{edges}");
     assert_eq!(t.get("/api/v1/sessions").send().await.ok()["sessions"], json!([]));
-    // With the secret and a valid id (64 characters is the maximum), it works.
+    // The id comes from the assertion: the header names nothing.
     let id = "E".repeat(64);
     let report =
         t.edge(Method::POST, "/edge/v1/report").header("x-portcullis-edge-id", &id).json(json!({ "applied_seq": 1 }));
     assert_eq!(report.send().await.status.as_u16(), 204);
-    assert_eq!(t.get("/api/v1/edges").send().await.ok()[0]["id"], id.as_str());
+    let spoof = t.edge(Method::POST, "/edge/v1/report").json(json!({ "applied_seq": 1 }));
+    let spoof = spoof.bearer(&sign(&key, &claims(EDGE_ID))).header("x-portcullis-edge-id", "edge-b").send().await;
+    assert_eq!(spoof.status.as_u16(), 204);
+    let edges = t.get("/api/v1/edges").send().await.ok();
+    let reported: Vec<_> =
+        edges.as_array().unwrap().iter().filter(|e| e["state"] == "connected").map(|e| e["id"].clone()).collect();
+    assert_eq!(reported, [json!(id), json!(EDGE_ID)], "{edges}");
 }
 
 async fn stream_without_since_starts_with_a_snapshot(t: TestApp) {

@@ -18,10 +18,11 @@ mod scratch;
 use scratch::{finish, remove_dir, scratch_postgres, temp_dir};
 
 use crate::client::{record_route, Call, Listener};
+use crate::edge_auth::TestEdges;
 
 /// The first admin token (scope `admin`), from the `bootstrap_token` key.
 pub const BOOTSTRAP_TOKEN: &str = "pcat_api-suite-bootstrap-token-000000000000";
-/// The edge enrollment secret.
+/// The bootstrap secret test edges enroll with.
 pub const EDGE_SECRET: &str = "api-suite-edge-enrollment-secret-0123456789";
 /// The issuer of session tokens.
 pub const ISSUER: &str = "https://control-plane.api-suite.test";
@@ -47,6 +48,8 @@ pub struct TestApp {
     pub app: Arc<App>,
     api: Router,
     edge: Router,
+    /// Enrolled test edges.
+    pub edges: Arc<TestEdges>,
 }
 
 impl TestApp {
@@ -54,7 +57,8 @@ impl TestApp {
         let api = portcullis_control_plane::api::router(Arc::clone(&app)).layer(middleware::from_fn(record_route));
         let edge =
             portcullis_control_plane::edge_channel::router(Arc::clone(&app)).layer(middleware::from_fn(record_route));
-        Self { app, api, edge }
+        let edges = Arc::new(TestEdges::new(edge.clone()));
+        Self { app, api, edge, edges }
     }
 
     /// A request to the admin listener with the bootstrap admin token.
@@ -72,11 +76,12 @@ impl TestApp {
         self.api(Method::POST, uri)
     }
 
-    /// A request to the edge listener as edge [`EDGE_ID`].
+    /// A request to the edge listener as edge [`EDGE_ID`] (another edge
+    /// with `.header("x-portcullis-edge-id", id)`), with an assertion of
+    /// that edge, enrolled on first use.
     pub fn edge(&self, method: Method, uri: &str) -> Call {
         Call::new(self.edge.clone(), Listener::Edge, method, uri)
-            .bearer(EDGE_SECRET)
-            .header("x-portcullis-edge-id", EDGE_ID)
+            .as_edge(Arc::clone(&self.edges), EDGE_ID)
             .stream_key(self.app.stream_key.public_key())
     }
 

@@ -2,7 +2,6 @@
 //! with no rows, and every table is intact afterwards. Values that really
 //! contain metacharacters are found exactly.
 
-use axum::http::Method;
 use portcullis_control_plane::store::Backend;
 use serde_json::{json, Value};
 
@@ -77,8 +76,9 @@ async fn sql_metacharacters_in_filters_are_harmless(t: TestApp) {
         t.post("/api/v1/users/lock").json(user.clone()).send().await.ok();
         t.post("/api/v1/users/unlock").json(user).send().await.ok();
     }
-    let edge = t.edge(Method::POST, "/edge/v1/report").header("x-portcullis-edge-id", "e' OR '1'='1");
-    edge.json(json!({ "applied_seq": 1 })).send().await.error(400, "bad_request");
+    let (_, public) = crate::edge_auth::new_key();
+    let hostile_edge = t.edges.enroll("e' OR '1'='1", crate::harness::EDGE_SECRET, &public).await;
+    hostile_edge.error(422, "invalid_body");
 
     let after = state_of_the_world(&t).await;
     assert_eq!(after.0, before.0, "sessions are intact");

@@ -42,6 +42,8 @@ macro_rules! api_tests {
 mod auth;
 mod client;
 mod edge;
+mod edge_auth;
+mod enrollment;
 mod errors;
 mod explain;
 mod fixtures;

@@ -46,6 +46,8 @@ pub const EXERCISED: &[(&str, &str)] = &[
     ("get", "/api/v1/stream-key"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/edges"),
+    ("post", "/api/v1/edges/join-tokens"),
+    ("post", "/api/v1/edges/{id}/revoke"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
