@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::channel_tls::ChannelTrust;
 use crate::forwarded::TrustedProxies;
+use crate::identity::{EdgeKey, Enrollment};
 use crate::oidc::OidcSettings;
 
 /// Every key with its documentation (printed by `portcullis edge --help-config`).
@@ -45,7 +46,22 @@ pub const KEYS: &[(&str, &str)] = &[
         "allow_plain_http",
         "allow http:// control-plane URLs whose host is not loopback; refused otherwise: use https:// (default false)",
     ),
-    ("edge_secret", "enrollment secret shared with the control plane; required, at least 32 characters"),
+    (
+        "join_token",
+        "one-time join token from `portcullis edges join-token`: enrolls this edge at its first start (needs \
+         credential_file)",
+    ),
+    (
+        "credential_file",
+        "where this edge keeps its private key (PKCS#8 PEM, written 0600 in a 0700 folder at enrollment); if the \
+         file exists the edge uses it and needs no join_token",
+    ),
+    (
+        "edge_secret",
+        "bootstrap secret shared with the control plane, for the quickstart and tests only: enrolls without a join \
+         token (at least 32 characters); without credential_file the key lives in memory and the edge enrolls at \
+         every start",
+    ),
     (
         "stream_public_key",
         "the control plane's stream-signing public key, which every snapshot, delta and heartbeat must be signed \
@@ -116,6 +132,8 @@ pub struct RawEdgeConfig {
     pub allow_plain_http: Option<bool>,
     pub edge_secret: Option<String>,
     pub stream_public_key: Option<String>,
+    pub join_token: Option<String>,
+    pub credential_file: Option<String>,
     pub edge_id: Option<String>,
     pub edge_name: Option<String>,
     pub session_issuer: Option<String>,
@@ -165,8 +183,8 @@ pub struct EdgeConfig {
     /// What an `https://` control plane must present (`control_plane_ca`,
     /// `control_plane_pins`; the CA file is read at load).
     pub control_plane_trust: ChannelTrust,
-    /// Enrollment secret.
-    pub edge_secret: String,
+    /// How this edge enrolls: join token, credential file, bootstrap secret.
+    pub enrollment: Enrollment,
     /// The pinned stream-signing key (`None`: pinned on first contact).
     pub stream_public_key: Option<StreamPublicKey>,
     /// Edge id.
@@ -222,11 +240,7 @@ impl EdgeConfig {
         if raw.metrics_token.as_ref().is_some_and(|t| t.trim().len() < 32) {
             return Err(error("metrics_token", "must be at least 32 characters"));
         }
-        let edge_secret =
-            raw.edge_secret.ok_or_else(|| error("edge_secret", "is required (PORTCULLIS_EDGE_SECRET)"))?;
-        if edge_secret.len() < 32 {
-            return Err(error("edge_secret", "must be at least 32 characters"));
-        }
+        let enrollment = enrollment(raw.join_token, raw.credential_file, raw.edge_secret)?;
         let edge_id = raw.edge_id.unwrap_or_else(|| "edge-1".into());
         if edge_id.is_empty()
             || edge_id.len() > 64
@@ -305,7 +319,7 @@ impl EdgeConfig {
             metrics_token: raw.metrics_token.map(|t| t.trim().to_owned()),
             control_plane_urls,
             control_plane_trust,
-            edge_secret,
+            enrollment,
             stream_public_key,
             edge_name: raw.edge_name.unwrap_or_else(|| edge_id.clone()),
             edge_id,
@@ -317,6 +331,39 @@ impl EdgeConfig {
             threads: raw.threads.unwrap_or(2).clamp(1, 64),
         })
     }
+}
+
+/// How the edge enrolls: a key already in `credential_file`, else a join
+/// token (which works once, so the key must be kept), else the bootstrap
+/// secret.
+fn enrollment(
+    join_token: Option<String>,
+    credential_file: Option<String>,
+    secret: Option<String>,
+) -> Result<Enrollment, ConfigError> {
+    if secret.as_ref().is_some_and(|s| s.len() < 32) {
+        return Err(error("edge_secret", "must be at least 32 characters"));
+    }
+    let join_token = join_token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    let path = credential_file.filter(|p| !p.trim().is_empty()).map(std::path::PathBuf::from);
+    let key = match &path {
+        Some(path) if path.exists() => Some(EdgeKey::read(path).map_err(|e| error("credential_file", e.to_string()))?),
+        _ => None,
+    };
+    if join_token.is_some() && path.is_none() {
+        return Err(error(
+            "credential_file",
+            "is required with join_token: a join token works once, so the key it enrolls must be kept",
+        ));
+    }
+    if key.is_none() && join_token.is_none() && secret.is_none() {
+        return Err(error(
+            "join_token",
+            "is required: create one with `portcullis edges join-token` and set join_token and credential_file \
+             (PORTCULLIS_JOIN_TOKEN, PORTCULLIS_CREDENTIAL_FILE); edge_secret is for the quickstart only",
+        ));
+    }
+    Ok(Enrollment { join_token, bootstrap_secret: secret, credential_file: path, key })
 }
 
 /// The replicas' edge channels: `control_plane_url` or `control_plane_urls`,
@@ -435,7 +482,11 @@ mod tests {
         let env = |k: &str| (k == "PORTCULLIS_EDGE_SECRET").then(|| SECRET.to_owned());
         let config = EdgeConfig::load("edge_id = \"e7\"", env).unwrap();
         assert_eq!((config.edge_id.as_str(), config.listen.port()), ("e7", 8080));
-        assert_eq!(EdgeConfig::load("", |_| None).unwrap_err().key, "edge_secret");
+        assert_eq!(EdgeConfig::load("", |_| None).unwrap_err().key, "join_token");
+        assert_eq!(EdgeConfig::load("join_token = \"pcjt_x\"", |_| None).unwrap_err().key, "credential_file");
+        assert_eq!(EdgeConfig::load("edge_secret = \"short\"", |_| None).unwrap_err().key, "edge_secret");
+        let bad = EdgeConfig::load("credential_file = \"/etc/hostname\"", |_| None).unwrap_err();
+        assert_eq!(bad.key, "credential_file", "an unreadable or wrong key file is named");
         assert_eq!(EdgeConfig::load("stale_mode = \"maybe\"", env).unwrap_err().key, "stale_mode");
         assert_eq!(EdgeConfig::load("https_listen = \"127.0.0.1:8443\"", env).unwrap_err().key, "https_listen");
         assert_eq!(EdgeConfig::load("colour = 1", env).unwrap_err().key, "colour");

@@ -5,14 +5,17 @@
 //! fails: the stream resumes by sequence wherever it lands, reports and
 //! session-authority calls follow the replica in use, and a call that
 //! cannot even connect is tried on the others before it counts as
-//! unavailable. Every HTTP client that talks to them comes from
-//! [`ControlPlanes::client`], so each trusts the same certificates
-//! ([`crate::channel_tls`]).
+//! unavailable. Every call carries this edge's assertion
+//! ([`EdgeIdentity`]); the id is in it, not in a header. Every HTTP client
+//! that talks to them comes from [`ControlPlanes::client`], so each trusts
+//! the same certificates ([`crate::channel_tls`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::channel_tls::ChannelTrust;
+use crate::identity::{EdgeIdentity, Enrollment, IdentityError};
 
 /// Where and how to reach the control plane.
 #[derive(Debug, Clone)]
@@ -20,8 +23,8 @@ pub struct ChannelConfig {
     /// Base URLs of the edge channel, one per replica, in order of
     /// preference, e.g. `http://127.0.0.1:7401`. Never empty.
     pub urls: Vec<String>,
-    /// Enrollment secret.
-    pub secret: String,
+    /// How this edge enrolls (or enrolled).
+    pub enrollment: Enrollment,
     /// This edge's id.
     pub edge_id: String,
     /// This edge's display name.
@@ -31,12 +34,12 @@ pub struct ChannelConfig {
 }
 
 impl ChannelConfig {
-    /// One replica at `url`.
+    /// One replica at `url`, enrolling with the bootstrap `secret`.
     pub fn single(url: impl Into<String>, secret: impl Into<String>, edge_id: impl Into<String>) -> Self {
         let edge_id = edge_id.into();
         Self {
             urls: vec![url.into()],
-            secret: secret.into(),
+            enrollment: Enrollment::bootstrap(secret),
             edge_name: edge_id.clone(),
             edge_id,
             trust: ChannelTrust::default(),
@@ -47,7 +50,8 @@ impl ChannelConfig {
 /// The replicas and the one in use.
 #[derive(Debug)]
 pub struct ControlPlanes {
-    config: ChannelConfig,
+    identity: Arc<EdgeIdentity>,
+    trust: ChannelTrust,
     bases: Box<[String]>,
     current: AtomicUsize,
 }
@@ -60,7 +64,25 @@ impl ControlPlanes {
     pub fn new(config: ChannelConfig) -> Self {
         assert!(!config.urls.is_empty(), "at least one control-plane URL");
         let bases = config.urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect();
-        Self { config, bases, current: AtomicUsize::new(0) }
+        let identity = Arc::new(EdgeIdentity::new(&config.edge_id, &config.edge_name, config.enrollment));
+        Self { identity, trust: config.trust, bases, current: AtomicUsize::new(0) }
+    }
+
+    /// This edge's identity (its key, assertions and the fleet key).
+    pub fn identity(&self) -> &Arc<EdgeIdentity> {
+        &self.identity
+    }
+
+    /// Enrolls, or fetches the fleet key, at replica `index` unless done.
+    pub async fn establish(&self, index: usize, client: &reqwest::Client) -> Result<(), IdentityError> {
+        self.identity.establish(client, &self.url_at(index, "")).await
+    }
+
+    /// A call was refused with `status`: on 401, establish again first.
+    pub fn check_refusal(&self, status: reqwest::StatusCode) {
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            self.identity.refused();
+        }
     }
 
     /// How many replicas there are.
@@ -115,7 +137,6 @@ impl ControlPlanes {
     /// never with a weaker trust than configured.
     pub fn client(&self, connect_timeout: Duration, timeout: Option<Duration>) -> reqwest::Client {
         let mut builder = self
-            .config
             .trust
             .client_builder()
             .connect_timeout(connect_timeout)
@@ -126,12 +147,9 @@ impl ControlPlanes {
         builder.build().unwrap_or_else(|error| panic!("cannot build the control-plane HTTP client: {error}"))
     }
 
-    /// `builder` with this edge's credentials.
+    /// `builder` with this edge's assertion.
     pub fn authorize(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        builder
-            .bearer_auth(&self.config.secret)
-            .header("x-portcullis-edge-id", &self.config.edge_id)
-            .header("x-portcullis-edge-name", &self.config.edge_name)
+        builder.bearer_auth(self.identity.assertion())
     }
 }
 

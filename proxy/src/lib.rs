@@ -24,6 +24,7 @@ pub mod control_planes;
 pub mod credentials;
 pub mod forwarded;
 pub mod gate;
+pub mod identity;
 pub mod killable;
 pub mod login;
 pub mod metrics;

@@ -193,7 +193,7 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let activity = Arc::new(crate::activity::ActivityLog::new(metrics.activity_events_dropped.clone()));
     let planes = Arc::new(ControlPlanes::new(ChannelConfig {
         urls: config.control_plane_urls.clone(),
-        secret: config.edge_secret.clone(),
+        enrollment: config.enrollment.clone(),
         edge_id: config.edge_id.clone(),
         edge_name: config.edge_name.clone(),
         trust: config.control_plane_trust.clone(),
@@ -220,8 +220,8 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
         authority,
         sessions,
         cookies: CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure },
-        sealer: StateSealer::from_secret(&config.edge_secret),
-        cli_codes: CliCodes::from_secret(&config.edge_secret),
+        sealer: StateSealer::from_fleet(planes.identity().fleet()),
+        cli_codes: CliCodes::from_fleet(planes.identity().fleet()),
         device_starts: crate::login::device_start_budget(config.device_logins_per_hour),
         replays: Default::default(),
         assertions: Arc::clone(&assertions),

@@ -244,6 +244,7 @@ impl Subscriber {
     /// was applied (and clearing it when a frame is refused, so a replica
     /// that sends refused frames backs off like one that sends nothing).
     async fn stream_frames(&self, index: usize, delivered: &mut bool) -> Result<(), String> {
+        self.planes.establish(index, &self.client).await.map_err(|e| e.to_string())?;
         let key = self.trust.key(&self.planes, &self.client, index).await?;
         let binding = StreamTrust::binding(self.snapshots.seq());
         let since = binding.since.map(|s| format!("&since={s}")).unwrap_or_default();
@@ -258,6 +259,7 @@ impl Subscriber {
         };
         if !response.status().is_success() {
             let status = response.status();
+            self.planes.check_refusal(status);
             let body = response.text().await.unwrap_or_default();
             return Err(format!("{url}: {status} {body}"));
         }
@@ -402,6 +404,7 @@ impl Subscriber {
                 }
                 Ok(response) => {
                     tracing::warn!(status = %response.status(), "report refused");
+                    self.planes.check_refusal(response.status());
                     self.activity.restore(activity);
                 }
                 Err(error) => {

@@ -10,12 +10,11 @@
 //! ```
 //!
 //! The code in the browser's address bar is useless without V, which never
-//! leaves the CLI; any edge holding the enrollment secret can redeem it, and
-//! only for [`CODE_TTL_S`] seconds.
+//! leaves the CLI; any enrolled edge (they derive the key from the fleet
+//! key) can redeem it, and only for [`CODE_TTL_S`] seconds.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use pingora_proxy::Session;
 use portcullis_policy::Snapshot;
@@ -26,6 +25,7 @@ use super::answers::{answer, query_param, read_json, redirect};
 use super::id_token::LoggedInUser;
 use super::state::CliLogin;
 use super::{tcp_route, LoginService, RequestInfo};
+use crate::identity::{DerivedKey, FleetKey};
 use crate::responses::respond;
 
 /// Seconds the CLI has to redeem a code.
@@ -56,10 +56,13 @@ pub enum CodeError {
 }
 
 /// Encrypts and decrypts CLI login codes with a key every edge derives
-/// from the enrollment secret.
+/// from the fleet key.
 pub struct CliCodes {
-    key: [u8; 32],
+    key: DerivedKey,
 }
+
+/// What the code key is derived for.
+const PURPOSE: &str = "portcullis cli login code v1";
 
 /// `BASE64URL(SHA-256(verifier))`.
 pub fn challenge_of(verifier: &str) -> String {
@@ -67,11 +70,14 @@ pub fn challenge_of(verifier: &str) -> String {
 }
 
 impl CliCodes {
-    /// Derives the key from the enrollment secret.
+    /// Derives the key from the fleet key.
+    pub fn from_fleet(fleet: &FleetKey) -> Self {
+        Self { key: DerivedKey::from_fleet(fleet, PURPOSE) }
+    }
+
+    /// Derives the key from a fixed root (tests and tools).
     pub fn from_secret(secret: &str) -> Self {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-        mac.update(b"portcullis cli login code v1");
-        Self { key: mac.finalize().into_bytes().into() }
+        Self { key: DerivedKey::from_root(secret.as_bytes(), PURPOSE) }
     }
 
     /// A code for `grant` that only the holder of the verifier behind `challenge` can redeem.
@@ -80,7 +86,7 @@ impl CliCodes {
         let plain = serde_json::to_vec(grant).ok()?;
         let mut tag = [0u8; TAG_BYTES];
         let cipher =
-            encrypt_aead(Cipher::aes_256_gcm(), &self.key, Some(&nonce), challenge.as_bytes(), &plain, &mut tag)
+            encrypt_aead(Cipher::aes_256_gcm(), &self.key.get(), Some(&nonce), challenge.as_bytes(), &plain, &mut tag)
                 .ok()?;
         let mut code = Vec::with_capacity(NONCE_BYTES + cipher.len() + TAG_BYTES);
         code.extend_from_slice(&nonce);
@@ -98,8 +104,9 @@ impl CliCodes {
         let (nonce, rest) = bytes.split_at(NONCE_BYTES);
         let (cipher, tag) = rest.split_at(rest.len() - TAG_BYTES);
         let challenge = challenge_of(verifier);
-        let plain = decrypt_aead(Cipher::aes_256_gcm(), &self.key, Some(nonce), challenge.as_bytes(), cipher, tag)
-            .map_err(|_| CodeError::Invalid)?;
+        let plain =
+            decrypt_aead(Cipher::aes_256_gcm(), &self.key.get(), Some(nonce), challenge.as_bytes(), cipher, tag)
+                .map_err(|_| CodeError::Invalid)?;
         let grant: CliGrant = serde_json::from_slice(&plain).map_err(|_| CodeError::Invalid)?;
         if grant.expires_at <= now {
             return Err(CodeError::Expired);

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The tag is a double-submit token bound by an HMAC whose key every edge
-//! derives from the enrollment secret, so a cookie tossed in from a sibling
+//! derives from the fleet key, so a cookie tossed in from a sibling
 //! domain is worthless without a tag for it, and a tag is worthless without
 //! the victim's HttpOnly session cookies. A POST whose `Origin` names
 //! another site is refused before the form is read.

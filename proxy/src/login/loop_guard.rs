@@ -7,7 +7,7 @@
 //!
 //! So the callback also sets a cookie for [`FRESH_LOGIN_S`] seconds that
 //! binds the new session token to its route: an HMAC with the key every edge
-//! derives from the enrollment secret, so it reveals nothing of the token and
+//! derives from the fleet key, so it reveals nothing of the token and
 //! cannot be forged. A "log in" refusal of exactly that token while the
 //! cookie holds renders a page instead of another automatic login, with a
 //! link the person may follow to sign in again. Older sessions, and requests

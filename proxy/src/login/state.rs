@@ -2,7 +2,7 @@
 //! edge so the callback may land on any edge: a short-lived cookie named
 //! after the OAuth `state`, holding the PKCE verifier, the nonce, the host
 //! and the path to return to, authenticated with an HMAC whose key every
-//! edge derives from the enrollment secret. The cookie is HttpOnly and
+//! edge derives from the fleet key. The cookie is HttpOnly and
 //! scoped to the callback path; a forged or altered one is refused.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +11,8 @@ use hmac::{Hmac, Mac};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+use crate::identity::{DerivedKey, FleetKey};
 
 /// Seconds a login may take at the IdP.
 pub const LOGIN_TTL_S: i64 = 600;
@@ -67,22 +69,28 @@ pub enum StateError {
 
 /// Seals and opens login-state cookies.
 pub struct StateSealer {
-    key: [u8; 32],
+    key: DerivedKey,
 }
+
+/// What the sealing key is derived for.
+const PURPOSE: &str = "portcullis login state v1";
 
 type HmacSha256 = Hmac<Sha256>;
 
 impl StateSealer {
-    /// A sealer whose key is derived from the enrollment secret, so every
-    /// edge of the deployment opens what another sealed.
+    /// A sealer whose key is derived from the fleet key, so every edge of
+    /// the deployment opens what another sealed.
+    pub fn from_fleet(fleet: &FleetKey) -> Self {
+        Self { key: DerivedKey::from_fleet(fleet, PURPOSE) }
+    }
+
+    /// A sealer whose key is derived from a fixed root (tests and tools).
     pub fn from_secret(secret: &str) -> Self {
-        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-        mac.update(b"portcullis login state v1");
-        Self { key: mac.finalize().into_bytes().into() }
+        Self { key: DerivedKey::from_root(secret.as_bytes(), PURPOSE) }
     }
 
     fn mac(&self, state: &str, payload: &str) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac = HmacSha256::new_from_slice(&self.key.get()).expect("HMAC takes keys of any length");
         mac.update(state.as_bytes());
         mac.update(b".");
         mac.update(payload.as_bytes());
@@ -106,7 +114,7 @@ impl StateSealer {
     }
 
     fn mac_parts(&self, context: &str, parts: &[&str]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac = HmacSha256::new_from_slice(&self.key.get()).expect("HMAC takes keys of any length");
         for part in std::iter::once(context).chain(parts.iter().copied()) {
             // Length-prefixed, so no two lists of parts share a tag input.
             mac.update(&(part.len() as u64).to_be_bytes());
