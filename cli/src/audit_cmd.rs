@@ -1,10 +1,9 @@
-//! `portcullis audit` (who did what, when, why, from where) and
-//! `portcullis edges` (which edges are connected and how far behind).
+//! `portcullis audit`: who did what, when, why, from where.
 
 use std::process::ExitCode;
 
 use clap::Args;
-use portcullis_control_plane::model::{AuditEntry, EdgeView};
+use portcullis_control_plane::model::AuditEntry;
 use serde::Deserialize;
 
 use crate::api_client::{block_on, decode, print_json, ApiClient, Connection};
@@ -31,13 +30,6 @@ pub struct AuditArgs {
     /// Continue after a previous page (its `next_cursor`).
     #[arg(long)]
     cursor: Option<i64>,
-    #[command(flatten)]
-    connection: Connection,
-}
-
-/// `edges` options.
-#[derive(Args)]
-pub struct EdgesArgs {
     #[command(flatten)]
     connection: Connection,
 }
@@ -84,34 +76,6 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         if let Some(cursor) = page.next_cursor {
             println!("more entries: add --cursor {cursor}");
         }
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-/// Runs `portcullis edges`.
-pub fn edges(args: EdgesArgs) -> anyhow::Result<ExitCode> {
-    block_on(async move {
-        let client = ApiClient::new(&args.connection)?;
-        let value = client.get("/edges", &[]).await?;
-        if args.connection.json {
-            print_json(&value)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        let edges: Vec<EdgeView> = decode(&value)?;
-        let now = chrono::Utc::now();
-        let mut table = Table::new(&["ID", "NAME", "STATE", "APPLIED", "LAG", "CONNS", "LAST REPORT"]);
-        for e in &edges {
-            table.row(vec![
-                e.id.clone(),
-                e.name.clone(),
-                e.state.clone(),
-                e.applied_seq.to_string(),
-                e.lag.to_string(),
-                e.live_connections.to_string(),
-                when(Some(&e.last_heartbeat_at), now),
-            ]);
-        }
-        table.print_or("no edge has reported yet");
         Ok(ExitCode::SUCCESS)
     })
 }

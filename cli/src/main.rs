@@ -10,6 +10,7 @@ mod config_file;
 mod connect_cmd;
 mod control_plane_cmd;
 mod edge_cmd;
+mod edges_cmd;
 mod keys_cmd;
 mod output;
 mod policy_apply;
@@ -48,8 +49,8 @@ enum Command {
     Users(users_cmd::UsersCommand),
     /// Read the audit log: who did what, when, why, from where (admin API).
     Audit(audit_cmd::AuditArgs),
-    /// Show the edges: connected or stale, applied change, lag (admin API).
-    Edges(audit_cmd::EdgesArgs),
+    /// Edges: list them (connected, stale, revoked), make join tokens, revoke (admin API).
+    Edges(edges_cmd::EdgesArgs),
     /// Session-signing keys: list, rotate, revoke a leaked one (admin API).
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
@@ -77,7 +78,7 @@ fn main() -> ExitCode {
         Command::Sessions(command) => sessions_cmd::run(command),
         Command::Users(command) => users_cmd::run(command),
         Command::Audit(args) => audit_cmd::audit(args),
-        Command::Edges(args) => audit_cmd::edges(args),
+        Command::Edges(args) => edges_cmd::run(args),
         Command::Keys(command) => keys_cmd::run(command),
         Command::Connect(args) => connect_cmd::run(args),
         Command::Quickstart(args) => quickstart::run(args),
