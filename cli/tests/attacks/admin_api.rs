@@ -118,7 +118,8 @@ async fn admin_api() {
     );
 
     let huge = json!({"name": "x".repeat(2 * 1024 * 1024)}).to_string();
-    let edge_auth = format!("Bearer {EDGE_SECRET}");
+    let minter = crate::edge_identity::minting_edge(&world.plane.edge_url, EDGE_SECRET).await;
+    let edge_auth = format!("Bearer {}", minter.assertion());
     let edge_host = format!("127.0.0.1:{edge_port}");
     let edge_headers = [
         ("Content-Type", "application/json"),
@@ -157,13 +158,15 @@ async fn admin_api() {
         report.record(&format!("oversized: {name} is 413"), outcome);
     }
 
-    // The edge channel takes only the enrollment secret.
+    // The edge channel takes only an enrolled edge's assertion: not the
+    // bootstrap secret (it only enrolls), nor any other credential.
     let new_session = json!({"id_token": "e30.e30.c2ln", "nonce": "n", "route": "app", "source_address": "127.0.0.1",
         "user_agent": "attack"})
     .to_string();
     let admin_auth = format!("Bearer {ADMIN_TOKEN}");
     for (name, auth) in [
-        ("no secret", None),
+        ("no credential", None),
+        ("the shared edge secret", Some(&*format!("Bearer {EDGE_SECRET}"))),
         ("the admin token", Some(admin_auth.as_str())),
         ("a session token", Some(&*format!("Bearer {session}"))),
     ] {

@@ -21,6 +21,8 @@
 //! `portcullis_session`, to see what an edge without per-route cookies lets
 //! through.
 
+#[path = "../control_plane/edge_identity.rs"]
+mod edge_identity;
 #[path = "../control_plane/edge_node.rs"]
 #[allow(dead_code)]
 mod edge_node;

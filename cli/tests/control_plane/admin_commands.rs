@@ -134,13 +134,16 @@ async fn admin_commands_end_to_end() {
     assert_eq!(none.ok().trim(), "no audit entries match");
 
     // edges.
+    // edge-1 (which created the sessions above) is enrolled and has not reported.
     let out = plane.cli(&["edges"]).await;
-    assert_eq!(out.ok().trim(), "no edge has reported yet", "{out:?}");
+    assert!(out.ok().contains("edge-1") && out.stdout.contains("enrolled"), "{out:?}");
+    assert!(!out.stdout.contains("edge-7"), "{out:?}");
     plane.report("edge-7", 3).await;
-    let out = plane.cli(&["edges"]).await;
+    let out = plane.cli(&["edges", "list"]).await;
     assert!(out.ok().contains("edge-7") && out.stdout.contains("connected"), "{out:?}");
     let edges = plane.cli(&["edges", "--json"]).await.json();
-    assert_eq!(edges[0]["id"], "edge-7");
+    let edge_7 = edges.as_array().expect("list").iter().find(|e| e["id"] == "edge-7").expect("edge-7 listed");
+    assert_eq!((edge_7["state"].as_str(), edge_7["enrolled_via"].as_str()), (Some("connected"), Some("bootstrap")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +213,9 @@ async fn wait_reports_every_connected_edge() {
         }
     });
     // Let the edge report once so it counts as connected.
-    while plane.api_get("/edges").await.as_array().is_none_or(Vec::is_empty) {
+    let connected =
+        |edges: serde_json::Value| edges.as_array().is_some_and(|e| e.iter().any(|e| e["state"] == "connected"));
+    while !connected(plane.api_get("/edges").await) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let out = plane.cli(&["sessions", "terminate", &session, "--reason", "incident", "--wait"]).await;

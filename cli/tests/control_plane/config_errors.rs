@@ -1,6 +1,7 @@
-//! A bad configuration stops `portcullis control-plane` before it opens
-//! anything: exit status 64 and a message naming the key, whether the
-//! mistake is in the TOML file or in a `PORTCULLIS_*` variable.
+//! A bad configuration stops `portcullis control-plane` (and `portcullis
+//! edge`) before it opens anything: exit status 64 and a message naming the
+//! key, whether the mistake is in the TOML file or in a `PORTCULLIS_*`
+//! variable.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -10,10 +11,15 @@ use crate::harness::{command, Run, TempDir, EDGE_SECRET};
 /// Runs the control plane with `file` as its configuration and `env`; it
 /// must exit on its own within 10 s.
 fn start(file: &str, env: &[(&str, &str)]) -> Run {
+    start_as("control-plane", file, env)
+}
+
+/// Runs `portcullis <subcommand>` with `file` as its configuration and `env`.
+fn start_as(subcommand: &str, file: &str, env: &[(&str, &str)]) -> Run {
     let dir = TempDir::new("config");
     let path = dir.write("control-plane.toml", file);
     let mut cmd = command();
-    cmd.arg("control-plane").arg("--config").arg(&path).current_dir(dir.path());
+    cmd.arg(subcommand).arg("--config").arg(&path).current_dir(dir.path());
     // A configuration that is accidentally valid must not touch anything shared.
     cmd.env("PORTCULLIS_DATABASE_URL", format!("sqlite://{}", dir.path().join("db.sqlite").display()));
     for (key, value) in env {
@@ -53,10 +59,14 @@ fn an_unknown_key_in_the_file_is_named() {
 }
 
 #[test]
-fn a_missing_edge_secret_is_named() {
-    let run = start("listen = \"127.0.0.1:0\"\n", &[]);
-    rejects(&run, "edge_secret");
-    assert!(run.stderr.contains("PORTCULLIS_EDGE_SECRET"), "says how to set it: {run:?}");
+fn an_edge_without_a_way_to_enroll_is_named() {
+    let run = start_as("edge", "edge_id = \"e1\"\n", &[]);
+    rejects(&run, "join_token");
+    assert!(run.stderr.contains("PORTCULLIS_JOIN_TOKEN"), "says how to set it: {run:?}");
+    let without_file = start_as("edge", "join_token = \"pcjt_x\"\n", &[]);
+    rejects(&without_file, "credential_file");
+    let not_a_key = start_as("edge", "credential_file = \"/dev/null\"\n", &[]);
+    rejects(&not_a_key, "credential_file");
 }
 
 #[test]

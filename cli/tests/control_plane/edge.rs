@@ -11,14 +11,15 @@ use portcullis_policy::wire::{decode, Message, SnapshotBody};
 use portcullis_policy::Change;
 use serde_json::{json, Value};
 
+use crate::edge_identity::test_edge;
 use crate::harness::{ControlPlane, EDGE_SECRET};
 
 impl ControlPlane {
-    fn edge_request(&self, method: reqwest::Method, path: &str, edge_id: &str) -> reqwest::RequestBuilder {
-        self.http()
-            .request(method, format!("{}/edge/v1{path}", self.edge_url))
-            .bearer_auth(EDGE_SECRET)
-            .header("X-Portcullis-Edge-Id", edge_id)
+    /// A request on the edge channel as test edge `edge_id` (enrolled with
+    /// the bootstrap secret on first use).
+    async fn edge_request(&self, method: reqwest::Method, path: &str, edge_id: &str) -> reqwest::RequestBuilder {
+        let edge = test_edge(&self.edge_url, edge_id, EDGE_SECRET).await;
+        edge.authorize(self.http().request(method, format!("{}/edge/v1{path}", self.edge_url)))
     }
 
     /// Creates a session for `email` on `route` as edge `edge-1` would after a login; returns its id.
@@ -34,8 +35,13 @@ impl ControlPlane {
             "user_agent": "process-test",
         });
         let body = portcullis_dev_idp::test_issuer::TestIssuer::shared().login_body(&body);
-        let response =
-            self.edge_request(reqwest::Method::POST, "/sessions", "edge-1").json(&body).send().await.expect("login");
+        let response = self
+            .edge_request(reqwest::Method::POST, "/sessions", "edge-1")
+            .await
+            .json(&body)
+            .send()
+            .await
+            .expect("login");
         let status = response.status();
         let answer: Value = response.json().await.expect("JSON answer");
         assert!(status.is_success(), "POST /edge/v1/sessions: {status} {answer}");
@@ -46,6 +52,7 @@ impl ControlPlane {
     pub async fn report(&self, edge_id: &str, applied_seq: u64) {
         let response = self
             .edge_request(reqwest::Method::POST, "/report", edge_id)
+            .await
             .json(&json!({ "applied_seq": applied_seq, "live_connections": 2 }))
             .send()
             .await
@@ -70,6 +77,7 @@ impl ControlPlane {
         let path = format!("/stream?nonce={}{since}", binding.nonce);
         let response = self
             .edge_request(reqwest::Method::GET, &path, edge_id)
+            .await
             .timeout(Duration::from_secs(3600))
             .send()
             .await

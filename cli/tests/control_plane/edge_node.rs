@@ -1,7 +1,7 @@
 //! A real `portcullis edge` process for the end-to-end tests, and the
 //! shortcut to a session token the edge's own login would get
-//! (POST /edge/v1/sessions with the enrollment secret and an ID token the
-//! shared test issuer signed for the identity).
+//! (POST /edge/v1/sessions as an enrolled test edge, see `edge_identity`,
+//! with an ID token the shared test issuer signed for the identity).
 
 use std::fs::File;
 use std::path::Path;
@@ -30,7 +30,9 @@ impl EdgeNode {
     }
 
     /// Same, with extra `PORTCULLIS_*` settings (`listen` picks the port);
-    /// they win over the defaults (e.g. a wrong `session_issuer`).
+    /// they win over the defaults (e.g. a wrong `session_issuer`), and an
+    /// empty value removes the default (e.g. `edge_secret`, to enroll with a
+    /// join token only).
     pub async fn start_with(plane: &ControlPlane, id: &str, dir: &Path, settings: &[(&str, String)]) -> Self {
         let port = settings
             .iter()
@@ -51,7 +53,12 @@ impl EdgeNode {
             .env("PORTCULLIS_EDGE_ID", id)
             .env("PORTCULLIS_LOG", "info");
         for (key, value) in settings {
-            command.env(format!("PORTCULLIS_{}", key.to_ascii_uppercase()), value);
+            let name = format!("PORTCULLIS_{}", key.to_ascii_uppercase());
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
         }
         let child = command
             .stdin(Stdio::null())
@@ -136,22 +143,13 @@ pub async fn login_to(plane: &ControlPlane, email: &str, route: &str) -> (String
     (answer["session_id"].as_str().expect("id").to_owned(), answer["token"].as_str().expect("token").to_owned())
 }
 
-/// `POST /edge/v1/sessions` with the enrollment secret, as the edge's login
+/// `POST /edge/v1/sessions` as an enrolled test edge, as the edge's login
 /// does, for the identity `body` describes (`subject`, `email`, `groups`,
 /// `auth_time`, … — signed into an ID token by the shared test issuer); the
 /// control plane's answer (`session_id`, `token`).
 pub async fn create_session(plane: &ControlPlane, body: &Value) -> Value {
     let body = TestIssuer::shared().login_body(body);
-    let response = plane
-        .http()
-        .post(format!("{}/edge/v1/sessions", plane.edge_url))
-        .bearer_auth(EDGE_SECRET)
-        .header("x-portcullis-edge-id", "login")
-        .json(&body)
-        .send()
-        .await
-        .expect("create session");
-    response.json().await.expect("JSON")
+    crate::edge_identity::post_session(plane.http(), &plane.edge_url, EDGE_SECRET, &body).await.1
 }
 
 /// A throwaway certificate for 127.0.0.1 and app.corp.example: (cert, key, PEM).

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::edge_node::EdgeNode;
 use crate::harness::{free_port, ControlPlane, TempDir, ADMIN_TOKEN, EDGE_SECRET};
@@ -134,18 +134,9 @@ pub async fn edge_login(plane: &ControlPlane, email: &str, source: &str, user_ag
         "groups": ["staff"], "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
         "route": "app", "source_address": source, "user_agent": user_agent,
     });
-    let response = plane
-        .http()
-        .post(format!("{}/edge/v1/sessions", plane.edge_url))
-        .bearer_auth(EDGE_SECRET)
-        .header("x-portcullis-edge-id", "edge-eu-1")
-        .json(&portcullis_dev_idp::test_issuer::TestIssuer::shared().login_body(&body))
-        .send()
-        .await
-        .expect("create a session");
-    let status = response.status();
-    let answer: Value = response.json().await.expect("JSON");
-    assert!(status.is_success(), "create a session: {status} {answer}");
+    let body = portcullis_dev_idp::test_issuer::TestIssuer::shared().login_body(&body);
+    let (status, answer) = crate::edge_identity::post_session(plane.http(), &plane.edge_url, EDGE_SECRET, &body).await;
+    assert_eq!(status, 200, "create a session: {status} {answer}");
     (answer["session_id"].as_str().expect("id").to_owned(), answer["token"].as_str().expect("token").to_owned())
 }
 

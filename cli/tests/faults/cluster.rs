@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::harness::{command, free_port, ControlPlane, EDGE_SECRET};
@@ -99,19 +99,9 @@ impl Replica {
             "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
             "route": route, "source_address": "127.0.0.1", "user_agent": "fault-suite",
         });
-        let answer: Value = self
-            .plane()
-            .http()
-            .post(format!("{}/edge/v1/sessions", self.edge_url()))
-            .bearer_auth(EDGE_SECRET)
-            .header("x-portcullis-edge-id", "login")
-            .json(&portcullis_dev_idp::test_issuer::TestIssuer::shared().login_body(&body))
-            .send()
-            .await
-            .expect("create a session")
-            .json()
-            .await
-            .expect("JSON");
+        let body = portcullis_dev_idp::test_issuer::TestIssuer::shared().login_body(&body);
+        let plane = self.plane();
+        let (_, answer) = crate::edge_identity::post_session(plane.http(), &self.edge_url(), EDGE_SECRET, &body).await;
         let id = answer["session_id"].as_str().unwrap_or_else(|| panic!("no session: {answer}"));
         (id.to_owned(), answer["token"].as_str().expect("token").to_owned())
     }

@@ -22,6 +22,8 @@
 //! Run: `cargo test -p portcullis --test faults -- --nocapture` (part of
 //! `scripts/test.sh`; figures are printed as `fault figures: …`).
 
+#[path = "../control_plane/edge_identity.rs"]
+mod edge_identity;
 #[path = "../control_plane/harness.rs"]
 #[allow(dead_code)]
 mod harness;
