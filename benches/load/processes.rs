@@ -4,9 +4,10 @@
 //! each from a TOML config file on free loopback ports and waited for until
 //! `/readyz` answers, plus what the harnesses need around them: the policy,
 //! session tokens minted through the edge channel (`POST /edge/v1/sessions`
-//! with the enrollment secret and an ID token of the test issuer
-//! (`portcullis_dev_idp::test_issuer`, served from this process), as an
-//! edge does after an OIDC login, so no login at an IdP is needed), a temp dir, percentiles, and per-process CPU time,
+//! as an edge enrolled with the bootstrap secret, with an ID token of the
+//! test issuer (`portcullis_dev_idp::test_issuer`, served from this process),
+//! as an edge does after an OIDC login, so no login at an IdP is needed), a
+//! temp dir, percentiles, and per-process CPU time,
 //! resident memory and open file descriptors.
 //!
 //! Every child is killed when its handle drops (also on panic), so a failed
@@ -22,7 +23,11 @@ use anyhow::{bail, Context, Result};
 use portcullis_dev_idp::test_issuer::TestIssuer;
 use serde_json::{json, Value};
 
-/// The edge enrollment secret of the harness control plane.
+/// The test suites' edge identity (enrolls with the bootstrap secret, signs assertions).
+#[path = "../../cli/tests/control_plane/edge_identity.rs"]
+mod edge_identity;
+
+/// The bootstrap secret of the harness control plane (its edges enroll with it).
 pub const EDGE_SECRET: &str = "bench-edge-secret-0123456789abcdef0123";
 /// The admin token the harness control plane bootstraps.
 pub const ADMIN_TOKEN: &str = "pcat_bench_admin_token_0123456789abcdef";
@@ -232,16 +237,8 @@ impl ControlPlane {
             "idp_issuer": "https://idp.bench.example", "auth_time": now,
             "route": "app", "source_address": "127.0.0.1", "user_agent": "portcullis-bench",
         });
-        let response = self
-            .http
-            .post(format!("{}/edge/v1/sessions", self.edge_url))
-            .bearer_auth(EDGE_SECRET)
-            .header("x-portcullis-edge-id", "bench-login")
-            .json(&TestIssuer::shared().login_body(&body))
-            .send()
-            .await?;
-        let status = response.status();
-        let answer: Value = response.json().await?;
+        let body = TestIssuer::shared().login_body(&body);
+        let (status, answer) = edge_identity::post_session(&self.http, &self.edge_url, EDGE_SECRET, &body).await;
         match (answer["session_id"].as_str(), answer["token"].as_str()) {
             (Some(id), Some(token)) => Ok((id.to_owned(), token.to_owned())),
             _ => bail!("POST /edge/v1/sessions: {status} {answer}"),

@@ -7,7 +7,7 @@
 //!   request instead replays a session terminated earlier (must be refused:
 //!   an admission is a *revival*);
 //! - **churn**, once a second and one step at a time: a login every
-//!   `--login-every` s (`POST /edge/v1/sessions` with the enrollment secret,
+//!   `--login-every` s (`POST /edge/v1/sessions` as an enrolled edge,
 //!   as an edge does; when the pool is full its oldest session is terminated
 //!   first), a session terminated every `--terminate-every` s, a whole user
 //!   every `--user-terminate-every` s, the oldest websocket replaced every
