@@ -187,22 +187,28 @@ impl EdgeIdentity {
             return Ok(());
         }
         let base = base.trim_end_matches('/');
-        if self.maybe_enrolled.load(Ordering::Relaxed) {
-            let asked = client
-                .get(format!("{base}/edge/v1/fleet-key"))
-                .bearer_auth(self.assertion())
-                .timeout(CALL_TIMEOUT)
-                .send()
-                .await;
-            match answer::<FleetKeyAnswer>(asked).await {
-                Ok(answer) => return self.established_with(&answer.fleet_key),
-                Err(IdentityError::Refused(reason)) if self.can_enroll() => {
-                    tracing::warn!(edge = %self.edge_id, %reason, "the control plane does not know this edge's key; enrolling");
-                }
-                Err(error) => return Err(error),
-            }
+        if !self.maybe_enrolled.load(Ordering::Relaxed) {
+            return self.enroll(client, base).await;
         }
-        self.enroll(client, base).await
+        let asked = client
+            .get(format!("{base}/edge/v1/fleet-key"))
+            .bearer_auth(self.assertion())
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await;
+        match answer::<FleetKeyAnswer>(asked).await {
+            Ok(answer) => self.established_with(&answer.fleet_key),
+            Err(IdentityError::Refused(reason)) if self.can_enroll() => {
+                tracing::warn!(edge = %self.edge_id, %reason, "the control plane refused this edge's key; enrolling");
+                match self.enroll(client, base).await {
+                    Err(IdentityError::Refused(again)) => {
+                        Err(IdentityError::Refused(format!("{reason}; enrolling again: {again}")))
+                    }
+                    other => other,
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn can_enroll(&self) -> bool {
@@ -273,4 +279,29 @@ async fn answer<T: serde::de::DeserializeOwned>(
 
 fn now_s() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assertions_are_cached_not_signed_per_call() {
+        let identity = EdgeIdentity::new("edge-1", "Edge 1", Enrollment::bootstrap("s".repeat(32)));
+        let first = identity.assertion();
+        assert_eq!(identity.assertion(), first, "the same assertion until 20 s are left");
+        *identity.cached.lock().unwrap() = Some((first.clone(), now_s() + REFRESH_BEFORE_S));
+        assert_ne!(identity.assertion(), first, "a new one when it is about to expire");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let enrollment = Enrollment {
+            join_token: Some("pcjt_secret-token".into()),
+            bootstrap_secret: Some("bootstrap-secret-0123456789abcdef".into()),
+            ..Enrollment::default()
+        };
+        let shown = format!("{enrollment:?} {:?}", EdgeIdentity::new("e", "e", enrollment.clone()));
+        assert!(!shown.contains("pcjt_secret") && !shown.contains("bootstrap-secret"), "{shown}");
+    }
 }
