@@ -52,6 +52,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     let store = Arc::new(SqlStore::connect(&config.database_url).await?);
     let vault = KeyVault::open_source(&config.key_encryption)?;
     let stream_key = crate::stream_key::load_or_create(&*store, &vault).await?;
+    let edge_trust = Arc::new(EdgeTrust::load(&*store, &vault).await?);
     let authority = Arc::new(SessionAuthority::load_or_create(&*store, &config.issuer, vault).await?);
     authority.follow(Arc::clone(&store) as Arc<dyn crate::store::Store>, KEY_FOLLOW_PERIOD);
     let public_key = stream_key.public_key();
@@ -63,7 +64,6 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
         feed.spawn_postgres_listener(store.url().to_owned());
     }
     spawn_change_log_pruning(Arc::clone(&store), config.change_log_retention);
-    let edge_trust = Arc::new(EdgeTrust::load(&*store).await?);
     edge_trust.spawn_refresher(Arc::clone(&store) as Arc<dyn EdgeIdentityStore>, Arc::clone(&feed));
     if config.edge_secret.is_some() {
         tracing::warn!("edge_secret is set: edges holding it may enroll without a join token (quickstart only)");

@@ -17,11 +17,16 @@ use base64::Engine;
 use tokio::sync::watch;
 
 use crate::feed::ChangeFeed;
+use crate::key_vault::KeyVault;
 use crate::model::now_ms;
 use crate::store::{EdgeIdentityStore, StoreResult};
 
 /// How often the revoked set is re-read (covers a missed notification).
 const POLL: Duration = Duration::from_millis(250);
+
+/// The key-vault purpose and id of the fleet key (its sealing context).
+const FLEET_KEY_PURPOSE: &str = "fleet";
+const FLEET_KEY_ID: &str = "1";
 
 /// The ids of revoked edges, as last read from the store.
 pub type RevokedSet = Arc<BTreeSet<String>>;
@@ -35,10 +40,17 @@ pub struct EdgeTrust {
 
 impl EdgeTrust {
     /// Loads (or makes, on first start) the fleet key and the revoked set.
-    pub async fn load(store: &dyn EdgeIdentityStore) -> StoreResult<Self> {
+    /// The fleet key is stored sealed by `vault`, like the signing keys: it
+    /// is a secret (edges derive their cookie and login-state keys from it).
+    pub async fn load(store: &dyn EdgeIdentityStore, vault: &KeyVault) -> StoreResult<Self> {
         let mut candidate = [0u8; 32];
         rand::Rng::fill(&mut rand::rngs::OsRng, &mut candidate);
-        let fleet_key = store.fleet_key(&URL_SAFE_NO_PAD.encode(candidate), now_ms()).await?;
+        let sealed = vault.seal(FLEET_KEY_PURPOSE, FLEET_KEY_ID, &URL_SAFE_NO_PAD.encode(candidate));
+        candidate.fill(0);
+        let stored = store.fleet_key(&sealed, now_ms()).await?;
+        let fleet_key = vault
+            .open(FLEET_KEY_PURPOSE, FLEET_KEY_ID, &stored)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
         let revoked: BTreeSet<String> = store.revoked_edges().await?.into_iter().collect();
         Ok(Self { fleet_key, revoked: watch::channel(Arc::new(revoked)).0 })
     }
