@@ -23,6 +23,8 @@ pub struct App {
     pub store: Arc<SqlStore>,
     /// Signs session tokens.
     pub authority: Arc<SessionAuthority>,
+    /// Signs every frame of the edge stream.
+    pub stream_key: StreamSigningKey,
     /// Change and report signals.
     pub feed: Arc<ChangeFeed>,
     /// Prometheus metrics.

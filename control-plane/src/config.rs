@@ -136,6 +136,7 @@ pub struct RawConfig {
     pub tls_key: Option<String>,
     /// See [`KEYS`].
     pub allow_plain_http: Option<bool>,
+    /// See [`KEYS`].
     pub login_idps: Option<Vec<RawLoginIdp>>,
     /// See [`KEYS`].
     pub login_clock_skew_s: Option<u64>,

@@ -65,6 +65,7 @@ impl ControlPlane {
     pub async fn open_stream(&self, edge_id: &str, since: Option<u64>) -> EdgeStream {
         let published: PublishedStreamKey = self
             .edge_request(reqwest::Method::GET, "/stream-key", edge_id)
+            .await
             .send()
             .await
             .expect("GET /edge/v1/stream-key")

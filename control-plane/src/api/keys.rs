@@ -116,6 +116,8 @@ pub async fn revoke(
     tracing::warn!(kid = %kid, actor = %caller.actor.name, "revoked a session-signing key");
     let receipt = receipt(app.store(), &app.feed, Some(seq), wait.duration(&app), committed).await?;
     Ok(Json(KeyRevocation { kid, current_kid: app.authority.current_kid().await, receipt }))
+}
+
 /// The public stream-signing key.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StreamKey {
