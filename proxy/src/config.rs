@@ -259,8 +259,17 @@ impl EdgeConfig {
             other => return Err(error("stale_mode", format!("expected keep or deny, found `{other}`"))),
         };
         let (urls_key, control_plane_urls) = control_plane_urls(raw.control_plane_url, raw.control_plane_urls)?;
+        let plain_http = crate::channel_tls::refuse_plain_http(urls_key, &control_plane_urls);
         if raw.allow_plain_http != Some(true) {
-            crate::channel_tls::refuse_plain_http(urls_key, &control_plane_urls)?;
+            plain_http.clone()?;
+        } else if plain_http.is_err() && raw.stream_public_key.is_none() {
+            // Trust on first use over plain HTTP would take the stream key
+            // from whoever answers first: they could sign any policy.
+            return Err(error(
+                "stream_public_key",
+                "is required when a control-plane URL is plain http:// to a host that is not loopback \
+                 (allow_plain_http): pin the key `GET /api/v1/stream-key` shows, or use https://",
+            ));
         }
         let pins = raw.control_plane_pins.unwrap_or_default();
         let control_plane_trust = ChannelTrust::load(raw.control_plane_ca.as_deref(), &pins)?;
@@ -502,6 +511,9 @@ mod tests {
         let env = |k: &str| match k {
             "PORTCULLIS_EDGE_SECRET" => Some(SECRET.to_owned()),
             "PORTCULLIS_ALLOW_PLAIN_HTTP" => Some("true".to_owned()),
+            "PORTCULLIS_STREAM_PUBLIC_KEY" => {
+                Some(portcullis_policy::stream_key::StreamSigningKey::from_seed([7; 32]).public_key().to_string())
+            }
             _ => None,
         };
         let config = EdgeConfig::load("", env).unwrap();
@@ -538,8 +550,12 @@ mod tests {
         let refused = refused.unwrap_err();
         assert_eq!(refused.key, "control_plane_urls");
         assert!(refused.message.contains("allow_plain_http") && refused.message.contains("10.0.0.7"), "{refused}");
-        let allowed = "control_plane_url = \"http://cp.internal:7401\"\nallow_plain_http = true";
-        assert!(EdgeConfig::load(allowed, env).is_ok());
+        let unpinned = "control_plane_url = \"http://cp.internal:7401\"\nallow_plain_http = true";
+        let refused = EdgeConfig::load(unpinned, env).unwrap_err();
+        assert_eq!(refused.key, "stream_public_key", "no trust on first use over plain HTTP: {refused}");
+        let key = portcullis_policy::stream_key::StreamSigningKey::from_seed([7; 32]).public_key();
+        let allowed = format!("{unpinned}\nstream_public_key = \"{key}\"");
+        assert!(EdgeConfig::load(&allowed, env).is_ok(), "{:?}", EdgeConfig::load(&allowed, env));
         let pins_on_http = "control_plane_pins = [\"sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]";
         assert_eq!(EdgeConfig::load(pins_on_http, env).unwrap_err().key, "control_plane_pins", "pins need https://");
     }

@@ -13,13 +13,12 @@ use serde_json::{json, Value};
 
 use crate::harness::{ControlPlane, TempDir, EDGE_SECRET, POLICY};
 
-/// `POST /edge/v1/sessions` as the authenticated edge `rogue`; (status, body).
+/// `POST /edge/v1/sessions` as the enrolled (authenticated) edge `rogue`;
+/// (status, body).
 async fn create(plane: &ControlPlane, body: &Value) -> (u16, Value) {
-    let response = plane
-        .http()
-        .post(format!("{}/edge/v1/sessions", plane.edge_url))
-        .bearer_auth(EDGE_SECRET)
-        .header("x-portcullis-edge-id", "rogue")
+    let edge = crate::edge_identity::test_edge_through(plane.http(), &plane.edge_url, "rogue", EDGE_SECRET).await;
+    let response = edge
+        .authorize(plane.http().post(format!("{}/edge/v1/sessions", plane.edge_url)))
         .json(body)
         .send()
         .await

@@ -36,7 +36,19 @@ impl TestEdge {
 
     /// Same, with a given key.
     pub async fn enroll_key(edge_url: &str, id: &str, credential: &str, key: EdgeKey) -> Result<Self, (u16, Value)> {
-        let response = reqwest::Client::new()
+        Self::enroll_through(&reqwest::Client::new(), edge_url, id, credential, key).await
+    }
+
+    /// Same, through `http` (a client that trusts the control plane's CA
+    /// when it serves HTTPS).
+    pub async fn enroll_through(
+        http: &reqwest::Client,
+        edge_url: &str,
+        id: &str,
+        credential: &str,
+        key: EdgeKey,
+    ) -> Result<Self, (u16, Value)> {
+        let response = http
             .post(format!("{}/edge/v1/enroll", edge_url.trim_end_matches('/')))
             .bearer_auth(credential)
             .json(&json!({ "edge_id": id, "name": id, "public_key": key.public_pem() }))
@@ -68,6 +80,11 @@ type Cache = Mutex<HashMap<(String, String), Arc<OnceCell<Arc<TestEdge>>>>>;
 /// Test edge `id` of the control plane at `edge_url`, enrolled with the
 /// bootstrap `secret` on first use.
 pub async fn test_edge(edge_url: &str, id: &str, secret: &str) -> Arc<TestEdge> {
+    test_edge_through(&reqwest::Client::new(), edge_url, id, secret).await
+}
+
+/// [`test_edge`], enrolling through `http`.
+pub async fn test_edge_through(http: &reqwest::Client, edge_url: &str, id: &str, secret: &str) -> Arc<TestEdge> {
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cell = {
         let mut cache = CACHE.get_or_init(Cache::default).lock().unwrap_or_else(|e| e.into_inner());
@@ -75,7 +92,7 @@ pub async fn test_edge(edge_url: &str, id: &str, secret: &str) -> Arc<TestEdge> 
     };
     let edge = cell
         .get_or_init(|| async {
-            let enrolled = TestEdge::enroll_with(edge_url, id, secret).await;
+            let enrolled = TestEdge::enroll_through(http, edge_url, id, secret, EdgeKey::generate()).await;
             Arc::new(enrolled.unwrap_or_else(|(status, body)| panic!("enrolling test edge {id}: {status} {body}")))
         })
         .await;
@@ -85,14 +102,19 @@ pub async fn test_edge(edge_url: &str, id: &str, secret: &str) -> Arc<TestEdge> 
 /// The test edge sessions are minted with at `edge_url` (one per replica:
 /// replicas sharing a database must not replace each other's key).
 pub async fn minting_edge(edge_url: &str, secret: &str) -> Arc<TestEdge> {
+    minting_edge_through(&reqwest::Client::new(), edge_url, secret).await
+}
+
+/// [`minting_edge`], enrolling through `http`.
+pub async fn minting_edge_through(http: &reqwest::Client, edge_url: &str, secret: &str) -> Arc<TestEdge> {
     let port = edge_url.rsplit(':').next().unwrap_or("0").trim_end_matches('/');
-    test_edge(edge_url, &format!("login-{port}"), secret).await
+    test_edge_through(http, edge_url, &format!("login-{port}"), secret).await
 }
 
 /// `POST /edge/v1/sessions` as the minting edge: the control plane's answer
 /// (`session_id`, `token`) and status.
 pub async fn post_session(http: &reqwest::Client, edge_url: &str, secret: &str, body: &Value) -> (u16, Value) {
-    let edge = minting_edge(edge_url, secret).await;
+    let edge = minting_edge_through(http, edge_url, secret).await;
     let response = edge
         .authorize(http.post(format!("{}/edge/v1/sessions", edge_url.trim_end_matches('/'))))
         .json(body)
