@@ -347,7 +347,7 @@ impl Config {
         if login_clock_skew_s > MAX_LOGIN_CLOCK_SKEW_S {
             return Err(error("login_clock_skew_s", format!("must be at most {MAX_LOGIN_CLOCK_SKEW_S} seconds")));
         }
-        let login = LoginSettings { idps: login_idps(raw.login_idps.unwrap_or_default())?, clock_skew_s: login_clock_skew_s };
+        let login = LoginSettings { idps: login_idps(raw.login_idps.unwrap_or_default(), raw.allow_plain_http == Some(true))?, clock_skew_s: login_clock_skew_s };
         Ok(Self {
             issuer,
             public_url,
@@ -404,6 +404,18 @@ fn http_url(key: &str, text: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// True for an `http://` URL whose host is 127.0.0.0/8, `[::1]` or `localhost`.
+fn loopback_url(url: &str) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn nonempty(key: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
     let value = value.unwrap_or_else(|| default.to_owned());
     if value.trim().is_empty() {
@@ -412,12 +424,23 @@ fn nonempty(key: &str, value: Option<String>, default: &str) -> Result<String, C
     Ok(value.trim().to_owned())
 }
 
-fn login_idps(raw: Vec<RawLoginIdp>) -> Result<Vec<LoginIdpSettings>, ConfigError> {
+fn login_idps(raw: Vec<RawLoginIdp>, allow_plain_http: bool) -> Result<Vec<LoginIdpSettings>, ConfigError> {
     let mut idps: Vec<LoginIdpSettings> = Vec::with_capacity(raw.len());
     for entry in raw {
         // Kept as written: the tokens' `iss` is compared with it exactly.
         http_url("login_idps", &entry.issuer)?;
         let issuer = entry.issuer.trim().to_owned();
+        // The provider's keys decide who logs in: fetched over plain HTTP
+        // from elsewhere, anyone on the path could sign sessions.
+        if !allow_plain_http && issuer.starts_with("http://") && !loopback_url(&issuer) {
+            return Err(error(
+                "login_idps",
+                format!(
+                    "issuer `{issuer}` is plain HTTP to a host that is not loopback: its signing keys would be \
+                     fetched unprotected; use https://, or allow_plain_http = true"
+                ),
+            ));
+        }
         if idps.iter().any(|idp| idp.issuer == issuer) {
             return Err(error("login_idps", format!("issuer `{issuer}` is listed twice")));
         }
@@ -620,6 +643,20 @@ mod tests {
         ];
         let config = load("", &env).unwrap();
         assert_eq!((config.login.idps[0].issuer.as_str(), config.login.clock_skew_s), ("http://127.0.0.1:9", 5));
+        let foreign_plain = r#"[{ issuer = "http://idp.corp.example", audiences = ["e"] }]"#;
+        let refused = load("", &[("PORTCULLIS_EDGE_SECRET", SECRET), ("PORTCULLIS_LOGIN_IDPS", foreign_plain)]);
+        assert!(refused.unwrap_err().message.contains("allow_plain_http"), "keys fetched over plain HTTP");
+        let allowed = [
+            ("PORTCULLIS_EDGE_SECRET", SECRET),
+            ("PORTCULLIS_LOGIN_IDPS", foreign_plain),
+            ("PORTCULLIS_ALLOW_PLAIN_HTTP", "true"),
+            ("PORTCULLIS_LISTEN", "127.0.0.1:7400"),
+        ];
+        assert_eq!(load("", &allowed).unwrap().login.idps.len(), 1, "explicitly allowed");
+        for local in ["http://localhost:9", "http://[::1]:9/realms/x", "http://u@127.0.0.2"] {
+            assert!(loopback_url(local), "{local}");
+        }
+        assert!(!loopback_url("http://127.0.0.1.evil.example") && !loopback_url("http://localhost.evil.example"));
         for (bad, says) in [
             (r#"[{ issuer = "idp.example", audiences = ["e"] }]"#, "http://"),
             (r#"[{ issuer = "https://i", audiences = [] }]"#, "no client id"),

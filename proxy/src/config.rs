@@ -259,10 +259,12 @@ impl EdgeConfig {
             other => return Err(error("stale_mode", format!("expected keep or deny, found `{other}`"))),
         };
         let (urls_key, control_plane_urls) = control_plane_urls(raw.control_plane_url, raw.control_plane_urls)?;
+        // An empty value (an unset variable in a template) is no key.
+        let pinned = raw.stream_public_key.as_deref().filter(|k| !k.trim().is_empty());
         let plain_http = crate::channel_tls::refuse_plain_http(urls_key, &control_plane_urls);
         if raw.allow_plain_http != Some(true) {
             plain_http.clone()?;
-        } else if plain_http.is_err() && raw.stream_public_key.is_none() {
+        } else if plain_http.is_err() && pinned.is_none() {
             // Trust on first use over plain HTTP would take the stream key
             // from whoever answers first: they could sign any policy.
             return Err(error(
@@ -277,7 +279,7 @@ impl EdgeConfig {
             let key = if pins.is_empty() { "control_plane_ca" } else { "control_plane_pins" };
             return Err(error(key, format!("applies to https:// only, and every {urls_key} is http://")));
         }
-        let stream_public_key = raw.stream_public_key.as_deref().map(stream_public_key).transpose()?;
+        let stream_public_key = pinned.map(stream_public_key).transpose()?;
         if raw.max_staleness_s == Some(0) {
             return Err(error("max_staleness_s", "must be at least 1 (heartbeats come every second)"));
         }

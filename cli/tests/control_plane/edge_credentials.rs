@@ -296,6 +296,6 @@ async fn without_its_control_plane_an_edge_keeps_sessions_refuses_logins_and_res
     .await;
     let log = edge.log_text();
     assert_eq!(log.matches("applied a full snapshot").count(), 1, "the edge resumed by sequence:\n{log}");
-    assert!(log.contains("stream?since="), "the reconnect named its sequence:\n{log}");
+    assert!(log.contains("&since="), "the reconnect named its sequence:\n{log}");
     assert_eq!(get(&edge, "app.corp.example", "/hello", &[("cookie", &cookie)]).await.0, 200);
 }

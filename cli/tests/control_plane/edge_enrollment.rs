@@ -180,6 +180,8 @@ async fn bearer_session(plane: &ControlPlane, bearer: &str) -> (u16, Value) {
         "idp_issuer": "https://idp.corp.example", "auth_time": chrono::Utc::now().timestamp(),
         "route": "app", "source_address": "127.0.0.1", "user_agent": "enrollment-test",
     });
+    // A login the test IdP vouched for: only the edge credential is on trial.
+    let body = portcullis_dev_idp::test_issuer::TestIssuer::shared().login_body(&body);
     let response = plane
         .http()
         .post(format!("{}/edge/v1/sessions", plane.edge_url))

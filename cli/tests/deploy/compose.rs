@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use yaml_rust2::Yaml;
 
 use crate::containers;
-use crate::support::{env_file, host_of, load, port_of, read, text, texts, yaml, Component, Effective, SECRET};
+use crate::support::{
+    env_file, host_of, load, placeholder, port_of, read, text, texts, yaml, Component, Effective, SECRET,
+};
 
 const COMPOSE: &str = "deploy/compose.yaml";
 
@@ -29,7 +31,7 @@ fn interpolate(value: &str) -> (String, Vec<String>) {
         let name = rest[start + 2..end].split([':', '-', '?']).next().unwrap_or_default();
         names.push(name.to_owned());
         out.push_str(&rest[..start]);
-        out.push_str(SECRET);
+        out.push_str(&placeholder(name));
         rest = &rest[end + 1..];
     }
     out.push_str(rest);

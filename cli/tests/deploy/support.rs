@@ -13,9 +13,13 @@ pub const SECRET: &str = "placeholder-secret-0123456789abcdef0123456789";
 
 /// What stands in for a secret variable the files only refer to: a
 /// database URL holds a password, so it is one.
-fn placeholder(name: &str) -> String {
+pub fn placeholder(name: &str) -> String {
     match name {
         "PORTCULLIS_DATABASE_URL" => format!("postgres://portcullis:{SECRET}@postgres.invalid/portcullis"),
+        // A public key the operator copies from the control plane.
+        "PORTCULLIS_STREAM_PUBLIC_KEY" => {
+            portcullis_policy::stream_key::StreamSigningKey::from_seed([7; 32]).public_key().to_string()
+        }
         _ => SECRET.to_owned(),
     }
 }
