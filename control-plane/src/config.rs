@@ -347,7 +347,10 @@ impl Config {
         if login_clock_skew_s > MAX_LOGIN_CLOCK_SKEW_S {
             return Err(error("login_clock_skew_s", format!("must be at most {MAX_LOGIN_CLOCK_SKEW_S} seconds")));
         }
-        let login = LoginSettings { idps: login_idps(raw.login_idps.unwrap_or_default(), raw.allow_plain_http == Some(true))?, clock_skew_s: login_clock_skew_s };
+        let login = LoginSettings {
+            idps: login_idps(raw.login_idps.unwrap_or_default(), raw.allow_plain_http == Some(true))?,
+            clock_skew_s: login_clock_skew_s,
+        };
         Ok(Self {
             issuer,
             public_url,
@@ -634,7 +637,10 @@ mod tests {
         let idps = load(&file, &[]).unwrap().login.idps;
         assert_eq!(idps.len(), 2);
         assert_eq!(idps[0].issuer, "https://idp.corp.example/", "kept exactly as written");
-        assert_eq!((idps[0].audiences.len(), idps[0].groups_claim.as_str(), idps[0].trust_unverified_email), (2, "groups", true));
+        assert_eq!(
+            (idps[0].audiences.len(), idps[0].groups_claim.as_str(), idps[0].trust_unverified_email),
+            (2, "groups", true)
+        );
         assert_eq!((idps[1].groups_claim.as_str(), idps[1].trust_unverified_email), ("roles", false));
         let env = [
             ("PORTCULLIS_EDGE_SECRET", SECRET),

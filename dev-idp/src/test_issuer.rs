@@ -84,7 +84,10 @@ impl TestIssuer {
         });
         let jwks = key.jwks();
         let app = axum::Router::new()
-            .route("/.well-known/openid-configuration", axum::routing::get(move || async move { axum::Json(discovery) }))
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move { axum::Json(discovery) }),
+            )
             .route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
         std::thread::Builder::new()
             .name("test-issuer".into())

@@ -136,11 +136,8 @@ impl ControlPlanes {
     /// When the TLS backend cannot start, as [`reqwest::Client::new`] does;
     /// never with a weaker trust than configured.
     pub fn client(&self, connect_timeout: Duration, timeout: Option<Duration>) -> reqwest::Client {
-        let mut builder = self
-            .trust
-            .client_builder()
-            .connect_timeout(connect_timeout)
-            .redirect(reqwest::redirect::Policy::none());
+        let mut builder =
+            self.trust.client_builder().connect_timeout(connect_timeout).redirect(reqwest::redirect::Policy::none());
         if let Some(timeout) = timeout {
             builder = builder.timeout(timeout);
         }

@@ -134,7 +134,10 @@ mod tests {
     fn tables_come_from_the_environment_as_toml() {
         let env = [("PORTCULLIS_PEERS", r#"[{ url = "https://a", weight = 2 }, { url = "https://b" }]"#)];
         let peers = load_with("", &env).unwrap().peers.unwrap();
-        assert_eq!((peers[0].url.as_str(), peers[0].weight, peers[1].url.as_str()), ("https://a", Some(2), "https://b"));
+        assert_eq!(
+            (peers[0].url.as_str(), peers[0].weight, peers[1].url.as_str()),
+            ("https://a", Some(2), "https://b")
+        );
         let file = "[[peers]]\nurl = \"https://c\"\n";
         assert_eq!(load_with(file, &[]).unwrap().peers.unwrap()[0].url, "https://c");
         let wrong = load_with("", &[("PORTCULLIS_PEERS", "[{ ur = \"https://a\" }]")]).unwrap_err();

@@ -183,9 +183,12 @@ impl World {
         let dir = TempDir::new(&format!("attacks-{label}"));
         let database = dir.path().join("cp.db");
         let idp = FakeIdp::start().await;
-        let plane =
-            ControlPlane::start_trusting(&format!("sqlite://{}", database.display()), dir.path(), &[(&idp.issuer, CLIENT_ID)])
-                .await;
+        let plane = ControlPlane::start_trusting(
+            &format!("sqlite://{}", database.display()),
+            dir.path(),
+            &[(&idp.issuer, CLIENT_ID)],
+        )
+        .await;
         let upstream = RecordingUpstream::start().await;
         let tcp = TcpRecorder::start().await;
         let mut refusals = Vec::new();

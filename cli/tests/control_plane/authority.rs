@@ -80,34 +80,103 @@ async fn an_edge_cannot_create_a_session_without_a_valid_id_token_of_the_configu
     .expect("HS256");
 
     let cases: Vec<(&str, Value, u16, &str, &str)> = vec![
-        ("no token", json!({ "nonce": nonce, "route": "wiki", "source_address": "203.0.113.66" }), 401,
-         "id_token_required", "ID token"),
-        ("an asserted identity", json!({ "subject": "sub-boss", "email": "boss@corp.example", "groups": ["admins"],
+        (
+            "no token",
+            json!({ "nonce": nonce, "route": "wiki", "source_address": "203.0.113.66" }),
+            401,
+            "id_token_required",
+            "ID token",
+        ),
+        (
+            "an asserted identity",
+            json!({ "subject": "sub-boss", "email": "boss@corp.example", "groups": ["admins"],
          "idp_issuer": issuer.issuer(), "auth_time": now, "route": "wiki", "source_address": "203.0.113.66" }),
-         422, "invalid_body", "unknown field"),
-        ("a forged token (another key, the issuer's kid)", login(&TestKey::with_kid(issuer.key().kid()).sign(&claims), &nonce),
-         401, "id_token_invalid", "signature does not verify"),
-        ("a token signed by an unpublished key", login(&TestKey::generate().sign(&claims), &nonce), 401,
-         "id_token_invalid", "does not publish"),
-        ("a token from a foreign IdP", login(&foreign.id_token(&with(&claims, json!({ "iss": foreign.issuer() }))), &nonce),
-         401, "id_token_invalid", "not an identity provider this control plane trusts"),
-        ("a token for another audience", login(&sign(&with(&claims, json!({ "aud": "another-client" }))), &nonce), 401,
-         "id_token_invalid", "`aud`"),
-        ("an expired token", login(&sign(&with(&claims, json!({ "iat": now - 400, "exp": now - 120 }))), &nonce), 401,
-         "id_token_invalid", "expired"),
-        ("a token whose nonce differs", login(&sign(&claims), &json!("the-nonce-of-another-login")), 401,
-         "id_token_invalid", "`nonce`"),
-        ("email_verified: false", login(&sign(&with(&claims, json!({ "email_verified": false }))), &nonce), 401,
-         "id_token_invalid", "email_verified"),
-        ("no email_verified", login(&sign(&with(&claims, json!({ "email_verified": null }))), &nonce), 401,
-         "id_token_invalid", "email_verified"),
-        ("no auth_time", login(&sign(&with(&claims, json!({ "auth_time": null }))), &nonce), 401,
-         "id_token_invalid", "auth_time"),
-        ("alg none", login(&unsigned(json!({ "alg": "none", "typ": "JWT" }), &claims), &nonce), 401,
-         "id_token_invalid", "`none`"),
+            422,
+            "invalid_body",
+            "unknown field",
+        ),
+        (
+            "a forged token (another key, the issuer's kid)",
+            login(&TestKey::with_kid(issuer.key().kid()).sign(&claims), &nonce),
+            401,
+            "id_token_invalid",
+            "signature does not verify",
+        ),
+        (
+            "a token signed by an unpublished key",
+            login(&TestKey::generate().sign(&claims), &nonce),
+            401,
+            "id_token_invalid",
+            "does not publish",
+        ),
+        (
+            "a token from a foreign IdP",
+            login(&foreign.id_token(&with(&claims, json!({ "iss": foreign.issuer() }))), &nonce),
+            401,
+            "id_token_invalid",
+            "not an identity provider this control plane trusts",
+        ),
+        (
+            "a token for another audience",
+            login(&sign(&with(&claims, json!({ "aud": "another-client" }))), &nonce),
+            401,
+            "id_token_invalid",
+            "`aud`",
+        ),
+        (
+            "an expired token",
+            login(&sign(&with(&claims, json!({ "iat": now - 400, "exp": now - 120 }))), &nonce),
+            401,
+            "id_token_invalid",
+            "expired",
+        ),
+        (
+            "a token whose nonce differs",
+            login(&sign(&claims), &json!("the-nonce-of-another-login")),
+            401,
+            "id_token_invalid",
+            "`nonce`",
+        ),
+        (
+            "email_verified: false",
+            login(&sign(&with(&claims, json!({ "email_verified": false }))), &nonce),
+            401,
+            "id_token_invalid",
+            "email_verified",
+        ),
+        (
+            "no email_verified",
+            login(&sign(&with(&claims, json!({ "email_verified": null }))), &nonce),
+            401,
+            "id_token_invalid",
+            "email_verified",
+        ),
+        (
+            "no auth_time",
+            login(&sign(&with(&claims, json!({ "auth_time": null }))), &nonce),
+            401,
+            "id_token_invalid",
+            "auth_time",
+        ),
+        (
+            "alg none",
+            login(&unsigned(json!({ "alg": "none", "typ": "JWT" }), &claims), &nonce),
+            401,
+            "id_token_invalid",
+            "`none`",
+        ),
         ("HS256 (a shared secret)", login(&hs256, &nonce), 401, "id_token_invalid", "`HS256`"),
-        ("a browser token as a device login", with(&login(&sign(&claims), &Value::Null), json!({ "flow": "device",
-         "route": "wiki", "nonce": null })), 403, "device_login_disabled", "device_login"),
+        (
+            "a browser token as a device login",
+            with(
+                &login(&sign(&claims), &Value::Null),
+                json!({ "flow": "device",
+         "route": "wiki", "nonce": null }),
+            ),
+            403,
+            "device_login_disabled",
+            "device_login",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, body, status, code, says) in &cases {
@@ -117,7 +186,13 @@ async fn an_edge_cannot_create_a_session_without_a_valid_id_token_of_the_configu
             failures.push(format!("{name}: expected {status} {code} ({says}), got {got} {answer}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} hostile logins were not refused as expected:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} hostile logins were not refused as expected:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     let sessions = plane.api_get("/sessions?email=boss@corp.example").await;
     assert_eq!(sessions["sessions"], json!([]), "no session from any of them");
 
@@ -143,7 +218,10 @@ async fn an_edge_cannot_create_a_session_without_a_valid_id_token_of_the_configu
     let audit = plane.api_get("/audit?action=session.replay_refused").await;
     let entries = audit["entries"].as_array().cloned().unwrap_or_default();
     assert_eq!(entries.len(), 2, "one audit line per replay: {audit}");
-    assert_eq!((entries[0]["actor"].as_str(), entries[0]["target"].as_str()), (Some("edge:rogue"), Some("email:boss@corp.example")));
+    assert_eq!(
+        (entries[0]["actor"].as_str(), entries[0]["target"].as_str()),
+        (Some("edge:rogue"), Some("email:boss@corp.example"))
+    );
     assert!(entries[0]["reason"].as_str().is_some_and(|r| r.contains("replay")), "{audit}");
 
     // A restart does not forget which tokens were used.
@@ -160,9 +238,10 @@ async fn without_an_idp_configured_every_session_is_refused_with_a_clear_error()
     let dir = TempDir::new("authority-none");
     let database = format!("sqlite://{}", dir.path().join("cp.db").display());
     let (listen, edge_listen) = (crate::harness::free_port(), crate::harness::free_port());
-    let plane = ControlPlane::start_on_with(&database, dir.path(), listen, edge_listen, &[("login_idps", "[]".to_owned())])
-        .await
-        .unwrap_or_else(|log| panic!("the control plane starts without login_idps:\n{log}"));
+    let plane =
+        ControlPlane::start_on_with(&database, dir.path(), listen, edge_listen, &[("login_idps", "[]".to_owned())])
+            .await
+            .unwrap_or_else(|log| panic!("the control plane starts without login_idps:\n{log}"));
     plane.apply_policy(POLICY).await;
     let claims = TestIssuer::shared().claims("sub-ann", "ann@corp.example", &["staff"]);
     let (status, answer) = create(&plane, &login(&TestIssuer::shared().id_token(&claims), &claims["nonce"])).await;

@@ -42,7 +42,8 @@ routes:
 /// `others` (the OpenID providers a test's edges log users in with).
 pub fn login_idps(others: &[(&str, &str)]) -> String {
     let mut entries = vec![TestIssuer::shared().login_idp()];
-    entries.extend(others.iter().map(|(issuer, client)| format!("{{ issuer = {issuer:?}, audiences = [{client:?}] }}")));
+    entries
+        .extend(others.iter().map(|(issuer, client)| format!("{{ issuer = {issuer:?}, audiences = [{client:?}] }}")));
     format!("[{}]", entries.join(", "))
 }
 

@@ -240,7 +240,9 @@ async fn device_login_is_opt_in_per_route_bound_to_its_client_and_rate_limited()
     let page = Browser::new().approve_device(complete, "bob").await;
     assert!(page.contains("Sign-in Success"), "{page}");
     let poll = |verifier: Option<&str>| {
-        http.post(world.edge.url("/.portcullis/device/poll")).json(&json!({ "handle": handle, "verifier": verifier })).send()
+        http.post(world.edge.url("/.portcullis/device/poll"))
+            .json(&json!({ "handle": handle, "verifier": verifier }))
+            .send()
     };
     for (who, verifier) in [("no verifier", None), ("another client's verifier", Some("x".repeat(43)))] {
         let answer = poll(verifier.as_deref()).await.expect("poll");

@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use yaml_rust2::Yaml;
 
 use crate::containers;
-use crate::support::{
-    env_file, host_of, load, placeholder, port_of, read, text, texts, yaml, Component, Effective, SECRET,
-};
+use crate::support::{env_file, host_of, load, placeholder, port_of, read, text, texts, yaml, Component, Effective};
 
 const COMPOSE: &str = "deploy/compose.yaml";
 

@@ -81,7 +81,11 @@ async fn verified_login(app: &App, edge: &EdgeCaller, body: &LoginBody) -> Resul
         Ok(verified) => verified,
         Err(IdTokenError::NotConfigured) => {
             tracing::error!("login refused: no identity provider is configured (login_idps)");
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "login_idp_not_configured", IdTokenError::NotConfigured.to_string()));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "login_idp_not_configured",
+                IdTokenError::NotConfigured.to_string(),
+            ));
         }
         Err(IdTokenError::Unavailable(error)) => {
             tracing::warn!(%error, "login refused: identity provider unavailable");

@@ -81,7 +81,11 @@ fn string_list(value: Option<&Value>) -> Vec<String> {
 
 /// Checks `claims` (signature, `iss`, `aud`, `exp` and `nbf` already
 /// verified) of a token from `idp`; the reason is a sentence fragment.
-pub fn check(claims: &Map<String, Value>, idp: &LoginIdpSettings, expected: &Expected) -> Result<VerifiedLogin, String> {
+pub fn check(
+    claims: &Map<String, Value>,
+    idp: &LoginIdpSettings,
+    expected: &Expected,
+) -> Result<VerifiedLogin, String> {
     let (now, skew) = (expected.now, expected.skew);
     let iat = integer(claims, "iat")?;
     if iat > now + skew {
@@ -106,7 +110,9 @@ pub fn check(claims: &Map<String, Value>, idp: &LoginIdpSettings, expected: &Exp
             return Err("its `nonce` is not the one of this login".into());
         }
         (LoginFlow::Device, Some(_), _) => return Err("a device login has no nonce".into()),
-        (LoginFlow::Device, None, Some(_)) => return Err("it carries a `nonce`, so it is not from a device login".into()),
+        (LoginFlow::Device, None, Some(_)) => {
+            return Err("it carries a `nonce`, so it is not from a device login".into())
+        }
         _ => {}
     }
     let auth_time = integer(claims, "auth_time")?;
@@ -175,8 +181,14 @@ mod tests {
     fn the_identity_comes_from_the_claims() {
         let login = check(&claims(json!({})), &idp(), &browser("n1")).expect("valid");
         assert_eq!(login.email, "ada@corp.example");
-        assert_eq!((login.subject.as_str(), login.groups.as_slice()), ("u1", &["admins".to_owned(), "dev".to_owned()][..]));
-        assert_eq!((login.auth_time, login.expires_at, login.idp_session_id.as_deref()), (NOW - 60, NOW + 300, Some("s1")));
+        assert_eq!(
+            (login.subject.as_str(), login.groups.as_slice()),
+            ("u1", &["admins".to_owned(), "dev".to_owned()][..])
+        );
+        assert_eq!(
+            (login.auth_time, login.expires_at, login.idp_session_id.as_deref()),
+            (NOW - 60, NOW + 300, Some("s1"))
+        );
         let device = check(&claims(json!({"nonce": null})), &idp(), &DEVICE).expect("a device login has no nonce");
         assert_eq!(device.subject, "u1");
     }

@@ -163,14 +163,19 @@ impl LoginIdps {
             return Err(IdTokenError::Malformed("not three dot-separated parts".into()));
         };
         let alg = match decode_part(header)?.get("alg").and_then(Value::as_str) {
-            Some(name) => name.parse::<Algorithm>().ok().filter(|alg| ALLOWED_ALGORITHMS.contains(alg)).ok_or_else(|| {
-                IdTokenError::Invalid(format!("its algorithm `{name}` is not accepted (asymmetric algorithms only)"))
-            })?,
+            Some(name) => {
+                name.parse::<Algorithm>().ok().filter(|alg| ALLOWED_ALGORITHMS.contains(alg)).ok_or_else(|| {
+                    IdTokenError::Invalid(format!(
+                        "its algorithm `{name}` is not accepted (asymmetric algorithms only)"
+                    ))
+                })?
+            }
             None => return Err(IdTokenError::Invalid("its header names no algorithm".into())),
         };
         let kid = jsonwebtoken::decode_header(token).map_err(|e| IdTokenError::Malformed(e.to_string()))?.kid;
         let unverified = decode_part(payload)?;
-        let issuer = unverified.get("iss").and_then(Value::as_str).ok_or(IdTokenError::Invalid("it has no `iss`".into()))?;
+        let issuer =
+            unverified.get("iss").and_then(Value::as_str).ok_or(IdTokenError::Invalid("it has no `iss`".into()))?;
         let idp = self
             .idps
             .iter()

@@ -19,8 +19,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    Scope, TokenResponse,
 };
 use portcullis_policy::UserRef;
 use serde::{Deserialize, Serialize};
@@ -30,8 +30,8 @@ use super::pages;
 use super::session::{cookie, new_claims, open, seal, set_cookie, start, ClientAddress, PORTAL_AUDIENCE};
 use crate::app::App;
 use crate::config::PortalOidc;
-use crate::idp::Discovery;
 use crate::error::ApiError;
+use crate::idp::Discovery;
 use crate::model::{now_ms, Actor};
 
 /// The login-state cookie (scoped to `/portal/callback`).

@@ -27,10 +27,10 @@ use portcullis_policy::UserRef;
 
 pub use changes::CHANGES_CHANNEL;
 pub use connect::{Backend, SqlStore};
-pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
 pub use edge_identity::{
     EdgeCredential, EdgeIdentityStore, EnrollRefusal, EnrolledVia, JoinTokenRecord, NewEnrollment, EDGES_CHANNEL,
 };
+pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
 
 use crate::model::{
     Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord, StreamKeyRecord,
@@ -248,8 +248,7 @@ pub trait SessionStore: Send + Sync {
     /// (from `issuer`, accepted until `expires_ms`) is creating a session;
     /// `false` when it already did (a replay). Uses of tokens that can no
     /// longer be accepted are forgotten.
-    async fn use_id_token(&self, token_hash: &str, issuer: &str, expires_ms: Millis, now: Millis)
-        -> StoreResult<bool>;
+    async fn use_id_token(&self, token_hash: &str, issuer: &str, expires_ms: Millis, now: Millis) -> StoreResult<bool>;
 }
 
 /// User locks.
@@ -351,7 +350,15 @@ pub trait EdgeStore: Send + Sync {
 
 /// Everything the control plane stores.
 pub trait Store:
-    ChangeStore + SessionStore + UserStore + PolicyStore + TokenStore + StreamKeyStore + EdgeStore + EdgeIdentityStore + PortalStore
+    ChangeStore
+    + SessionStore
+    + UserStore
+    + PolicyStore
+    + TokenStore
+    + StreamKeyStore
+    + EdgeStore
+    + EdgeIdentityStore
+    + PortalStore
 {
 }
 
@@ -364,6 +371,6 @@ impl<T> Store for T where
         + StreamKeyStore
         + EdgeStore
         + EdgeIdentityStore
-        + PortalStore,
+        + PortalStore
 {
 }

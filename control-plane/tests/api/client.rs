@@ -105,7 +105,7 @@ impl Call {
     }
 
     /// Authenticated as test edge `id` of `edges` (enrolled on first use).
-    pub fn as_edge(mut self, edges: Arc<TestEdges>, id: &str) -> Self {
+    pub fn signed_by_edge(mut self, edges: Arc<TestEdges>, id: &str) -> Self {
         self.edge = Some((edges, id.to_owned()));
         self
     }

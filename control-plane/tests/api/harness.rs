@@ -81,7 +81,7 @@ impl TestApp {
     /// that edge, enrolled on first use.
     pub fn edge(&self, method: Method, uri: &str) -> Call {
         Call::new(self.edge.clone(), Listener::Edge, method, uri)
-            .as_edge(Arc::clone(&self.edges), EDGE_ID)
+            .signed_by_edge(Arc::clone(&self.edges), EDGE_ID)
             .stream_key(self.app.stream_key.public_key())
     }
 

@@ -207,9 +207,8 @@ impl LoginService {
     ) -> pingora_core::Result<bool> {
         let Some(provider) = self.device_provider(session).await? else { return Ok(true) };
         let request = read_json::<PollRequest>(session).await?;
-        let opened = request.and_then(|r| {
-            Some((self.sealer.open_json::<DeviceGrant>(HANDLE_CONTEXT, &r.handle).ok()?, r.verifier))
-        });
+        let opened = request
+            .and_then(|r| Some((self.sealer.open_json::<DeviceGrant>(HANDLE_CONTEXT, &r.handle).ok()?, r.verifier)));
         let Some((grant, verifier)) = opened else {
             let message = "Send {\"handle\": …, \"verifier\": …} from device/start.";
             respond(session, 400, "bad_request", "Bad request", message, &[]).await?;
