@@ -192,8 +192,8 @@ impl AuthorityClient {
             return response.json().await.map_err(|e| AuthorityError::Unavailable(e.without_url().to_string()));
         }
         if status.is_client_error() {
-            self.planes.check_refusal(status);
             let body = response.json::<ErrorBody>().await.ok();
+            self.planes.check_refusal(status, body.as_ref().map(|b| b.error.code.as_str()));
             let (code, message) = body.map_or_else(
                 || ("error".to_owned(), format!("the control plane refused the request ({status})")),
                 |b| (b.error.code, b.error.message),

@@ -78,9 +78,13 @@ impl ControlPlanes {
         self.identity.establish(client, &self.url_at(index, "")).await
     }
 
-    /// A call was refused with `status`: on 401, establish again first.
-    pub fn check_refusal(&self, status: reqwest::StatusCode) {
-        if status == reqwest::StatusCode::UNAUTHORIZED {
+    /// A call was refused with `status` and error `code` (`None`: no body
+    /// read): on 401 for this edge's own credential (`unauthorized`), establish
+    /// again first. A refused ID token or service token, also 401, carries its
+    /// own code and says nothing about the edge: a client could otherwise make
+    /// the edge re-establish at will.
+    pub fn check_refusal(&self, status: reqwest::StatusCode, code: Option<&str>) {
+        if status == reqwest::StatusCode::UNAUTHORIZED && code.is_none_or(|code| code == "unauthorized") {
             self.identity.refused();
         }
     }
@@ -158,6 +162,24 @@ mod tests {
         let mut config = ChannelConfig::single("x", "secret", "edge-1");
         config.urls = urls.iter().map(|u| (*u).to_owned()).collect();
         ControlPlanes::new(config)
+    }
+
+    #[test]
+    fn only_a_refused_edge_credential_makes_the_edge_establish_again() {
+        let planes = planes(&["http://a"]);
+        planes.identity().established_with(&"A".repeat(43)).expect("a well-formed fleet key");
+        let unauthorized = reqwest::StatusCode::UNAUTHORIZED;
+        for code in ["id_token_invalid", "id_token_replayed", "service_token_invalid"] {
+            planes.check_refusal(unauthorized, Some(code));
+            assert!(planes.identity().is_established(), "{code} is about the client's token, not the edge");
+        }
+        planes.check_refusal(reqwest::StatusCode::FORBIDDEN, None);
+        assert!(planes.identity().is_established());
+        planes.check_refusal(unauthorized, Some("unauthorized"));
+        assert!(!planes.identity().is_established(), "the edge's assertion was refused");
+        planes.identity().established_with(&"A".repeat(43)).expect("again");
+        planes.check_refusal(unauthorized, None);
+        assert!(!planes.identity().is_established(), "a bare 401 (the stream) counts as the edge's");
     }
 
     #[test]

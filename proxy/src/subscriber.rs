@@ -259,7 +259,7 @@ impl Subscriber {
         };
         if !response.status().is_success() {
             let status = response.status();
-            self.planes.check_refusal(status);
+            self.planes.check_refusal(status, None);
             let body = response.text().await.unwrap_or_default();
             return Err(format!("{url}: {status} {body}"));
         }
@@ -404,7 +404,7 @@ impl Subscriber {
                 }
                 Ok(response) => {
                     tracing::warn!(status = %response.status(), "report refused");
-                    self.planes.check_refusal(response.status());
+                    self.planes.check_refusal(response.status(), None);
                     self.activity.restore(activity);
                 }
                 Err(error) => {

@@ -52,7 +52,8 @@ pub async fn verify(
     ApiJson(body): ApiJson<VerifyBody>,
 ) -> JsonAnswer<ServiceIdentity> {
     let refused =
-        || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown, revoked or expired service token");
+        // Its own code: `unauthorized` tells the edge its own credential was refused.
+        || ApiError::new(StatusCode::UNAUTHORIZED, "service_token_invalid", "unknown, revoked or expired service token");
     if !body.token.starts_with("pcst_") || body.token.len() > 256 {
         return Err(refused());
     }

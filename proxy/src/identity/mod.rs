@@ -247,7 +247,13 @@ impl EdgeIdentity {
         self.established_with(&answer.fleet_key)
     }
 
-    fn established_with(&self, fleet_key: &str) -> Result<(), IdentityError> {
+    /// True once enrolled (or re-checked) and holding the fleet key, until a
+    /// call is refused for this edge's credential.
+    pub fn is_established(&self) -> bool {
+        self.established.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn established_with(&self, fleet_key: &str) -> Result<(), IdentityError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(fleet_key)
             .ok()
