@@ -11,19 +11,8 @@ const BANNER: &str = "<p style=\"background:#fff4e5;border:1px solid #f0b429;pad
     <strong>Development identity provider.</strong> Anyone can log in as anyone here. \
     Use a real OpenID provider in production.</p>";
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_quoted_attribute(text)
 }
 
 fn page(title: &str, body: &str) -> Html<String> {

@@ -19,6 +19,7 @@ pub mod activity;
 pub mod assertion;
 pub mod authority_client;
 pub mod channel_tls;
+pub mod clock;
 pub mod config;
 pub mod control_planes;
 pub mod credentials;

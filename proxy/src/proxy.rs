@@ -5,6 +5,7 @@
 //! [`upstream_headers`](crate::upstream_headers) (the same for websocket
 //! upgrades, which the edge proxies itself).
 
+use crate::clock::unix_now_s;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -45,10 +46,6 @@ pub struct RequestCtx {
     websocket: bool,
     /// The `Sec-WebSocket-Accept` a 101 must carry (websocket upgrades).
     websocket_accept: Option<String>,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The request host, lowercase, without port or trailing dot.
@@ -164,7 +161,7 @@ impl EdgeHttp {
         let snapshot = self.gate.snapshots.load_full()?;
         let head = session.req_header();
         let route = snapshot.policy().http_route(&request_host(head), &target.path_without_params())?;
-        self.login.presents_fresh_login(head, route.name(), unix_now()).then(|| route.name().to_owned())
+        self.login.presents_fresh_login(head, route.name(), unix_now_s()).then(|| route.name().to_owned())
     }
 
     /// The upstream head for this request: the client's, rewritten.
@@ -249,7 +246,7 @@ impl ProxyHttp for EdgeHttp {
                 authority: &authority,
                 scheme: ctx.proto,
                 client_ip: client.ip.to_string(),
-                now: unix_now(),
+                now: unix_now_s(),
             };
             return self.login.handle(session, &snapshot, info).await;
         }
@@ -271,7 +268,7 @@ impl ProxyHttp for EdgeHttp {
             Err(refusal) => return self.refuse(session, &refusal).await,
         };
         if let Some(identity) = &admission.identity {
-            ctx.assertion = self.assertions.assertion(identity, &admission.route, unix_now());
+            ctx.assertion = self.assertions.assertion(identity, &admission.route, unix_now_s());
         }
         ctx.upstream_target = upstream_target(&target, admission.lowercase_upstream_path);
         ctx.host = host;

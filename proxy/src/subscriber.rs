@@ -19,6 +19,7 @@
 //! already arrived are read: after this process was paused, the timer
 //! fires before the socket is looked at.
 
+use crate::clock::unix_now_ms;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,7 +67,7 @@ pub struct SyncStatus {
 impl SyncStatus {
     /// Records a refused frame.
     pub fn refused(&self, why: String) {
-        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some((now_ms(), why));
+        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some((unix_now_ms(), why));
     }
 
     /// Why the last frame was refused, if no verified frame arrived since.
@@ -80,7 +81,7 @@ impl SyncStatus {
     pub fn staleness_ms(&self) -> i64 {
         match self.last_contact_ms.load(Ordering::Relaxed) {
             0 => i64::MAX,
-            at => now_ms() - at,
+            at => unix_now_ms() - at,
         }
     }
 
@@ -88,10 +89,6 @@ impl SyncStatus {
     pub fn older_than(&self, limit: Duration) -> bool {
         self.staleness_ms() > limit.as_millis() as i64
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How one stream attempt ended.
@@ -292,7 +289,7 @@ impl Subscriber {
                 };
                 let message = decode(message).map_err(|e| e.to_string())?;
                 consumed += 4 + frame.len();
-                self.status.last_contact_ms.store(now_ms(), Ordering::Relaxed);
+                self.status.last_contact_ms.store(unix_now_ms(), Ordering::Relaxed);
                 self.handle(message)?;
                 *delivered = true;
             }
@@ -317,7 +314,7 @@ impl Subscriber {
 
     /// Applies one message; returns an error when the stream must restart.
     fn handle(&self, message: Message) -> Result<(), String> {
-        let now = now_ms() / 1000;
+        let now = unix_now_ms() / 1000;
         match message {
             Message::Snapshot(body) => {
                 let snapshot =
@@ -384,7 +381,7 @@ impl Subscriber {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 Vec::from(std::mem::take(&mut pending.closed))
             };
-            let activity = self.activity.batch(&self.registry, now_ms());
+            let activity = self.activity.batch(&self.registry, unix_now_ms());
             let body = serde_json::json!({
                 "applied_seq": applied,
                 "live_connections": self.registry.len(),

@@ -17,8 +17,8 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margi
     nav a{margin-right:1rem}#log{font-family:ui-monospace,monospace;background:#f5f7fa;padding:.6rem;min-height:6rem;\
     white-space:pre-wrap}.closed{color:#c81e1e;font-weight:600}";
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_quoted_attribute(text)
 }
 
 fn page(title: &str, body: &str) -> Html<String> {

@@ -17,6 +17,7 @@
 mod credential;
 mod refusal;
 
+use crate::clock::unix_now_s;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -112,10 +113,6 @@ pub struct Admission {
     pub pass_client_headers: Box<[Box<str>]>,
     /// Lowercase the path sent upstream (`case_insensitive_paths`).
     pub lowercase_upstream_path: bool,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The canonical target of an HTTP request, from the bytes the client sent.
@@ -264,7 +261,7 @@ impl Gate {
         conn: Option<ConnKey>,
     ) -> Result<Admission, Refusal> {
         let started = Instant::now();
-        let now = unix_now();
+        let now = unix_now_s();
         let client = self.trusted_proxies.client(peer, head);
         let found = credential::identify(self, head, arrival, route.name(), client.ip, snapshot, now).await?;
         let identity = found.identity;
@@ -395,7 +392,7 @@ impl Gate {
         let facts = Facts {
             target: Target::Tcp { name },
             source_ip: admission.client.ip,
-            now: unix_now(),
+            now: unix_now_s(),
             identity: admission.identity.as_deref(),
         };
         evaluate(&snapshot, &facts).is_allowed()

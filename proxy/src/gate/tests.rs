@@ -61,7 +61,7 @@ struct World {
 }
 
 fn now() -> i64 {
-    unix_now()
+    unix_now_s()
 }
 
 impl World {
@@ -100,7 +100,7 @@ impl World {
             activity: Arc::new(ActivityLog::default()),
             metrics: Arc::new(EdgeMetrics::new()),
         };
-        gate.status.last_contact_ms.store(unix_now() * 1000, std::sync::atomic::Ordering::Relaxed);
+        gate.status.last_contact_ms.store(unix_now_s() * 1000, std::sync::atomic::Ordering::Relaxed);
         let snapshot = snapshots.load_full().expect("loaded");
         Self { gate, snapshot, key: pem }
     }
@@ -193,7 +193,7 @@ fn a_stale_snapshot_closes_only_the_routes_that_fail_closed() {
     let app = cookie("app", &w.token("ann@corp.example", &[], "app", HOME));
     let api = cookie("api", &w.token("ann@corp.example", &[], "api", HOME));
     w.http("/api/x", &[("cookie", &api)], HOME).expect("fresh: the strict route serves");
-    let heard = (unix_now() - 6) * 1000;
+    let heard = (unix_now_s() - 6) * 1000;
     w.gate.status.last_contact_ms.store(heard, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(w.http("/api/x", &[("cookie", &api)], HOME).err(), Some(Refusal::Stale), "stale_mode: deny");
     assert_eq!(w.http("/api/x", &[], HOME).err(), Some(Refusal::Stale), "before any credential is looked at");

@@ -15,6 +15,7 @@
 mod fleet;
 mod key;
 
+use crate::clock::unix_now_s;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -159,7 +160,7 @@ impl EdgeIdentity {
 
     /// The current assertion (cached; a new one when less than 20 s are left).
     pub fn assertion(&self) -> String {
-        let now = now_s();
+        let now = unix_now_s();
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((token, _)) = cached.as_ref().filter(|(_, exp)| exp - now > REFRESH_BEFORE_S) {
             return token.clone();
@@ -283,10 +284,6 @@ async fn answer<T: serde::de::DeserializeOwned>(
     Err(IdentityError::Unavailable(format!("the control plane answered {status}")))
 }
 
-fn now_s() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,7 +293,7 @@ mod tests {
         let identity = EdgeIdentity::new("edge-1", "Edge 1", Enrollment::bootstrap("s".repeat(32)));
         let first = identity.assertion();
         assert_eq!(identity.assertion(), first, "the same assertion until 20 s are left");
-        *identity.cached.lock().unwrap() = Some((first.clone(), now_s() + REFRESH_BEFORE_S));
+        *identity.cached.lock().unwrap() = Some((first.clone(), unix_now_s() + REFRESH_BEFORE_S));
         assert_ne!(identity.assertion(), first, "a new one when it is about to expire");
     }
 

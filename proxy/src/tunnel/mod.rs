@@ -24,6 +24,7 @@ pub mod head;
 pub mod prefixed;
 pub mod tally;
 
+use crate::clock::unix_now_ms;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,10 +82,6 @@ impl Refused {
         };
         Self::new(answer, refusal.code(), message)
     }
-}
-
-fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl TunnelService {

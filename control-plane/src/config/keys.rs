@@ -1,0 +1,50 @@
+//! Every key of the control plane's configuration with its documentation: the one
+//! list `--help-config` prints and the README's table is checked against.
+
+/// Every key of the file, with its documentation (kept in sync with
+/// [`RawConfig`] by a test, and printed by `--help-config`).
+pub const KEYS: &[(&str, &str)] = &[
+    ("listen", "address of the admin API, portal, /healthz, /readyz and /metrics (default 127.0.0.1:7400)"),
+    ("edge_listen", "address of the edge channel: snapshot stream, reports, session creation (default 127.0.0.1:7401)"),
+    ("database_url", "sqlite://PATH (default sqlite://data/portcullis.db) or postgres://USER@HOST/DB"),
+    ("issuer", "the `iss` of session tokens; also the public URL of this control plane (default http://<listen>, https://<listen> with tls_cert)"),
+    (
+        "edge_secret",
+        "bootstrap secret, for the quickstart and tests only: an edge holding it may enroll without a join token \
+         (at least 32 characters); unset (the default), edges enroll with join tokens only",
+    ),
+    ("bootstrap_token", "admin token to create on first start instead of writing a new one to admin_token_file"),
+    ("admin_token_file", "where a new first-start admin token is written, mode 0600 (default: admin-token beside a SQLite database)"),
+    ("key_encryption_key", "key-encryption key (at least 32 characters) sealing the private keys stored in the database; prefer key_encryption_key_file or PORTCULLIS_KEY_ENCRYPTION_KEY"),
+    ("key_encryption_key_file", "file holding the key-encryption key; without it or key_encryption_key, SQLite uses key-encryption.key next to the database (made on first start) and PostgreSQL refuses to start"),
+    ("receipt_wait_ms", "how long ?wait=true waits for every edge to apply a change (default 5000)"),
+    ("change_log_retention", "change-log rows kept for edges to resume from (default 100000)"),
+    ("metrics_token", "when set, /metrics answers only `Authorization: Bearer <metrics_token>` (at least 32 characters); /healthz and /readyz stay open for probes"),
+    ("max_body_bytes", "largest accepted request body in bytes (default 1048576)"),
+    ("public_url", "the URL browsers reach this control plane at, for the portal's OIDC redirect URI <public_url>/portal/callback (default: issuer, i.e. http://<listen>)"),
+    ("oidc_issuer", "OpenID provider admins log in to the portal with (discovery at <issuer>/.well-known/openid-configuration); unset: portal login with an admin API token only"),
+    ("oidc_client_id", "the portal's client id at the OpenID provider (required with oidc_issuer)"),
+    ("oidc_client_secret", "the portal's client secret (confidential client), if any"),
+    ("oidc_scopes", "scopes the portal asks for at login; add the one that releases groups, e.g. \"groups\" (default [\"openid\", \"email\", \"profile\"])"),
+    ("oidc_groups_claim", "the ID-token claim that carries groups (default groups)"),
+    ("portal_admin_group", "members of this group may use the portal after an OIDC login; others get 403 (default admins)"),
+    ("portal_cookie_secure", "mark portal cookies Secure (default true); false only for plain-HTTP development"),
+    ("portal_session_lifetime_s", "how long a portal login lasts, seconds, at most 86400 (default 28800)"),
+    ("tls_cert", "PEM certificate chain both listeners (listen and edge_listen) serve HTTPS with; needs tls_key; read at start"),
+    ("tls_key", "PEM private key of tls_cert (PKCS#8, SEC1 or PKCS#1); keep it mode 0600"),
+    ("allow_plain_http", "serve plain HTTP on a listen or edge_listen address that is not loopback, without tls_cert; refused otherwise (default false)"),
+    (
+        "login_idps",
+        "the OpenID providers edges log users in with: a session is created only for an ID token one of them \
+         signed, verified here. A list of tables with `issuer` (exactly the tokens' `iss`; discovery at \
+         <issuer>/.well-known/openid-configuration), `audiences` (the edges' client ids; the token's `aud` must \
+         hold one), `groups_claim` (groups unless set) and `trust_unverified_email` (false unless set: a token \
+         without `email_verified: true` is refused). In the environment as TOML: \
+         [{ issuer = \"https://idp.example\", audiences = [\"portcullis-edge\"] }]. Unset: every login is refused",
+    ),
+    (
+        "login_clock_skew_s",
+        "seconds of clock difference tolerated on ID-token times (exp, iat, auth_time) at session creation, \
+         at most 300 (default 30)",
+    ),
+];
