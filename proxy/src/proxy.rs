@@ -5,7 +5,6 @@
 //! [`upstream_headers`](crate::upstream_headers) (the same for websocket
 //! upgrades, which the edge proxies itself).
 
-use crate::clock::unix_now_s;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -18,6 +17,7 @@ use portcullis_policy::policy::Upstream;
 use portcullis_policy::{lowercase_path, CanonicalTarget};
 
 use crate::assertion::AssertionSigner;
+use crate::clock::unix_now_s;
 use crate::gate::{canonical_target, Admission, Arrival, Destination, Gate, Refusal};
 use crate::login::{LoginService, RequestInfo};
 use crate::registry::ConnKey;

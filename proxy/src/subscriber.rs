@@ -19,7 +19,6 @@
 //! already arrived are read: after this process was paused, the timer
 //! fires before the socket is looked at.
 
-use crate::clock::unix_now_ms;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ use portcullis_policy::Snapshot;
 use tokio::sync::Notify;
 
 use crate::activity::ActivityLog;
+use crate::clock::unix_now_ms;
 use crate::control_planes::ControlPlanes;
 use crate::registry::ConnRegistry;
 use crate::stream_trust::StreamTrust;

@@ -17,7 +17,6 @@
 mod credential;
 mod refusal;
 
-use crate::clock::unix_now_s;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,6 +33,7 @@ pub use credential::presented_authorization;
 pub use refusal::Refusal;
 
 use crate::activity::ActivityLog;
+use crate::clock::unix_now_s;
 use crate::credentials::{Credentials, SessionCookies, LOGIN_IP_CLAIM};
 use crate::forwarded::{ClientAddress, TrustedProxies};
 use crate::metrics::EdgeMetrics;

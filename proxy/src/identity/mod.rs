@@ -15,7 +15,6 @@
 mod fleet;
 mod key;
 
-use crate::clock::unix_now_s;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -23,6 +22,8 @@ use std::sync::Mutex;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+
+use crate::clock::unix_now_s;
 
 pub use fleet::{DerivedKey, FleetKey};
 pub use key::{EdgeKey, KeyFileError};

@@ -6,8 +6,8 @@
 //! the control plane checks the same token again before it creates a
 //! session, and reads who logged in from it alone.
 
-use openidconnect::core::{CoreClient, CoreIdToken, CoreJwsSigningAlgorithm};
-use openidconnect::{ClientId, ClientSecret, Nonce};
+use openidconnect::core::{CoreIdToken, CoreJwsSigningAlgorithm};
+use openidconnect::Nonce;
 use serde_json::Value;
 
 use super::to_core_alg;
@@ -38,11 +38,7 @@ fn check(
     nonce: Option<&Nonce>,
 ) -> Result<String, String> {
     let settings = &provider.settings;
-    let client = CoreClient::from_provider_metadata(
-        discovered.metadata.clone().set_jwks(keys.for_id_tokens.clone()),
-        ClientId::new(settings.client_id.clone()),
-        settings.client_secret.clone().map(ClientSecret::new),
-    );
+    let client = provider.client(discovered.metadata.clone().set_jwks(keys.for_id_tokens.clone()));
     let allowed: Vec<CoreJwsSigningAlgorithm> = settings.algorithms.iter().filter_map(|a| to_core_alg(*a)).collect();
     let verifier = client.id_token_verifier().set_allowed_algs(allowed);
     let claims = match nonce {

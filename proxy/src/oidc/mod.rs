@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::Algorithm;
-use openidconnect::core::CoreProviderMetadata;
+use openidconnect::core::{CoreClient, CoreProviderMetadata};
+use openidconnect::{ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -110,6 +111,20 @@ impl IdentityProvider {
             last_discovery: Mutex::new(None),
             last_key_fetch: Mutex::new(None),
         }
+    }
+
+    /// The OpenID client of this edge at the provider (its client id and
+    /// secret) for `metadata`, the one way every flow builds it.
+    pub fn client(
+        &self,
+        metadata: CoreProviderMetadata,
+    ) -> CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>
+    {
+        CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.settings.client_id.clone()),
+            self.settings.client_secret.clone().map(ClientSecret::new),
+        )
     }
 
     /// The HTTP client for calls to the IdP (no redirects followed).

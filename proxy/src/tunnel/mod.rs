@@ -24,7 +24,6 @@ pub mod head;
 pub mod prefixed;
 pub mod tally;
 
-use crate::clock::unix_now_ms;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::unix_now_ms;
 use crate::gate::{Admission, Arrival, Destination, Gate, Refusal as GateRefusal};
 use crate::registry::ConnKey;
 use answer::{refuse, Refusal, ESTABLISHED};
