@@ -1,6 +1,7 @@
 //! Wakes whoever waits for the change log: edge streams (new changes) and
 //! termination receipts (edge reports). In one process a `watch` channel
-//! carries the head sequence; with PostgreSQL, a LISTEN connection turns
+//! carries the head sequence — the store's own ([`SqlStore::commit_change`]
+//! moves it as part of every commit, so no handler has to); with PostgreSQL, a LISTEN connection turns
 //! other replicas' commits into the same signal; a slow poll covers any
 //! notification lost while reconnecting. The same connection hears other
 //! replicas' edge revocations ([`ChangeFeed::edge_revoked`]).
@@ -10,19 +11,27 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::store::{ChangeStore, CHANGES_CHANNEL, EDGES_CHANNEL};
+use crate::store::{ChangeStore, SqlStore, CHANGES_CHANNEL, EDGES_CHANNEL};
 
 /// Head-of-log and edge-report signals.
 pub struct ChangeFeed {
-    head: watch::Sender<u64>,
+    head: Arc<watch::Sender<u64>>,
     reports: Notify,
     edges: Notify,
 }
 
 impl ChangeFeed {
-    /// A feed starting at `head`.
+    /// A feed starting at `head`, on its own (tests).
     pub fn new(head: u64) -> Self {
-        Self { head: watch::channel(head).0, reports: Notify::new(), edges: Notify::new() }
+        Self { head: Arc::new(watch::channel(head).0), reports: Notify::new(), edges: Notify::new() }
+    }
+
+    /// The feed of `store`, starting at `head`: the store's commits move it
+    /// themselves.
+    pub fn of_store(store: &SqlStore, head: u64) -> Self {
+        let feed = Self { head: store.commit_signal(), reports: Notify::new(), edges: Notify::new() };
+        feed.publish(head);
+        feed
     }
 
     /// Records that `seq` is committed (never moves backwards).

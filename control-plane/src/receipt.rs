@@ -56,7 +56,6 @@ pub async fn receipt(
             elapsed_ms: 0,
         });
     };
-    feed.publish(seq);
     let deadline = wait.map(|w| committed_at + w);
     let mut progress: Propagation;
     loop {

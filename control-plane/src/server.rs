@@ -58,7 +58,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     let public_key = stream_key.public_key();
     tracing::info!(%public_key, "edge streams are signed with this key: pin it as the edges' stream_public_key");
     bootstrap_admin_token(&store, config.bootstrap_token.as_deref(), &config.admin_token_file).await?;
-    let feed = Arc::new(ChangeFeed::new(store.head_seq().await?));
+    let feed = Arc::new(ChangeFeed::of_store(&store, store.head_seq().await?));
     feed.spawn_poller(Arc::clone(&store) as Arc<dyn ChangeStore>);
     if store.backend() == Backend::Postgres {
         feed.spawn_postgres_listener(store.url().to_owned());

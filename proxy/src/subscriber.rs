@@ -7,8 +7,9 @@
 //! A refused frame (unsigned, signed with another key, altered, replayed or
 //! out of order) is not applied: the edge keeps its last good snapshot,
 //! counts the refusal, says so on `/readyz`, drops the stream and tries the
-//! next replica. Only verified frames count as contact, so a stream of
-//! refused frames makes the edge stale like a silent one.
+//! next replica. Only verified frames that were applied count as contact,
+//! so a stream of refused (or unusable) frames makes the edge stale like a
+//! silent one.
 //!
 //! The stream is never left down longer than it must be: when a stream
 //! that delivered frames ends, the edge reconnects at once, to the next
@@ -289,8 +290,11 @@ impl Subscriber {
                 };
                 let message = decode(message).map_err(|e| e.to_string())?;
                 consumed += 4 + frame.len();
-                self.status.last_contact_ms.store(unix_now_ms(), Ordering::Relaxed);
                 self.handle(message)?;
+                // Contact only once the frame is in force: a verified frame
+                // this edge cannot apply (a policy it cannot compile, a gap)
+                // must leave it going stale, not look like a healthy stream.
+                self.status.last_contact_ms.store(unix_now_ms(), Ordering::Relaxed);
                 *delivered = true;
             }
             buffer.drain(..consumed);

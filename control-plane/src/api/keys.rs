@@ -32,7 +32,6 @@ pub struct Rotated {
 pub async fn rotate(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Rotated>, ApiError> {
     caller.require("admin")?;
     let seq = app.authority.rotate(app.store(), &caller.actor).await?;
-    app.feed.publish(seq);
     Ok(Json(Rotated { seq }))
 }
 
@@ -111,7 +110,6 @@ pub async fn revoke(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no signing key `{kid}` that is not already revoked")))?;
     let committed = Instant::now();
-    app.feed.publish(seq);
     app.metrics.changes.with_label_values(&["signing_key.revoke"]).inc();
     tracing::warn!(kid = %kid, actor = %caller.actor.name, "revoked a session-signing key");
     let receipt = receipt(app.store(), &app.feed, Some(seq), wait.duration(&app), committed).await?;

@@ -159,7 +159,6 @@ async fn apply(app: &App, caller: &Caller, document: &str, message: &str) -> Res
     }
     let message = if message.is_empty() { "(no message)" } else { message };
     let (version, seq) = app.store().put_policy(document, message, &caller.actor, now_ms()).await?;
-    app.feed.publish(seq);
     app.metrics.changes.with_label_values(&["policy.apply"]).inc();
     Ok(Json(Applied { version, seq }).into_response())
 }

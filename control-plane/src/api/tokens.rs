@@ -136,9 +136,7 @@ async fn revoke(app: &App, caller: &Caller, kind: &str, id: &str) -> Result<Stat
     if !listed.iter().any(|t| t.id == id) {
         return Err(ApiError::not_found(format!("no {kind} token `{id}`")));
     }
-    if let Some(seq) = app.store().revoke_api_token(id, &caller.actor, now_ms()).await? {
-        app.feed.publish(seq);
-    }
+    app.store().revoke_api_token(id, &caller.actor, now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

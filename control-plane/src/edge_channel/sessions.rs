@@ -148,9 +148,6 @@ pub async fn create(
         edge_id: edge.id.clone(),
     };
     let created = app.store().create_session(new, limit, &edge.actor, now_ms()).await?;
-    if let Some((_, seq)) = created.replaced.last() {
-        app.feed.publish(*seq);
-    }
     let token = app.authority.sign(&created.record).await?;
     Ok(Json(LoginAnswer {
         session_id: created.record.id.clone(),
@@ -284,17 +281,11 @@ pub async fn idp_logout(
         .live_sessions_of_idp_login(&body.idp_issuer, body.idp_session_id.as_deref(), body.subject.as_deref(), now)
         .await?;
     let mut terminated = Vec::with_capacity(ids.len());
-    let mut last_seq = None;
     for id in ids {
-        if let Some(seq) =
-            store.terminate_session(&id, "logged out at the identity provider", &edge.actor, now_ms()).await?
-        {
-            last_seq = Some(seq);
+        let ended = store.terminate_session(&id, "logged out at the identity provider", &edge.actor, now_ms()).await?;
+        if ended.is_some() {
             terminated.push(id);
         }
-    }
-    if let Some(seq) = last_seq {
-        app.feed.publish(seq);
     }
     Ok(Json(IdpLogoutAnswer { terminated }))
 }

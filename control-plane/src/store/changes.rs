@@ -45,6 +45,30 @@ impl SqlStore {
         }
         Ok(tx)
     }
+
+    /// Commits a transaction from [`Self::begin_change`] and, when it
+    /// appended `seq`, tells this replica's edge streams at once (the change
+    /// feed's head, [`crate::feed::ChangeFeed::of_store`]): waking the edges is part of the commit,
+    /// not something each caller must remember (other replicas hear it
+    /// through `NOTIFY` or their poll).
+    pub(crate) async fn commit_change(&self, tx: Transaction<'static, Any>, seq: Option<u64>) -> StoreResult<()> {
+        tx.commit().await?;
+        if let Some(seq) = seq {
+            self.committed.send_if_modified(|head| {
+                let newer = seq > *head;
+                if newer {
+                    *head = seq;
+                }
+                newer
+            });
+        }
+        Ok(())
+    }
+
+    /// The signal [`Self::commit_change`] moves: the change feed's head.
+    pub(crate) fn commit_signal(&self) -> std::sync::Arc<tokio::sync::watch::Sender<u64>> {
+        std::sync::Arc::clone(&self.committed)
+    }
 }
 
 /// Takes the PostgreSQL change-log lock until the transaction ends.
@@ -149,7 +173,7 @@ impl ChangeStore for SqlStore {
     async fn expire_before(&self, cutoff_s: i64, now: Millis) -> StoreResult<u64> {
         let mut tx = self.begin_change().await?;
         let seq = append_change(&mut tx, self.backend, Change::ExpireBefore { cutoff: cutoff_s }, now).await?;
-        tx.commit().await?;
+        self.commit_change(tx, Some(seq)).await?;
         Ok(seq)
     }
 

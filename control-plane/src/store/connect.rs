@@ -34,6 +34,9 @@ pub struct SqlStore {
     url: String,
     /// Group commit of session terminations (started on first use).
     pub(crate) terminations: super::group_commit::TerminationQueue,
+    /// The newest change sequence this process committed (see
+    /// [`SqlStore::commit_change`]); what wakes this replica's edge streams.
+    pub(crate) committed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -64,7 +67,7 @@ impl SqlStore {
                 writer.execute("PRAGMA journal_mode=WAL").await?;
                 SQLITE_MIGRATIONS.run(&writer).await?;
                 let reader = sqlite_pool(&url, 4).await?;
-                Self { writer, reader, backend, url, terminations: Default::default() }
+                Self { writer, reader, backend, url, terminations: Default::default(), committed: Default::default() }
             }
             Backend::Postgres => {
                 let options = AnyConnectOptions::from_str(url)?;
@@ -82,7 +85,14 @@ impl SqlStore {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await?;
-                Self { writer, reader, backend, url: url.to_owned(), terminations: Default::default() }
+                Self {
+                    writer,
+                    reader,
+                    backend,
+                    url: url.to_owned(),
+                    terminations: Default::default(),
+                    committed: Default::default(),
+                }
             }
         };
         Ok(store)

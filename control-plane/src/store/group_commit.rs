@@ -86,7 +86,8 @@ async fn commit(store: &SqlStore, batch: &[Termination]) -> StoreResult<Vec<Stor
     for termination in batch {
         results.push(terminate_in(&mut tx, store.backend, termination).await?);
     }
-    tx.commit().await?;
+    let newest = results.iter().filter_map(|r| r.as_ref().ok().copied().flatten()).max();
+    store.commit_change(tx, newest).await?;
     Ok(results)
 }
 

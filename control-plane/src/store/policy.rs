@@ -53,7 +53,7 @@ impl PolicyStore for SqlStore {
         let policy = PolicySource { name: format!("policy v{version}"), text: document.to_owned() };
         let seq = append_change(&mut tx, self.backend, Change::ReplacePolicy { policy }, now).await?;
         insert_audit(&mut tx, "policy.apply", &format!("policy:v{version}"), message, actor, now, Some(seq)).await?;
-        tx.commit().await?;
+        self.commit_change(tx, Some(seq)).await?;
         Ok((version, seq))
     }
 }

@@ -145,7 +145,8 @@ impl SessionStore for SqlStore {
         .await?;
         insert_audit(&mut tx, "session.create", &format!("session:{}", record.id), &record.email, actor, now, None)
             .await?;
-        tx.commit().await?;
+        let newest = replaced.iter().map(|(_, seq)| *seq).max();
+        self.commit_change(tx, newest).await?;
         Ok(CreatedSession { record, replaced })
     }
 
@@ -276,7 +277,7 @@ impl SessionStore for SqlStore {
         let change = Change::TerminateUser { user: user.clone(), revoked_before_ms };
         let seq = append_change(&mut tx, self.backend, change, now).await?;
         insert_audit(&mut tx, "user.terminate", &user_key(user), reason, actor, now, Some(seq)).await?;
-        tx.commit().await?;
+        self.commit_change(tx, Some(seq)).await?;
         Ok((seq, ended))
     }
 

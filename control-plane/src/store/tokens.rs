@@ -77,7 +77,7 @@ impl TokenStore for SqlStore {
             None
         };
         insert_audit(&mut tx, &format!("{kind}_token.revoke"), &format!("token:{id}"), "", actor, now, seq).await?;
-        tx.commit().await?;
+        self.commit_change(tx, seq).await?;
         Ok(seq)
     }
 
@@ -117,7 +117,7 @@ impl TokenStore for SqlStore {
         let keys = published_keys(&mut tx, now).await?;
         let seq = append_change(&mut tx, self.backend, Change::RotateKeys { keys }, now).await?;
         insert_audit(&mut tx, "signing_key.rotate", &format!("key:{}", key.kid), "", actor, now, Some(seq)).await?;
-        tx.commit().await?;
+        self.commit_change(tx, Some(seq)).await?;
         Ok(seq)
     }
 
@@ -162,7 +162,7 @@ impl TokenStore for SqlStore {
         let keys = published_keys(&mut tx, now).await?;
         let seq = append_change(&mut tx, self.backend, Change::RotateKeys { keys }, now).await?;
         insert_audit(&mut tx, "signing_key.revoke", &format!("key:{kid}"), reason, actor, now, Some(seq)).await?;
-        tx.commit().await?;
+        self.commit_change(tx, Some(seq)).await?;
         Ok(Some(seq))
     }
 }

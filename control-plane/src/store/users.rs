@@ -50,7 +50,7 @@ impl UserStore for SqlStore {
         let lock = Lock { until: until_s, reason: reason.to_owned() };
         let seq = append_change(&mut tx, self.backend, Change::LockUser { user: user.clone(), lock }, now).await?;
         insert_audit(&mut tx, "user.lock", &user_key(user), reason, actor, now, Some(seq)).await?;
-        tx.commit().await?;
+        self.commit_change(tx, Some(seq)).await?;
         Ok(seq)
     }
 
@@ -65,7 +65,7 @@ impl UserStore for SqlStore {
         .await?;
         let seq = append_change(&mut tx, self.backend, Change::UnlockUser { user: user.clone() }, now).await?;
         insert_audit(&mut tx, "user.unlock", &user_key(user), reason, actor, now, Some(seq)).await?;
-        tx.commit().await?;
+        self.commit_change(tx, Some(seq)).await?;
         Ok(seq)
     }
 

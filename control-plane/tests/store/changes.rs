@@ -14,6 +14,26 @@ use portcullis_policy::{Policy, PolicySource, Snapshot, TokenId, UserRef};
 
 use crate::fixtures::{actor, all_changes, ceil_s, create, login, sid, HOUR, LIFETIME, POLICY_A, POLICY_B, T0};
 
+/// Every kind of committed change moves the change feed's head by itself,
+/// at commit, with no handler publishing it: edge streams on this replica
+/// wake at once, not on the next poll.
+async fn a_commit_wakes_the_change_feed_by_itself(store: SqlStore) {
+    let feed = portcullis_control_plane::feed::ChangeFeed::of_store(&store, 0);
+    let mut woken = feed.subscribe();
+    let eve = UserRef::email("eve@corp.example");
+    let seq = store.lock_user(&eve, "x", None, &actor(), T0).await.unwrap();
+    assert!(woken.has_changed().unwrap(), "a lock woke the feed");
+    assert_eq!((*woken.borrow_and_update(), feed.head()), (seq, seq));
+    create(&store, login(&sid(1), "sub-ada", "ada@corp.example", "wiki"), T0).await;
+    let ended = store.terminate_session(&sid(1), "x", &actor(), T0 + 1).await.unwrap().expect("ended");
+    assert_eq!(feed.head(), ended, "a group-committed termination woke it");
+    let (_, policy) = store.put_policy(POLICY_A, "m", &actor(), T0 + 2).await.unwrap();
+    assert_eq!(feed.head(), policy, "a policy change woke it");
+    let terminated = store.terminate_user(&eve, "x", &actor(), T0 + 3).await.unwrap().0;
+    assert_eq!(feed.head(), terminated, "terminating a user woke it");
+    assert!(woken.has_changed().unwrap());
+}
+
 async fn migrations_apply_twice(store: SqlStore) {
     create(&store, login(&sid(1), "sub-ada", "ada@corp.example", "wiki"), T0).await;
     store.terminate_session(&sid(1), "x", &actor(), T0 + 1).await.unwrap();
@@ -201,6 +221,7 @@ async fn snapshot_after_a_mix_of_actions(store: SqlStore) {
 }
 
 store_tests!(
+    a_commit_wakes_the_change_feed_by_itself,
     migrations_apply_twice,
     changes_after_in_order,
     prune_keeps_the_newest,
