@@ -8,11 +8,10 @@ use tokio::sync::Mutex;
 
 use crate::authority::SessionAuthority;
 use crate::config::Config;
-use crate::edge_channel::EdgeTrust;
+use crate::edge_trust::EdgeTrust;
 use crate::feed::ChangeFeed;
-use crate::idp::LoginIdps;
+use crate::idp::{LoginIdps, PortalState};
 use crate::metrics::Metrics;
-use crate::portal::PortalState;
 use crate::store::{PolicyStore, SqlStore, Store, StoreError, StoreResult};
 
 /// Control-plane state.

@@ -15,14 +15,14 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower::Layer;
 
-use crate::api::auth::{new_id, new_token, token_hash};
 use crate::app::App;
 use crate::authority::SessionAuthority;
 use crate::config::{Config, ConfigError};
-use crate::edge_channel::EdgeTrust;
+use crate::edge_trust::EdgeTrust;
 use crate::feed::ChangeFeed;
 use crate::key_vault::{KeyVault, KeyVaultError};
 use crate::model::{now_ms, Actor, ApiTokenRecord};
+use crate::secrets::{new_id, new_token, token_hash};
 use crate::store::{Backend, ChangeStore, EdgeIdentityStore, SqlStore, StoreError, TokenStore};
 
 /// Why the control plane could not start or stopped.

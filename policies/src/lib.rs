@@ -14,6 +14,7 @@
 
 pub mod conditions;
 mod duration;
+pub mod edge_channel;
 pub mod error;
 pub mod evaluate;
 pub mod facts;

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::LookupBudget;
+use portcullis_policy::edge_channel::{IDP_LOGOUT_PATH, SERVICE_TOKEN_VERIFY_PATH, SESSIONS_PATH};
 use std::sync::Arc;
 
 use crate::control_planes::ControlPlanes;
@@ -205,19 +206,19 @@ impl AuthorityClient {
 
     /// Records a login and returns its session token.
     pub async fn create_session(&self, login: &NewLogin<'_>) -> Result<CreatedSession, AuthorityError> {
-        self.call("/edge/v1/sessions", login).await
+        self.call(SESSIONS_PATH, login).await
     }
 
     /// Ends a session because its user logged out.
     pub async fn logout(&self, session_id: &str) -> Result<(), AuthorityError> {
-        self.call::<serde_json::Value>(&format!("/edge/v1/sessions/{session_id}/logout"), &serde_json::json!({}))
+        self.call::<serde_json::Value>(&format!("{SESSIONS_PATH}/{session_id}/logout"), &serde_json::json!({}))
             .await
             .map(drop)
     }
 
     /// Ends the sessions an IdP logged out.
     pub async fn idp_logout(&self, logout: &IdpLogout<'_>) -> Result<IdpLogoutResult, AuthorityError> {
-        self.call("/edge/v1/idp-logout", logout).await
+        self.call(IDP_LOGOUT_PATH, logout).await
     }
 
     /// The record of an ended session already fetched by [`Self::session_status`].
@@ -239,7 +240,7 @@ impl AuthorityClient {
                 message: "not a session id".into(),
             });
         }
-        let path = format!("/edge/v1/sessions/{session_id}");
+        let path = format!("{SESSIONS_PATH}/{session_id}");
         let status: SessionStatus = self.send(|url| self.client.get(url), &path).await?;
         if status.state != "active" {
             if self.ended.len() >= MAX_ENDED_KEPT {
@@ -252,7 +253,7 @@ impl AuthorityClient {
 
     /// Looks up a service token.
     pub async fn service_token(&self, token: &str) -> Result<ServiceIdentity, AuthorityError> {
-        self.call("/edge/v1/service-tokens/verify", &serde_json::json!({ "token": token })).await
+        self.call(SERVICE_TOKEN_VERIFY_PATH, &serde_json::json!({ "token": token })).await
     }
 }
 

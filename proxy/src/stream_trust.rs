@@ -16,6 +16,7 @@ use portcullis_policy::signed_frame::{StreamBinding, StreamNonce};
 use portcullis_policy::stream_key::{PublishedStreamKey, StreamPublicKey};
 
 use crate::control_planes::ControlPlanes;
+use portcullis_policy::edge_channel::STREAM_KEY_PATH;
 
 /// Longest wait for the key.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -52,7 +53,7 @@ impl StreamTrust {
         if let Some(key) = self.pinned() {
             return Ok(key);
         }
-        let url = planes.url_at(index, "/edge/v1/stream-key");
+        let url = planes.url_at(index, STREAM_KEY_PATH);
         let response = planes
             .authorize(client.get(&url))
             .timeout(FETCH_TIMEOUT)

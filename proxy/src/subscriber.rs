@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use portcullis_policy::edge_channel::{next_frame, FRAME_HEADER_BYTES, REPORT_PATH, STREAM_PATH};
 use portcullis_policy::signed_frame::{FrameRefusal, FrameVerifier};
 use portcullis_policy::wire::{decode, Message};
 use portcullis_policy::Snapshot;
@@ -49,8 +50,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const HEALTHY_FOR: Duration = Duration::from_secs(1);
 /// A report unanswered for this long is retried (a paused replica never answers).
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest frame accepted (a snapshot with millions of entries fits).
-const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
 /// Freshness of the snapshot, for `/readyz`, metrics and `stale_mode`.
 #[derive(Debug, Default)]
@@ -246,7 +245,7 @@ impl Subscriber {
         let key = self.trust.key(&self.planes, &self.client, index).await?;
         let binding = StreamTrust::binding(self.snapshots.seq());
         let since = binding.since.map(|s| format!("&since={s}")).unwrap_or_default();
-        let url = self.planes.url_at(index, &format!("/edge/v1/stream?nonce={}{since}", binding.nonce));
+        let url = self.planes.url_at(index, &format!("{STREAM_PATH}?nonce={}{since}", binding.nonce));
         let mut verifier = FrameVerifier::new(key, binding);
         // A paused replica accepts the connection and never answers: give up
         // on it like on a silent stream.
@@ -280,7 +279,7 @@ impl Subscriber {
             };
             buffer.extend_from_slice(&chunk);
             let mut consumed = 0;
-            while let Some(frame) = next_frame(&buffer[consumed..])? {
+            while let Some(frame) = next_frame(&buffer[consumed..]).map_err(|e| e.to_string())? {
                 let message = match verifier.open(frame) {
                     Ok(message) => message,
                     Err(refusal) => {
@@ -289,7 +288,7 @@ impl Subscriber {
                     }
                 };
                 let message = decode(message).map_err(|e| e.to_string())?;
-                consumed += 4 + frame.len();
+                consumed += FRAME_HEADER_BYTES + frame.len();
                 self.handle(message)?;
                 // Contact only once the frame is in force: a verified frame
                 // this edge cannot apply (a policy it cannot compile, a gap)
@@ -392,7 +391,7 @@ impl Subscriber {
                 "closed": closed.iter().filter(|(_, n)| *n > 0).map(|(seq, n)| serde_json::json!({"seq": seq, "connections": n})).collect::<Vec<_>>(),
                 "activity": activity.events,
             });
-            let url = self.planes.url("/edge/v1/report");
+            let url = self.planes.url(REPORT_PATH);
             let request = self.planes.authorize(self.client.post(&url)).timeout(REPORT_TIMEOUT);
             let sent = request.json(&body).send().await;
             match sent {
@@ -422,22 +421,11 @@ impl Subscriber {
     }
 }
 
-/// The first complete frame (`u32` big-endian length, then the message) at
-/// the start of `buffer`, if it has one.
-fn next_frame(buffer: &[u8]) -> Result<Option<&[u8]>, String> {
-    let Some(header) = buffer.first_chunk::<4>() else { return Ok(None) };
-    let len = u32::from_be_bytes(*header) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(format!("frame of {len} bytes is too large"));
-    }
-    Ok(buffer.get(4..4 + len))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::{next_frame, retry_delay, Pending, MAX_BACKOFF, MAX_PENDING_CLOSES, MIN_BACKOFF};
+    use super::{retry_delay, Pending, MAX_BACKOFF, MAX_PENDING_CLOSES, MIN_BACKOFF};
 
     #[test]
     fn closes_waiting_for_a_report_are_bounded_oldest_first() {
@@ -472,13 +460,5 @@ mod tests {
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
         assert_eq!(*delays.last().unwrap(), MAX_BACKOFF);
         assert_eq!(retry_delay(u32::MAX, Duration::ZERO, 3, 1.0), MAX_BACKOFF + MAX_BACKOFF / 2);
-    }
-
-    #[test]
-    fn frames_are_cut_by_their_length_prefix() {
-        assert_eq!(next_frame(b"\0\0\0"), Ok(None));
-        assert_eq!(next_frame(b"\0\0\0\x02ab\0"), Ok(Some(&b"ab"[..])));
-        assert_eq!(next_frame(b"\0\0\0\x03ab"), Ok(None));
-        assert!(next_frame(&[0xff, 0xff, 0xff, 0xff]).unwrap_err().contains("too large"));
     }
 }

@@ -12,15 +12,16 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{new_id, new_token, token_hash, Caller};
-use super::ApiJson;
+use super::auth::Caller;
 use crate::app::App;
-use crate::edge_channel::enroll::JOIN_TOKEN_PREFIX;
-use crate::edge_channel::identity::valid_edge_id;
 use crate::error::ApiError;
+use crate::http::ApiJson;
 use crate::model::{now_ms, rfc3339, EdgeView};
 use crate::receipt::EDGE_ALIVE_MS;
+use crate::secrets::JOIN_TOKEN_PREFIX;
+use crate::secrets::{new_id, new_token, token_hash};
 use crate::store::{ChangeStore as _, EdgeCredential, JoinTokenRecord, StoreError};
+use portcullis_policy::edge_channel::valid_edge_id;
 
 /// Default join-token lifetime, seconds (1 hour).
 pub const DEFAULT_JOIN_TOKEN_TTL_S: u64 = 3600;

@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{parse_time, ApiJson};
+use super::parse_time;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::ApiJson;
 use crate::model::{now_ms, rfc3339};
 use crate::store::ChangeStore as _;
 

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{reason, ApiJson, ApiQuery, WaitQuery};
+use super::{reason, WaitQuery};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::{ApiJson, ApiQuery};
 use crate::model::rfc3339;
 use crate::receipt::{receipt, Receipt};
 

@@ -15,60 +15,18 @@ mod users;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection, StringRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Query, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
 use crate::app::App;
 use crate::error::ApiError;
 use crate::store::ChangeStore as _;
-
-/// JSON body that rejects unknown fields with 422 naming the field, and
-/// oversized bodies with 413, in the API's error format.
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(req, state).await.map_err(|e: JsonRejection| ApiError::from(e))?;
-        Ok(Self(value))
-    }
-}
-
-/// A text body (policy documents) with oversized bodies answered 413 and
-/// non-UTF-8 ones 400, in the API's error format.
-pub struct ApiText(pub String);
-
-impl<S: Send + Sync> FromRequest<S> for ApiText {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let text = String::from_request(req, state).await.map_err(|e: StringRejection| ApiError::from(e))?;
-        Ok(Self(text))
-    }
-}
-
-/// Query string in the API's error format.
-pub struct ApiQuery<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Query(value) =
-            Query::<T>::from_request_parts(parts, state).await.map_err(|e: QueryRejection| ApiError::from(e))?;
-        Ok(Self(value))
-    }
-}
 
 /// `?wait=true[&timeout_ms=N]` on actions that return a receipt.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -165,7 +123,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/edges/join-tokens", post(edges::create_join_token))
         .route("/edges/{id}/revoke", post(edges::revoke))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
         .fallback(|| async { ApiError::not_found("no such API endpoint") });
     let max_body = app.config.max_body_bytes;
     Router::new()
@@ -174,16 +132,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), count_requests))
         .with_state(app)
-}
-
-/// 405 in the API's error format (the router still adds the `Allow` header).
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method")
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -200,9 +153,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 /// `Authorization: Bearer <metrics_token>` (a scraper's own secret, no admin scope).
 async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
     if let Some(expected) = &app.config.metrics_token {
-        let presented =
-            headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(auth::bearer_token);
-        if !presented.is_some_and(|token| auth::same_secret(token, expected)) {
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::http::bearer_token);
+        if !presented.is_some_and(|token| crate::secrets::same_secret(token, expected)) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

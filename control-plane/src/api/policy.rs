@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::{ApiJson, ApiQuery, ApiText};
 use crate::app::App;
 use crate::error::{ApiError, ErrorDetail};
+use crate::http::{ApiJson, ApiQuery, ApiText};
 use crate::model::{now_ms, PolicyVersion};
 
 /// One problem in a policy document.

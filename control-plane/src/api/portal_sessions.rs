@@ -11,9 +11,10 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{reason, ApiJson};
+use super::reason;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::ApiJson;
 use crate::model::now_ms;
 use crate::store::PortalSessionView;
 

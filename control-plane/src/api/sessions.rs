@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::{parse_time, reason, ApiJson, ApiQuery, WaitQuery};
+use super::{parse_time, reason, WaitQuery};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::{ApiJson, ApiQuery};
 use crate::model::{now_ms, SessionView};
 use crate::receipt::{receipt, Receipt};
 use crate::store::SessionFilter;

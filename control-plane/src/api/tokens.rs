@@ -10,11 +10,12 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{new_id, new_token, token_hash, Caller, SCOPES};
-use super::ApiJson;
+use super::auth::{Caller, SCOPES};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::ApiJson;
 use crate::model::{now_ms, rfc3339, ApiTokenRecord};
+use crate::secrets::{new_id, new_token, token_hash};
 
 /// A token to create.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::{parse_time, ApiQuery};
+use super::parse_time;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::ApiQuery;
 use crate::model::AuditEntry;
 use crate::store::AuditFilter;
 

@@ -20,15 +20,15 @@ use sha2::{Digest, Sha256};
 
 use super::identity::{valid_edge_id, EdgeCaller, EDGE_CHANNEL_AUDIENCE, MAX_ASSERTION_LIFETIME_S};
 use super::JsonAnswer;
-use crate::api::auth::{bearer_token, token_hash};
-use crate::api::ApiJson;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::bearer_token;
+use crate::http::ApiJson;
 use crate::model::{now_ms, Actor};
+use crate::secrets::{same_secret, token_hash};
 use crate::store::NewEnrollment;
 
-/// The prefix of join tokens.
-pub const JOIN_TOKEN_PREFIX: &str = "pcjt_";
+pub use crate::secrets::JOIN_TOKEN_PREFIX;
 
 /// What an edge sends to enroll.
 #[derive(Debug, Deserialize)]
@@ -64,12 +64,6 @@ pub struct EnrollAnswer {
 pub struct FleetKeyAnswer {
     /// 32 bytes, base64url.
     pub fleet_key: String,
-}
-
-/// Constant-time comparison through fixed-length digests.
-fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn unauthorized(message: impl Into<String>) -> ApiError {
@@ -118,8 +112,7 @@ pub async fn enroll(
         return Err(ApiError::invalid("`name` has at most 100 characters"));
     }
     let (public_key_pem, key_fingerprint) = parse_public_key(&body.public_key)?;
-    let actor =
-        Actor { name: format!("edge:{}", body.edge_id), source_address: crate::api::auth::source_address(&parts) };
+    let actor = Actor { name: format!("edge:{}", body.edge_id), source_address: crate::http::source_address(&parts) };
     let bootstrap = join_token_hash.is_none();
     let enrollment = NewEnrollment { edge_id: body.edge_id, name, public_key_pem, key_fingerprint, join_token_hash };
     let credential = app.store().enroll_edge(&enrollment, &actor, now_ms()).await?.map_err(|refusal| {

@@ -18,9 +18,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::api::auth::{bearer_token, source_address};
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::{bearer_token, source_address};
 use crate::model::{now_ms, Actor};
 use crate::store::EdgeCredential;
 
@@ -44,10 +44,7 @@ pub struct EdgeCaller {
     pub actor: Actor,
 }
 
-/// Letters, digits, `-`, `_`, `.`; 1 to 64.
-pub fn valid_edge_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
+pub use portcullis_policy::edge_channel::valid_edge_id;
 
 /// The claims of an edge assertion.
 #[derive(Debug, Deserialize)]

@@ -10,10 +10,9 @@ pub mod identity;
 mod service_tokens;
 mod sessions;
 mod stream;
-mod trust;
 
+pub use crate::edge_trust::{EdgeTrust, RevokedSet};
 pub use identity::EdgeCaller;
-pub use trust::{EdgeTrust, RevokedSet};
 
 use std::sync::Arc;
 
@@ -23,14 +22,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::api::ApiJson;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::ApiJson;
 use crate::model::{now_ms, Actor};
 use crate::store::{Activity, ChangeStore, EdgeReport};
 
-/// Frames on the stream: 4-byte big-endian length, then a wire message.
-pub const FRAME_HEADER_BYTES: usize = 4;
+pub use portcullis_policy::edge_channel::FRAME_HEADER_BYTES;
+use portcullis_policy::edge_channel::{
+    ENROLL_PATH, FLEET_KEY_PATH, IDP_LOGOUT_PATH, REPORT_PATH, SERVICE_TOKEN_VERIFY_PATH, SESSIONS_PATH,
+    STREAM_KEY_PATH, STREAM_PATH,
+};
 
 /// A connection count change, per change sequence.
 #[derive(Debug, Deserialize)]
@@ -276,18 +278,18 @@ fn user_target(user: &str) -> String {
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.max_body_bytes;
     Router::new()
-        .route("/edge/v1/enroll", post(enroll::enroll))
-        .route("/edge/v1/fleet-key", get(enroll::fleet_key))
-        .route("/edge/v1/stream", get(stream::stream))
-        .route("/edge/v1/stream-key", get(stream::stream_key))
-        .route("/edge/v1/report", post(report))
-        .route("/edge/v1/sessions", post(sessions::create))
+        .route(ENROLL_PATH, post(enroll::enroll))
+        .route(FLEET_KEY_PATH, get(enroll::fleet_key))
+        .route(STREAM_PATH, get(stream::stream))
+        .route(STREAM_KEY_PATH, get(stream::stream_key))
+        .route(REPORT_PATH, post(report))
+        .route(SESSIONS_PATH, post(sessions::create))
         .route("/edge/v1/sessions/{id}", get(sessions::status))
         .route("/edge/v1/sessions/{id}/logout", post(sessions::logout))
-        .route("/edge/v1/idp-logout", post(sessions::idp_logout))
-        .route("/edge/v1/service-tokens/verify", post(service_tokens::verify))
+        .route(IDP_LOGOUT_PATH, post(sessions::idp_logout))
+        .route(SERVICE_TOKEN_VERIFY_PATH, post(service_tokens::verify))
         .route("/healthz", get(|| async { "ok\n" }))
-        .method_not_allowed_fallback(crate::api::method_not_allowed)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
         .fallback(|| async { ApiError::not_found("no such edge-channel endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app)

@@ -11,11 +11,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{EdgeCaller, JsonAnswer};
-use crate::api::auth::token_hash;
-use crate::api::ApiJson;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::ApiJson;
 use crate::model::now_ms;
+use crate::secrets::token_hash;
 
 /// The token to look up.
 #[derive(Debug, Deserialize)]

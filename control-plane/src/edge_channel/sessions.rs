@@ -16,10 +16,10 @@ use portcullis_policy::UserRef;
 use serde::{Deserialize, Serialize};
 
 use super::{EdgeCaller, JsonAnswer};
-use crate::api::ApiJson;
 use crate::app::App;
 use crate::config::MAX_LOGIN_CLOCK_SKEW_S;
 use crate::error::ApiError;
+use crate::http::ApiJson;
 use crate::idp::{IdTokenError, LoginFlow, VerifiedLogin};
 use crate::model::{now_ms, rfc3339};
 use crate::receipt::{receipt, Receipt};

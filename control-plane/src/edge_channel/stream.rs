@@ -20,15 +20,16 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use portcullis_policy::edge_channel::{frame_header, FRAME_HEADER_BYTES};
 use portcullis_policy::signed_frame::{FrameSigner, StreamBinding, StreamNonce};
 use portcullis_policy::stream_key::PublishedStreamKey;
 use portcullis_policy::wire::{encode, Message};
 use serde::Deserialize;
 
 use super::{EdgeCaller, RevokedSet};
-use crate::api::ApiQuery;
 use crate::app::App;
 use crate::error::ApiError;
+use crate::http::ApiQuery;
 use crate::model::now_ms;
 use crate::store::ChangeStore;
 
@@ -49,10 +50,10 @@ pub struct StreamQuery {
 
 /// The next frame: length prefix, then `message` sealed by `signer`.
 fn frame(signer: &mut FrameSigner, message: &[u8]) -> Bytes {
-    let mut out = vec![0; super::FRAME_HEADER_BYTES];
+    let mut out = vec![0; FRAME_HEADER_BYTES];
     signer.seal_into(message, &mut out);
-    let length = (out.len() - super::FRAME_HEADER_BYTES) as u32;
-    out[..super::FRAME_HEADER_BYTES].copy_from_slice(&length.to_be_bytes());
+    let header = frame_header(out.len() - FRAME_HEADER_BYTES);
+    out[..FRAME_HEADER_BYTES].copy_from_slice(&header);
     Bytes::from(out)
 }
 

@@ -17,6 +17,7 @@
 
 pub mod claims;
 pub mod discovery;
+pub mod portal;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -26,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 pub use claims::{Expected, LoginFlow, VerifiedLogin};
 pub use discovery::{Discovery, DiscoveryError};
+pub use portal::{PortalIdp, PortalState};
 
 use crate::config::{LoginIdpSettings, LoginSettings};
 

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The session cookie is an ES256 JWT signed with the control plane's
-//! session-signing key under its own `typ` ([`session::PORTAL_TOKEN_TYPE`]),
+//! session-signing key under its own `typ` ([`crate::portal_cookie::PORTAL_TOKEN_TYPE`]),
 //! so no edge ever accepts it, and it carries the CSRF token the page must
 //! echo in `X-CSRF-Token` on every unsafe API call. Every portal answer has
 //! a strict Content-Security-Policy (no inline script or style).
@@ -31,30 +31,12 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::App;
-use crate::config::Config;
 
-pub use oidc::PortalIdp;
+pub use crate::idp::{PortalIdp, PortalState};
 
 /// The Content-Security-Policy of every portal answer.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
-
-/// The portal's own state: its OpenID provider, when one is configured.
-pub struct PortalState {
-    idp: Option<PortalIdp>,
-}
-
-impl PortalState {
-    /// The state for `config` (nothing is fetched yet).
-    pub fn new(config: &Config) -> Self {
-        Self { idp: config.portal.oidc.clone().map(PortalIdp::new) }
-    }
-
-    /// The OpenID provider, if admins log in with one.
-    pub fn idp(&self) -> Option<&PortalIdp> {
-        self.idp.as_ref()
-    }
-}
 
 /// The portal's routes, merged into the admin listener's router.
 pub fn router() -> Router<Arc<App>> {

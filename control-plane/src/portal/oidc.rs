@@ -17,22 +17,21 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreJwsSigningAlgorithm, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
-    Scope, TokenResponse,
+    AuthorizationCode, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use portcullis_policy::UserRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::pages;
-use super::session::{cookie, new_claims, open, seal, set_cookie, start, ClientAddress, PORTAL_AUDIENCE};
+use super::session::{new_claims, start};
 use crate::app::App;
-use crate::config::PortalOidc;
 use crate::error::ApiError;
-use crate::idp::Discovery;
+use crate::idp::PortalIdp;
 use crate::model::{now_ms, Actor};
+use crate::portal_cookie::{cookie, open, seal, set_cookie, ClientAddress, PORTAL_AUDIENCE};
 
 /// The login-state cookie (scoped to `/portal/callback`).
 const LOGIN_COOKIE: &str = "portcullis_portal_login";
@@ -51,12 +50,6 @@ const ID_TOKEN_ALGORITHMS: [CoreJwsSigningAlgorithm; 7] = [
     CoreJwsSigningAlgorithm::EdDsa,
 ];
 
-/// The portal's OpenID provider, discovered on first use (see [`Discovery`]).
-pub struct PortalIdp {
-    settings: PortalOidc,
-    discovery: Discovery,
-}
-
 /// What the callback needs from the login it finishes.
 #[derive(Debug, Serialize, Deserialize)]
 struct LoginState {
@@ -73,34 +66,6 @@ struct IdpUser {
     subject: String,
     email: String,
     groups: Vec<String>,
-}
-
-impl PortalIdp {
-    /// A provider for `settings`; nothing is fetched yet.
-    pub fn new(settings: PortalOidc) -> Self {
-        let discovery = Discovery::new(&settings.issuer);
-        Self { settings, discovery }
-    }
-
-    fn client(
-        &self,
-        metadata: &CoreProviderMetadata,
-        redirect: RedirectUrl,
-    ) -> CoreClient<
-        openidconnect::EndpointSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointMaybeSet,
-        openidconnect::EndpointMaybeSet,
-    > {
-        CoreClient::from_provider_metadata(
-            metadata.clone(),
-            ClientId::new(self.settings.client_id.clone()),
-            self.settings.client_secret.clone().map(ClientSecret::new),
-        )
-        .set_redirect_uri(redirect)
-    }
 }
 
 /// `<public_url>/portal/callback` (`public_url` is checked at start, so this only fails on odd hosts).

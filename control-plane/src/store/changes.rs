@@ -48,7 +48,7 @@ impl SqlStore {
 
     /// Commits a transaction from [`Self::begin_change`] and, when it
     /// appended `seq`, tells this replica's edge streams at once (the change
-    /// feed's head, [`crate::feed::ChangeFeed::of_store`]): waking the edges is part of the commit,
+    /// feed's head, see `ChangeFeed::of_store`): waking the edges is part of the commit,
     /// not something each caller must remember (other replicas hear it
     /// through `NOTIFY` or their poll).
     pub(crate) async fn commit_change(&self, tx: Transaction<'static, Any>, seq: Option<u64>) -> StoreResult<()> {

@@ -316,7 +316,7 @@ pub trait TokenStore: Send + Sync {
     ) -> StoreResult<Option<u64>>;
 }
 
-/// The key that signs the edge stream (see `crate::stream_key`).
+/// The key that signs the edge stream (made and loaded by the `stream_key` module).
 #[async_trait]
 pub trait StreamKeyStore: Send + Sync {
     /// The current stream-signing key, if one was made.

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use portcullis_control_plane::api::auth::token_hash;
 use portcullis_control_plane::model::Actor;
+use portcullis_control_plane::secrets::token_hash;
 use portcullis_control_plane::store::JoinTokenRecord;
 use serde_json::{json, Value};
 

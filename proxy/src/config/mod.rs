@@ -145,10 +145,7 @@ impl EdgeConfig {
         }
         let enrollment = enrollment(raw.join_token, raw.credential_file, raw.edge_secret)?;
         let edge_id = raw.edge_id.unwrap_or_else(|| "edge-1".into());
-        if edge_id.is_empty()
-            || edge_id.len() > 64
-            || !edge_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
+        if !portcullis_policy::edge_channel::valid_edge_id(&edge_id) {
             return Err(error("edge_id", "use 1 to 64 letters, digits, '-', '_' or '.'"));
         }
         let https = match (raw.https_listen, raw.tls_cert, raw.tls_key) {

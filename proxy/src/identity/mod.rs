@@ -24,6 +24,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_now_s;
+use portcullis_policy::edge_channel::{ENROLL_PATH, FLEET_KEY_PATH};
 
 pub use fleet::{DerivedKey, FleetKey};
 pub use key::{EdgeKey, KeyFileError};
@@ -193,7 +194,7 @@ impl EdgeIdentity {
             return self.enroll(client, base).await;
         }
         let asked = client
-            .get(format!("{base}/edge/v1/fleet-key"))
+            .get(format!("{base}{FLEET_KEY_PATH}"))
             .bearer_auth(self.assertion())
             .timeout(CALL_TIMEOUT)
             .send()
@@ -237,7 +238,7 @@ impl EdgeIdentity {
         }
         let body = EnrollBody { edge_id: &self.edge_id, name: &self.edge_name, public_key: self.key.public_pem() };
         let sent = client
-            .post(format!("{base}/edge/v1/enroll"))
+            .post(format!("{base}{ENROLL_PATH}"))
             .bearer_auth(credential)
             .json(&body)
             .timeout(CALL_TIMEOUT)
