@@ -106,13 +106,10 @@ impl WebSocket {
     /// Waits up to `limit` for the edge to close the websocket; how long it took.
     pub async fn closed_within(&mut self, limit: Duration) -> Result<Duration, String> {
         let started = Instant::now();
-        loop {
-            let left = limit.saturating_sub(started.elapsed());
-            match tokio::time::timeout(left, self.0.next()).await {
-                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return Ok(started.elapsed()),
-                Ok(Some(Ok(message))) => return Err(format!("the websocket received {message:?} instead of closing")),
-                Err(_) => return Err(format!("the websocket was still open after {limit:?}")),
-            }
+        match tokio::time::timeout(limit, self.0.next()).await {
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => Ok(started.elapsed()),
+            Ok(Some(Ok(message))) => Err(format!("the websocket received {message:?} instead of closing")),
+            Err(_) => Err(format!("the websocket was still open after {limit:?}")),
         }
     }
 }
@@ -144,10 +141,8 @@ impl H2Stream {
         assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]), "the edge offers h2");
         let (mut client, connection) = h2::client::handshake(tls).await.expect("the HTTP/2 handshake");
         let connection = tokio::spawn(connection);
-        let request = http::Request::get(format!("https://{HOST}{path}"))
-            .header("cookie", cookie)
-            .body(())
-            .expect("a request");
+        let request =
+            http::Request::get(format!("https://{HOST}{path}")).header("cookie", cookie).body(()).expect("a request");
         let (response, _) = client.send_request(request, true).expect("send the request");
         let response = tokio::time::timeout(Duration::from_secs(5), response)
             .await

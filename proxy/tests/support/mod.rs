@@ -4,8 +4,6 @@
 //! ([`upstream`]), with clients that hold connections open ([`clients`])
 //! and sessions minted as the control plane would ([`sessions`]).
 
-#![allow(dead_code)] // each test uses its own part of the toolkit
-
 pub mod clients;
 pub mod control_plane;
 pub mod sessions;
@@ -101,8 +99,7 @@ impl World {
 
     /// `GET /readyz`: (status, body).
     pub async fn readyz(&self) -> (u16, String) {
-        let response =
-            reqwest::get(format!("http://{}/readyz", self.edge.metrics_listen)).await.expect("GET /readyz");
+        let response = reqwest::get(format!("http://{}/readyz", self.edge.metrics_listen)).await.expect("GET /readyz");
         (response.status().as_u16(), response.text().await.unwrap_or_default())
     }
 }

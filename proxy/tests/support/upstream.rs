@@ -1,7 +1,7 @@
 //! The protected app behind the edge: a raw-TCP HTTP/1.1 server that
-//! records every request it receives (on which connection, with the
-//! identity headers the edge added) and every connection that ended, so
-//! tests assert on what the app actually got. `/ws` upgrades to a
+//! records every request it receives (with the identity headers the edge
+//! added) and every connection that ended, so tests assert on what the app
+//! actually got. `/ws` upgrades to a
 //! websocket that echoes; `/stream` answers a chunked body that never ends
 //! (a chunk every 100 ms); anything else answers `200 hello` and keeps the
 //! connection alive.
@@ -19,8 +19,6 @@ use tokio_tungstenite::WebSocketStream;
 /// One request as the upstream received it.
 #[derive(Clone, Debug)]
 pub struct Seen {
-    /// The upstream-side connection it came on (numbered from 0).
-    pub conn: usize,
     /// The request target.
     pub path: String,
     /// `x-portcullis-email` as the edge set it.
@@ -32,9 +30,8 @@ pub struct Seen {
 #[derive(Default)]
 struct Log {
     requests: Vec<Seen>,
-    /// Connections whose peer (the edge) went away, with the last path served.
-    ended: Vec<(usize, String)>,
-    connections: usize,
+    /// The last path served on each connection whose peer (the edge) went away.
+    ended: Vec<String>,
 }
 
 /// The running upstream.
@@ -54,12 +51,7 @@ impl Upstream {
         let serving = upstream.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let conn = {
-                    let mut log = serving.lock();
-                    log.connections += 1;
-                    log.connections - 1
-                };
-                tokio::spawn(serving.clone().serve(stream, conn));
+                tokio::spawn(serving.clone().serve(stream));
             }
         });
         upstream
@@ -76,10 +68,10 @@ impl Upstream {
 
     /// The paths of the connections that ended so far (the edge closed them).
     pub fn ended(&self) -> Vec<String> {
-        self.lock().ended.iter().map(|(_, path)| path.clone()).collect()
+        self.lock().ended.clone()
     }
 
-    async fn serve(self, mut stream: TcpStream, conn: usize) {
+    async fn serve(self, mut stream: TcpStream) {
         let mut buffer = Vec::new();
         let mut last = String::new();
         loop {
@@ -91,7 +83,11 @@ impl Upstream {
                 .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
                 .collect();
             let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-            let seen = Seen { conn, path: path.clone(), email: header("x-portcullis-email"), session: header("x-portcullis-session") };
+            let seen = Seen {
+                path: path.clone(),
+                email: header("x-portcullis-email"),
+                session: header("x-portcullis-session"),
+            };
             self.lock().requests.push(seen);
             last = path.clone();
             let served = match path.as_str() {
@@ -111,7 +107,7 @@ impl Upstream {
                 None => break,
             }
         }
-        self.lock().ended.push((conn, last));
+        self.lock().ended.push(last);
     }
 }
 
