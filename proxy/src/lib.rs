@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod forwarded;
 pub mod gate;
 pub mod identity;
+pub mod in_process;
 pub mod killable;
 pub mod login;
 pub mod metrics;

@@ -1,8 +1,10 @@
 //! Assembling the edge on pingora: the killable HTTP proxy service on the
 //! HTTP (and HTTPS) listeners (which also serves `CONNECT` tunnels), the snapshot subscriber as a background
 //! service, and a small status service for `/healthz`, `/readyz` and
-//! `/metrics`. `run` does not return: pingora owns the process and handles
-//! SIGTERM/SIGINT with a graceful shutdown.
+//! `/metrics`. [`EdgeServices::assemble`] builds them; `run` does not
+//! return: pingora owns the process and handles SIGTERM/SIGINT with a
+//! graceful shutdown. [`crate::in_process`] runs the same services inside a
+//! test instead.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
+use pingora_core::services::ServiceWithDependents;
 
 use crate::assertion::AssertionSigner;
 use crate::authority_client::AuthorityClient;
@@ -45,6 +48,9 @@ pub enum EdgeError {
     /// The identity-assertion key is unusable.
     #[error("cannot start the edge: assertion_key_file: {0}")]
     AssertionKey(String),
+    /// A listener could not be bound (in-process edges bind their own).
+    #[error("cannot start the edge: cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, String),
 }
 
 struct SubscriberService(Arc<Subscriber>);
@@ -175,6 +181,133 @@ impl StatusApp {
     }
 }
 
+/// What the edge's services share: the snapshot, the live connections,
+/// the stream's freshness and the metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct EdgeState {
+    /// The snapshot in force.
+    pub snapshots: Arc<SnapshotStore>,
+    /// Live downstream connections.
+    pub registry: Arc<ConnRegistry>,
+    /// Freshness of the control-plane stream.
+    pub status: Arc<SyncStatus>,
+    /// The edge's metrics.
+    pub metrics: Arc<EdgeMetrics>,
+}
+
+/// The edge assembled from its configuration but not started: the killable
+/// proxy on `listen` (and `https_listen`), the status service on
+/// `metrics_listen`, the snapshot subscriber and the admission expiry.
+/// [`run`] hands them to a pingora server; [`crate::in_process`] runs them
+/// on the caller's tokio runtime.
+pub struct EdgeServices {
+    /// The services, in the order they are added.
+    pub services: Vec<Box<dyn ServiceWithDependents>>,
+    /// What they share.
+    pub state: EdgeState,
+}
+
+impl EdgeServices {
+    /// Assembles the edge of `config`; `server_conf` is the pingora
+    /// configuration the proxy is built with.
+    pub fn assemble(config: &EdgeConfig, server_conf: &Arc<ServerConf>) -> Result<Self, EdgeError> {
+        let snapshots = Arc::new(SnapshotStore::new());
+        let registry = ConnRegistry::new();
+        let status = Arc::new(SyncStatus::default());
+        let sessions = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
+        let metrics = Arc::new(EdgeMetrics::new());
+        let activity = Arc::new(crate::activity::ActivityLog::new(metrics.activity_events_dropped.clone()));
+        let planes = Arc::new(ControlPlanes::new(ChannelConfig {
+            urls: config.control_plane_urls.clone(),
+            enrollment: config.enrollment.clone(),
+            edge_id: config.edge_id.clone(),
+            edge_name: config.edge_name.clone(),
+            trust: config.control_plane_trust.clone(),
+        }));
+        let authority = Arc::new(AuthorityClient::new(Arc::clone(&planes)));
+        let provider = config.oidc.clone().map(|settings| Arc::new(IdentityProvider::new(settings)));
+        let credentials = Arc::new(Credentials {
+            sessions: Arc::clone(&sessions),
+            access_tokens: provider.as_ref().map(|p| AccessTokenVerifier::new(Arc::clone(p), config.token_cache_size)),
+            service_tokens: ServiceTokens::new(Arc::clone(&authority), config.token_cache_size),
+        });
+        let assertions = Arc::new(
+            AssertionSigner::new(config.assertion_key_pem.as_deref(), &config.assertion_issuer)
+                .map_err(|e| EdgeError::AssertionKey(e.to_string()))?,
+        );
+        if config.assertion_key_pem.is_none() {
+            tracing::warn!("no assertion_key_file: this edge signs identity assertions with a key made at start");
+        }
+        if !config.cookie_secure {
+            tracing::warn!("cookie_secure = false: cookies travel over plain HTTP; for development only");
+        }
+        let login = Arc::new(LoginService {
+            provider,
+            authority,
+            sessions,
+            cookies: CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure },
+            sealer: StateSealer::from_fleet(planes.identity().fleet()),
+            cli_codes: CliCodes::from_fleet(planes.identity().fleet()),
+            device_starts: crate::login::device_start_budget(config.device_logins_per_hour),
+            replays: Default::default(),
+            assertions: Arc::clone(&assertions),
+            status: Arc::clone(&status),
+        });
+        let gate = Arc::new(Gate {
+            snapshots: Arc::clone(&snapshots),
+            registry: Arc::clone(&registry),
+            credentials,
+            cookies: SessionCookies::new(&config.cookie_name, config.cookie_secure),
+            trusted_proxies: config.trusted_proxies.clone(),
+            status: Arc::clone(&status),
+            max_staleness: config.max_staleness,
+            stale_mode: config.stale_mode,
+            activity: Arc::clone(&activity),
+            metrics: Arc::clone(&metrics),
+        });
+        let tunnels = Arc::new(TunnelService { gate: Arc::clone(&gate) });
+        let expiry = ExpiryService { gate: Arc::clone(&gate) };
+        let edge = EdgeHttp { gate, login, assertions };
+        let proxy = pingora_proxy::http_proxy(server_conf, edge);
+        let killable = Killable::new(proxy, Arc::clone(&registry)).with_tunnels(tunnels);
+        let mut service = Service::new("portcullis edge".into(), killable);
+        service.add_tcp(&config.listen.to_string());
+        if let Some((address, cert, key)) = &config.https {
+            let mut tls = TlsSettings::intermediate(cert, key)
+                .map_err(|e| EdgeError::Pingora(format!("tls_cert/tls_key ({cert}, {key}): {e}")))?;
+            tls.enable_h2(); // ALPN offers h2, then http/1.1
+            service.add_tls_with_settings(&address.to_string(), None, tls);
+        }
+        let parts = SubscriberParts {
+            snapshots: Arc::clone(&snapshots),
+            registry: Arc::clone(&registry),
+            status: Arc::clone(&status),
+            activity,
+            metrics: Arc::clone(&metrics),
+            trust: crate::stream_trust::StreamTrust::new(config.stream_public_key),
+        };
+        let subscriber = Subscriber::new(planes, parts);
+        let state = EdgeState { snapshots, registry, status, metrics };
+        let status_app = StatusApp {
+            snapshots: Arc::clone(&state.snapshots),
+            registry: Arc::clone(&state.registry),
+            status: Arc::clone(&state.status),
+            metrics: Arc::clone(&state.metrics),
+            max_staleness_ms: config.max_staleness.as_millis() as i64,
+            metrics_token: config.metrics_token.clone(),
+        };
+        let mut status_service = Service::new("portcullis edge status".into(), status_app);
+        status_service.add_tcp(&config.metrics_listen.to_string());
+        let services: Vec<Box<dyn ServiceWithDependents>> = vec![
+            Box::new(service),
+            Box::new(background_service("snapshot subscriber", SubscriberService(subscriber))),
+            Box::new(background_service("admission expiry", expiry)),
+            Box::new(status_service),
+        ];
+        Ok(Self { services, state })
+    }
+}
+
 /// Builds and runs the edge; never returns on success.
 pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     let conf = ServerConf {
@@ -185,96 +318,8 @@ pub fn run(config: EdgeConfig) -> Result<(), EdgeError> {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let snapshots = Arc::new(SnapshotStore::new());
-    let registry = ConnRegistry::new();
-    let status = Arc::new(SyncStatus::default());
-    let sessions = Arc::new(SessionVerifier::new(&config.session_issuer, config.token_cache_size));
-    let metrics = Arc::new(EdgeMetrics::new());
-    let activity = Arc::new(crate::activity::ActivityLog::new(metrics.activity_events_dropped.clone()));
-    let planes = Arc::new(ControlPlanes::new(ChannelConfig {
-        urls: config.control_plane_urls.clone(),
-        enrollment: config.enrollment.clone(),
-        edge_id: config.edge_id.clone(),
-        edge_name: config.edge_name.clone(),
-        trust: config.control_plane_trust.clone(),
-    }));
-    let authority = Arc::new(AuthorityClient::new(Arc::clone(&planes)));
-    let provider = config.oidc.clone().map(|settings| Arc::new(IdentityProvider::new(settings)));
-    let credentials = Arc::new(Credentials {
-        sessions: Arc::clone(&sessions),
-        access_tokens: provider.as_ref().map(|p| AccessTokenVerifier::new(Arc::clone(p), config.token_cache_size)),
-        service_tokens: ServiceTokens::new(Arc::clone(&authority), config.token_cache_size),
-    });
-    let assertions = Arc::new(
-        AssertionSigner::new(config.assertion_key_pem.as_deref(), &config.assertion_issuer)
-            .map_err(|e| EdgeError::AssertionKey(e.to_string()))?,
-    );
-    if config.assertion_key_pem.is_none() {
-        tracing::warn!("no assertion_key_file: this edge signs identity assertions with a key made at start");
-    }
-    if !config.cookie_secure {
-        tracing::warn!("cookie_secure = false: cookies travel over plain HTTP; for development only");
-    }
-    let login = Arc::new(LoginService {
-        provider,
-        authority,
-        sessions,
-        cookies: CookieSettings { name: config.cookie_name.clone(), secure: config.cookie_secure },
-        sealer: StateSealer::from_fleet(planes.identity().fleet()),
-        cli_codes: CliCodes::from_fleet(planes.identity().fleet()),
-        device_starts: crate::login::device_start_budget(config.device_logins_per_hour),
-        replays: Default::default(),
-        assertions: Arc::clone(&assertions),
-        status: Arc::clone(&status),
-    });
-    let gate = Arc::new(Gate {
-        snapshots: Arc::clone(&snapshots),
-        registry: Arc::clone(&registry),
-        credentials,
-        cookies: SessionCookies::new(&config.cookie_name, config.cookie_secure),
-        trusted_proxies: config.trusted_proxies.clone(),
-        status: Arc::clone(&status),
-        max_staleness: config.max_staleness,
-        stale_mode: config.stale_mode,
-        activity: Arc::clone(&activity),
-        metrics: Arc::clone(&metrics),
-    });
-    let tunnels = Arc::new(TunnelService { gate: Arc::clone(&gate) });
-    let expiry = ExpiryService { gate: Arc::clone(&gate) };
-    let edge = EdgeHttp { gate, login, assertions };
-    let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
-    let killable = Killable::new(proxy, Arc::clone(&registry)).with_tunnels(tunnels);
-    let mut service = Service::new("portcullis edge".into(), killable);
-    service.add_tcp(&config.listen.to_string());
-    if let Some((address, cert, key)) = &config.https {
-        let mut tls = TlsSettings::intermediate(cert, key)
-            .map_err(|e| EdgeError::Pingora(format!("tls_cert/tls_key ({cert}, {key}): {e}")))?;
-        tls.enable_h2(); // ALPN offers h2, then http/1.1
-        service.add_tls_with_settings(&address.to_string(), None, tls);
-    }
-    server.add_service(service);
-    let parts = SubscriberParts {
-        snapshots: Arc::clone(&snapshots),
-        registry: Arc::clone(&registry),
-        status: Arc::clone(&status),
-        activity,
-        metrics: Arc::clone(&metrics),
-        trust: crate::stream_trust::StreamTrust::new(config.stream_public_key),
-    };
-    let subscriber = Subscriber::new(planes, parts);
-    server.add_service(background_service("snapshot subscriber", SubscriberService(subscriber)));
-    server.add_service(background_service("admission expiry", expiry));
-    let status_app = StatusApp {
-        snapshots,
-        registry,
-        status,
-        metrics,
-        max_staleness_ms: config.max_staleness.as_millis() as i64,
-        metrics_token: config.metrics_token.clone(),
-    };
-    let mut status_service = Service::new("portcullis edge status".into(), status_app);
-    status_service.add_tcp(&config.metrics_listen.to_string());
-    server.add_service(status_service);
+    let edge = EdgeServices::assemble(&config, &server.configuration)?;
+    server.add_services(edge.services);
     tracing::info!(listen = %config.listen, metrics = %config.metrics_listen, edge = %config.edge_id, "edge starting");
     server.run_forever();
 }

@@ -405,19 +405,25 @@ impl Subscriber {
                 Ok(response) => {
                     tracing::warn!(status = %response.status(), "report refused");
                     self.planes.check_refusal(response.status(), None);
-                    self.activity.restore(activity);
+                    self.keep_for_retry(closed, activity);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot report to the control plane");
-                    // Keep the closes and sightings for the next attempt.
-                    let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    let dropped = pending.restore(closed);
-                    drop(pending);
-                    self.count_dropped(dropped);
-                    self.activity.restore(activity);
+                    self.keep_for_retry(closed, activity);
                 }
             }
         }
+    }
+
+    /// Keeps the closes and sightings of a report that did not land for the
+    /// next attempt: a replica that answers 503 (its database briefly gone)
+    /// has recorded nothing, and receipts wait for those closes.
+    fn keep_for_retry(&self, closed: Vec<(u64, usize)>, activity: crate::activity::ActivityBatch) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = pending.restore(closed);
+        drop(pending);
+        self.count_dropped(dropped);
+        self.activity.restore(activity);
     }
 }
 
