@@ -87,6 +87,11 @@ impl From<StoreError> for ApiError {
                 "session_limit",
                 format!("the user already has {max} active sessions on this route"),
             ),
+            StoreError::NotCommitted(why) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_committed",
+                format!("the change was not committed, retry: {why}"),
+            ),
             other => Self::internal(other),
         }
     }
@@ -123,5 +128,20 @@ impl From<StringRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::bad_request(rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failures_map_to_what_a_client_can_do_about_them() {
+        let not_committed = ApiError::from(StoreError::NotCommitted("the batch failed".into()));
+        assert_eq!((not_committed.status, not_committed.code), (StatusCode::SERVICE_UNAVAILABLE, "not_committed"));
+        assert!(not_committed.message.contains("retry"), "{}", not_committed.message);
+        let corrupt = ApiError::from(StoreError::Corrupt("row 7".into()));
+        assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(ApiError::from(StoreError::NotFound).status, StatusCode::NOT_FOUND);
     }
 }

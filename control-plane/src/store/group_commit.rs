@@ -7,11 +7,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use portcullis_policy::Change;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::changes::{append_change, ceil_seconds, insert_audit};
+use super::sessions::{end_session_in, EndedSession};
 use super::{Backend, SqlStore, StoreError, StoreResult};
 use crate::model::{Actor, Millis};
 
@@ -47,8 +46,8 @@ impl SqlStore {
         let (answer, answered) = oneshot::channel();
         let termination =
             Termination { id: id.to_owned(), reason: reason.to_owned(), actor: actor.clone(), now, answer };
-        queue.send(termination).map_err(|_| StoreError::Corrupt("the termination queue is closed".into()))?;
-        answered.await.map_err(|_| StoreError::Corrupt("the termination was dropped before its commit".into()))?
+        queue.send(termination).map_err(|_| StoreError::NotCommitted("the termination queue is closed".into()))?;
+        answered.await.map_err(|_| StoreError::NotCommitted("the termination was dropped before its commit".into()))?
     }
 }
 
@@ -71,7 +70,7 @@ async fn commit_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Termina
                 tracing::error!(%error, terminations = batch.len(), "a group of terminations failed to commit");
                 let message = error.to_string();
                 for termination in batch {
-                    let _ = termination.answer.send(Err(StoreError::Corrupt(format!("not committed: {message}"))));
+                    let _ = termination.answer.send(Err(StoreError::NotCommitted(message.clone())));
                 }
             }
         }
@@ -106,17 +105,10 @@ async fn terminate_in(
     if row.try_get::<Option<i64>, _>("ended_ms")?.is_some() {
         return Ok(Ok(None));
     }
-    let Ok(session) = t.id.parse() else {
+    if t.id.parse::<portcullis_policy::SessionId>().is_err() {
         return Ok(Err(StoreError::Corrupt(format!("session id {}", t.id))));
-    };
-    sqlx::query("UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE id = $3")
-        .bind(t.now)
-        .bind(&t.reason)
-        .bind(&t.id)
-        .execute(&mut **tx)
-        .await?;
-    let change = Change::TerminateSession { session, expires_at: ceil_seconds(row.try_get("expires_ms")?) };
-    let seq = append_change(tx, backend, change, t.now).await?;
-    insert_audit(tx, "session.terminate", &format!("session:{}", t.id), &t.reason, &t.actor, t.now, Some(seq)).await?;
+    }
+    let ended = EndedSession { id: &t.id, expires_ms: row.try_get("expires_ms")?, reason: &t.reason };
+    let seq = end_session_in(tx, backend, &ended, "session.terminate", &t.actor, t.now).await?;
     Ok(Ok(Some(seq)))
 }

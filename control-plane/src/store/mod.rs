@@ -54,6 +54,11 @@ pub enum StoreError {
     /// Stored data does not decode.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A queued write (a group-committed termination) was not committed:
+    /// its batch failed or the queue stopped. Nothing of it is stored; the
+    /// caller may retry.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
 }
 
 /// Store results.

@@ -42,6 +42,41 @@ async fn after_terminations(tx: &mut Transaction<'static, Any>, new: &NewSession
     Ok(latest.map_or(now, |t| now.max(t.saturating_add(1))))
 }
 
+/// A session to end inside a change transaction.
+pub(crate) struct EndedSession<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// When it would have expired (the change tells edges how long to remember it).
+    pub expires_ms: Millis,
+    /// Why, for the record and the audit log.
+    pub reason: &'a str,
+}
+
+/// Ends one session inside `tx` (from `begin_change`): the row, the
+/// `TerminateSession` change and the audit entry `action`; the change's
+/// sequence. The one way a session is ended, whether an admin terminated
+/// it (group commit) or a new login replaced it (session limit).
+pub(crate) async fn end_session_in(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    ended: &EndedSession<'_>,
+    action: &str,
+    actor: &Actor,
+    now: Millis,
+) -> StoreResult<u64> {
+    sqlx::query("UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE id = $3")
+        .bind(now)
+        .bind(ended.reason)
+        .bind(ended.id)
+        .execute(&mut **tx)
+        .await?;
+    let change =
+        Change::TerminateSession { session: session_id(ended.id)?, expires_at: ceil_seconds(ended.expires_ms) };
+    let seq = append_change(tx, backend, change, now).await?;
+    insert_audit(tx, action, &format!("session:{}", ended.id), ended.reason, actor, now, Some(seq)).await?;
+    Ok(seq)
+}
+
 fn session_id(id: &str) -> StoreResult<SessionId> {
     id.parse().map_err(|_| StoreError::Corrupt(format!("session id {id}")))
 }
@@ -78,27 +113,8 @@ impl SessionStore for SqlStore {
             }
             for row in active.iter().take(excess) {
                 let id: String = row.try_get("id")?;
-                sqlx::query("UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE id = $3")
-                    .bind(now)
-                    .bind(REPLACED_REASON)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                let change = Change::TerminateSession {
-                    session: session_id(&id)?,
-                    expires_at: ceil_seconds(row.try_get("expires_ms")?),
-                };
-                let seq = append_change(&mut tx, self.backend, change, now).await?;
-                insert_audit(
-                    &mut tx,
-                    "session.replace",
-                    &format!("session:{id}"),
-                    REPLACED_REASON,
-                    actor,
-                    now,
-                    Some(seq),
-                )
-                .await?;
+                let ended = EndedSession { id: &id, expires_ms: row.try_get("expires_ms")?, reason: REPLACED_REASON };
+                let seq = end_session_in(&mut tx, self.backend, &ended, "session.replace", actor, now).await?;
                 replaced.push((id, seq));
             }
         }
