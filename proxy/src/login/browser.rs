@@ -31,11 +31,7 @@ impl LoginService {
         info: &RequestInfo<'_>,
         query: &str,
     ) -> pingora_core::Result<bool> {
-        let Some(provider) = self.provider() else {
-            let message = "Browser login is not configured on this edge (no OpenID provider).";
-            respond(session, 501, "login_not_configured", "Login unavailable", message, &[]).await?;
-            return Ok(true);
-        };
+        let Some(provider) = self.provider_or_501(session, "Browser login").await? else { return Ok(true) };
         let return_to = same_origin_path(query_param(query, "rd").as_deref());
         if Self::route_name(snapshot, info.host, &return_to).is_none() {
             let message = "No application is served at this address.";
@@ -46,7 +42,7 @@ impl LoginService {
         // the IdP must authenticate again, or a live IdP session hands back the
         // same old `auth_time` and the browser loops.
         let max_age = query_param(query, "max_age").and_then(|m| m.parse::<u32>().ok()).map(i64::from);
-        self.start_login(session, provider, info, return_to, None, max_age).await
+        self.start_login(session, &provider, info, return_to, None, max_age).await
     }
 
     /// Redirects to the IdP's authorization endpoint, with the login state
@@ -115,11 +111,7 @@ impl LoginService {
         info: &RequestInfo<'_>,
         query: &str,
     ) -> pingora_core::Result<bool> {
-        let Some(provider) = self.provider() else {
-            let message = "Browser login is not configured on this edge (no OpenID provider).";
-            respond(session, 501, "login_not_configured", "Login unavailable", message, &[]).await?;
-            return Ok(true);
-        };
+        let Some(provider) = self.provider_or_501(session, "Browser login").await? else { return Ok(true) };
         let restart = "Start again from the page you wanted to open.";
         if let Some(error) = query_param(query, "error") {
             let detail = query_param(query, "error_description").map(|d| format!(": {d}")).unwrap_or_default();
@@ -150,7 +142,7 @@ impl LoginService {
             }
         };
         let clear_state = self.cookies.set(&state_cookie, "", "/.portcullis/callback", 0);
-        let user = match self.exchange(provider, info, &code, &login).await {
+        let user = match self.exchange(&provider, info, &code, &login).await {
             Ok(user) => user,
             Err(CallbackError::Unavailable(error)) => {
                 tracing::warn!(%error, "login failed: identity provider unavailable");

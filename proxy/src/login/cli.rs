@@ -135,11 +135,7 @@ impl LoginService {
         info: &RequestInfo<'_>,
         query: &str,
     ) -> pingora_core::Result<bool> {
-        let Some(provider) = self.provider.as_ref() else {
-            let message = "Login is not configured on this edge (no OpenID provider).";
-            respond(session, 501, "login_not_configured", "Login unavailable", message, &[]).await?;
-            return Ok(true);
-        };
+        let Some(provider) = self.provider_or_501(session, "Login").await? else { return Ok(true) };
         let port = query_param(query, "port").and_then(|p| p.parse::<u16>().ok()).filter(|p| *p >= 1024);
         let challenge = query_param(query, "challenge").filter(|c| valid_challenge(c));
         let (Some(port), Some(challenge)) = (port, challenge) else {
@@ -154,7 +150,7 @@ impl LoginService {
             return Ok(true);
         };
         let cli = CliLogin { port, challenge: challenge.into_owned(), route };
-        self.start_login(session, provider, info, "/".into(), Some(cli), None).await
+        self.start_login(session, &provider, info, "/".into(), Some(cli), None).await
     }
 
     /// The end of a CLI login at the callback: the session, sealed into a

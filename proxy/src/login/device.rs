@@ -95,18 +95,6 @@ fn client_request(
 }
 
 impl LoginService {
-    async fn device_provider(
-        &self,
-        session: &mut Session,
-    ) -> pingora_core::Result<Option<std::sync::Arc<IdentityProvider>>> {
-        let Some(provider) = self.provider.clone() else {
-            let message = "Login is not configured on this edge (no OpenID provider).";
-            respond(session, 501, "login_not_configured", "Login unavailable", message, &[]).await?;
-            return Ok(None);
-        };
-        Ok(Some(provider))
-    }
-
     /// `POST /.portcullis/device/start`.
     pub(super) async fn device_start(
         &self,
@@ -114,7 +102,7 @@ impl LoginService {
         snapshot: &Snapshot,
         info: &RequestInfo<'_>,
     ) -> pingora_core::Result<bool> {
-        let Some(provider) = self.device_provider(session).await? else { return Ok(true) };
+        let Some(provider) = self.provider_or_501(session, "Login").await? else { return Ok(true) };
         let request = read_json::<StartRequest>(session).await?;
         let Some((target, challenge)) =
             request.and_then(|r| Some((r.target, r.challenge.filter(|c| valid_challenge(c))?)))
@@ -205,7 +193,7 @@ impl LoginService {
         session: &mut Session,
         info: &RequestInfo<'_>,
     ) -> pingora_core::Result<bool> {
-        let Some(provider) = self.device_provider(session).await? else { return Ok(true) };
+        let Some(provider) = self.provider_or_501(session, "Login").await? else { return Ok(true) };
         let request = read_json::<PollRequest>(session).await?;
         let opened = request
             .and_then(|r| Some((self.sealer.open_json::<DeviceGrant>(HANDLE_CONTEXT, &r.handle).ok()?, r.verifier)));

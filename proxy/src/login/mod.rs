@@ -193,6 +193,21 @@ impl LoginService {
         self.provider.as_ref()
     }
 
+    /// The OpenID provider, or `None` after answering 501 when this edge
+    /// has none (`what` names the login that needs it).
+    async fn provider_or_501(
+        &self,
+        session: &mut Session,
+        what: &str,
+    ) -> pingora_core::Result<Option<Arc<IdentityProvider>>> {
+        if let Some(provider) = &self.provider {
+            return Ok(Some(Arc::clone(provider)));
+        }
+        let message = format!("{what} is not configured on this edge (no OpenID provider).");
+        respond(session, 501, "login_not_configured", "Login unavailable", &message, &[]).await?;
+        Ok(None)
+    }
+
     /// The route a login for `host` + `path` is for: routed on the
     /// canonical path, exactly as the gate routes the request the browser
     /// returns with, so the cookie is set for the route that will read it.
