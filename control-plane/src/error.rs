@@ -87,6 +87,11 @@ impl From<StoreError> for ApiError {
                 "session_limit",
                 format!("the user already has {max} active sessions on this route"),
             ),
+            StoreError::ReauthenticationRequired => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "reauthentication_required",
+                "this account's sessions were ended after that sign-in: sign in again at the identity provider",
+            ),
             StoreError::NotCommitted(why) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_committed",

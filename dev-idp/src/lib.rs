@@ -195,6 +195,10 @@ pub(crate) struct AuthorizeParams {
     nonce: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
+    /// `login` (among others) asks for a new sign-in whatever the session.
+    prompt: Option<String>,
+    /// A sign-in older than this many seconds does not count.
+    max_age: Option<i64>,
     /// Only on the login form: who logs in.
     user: Option<String>,
 }
@@ -261,9 +265,18 @@ async fn authorize(State(s): State<Arc<Shared>>, headers: HeaderMap, Query(p): Q
     if let Err(refused) = check_request(&s, &p) {
         return bad_request(refused);
     }
-    if let Some(cookie) = session_cookie(&headers) {
-        if let Some(done) = redirect_with_code(&s, &p, &cookie) {
-            return done;
+    // OpenID Connect Core 3.1.2.1: `prompt=login` and `max_age` ask for a
+    // new sign-in; the login page then comes back whatever the session.
+    let forced = p.prompt.as_deref().is_some_and(|prompt| prompt.split(' ').any(|v| v == "login"));
+    if let Some(cookie) = session_cookie(&headers).filter(|_| !forced) {
+        let fresh_enough = match (p.max_age, s.store().sessions.get(&cookie)) {
+            (Some(max_age), Some(session)) => now() - session.auth_time <= max_age,
+            _ => true,
+        };
+        if fresh_enough {
+            if let Some(done) = redirect_with_code(&s, &p, &cookie) {
+                return done;
+            }
         }
     }
     pages::login(&s.config.users, &p).into_response()

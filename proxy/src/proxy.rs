@@ -78,7 +78,8 @@ fn conn_key(session: &Session) -> Option<ConnKey> {
     Some(ConnKey { peer: *session.client_addr()?.as_inet()?, local: *session.server_addr()?.as_inet()? })
 }
 
-fn percent_encode(text: &str) -> String {
+/// Percent-encodes everything but unreserved characters and `/` (for `rd=`).
+pub(crate) fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),

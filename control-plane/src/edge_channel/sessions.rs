@@ -242,7 +242,7 @@ pub async fn status(
 
 /// Ends a session because its user logged out at the edge.
 pub async fn logout(State(app): State<Arc<App>>, edge: EdgeCaller, Path(id): Path<String>) -> JsonAnswer<Receipt> {
-    let seq = app.store().terminate_session(&id, "logged out", &edge.actor, now_ms()).await?;
+    let seq = app.store().end_session_at_logout(&id, "logged out", &edge.actor, now_ms()).await?;
     Ok(Json(receipt(app.store(), &app.feed, seq, None, Instant::now()).await?))
 }
 
@@ -282,7 +282,8 @@ pub async fn idp_logout(
         .await?;
     let mut terminated = Vec::with_capacity(ids.len());
     for id in ids {
-        let ended = store.terminate_session(&id, "logged out at the identity provider", &edge.actor, now_ms()).await?;
+        let ended =
+            store.end_session_at_logout(&id, "logged out at the identity provider", &edge.actor, now_ms()).await?;
         if ended.is_some() {
             terminated.push(id);
         }

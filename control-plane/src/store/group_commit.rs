@@ -10,14 +10,28 @@ use std::sync::{Arc, OnceLock};
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use portcullis_policy::UserRef;
+
 use super::sessions::{end_session_in, EndedSession};
+use super::users::demand_reauthentication;
 use super::{Backend, SqlStore, StoreError, StoreResult};
 use crate::model::{Actor, Millis};
 
 /// Most terminations committed together.
 const MAX_BATCH: usize = 128;
 
+/// Who ended a session, which decides whether its user must sign in again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndedBy {
+    /// An admin (or a signal): the user's next login must be a new sign-in
+    /// at the IdP (`users.reauth_after_ms`).
+    Admin,
+    /// The user logged out.
+    Logout,
+}
+
 struct Termination {
+    by: EndedBy,
     id: String,
     reason: String,
     actor: Actor,
@@ -37,6 +51,7 @@ impl SqlStore {
         reason: &str,
         actor: &Actor,
         now: Millis,
+        by: EndedBy,
     ) -> StoreResult<Option<u64>> {
         let queue = self.terminations.0.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
@@ -45,7 +60,7 @@ impl SqlStore {
         });
         let (answer, answered) = oneshot::channel();
         let termination =
-            Termination { id: id.to_owned(), reason: reason.to_owned(), actor: actor.clone(), now, answer };
+            Termination { by, id: id.to_owned(), reason: reason.to_owned(), actor: actor.clone(), now, answer };
         queue.send(termination).map_err(|_| StoreError::NotCommitted("the termination queue is closed".into()))?;
         answered.await.map_err(|_| StoreError::NotCommitted("the termination was dropped before its commit".into()))?
     }
@@ -95,7 +110,7 @@ async fn terminate_in(
     backend: Backend,
     t: &Termination,
 ) -> StoreResult<StoreResult<Option<u64>>> {
-    let Some(row) = sqlx::query("SELECT ended_ms, expires_ms FROM sessions WHERE id = $1")
+    let Some(row) = sqlx::query("SELECT ended_ms, expires_ms, email FROM sessions WHERE id = $1")
         .bind(&t.id)
         .fetch_optional(&mut **tx)
         .await?
@@ -107,6 +122,10 @@ async fn terminate_in(
     }
     if t.id.parse::<portcullis_policy::SessionId>().is_err() {
         return Ok(Err(StoreError::Corrupt(format!("session id {}", t.id))));
+    }
+    if t.by == EndedBy::Admin {
+        let email: String = row.try_get("email")?;
+        demand_reauthentication(tx, &UserRef::email(&email), t.now).await?;
     }
     let ended = EndedSession { id: &t.id, expires_ms: row.try_get("expires_ms")?, reason: &t.reason };
     let seq = end_session_in(tx, backend, &ended, "session.terminate", &t.actor, t.now).await?;

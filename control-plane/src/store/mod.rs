@@ -54,6 +54,11 @@ pub enum StoreError {
     /// Stored data does not decode.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The login's IdP authentication (`auth_time`) is not after the user's
+    /// last termination, unlock or lock expiry: the user must sign in again
+    /// at the identity provider.
+    #[error("a new sign-in at the identity provider is required")]
+    ReauthenticationRequired,
     /// A queued write (a group-committed termination) was not committed:
     /// its batch failed or the queue stopped. Nothing of it is stored; the
     /// caller may retry.
@@ -227,8 +232,18 @@ pub trait SessionStore: Send + Sync {
     async fn get_session(&self, id: &str) -> StoreResult<Option<SessionRecord>>;
     /// A page of sessions, newest first.
     async fn list_sessions(&self, filter: &SessionFilter, now: Millis) -> StoreResult<Vec<SessionRecord>>;
-    /// Terminates one session; `Ok(None)` when it had already ended.
+    /// Terminates one session (an admin's action: the user's next login
+    /// must be a new sign-in at the IdP); `Ok(None)` when it had already ended.
     async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>>;
+    /// Ends one session because its user logged out (no new sign-in is
+    /// demanded); `Ok(None)` when it had already ended.
+    async fn end_session_at_logout(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<Option<u64>>;
     /// Ends every session of the user and revokes every token issued up to now.
     async fn terminate_user(
         &self,

@@ -8,6 +8,7 @@ use portcullis_policy::{Change, SessionId, UserRef};
 use sqlx::{Any, Row, Transaction};
 
 use super::changes::{append_change, ceil_seconds, insert_audit};
+use super::group_commit::EndedBy;
 use super::rows::{contains, json_list, session, to_json, Params, SESSION_COLUMNS};
 use super::users::user_key;
 use super::{
@@ -33,13 +34,34 @@ fn activity_session(event: &Activity) -> &str {
 /// active is never one its own terminate-all revokes.
 async fn after_terminations(tx: &mut Transaction<'static, Any>, new: &NewSession, now: Millis) -> StoreResult<Millis> {
     let keys = [user_key(&UserRef::subject(&new.subject)), user_key(&UserRef::email(&new.email))];
-    let latest: Option<Millis> =
-        sqlx::query_scalar("SELECT MAX(revoked_before_ms) FROM users WHERE user_key = $1 OR user_key = $2")
-            .bind(&keys[0])
-            .bind(&keys[1])
-            .fetch_one(&mut **tx)
-            .await?;
-    Ok(latest.map_or(now, |t| now.max(t.saturating_add(1))))
+    let rows = sqlx::query(
+        "SELECT revoked_before_ms, reauth_after_ms, locked, locked_until_s FROM users \
+         WHERE user_key = $1 OR user_key = $2",
+    )
+    .bind(&keys[0])
+    .bind(&keys[1])
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut revoked_before: Option<Millis> = None;
+    let mut reauth_after: Option<Millis> = None;
+    for row in &rows {
+        let revoked: Option<Millis> = row.try_get("revoked_before_ms")?;
+        revoked_before = revoked_before.max(revoked);
+        // A lock that ran out counts like an unlock at its end.
+        let lock_ended = match (row.try_get::<i64, _>("locked")?, row.try_get::<Option<i64>, _>("locked_until_s")?) {
+            (1, Some(until_s)) if until_s.saturating_mul(1000) <= now => Some(until_s.saturating_mul(1000)),
+            _ => None,
+        };
+        reauth_after = reauth_after.max(revoked).max(row.try_get("reauth_after_ms")?).max(lock_ended);
+    }
+    // The login must be a new authentication at the IdP, after the last
+    // termination: otherwise an attacker holding the browser (and the IdP's
+    // sign-in session) would be back in one click. `auth_time` has whole
+    // seconds: only a login whose whole second precedes it is refused.
+    if reauth_after.is_some_and(|after| new.auth_time_s.saturating_add(1).saturating_mul(1000) <= after) {
+        return Err(StoreError::ReauthenticationRequired);
+    }
+    Ok(revoked_before.map_or(now, |t| now.max(t.saturating_add(1))))
 }
 
 /// A session to end inside a change transaction.
@@ -225,7 +247,17 @@ impl SessionStore for SqlStore {
     }
 
     async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>> {
-        self.terminate_grouped(id, reason, actor, now).await
+        self.terminate_grouped(id, reason, actor, now, EndedBy::Admin).await
+    }
+
+    async fn end_session_at_logout(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<Option<u64>> {
+        self.terminate_grouped(id, reason, actor, now, EndedBy::Logout).await
     }
 
     async fn live_sessions_of_idp_login(

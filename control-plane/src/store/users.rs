@@ -63,6 +63,9 @@ impl UserStore for SqlStore {
         .bind(user_key(user))
         .execute(&mut *tx)
         .await?;
+        // Whoever held the account while it was locked must not walk back in
+        // on the IdP's sign-in session.
+        demand_reauthentication(&mut tx, user, now).await?;
         let seq = append_change(&mut tx, self.backend, Change::UnlockUser { user: user.clone() }, now).await?;
         insert_audit(&mut tx, "user.unlock", &user_key(user), reason, actor, now, Some(seq)).await?;
         self.commit_change(tx, Some(seq)).await?;
@@ -85,4 +88,24 @@ impl UserStore for SqlStore {
         }
         Ok(None)
     }
+}
+
+/// From `now` on, `user`'s logins must be new sign-ins at the IdP (an
+/// `auth_time` after `now`); see `users.reauth_after_ms`.
+pub(crate) async fn demand_reauthentication(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user: &UserRef,
+    now: Millis,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO users (user_key, reauth_after_ms, updated_ms) VALUES ($1, $2, $2) \
+         ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, reauth_after_ms = CASE \
+         WHEN users.reauth_after_ms IS NULL OR users.reauth_after_ms < excluded.reauth_after_ms \
+         THEN excluded.reauth_after_ms ELSE users.reauth_after_ms END",
+    )
+    .bind(user_key(user))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

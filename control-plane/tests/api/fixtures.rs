@@ -71,12 +71,19 @@ pub struct Login<'a> {
     pub route: &'a str,
     /// Completing edge.
     pub edge: &'a str,
+    /// The IdP sign-in time (`auth_time`), Unix seconds.
+    pub auth_time: i64,
 }
 
 impl<'a> Login<'a> {
     /// `email` on route `wiki` through edge `edge-a`.
     pub fn new(email: &'a str) -> Self {
-        Self { email, route: "wiki", edge: crate::harness::EDGE_ID }
+        Self { email, route: "wiki", edge: crate::harness::EDGE_ID, auth_time: 1_700_000_000 }
+    }
+
+    /// Signed in at the IdP just now (after any termination so far).
+    pub fn fresh(self) -> Self {
+        Self { auth_time: chrono::Utc::now().timestamp() + 1, ..self }
     }
 
     /// On another route.
@@ -102,7 +109,7 @@ impl<'a> Login<'a> {
             "email": self.email,
             "groups": ["admins", "staff"],
             "idp_session_id": "idp-sid-1",
-            "auth_time": 1_700_000_000,
+            "auth_time": self.auth_time,
             "route": self.route,
             "source_address": "198.51.100.20",
             "user_agent": "suite/1.0",

@@ -16,7 +16,8 @@ api_tests!(
     session_tokens_verify_against_published_keys,
     logins_need_a_known_route,
     locked_users_cannot_log_in,
-    a_login_right_after_a_terminate_all_is_issued_after_it
+    a_login_right_after_a_terminate_all_is_issued_after_it,
+    an_ended_session_demands_a_new_sign_in_but_a_logout_does_not
 );
 
 /// Issue 13: the token of a login right after a terminate-all (typically in
@@ -28,7 +29,10 @@ async fn a_login_right_after_a_terminate_all_is_issued_after_it(t: TestApp) {
     for _ in 0..5 {
         let terminate = json!({ "email": "ada@test.example", "reason": "offboarded" });
         t.post("/api/v1/users/terminate").json(terminate).send().await.ok();
-        let token = text(&Login::new("ada@test.example").ok(&t).await["token"]);
+        // The IdP's old sign-in does not count any more: a new one does.
+        let stale = Login::new("ada@test.example").send(&t).await;
+        assert!(stale.error(401, "reauthentication_required").contains("sign in again"));
+        let token = text(&Login::new("ada@test.example").fresh().ok(&t).await["token"]);
         let claims = verify(&token, &keys, ISSUER).expect("the token verifies");
         let body = snapshot(&t).await;
         let ada = body.users.iter().find(|(u, _)| *u == UserRef::email("ada@test.example")).expect("ada");
@@ -49,7 +53,24 @@ async fn locked_users_cannot_log_in(t: TestApp) {
     t.post("/api/v1/users/lock").json(by_subject).send().await.ok();
     Login::new("bob@test.example").route("wiki").send(&t).await.error(403, "user_locked");
     t.post("/api/v1/users/unlock").json(json!({ "email": "eve@test.example" })).send().await.ok();
-    Login::new("eve@test.example").route("wiki").ok(&t).await;
+    // Whoever held the account while it was locked must sign in again.
+    Login::new("eve@test.example").route("wiki").send(&t).await.error(401, "reauthentication_required");
+    Login::new("eve@test.example").route("wiki").fresh().ok(&t).await;
+}
+
+async fn an_ended_session_demands_a_new_sign_in_but_a_logout_does_not(t: TestApp) {
+    apply_policy(&t).await;
+    let ada = text(&Login::new("ada@test.example").ok(&t).await["session_id"]);
+    t.post(&format!("/api/v1/sessions/{ada}/terminate")).json(json!({ "reason": "stolen" })).send().await.ok();
+    let stale = Login::new("ada@test.example").route("admin").send(&t).await;
+    assert!(stale.error(401, "reauthentication_required").contains("identity provider"), "on every route");
+    Login::new("ada@test.example").fresh().ok(&t).await;
+    let audit = t.get("/api/v1/audit?action=session.terminate").send().await.ok();
+    assert_eq!(audit["entries"].as_array().map(Vec::len), Some(1));
+    // Bob logs out himself: his next login may ride on the IdP's session.
+    let bob = text(&Login::new("bob@test.example").ok(&t).await["session_id"]);
+    t.edge(Method::POST, &format!("/edge/v1/sessions/{bob}/logout")).json(json!({})).send().await.ok();
+    Login::new("bob@test.example").ok(&t).await;
 }
 
 async fn session_limit_refuse_answers_409(t: TestApp) {
@@ -73,7 +94,7 @@ async fn session_limit_refuse_answers_409(t: TestApp) {
     // Once the first session ends, a new login is accepted.
     let id = text(&first["session_id"]);
     t.post(&format!("/api/v1/sessions/{id}/terminate")).json(json!({ "reason": "r" })).send().await.ok();
-    Login::new("ada@test.example").route("admin").ok(&t).await;
+    Login::new("ada@test.example").route("admin").fresh().ok(&t).await;
 }
 
 async fn session_limit_end_oldest_ends_the_first(t: TestApp) {

@@ -231,3 +231,20 @@ async fn signing_key_revocation(store: SqlStore) {
 }
 
 store_tests!(lock_and_unlock, policy_versions, api_tokens, signing_keys, signing_key_revocation);
+
+/// Re-authentication after a lock ran out (issue 15): the lock's end counts
+/// like an unlock, so a login riding on a sign-in from before it is refused.
+async fn a_lock_that_ran_out_demands_a_new_sign_in(store: SqlStore) {
+    let until_s = T0 / 1000 + 600;
+    store.lock_user(&UserRef::email("ada@corp.example"), "x", Some(until_s), &actor(), T0).await.unwrap();
+    let after = until_s * 1000 + 1;
+    let mut stale = crate::fixtures::login(&crate::fixtures::sid(1), "sub-ada", "ada@corp.example", "wiki");
+    stale.auth_time_s = until_s - 1;
+    let refused = store.create_session(stale, None, &actor(), after).await.map(|_| ()).unwrap_err();
+    assert!(matches!(refused, StoreError::ReauthenticationRequired), "{refused}");
+    let mut fresh = crate::fixtures::login(&crate::fixtures::sid(2), "sub-ada", "ada@corp.example", "wiki");
+    fresh.auth_time_s = until_s;
+    store.create_session(fresh, None, &actor(), after).await.expect("a sign-in after the lock ended");
+}
+
+store_tests!(a_lock_that_ran_out_demands_a_new_sign_in);

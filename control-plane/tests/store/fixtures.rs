@@ -56,8 +56,10 @@ pub fn login(id: &str, subject: &str, email: &str, route: &str) -> NewSession {
     }
 }
 
-/// Records `new` at `now` with no session limit.
+/// Records `new` at `now` with no session limit, signed in at the IdP at
+/// that moment (a login after any earlier termination is a new sign-in).
 pub async fn create(store: &SqlStore, new: NewSession, now: Millis) -> SessionRecord {
+    let new = NewSession { auth_time_s: new.auth_time_s.max(now / 1000), ..new };
     let id = new.id.clone();
     let created = store.create_session(new, None, &actor(), now).await.unwrap_or_else(|e| panic!("create {id}: {e}"));
     assert!(created.replaced.is_empty());

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use portcullis_control_plane::model::SessionRecord;
 use portcullis_control_plane::store::{
-    Activity, ChangeStore, SessionFilter, SessionLimit, SessionStore, SqlStore, StoreError,
+    Activity, ChangeStore, NewSession, SessionFilter, SessionLimit, SessionStore, SqlStore, StoreError,
 };
 use portcullis_policy::policy::SessionLimitAction;
 use portcullis_policy::Change;
@@ -160,8 +160,13 @@ async fn session_limit_refuse(store: SqlStore) {
 
     // Ended sessions no longer count; nor do expired ones.
     store.terminate_session(&sid(1), "test", &actor(), T0 + 3000).await.unwrap();
+    // An admin ended one of ada's sessions: her next logins are new sign-ins.
+    let stale = store.create_session(third.clone(), refuse, &actor(), T0 + 3000).await.map(drop).unwrap_err();
+    assert!(matches!(stale, StoreError::ReauthenticationRequired), "{stale:?}");
+    let third = NewSession { auth_time_s: (T0 + 3000) / 1000 + 1, ..third };
     store.create_session(third, refuse, &actor(), T0 + 3000).await.unwrap();
-    let fourth = login(&sid(6), "sub-ada", "ada@corp.example", "admin");
+    let fourth =
+        NewSession { auth_time_s: (T0 + 3000) / 1000 + 1, ..login(&sid(6), "sub-ada", "ada@corp.example", "admin") };
     store.create_session(fourth, refuse, &actor(), T0 + LIFETIME + 1000).await.unwrap();
 }
 

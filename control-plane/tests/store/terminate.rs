@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use portcullis_control_plane::store::{Activity, ChangeStore, SessionStore, SqlStore, StoreError};
+use portcullis_control_plane::store::{Activity, ChangeStore, NewSession, SessionStore, SqlStore, StoreError};
 use portcullis_policy::snapshot::UserState;
 use portcullis_policy::{Change, SessionId, UserRef};
 
@@ -132,7 +132,9 @@ async fn a_login_after_a_terminate_all_starts_after_it(store: SqlStore) {
     let same = create(&store, login(&sid(1), "sub-ada", "ada@corp.example", "wiki"), now).await;
     assert_eq!((same.created_ms, same.expires_ms), (now + 1, now + 1 + LIFETIME));
     // A clock behind the termination (another replica's, or one stepped back).
-    let behind = create(&store, login(&sid(2), "sub-ada", "Ada@Corp.Example", "wiki"), now - 5_000).await;
+    // (The IdP's clock, which dates the sign-in, is right.)
+    let signed_in_now = NewSession { auth_time_s: now / 1000, ..login(&sid(2), "sub-ada", "Ada@Corp.Example", "wiki") };
+    let behind = create(&store, signed_in_now, now - 5_000).await;
     assert_eq!(behind.created_ms, now + 1, "the email in any case");
     store.terminate_user(&UserRef::subject("sub-bob"), "x", &actor(), now + 10).await.unwrap();
     let bob = create(&store, login(&sid(3), "sub-bob", "bob@home.example", "wiki"), now + 10).await;

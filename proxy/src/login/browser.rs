@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
 use openidconnect::{
     AuthorizationCode, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
@@ -85,6 +85,10 @@ impl LoginService {
             .set_redirect_uri(Cow::Owned(redirect_url));
         if let Some(max_age) = max_age {
             request = request.set_max_age(std::time::Duration::from_secs(max_age.max(0) as u64));
+            if max_age <= 0 {
+                // A new sign-in, whatever the IdP's own session says.
+                request = request.add_prompt(CoreAuthPrompt::Login);
+            }
         }
         let (url, state, nonce) = request.url();
         let login = LoginState {
@@ -157,8 +161,10 @@ impl LoginService {
         };
         if let Some(max_age) = login.max_age {
             // The IdP ignored `max_age`: say so instead of sending the browser round again.
+            // 30 s for the IdP's clock; the control plane's own check (the
+            // sign-in is after the user's last termination) is exact.
             let started = login.expires_at - LOGIN_TTL_S;
-            if user.auth_time < started - max_age {
+            if user.auth_time < started - max_age - 30 {
                 tracing::warn!(
                     auth_time = user.auth_time,
                     max_age,
@@ -177,9 +183,14 @@ impl LoginService {
             respond(session, 404, "no_route", "Not found", "No application is served at this address.", &[]).await?;
             return Ok(true);
         };
-        let Some(created) = self.new_session(session, &user, Some(&login.nonce), &route, &info.client_ip).await? else {
-            return Ok(true);
-        };
+        // When the control plane wants a new sign-in (the user's sessions
+        // were ended after this one), the browser goes round once more with
+        // `prompt=login` and `max_age=0`; if the IdP still skips the sign-in,
+        // the `max_age` check above refuses with a page that says so.
+        let fresh = (login.max_age != Some(0))
+            .then(|| format!("/.portcullis/login?rd={}&max_age=0", crate::proxy::percent_encode(&login.return_to)));
+        let created = self.new_session(session, &user, Some(&login.nonce), &route, &info.client_ip, fresh).await?;
+        let Some(created) = created else { return Ok(true) };
         let exp = jwt_payload(&created.token).and_then(|c| c.get("exp").and_then(Value::as_i64)).unwrap_or(info.now);
         let session_cookie = self.cookies.jar().set_cookie_header(&route, &created.token, exp - info.now);
         let guard = self.fresh_login_cookie(&route, &created.token, info.now);
@@ -198,6 +209,7 @@ impl LoginService {
         nonce: Option<&str>,
         route: &str,
         client_ip: &str,
+        fresh_login: Option<String>,
     ) -> pingora_core::Result<Option<CreatedSession>> {
         let user_agent = session
             .req_header()
@@ -221,6 +233,14 @@ impl LoginService {
                 let message = "Logging in is temporarily unavailable because the Portcullis control plane cannot be \
                                reached. Try again in a moment.";
                 Self::unavailable(session, message).await?;
+                Ok(None)
+            }
+            Err(AuthorityError::Refused { code, .. })
+                if code == "reauthentication_required" && fresh_login.is_some() =>
+            {
+                tracing::info!(route, "login needs a new sign-in at the IdP (the user's sessions were ended since)");
+                let location = fresh_login.unwrap_or_default();
+                redirect(session, &location, &[]).await?;
                 Ok(None)
             }
             Err(AuthorityError::Refused { status, code, message }) => {

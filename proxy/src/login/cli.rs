@@ -164,7 +164,8 @@ impl LoginService {
         info: &RequestInfo<'_>,
         clear_state: String,
     ) -> pingora_core::Result<bool> {
-        let Some(created) = self.new_session(session, user, Some(nonce), &cli.route, &info.client_ip).await? else {
+        let Some(created) = self.new_session(session, user, Some(nonce), &cli.route, &info.client_ip, None).await?
+        else {
             return Ok(true);
         };
         let grant =

@@ -267,7 +267,7 @@ impl LoginService {
                 return Ok(true);
             }
         };
-        let Some(created) = self.new_session(session, &user, None, &grant.route, &info.client_ip).await? else {
+        let Some(created) = self.new_session(session, &user, None, &grant.route, &info.client_ip, None).await? else {
             return Ok(true);
         };
         tracing::info!(session = %created.session_id, route = %grant.route, "device login completed");
