@@ -22,7 +22,9 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The JSON body of every error.
+/// The JSON body of every error (edges read it as
+/// `portcullis_policy::edge_channel::ErrorAnswer`; this copy carries the
+/// OpenAPI schema, which the IO-free policy crate does not derive).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// The error.
@@ -123,5 +125,23 @@ impl From<StringRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::bad_request(rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_policy::edge_channel::ErrorAnswer;
+
+    /// Edges read this body as `portcullis_policy::edge_channel::ErrorAnswer`;
+    /// `ErrorBody` stays here only because the OpenAPI description needs its
+    /// schema. The two must stay the same on the wire.
+    #[test]
+    fn the_error_body_is_the_edge_channels_error_answer() {
+        let body = ErrorBody { error: ErrorDetail { code: "user_locked".into(), message: "locked".into() } };
+        let wire = serde_json::to_value(&body).unwrap();
+        let answer: ErrorAnswer = serde_json::from_value(wire.clone()).expect("an edge reads it");
+        assert_eq!((answer.error.code.as_str(), answer.error.message.as_str()), ("user_locked", "locked"));
+        assert_eq!(serde_json::to_value(&answer).unwrap(), wire, "and nothing more or less");
     }
 }
