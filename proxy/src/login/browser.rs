@@ -11,6 +11,7 @@ use openidconnect::{
     AuthorizationCode, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use pingora_proxy::Session;
+use portcullis_policy::edge_channel::{LoginAnswer, LoginBody, LoginFlow};
 use portcullis_policy::Snapshot;
 use serde_json::Value;
 
@@ -18,7 +19,7 @@ use super::answers::{query_param, redirect};
 use super::id_token::{self, CallbackError, LoggedInUser};
 use super::state::{self, LoginState, LOGIN_TTL_S};
 use super::{same_origin_path, LoginService, RequestInfo};
-use crate::authority_client::{AuthorityError, CreatedSession, LoginFlow, NewLogin};
+use crate::authority_client::AuthorityError;
 use crate::credentials::cookie;
 use crate::oidc::{jwt_payload, IdentityProvider};
 use crate::responses::respond;
@@ -206,7 +207,7 @@ impl LoginService {
         nonce: Option<&str>,
         route: &str,
         client_ip: &str,
-    ) -> pingora_core::Result<Option<CreatedSession>> {
+    ) -> pingora_core::Result<Option<LoginAnswer>> {
         let user_agent = session
             .req_header()
             .headers
@@ -214,13 +215,13 @@ impl LoginService {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let new = NewLogin {
-            id_token: &user.id_token,
-            nonce,
+        let new = LoginBody {
+            id_token: Some(user.id_token.clone()),
+            nonce: nonce.map(str::to_owned),
             flow: if nonce.is_some() { LoginFlow::Browser } else { LoginFlow::Device },
-            route,
-            source_address: client_ip,
-            user_agent: &user_agent,
+            route: route.to_owned(),
+            source_address: client_ip.to_owned(),
+            user_agent,
         };
         match self.authority.create_session(&new).await {
             Ok(created) => Ok(Some(created)),
