@@ -7,10 +7,10 @@
 //! control plane cannot be reached.
 
 use pingora_proxy::Session;
+use portcullis_policy::edge_channel::IdpLogoutBody;
 
 use super::answers::answer;
 use super::{LoginService, RequestInfo};
-use portcullis_policy::edge_channel::IdpLogoutBody;
 use crate::oidc::logout_token::{self, LogoutTokenError};
 
 /// Largest back-channel logout request body.

@@ -304,7 +304,8 @@ async fn stream(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(que
     let signer = FrameSigner::new(&shared.key, StreamBinding { nonce, since: query.since });
     let (tx, rx) = mpsc::unbounded_channel::<Chunk>();
     let mut state = shared.lock();
-    let seen = Stream { since: query.since, nonce: query.nonce.unwrap_or_default(), sent: vec![], frames: vec![], open: true };
+    let seen =
+        Stream { since: query.since, nonce: query.nonce.unwrap_or_default(), sent: vec![], frames: vec![], open: true };
     state.streams.push((seen, Some(Open { signer, tx })));
     let index = state.streams.len() - 1;
     let base = state.snapshot.as_ref().map_or(0, |s| s.seq);
