@@ -127,21 +127,3 @@ impl From<QueryRejection> for ApiError {
         Self::bad_request(rejection.body_text())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use portcullis_policy::edge_channel::ErrorAnswer;
-
-    /// Edges read this body as `portcullis_policy::edge_channel::ErrorAnswer`;
-    /// `ErrorBody` stays here only because the OpenAPI description needs its
-    /// schema. The two must stay the same on the wire.
-    #[test]
-    fn the_error_body_is_the_edge_channels_error_answer() {
-        let body = ErrorBody { error: ErrorDetail { code: "user_locked".into(), message: "locked".into() } };
-        let wire = serde_json::to_value(&body).unwrap();
-        let answer: ErrorAnswer = serde_json::from_value(wire.clone()).expect("an edge reads it");
-        assert_eq!((answer.error.code.as_str(), answer.error.message.as_str()), ("user_locked", "locked"));
-        assert_eq!(serde_json::to_value(&answer).unwrap(), wire, "and nothing more or less");
-    }
-}

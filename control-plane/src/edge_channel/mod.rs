@@ -166,3 +166,23 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Wraps a JSON answer (used by the session handlers).
 pub(crate) type JsonAnswer<T> = Result<Json<T>, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use portcullis_policy::edge_channel::ErrorAnswer;
+
+    use crate::error::{ErrorBody, ErrorDetail};
+
+    /// Edges read the control plane's error body as
+    /// `portcullis_policy::edge_channel::ErrorAnswer`; `ErrorBody` stays a
+    /// type of its own only because the OpenAPI description needs its
+    /// schema. The two must stay the same on the wire.
+    #[test]
+    fn the_error_body_is_the_edge_channels_error_answer() {
+        let body = ErrorBody { error: ErrorDetail { code: "user_locked".into(), message: "locked".into() } };
+        let wire = serde_json::to_value(&body).unwrap();
+        let answer: ErrorAnswer = serde_json::from_value(wire.clone()).expect("an edge reads it");
+        assert_eq!((answer.error.code.as_str(), answer.error.message.as_str()), ("user_locked", "locked"));
+        assert_eq!(serde_json::to_value(&answer).unwrap(), wire, "and nothing more or less");
+    }
+}
