@@ -22,7 +22,9 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The JSON body of every error.
+/// The JSON body of every error (edges read it as
+/// `portcullis_policy::edge_channel::ErrorAnswer`; this copy carries the
+/// OpenAPI schema, which the IO-free policy crate does not derive).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// The error.

@@ -11,10 +11,13 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::credentials::LookupBudget;
-use portcullis_policy::edge_channel::{IDP_LOGOUT_PATH, SERVICE_TOKEN_VERIFY_PATH, SESSIONS_PATH};
+use portcullis_policy::edge_channel::{
+    session_logout_path, session_path, ErrorAnswer, IdpLogoutAnswer, IdpLogoutBody, LoginAnswer, LoginBody,
+    ServiceIdentity, ServiceTokenBody, SessionStatus, IDP_LOGOUT_PATH, SERVICE_TOKEN_VERIFY_PATH, SESSIONS_PATH,
+};
 use std::sync::Arc;
 
 use crate::control_planes::ControlPlanes;
@@ -40,105 +43,6 @@ pub enum AuthorityError {
     /// Unreachable, timed out or answering 5xx.
     #[error("the control plane is unavailable: {0}")]
     Unavailable(String),
-}
-
-/// A completed login, as the control plane verifies it: the IdP's ID token
-/// (the control plane reads who logged in from it, never from the edge) and
-/// what only the edge knows.
-#[derive(Debug, Serialize)]
-pub struct NewLogin<'a> {
-    /// The ID token, as the IdP issued it.
-    pub id_token: &'a str,
-    /// The nonce of the authorization request (none for the device flow).
-    pub nonce: Option<&'a str>,
-    /// `browser` or `device`.
-    pub flow: LoginFlow,
-    /// Route name.
-    pub route: &'a str,
-    /// Client address.
-    pub source_address: &'a str,
-    /// User agent.
-    pub user_agent: &'a str,
-}
-
-/// How a login was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoginFlow {
-    /// Authorization code with `nonce` (browser, and the CLI's loopback login).
-    Browser,
-    /// The device authorization grant (no nonce).
-    Device,
-}
-
-/// A created session.
-#[derive(Debug, Deserialize)]
-pub struct CreatedSession {
-    /// Session id.
-    pub session_id: String,
-    /// Signed session token: the cookie's value.
-    pub token: String,
-}
-
-/// A back-channel logout, after the edge verified its token.
-#[derive(Debug, Serialize)]
-pub struct IdpLogout<'a> {
-    /// `iss` of the logout token.
-    pub idp_issuer: &'a str,
-    /// `sid` of the logout token.
-    pub idp_session_id: Option<&'a str>,
-    /// `sub` of the logout token.
-    pub subject: Option<&'a str>,
-}
-
-/// Sessions ended by a back-channel logout.
-#[derive(Debug, Deserialize)]
-pub struct IdpLogoutResult {
-    /// Their ids.
-    pub terminated: Vec<String>,
-}
-
-/// What a service token stands for.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ServiceIdentity {
-    /// Token id (what revocation names).
-    pub id: String,
-    /// Token name (the `client_id` claim rules can match).
-    pub name: String,
-    /// Subject.
-    pub subject: String,
-    /// Groups.
-    pub groups: Vec<String>,
-    /// Created, Unix seconds.
-    pub issued_at: i64,
-    /// Created, Unix milliseconds (absent from older control planes).
-    #[serde(default)]
-    pub issued_at_ms: Option<i64>,
-    /// Expiry, Unix seconds.
-    pub expires_at: Option<i64>,
-}
-
-/// A session's state at the control plane.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SessionStatus {
-    /// `active` or `ended`.
-    pub state: String,
-    /// Why it ended.
-    pub end_reason: Option<String>,
-    /// Who ended it: `administrator`, `user`, `identity_provider`,
-    /// `session_limit`, `system` or `expired`.
-    pub ended_by: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
 }
 
 /// The edge's client for the session authority.
@@ -193,7 +97,7 @@ impl AuthorityClient {
             return response.json().await.map_err(|e| AuthorityError::Unavailable(e.without_url().to_string()));
         }
         if status.is_client_error() {
-            let body = response.json::<ErrorBody>().await.ok();
+            let body = response.json::<ErrorAnswer>().await.ok();
             self.planes.check_refusal(status, body.as_ref().map(|b| b.error.code.as_str()));
             let (code, message) = body.map_or_else(
                 || ("error".to_owned(), format!("the control plane refused the request ({status})")),
@@ -205,19 +109,19 @@ impl AuthorityClient {
     }
 
     /// Records a login and returns its session token.
-    pub async fn create_session(&self, login: &NewLogin<'_>) -> Result<CreatedSession, AuthorityError> {
+    pub async fn create_session(&self, login: &LoginBody) -> Result<LoginAnswer, AuthorityError> {
         self.call(SESSIONS_PATH, login).await
     }
 
-    /// Ends a session because its user logged out.
+    /// Ends a session because its user logged out. (The control plane reads
+    /// no body, `{}` is sent, and its answer, a receipt, is not needed here.)
     pub async fn logout(&self, session_id: &str) -> Result<(), AuthorityError> {
-        self.call::<serde_json::Value>(&format!("{SESSIONS_PATH}/{session_id}/logout"), &serde_json::json!({}))
-            .await
-            .map(drop)
+        let no_body = serde_json::Map::new();
+        self.call::<serde::de::IgnoredAny>(&session_logout_path(session_id), &no_body).await.map(drop)
     }
 
     /// Ends the sessions an IdP logged out.
-    pub async fn idp_logout(&self, logout: &IdpLogout<'_>) -> Result<IdpLogoutResult, AuthorityError> {
+    pub async fn idp_logout(&self, logout: &IdpLogoutBody) -> Result<IdpLogoutAnswer, AuthorityError> {
         self.call(IDP_LOGOUT_PATH, logout).await
     }
 
@@ -240,8 +144,7 @@ impl AuthorityClient {
                 message: "not a session id".into(),
             });
         }
-        let path = format!("{SESSIONS_PATH}/{session_id}");
-        let status: SessionStatus = self.send(|url| self.client.get(url), &path).await?;
+        let status: SessionStatus = self.send(|url| self.client.get(url), &session_path(session_id)).await?;
         if status.state != "active" {
             if self.ended.len() >= MAX_ENDED_KEPT {
                 self.ended.clear();
@@ -253,7 +156,7 @@ impl AuthorityClient {
 
     /// Looks up a service token.
     pub async fn service_token(&self, token: &str) -> Result<ServiceIdentity, AuthorityError> {
-        self.call(SERVICE_TOKEN_VERIFY_PATH, &serde_json::json!({ "token": token })).await
+        self.call(SERVICE_TOKEN_VERIFY_PATH, &ServiceTokenBody { token: token.to_owned() }).await
     }
 }
 
@@ -263,6 +166,14 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A session's status as the control plane answers it.
+    const ACTIVE: &str = r#"{"id":"0123abcd","state":"active","email":"ada@corp.example",
+        "expires_at":"2026-12-02T10:00:00Z","ended_at":null,"end_reason":null,"ended_by":null}"#;
+    /// An ended session's status.
+    const ENDED: &str = r#"{"id":"0123abcd","state":"ended","email":"ada@corp.example",
+        "expires_at":"2026-12-02T10:00:00Z","ended_at":"2026-12-02T09:00:00Z","end_reason":"stolen laptop",
+        "ended_by":"administrator"}"#;
 
     /// A control plane answering every request with `body`, counting them.
     async fn control_plane(body: &'static str) -> (AuthorityClient, Arc<AtomicUsize>) {
@@ -301,7 +212,7 @@ mod tests {
     #[tokio::test]
     async fn a_replica_that_refuses_connections_is_skipped_and_the_next_one_kept() {
         let dead = closed_port().await;
-        let (alive, asked) = answering(r#"{"state":"active"}"#).await;
+        let (alive, asked) = answering(ACTIVE).await;
         let mut channel = crate::control_planes::ChannelConfig::single(dead.clone(), "s", "edge-test");
         channel.urls.push(alive.clone());
         let planes = Arc::new(ControlPlanes::new(channel));
@@ -320,8 +231,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_ended_session_is_asked_about_once() {
-        let (client, asked) =
-            control_plane(r#"{"state":"ended","end_reason":"stolen laptop","ended_by":"administrator"}"#).await;
+        let (client, asked) = control_plane(ENDED).await;
         for _ in 0..5 {
             let status = client.session_status("0123abcd").await.expect("status");
             assert_eq!(status.end_reason.as_deref(), Some("stolen laptop"));
@@ -334,7 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_active_session_is_asked_about_every_time() {
-        let (client, asked) = control_plane(r#"{"state":"active"}"#).await;
+        let (client, asked) = control_plane(ACTIVE).await;
         for _ in 0..3 {
             client.session_status("0123abcd").await.expect("status");
         }

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use portcullis_policy::edge_channel::{next_frame, FRAME_HEADER_BYTES, REPORT_PATH, STREAM_PATH};
+use portcullis_policy::edge_channel::{
+    next_frame, stream_path, ClosedConnections, ReportBody, FRAME_HEADER_BYTES, REPORT_PATH,
+};
 use portcullis_policy::signed_frame::{FrameRefusal, FrameVerifier};
 use portcullis_policy::wire::{decode, Message};
 use portcullis_policy::Snapshot;
@@ -244,8 +246,7 @@ impl Subscriber {
         self.planes.establish(index, &self.client).await.map_err(|e| e.to_string())?;
         let key = self.trust.key(&self.planes, &self.client, index).await?;
         let binding = StreamTrust::binding(self.snapshots.seq());
-        let since = binding.since.map(|s| format!("&since={s}")).unwrap_or_default();
-        let url = self.planes.url_at(index, &format!("{STREAM_PATH}?nonce={}{since}", binding.nonce));
+        let url = self.planes.url_at(index, &stream_path(&binding));
         let mut verifier = FrameVerifier::new(key, binding);
         // A paused replica accepts the connection and never answers: give up
         // on it like on a silent stream.
@@ -384,16 +385,22 @@ impl Subscriber {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 Vec::from(std::mem::take(&mut pending.closed))
             };
-            let activity = self.activity.batch(&self.registry, unix_now_ms());
-            let body = serde_json::json!({
-                "applied_seq": applied,
-                "live_connections": self.registry.len(),
-                "closed": closed.iter().filter(|(_, n)| *n > 0).map(|(seq, n)| serde_json::json!({"seq": seq, "connections": n})).collect::<Vec<_>>(),
-                "activity": activity.events,
-            });
+            let mut activity = self.activity.batch(&self.registry, unix_now_ms());
+            let mut body = ReportBody {
+                applied_seq: applied,
+                live_connections: self.registry.len() as i64,
+                closed: closed
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|&(seq, n)| ClosedConnections { seq, connections: n as i64 })
+                    .collect(),
+                activity: std::mem::take(&mut activity.events),
+            };
             let url = self.planes.url(REPORT_PATH);
             let request = self.planes.authorize(self.client.post(&url)).timeout(REPORT_TIMEOUT);
             let sent = request.json(&body).send().await;
+            // The events go back to their batch: committed, or kept for the next report.
+            activity.events = std::mem::take(&mut body.activity);
             match sent {
                 Ok(response) if response.status().is_success() => {
                     if activity.more {

@@ -68,7 +68,7 @@ async fn a_termination_closes_keep_alive_websocket_and_h2_and_the_report_counts_
     within(LIMIT, "an accepted report carries the closes", || async { !accepted_closes(&world).is_empty() }).await;
     assert_eq!(accepted_closes(&world), [(seq, 3)], "{:?}", world.plane.reports());
     let report = world.plane.reports().into_iter().find(|r| !r.closed().is_empty()).expect("the report");
-    assert_eq!(report.body["applied_seq"], seq, "{report:?}");
+    assert_eq!(report.body.applied_seq, seq, "{report:?}");
     assert_eq!(world.metric("portcullis_edge_kills_total{reason=\"session_terminated\"}").await, Some(3.0));
 
     // The app's side: its websocket and its endless response were cut too.

@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
-use serde::{Deserialize, Serialize};
+use portcullis_policy::edge_channel::{EnrollAnswer, EnrollBody, FleetKeyAnswer};
 use sha2::{Digest, Sha256};
 
 use super::identity::{valid_edge_id, EdgeCaller, EDGE_CHANNEL_AUDIENCE, MAX_ASSERTION_LIFETIME_S};
@@ -29,42 +29,6 @@ use crate::secrets::{same_secret, token_hash};
 use crate::store::NewEnrollment;
 
 pub use crate::secrets::JOIN_TOKEN_PREFIX;
-
-/// What an edge sends to enroll.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollBody {
-    /// The edge's id (must match the join token's, if it names one).
-    pub edge_id: String,
-    /// Display name (a join token's name wins).
-    pub name: Option<String>,
-    /// SPKI PEM (`BEGIN PUBLIC KEY`) of the edge's P-256 key.
-    pub public_key: String,
-}
-
-/// An enrolled edge's answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EnrollAnswer {
-    /// The enrolled id.
-    pub edge_id: String,
-    /// The display name recorded.
-    pub name: String,
-    /// SHA-256 of the key's SPKI DER, hex.
-    pub key_fingerprint: String,
-    /// The `aud` assertions must carry.
-    pub audience: String,
-    /// Longest accepted assertion lifetime, seconds.
-    pub max_assertion_lifetime_s: i64,
-    /// The fleet key (32 bytes, base64url).
-    pub fleet_key: String,
-}
-
-/// The fleet key.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FleetKeyAnswer {
-    /// 32 bytes, base64url.
-    pub fleet_key: String,
-}
 
 fn unauthorized(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)

@@ -24,10 +24,7 @@ use crate::http::{bearer_token, source_address};
 use crate::model::{now_ms, Actor};
 use crate::store::EdgeCredential;
 
-/// The `aud` of edge assertions: this control plane's edge channel.
-pub const EDGE_CHANNEL_AUDIENCE: &str = "portcullis-edge-channel";
-/// Longest accepted assertion lifetime (`exp - iat`), seconds.
-pub const MAX_ASSERTION_LIFETIME_S: i64 = 60;
+pub use portcullis_policy::edge_channel::{EDGE_CHANNEL_AUDIENCE, MAX_ASSERTION_LIFETIME_S};
 /// Clock difference tolerated between an edge and the control plane, seconds.
 pub const CLOCK_SKEW_S: i64 = 30;
 /// Longest accepted assertion, bytes.

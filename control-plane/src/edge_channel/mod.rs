@@ -3,7 +3,9 @@
 //! short-lived assertion signed by that key ([`identity`]), stream
 //! signed snapshots and deltas, report what they applied and closed (with session
 //! activity, denials and TCP flows, which land in the audit log), and ask
-//! the session authority for sessions.
+//! the session authority for sessions. The bodies, paths and frames are
+//! the contract in `portcullis_policy::edge_channel`, which the edge
+//! imports too; the handlers here validate and act on them.
 
 pub mod enroll;
 pub mod identity;
@@ -20,7 +22,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -30,141 +31,13 @@ use crate::store::{Activity, ChangeStore, EdgeReport};
 
 pub use portcullis_policy::edge_channel::FRAME_HEADER_BYTES;
 use portcullis_policy::edge_channel::{
-    ENROLL_PATH, FLEET_KEY_PATH, IDP_LOGOUT_PATH, REPORT_PATH, SERVICE_TOKEN_VERIFY_PATH, SESSIONS_PATH,
-    STREAM_KEY_PATH, STREAM_PATH,
+    ActivityEvent, ReportBody, ENROLL_PATH, FLEET_KEY_PATH, IDP_LOGOUT_PATH, REPORT_PATH, SERVICE_TOKEN_VERIFY_PATH,
+    SESSIONS_PATH, SESSION_LOGOUT_ROUTE, SESSION_ROUTE, STREAM_KEY_PATH, STREAM_PATH,
 };
 
-/// A connection count change, per change sequence.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Closed {
-    /// The change.
-    pub seq: u64,
-    /// Connections closed because of it.
-    pub connections: i64,
-}
-
-/// Session activity as edges report it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
-pub enum ActivityEvent {
-    /// A request of the session was served.
-    Seen {
-        /// Session id.
-        session_id: String,
-        /// Client address.
-        source_address: String,
-        /// When (Unix ms).
-        at_ms: i64,
-    },
-    /// Connections of the session opened (+) or closed (−).
-    Connections {
-        /// Session id.
-        session_id: String,
-        /// Change in live connections.
-        delta: i64,
-    },
-    /// A session was used from another address than at login.
-    AddressChanged {
-        /// Session id.
-        session_id: String,
-        /// Address at login.
-        from: String,
-        /// Address now.
-        to: String,
-        /// The route refuses such requests (`on_ip_change: deny`).
-        denied: bool,
-        /// When (Unix ms).
-        at_ms: i64,
-    },
-    /// TCP flows (CONNECT tunnels) of one session, route and source opened
-    /// since the last report.
-    FlowOpened {
-        /// The session, for session tokens.
-        session_id: Option<String>,
-        /// Email, or subject (empty for an anonymous flow).
-        user: String,
-        /// Route name.
-        route: String,
-        /// The CONNECT target, `host:port`.
-        target: String,
-        /// Client address.
-        source_address: String,
-        /// How many flows (1 when absent).
-        #[serde(default = "one_flow")]
-        flows: u64,
-        /// When the first of them opened (Unix ms).
-        first_at_ms: Option<i64>,
-        /// When the last of them opened (Unix ms).
-        at_ms: i64,
-    },
-    /// TCP flows of one session, route and source that ended the same way
-    /// since the last report.
-    FlowClosed {
-        /// The session, for session tokens.
-        session_id: Option<String>,
-        /// Email, or subject (empty for an anonymous flow).
-        user: String,
-        /// Route name.
-        route: String,
-        /// The CONNECT target, `host:port`.
-        target: String,
-        /// Client address.
-        source_address: String,
-        /// Bytes from the clients to the upstream.
-        bytes_up: u64,
-        /// Bytes from the upstream to the clients.
-        bytes_down: u64,
-        /// When the first of them opened (Unix ms).
-        opened_at_ms: i64,
-        /// How many flows (1 when absent).
-        #[serde(default = "one_flow")]
-        flows: u64,
-        /// When the first of them closed (Unix ms).
-        first_at_ms: Option<i64>,
-        /// How long the longest lasted.
-        duration_ms: i64,
-        /// How long the shortest lasted.
-        shortest_ms: Option<i64>,
-        /// `closed`, `error`, `access_ended` (closed by Portcullis) or `edge_shutdown`.
-        ended_by: String,
-        /// When (Unix ms).
-        at_ms: i64,
-    },
-    /// A request was denied by policy.
-    Denied {
-        /// Email, or subject for identities without one.
-        user: String,
-        /// The session, for browser sessions.
-        session_id: Option<String>,
-        /// Route name.
-        route: String,
-        /// Why.
-        reason: String,
-        /// Client address.
-        source_address: String,
-        /// When (Unix ms).
-        at_ms: i64,
-    },
-}
-
-/// What an edge reports, at least every second.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportBody {
-    /// Sequence applied.
-    pub applied_seq: u64,
-    /// Live connections now.
-    #[serde(default)]
-    pub live_connections: i64,
-    /// Connections closed per change since the last report.
-    #[serde(default)]
-    pub closed: Vec<Closed>,
-    /// Batched session activity.
-    #[serde(default)]
-    pub activity: Vec<ActivityEvent>,
-}
-
+/// `POST /edge/v1/report`: records what the edge applied and closed, and
+/// its activity (sessions' last sightings and connections; the rest to the
+/// audit log).
 async fn report(
     State(app): State<Arc<App>>,
     edge: EdgeCaller,
@@ -256,10 +129,6 @@ async fn report(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn one_flow() -> u64 {
-    1
-}
-
 /// ` (session ID)`, or nothing.
 fn session_text(session_id: Option<&str>) -> String {
     session_id.map(|s| format!(" (session {s})")).unwrap_or_default()
@@ -284,8 +153,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route(STREAM_KEY_PATH, get(stream::stream_key))
         .route(REPORT_PATH, post(report))
         .route(SESSIONS_PATH, post(sessions::create))
-        .route("/edge/v1/sessions/{id}", get(sessions::status))
-        .route("/edge/v1/sessions/{id}/logout", post(sessions::logout))
+        .route(SESSION_ROUTE, get(sessions::status))
+        .route(SESSION_LOGOUT_ROUTE, post(sessions::logout))
         .route(IDP_LOGOUT_PATH, post(sessions::idp_logout))
         .route(SERVICE_TOKEN_VERIFY_PATH, post(service_tokens::verify))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -297,3 +166,23 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Wraps a JSON answer (used by the session handlers).
 pub(crate) type JsonAnswer<T> = Result<Json<T>, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use portcullis_policy::edge_channel::ErrorAnswer;
+
+    use crate::error::{ErrorBody, ErrorDetail};
+
+    /// Edges read the control plane's error body as
+    /// `portcullis_policy::edge_channel::ErrorAnswer`; `ErrorBody` stays a
+    /// type of its own only because the OpenAPI description needs its
+    /// schema. The two must stay the same on the wire.
+    #[test]
+    fn the_error_body_is_the_edge_channels_error_answer() {
+        let body = ErrorBody { error: ErrorDetail { code: "user_locked".into(), message: "locked".into() } };
+        let wire = serde_json::to_value(&body).unwrap();
+        let answer: ErrorAnswer = serde_json::from_value(wire.clone()).expect("an edge reads it");
+        assert_eq!((answer.error.code.as_str(), answer.error.message.as_str()), ("user_locked", "locked"));
+        assert_eq!(serde_json::to_value(&answer).unwrap(), wire, "and nothing more or less");
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use portcullis_policy::edge_channel::{ServiceIdentity, ServiceTokenBody};
 
 use super::{EdgeCaller, JsonAnswer};
 use crate::app::App;
@@ -17,39 +17,11 @@ use crate::http::ApiJson;
 use crate::model::now_ms;
 use crate::secrets::token_hash;
 
-/// The token to look up.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyBody {
-    /// The service token as presented (`pcst_…`).
-    pub token: String,
-}
-
-/// The identity a valid service token carries.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ServiceIdentity {
-    /// Token id: what revocation names.
-    pub id: String,
-    /// Token name (rules match it as the `client_id` claim).
-    pub name: String,
-    /// Subject it acts as.
-    pub subject: String,
-    /// Groups it carries.
-    pub groups: Vec<String>,
-    /// Created, Unix seconds (its `iat`).
-    pub issued_at: i64,
-    /// Created, Unix milliseconds: compared with the subject's terminate-all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issued_at_ms: Option<i64>,
-    /// Expiry, Unix seconds, if any.
-    pub expires_at: Option<i64>,
-}
-
 /// Looks up a service token; 401 when it is unknown, revoked or expired.
 pub async fn verify(
     State(app): State<Arc<App>>,
     _edge: EdgeCaller,
-    ApiJson(body): ApiJson<VerifyBody>,
+    ApiJson(body): ApiJson<ServiceTokenBody>,
 ) -> JsonAnswer<ServiceIdentity> {
     let refused =
         // Its own code: `unauthorized` tells the edge its own credential was refused.

@@ -12,8 +12,8 @@ use std::time::Instant;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use portcullis_policy::edge_channel::{IdpLogoutAnswer, IdpLogoutBody, LoginAnswer, LoginBody, SessionStatus};
 use portcullis_policy::UserRef;
-use serde::{Deserialize, Serialize};
 
 use super::{EdgeCaller, JsonAnswer};
 use crate::app::App;
@@ -24,42 +24,6 @@ use crate::idp::{IdTokenError, LoginFlow, VerifiedLogin};
 use crate::model::{now_ms, rfc3339};
 use crate::receipt::{receipt, Receipt};
 use crate::store::{AuditFilter, NewSession, SessionLimit};
-
-/// A completed login: the IdP's ID token and what only the edge knows.
-/// Who logged in is read from the verified token, never from the body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginBody {
-    /// The ID token the login ended with, as the IdP issued it.
-    #[serde(default)]
-    pub id_token: Option<String>,
-    /// The nonce of the authorization request (absent for the device flow).
-    #[serde(default)]
-    pub nonce: Option<String>,
-    /// `browser` (default; also `portcullis connect`'s loopback login) or `device`.
-    #[serde(default)]
-    pub flow: LoginFlow,
-    /// The route the user logged in for (by name).
-    pub route: String,
-    /// Client address.
-    pub source_address: String,
-    /// Client user agent (kept as text; never interpreted).
-    #[serde(default)]
-    pub user_agent: String,
-}
-
-/// The created session and its token.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LoginAnswer {
-    /// Session id.
-    pub session_id: String,
-    /// Signed session token (the edge's cookie value).
-    pub token: String,
-    /// Expiry (RFC 3339).
-    pub expires_at: String,
-    /// Sessions ended to respect the route's limit.
-    pub replaced_sessions: Vec<String>,
-}
 
 fn new_session_id() -> String {
     let mut bytes = [0u8; 16];
@@ -157,27 +121,6 @@ pub async fn create(
     }))
 }
 
-/// A session's state, as an edge asks for it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SessionStatus {
-    /// Session id.
-    pub id: String,
-    /// `active` or `ended`.
-    pub state: String,
-    /// Email.
-    pub email: String,
-    /// Expiry (RFC 3339).
-    pub expires_at: String,
-    /// When it ended (RFC 3339), if it has.
-    pub ended_at: Option<String>,
-    /// Why it ended (`expired` for an expired session).
-    pub end_reason: Option<String>,
-    /// Who ended it: `administrator`, `user` (logged out), `identity_provider`
-    /// (back-channel logout), `session_limit` (a newer login), `system`, or
-    /// `expired`.
-    pub ended_by: Option<String>,
-}
-
 /// Who ended a session, from the audit entry of the action that did.
 async fn ended_by(app: &App, id: &str, email: &str) -> Result<Option<String>, ApiError> {
     let store = app.store();
@@ -244,25 +187,6 @@ pub async fn status(
 pub async fn logout(State(app): State<Arc<App>>, edge: EdgeCaller, Path(id): Path<String>) -> JsonAnswer<Receipt> {
     let seq = app.store().end_session_at_logout(&id, "logged out", &edge.actor, now_ms()).await?;
     Ok(Json(receipt(app.store(), &app.feed, seq, None, Instant::now()).await?))
-}
-
-/// An OIDC back-channel logout an edge received and verified.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdpLogoutBody {
-    /// The IdP that sent the logout token (`iss`).
-    pub idp_issuer: String,
-    /// The IdP session (`sid`), when the token names one.
-    pub idp_session_id: Option<String>,
-    /// The IdP subject (`sub`), when the token names one.
-    pub subject: Option<String>,
-}
-
-/// The sessions a back-channel logout ended.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IdpLogoutAnswer {
-    /// Sessions terminated by this call.
-    pub terminated: Vec<String>,
 }
 
 /// Ends the sessions of an IdP session (or of an IdP subject): the IdP

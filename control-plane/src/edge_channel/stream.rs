@@ -20,11 +20,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use portcullis_policy::edge_channel::{frame_header, FRAME_HEADER_BYTES};
+use portcullis_policy::edge_channel::{frame_header, StreamQuery, FRAME_HEADER_BYTES};
 use portcullis_policy::signed_frame::{FrameSigner, StreamBinding, StreamNonce};
 use portcullis_policy::stream_key::PublishedStreamKey;
 use portcullis_policy::wire::{encode, Message};
-use serde::Deserialize;
 
 use super::{EdgeCaller, RevokedSet};
 use crate::app::App;
@@ -37,16 +36,6 @@ use crate::store::ChangeStore;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Deltas read from the store at once.
 const BATCH: u32 = 512;
-
-/// Stream parameters.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamQuery {
-    /// The last sequence the edge applied; absent for a full snapshot.
-    pub since: Option<u64>,
-    /// 32 hex digits the edge drew for this stream; every frame is bound to it.
-    pub nonce: Option<String>,
-}
 
 /// The next frame: length prefix, then `message` sealed by `signer`.
 fn frame(signer: &mut FrameSigner, message: &[u8]) -> Bytes {

@@ -9,23 +9,13 @@ use serde_json::{Map, Value};
 
 use crate::config::LoginIdpSettings;
 
+/// How the login the token ends was made (the edge says so in its login body).
+pub use portcullis_policy::edge_channel::LoginFlow;
+
 /// Longest an ID token may have existed before it creates a session,
 /// seconds: an edge sends it on right after the code exchange or the
 /// device-code poll.
 pub const MAX_ID_TOKEN_AGE_S: i64 = 600;
-
-/// How the login the token ends was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoginFlow {
-    /// Authorization code with PKCE, `state` and `nonce` (the browser, and
-    /// `portcullis connect`'s loopback login).
-    #[default]
-    Browser,
-    /// The device authorization grant (RFC 8628): no authorization request,
-    /// so no nonce.
-    Device,
-}
 
 /// What the edge says about the login, to be checked against the token.
 #[derive(Debug, Clone, Copy)]

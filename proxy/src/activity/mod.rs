@@ -21,9 +21,9 @@ use std::sync::Mutex;
 
 use dashmap::DashMap;
 use pending::PendingEvents;
+use portcullis_policy::edge_channel::ActivityEvent;
 use portcullis_policy::SessionId;
 use prometheus::IntCounterVec;
-use serde_json::{json, Value};
 
 use crate::registry::ConnRegistry;
 
@@ -74,7 +74,7 @@ pub struct ActivityLog {
 /// What one report carries, committed only once the report is accepted.
 pub struct ActivityBatch {
     /// Events to send.
-    pub events: Vec<Value>,
+    pub events: Vec<ActivityEvent>,
     /// More events wait for the next report.
     pub more: bool,
     counts: HashMap<SessionId, i64>,
@@ -114,7 +114,11 @@ impl ActivityLog {
         let due = self.last_seen.get(&session).is_none_or(|at| now_ms - *at >= SEEN_EVERY_MS);
         if due {
             self.last_seen.insert(session, now_ms);
-            let event = json!({"kind": "seen", "session_id": session.to_string(), "source_address": source.to_string(), "at_ms": now_ms});
+            let event = ActivityEvent::Seen {
+                session_id: session.to_string(),
+                source_address: source.to_string(),
+                at_ms: now_ms,
+            };
             self.pending().push_sighting(event);
         }
     }
@@ -127,8 +131,13 @@ impl ActivityLog {
             self.address_changes.clear();
         }
         if self.address_changes.insert((session, to), ()).is_none() {
-            let event = json!({"kind": "address_changed", "session_id": session.to_string(), "from": from,
-                "to": to.to_string(), "denied": denied, "at_ms": now_ms});
+            let event = ActivityEvent::AddressChanged {
+                session_id: session.to_string(),
+                from: from.to_owned(),
+                to: to.to_string(),
+                denied,
+                at_ms: now_ms,
+            };
             self.pending().push_audit(event);
         }
     }
@@ -151,8 +160,14 @@ impl ActivityLog {
             self.last_denial.clear();
         }
         self.last_denial.insert(key, now_ms);
-        let event = json!({"kind": "denied", "user": user, "session_id": session.map(|s| s.to_string()),
-            "route": route, "reason": reason, "source_address": source.to_string(), "at_ms": now_ms});
+        let event = ActivityEvent::Denied {
+            user: user.to_owned(),
+            session_id: session.map(|s| s.to_string()),
+            route: route.to_owned(),
+            reason: reason.to_owned(),
+            source_address: source.to_string(),
+            at_ms: now_ms,
+        };
         self.pending().push_audit(event);
     }
 
@@ -195,7 +210,7 @@ impl ActivityLog {
         for session in counts.keys().chain(reported.keys().filter(|s| !counts.contains_key(s))) {
             let delta = counts.get(session).copied().unwrap_or(0) - reported.get(session).copied().unwrap_or(0);
             if delta != 0 {
-                events.push(json!({"kind": "connections", "session_id": session.to_string(), "delta": delta}));
+                events.push(ActivityEvent::Connections { session_id: session.to_string(), delta });
             }
         }
         ActivityBatch { events, more, counts }
@@ -209,14 +224,21 @@ impl ActivityLog {
     /// The report failed: keep its events (not the counts, which are
     /// recomputed) for the next one.
     pub fn restore(&self, batch: ActivityBatch) {
-        let events: Vec<Value> = batch.events.into_iter().filter(|e| e["kind"] != "connections").collect();
+        let events = batch.events.into_iter().filter(|e| !matches!(e, ActivityEvent::Connections { .. })).collect();
         self.pending().restore(events);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
+
+    /// The events as the report carries them.
+    fn wire(events: &[ActivityEvent]) -> Vec<Value> {
+        events.iter().map(|e| serde_json::to_value(e).expect("JSON")).collect()
+    }
 
     #[test]
     fn sightings_are_throttled_per_session() {
@@ -244,8 +266,7 @@ mod tests {
         log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 1_000);
         log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 5_000);
         log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 11_000);
-        let kinds: Vec<String> =
-            log.batch(&ConnRegistry::new(), 11_000).events.iter().map(|e| e["kind"].as_str().unwrap().into()).collect();
+        let kinds: Vec<&str> = log.batch(&ConnRegistry::new(), 11_000).events.iter().map(ActivityEvent::kind).collect();
         assert_eq!(kinds, ["address_changed", "denied", "denied"]);
     }
 
@@ -261,7 +282,7 @@ mod tests {
         };
         log.flow_opened(&flow, 1_000);
         log.flow_closed(&flow, 10, 20, 1_000, 4_500, "closed");
-        let events = log.batch(&ConnRegistry::new(), 5_000).events;
+        let events = wire(&log.batch(&ConnRegistry::new(), 5_000).events);
         assert_eq!((events[0]["kind"].as_str(), events[0]["flows"].as_u64()), (Some("flow_opened"), Some(1)));
         assert_eq!((events[1]["bytes_up"].as_u64(), events[1]["duration_ms"].as_i64()), (Some(10), Some(3_500)));
     }
@@ -273,7 +294,7 @@ mod tests {
         loop {
             let batch = log.batch(&registry, 0);
             let more = batch.more;
-            all.extend(batch.events.iter().cloned());
+            all.extend(wire(&batch.events));
             log.commit(batch);
             if !more {
                 return all;
@@ -351,7 +372,7 @@ mod tests {
         assert!(serde_json::to_vec(&first.events).unwrap().len() < 1024 * 1024, "under the body limit");
         log.restore(first);
         let again = log.batch(&registry, 0);
-        assert_eq!(again.events[0]["at_ms"], 0, "a failed report's events go first again");
+        assert_eq!(wire(&again.events)[0]["at_ms"], 0, "a failed report's events go first again");
         log.commit(again);
         let rest = log.batch(&registry, 0);
         assert_eq!((rest.events.len(), rest.more), (10, false));

@@ -18,8 +18,8 @@
 
 use std::collections::VecDeque;
 
+use portcullis_policy::edge_channel::ActivityEvent;
 use prometheus::IntCounterVec;
-use serde_json::Value;
 
 /// Most events waiting for a report: 100,000 of a few hundred bytes each is
 /// some tens of MB, about a minute of a busy edge's denials and flows at
@@ -29,8 +29,8 @@ pub(super) const MAX_PENDING_EVENTS: usize = 100_000;
 
 /// Pending events: audit events and sightings, each oldest first.
 pub(super) struct PendingEvents {
-    audit: VecDeque<Value>,
-    sightings: VecDeque<Value>,
+    audit: VecDeque<ActivityEvent>,
+    sightings: VecDeque<ActivityEvent>,
     dropped: IntCounterVec,
 }
 
@@ -44,12 +44,12 @@ impl PendingEvents {
         self.audit.len() + self.sightings.len()
     }
 
-    fn count_drop(&self, event: &Value) {
-        self.dropped.with_label_values(&[event["kind"].as_str().unwrap_or("unknown")]).inc();
+    fn count_drop(&self, event: &ActivityEvent) {
+        self.dropped.with_label_values(&[event.kind()]).inc();
     }
 
     /// Queues a sighting, unless the queue is full.
-    pub(super) fn push_sighting(&mut self, event: Value) {
+    pub(super) fn push_sighting(&mut self, event: ActivityEvent) {
         if self.len() >= MAX_PENDING_EVENTS {
             self.count_drop(&event);
         } else {
@@ -59,7 +59,7 @@ impl PendingEvents {
 
     /// Queues an audit event; when full, in place of the oldest sighting,
     /// or (with none) not at all.
-    pub(super) fn push_audit(&mut self, event: Value) {
+    pub(super) fn push_audit(&mut self, event: ActivityEvent) {
         if self.len() >= MAX_PENDING_EVENTS {
             match self.sightings.pop_front() {
                 Some(sighting) => self.count_drop(&sighting),
@@ -70,10 +70,10 @@ impl PendingEvents {
     }
 
     /// Up to `max` events for a report, audit events first; true when more wait.
-    pub(super) fn take(&mut self, max: usize) -> (Vec<Value>, bool) {
+    pub(super) fn take(&mut self, max: usize) -> (Vec<ActivityEvent>, bool) {
         let from_audit = self.audit.len().min(max);
         let from_sightings = self.sightings.len().min(max - from_audit);
-        let mut events: Vec<Value> = self.audit.drain(..from_audit).collect();
+        let mut events: Vec<ActivityEvent> = self.audit.drain(..from_audit).collect();
         events.extend(self.sightings.drain(..from_sightings));
         (events, self.len() > 0)
     }
@@ -82,8 +82,9 @@ impl PendingEvents {
     /// Events queued meanwhile may have filled the queue: then it is cut
     /// back to the bound as if each had arrived in order (sightings give way
     /// first, newest audit events last).
-    pub(super) fn restore(&mut self, events: Vec<Value>) {
-        let (sightings, audit): (Vec<Value>, Vec<Value>) = events.into_iter().partition(|e| e["kind"] == "seen");
+    pub(super) fn restore(&mut self, events: Vec<ActivityEvent>) {
+        let (sightings, audit): (Vec<_>, Vec<_>) =
+            events.into_iter().partition(|e| matches!(e, ActivityEvent::Seen { .. }));
         for event in audit.into_iter().rev() {
             self.audit.push_front(event);
         }
@@ -100,12 +101,40 @@ impl PendingEvents {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
-    fn event(kind: &str, n: usize) -> Value {
-        json!({"kind": kind, "n": n})
+    /// An event of `kind`, numbered `n` (its `at_ms`).
+    fn event(kind: &str, n: usize) -> ActivityEvent {
+        let (at_ms, address) = (n as i64, "10.0.0.1".to_owned());
+        match kind {
+            "seen" => ActivityEvent::Seen { session_id: "s".into(), source_address: address, at_ms },
+            "address_changed" => ActivityEvent::AddressChanged {
+                session_id: "s".into(),
+                from: address,
+                to: "10.0.0.2".into(),
+                denied: false,
+                at_ms,
+            },
+            "denied" => ActivityEvent::Denied {
+                user: "eve@corp.example".into(),
+                session_id: None,
+                route: "admin".into(),
+                reason: "no rule allows".into(),
+                source_address: address,
+                at_ms,
+            },
+            "flow_opened" => ActivityEvent::FlowOpened {
+                session_id: None,
+                user: "ci@corp.example".into(),
+                route: "db".into(),
+                target: "db.internal:5432".into(),
+                source_address: address,
+                flows: 1,
+                first_at_ms: Some(at_ms),
+                at_ms,
+            },
+            other => panic!("no test event of kind {other}"),
+        }
     }
 
     /// A queue and its drop counter.
@@ -122,7 +151,7 @@ mod tests {
     fn everything(queue: &mut PendingEvents) -> Vec<String> {
         let (events, more) = queue.take(usize::MAX);
         assert!(!more);
-        events.iter().map(|e| format!("{} {}", e["kind"].as_str().unwrap(), e["n"])).collect()
+        events.iter().map(|e| format!("{} {}", e.kind(), serde_json::to_value(e).expect("JSON")["at_ms"])).collect()
     }
 
     #[test]

@@ -21,18 +21,18 @@ use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 
 use crate::clock::unix_now_s;
-use portcullis_policy::edge_channel::{ENROLL_PATH, FLEET_KEY_PATH};
+use portcullis_policy::edge_channel::{
+    EnrollAnswer, EnrollBody, ErrorAnswer, FleetKeyAnswer, ENROLL_PATH, FLEET_KEY_PATH, MAX_ASSERTION_LIFETIME_S,
+};
 
 pub use fleet::{DerivedKey, FleetKey};
 pub use key::{EdgeKey, KeyFileError};
 
-/// The `aud` of assertions: the control plane's edge channel.
-pub const EDGE_CHANNEL_AUDIENCE: &str = "portcullis-edge-channel";
-/// Lifetime of an assertion, seconds (the control plane accepts at most 60).
-pub const ASSERTION_LIFETIME_S: i64 = 60;
+pub use portcullis_policy::edge_channel::EDGE_CHANNEL_AUDIENCE;
+/// Lifetime of an assertion, seconds: the longest the control plane accepts.
+pub const ASSERTION_LIFETIME_S: i64 = MAX_ASSERTION_LIFETIME_S;
 /// An assertion with less than this left is replaced, seconds.
 const REFRESH_BEFORE_S: i64 = 20;
 /// How long enrollment may wait for the control plane (a paused replica
@@ -83,28 +83,6 @@ pub enum IdentityError {
     /// The key could not be written.
     #[error("cannot keep the edge's key: {0}")]
     KeyFile(#[from] KeyFileError),
-}
-
-#[derive(Serialize)]
-struct EnrollBody<'a> {
-    edge_id: &'a str,
-    name: &'a str,
-    public_key: &'a str,
-}
-
-#[derive(Deserialize)]
-struct FleetKeyAnswer {
-    fleet_key: String,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    message: String,
 }
 
 /// This edge's key, enrollment state, assertions and fleet key.
@@ -236,7 +214,11 @@ impl EdgeIdentity {
                 tracing::info!(path = %path.display(), "wrote this edge's private key");
             }
         }
-        let body = EnrollBody { edge_id: &self.edge_id, name: &self.edge_name, public_key: self.key.public_pem() };
+        let body = EnrollBody {
+            edge_id: self.edge_id.clone(),
+            name: Some(self.edge_name.clone()),
+            public_key: self.key.public_pem().to_owned(),
+        };
         let sent = client
             .post(format!("{base}{ENROLL_PATH}"))
             .bearer_auth(credential)
@@ -244,7 +226,7 @@ impl EdgeIdentity {
             .timeout(CALL_TIMEOUT)
             .send()
             .await;
-        let answer = answer::<FleetKeyAnswer>(sent).await?;
+        let answer = answer::<EnrollAnswer>(sent).await?;
         self.maybe_enrolled.store(true, Ordering::Relaxed);
         tracing::info!(edge = %self.edge_id, with = how, "enrolled with the control plane");
         self.established_with(&answer.fleet_key)
@@ -280,7 +262,7 @@ async fn answer<T: serde::de::DeserializeOwned>(
         return response.json().await.map_err(|e| IdentityError::Unavailable(e.without_url().to_string()));
     }
     if status.is_client_error() {
-        let message = response.json::<ErrorBody>().await.map(|b| b.error.message);
+        let message = response.json::<ErrorAnswer>().await.map(|b| b.error.message);
         return Err(IdentityError::Refused(message.unwrap_or_else(|_| format!("HTTP {status}"))));
     }
     Err(IdentityError::Unavailable(format!("the control plane answered {status}")))

@@ -7,10 +7,10 @@
 //! control plane cannot be reached.
 
 use pingora_proxy::Session;
+use portcullis_policy::edge_channel::IdpLogoutBody;
 
 use super::answers::answer;
 use super::{LoginService, RequestInfo};
-use crate::authority_client::IdpLogout;
 use crate::oidc::logout_token::{self, LogoutTokenError};
 
 /// Largest back-channel logout request body.
@@ -51,11 +51,8 @@ impl LoginService {
                 return answer(session, 400, "application/json", refuse(reason.into())).await;
             }
         };
-        let logout = IdpLogout {
-            idp_issuer: &request.issuer,
-            idp_session_id: request.session.as_deref(),
-            subject: request.subject.as_deref(),
-        };
+        let logout =
+            IdpLogoutBody { idp_issuer: request.issuer, idp_session_id: request.session, subject: request.subject };
         match self.authority.idp_logout(&logout).await {
             Ok(result) => {
                 tracing::info!(sessions = result.terminated.len(), "back-channel logout: sessions terminated");

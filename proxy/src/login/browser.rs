@@ -11,6 +11,7 @@ use openidconnect::{
     AuthorizationCode, CsrfToken, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use pingora_proxy::Session;
+use portcullis_policy::edge_channel::{LoginAnswer, LoginBody, LoginFlow};
 use portcullis_policy::Snapshot;
 use serde_json::Value;
 
@@ -18,7 +19,7 @@ use super::answers::{query_param, redirect};
 use super::id_token::{self, CallbackError, LoggedInUser};
 use super::state::{self, LoginState, LOGIN_TTL_S};
 use super::{same_origin_path, LoginService, RequestInfo};
-use crate::authority_client::{AuthorityError, CreatedSession, LoginFlow, NewLogin};
+use crate::authority_client::AuthorityError;
 use crate::credentials::cookie;
 use crate::oidc::{jwt_payload, IdentityProvider};
 use crate::responses::respond;
@@ -177,7 +178,8 @@ impl LoginService {
             }
         }
         if let Some(cli) = &login.cli {
-            return self.finish_cli_login(session, &user, &login.nonce, cli, info, clear_state).await;
+            let forced = login.max_age == Some(0);
+            return self.finish_cli_login(session, &user, &login.nonce, cli, info, (clear_state, forced)).await;
         }
         let Some(route) = Self::route_name(snapshot, info.host, &login.return_to) else {
             respond(session, 404, "no_route", "Not found", "No application is served at this address.", &[]).await?;
@@ -210,7 +212,7 @@ impl LoginService {
         route: &str,
         client_ip: &str,
         fresh_login: Option<String>,
-    ) -> pingora_core::Result<Option<CreatedSession>> {
+    ) -> pingora_core::Result<Option<LoginAnswer>> {
         let user_agent = session
             .req_header()
             .headers
@@ -218,13 +220,13 @@ impl LoginService {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let new = NewLogin {
-            id_token: &user.id_token,
-            nonce,
+        let new = LoginBody {
+            id_token: Some(user.id_token.clone()),
+            nonce: nonce.map(str::to_owned),
             flow: if nonce.is_some() { LoginFlow::Browser } else { LoginFlow::Device },
-            route,
-            source_address: client_ip,
-            user_agent: &user_agent,
+            route: route.to_owned(),
+            source_address: client_ip.to_owned(),
+            user_agent,
         };
         match self.authority.create_session(&new).await {
             Ok(created) => Ok(Some(created)),

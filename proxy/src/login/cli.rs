@@ -149,8 +149,10 @@ impl LoginService {
             respond(session, 404, "no_route", "Not found", &message, &[]).await?;
             return Ok(true);
         };
-        let cli = CliLogin { port, challenge: challenge.into_owned(), route };
-        self.start_login(session, &provider, info, "/".into(), Some(cli), None).await
+        // `max_age=0`: the control plane wants a new sign-in (see `finish_cli_login`).
+        let max_age = query_param(query, "max_age").and_then(|m| m.parse::<u32>().ok()).map(i64::from);
+        let cli = CliLogin { port, challenge: challenge.into_owned(), route, target: target.into_owned() };
+        self.start_login(session, &provider, info, "/".into(), Some(cli), max_age).await
     }
 
     /// The end of a CLI login at the callback: the session, sealed into a
@@ -162,12 +164,16 @@ impl LoginService {
         nonce: &str,
         cli: &CliLogin,
         info: &RequestInfo<'_>,
-        clear_state: String,
+        (clear_state, forced): (String, bool),
     ) -> pingora_core::Result<bool> {
-        let Some(created) = self.new_session(session, user, Some(nonce), &cli.route, &info.client_ip, None).await?
-        else {
-            return Ok(true);
-        };
+        // As for a browser login: once more with a new sign-in when the
+        // control plane asks for one.
+        let fresh = (!forced).then(|| {
+            let target = crate::proxy::percent_encode(&cli.target);
+            format!("/.portcullis/cli-login?port={}&challenge={}&target={target}&max_age=0", cli.port, cli.challenge)
+        });
+        let created = self.new_session(session, user, Some(nonce), &cli.route, &info.client_ip, fresh).await?;
+        let Some(created) = created else { return Ok(true) };
         let grant =
             CliGrant { token: created.token, session_id: created.session_id, expires_at: info.now + CODE_TTL_S };
         let Some(code) = self.cli_codes.seal(&grant, &cli.challenge) else {

@@ -16,11 +16,11 @@
 use std::time::Instant;
 
 use pingora_proxy::Session;
+use portcullis_policy::edge_channel::SessionStatus;
 use portcullis_policy::{evaluate, CredentialKind, Facts, Reason, Snapshot, Target};
 use serde_json::json;
 
 use super::{answer, query_param, LoginService, RequestInfo};
-use crate::authority_client::SessionStatus;
 use crate::credentials::lookup_guard::Refused;
 use crate::credentials::{jwt_format_ok, CredentialError};
 use crate::responses::respond;

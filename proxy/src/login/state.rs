@@ -51,6 +51,9 @@ pub struct CliLogin {
     pub challenge: String,
     /// The TCP route the session is for.
     pub route: String,
+    /// The `HOST:PORT` the CLI asked for (to start the login again).
+    #[serde(default)]
+    pub target: String,
 }
 
 /// Why a login-state cookie was refused.

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use portcullis_policy::edge_channel::ActivityEvent;
 use portcullis_policy::SessionId;
-use serde_json::{json, Value};
 
 use crate::activity::FlowFacts;
 
@@ -134,30 +134,41 @@ impl FlowTallies {
     }
 
     /// The tallies as report events, emptied.
-    pub fn take_events(&self) -> Vec<Value> {
+    pub fn take_events(&self) -> Vec<ActivityEvent> {
         let tallies = std::mem::take(&mut *self.tallies.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut events: Vec<(i64, Value)> = tallies
+        let mut events: Vec<(i64, ActivityEvent)> = tallies
             .into_iter()
             .map(|(key, t)| {
-                let mut event = json!({
-                    "kind": if key.closed.is_some() { "flow_closed" } else { "flow_opened" },
-                    "session_id": key.session.map(|s| s.to_string()),
-                    "user": key.user,
-                    "route": key.route,
-                    "target": key.target,
-                    "source_address": key.source.to_string(),
-                    "flows": t.flows,
-                    "first_at_ms": t.first_ms,
-                    "at_ms": t.last_ms,
-                });
-                if let Some(ended_by) = key.closed {
-                    event["ended_by"] = ended_by.into();
-                    event["bytes_up"] = t.bytes_up.into();
-                    event["bytes_down"] = t.bytes_down.into();
-                    event["opened_at_ms"] = t.opened_ms.into();
-                    event["duration_ms"] = t.longest_ms.into();
-                    event["shortest_ms"] = t.shortest_ms.into();
-                }
+                let Key { closed, session, user, route, target, source } = key;
+                let (session_id, source_address) = (session.map(|s| s.to_string()), source.to_string());
+                let event = match closed {
+                    None => ActivityEvent::FlowOpened {
+                        session_id,
+                        user,
+                        route,
+                        target,
+                        source_address,
+                        flows: t.flows,
+                        first_at_ms: Some(t.first_ms),
+                        at_ms: t.last_ms,
+                    },
+                    Some(ended_by) => ActivityEvent::FlowClosed {
+                        session_id,
+                        user,
+                        route,
+                        target,
+                        source_address,
+                        bytes_up: t.bytes_up,
+                        bytes_down: t.bytes_down,
+                        opened_at_ms: t.opened_ms,
+                        flows: t.flows,
+                        first_at_ms: Some(t.first_ms),
+                        duration_ms: t.longest_ms,
+                        shortest_ms: Some(t.shortest_ms),
+                        ended_by: ended_by.to_owned(),
+                        at_ms: t.last_ms,
+                    },
+                };
                 (t.first_ms, event)
             })
             .collect();
@@ -189,7 +200,9 @@ mod tests {
         }
         tallies.closed(&flow("ann@corp.example"), 1, 2, 1_000, 2_000, "closed");
         tallies.opened(&flow("bob@corp.example"), 3_000);
-        let events = tallies.take_events();
+        // As the report carries them.
+        let events: Vec<serde_json::Value> =
+            tallies.take_events().iter().map(|e| serde_json::to_value(e).expect("JSON")).collect();
         assert_eq!(events.len(), 4, "{events:?}");
         let killed = events.iter().find(|e| e["ended_by"] == "access_ended").unwrap();
         assert_eq!((killed["flows"].as_u64(), killed["bytes_up"].as_u64()), (Some(100), Some(1_000)));

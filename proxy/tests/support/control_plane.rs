@@ -1,10 +1,11 @@
-//! A stand-in for the control plane's edge channel, a test double of the
-//! contract in `control-plane/src/edge_channel/` (`enroll.rs`, `stream.rs`,
-//! and `report` in `mod.rs`):
+//! A stand-in for the control plane's edge channel, a test double of
+//! `control-plane/src/edge_channel/` (`enroll.rs`, `stream.rs`, and `report`
+//! in `mod.rs`) speaking the same contract, `portcullis_policy::edge_channel`
+//! (paths, bodies, frames), and decoding the edge's bodies as strictly:
 //!
-//! - `POST /edge/v1/enroll` with the bootstrap secret as bearer and
-//!   `{edge_id, name, public_key}`; answers `{fleet_key}`. `GET
-//!   /edge/v1/fleet-key` answers the same to an enrolled edge.
+//! - `POST /edge/v1/enroll` with the bootstrap secret as bearer and an
+//!   `EnrollBody`; answers an `EnrollAnswer`. `GET /edge/v1/fleet-key`
+//!   answers a `FleetKeyAnswer` to an enrolled edge.
 //! - Every other call must carry an ES256 assertion signed by the enrolled
 //!   key for audience `portcullis-edge-channel` (else 401, as the real one).
 //! - `GET /edge/v1/stream?nonce=HEX&since=N`: frames of a 4-byte big-endian
@@ -12,8 +13,8 @@
 //!   (`FrameSigner`); the snapshot and every delta after it when `since` is
 //!   absent or unknown, else only the deltas after `since`; then what the
 //!   test pushes, and a heartbeat every second.
-//! - `POST /edge/v1/report`: recorded with the status answered (204, or 503
-//!   when the test asked for a refusal).
+//! - `POST /edge/v1/report`: a `ReportBody`, recorded with the status
+//!   answered (204, or 503 when the test asked for a refusal).
 //!
 //! The edge is configured with this stand-in's stream key
 //! (`stream_public_key`), so `GET /edge/v1/stream-key` is never asked.
@@ -27,14 +28,19 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 use portcullis_edge::clock::unix_now_ms;
+use portcullis_policy::edge_channel::{
+    frame_header, EnrollAnswer, EnrollBody, ErrorAnswer, ErrorDetail, FleetKeyAnswer, ReportBody, StreamQuery,
+    EDGE_CHANNEL_AUDIENCE, ENROLL_PATH, FLEET_KEY_PATH, MAX_ASSERTION_LIFETIME_S, REPORT_PATH, STREAM_PATH,
+};
 use portcullis_policy::signed_frame::{FrameSigner, StreamBinding, StreamNonce};
 use portcullis_policy::snapshot::Change;
 use portcullis_policy::stream_key::{StreamPublicKey, StreamSigningKey};
 use portcullis_policy::wire::{encode, Message, SnapshotBody};
 use portcullis_policy::Delta;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 /// The bootstrap secret the edge enrolls with.
@@ -63,14 +69,13 @@ pub struct Report {
     /// What the stand-in answered.
     pub status: u16,
     /// The body as posted.
-    pub body: Value,
+    pub body: ReportBody,
 }
 
 impl Report {
     /// Its `closed` entries: (seq, connections).
     pub fn closed(&self) -> Vec<(u64, i64)> {
-        let entries = self.body["closed"].as_array().cloned().unwrap_or_default();
-        entries.iter().map(|c| (c["seq"].as_u64().unwrap_or(0), c["connections"].as_i64().unwrap_or(0))).collect()
+        self.body.closed.iter().map(|c| (c.seq, c.connections)).collect()
     }
 }
 
@@ -100,9 +105,7 @@ impl Ledger {
         let (stream, open) = &mut self.streams[index];
         let Some(Open { signer, tx }) = open else { return false };
         let payload = signer.seal(&encode(message));
-        let mut framed = (payload.len() as u32).to_be_bytes().to_vec();
-        framed.extend_from_slice(&payload);
-        if tx.send(Ok(Bytes::from(framed))).is_err() {
+        if tx.send(Ok(framed(&payload))).is_err() {
             *open = None;
             stream.open = false;
             return false;
@@ -152,10 +155,10 @@ impl ControlPlane {
         };
         let shared = Arc::new(Shared { key, state: Mutex::new(state) });
         let app = Router::new()
-            .route("/edge/v1/enroll", post(enroll))
-            .route("/edge/v1/fleet-key", get(fleet_key))
-            .route("/edge/v1/stream", get(stream))
-            .route("/edge/v1/report", post(report))
+            .route(ENROLL_PATH, post(enroll))
+            .route(FLEET_KEY_PATH, get(fleet_key))
+            .route(STREAM_PATH, get(stream))
+            .route(REPORT_PATH, post(report))
             .with_state(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the stand-in");
         let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -190,9 +193,7 @@ impl ControlPlane {
         let (seen, open) = &mut state.streams[stream];
         let payload = seen.frames[frame].clone();
         let open = open.as_ref().expect("the stream is open");
-        let mut framed = (payload.len() as u32).to_be_bytes().to_vec();
-        framed.extend_from_slice(&payload);
-        let _ = open.tx.send(Ok(Bytes::from(framed)));
+        let _ = open.tx.send(Ok(framed(&payload)));
     }
 
     /// Aborts every open stream (the connection breaks mid-body).
@@ -236,9 +237,17 @@ async fn heartbeats(shared: std::sync::Weak<Shared>) {
     }
 }
 
-/// An error answer shaped like the control plane's.
+/// A frame on the wire: its length prefix, then the signed frame.
+fn framed(payload: &[u8]) -> Bytes {
+    let mut framed = frame_header(payload.len()).to_vec();
+    framed.extend_from_slice(payload);
+    Bytes::from(framed)
+}
+
+/// An error answer, as the control plane's.
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+    let answer = ErrorAnswer { error: ErrorDetail { code: code.into(), message: message.into() } };
+    (status, Json(answer)).into_response()
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -252,49 +261,51 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
         return false;
     };
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    validation.set_audience(&["portcullis-edge-channel"]);
+    validation.set_audience(&[EDGE_CHANNEL_AUDIENCE]);
     jsonwebtoken::decode::<Value>(token, &key, &validation).is_ok()
-}
-
-#[derive(Deserialize)]
-struct EnrollBody {
-    edge_id: String,
-    public_key: String,
 }
 
 async fn enroll(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<EnrollBody>) -> Response {
     if bearer(&headers) != Some(EDGE_SECRET) || body.edge_id.is_empty() {
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "not the bootstrap secret");
     }
+    let Ok(key) = p256::PublicKey::from_public_key_pem(body.public_key.trim()) else {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "not a P-256 public key in SPKI PEM");
+    };
+    let der = key.to_public_key_der().expect("a P-256 key encodes");
+    let key_fingerprint = Sha256::digest(der.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     let mut state = shared.lock();
     state.enrolled_key = Some(body.public_key);
-    Json(json!({ "edge_id": body.edge_id, "fleet_key": state.fleet_key })).into_response()
+    Json(EnrollAnswer {
+        name: body.name.unwrap_or_else(|| body.edge_id.clone()),
+        edge_id: body.edge_id,
+        key_fingerprint,
+        audience: EDGE_CHANNEL_AUDIENCE.into(),
+        max_assertion_lifetime_s: MAX_ASSERTION_LIFETIME_S,
+        fleet_key: state.fleet_key.clone(),
+    })
+    .into_response()
 }
 
 async fn fleet_key(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if !authorized(&shared, &headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "no valid assertion");
     }
-    Json(json!({ "fleet_key": shared.lock().fleet_key })).into_response()
-}
-
-#[derive(Deserialize)]
-struct StreamQuery {
-    nonce: String,
-    since: Option<u64>,
+    Json(FleetKeyAnswer { fleet_key: shared.lock().fleet_key.clone() }).into_response()
 }
 
 async fn stream(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(query): Query<StreamQuery>) -> Response {
     if !authorized(&shared, &headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "no valid assertion");
     }
-    let Ok(nonce) = query.nonce.parse::<StreamNonce>() else {
+    let Some(Ok(nonce)) = query.nonce.as_deref().map(str::parse::<StreamNonce>) else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "nonce: 32 hex digits");
     };
     let signer = FrameSigner::new(&shared.key, StreamBinding { nonce, since: query.since });
     let (tx, rx) = mpsc::unbounded_channel::<Chunk>();
     let mut state = shared.lock();
-    let seen = Stream { since: query.since, nonce: query.nonce, sent: vec![], frames: vec![], open: true };
+    let seen =
+        Stream { since: query.since, nonce: query.nonce.unwrap_or_default(), sent: vec![], frames: vec![], open: true };
     state.streams.push((seen, Some(Open { signer, tx })));
     let index = state.streams.len() - 1;
     let base = state.snapshot.as_ref().map_or(0, |s| s.seq);
@@ -315,12 +326,12 @@ async fn stream(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(que
     ([("content-type", "application/vnd.portcullis.stream")], Body::from_stream(body)).into_response()
 }
 
-async fn report(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn report(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<ReportBody>) -> Response {
     if !authorized(&shared, &headers) {
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "no valid assertion");
     }
     let mut state = shared.lock();
-    let closing = body["closed"].as_array().is_some_and(|c| !c.is_empty());
+    let closing = !body.closed.is_empty();
     let refuse = closing && state.refuse_closing_reports > 0;
     let status = if refuse { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::NO_CONTENT };
     if refuse {

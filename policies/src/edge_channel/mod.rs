@@ -1,9 +1,22 @@
-//! The edge channel's contract, the parts both sides must agree on byte for
-//! byte: route paths, the stream's frame layout (a 4-byte big-endian length,
-//! then a signed frame, see [`crate::signed_frame`]) and the rule for edge
-//! ids. IO-free; the control plane (`control-plane/src/edge_channel`) and
-//! the edge (`proxy/src/subscriber.rs`, `proxy/src/authority_client.rs`)
-//! both import it, so neither can drift from the other.
+//! The edge channel's contract, everything both sides must agree on byte
+//! for byte: route paths, the stream's frame layout (a 4-byte big-endian
+//! length, then a signed frame, see [`crate::signed_frame`]), the rule for
+//! edge ids, the assertion's audience and lifetime, and every JSON body
+//! (`messages.rs`, `report.rs`: one owned type per message). IO-free; the
+//! control plane (`control-plane/src/edge_channel`) and the edge
+//! (`proxy/src/subscriber.rs`, `proxy/src/authority_client.rs`,
+//! `proxy/src/identity`) both import it, so neither can drift from the other.
+
+mod messages;
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use messages::{
+    stream_path, EnrollAnswer, EnrollBody, ErrorAnswer, ErrorDetail, FleetKeyAnswer, IdpLogoutAnswer, IdpLogoutBody,
+    LoginAnswer, LoginBody, LoginFlow, ServiceIdentity, ServiceTokenBody, SessionStatus, StreamQuery,
+};
+pub use report::{ActivityEvent, ClosedConnections, ReportBody};
 
 /// `POST`: enroll with a join token (or the bootstrap secret) and a public key.
 pub const ENROLL_PATH: &str = "/edge/v1/enroll";
@@ -15,12 +28,31 @@ pub const STREAM_PATH: &str = "/edge/v1/stream";
 pub const STREAM_KEY_PATH: &str = "/edge/v1/stream-key";
 /// `POST`: what the edge applied and closed, and its activity.
 pub const REPORT_PATH: &str = "/edge/v1/report";
-/// `POST`: a session for a login (`/{id}`: its status; `/{id}/logout`).
+/// `POST`: a session for a login.
 pub const SESSIONS_PATH: &str = "/edge/v1/sessions";
+/// `GET`: a session's status (the route; [`session_path`] fills it in).
+pub const SESSION_ROUTE: &str = "/edge/v1/sessions/{id}";
+/// `POST`: a session's user logged out (the route; [`session_logout_path`] fills it in).
+pub const SESSION_LOGOUT_ROUTE: &str = "/edge/v1/sessions/{id}/logout";
 /// `POST`: an OIDC back-channel logout, passed on.
 pub const IDP_LOGOUT_PATH: &str = "/edge/v1/idp-logout";
 /// `POST`: is this service token good.
 pub const SERVICE_TOKEN_VERIFY_PATH: &str = "/edge/v1/service-tokens/verify";
+
+/// The path of session `id`'s status ([`SESSION_ROUTE`]).
+pub fn session_path(id: &str) -> String {
+    format!("{SESSIONS_PATH}/{id}")
+}
+
+/// The path of session `id`'s logout ([`SESSION_LOGOUT_ROUTE`]).
+pub fn session_logout_path(id: &str) -> String {
+    format!("{SESSIONS_PATH}/{id}/logout")
+}
+
+/// The `aud` of edge assertions: the control plane's edge channel.
+pub const EDGE_CHANNEL_AUDIENCE: &str = "portcullis-edge-channel";
+/// Longest assertion lifetime (`exp - iat`) the control plane accepts, seconds.
+pub const MAX_ASSERTION_LIFETIME_S: i64 = 60;
 
 /// Bytes of a stream frame's length prefix.
 pub const FRAME_HEADER_BYTES: usize = 4;
@@ -52,32 +84,4 @@ pub fn next_frame(buffer: &[u8]) -> Result<Option<&[u8]>, FrameTooLarge> {
 /// An edge id: 1 to 64 letters, digits, `-`, `_`, `.`.
 pub fn valid_edge_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_frame_round_trips_and_partial_frames_wait() {
-        let payload = b"signed frame bytes";
-        let mut wire = frame_header(payload.len()).to_vec();
-        wire.extend_from_slice(payload);
-        wire.extend_from_slice(&frame_header(0));
-        assert_eq!(next_frame(&wire), Ok(Some(&payload[..])));
-        assert_eq!(next_frame(&wire[payload.len() + FRAME_HEADER_BYTES..]), Ok(Some(&b""[..])));
-        assert_eq!(next_frame(&wire[..FRAME_HEADER_BYTES + 3]), Ok(None), "a frame in flight");
-        assert_eq!(next_frame(&wire[..3]), Ok(None), "a header in flight");
-        assert_eq!(next_frame(&[0xff; 4]), Err(FrameTooLarge(u32::MAX as usize)));
-    }
-
-    #[test]
-    fn edge_ids() {
-        for good in ["edge-1", "eu_west.3", &"a".repeat(64)] {
-            assert!(valid_edge_id(good), "{good}");
-        }
-        for bad in ["", "edge 1", "edge/1", "édge", &"a".repeat(65), "e\0"] {
-            assert!(!valid_edge_id(bad), "{bad:?}");
-        }
-    }
 }
