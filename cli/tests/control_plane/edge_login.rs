@@ -57,16 +57,16 @@ routes:
 }
 
 /// A control plane, an upstream, the IdP and one edge wired to it.
-struct World {
-    plane: ControlPlane,
-    idp: Idp,
+pub(crate) struct World {
+    pub(crate) plane: ControlPlane,
+    pub(crate) idp: Idp,
     edge: EdgeNode,
     _upstream: Upstream,
     _dir: TempDir,
 }
 
 impl World {
-    async fn start(label: &str) -> Self {
+    pub(crate) async fn start(label: &str) -> Self {
         let dir = TempDir::new(label);
         let port = free_port();
         let callbacks: Vec<String> = ["wiki", "admin"]
@@ -108,14 +108,25 @@ impl World {
         Self { plane, idp, edge, _upstream: upstream, _dir: dir }
     }
 
-    fn url(&self, app: &str, path: &str) -> String {
+    pub(crate) fn url(&self, app: &str, path: &str) -> String {
         format!("http://{app}.corp.example:{}{path}", self.edge.port)
     }
 
     /// Logs `user` in to `app` in `browser`, starting at `path`; returns the final answer.
-    async fn log_in(&self, browser: &Browser, user: &str, app: &str, path: &str) -> crate::idp::FinalResponse {
+    pub(crate) async fn log_in(
+        &self,
+        browser: &Browser,
+        user: &str,
+        app: &str,
+        path: &str,
+    ) -> crate::idp::FinalResponse {
         let callback = browser.login_at_idp(&self.url(app, path), user, &self.url(app, "/.portcullis/callback")).await;
         browser.follow(&callback).await
+    }
+
+    /// How many of `email`'s sessions are active.
+    pub(crate) async fn active_sessions_of(&self, email: &str) -> usize {
+        self.sessions_of(email).await.iter().filter(|s| s["state"] == "active").count()
     }
 
     async fn sessions_of(&self, email: &str) -> Vec<Value> {

@@ -32,6 +32,7 @@ mod portal_policy;
 mod portal_sessions;
 mod postgres;
 mod quickstart;
+mod reauth;
 mod relogin;
 mod replicas;
 mod signing_keys;
