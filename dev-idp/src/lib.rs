@@ -151,7 +151,8 @@ pub fn router(config: DevIdpConfig) -> Router {
         .with_state(shared)
 }
 
-fn now() -> i64 {
+/// Unix seconds (the one clock of the development IdP and the test issuer).
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
+use crate::now;
 use crate::tokens::Signer;
 
 /// The client id (`aud`) of the tokens the test issuer signs by default.
@@ -60,10 +61,6 @@ impl TestKey {
 pub struct TestIssuer {
     url: String,
     key: TestKey,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 impl TestIssuer {
