@@ -10,7 +10,7 @@ use sqlx::{Any, Row, Transaction};
 use super::changes::{append_change, ceil_seconds, insert_audit};
 use super::group_commit::EndedBy;
 use super::rows::{contains, json_list, session, to_json, Params, SESSION_COLUMNS};
-use super::users::user_key;
+use super::users::{raise_user_instant, user_key, UserInstant};
 use super::{
     Activity, Backend, CreatedSession, NewSession, SessionFilter, SessionLimit, SessionStore, SqlStore, StoreError,
     StoreResult,
@@ -311,17 +311,7 @@ impl SessionStore for SqlStore {
         // Every token issued at or before this millisecond is dead; a session
         // created later (`create_session` starts after it) is alive.
         let revoked_before_ms = now;
-        sqlx::query(
-            "INSERT INTO users (user_key, revoked_before_ms, updated_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, revoked_before_ms = CASE \
-             WHEN users.revoked_before_ms IS NULL OR users.revoked_before_ms < excluded.revoked_before_ms \
-             THEN excluded.revoked_before_ms ELSE users.revoked_before_ms END",
-        )
-        .bind(user_key(user))
-        .bind(revoked_before_ms)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        raise_user_instant(&mut tx, user, UserInstant::RevokedBefore, revoked_before_ms, now).await?;
         let change = Change::TerminateUser { user: user.clone(), revoked_before_ms };
         let seq = append_change(&mut tx, self.backend, change, now).await?;
         insert_audit(&mut tx, "user.terminate", &user_key(user), reason, actor, now, Some(seq)).await?;

@@ -97,13 +97,39 @@ pub(crate) async fn demand_reauthentication(
     user: &UserRef,
     now: Millis,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO users (user_key, reauth_after_ms, updated_ms) VALUES ($1, $2, $2) \
-         ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, reauth_after_ms = CASE \
-         WHEN users.reauth_after_ms IS NULL OR users.reauth_after_ms < excluded.reauth_after_ms \
-         THEN excluded.reauth_after_ms ELSE users.reauth_after_ms END",
-    )
+    raise_user_instant(tx, user, UserInstant::ReauthAfter, now, now).await
+}
+
+/// A per-user instant that only ever moves forward.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum UserInstant {
+    /// `revoked_before_ms`: tokens issued up to it are dead (terminate-all).
+    RevokedBefore,
+    /// `reauth_after_ms`: logins must be IdP sign-ins after it.
+    ReauthAfter,
+}
+
+/// Sets `user`'s `which` instant to `at` unless it is already later
+/// (creating the user's row if needed).
+pub(crate) async fn raise_user_instant(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user: &UserRef,
+    which: UserInstant,
+    at: Millis,
+    now: Millis,
+) -> StoreResult<()> {
+    let column = match which {
+        UserInstant::RevokedBefore => "revoked_before_ms",
+        UserInstant::ReauthAfter => "reauth_after_ms",
+    };
+    sqlx::query(&format!(
+        "INSERT INTO users (user_key, {column}, updated_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, {column} = CASE \
+         WHEN users.{column} IS NULL OR users.{column} < excluded.{column} \
+         THEN excluded.{column} ELSE users.{column} END"
+    ))
     .bind(user_key(user))
+    .bind(at)
     .bind(now)
     .execute(&mut **tx)
     .await?;
