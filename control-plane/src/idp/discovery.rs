@@ -1,6 +1,7 @@
 //! One OpenID provider's discovery document and keys (OpenID Connect
-//! Discovery 1.0 through `openidconnect`, which also fetches the JWKS and
-//! checks that the document names exactly the configured issuer), kept for
+//! Discovery 1.0 through `portcullis_oidc_discovery`, shared with the edge:
+//! it checks that the document names the configured issuer, bounds every
+//! document's size and fetches the JWKS), kept for
 //! [`DISCOVERY_TTL`]. A token signed by a key not in the cached set may
 //! fetch them again, at most once per [`KEY_REFETCH_INTERVAL`], so forged
 //! `kid`s cannot make the control plane hammer the provider; after a failed
@@ -10,8 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openidconnect::core::CoreProviderMetadata;
-use openidconnect::IssuerUrl;
+use openidconnect::core::{CoreJsonWebKeySet, CoreProviderMetadata};
 use tokio::sync::Mutex;
 
 /// How long discovery (and the JWKS) is kept before it is fetched again.
@@ -88,10 +88,11 @@ impl Discovery {
         if cached.failed_at.is_some_and(|at| at.elapsed() < RETRY_INTERVAL) {
             return Err(unavailable("fetching its discovery document failed moments ago".into()));
         }
-        let discovered = match IssuerUrl::new(self.issuer.clone()) {
-            Ok(issuer) => CoreProviderMetadata::discover_async(issuer, &self.http).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let discovered = portcullis_oidc_discovery::discover(&self.http, &self.issuer).await.and_then(|found| {
+            let keys: CoreJsonWebKeySet = serde_json::from_slice(&found.jwks)
+                .map_err(|e| format!("{}: {e}", found.metadata.jwks_uri().as_str()))?;
+            Ok(found.metadata.set_jwks(keys))
+        });
         match discovered {
             Ok(metadata) => {
                 let metadata = Arc::new(metadata);

@@ -16,7 +16,7 @@ use arc_swap::ArcSwapOption;
 use jsonwebtoken::Algorithm;
 use openidconnect::core::{CoreClient, CoreProviderMetadata};
 use openidconnect::{ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet};
-use serde::Deserialize;
+
 use tokio::sync::Mutex;
 
 pub use keys::{KeySet, VerificationKey};
@@ -25,8 +25,6 @@ pub use keys::{KeySet, VerificationKey};
 pub const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Shortest interval between two discovery attempts after a failure.
 const DISCOVERY_RETRY_INTERVAL: Duration = Duration::from_secs(2);
-/// Largest discovery or JWKS document accepted.
-const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
 /// The OpenID provider settings of an edge.
 #[derive(Debug, Clone)]
@@ -63,13 +61,6 @@ pub enum ProviderError {
     /// Discovery or the JWKS could not be fetched.
     #[error("the identity provider is unavailable: {0}")]
     Unavailable(String),
-}
-
-/// Discovery fields `openidconnect`'s core metadata does not carry.
-#[derive(Debug, Deserialize)]
-struct ExtraMetadata {
-    end_session_endpoint: Option<String>,
-    device_authorization_endpoint: Option<String>,
 }
 
 /// What discovery found.
@@ -133,16 +124,7 @@ impl IdentityProvider {
     }
 
     async fn fetch_json(&self, url: &str) -> Result<bytes::Bytes, ProviderError> {
-        let unavailable = |e: String| ProviderError::Unavailable(format!("{url}: {e}"));
-        let response = self.http.get(url).send().await.map_err(|e| unavailable(e.without_url().to_string()))?;
-        if !response.status().is_success() {
-            return Err(unavailable(format!("answered {}", response.status())));
-        }
-        let body = response.bytes().await.map_err(|e| unavailable(e.without_url().to_string()))?;
-        if body.len() > MAX_DOCUMENT_BYTES {
-            return Err(unavailable("document too large".into()));
-        }
-        Ok(body)
+        portcullis_oidc_discovery::fetch_bounded(&self.http, url).await.map_err(ProviderError::Unavailable)
     }
 
     /// Discovery, fetched once and then kept; retried after a failure.
@@ -159,22 +141,16 @@ impl IdentityProvider {
         }
         *last = Some(Instant::now());
         let issuer = self.settings.issuer.trim_end_matches('/');
-        let url = format!("{issuer}/.well-known/openid-configuration");
-        let body = self.fetch_json(&url).await?;
-        let bad = |e: String| ProviderError::Unavailable(format!("{url}: {e}"));
-        let metadata: CoreProviderMetadata = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-        // Discovery §4.3: the document's issuer is exactly the configured one.
-        if metadata.issuer().as_str().trim_end_matches('/') != issuer {
-            return Err(bad(format!("the document names issuer `{}`", metadata.issuer().as_str())));
-        }
-        let extra: ExtraMetadata = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-        let keys = KeySet::parse(&self.fetch_json(metadata.jwks_uri().as_str()).await?).map_err(bad)?;
+        let found =
+            portcullis_oidc_discovery::discover(&self.http, issuer).await.map_err(ProviderError::Unavailable)?;
+        let jwks_uri = found.metadata.jwks_uri().as_str();
+        let keys = KeySet::parse(&found.jwks).map_err(|e| ProviderError::Unavailable(format!("{jwks_uri}: {e}")))?;
         self.keys.store(Some(Arc::new(keys)));
         *self.last_key_fetch.lock().await = Some(Instant::now());
         let found = Arc::new(Discovered {
-            metadata,
-            end_session_endpoint: extra.end_session_endpoint,
-            device_authorization_endpoint: extra.device_authorization_endpoint,
+            metadata: found.metadata,
+            end_session_endpoint: found.end_session_endpoint,
+            device_authorization_endpoint: found.device_authorization_endpoint,
         });
         self.discovered.store(Some(Arc::clone(&found)));
         tracing::info!(issuer, "identity provider discovered");
