@@ -41,6 +41,17 @@ struct ExtraMetadata {
     device_authorization_endpoint: Option<String>,
 }
 
+/// The HTTP client for calls to a provider: 3 s to connect, 10 s a call,
+/// and no redirects followed (openidconnect's advice: SSRF).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
 /// GETs `url`: its body if the answer is 2xx and at most
 /// [`MAX_DOCUMENT_BYTES`]; otherwise a reason naming the URL.
 pub async fn fetch_bounded(http: &reqwest::Client, url: &str) -> Result<Bytes, String> {

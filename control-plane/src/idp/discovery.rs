@@ -47,13 +47,7 @@ pub struct Discovery {
 impl Discovery {
     /// Discovery of `issuer`; nothing is fetched yet.
     pub fn new(issuer: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            // openidconnect's advice: never follow redirects (SSRF).
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let http = portcullis_oidc_discovery::http_client();
         Self { issuer: issuer.to_owned(), http, cached: Mutex::new(Cached::default()) }
     }
 

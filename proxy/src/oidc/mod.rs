@@ -87,13 +87,7 @@ pub struct IdentityProvider {
 impl IdentityProvider {
     /// A provider for `settings`; nothing is fetched until first use.
     pub fn new(settings: OidcSettings) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            // openidconnect's advice: never follow redirects (SSRF).
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let http = portcullis_oidc_discovery::http_client();
         Self {
             settings,
             http,
