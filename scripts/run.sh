@@ -7,4 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -q -p portcullis
-exec "${CARGO_TARGET_DIR:-target}/release/portcullis" quickstart "$@"
+binary="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)/portcullis"
+echo "portcullis is $binary (put it on your PATH: cargo install --path cli --locked)" >&2
+exec "$binary" quickstart "$@"

@@ -174,7 +174,11 @@ impl Drop for ChildProcess {
 }
 
 fn spawn(name: &'static str, args: &[&str], env: &[(&str, String)], log: &Path) -> anyhow::Result<ChildProcess> {
-    let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    // Appended, not emptied: the logs of earlier runs stay (each run starts
+    // with a line saying so); readable by this user only (they name secrets' files).
+    let mut file = open_log(log).with_context(|| format!("cannot open {}", log.display()))?;
+    let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    std::io::Write::write_all(&mut file, format!("---- portcullis quickstart: {name} started {started}\n").as_bytes())?;
     let mut command = Command::new(std::env::current_exe().context("cannot find this program")?);
     command.args(args).stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
     for (key, value) in env {
@@ -182,6 +186,11 @@ fn spawn(name: &'static str, args: &[&str], env: &[(&str, String)], log: &Path) 
     }
     let child = command.spawn().with_context(|| format!("cannot start the {name}"))?;
     Ok(ChildProcess { name, child })
+}
+
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
 async fn wait_ready(
