@@ -143,13 +143,7 @@ impl ChannelTrust {
 /// `key` names the configuration key that lists `urls`.
 pub fn refuse_plain_http(key: &str, urls: &[String]) -> Result<(), ConfigError> {
     for url in urls.iter().filter(|u| u.starts_with("http://")) {
-        let loopback = match url::Url::parse(url).ok().as_ref().and_then(url::Url::host) {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-            None => false,
-        };
-        if !loopback {
+        if !portcullis_settings::is_loopback_url(url) {
             return Err(ConfigError::new(
                 key,
                 format!(

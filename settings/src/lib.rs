@@ -80,6 +80,18 @@ pub fn load<T: DeserializeOwned>(
     })
 }
 
+/// True when `url`'s host is loopback (`127.0.0.0/8`, `[::1]`, `localhost`):
+/// the one place plain HTTP is fine without `allow_plain_http`, for the
+/// edge's control-plane URLs and the control plane's login IdPs alike.
+pub fn is_loopback_url(url: &str) -> bool {
+    match url::Url::parse(url).ok().as_ref().and_then(url::Url::host) {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

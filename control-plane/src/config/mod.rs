@@ -362,18 +362,6 @@ fn http_url(key: &str, text: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// True for an `http://` URL whose host is 127.0.0.0/8, `[::1]` or `localhost`.
-fn loopback_url(url: &str) -> bool {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.split(':').next().unwrap_or_default(),
-    };
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 fn nonempty(key: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
     let value = value.unwrap_or_else(|| default.to_owned());
     if value.trim().is_empty() {
@@ -390,7 +378,7 @@ fn login_idps(raw: Vec<RawLoginIdp>, allow_plain_http: bool) -> Result<Vec<Login
         let issuer = entry.issuer.trim().to_owned();
         // The provider's keys decide who logs in: fetched over plain HTTP
         // from elsewhere, anyone on the path could sign sessions.
-        if !allow_plain_http && issuer.starts_with("http://") && !loopback_url(&issuer) {
+        if !allow_plain_http && issuer.starts_with("http://") && !portcullis_settings::is_loopback_url(&issuer) {
             return Err(error(
                 "login_idps",
                 format!(

@@ -150,9 +150,10 @@ fn login_idps_from_the_file_and_the_environment() {
     ];
     assert_eq!(load("", &allowed).unwrap().login.idps.len(), 1, "explicitly allowed");
     for local in ["http://localhost:9", "http://[::1]:9/realms/x", "http://u@127.0.0.2"] {
-        assert!(loopback_url(local), "{local}");
+        assert!(portcullis_settings::is_loopback_url(local), "{local}");
     }
-    assert!(!loopback_url("http://127.0.0.1.evil.example") && !loopback_url("http://localhost.evil.example"));
+    assert!(!portcullis_settings::is_loopback_url("http://127.0.0.1.evil.example"));
+    assert!(!portcullis_settings::is_loopback_url("http://localhost.evil.example"));
     for (bad, says) in [
         (r#"[{ issuer = "idp.example", audiences = ["e"] }]"#, "http://"),
         (r#"[{ issuer = "https://i", audiences = [] }]"#, "no client id"),

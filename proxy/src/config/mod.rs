@@ -163,7 +163,7 @@ impl EdgeConfig {
         let pinned = raw.stream_public_key.as_deref().filter(|k| !k.trim().is_empty());
         let plain_http = crate::channel_tls::refuse_plain_http(urls_key, &control_plane_urls);
         if raw.allow_plain_http != Some(true) {
-            plain_http.clone()?;
+            plain_http?;
         } else if plain_http.is_err() && pinned.is_none() {
             // Trust on first use over plain HTTP would take the stream key
             // from whoever answers first: they could sign any policy.
