@@ -27,13 +27,16 @@ pub mod idp;
 pub mod key_vault;
 pub mod metrics;
 pub mod model;
+pub mod outbox;
 pub mod portal;
 pub mod portal_cookie;
 pub mod receipt;
+pub mod relying_parties;
 pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod stream_key;
+pub mod termination;
 pub mod tls;
 
 pub use config::Config;

@@ -1,6 +1,11 @@
 //! Prometheus metrics of the control plane, served at `/metrics`.
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::model::Millis;
+use crate::store::Backlog;
 
 /// The control plane's metrics.
 pub struct Metrics {
@@ -15,6 +20,34 @@ pub struct Metrics {
     pub streams_cut: IntCounterVec,
     /// Latest change-log sequence seen here.
     pub head_seq: IntGauge,
+    /// Relying-party deliveries.
+    pub outbox: OutboxMetrics,
+}
+
+/// The outbox worker's metrics, per relying party.
+#[derive(Clone)]
+pub struct OutboxMetrics {
+    /// Attempts by relying party and outcome (applied, retry, failed, dead).
+    pub deliveries: IntCounterVec,
+    /// Seconds per attempt.
+    pub latency: HistogramVec,
+    /// Jobs waiting (pending or retrying).
+    pub pending: IntGaugeVec,
+    /// Age of the oldest waiting job, seconds.
+    pub oldest_age: IntGaugeVec,
+}
+
+impl OutboxMetrics {
+    /// Sets the backlog gauges (sinks without a backlog read 0).
+    pub fn record_backlog(&self, backlog: &[Backlog], now: Millis) {
+        self.pending.reset();
+        self.oldest_age.reset();
+        for sink in backlog {
+            self.pending.with_label_values(&[&sink.sink]).set(sink.pending as i64);
+            let age = sink.oldest_ms.map_or(0, |oldest| (now - oldest).max(0) / 1000);
+            self.oldest_age.with_label_values(&[&sink.sink]).set(age);
+        }
+    }
 }
 
 impl Metrics {
@@ -30,16 +63,40 @@ impl Metrics {
             IntCounterVec::new(Opts::new("edge_streams_cut_total", "edge streams ended by this replica"), &["reason"])
                 .expect("valid metric");
         let head_seq = IntGauge::new("change_log_head_seq", "latest change-log sequence").expect("valid metric");
+        let outbox = OutboxMetrics {
+            deliveries: IntCounterVec::new(
+                Opts::new("relying_party_deliveries_total", "relying-party delivery attempts by outcome"),
+                &["relying_party", "outcome"],
+            )
+            .expect("valid metric"),
+            latency: HistogramVec::new(
+                HistogramOpts::new("relying_party_delivery_seconds", "seconds per relying-party delivery attempt")
+                    .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["relying_party"],
+            )
+            .expect("valid metric"),
+            pending: IntGaugeVec::new(Opts::new("outbox_pending", "outbox jobs waiting"), &["relying_party"])
+                .expect("valid metric"),
+            oldest_age: IntGaugeVec::new(
+                Opts::new("outbox_oldest_pending_age_seconds", "age of the oldest waiting outbox job"),
+                &["relying_party"],
+            )
+            .expect("valid metric"),
+        };
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(changes.clone()),
             Box::new(streams.clone()),
             Box::new(streams_cut.clone()),
             Box::new(head_seq.clone()),
+            Box::new(outbox.deliveries.clone()),
+            Box::new(outbox.latency.clone()),
+            Box::new(outbox.pending.clone()),
+            Box::new(outbox.oldest_age.clone()),
         ] {
             registry.register(collector).expect("metrics register once");
         }
-        Self { registry, requests, changes, streams, streams_cut, head_seq }
+        Self { registry, requests, changes, streams, streams_cut, head_seq, outbox }
     }
 
     /// The text exposition format.

@@ -37,6 +37,9 @@ pub enum ServeError {
     /// A file the configuration names is unusable (the TLS certificate or key).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A relying party's credential could not be read.
+    #[error(transparent)]
+    RelyingParty(#[from] crate::relying_parties::settings::SecretError),
     /// A listener could not bind or failed.
     #[error("listener {address}: {source}")]
     Listen {
@@ -68,7 +71,11 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     if config.edge_secret.is_some() {
         tracing::warn!("edge_secret is set: edges holding it may enroll without a join token (quickstart only)");
     }
-    Ok(Arc::new(App::new(config, store, (authority, stream_key), feed, edge_trust)))
+    let relying_parties = crate::relying_parties::build(&config.relying_parties)?;
+    store.subscribe(crate::outbox::subscriptions(&relying_parties));
+    let app = Arc::new(App::new(config, Arc::clone(&store), (authority, stream_key), feed, edge_trust));
+    crate::outbox::spawn(store, relying_parties, app.metrics.outbox.clone());
+    Ok(app)
 }
 
 /// How often a replica checks whether another one changed the signing key.

@@ -43,6 +43,15 @@ pub const KEYS: &[(&str, &str)] = &[
          [{ issuer = \"https://idp.example\", audiences = [\"portcullis-edge\"] }]. Unset: every login is refused",
     ),
     (
+        "relying_parties",
+        "the services a termination also signs the user out of (README: Relying parties). A list of tables \
+         with `name`, `kind` (webhook, okta, entra, google, keycloak, auth0, slack), `on` (the actions that \
+         reach it: terminate_user (default), terminate_session, lock), `url`, the credential as `secret_file` \
+         or `secret_env` (never written in the file), the kind's own keys (`client_id`, `tenant`, `realm`, \
+         `token_url`, `admin_email`, `revoke_oauth_tokens`) and limits `concurrency` (4), `deadline_s` \
+         (86400: undelivered after this, a job is dead) and `timeout_ms` (10000)",
+    ),
+    (
         "login_clock_skew_s",
         "seconds of clock difference tolerated on ID-token times (exp, iat, auth_time) at session creation, \
          at most 300 (default 30)",

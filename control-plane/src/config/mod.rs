@@ -95,6 +95,8 @@ pub struct RawConfig {
     pub login_idps: Option<Vec<RawLoginIdp>>,
     /// See [`KEYS`].
     pub login_clock_skew_s: Option<u64>,
+    /// See [`KEYS`].
+    pub relying_parties: Option<Vec<crate::relying_parties::settings::RawRelyingParty>>,
 }
 
 /// One entry of `login_idps`, as written.
@@ -147,6 +149,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// What session creation accepts as proof of a login.
     pub login: LoginSettings,
+    /// The services a termination also signs the user out of.
+    pub relying_parties: Vec<crate::relying_parties::RelyingPartySettings>,
 }
 
 /// The identity providers whose ID tokens create sessions.
@@ -219,10 +223,10 @@ impl Config {
     /// Reads `file_text` (TOML, may be empty) and applies overrides from
     /// `env` (called with names such as `PORTCULLIS_LISTEN`).
     pub fn load(file_text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::validate(portcullis_settings::load(file_text, KEYS, env)?)
+        Self::validate(portcullis_settings::load(file_text, KEYS, &env)?, &env)
     }
 
-    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+    fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let address = |key: &str, value: Option<String>, default: &str| -> Result<SocketAddr, ConfigError> {
             let text = value.unwrap_or_else(|| default.to_owned());
             text.parse().map_err(|_| error(key, format!("expected an address such as 127.0.0.1:7400, found `{text}`")))
@@ -306,7 +310,13 @@ impl Config {
             idps: login_idps(raw.login_idps.unwrap_or_default(), raw.allow_plain_http == Some(true))?,
             clock_skew_s: login_clock_skew_s,
         };
+        let relying_parties = crate::relying_parties::settings::validate(
+            raw.relying_parties.unwrap_or_default(),
+            raw.allow_plain_http == Some(true),
+            env,
+        )?;
         Ok(Self {
+            relying_parties,
             issuer,
             public_url,
             portal,

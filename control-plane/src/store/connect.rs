@@ -37,6 +37,8 @@ pub struct SqlStore {
     /// The newest change sequence this process committed (see
     /// [`SqlStore::commit_change`]); what wakes this replica's edge streams.
     pub(crate) committed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Which outbox sinks hear of which actions.
+    pub(crate) outbox: std::sync::Arc<super::outbox::OutboxRouting>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -67,7 +69,15 @@ impl SqlStore {
                 writer.execute("PRAGMA journal_mode=WAL").await?;
                 SQLITE_MIGRATIONS.run(&writer).await?;
                 let reader = sqlite_pool(&url, 4).await?;
-                Self { writer, reader, backend, url, terminations: Default::default(), committed: Default::default() }
+                Self {
+                    writer,
+                    reader,
+                    backend,
+                    url,
+                    terminations: Default::default(),
+                    committed: Default::default(),
+                    outbox: Default::default(),
+                }
             }
             Backend::Postgres => {
                 let options = AnyConnectOptions::from_str(url)?;
@@ -92,6 +102,7 @@ impl SqlStore {
                     url: url.to_owned(),
                     terminations: Default::default(),
                     committed: Default::default(),
+                    outbox: Default::default(),
                 }
             }
         };

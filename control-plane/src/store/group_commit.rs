@@ -13,9 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use portcullis_policy::UserRef;
 
 use super::sessions::{end_session_in, EndedSession};
-use super::users::demand_reauthentication;
-use super::{Backend, SqlStore, StoreError, StoreResult};
+use super::users::{demand_reauthentication, user_key};
+use super::{SqlStore, StoreError, StoreResult};
 use crate::model::{Actor, Millis};
+use crate::termination::Action;
 
 /// Most terminations committed together.
 const MAX_BATCH: usize = 128;
@@ -97,37 +98,58 @@ async fn commit_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Termina
 async fn commit(store: &SqlStore, batch: &[Termination]) -> StoreResult<Vec<StoreResult<Option<u64>>>> {
     let mut tx = store.begin_change().await?;
     let mut results = Vec::with_capacity(batch.len());
+    let mut enqueued = false;
     for termination in batch {
-        results.push(terminate_in(&mut tx, store.backend, termination).await?);
+        let (result, jobs) = terminate_in(&mut tx, store, termination).await?;
+        results.push(result);
+        enqueued |= jobs;
     }
     let newest = results.iter().filter_map(|r| r.as_ref().ok().copied().flatten()).max();
     store.commit_change(tx, newest).await?;
+    if enqueued {
+        store.outbox.wake();
+    }
     Ok(results)
 }
 
+/// One termination in the batch's transaction: its outcome, and whether it
+/// enqueued outbox jobs (an admin's termination signs the user out of the
+/// relying parties that follow `terminate_session`).
 async fn terminate_in(
     tx: &mut Transaction<'static, Any>,
-    backend: Backend,
+    store: &SqlStore,
     t: &Termination,
-) -> StoreResult<StoreResult<Option<u64>>> {
+) -> StoreResult<(StoreResult<Option<u64>>, bool)> {
     let Some(row) = sqlx::query("SELECT ended_ms, expires_ms, email FROM sessions WHERE id = $1")
         .bind(&t.id)
         .fetch_optional(&mut **tx)
         .await?
     else {
-        return Ok(Err(StoreError::NotFound));
+        return Ok((Err(StoreError::NotFound), false));
     };
     if row.try_get::<Option<i64>, _>("ended_ms")?.is_some() {
-        return Ok(Ok(None));
+        return Ok((Ok(None), false));
     }
     if t.id.parse::<portcullis_policy::SessionId>().is_err() {
-        return Ok(Err(StoreError::Corrupt(format!("session id {}", t.id))));
+        return Ok((Err(StoreError::Corrupt(format!("session id {}", t.id))), false));
     }
+    let email: String = row.try_get("email")?;
     if t.by == EndedBy::Admin {
-        let email: String = row.try_get("email")?;
         demand_reauthentication(tx, &UserRef::email(&email), t.now).await?;
     }
     let ended = EndedSession { id: &t.id, expires_ms: row.try_get("expires_ms")?, reason: &t.reason };
-    let seq = end_session_in(tx, backend, &ended, "session.terminate", &t.actor, t.now).await?;
-    Ok(Ok(Some(seq)))
+    let seq = end_session_in(tx, store.backend, &ended, "session.terminate", &t.actor, t.now).await?;
+    let mut enqueued = false;
+    if t.by == EndedBy::Admin {
+        let event = crate::termination::Termination {
+            action: Action::TerminateSession,
+            user: user_key(&UserRef::email(&email)),
+            email: Some(email),
+            session_id: Some(t.id.clone()),
+            reason: t.reason.clone(),
+            at_ms: t.now,
+        };
+        enqueued = store.enqueue_termination(tx, &event, seq).await?;
+    }
+    Ok((Ok(Some(seq)), enqueued))
 }

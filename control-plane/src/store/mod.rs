@@ -12,6 +12,7 @@ mod connect;
 mod edge_identity;
 mod edges;
 mod group_commit;
+mod outbox;
 mod policy;
 mod portal;
 mod rows;
@@ -30,6 +31,7 @@ pub use connect::{Backend, SqlStore};
 pub use edge_identity::{
     EdgeCredential, EdgeIdentityStore, EnrollRefusal, EnrolledVia, JoinTokenRecord, NewEnrollment, EDGES_CHANNEL,
 };
+pub use outbox::{Backlog, Finish, JobState, NewJob, OutboxJob, OutboxStore, Subscription};
 pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
 
 use crate::model::{
@@ -379,6 +381,7 @@ pub trait Store:
     + EdgeStore
     + EdgeIdentityStore
     + PortalStore
+    + OutboxStore
 {
 }
 
@@ -392,5 +395,6 @@ impl<T> Store for T where
         + EdgeStore
         + EdgeIdentityStore
         + PortalStore
+        + OutboxStore
 {
 }

@@ -16,6 +16,7 @@ use super::{
     StoreResult,
 };
 use crate::model::{Actor, Millis, SessionRecord};
+use crate::termination::{Action, Termination};
 
 /// Reason recorded on sessions ended to respect a route's session limit.
 const REPLACED_REASON: &str = "ended by a newer login (session limit of the route)";
@@ -315,7 +316,19 @@ impl SessionStore for SqlStore {
         let change = Change::TerminateUser { user: user.clone(), revoked_before_ms };
         let seq = append_change(&mut tx, self.backend, change, now).await?;
         insert_audit(&mut tx, "user.terminate", &user_key(user), reason, actor, now, Some(seq)).await?;
+        let termination = Termination {
+            action: Action::TerminateUser,
+            user: user_key(user),
+            email: known_email(&mut tx, user).await?,
+            session_id: None,
+            reason: reason.to_owned(),
+            at_ms: now,
+        };
+        let enqueued = self.enqueue_termination(&mut tx, &termination, seq).await?;
         self.commit_change(tx, Some(seq)).await?;
+        if enqueued {
+            self.outbox.wake();
+        }
         Ok((seq, ended))
     }
 
@@ -374,5 +387,18 @@ impl SessionStore for SqlStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// The user's email: the reference's own, or the newest session's of a subject.
+pub(crate) async fn known_email(tx: &mut Transaction<'static, Any>, user: &UserRef) -> StoreResult<Option<String>> {
+    match user {
+        UserRef::Email(email) => Ok(Some(email.to_ascii_lowercase())),
+        UserRef::Subject(subject) => {
+            Ok(sqlx::query_scalar("SELECT email FROM sessions WHERE subject = $1 ORDER BY created_ms DESC LIMIT 1")
+                .bind(subject.to_string())
+                .fetch_optional(&mut **tx)
+                .await?)
+        }
     }
 }

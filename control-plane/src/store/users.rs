@@ -5,8 +5,10 @@ use portcullis_policy::snapshot::Lock;
 use portcullis_policy::{Change, UserRef};
 
 use super::changes::{append_change, insert_audit};
+use super::sessions::known_email;
 use super::{SqlStore, StoreResult, UserStore};
 use crate::model::{Actor, Millis};
+use crate::termination::{Action, Termination};
 
 /// The `users.user_key` of a user reference.
 pub(crate) fn user_key(user: &UserRef) -> String {
@@ -50,7 +52,19 @@ impl UserStore for SqlStore {
         let lock = Lock { until: until_s, reason: reason.to_owned() };
         let seq = append_change(&mut tx, self.backend, Change::LockUser { user: user.clone(), lock }, now).await?;
         insert_audit(&mut tx, "user.lock", &user_key(user), reason, actor, now, Some(seq)).await?;
+        let termination = Termination {
+            action: Action::Lock,
+            user: user_key(user),
+            email: known_email(&mut tx, user).await?,
+            session_id: None,
+            reason: reason.to_owned(),
+            at_ms: now,
+        };
+        let enqueued = self.enqueue_termination(&mut tx, &termination, seq).await?;
         self.commit_change(tx, Some(seq)).await?;
+        if enqueued {
+            self.outbox.wake();
+        }
         Ok(seq)
     }
 

@@ -1,0 +1,151 @@
+//! The outbox worker: delivers the jobs actions committed (see
+//! `store::OutboxStore`) to their relying parties, one task per relying
+//! party with at most `concurrency` deliveries in flight on this replica.
+//!
+//! A job is claimed under a lease longer than a delivery can take; the
+//! result is recorded with the lease's token. A replica killed mid-delivery
+//! leaves its lease to expire and the job is delivered again, with the same
+//! id as its idempotency key: at least once, never lost. Failures are
+//! retried with backoff ([`backoff`]) or the receiver's `Retry-After`, until
+//! the job's deadline makes it dead; a refusal fails it at once. Both wait
+//! for an admin's retry.
+
+pub mod backoff;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+
+use crate::metrics::OutboxMetrics;
+use crate::model::{now_ms, Millis};
+use crate::relying_parties::{Delivery, RelyingParty};
+use crate::store::{Finish, OutboxJob, OutboxStore, SqlStore, Subscription};
+use crate::termination::Termination;
+
+/// How often a worker looks for due jobs when nothing woke it (jobs
+/// committed by other replicas, retries coming due).
+pub const POLL: Duration = Duration::from_millis(500);
+/// Added to the longest a delivery can take to make its lease.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// Requests a connector makes at most for one job (token, lookup, sign-out).
+const REQUESTS_PER_DELIVERY: u32 = 3;
+/// How often the backlog gauges are refreshed.
+const BACKLOG_PERIOD: Duration = Duration::from_secs(5);
+
+/// The subscriptions the store routes actions with.
+pub fn subscriptions(parties: &[RelyingParty]) -> Vec<Subscription> {
+    parties
+        .iter()
+        .map(|rp| Subscription {
+            sink: rp.settings.name.clone(),
+            actions: rp.settings.on.clone(),
+            deadline_ms: Millis::try_from(rp.settings.deadline.as_millis()).unwrap_or(Millis::MAX),
+        })
+        .collect()
+}
+
+/// Starts one delivery task per relying party, and the backlog gauges.
+pub fn spawn(store: Arc<SqlStore>, parties: Vec<RelyingParty>, metrics: OutboxMetrics) {
+    if parties.is_empty() {
+        return;
+    }
+    for rp in parties {
+        tokio::spawn(deliver_forever(Arc::clone(&store), rp, metrics.clone()));
+    }
+    tokio::spawn(async move {
+        loop {
+            match store.backlog().await {
+                Ok(backlog) => metrics.record_backlog(&backlog, now_ms()),
+                Err(error) => tracing::warn!(%error, "outbox backlog unreadable"),
+            }
+            tokio::time::sleep(BACKLOG_PERIOD).await;
+        }
+    });
+}
+
+async fn deliver_forever(store: Arc<SqlStore>, rp: RelyingParty, metrics: OutboxMetrics) {
+    let name = rp.settings.name.clone();
+    let permits = Arc::new(Semaphore::new(rp.settings.concurrency as usize));
+    let finished = Arc::new(Notify::new());
+    let mut committed = store.outbox_signal();
+    let lease = rp.settings.timeout * REQUESTS_PER_DELIVERY + LEASE_MARGIN;
+    let lease_ms = Millis::try_from(lease.as_millis()).unwrap_or(Millis::MAX);
+    tracing::info!(relying_party = %name, concurrency = rp.settings.concurrency, "outbox worker started");
+    loop {
+        let free = permits.available_permits();
+        let mut claimed = 0;
+        if free > 0 {
+            match store.claim_jobs(&name, free as u32, lease_ms, now_ms()).await {
+                Ok(jobs) => {
+                    claimed = jobs.len();
+                    for job in jobs {
+                        let permit = Arc::clone(&permits).acquire_owned().await.expect("the semaphore is never closed");
+                        let (store, rp, metrics, finished) =
+                            (Arc::clone(&store), rp.clone(), metrics.clone(), Arc::clone(&finished));
+                        tokio::spawn(async move {
+                            attempt(&*store, &rp, job, &metrics).await;
+                            drop(permit);
+                            finished.notify_one();
+                        });
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(relying_party = %name, %error, "outbox jobs could not be claimed; trying again");
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+        if free > 0 && claimed == free {
+            continue; // every slot was filled: more may be due
+        }
+        tokio::select! {
+            _ = committed.changed() => {}
+            _ = finished.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// One delivery attempt of `job`, recorded with its lease.
+pub async fn attempt(store: &dyn OutboxStore, rp: &RelyingParty, job: OutboxJob, metrics: &OutboxMetrics) {
+    let name = rp.settings.name.as_str();
+    let started = Instant::now();
+    let delivery = match serde_json::from_str::<Termination>(&job.event) {
+        Ok(event) => rp.connector.deliver(&event, &job.id).await,
+        Err(error) => Delivery::Failed { error: format!("the job's event does not decode: {error}") },
+    };
+    metrics.latency.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
+    let now = now_ms();
+    let finish = match delivery {
+        Delivery::Applied { detail } => Finish::Applied { detail },
+        Delivery::Failed { error } => Finish::Failed { error },
+        Delivery::Retry { error, after } => {
+            let wait = backoff::delay(job.attempts, after, &mut rand::thread_rng());
+            let at_ms = now.saturating_add(Millis::try_from(wait.as_millis()).unwrap_or(Millis::MAX));
+            if at_ms > job.deadline_ms {
+                Finish::Dead { error }
+            } else {
+                Finish::Retry { error, at_ms }
+            }
+        }
+    };
+    let outcome = match &finish {
+        Finish::Applied { .. } => "applied",
+        Finish::Retry { .. } => "retry",
+        Finish::Failed { .. } => "failed",
+        Finish::Dead { .. } => "dead",
+    };
+    metrics.deliveries.with_label_values(&[name, outcome]).inc();
+    match store.finish_job(&job, &finish, now).await {
+        Ok(true) => {
+            tracing::info!(relying_party = name, job = %job.id, attempt = job.attempts, result = %finish.summary(), "outbox delivery")
+        }
+        Ok(false) => {
+            tracing::warn!(relying_party = name, job = %job.id, "outbox delivery outlived its lease; another attempt owns the job")
+        }
+        Err(error) => {
+            tracing::error!(relying_party = name, job = %job.id, %error, "outbox result not recorded; the job is delivered again when its lease ends")
+        }
+    }
+}
