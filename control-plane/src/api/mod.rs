@@ -2,6 +2,7 @@
 //! all use, plus `/healthz`, `/readyz`, `/metrics` and the OpenAPI document.
 
 pub mod auth;
+mod deliveries;
 mod edges;
 mod explain;
 pub mod keys;
@@ -66,7 +67,7 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
 /// The OpenAPI document of the admin API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portcullis control plane", description = "Admin API: sessions, users, policy, tokens, audit, edges."),
+    info(title = "Portcullis control plane", description = "Admin API: sessions, users, policy, tokens, audit, edges, relying-party deliveries."),
     paths(
         sessions::list, sessions::get_one, sessions::terminate,
         users::terminate, users::lock_status, users::lock, users::unlock,
@@ -76,6 +77,7 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
         trail::audit, keys::rotate, keys::list, keys::revoke,
         keys::stream_key, portal_sessions::list, portal_sessions::end,
         edges::list, edges::create_join_token, edges::revoke,
+        deliveries::list, deliveries::retry,
     ),
     components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
     modifiers(&BearerAuth)
@@ -119,6 +121,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/portal-sessions/{id}/end", post(portal_sessions::end))
         .route("/stream-key", get(keys::stream_key))
         .route("/audit", get(trail::audit))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{id}/retry", post(deliveries::retry))
         .route("/edges", get(edges::list))
         .route("/edges/join-tokens", post(edges::create_join_token))
         .route("/edges/{id}/revoke", post(edges::revoke))

@@ -42,6 +42,7 @@ mod edges;
 mod fixtures;
 mod harness;
 mod injection;
+mod outbox;
 mod sessions;
 mod stream_keys;
 mod terminate;

@@ -1,0 +1,149 @@
+//! The outbox: a termination's relying-party jobs commit with it, a claim
+//! holds a fenced lease, an expired lease is claimed again (the same job id,
+//! so the same idempotency key), and concurrent claimers never share a job.
+
+use std::collections::HashSet;
+
+use portcullis_control_plane::model::Millis;
+use portcullis_control_plane::store::{
+    Finish, JobState, OutboxStore, SessionStore, SqlStore, Subscription, UserStore,
+};
+use portcullis_control_plane::termination::{Action, Termination};
+use portcullis_policy::UserRef;
+
+use crate::fixtures::{actor, create, login, sid, T0};
+
+const DAY: Millis = 86_400_000;
+const LEASE: Millis = 60_000;
+
+fn subscribe(store: &SqlStore) {
+    store.subscribe(vec![
+        Subscription { sink: "okta".into(), actions: vec![Action::TerminateUser, Action::Lock], deadline_ms: DAY },
+        Subscription { sink: "slack".into(), actions: vec![Action::TerminateUser], deadline_ms: DAY },
+        Subscription { sink: "hook".into(), actions: vec![Action::TerminateSession], deadline_ms: DAY },
+    ]);
+}
+
+store_tests!(
+    jobs_commit_with_the_action,
+    an_expired_lease_is_claimed_again_and_fences_the_old_holder,
+    retries_and_failures_are_recorded_and_retried_by_hand,
+    concurrent_claims_never_share_a_job,
+);
+
+async fn jobs_commit_with_the_action(store: SqlStore) {
+    subscribe(&store);
+    create(&store, login(&sid(1), "sub-bob", "Bob@Corp.example", "app"), T0).await;
+    let (seq, _) =
+        store.terminate_user(&UserRef::subject("sub-bob"), "stolen laptop", &actor(), T0 + 1).await.unwrap();
+    let jobs = store.jobs_of_change(seq).await.unwrap();
+    let sinks: Vec<&str> = jobs.iter().map(|j| j.sink.as_str()).collect();
+    assert_eq!(sinks, ["okta", "slack"], "terminate_user reaches the sinks that follow it, only those");
+    let event: Termination = serde_json::from_str(&jobs[0].event).unwrap();
+    assert_eq!(
+        event,
+        Termination {
+            action: Action::TerminateUser,
+            user: "sub:sub-bob".into(),
+            email: Some("bob@corp.example".into()),
+            session_id: None,
+            reason: "stolen laptop".into(),
+            at_ms: T0 + 1,
+        },
+        "a subject-only termination carries the email the user logged in with"
+    );
+    assert!(jobs.iter().all(|j| j.state == JobState::Pending && j.attempts == 0 && j.deadline_ms == T0 + 1 + DAY));
+
+    create(&store, login(&sid(2), "sub-eve", "eve@corp.example", "app"), T0).await;
+    let seq = store.terminate_session(&sid(2), "odd", &actor(), T0 + 2).await.unwrap().unwrap();
+    let jobs = store.jobs_of_change(seq).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let event: Termination = serde_json::from_str(&jobs[0].event).unwrap();
+    assert_eq!((jobs[0].sink.as_str(), event.session_id.as_deref()), ("hook", Some(sid(2).as_str())));
+
+    // A logout is not an admin's termination: nobody else hears of it.
+    create(&store, login(&sid(3), "sub-eve", "eve@corp.example", "app"), T0 + 3).await;
+    let seq = store.end_session_at_logout(&sid(3), "logout", &actor(), T0 + 4).await.unwrap().unwrap();
+    assert!(store.jobs_of_change(seq).await.unwrap().is_empty());
+
+    let seq = store.lock_user(&UserRef::email("eve@corp.example"), "hold", None, &actor(), T0 + 5).await.unwrap();
+    let jobs = store.jobs_of_change(seq).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.sink.as_str()).collect::<Vec<_>>(), ["okta"]);
+}
+
+async fn an_expired_lease_is_claimed_again_and_fences_the_old_holder(store: SqlStore) {
+    subscribe(&store);
+    store.terminate_user(&UserRef::email("bob@corp.example"), "r", &actor(), T0).await.unwrap();
+    let first = store.claim_jobs("okta", 10, LEASE, T0 + 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempts, 1);
+    assert!(store.claim_jobs("okta", 10, LEASE, T0 + 20).await.unwrap().is_empty(), "a held lease is not claimed");
+
+    // The holder dies; its lease runs out; the job is claimed again, same id.
+    let second = store.claim_jobs("okta", 10, LEASE, T0 + 10 + LEASE).await.unwrap();
+    assert_eq!((second.len(), second[0].id.as_str(), second[0].attempts), (1, first[0].id.as_str(), 2));
+    assert_ne!(first[0].lease_token, second[0].lease_token);
+
+    let applied = Finish::Applied { detail: None };
+    assert!(!store.finish_job(&first[0], &applied, T0 + LEASE + 30).await.unwrap(), "a lost lease records nothing");
+    assert_eq!(store.get_job(&first[0].id).await.unwrap().unwrap().state, JobState::Pending);
+    assert!(store.finish_job(&second[0], &applied, T0 + LEASE + 40).await.unwrap());
+    let job = store.get_job(&first[0].id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.finished_ms, job.in_flight), (JobState::Applied, Some(T0 + LEASE + 40), false));
+    assert!(store.claim_jobs("okta", 10, LEASE, T0 + 10 * LEASE).await.unwrap().is_empty(), "applied is final");
+}
+
+async fn retries_and_failures_are_recorded_and_retried_by_hand(store: SqlStore) {
+    subscribe(&store);
+    store.terminate_user(&UserRef::email("bob@corp.example"), "r", &actor(), T0).await.unwrap();
+    let job = store.claim_jobs("slack", 1, LEASE, T0).await.unwrap().remove(0);
+    let retry = Finish::Retry { error: "429 Too Many Requests".into(), at_ms: T0 + 30_000 };
+    assert!(store.finish_job(&job, &retry, T0 + 5).await.unwrap());
+    assert!(store.claim_jobs("slack", 1, LEASE, T0 + 29_999).await.unwrap().is_empty(), "not before its time");
+    let job = store.claim_jobs("slack", 1, LEASE, T0 + 30_000).await.unwrap().remove(0);
+    assert_eq!((job.attempts, job.last_error.as_deref()), (2, Some("429 Too Many Requests")));
+    let failed = Finish::Failed { error: "invalid_auth".into() };
+    assert!(store.finish_job(&job, &failed, T0 + 30_010).await.unwrap());
+    assert!(store.claim_jobs("slack", 1, LEASE, T0 + DAY).await.unwrap().is_empty(), "failed waits for an admin");
+
+    let audit = crate::fixtures::last_audit(&store, "relying_party.delivery").await;
+    assert!(audit.reason.contains("attempt 2") && audit.reason.contains("failed: invalid_auth"), "{}", audit.reason);
+
+    let later = T0 + 2 * DAY;
+    let retried = store.retry_job(&job.id, &actor(), later).await.unwrap().expect("a failed job can be retried");
+    assert_eq!((retried.state, retried.deadline_ms), (JobState::Pending, later + DAY));
+    assert!(store.retry_job(&job.id, &actor(), later).await.unwrap().is_none(), "a pending job is not retried twice");
+    assert_eq!(store.claim_jobs("slack", 1, LEASE, later).await.unwrap().len(), 1);
+    assert_eq!(crate::fixtures::last_audit(&store, "relying_party.retry").await.actor, "token:ops");
+}
+
+async fn concurrent_claims_never_share_a_job(store: SqlStore) {
+    subscribe(&store);
+    for n in 0..40 {
+        store.terminate_user(&UserRef::email(&format!("u{n}@corp.example")), "r", &actor(), T0 + n).await.unwrap();
+    }
+    let claimers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let jobs = store.claim_jobs("okta", 3, LEASE, T0 + 100).await.unwrap();
+                    if jobs.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(jobs.into_iter().map(|j| j.id));
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for claimer in claimers {
+        for id in claimer.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id.clone()), "job {id} was claimed twice");
+        }
+    }
+    assert_eq!((total, seen.len()), (40, 40));
+}
