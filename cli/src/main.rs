@@ -9,6 +9,7 @@ mod audit_cmd;
 mod config_file;
 mod connect_cmd;
 mod control_plane_cmd;
+mod deliveries_cmd;
 mod edge_cmd;
 mod edges_cmd;
 mod keys_cmd;
@@ -51,6 +52,9 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Edges: list them (connected, stale, revoked), make join tokens, revoke (admin API).
     Edges(edges_cmd::EdgesArgs),
+    /// Sign-outs sent to relying parties (Okta, Slack, webhooks…): list, retry (admin API).
+    #[command(subcommand)]
+    Deliveries(deliveries_cmd::DeliveriesCommand),
     /// Session-signing keys: list, rotate, revoke a leaked one (admin API).
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit_cmd::audit(args),
         Command::Edges(args) => edges_cmd::run(args),
         Command::Keys(command) => keys_cmd::run(command),
+        Command::Deliveries(command) => deliveries_cmd::run(command),
         Command::Connect(args) => connect_cmd::run(args),
         Command::Quickstart(args) => quickstart::run(args),
         Command::DemoApp(args) => quickstart::demo_app::run(args),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use portcullis_control_plane::model::SessionView;
-use portcullis_control_plane::receipt::Receipt;
+use portcullis_control_plane::receipt::{Receipt, RelyingPartyOutcome};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -168,6 +168,29 @@ fn path_segment(id: &str) -> anyhow::Result<&str> {
 
 /// One line saying how far a change has reached the edges.
 pub fn receipt_line(r: &Receipt) -> String {
+    let mut text = edges_line(r);
+    for rp in &r.relying_parties {
+        text.push('\n');
+        text.push_str(&relying_party_line(rp));
+    }
+    text
+}
+
+/// One relying party's line of a receipt.
+pub fn relying_party_line(rp: &RelyingPartyOutcome) -> String {
+    let said = match (&rp.error, &rp.detail) {
+        (_, Some(detail)) if rp.state == "applied" => format!(": {detail}"),
+        (Some(error), _) if rp.state != "applied" => format!(": {error}"),
+        _ => String::new(),
+    };
+    let next = rp.next_attempt_at.as_deref().map(|at| format!(", next attempt at {at}")).unwrap_or_default();
+    format!(
+        "  relying party {}: {} after {} attempt(s){said}{next} (delivery {})",
+        rp.relying_party, rp.state, rp.attempts, rp.job
+    )
+}
+
+fn edges_line(r: &Receipt) -> String {
     let change = r.seq.map_or_else(|| "no change".to_owned(), |s| format!("change {s}"));
     let closed = match r.connections_closed {
         1 => "1 live connection closed".to_owned(),
@@ -204,7 +227,31 @@ mod tests {
             edges_total: total,
             connections_closed: 3,
             elapsed_ms: 12,
+            relying_parties: Vec::new(),
         }
+    }
+
+    #[test]
+    fn each_relying_party_gets_a_line() {
+        let mut r = receipt(true, 1, 1);
+        r.relying_parties.push(RelyingPartyOutcome {
+            relying_party: "okta".into(),
+            job: "j1".into(),
+            state: "retrying".into(),
+            attempts: 1,
+            error: Some("429 Too Many Requests: slow down".into()),
+            detail: None,
+            finished_at: None,
+            next_attempt_at: Some("2026-12-02T15:00:01.000Z".into()),
+        });
+        let text = receipt_line(&r);
+        assert_eq!(
+            text.lines().nth(1),
+            Some(
+                "  relying party okta: retrying after 1 attempt(s): 429 Too Many Requests: slow down, next attempt at \
+                 2026-12-02T15:00:01.000Z (delivery j1)"
+            )
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod postgres;
 mod quickstart;
 mod reauth;
 mod relogin;
+mod relying_parties;
 mod replicas;
 mod signing_keys;
 mod ssh;

@@ -87,9 +87,7 @@ pub async fn list(
         Some("failed") => Some(JobState::Failed),
         Some("dead") => Some(JobState::Dead),
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "`state` is pending, applied, failed or dead, not `{other}`"
-            )))
+            return Err(ApiError::bad_request(format!("`state` is pending, applied, failed or dead, not `{other}`")))
         }
     };
     let limit = query.limit.unwrap_or(100);
@@ -119,7 +117,10 @@ pub async fn retry(
         Some(job) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_retryable",
-            format!("delivery `{id}` is {}; only failed or dead deliveries are retried", RelyingPartyOutcome::of(&job).state),
+            format!(
+                "delivery `{id}` is {}; only failed or dead deliveries are retried",
+                RelyingPartyOutcome::of(&job).state
+            ),
         )),
     }
 }

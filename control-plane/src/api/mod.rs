@@ -2,7 +2,7 @@
 //! all use, plus `/healthz`, `/readyz`, `/metrics` and the OpenAPI document.
 
 pub mod auth;
-mod deliveries;
+pub mod deliveries;
 mod edges;
 mod explain;
 pub mod keys;

@@ -26,8 +26,9 @@ use crate::termination::Termination;
 /// How often a worker looks for due jobs when nothing woke it (jobs
 /// committed by other replicas, retries coming due).
 pub const POLL: Duration = Duration::from_millis(500);
-/// Added to the longest a delivery can take to make its lease.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// Added to the longest a delivery can take to make its lease (covers clock
+/// differences between replicas, which compare leases with their own clocks).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Requests a connector makes at most for one job (token, lookup, sign-out).
 const REQUESTS_PER_DELIVERY: u32 = 3;
 /// How often the backlog gauges are refreshed.

@@ -5,9 +5,7 @@
 use std::collections::HashSet;
 
 use portcullis_control_plane::model::Millis;
-use portcullis_control_plane::store::{
-    Finish, JobState, OutboxStore, SessionStore, SqlStore, Subscription, UserStore,
-};
+use portcullis_control_plane::store::{Finish, JobState, OutboxStore, SessionStore, SqlStore, Subscription, UserStore};
 use portcullis_control_plane::termination::{Action, Termination};
 use portcullis_policy::UserRef;
 
@@ -34,8 +32,7 @@ store_tests!(
 async fn jobs_commit_with_the_action(store: SqlStore) {
     subscribe(&store);
     create(&store, login(&sid(1), "sub-bob", "Bob@Corp.example", "app"), T0).await;
-    let (seq, _) =
-        store.terminate_user(&UserRef::subject("sub-bob"), "stolen laptop", &actor(), T0 + 1).await.unwrap();
+    let (seq, _) = store.terminate_user(&UserRef::subject("sub-bob"), "stolen laptop", &actor(), T0 + 1).await.unwrap();
     let jobs = store.jobs_of_change(seq).await.unwrap();
     let sinks: Vec<&str> = jobs.iter().map(|j| j.sink.as_str()).collect();
     assert_eq!(sinks, ["okta", "slack"], "terminate_user reaches the sinks that follow it, only those");
