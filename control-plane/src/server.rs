@@ -74,7 +74,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     let relying_parties = crate::relying_parties::build(&config.relying_parties)?;
     store.subscribe(crate::outbox::subscriptions(&relying_parties));
     let app = Arc::new(App::new(config, Arc::clone(&store), (authority, stream_key), feed, edge_trust));
-    crate::outbox::spawn(store, relying_parties, app.metrics.outbox.clone());
+    let sinks = relying_parties.into_iter().map(crate::outbox::SinkWorker::relying_party).collect();
+    crate::outbox::spawn(store, sinks, app.metrics.outbox.clone());
     Ok(app)
 }
 

@@ -17,7 +17,26 @@ pub enum Action {
     Lock,
 }
 
+/// CAEP (OpenID Continuous Access Evaluation Profile 1.0): a session ended.
+pub const CAEP_SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+/// RISC (OpenID RISC Profile 1.0): every session of the account ended.
+pub const RISC_SESSIONS_REVOKED: &str = "https://schemas.openid.net/secevent/risc/event-type/sessions-revoked";
+/// RISC: the account was disabled (a lock).
+pub const RISC_ACCOUNT_DISABLED: &str = "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+/// SSF 1.0: a verification event, on a receiver's request.
+pub const SSF_VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
+
 impl Action {
+    /// The Shared Signals event types this action is told as, in order of
+    /// preference (a stream gets each it asked for).
+    pub fn ssf_event_types(self) -> &'static [&'static str] {
+        match self {
+            Self::TerminateSession => &[CAEP_SESSION_REVOKED],
+            Self::TerminateUser => &[RISC_SESSIONS_REVOKED, CAEP_SESSION_REVOKED],
+            Self::Lock => &[RISC_ACCOUNT_DISABLED],
+        }
+    }
+
     /// The name used in configuration, events and the API.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,10 +4,12 @@
 -- delivered by a worker with retries. A job is claimed with a lease
 -- (lease_token, lease_until_ms): a replica that dies mid-delivery leaves a
 -- lease that expires, and the job is delivered again with the same id, which
--- is also the idempotency key the receiver sees.
+-- is also the idempotency key the receiver sees. `target` narrows the sink
+-- (an SSF stream id for the SSF transmitter's jobs).
 CREATE TABLE outbox (
     id              TEXT PRIMARY KEY,
     sink            TEXT NOT NULL,
+    target          TEXT,
     event           TEXT NOT NULL,
     user_key        TEXT,
     seq             INTEGER,

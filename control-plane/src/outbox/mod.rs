@@ -1,6 +1,7 @@
 //! The outbox worker: delivers the jobs actions committed (see
-//! `store::OutboxStore`) to their relying parties, one task per relying
-//! party with at most `concurrency` deliveries in flight on this replica.
+//! `store::OutboxStore`) to their sinks — each configured relying party,
+//! and the SSF transmitter's push streams — one task per sink with at most
+//! `concurrency` deliveries in flight on this replica.
 //!
 //! A job is claimed under a lease longer than a delivery can take; the
 //! result is recorded with the lease's token. A replica killed mid-delivery
@@ -19,9 +20,56 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::metrics::OutboxMetrics;
 use crate::model::{now_ms, Millis};
+use async_trait::async_trait;
+
 use crate::relying_parties::{Delivery, RelyingParty};
 use crate::store::{Finish, OutboxJob, OutboxStore, SqlStore, Subscription};
 use crate::termination::Termination;
+
+/// Delivers one kind of outbox job.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// One attempt at `job` (its id is the idempotency key).
+    async fn deliver(&self, job: &OutboxJob) -> Delivery;
+}
+
+/// A sink and how this replica drives it.
+#[derive(Clone)]
+pub struct SinkWorker {
+    /// The jobs' `sink`.
+    pub name: String,
+    /// Deliveries in flight at most.
+    pub concurrency: u32,
+    /// The longest one delivery can take (its lease is longer).
+    pub longest: Duration,
+    /// The deliverer.
+    pub sink: Arc<dyn Sink>,
+}
+
+/// A relying party's connector as a sink: the job's event is the termination.
+struct RelyingPartySink(RelyingParty);
+
+#[async_trait]
+impl Sink for RelyingPartySink {
+    async fn deliver(&self, job: &OutboxJob) -> Delivery {
+        match serde_json::from_str::<Termination>(&job.event) {
+            Ok(event) => self.0.connector.deliver(&event, &job.id).await,
+            Err(error) => Delivery::Failed { error: format!("the job's event does not decode: {error}") },
+        }
+    }
+}
+
+impl SinkWorker {
+    /// The worker of a configured relying party.
+    pub fn relying_party(rp: RelyingParty) -> Self {
+        Self {
+            name: rp.settings.name.clone(),
+            concurrency: rp.settings.concurrency,
+            longest: rp.settings.timeout * REQUESTS_PER_DELIVERY,
+            sink: Arc::new(RelyingPartySink(rp)),
+        }
+    }
+}
 
 /// How often a worker looks for due jobs when nothing woke it (jobs
 /// committed by other replicas, retries coming due).
@@ -46,13 +94,10 @@ pub fn subscriptions(parties: &[RelyingParty]) -> Vec<Subscription> {
         .collect()
 }
 
-/// Starts one delivery task per relying party, and the backlog gauges.
-pub fn spawn(store: Arc<SqlStore>, parties: Vec<RelyingParty>, metrics: OutboxMetrics) {
-    if parties.is_empty() {
-        return;
-    }
-    for rp in parties {
-        tokio::spawn(deliver_forever(Arc::clone(&store), rp, metrics.clone()));
+/// Starts one delivery task per sink, and the backlog gauges.
+pub fn spawn(store: Arc<SqlStore>, sinks: Vec<SinkWorker>, metrics: OutboxMetrics) {
+    for sink in sinks {
+        tokio::spawn(deliver_forever(Arc::clone(&store), sink, metrics.clone()));
     }
     tokio::spawn(async move {
         loop {
@@ -65,14 +110,14 @@ pub fn spawn(store: Arc<SqlStore>, parties: Vec<RelyingParty>, metrics: OutboxMe
     });
 }
 
-async fn deliver_forever(store: Arc<SqlStore>, rp: RelyingParty, metrics: OutboxMetrics) {
-    let name = rp.settings.name.clone();
-    let permits = Arc::new(Semaphore::new(rp.settings.concurrency as usize));
+async fn deliver_forever(store: Arc<SqlStore>, worker: SinkWorker, metrics: OutboxMetrics) {
+    let name = worker.name.clone();
+    let permits = Arc::new(Semaphore::new(worker.concurrency as usize));
     let finished = Arc::new(Notify::new());
     let mut committed = store.outbox_signal();
-    let lease = rp.settings.timeout * REQUESTS_PER_DELIVERY + LEASE_MARGIN;
+    let lease = worker.longest + LEASE_MARGIN;
     let lease_ms = Millis::try_from(lease.as_millis()).unwrap_or(Millis::MAX);
-    tracing::info!(relying_party = %name, concurrency = rp.settings.concurrency, "outbox worker started");
+    tracing::info!(sink = %name, concurrency = worker.concurrency, "outbox worker started");
     loop {
         let free = permits.available_permits();
         let mut claimed = 0;
@@ -82,17 +127,17 @@ async fn deliver_forever(store: Arc<SqlStore>, rp: RelyingParty, metrics: Outbox
                     claimed = jobs.len();
                     for job in jobs {
                         let permit = Arc::clone(&permits).acquire_owned().await.expect("the semaphore is never closed");
-                        let (store, rp, metrics, finished) =
-                            (Arc::clone(&store), rp.clone(), metrics.clone(), Arc::clone(&finished));
+                        let (store, worker, metrics, finished) =
+                            (Arc::clone(&store), worker.clone(), metrics.clone(), Arc::clone(&finished));
                         tokio::spawn(async move {
-                            attempt(&*store, &rp, job, &metrics).await;
+                            attempt(&*store, &worker, job, &metrics).await;
                             drop(permit);
                             finished.notify_one();
                         });
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(relying_party = %name, %error, "outbox jobs could not be claimed; trying again");
+                    tracing::warn!(sink = %name, %error, "outbox jobs could not be claimed; trying again");
                     tokio::time::sleep(POLL).await;
                 }
             }
@@ -109,13 +154,10 @@ async fn deliver_forever(store: Arc<SqlStore>, rp: RelyingParty, metrics: Outbox
 }
 
 /// One delivery attempt of `job`, recorded with its lease.
-pub async fn attempt(store: &dyn OutboxStore, rp: &RelyingParty, job: OutboxJob, metrics: &OutboxMetrics) {
-    let name = rp.settings.name.as_str();
+pub async fn attempt(store: &dyn OutboxStore, worker: &SinkWorker, job: OutboxJob, metrics: &OutboxMetrics) {
+    let name = worker.name.as_str();
     let started = Instant::now();
-    let delivery = match serde_json::from_str::<Termination>(&job.event) {
-        Ok(event) => rp.connector.deliver(&event, &job.id).await,
-        Err(error) => Delivery::Failed { error: format!("the job's event does not decode: {error}") },
-    };
+    let delivery = worker.sink.deliver(&job).await;
     metrics.latency.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
     let now = now_ms();
     let finish = match delivery {
@@ -140,13 +182,13 @@ pub async fn attempt(store: &dyn OutboxStore, rp: &RelyingParty, job: OutboxJob,
     metrics.deliveries.with_label_values(&[name, outcome]).inc();
     match store.finish_job(&job, &finish, now).await {
         Ok(true) => {
-            tracing::info!(relying_party = name, job = %job.id, attempt = job.attempts, result = %finish.summary(), "outbox delivery")
+            tracing::info!(sink = name, job = %job.id, attempt = job.attempts, result = %finish.summary(), "outbox delivery")
         }
         Ok(false) => {
-            tracing::warn!(relying_party = name, job = %job.id, "outbox delivery outlived its lease; another attempt owns the job")
+            tracing::warn!(sink = name, job = %job.id, "outbox delivery outlived its lease; another attempt owns the job")
         }
         Err(error) => {
-            tracing::error!(relying_party = name, job = %job.id, %error, "outbox result not recorded; the job is delivered again when its lease ends")
+            tracing::error!(sink = name, job = %job.id, %error, "outbox result not recorded; the job is delivered again when its lease ends")
         }
     }
 }

@@ -17,6 +17,7 @@ mod policy;
 mod portal;
 mod rows;
 mod sessions;
+mod ssf;
 mod stream_keys;
 mod tokens;
 mod users;
@@ -33,6 +34,7 @@ pub use edge_identity::{
 };
 pub use outbox::{Backlog, Finish, JobState, NewJob, OutboxJob, OutboxStore, Subscription};
 pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
+pub use ssf::{SsfStore, SsfStream, SSF_DEADLINE_MS, SSF_POLL, SSF_PUSH};
 
 use crate::model::{
     Actor, ApiTokenRecord, AuditEntry, Millis, PolicyVersion, SessionRecord, SigningKeyRecord, StreamKeyRecord,
@@ -382,6 +384,7 @@ pub trait Store:
     + EdgeIdentityStore
     + PortalStore
     + OutboxStore
+    + SsfStore
 {
 }
 
@@ -396,5 +399,6 @@ impl<T> Store for T where
         + EdgeIdentityStore
         + PortalStore
         + OutboxStore
+        + SsfStore
 {
 }

@@ -19,7 +19,8 @@ use super::{Backend, SqlStore, StoreError, StoreResult};
 use crate::model::{Actor, Millis};
 use crate::termination::{Action, Termination};
 
-const JOB_COLUMNS: &str = "id, sink, event, user_key, seq, state, attempts, next_attempt_ms, deadline_ms, \
+pub(crate) const JOB_COLUMNS: &str =
+    "id, sink, target, event, user_key, seq, state, attempts, next_attempt_ms, deadline_ms, \
      lease_token, last_error, detail, created_ms, updated_ms, finished_ms";
 
 /// Where a job stands.
@@ -62,6 +63,8 @@ impl JobState {
 pub struct NewJob {
     /// The sink (relying party) that delivers it.
     pub sink: String,
+    /// What within the sink (an SSF stream).
+    pub target: Option<String>,
     /// The event, JSON.
     pub event: String,
     /// The user it concerns (`email:…` / `sub:…`), for the user's page.
@@ -77,6 +80,8 @@ pub struct OutboxJob {
     pub id: String,
     /// Sink.
     pub sink: String,
+    /// What within the sink (an SSF stream).
+    pub target: Option<String>,
     /// Event, JSON.
     pub event: String,
     /// User.
@@ -240,8 +245,9 @@ impl SqlStore {
         termination: &Termination,
         seq: u64,
     ) -> StoreResult<bool> {
+        let ssf = Self::enqueue_ssf_events(tx, termination, seq).await?;
         let Some(subscriptions) = self.outbox.subscriptions.get() else {
-            return Ok(false);
+            return Ok(ssf);
         };
         let event = serde_json::to_string(termination).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let jobs: Vec<NewJob> = subscriptions
@@ -249,13 +255,14 @@ impl SqlStore {
             .filter(|s| s.actions.contains(&termination.action))
             .map(|s| NewJob {
                 sink: s.sink.clone(),
+                target: None,
                 event: event.clone(),
                 user_key: Some(termination.user.clone()),
                 deadline_ms: s.deadline_ms,
             })
             .collect();
         enqueue_in(tx, &jobs, Some(seq), termination.at_ms).await?;
-        Ok(!jobs.is_empty())
+        Ok(ssf || !jobs.is_empty())
     }
 }
 
@@ -268,8 +275,8 @@ pub(crate) async fn enqueue_in(
 ) -> StoreResult<()> {
     for job in jobs {
         sqlx::query(
-            "INSERT INTO outbox (id, sink, event, user_key, seq, state, attempts, next_attempt_ms, deadline_ms, \
-             created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $6, $6)",
+            "INSERT INTO outbox (id, sink, target, event, user_key, seq, state, attempts, next_attempt_ms, \
+             deadline_ms, created_ms, updated_ms) VALUES ($1, $2, $8, $3, $4, $5, 'pending', 0, $6, $7, $6, $6)",
         )
         .bind(crate::secrets::new_id())
         .bind(&job.sink)
@@ -278,17 +285,19 @@ pub(crate) async fn enqueue_in(
         .bind(seq.map(seq_param))
         .bind(now)
         .bind(now.saturating_add(job.deadline_ms))
+        .bind(&job.target)
         .execute(&mut **tx)
         .await?;
     }
     Ok(())
 }
 
-fn job(row: &AnyRow) -> StoreResult<OutboxJob> {
+pub(crate) fn job(row: &AnyRow) -> StoreResult<OutboxJob> {
     let lease_token: Option<String> = row.try_get("lease_token")?;
     Ok(OutboxJob {
         id: row.try_get("id")?,
         sink: row.try_get("sink")?,
+        target: row.try_get("target")?,
         event: row.try_get("event")?,
         user_key: row.try_get("user_key")?,
         seq: row.try_get::<Option<i64>, _>("seq")?.map(|s| s as u64),
