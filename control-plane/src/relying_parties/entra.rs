@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::http::{encode, no_account, no_email};
+use super::http::{empty_post, encode, no_account, no_email};
 use super::oauth::{Grant, TokenSource};
 use super::{classify, Connector, Delivery, Termination};
 
@@ -71,7 +71,7 @@ impl Entra {
         }
         for user in &users {
             let revoke = format!("{}/users/{}/revokeSignInSessions", self.url, encode(&user.id));
-            let revoked = self.tokens.send(|| self.client.post(&revoke)).await?;
+            let revoked = self.tokens.send(|| empty_post(&self.client, &revoke)).await?;
             match revoked.status {
                 StatusCode::NOT_FOUND => {}
                 _ => match classify(&revoked) {

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use jsonwebtoken::EncodingKey;
 use reqwest::StatusCode;
 
-use super::http::{encode, no_account, no_email};
+use super::http::{empty_post, encode, no_account, no_email};
 use super::oauth::{Grant, ServiceAccount, TokenSource};
 use super::settings::{checked_url, SecretError};
 use super::{classify, Connector, Delivery, Termination};
@@ -92,7 +92,7 @@ impl Google {
 
     async fn end_sessions(&self, email: &str) -> Result<Delivery, Delivery> {
         let sign_out = format!("{}/admin/directory/v1/users/{}/signOut", self.url, encode(email));
-        let answer = self.tokens.send(|| self.client.post(&sign_out)).await?;
+        let answer = self.tokens.send(|| empty_post(&self.client, &sign_out)).await?;
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(no_account());
         }

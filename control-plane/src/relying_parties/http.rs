@@ -138,6 +138,13 @@ pub fn encode(text: &str) -> String {
     out
 }
 
+/// A POST without a body, saying `Content-Length: 0` (a body-less POST
+/// otherwise goes without a length, which Google's and Microsoft's front
+/// ends refuse with 411).
+pub fn empty_post(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    client.post(url).header(reqwest::header::CONTENT_LENGTH, "0")
+}
+
 /// The answer a relying party gives for a user it does not know.
 pub fn no_account() -> Delivery {
     Delivery::Applied { detail: Some("no account at this relying party".into()) }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::http::{encode, no_account, no_email};
+use super::http::{empty_post, encode, no_account, no_email};
 use super::oauth::{Grant, TokenSource};
 use super::{classify, Connector, Delivery, Termination};
 
@@ -61,7 +61,7 @@ impl Keycloak {
         }
         for user in &users {
             let logout = format!("{}/users/{}/logout", self.admin, encode(&user.id));
-            let answer = self.tokens.send(|| self.client.post(&logout)).await?;
+            let answer = self.tokens.send(|| empty_post(&self.client, &logout)).await?;
             if answer.status == StatusCode::NOT_FOUND {
                 continue;
             }
