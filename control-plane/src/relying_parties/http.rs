@@ -100,9 +100,7 @@ impl HttpCall {
         };
         Some(wait.min(MAX_RETRY_AFTER))
     }
-}
 
-impl HttpCall {
     /// The wait a rate limit asks for: `Retry-After`, else `reset_header`
     /// (the epoch second the window resets: Okta's `X-Rate-Limit-Reset`,
     /// Auth0's `x-ratelimit-reset`), capped like `Retry-After`.

@@ -23,6 +23,17 @@ const TOKEN_PATH: &str = "/realms/acme/protocol/openid-connect/token";
 
 fn keycloak(issued: &AtomicUsize, request: &Seen) -> axum::response::Response {
     if request.path == TOKEN_PATH {
+        if request.field("client_id").as_deref() == Some("overloaded") {
+            return reply(503, &[("retry-after", "7")], Some(json!({"error": "temporarily_unavailable"})));
+        }
+        if request.field("client_id").as_deref() == Some("echoes") {
+            let secret = request.field("client_secret").unwrap_or_default();
+            return reply(
+                400,
+                &[],
+                Some(json!({"error": "invalid_client", "error_description": format!("no secret {secret}")})),
+            );
+        }
         if request.field("client_secret").as_deref() != Some(SECRET) {
             return reply(
                 401,
@@ -64,8 +75,12 @@ async fn fake() -> (Fake, Arc<AtomicUsize>) {
 }
 
 fn entry(url: &str) -> String {
+    entry_for(url, "portcullis")
+}
+
+fn entry_for(url: &str, client_id: &str) -> String {
     format!(
-        "name = \"keycloak\"\nkind = \"keycloak\"\nurl = \"{url}\"\nrealm = \"acme\"\nclient_id = \"portcullis\"\n\
+        "name = \"keycloak\"\nkind = \"keycloak\"\nurl = \"{url}\"\nrealm = \"acme\"\nclient_id = \"{client_id}\"\n\
          secret_env = \"KC_SECRET\"\n"
     )
 }
@@ -121,4 +136,22 @@ async fn a_wrong_secret_fails_in_keycloaks_words_without_the_secret() {
     let error = crate::failed(crate::deliver(&rp, "bob@example.com").await);
     assert!(error.contains("401") && error.contains("Invalid client or Invalid client credentials"), "{error}");
     assert!(!error.contains(wrong), "{error}");
+}
+
+#[tokio::test]
+async fn an_overloaded_token_endpoint_is_retried_and_an_echoed_secret_blotted_out() {
+    let (fake, _) = fake().await;
+    let rp = crate::build(&entry_for(&fake.url, "overloaded"), &[("KC_SECRET", SECRET)]);
+    let delivery = crate::deliver(&rp, "bob@example.com").await;
+    assert!(
+        matches!(&delivery, Delivery::Retry { error, .. } if error.contains("token endpoint: 503")),
+        "{delivery:?}"
+    );
+    assert_eq!(crate::retry_after_s(delivery), 7);
+
+    let rp = crate::build(&entry_for(&fake.url, "echoes"), &[("KC_SECRET", SECRET)]);
+    let error = crate::failed(crate::deliver(&rp, "bob@example.com").await);
+    assert!(error.contains("invalid_client") && error.contains("no secret [redacted]"), "{error}");
+    assert!(!error.contains(SECRET), "{error}");
+    assert!(fake.seen().iter().all(|s| s.path == TOKEN_PATH), "no API call without a token");
 }
