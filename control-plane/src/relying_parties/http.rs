@@ -100,6 +100,59 @@ impl HttpCall {
         };
         Some(wait.min(MAX_RETRY_AFTER))
     }
+
+    /// The wait a rate limit asks for: `Retry-After`, else `reset_header`
+    /// (the epoch second the window resets: Okta's `X-Rate-Limit-Reset`,
+    /// Auth0's `x-ratelimit-reset`), capped like `Retry-After`.
+    pub fn rate_limit_wait(&self, reset_header: &str) -> Option<Duration> {
+        self.retry_after().or_else(|| {
+            let reset: i64 = self.headers.get(reset_header)?.to_str().ok()?.trim().parse().ok()?;
+            let seconds = u64::try_from(reset - chrono::Utc::now().timestamp()).unwrap_or(0);
+            Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+        })
+    }
+}
+
+/// [`classify`], where a retry's wait may also come from `reset_header`
+/// (see [`HttpCall::rate_limit_wait`]).
+pub fn classify_with_reset(call: &HttpCall, reset_header: &str) -> Delivery {
+    match classify(call) {
+        Delivery::Retry { error, after: None } => Delivery::Retry { error, after: call.rate_limit_wait(reset_header) },
+        other => other,
+    }
+}
+
+/// `text` percent-encoded for one path segment or query value: everything
+/// but RFC 3986's unreserved characters (so `@` is `%40`, `|` is `%7C`).
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A POST without a body, saying `Content-Length: 0` (a body-less POST
+/// otherwise goes without a length, which Google's and Microsoft's front
+/// ends refuse with 411).
+pub fn empty_post(client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+    client.post(url).header(reqwest::header::CONTENT_LENGTH, "0")
+}
+
+/// The answer a relying party gives for a user it does not know.
+pub fn no_account() -> Delivery {
+    Delivery::Applied { detail: Some("no account at this relying party".into()) }
+}
+
+/// A job without an email, for a relying party that looks users up by email.
+pub fn no_email(job: &super::Termination) -> Delivery {
+    Delivery::Failed {
+        error: format!("`{}` has no known email, and this relying party finds users by email", job.user),
+    }
 }
 
 /// The usual reading of an answer: 2xx applied; 408, 425, 429 and 5xx
@@ -163,6 +216,14 @@ mod tests {
             panic!("an HTTP-date Retry-After is honoured")
         };
         assert!((28..=30).contains(&after.as_secs()), "{after:?}");
+        let reset = (chrono::Utc::now().timestamp() + 20).to_string();
+        let Delivery::Retry { after: Some(after), .. } =
+            classify_with_reset(&call(429, &[("x-rate-limit-reset", &reset)], ""), "x-rate-limit-reset")
+        else {
+            panic!("an epoch reset is honoured without Retry-After")
+        };
+        assert!((18..=20).contains(&after.as_secs()), "{after:?}");
+        assert_eq!(encode("bob+x@ex ample.com/|"), "bob%2Bx%40ex%20ample.com%2F%7C");
         let control = call(400, &[], "bad\u{1b}[31m\nthing").excerpt();
         assert_eq!(control, "bad[31mthing");
     }

@@ -10,8 +10,15 @@
 //! for good (the API refused: wrong credentials, missing scope). It never
 //! panics and never logs a secret.
 
+mod auth0;
+mod entra;
+mod google;
 mod http;
+mod keycloak;
+mod oauth;
+mod okta;
 pub mod settings;
+mod slack;
 mod webhook;
 
 use std::sync::Arc;
@@ -78,18 +85,54 @@ pub fn build(all: &[RelyingPartySettings]) -> Result<Vec<RelyingParty>, settings
     let client = http::client();
     all.iter()
         .map(|settings| {
+            let name = settings.name.as_str();
+            let timeout = settings.timeout;
             let connector: Arc<dyn Connector> = match &settings.kind {
-                ConnectorKind::Webhook { url, secret } => Arc::new(webhook::Webhook::new(
+                ConnectorKind::Webhook { url, secret } => {
+                    Arc::new(webhook::Webhook::new(client.clone(), url.clone(), secret.read_for(name)?, timeout))
+                }
+                ConnectorKind::Okta { url, secret, revoke_oauth_tokens } => Arc::new(okta::Okta::new(
                     client.clone(),
                     url.clone(),
-                    secret.read_for(&settings.name)?,
-                    settings.timeout,
+                    secret.read_for(name)?,
+                    *revoke_oauth_tokens,
+                    timeout,
                 )),
-                _ => {
-                    return Err(settings::SecretError {
-                        name: settings.name.clone(),
-                        message: "this kind's connector is not built yet".into(),
-                    })
+                ConnectorKind::Entra { url, token_url, client_id, secret } => Arc::new(entra::Entra::new(
+                    client.clone(),
+                    url.clone(),
+                    token_url.clone(),
+                    client_id.clone(),
+                    secret.read_for(name)?,
+                    timeout,
+                )),
+                ConnectorKind::Google { url, token_url, secret, admin_email } => Arc::new(google::Google::new(
+                    client.clone(),
+                    name,
+                    url.clone(),
+                    token_url.clone(),
+                    &secret.read_for(name)?,
+                    admin_email.clone(),
+                    timeout,
+                )?),
+                ConnectorKind::Keycloak { url, realm, client_id, secret } => Arc::new(keycloak::Keycloak::new(
+                    client.clone(),
+                    url,
+                    realm,
+                    client_id.clone(),
+                    secret.read_for(name)?,
+                    timeout,
+                )),
+                ConnectorKind::Auth0 { url, token_url, client_id, secret } => Arc::new(auth0::Auth0::new(
+                    client.clone(),
+                    url.clone(),
+                    token_url.clone(),
+                    client_id.clone(),
+                    secret.read_for(name)?,
+                    timeout,
+                )),
+                ConnectorKind::Slack { url, secret } => {
+                    Arc::new(slack::Slack::new(client.clone(), url.clone(), secret.read_for(name)?, timeout))
                 }
             };
             Ok(RelyingParty { settings: Arc::new(settings.clone()), connector })
