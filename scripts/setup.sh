@@ -13,6 +13,9 @@
 #   chromium, chromium-driver
 #                the headless browser and its WebDriver the portal tests drive
 #   fonts-inter  the portal's typeface, so its screenshots look as designed
+#   openssl      makes throwaway RSA keys for the Google connector's tests
+#   PyJWT, cryptography (PyPI)
+#                the independent Shared Signals receiver (cli/tests/receivers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +30,7 @@ command -v npm >/dev/null 2>&1 || needed+=(npm)
 [ -x /usr/bin/chromium ] || needed+=(chromium)
 [ -x /usr/bin/chromedriver ] || needed+=(chromium-driver)
 dpkg -s fonts-inter >/dev/null 2>&1 || needed+=(fonts-inter)
+command -v openssl >/dev/null 2>&1 || needed+=(openssl)
 
 if [ ${#needed[@]} -gt 0 ]; then
   echo "setup: installing ${needed[*]}" >&2
@@ -35,6 +39,12 @@ if [ ${#needed[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+fi
+
+# The SSF receiver's JOSE library, pinned.
+if ! python3 -c "import jwt, cryptography" >/dev/null 2>&1; then
+  echo "setup: installing PyJWT and cryptography for the SSF receiver" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "PyJWT[crypto]==2.10.1"
 fi
 
 # The test IdP's npm packages: installed again only when the lock file is

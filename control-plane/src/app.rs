@@ -34,6 +34,8 @@ pub struct App {
     pub login_idps: LoginIdps,
     /// The fleet key and the revoked edges.
     pub edge_trust: Arc<EdgeTrust>,
+    /// The Shared Signals transmitter.
+    pub ssf: Arc<crate::ssf::SsfState>,
     compiled: Mutex<Option<(i64, Arc<Policy>)>>,
 }
 
@@ -45,6 +47,7 @@ impl App {
         (authority, stream_key): (Arc<SessionAuthority>, StreamSigningKey),
         feed: Arc<ChangeFeed>,
         edge_trust: Arc<EdgeTrust>,
+        ssf: Arc<crate::ssf::SsfState>,
     ) -> Self {
         let portal = PortalState::new(&config);
         let metrics = Metrics::new();
@@ -59,6 +62,7 @@ impl App {
             portal,
             login_idps,
             edge_trust,
+            ssf,
             compiled: Mutex::new(None),
         }
     }

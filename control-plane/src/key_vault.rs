@@ -65,6 +65,7 @@ pub enum KeyVaultError {
 }
 
 /// Seals and opens private keys with the KEK.
+#[derive(Clone)]
 pub struct KeyVault {
     cipher: Aes256Gcm,
 }

@@ -56,6 +56,13 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     let vault = KeyVault::open_source(&config.key_encryption)?;
     let stream_key = crate::stream_key::load_or_create(&*store, &vault).await?;
     let edge_trust = Arc::new(EdgeTrust::load(&*store, &vault).await?);
+    let set_signer = crate::ssf::signer::SetSigner::load_or_create(&*store, &vault).await?;
+    let ssf = Arc::new(crate::ssf::SsfState::new(
+        set_signer,
+        vault.clone(),
+        config.public_url.clone(),
+        config.allow_plain_http,
+    ));
     let authority = Arc::new(SessionAuthority::load_or_create(&*store, &config.issuer, vault).await?);
     authority.follow(Arc::clone(&store) as Arc<dyn crate::store::Store>, KEY_FOLLOW_PERIOD);
     let public_key = stream_key.public_key();
@@ -73,8 +80,15 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     }
     let relying_parties = crate::relying_parties::build(&config.relying_parties)?;
     store.subscribe(crate::outbox::subscriptions(&relying_parties));
-    let app = Arc::new(App::new(config, Arc::clone(&store), (authority, stream_key), feed, edge_trust));
-    let sinks = relying_parties.into_iter().map(crate::outbox::SinkWorker::relying_party).collect();
+    let app =
+        Arc::new(App::new(config, Arc::clone(&store), (authority, stream_key), feed, edge_trust, Arc::clone(&ssf)));
+    let mut sinks: Vec<_> = relying_parties.into_iter().map(crate::outbox::SinkWorker::relying_party).collect();
+    sinks.push(crate::outbox::SinkWorker {
+        name: crate::store::SSF_PUSH.into(),
+        concurrency: 8,
+        longest: crate::ssf::delivery::PUSH_TIMEOUT,
+        sink: Arc::new(crate::ssf::delivery::PushSink::new(Arc::clone(&store), ssf)),
+    });
     crate::outbox::spawn(store, sinks, app.metrics.outbox.clone());
     Ok(app)
 }

@@ -17,7 +17,8 @@ use crate::model::{now_ms, Actor};
 use crate::secrets::token_hash;
 
 /// Every scope; `admin` implies all of them.
-pub const SCOPES: &[&str] = &["sessions:read", "sessions:write", "policy:read", "policy:write", "audit:read", "admin"];
+pub const SCOPES: &[&str] =
+    &["sessions:read", "sessions:write", "policy:read", "policy:write", "audit:read", "ssf", "admin"];
 
 /// An authenticated admin API caller.
 #[derive(Debug, Clone)]

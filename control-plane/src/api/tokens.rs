@@ -23,7 +23,7 @@ use crate::secrets::{new_id, new_token, token_hash};
 pub struct NewToken {
     /// Human name (1 to 100 characters).
     pub name: String,
-    /// Admin tokens: scopes (`sessions:read`, `sessions:write`, `policy:read`, `policy:write`, `audit:read`, `admin`).
+    /// Admin tokens: scopes (`sessions:read`, `sessions:write`, `policy:read`, `policy:write`, `audit:read`, `ssf`, `admin`).
     #[serde(default)]
     pub scopes: Vec<String>,
     /// Service tokens: the subject it acts as (default: `service:<name>`).

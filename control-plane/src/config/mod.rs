@@ -151,6 +151,9 @@ pub struct Config {
     pub login: LoginSettings,
     /// The services a termination also signs the user out of.
     pub relying_parties: Vec<crate::relying_parties::RelyingPartySettings>,
+    /// Plain `http://` accepted to hosts that are not loopback (SSF push
+    /// endpoints, relying parties, login IdPs).
+    pub allow_plain_http: bool,
 }
 
 /// The identity providers whose ID tokens create sessions.
@@ -317,6 +320,7 @@ impl Config {
         )?;
         Ok(Self {
             relying_parties,
+            allow_plain_http: raw.allow_plain_http == Some(true),
             issuer,
             public_url,
             portal,

@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use crate::termination::{Action, Termination};
-pub use http::{classify, HttpCall};
+pub use http::{classify, client as http_client, HttpCall};
 pub use settings::{ConnectorKind, RelyingPartySettings, SecretSource};
 
 /// What one delivery attempt achieved.

@@ -322,7 +322,7 @@ pub fn validate(
 
 /// An `https://` URL (or `http://` to loopback, or anywhere with
 /// `allow_plain_http`: credentials travel on it), without a trailing slash.
-pub(crate) fn checked_url(text: &str, allow_plain_http: bool) -> Result<String, String> {
+pub fn checked_url(text: &str, allow_plain_http: bool) -> Result<String, String> {
     let url = text.trim().trim_end_matches('/');
     let parsed = url::Url::parse(url).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     match parsed.scheme() {

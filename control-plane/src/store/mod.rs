@@ -348,6 +348,17 @@ pub trait StreamKeyStore: Send + Sync {
     /// Stores `key` as the current stream-signing key (audited), unless
     /// another replica stored one first; true when this one was stored.
     async fn create_stream_key(&self, key: &StreamKeyRecord, actor: &Actor, now: Millis) -> StoreResult<bool>;
+    /// The current key of another `purpose` kept the same way (`ssf`: the
+    /// key Security Event Tokens are signed with).
+    async fn current_key_for(&self, purpose: &str) -> StoreResult<Option<StreamKeyRecord>>;
+    /// Stores the current key of `purpose`, unless another replica stored one first.
+    async fn create_key_for(
+        &self,
+        purpose: &str,
+        key: &StreamKeyRecord,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<bool>;
 }
 
 /// Edges and the audit log.

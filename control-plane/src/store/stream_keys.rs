@@ -16,11 +16,19 @@ const STREAM: &str = "stream";
 #[async_trait]
 impl StreamKeyStore for SqlStore {
     async fn current_stream_key(&self) -> StoreResult<Option<StreamKeyRecord>> {
+        self.current_key_for(STREAM).await
+    }
+
+    async fn create_stream_key(&self, key: &StreamKeyRecord, actor: &Actor, now: Millis) -> StoreResult<bool> {
+        self.create_key_for(STREAM, key, actor, now).await
+    }
+
+    async fn current_key_for(&self, purpose: &str) -> StoreResult<Option<StreamKeyRecord>> {
         let row = sqlx::query(
             "SELECT kid, algorithm, private_pem, public_key, created_ms FROM stream_signing_keys \
              WHERE purpose = $1 AND retired_ms IS NULL",
         )
-        .bind(STREAM)
+        .bind(purpose)
         .fetch_optional(&self.writer)
         .await?;
         row.map(|row| {
@@ -35,14 +43,20 @@ impl StreamKeyStore for SqlStore {
         .transpose()
     }
 
-    async fn create_stream_key(&self, key: &StreamKeyRecord, actor: &Actor, now: Millis) -> StoreResult<bool> {
+    async fn create_key_for(
+        &self,
+        purpose: &str,
+        key: &StreamKeyRecord,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO stream_signing_keys (kid, purpose, algorithm, private_pem, public_key, created_ms, retired_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, NULL) ON CONFLICT DO NOTHING",
         )
         .bind(&key.kid)
-        .bind(STREAM)
+        .bind(purpose)
         .bind(&key.algorithm)
         .bind(&key.private_pem)
         .bind(&key.public_key)
@@ -53,7 +67,9 @@ impl StreamKeyStore for SqlStore {
             == 1;
         if inserted {
             let reason = format!("public key {}", key.public_key);
-            insert_audit(&mut tx, "stream_key.create", &format!("key:{}", key.kid), &reason, actor, now, None).await?;
+            let action =
+                if purpose == STREAM { "stream_key.create".to_owned() } else { format!("{purpose}_key.create") };
+            insert_audit(&mut tx, &action, &format!("key:{}", key.kid), &reason, actor, now, None).await?;
         }
         tx.commit().await?;
         Ok(inserted)
