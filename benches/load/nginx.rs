@@ -61,6 +61,26 @@ impl Nginx {
         Self::start(binary, dir, "nginx-proxy", &config, port)
     }
 
+    /// A relying party's sign-out endpoint for the outbox harness, one
+    /// worker: `/ok` answers `204`; `/limited` allows `rate` requests a second
+    /// (nginx's `limit_req`: a bucket of `rate` requests refilled at `rate` a
+    /// second, as SaaS APIs limit) and answers the rest `429` with
+    /// `Retry-After: 1` (it proxies to `/ok`: a `return` would answer before
+    /// `limit_req` runs).
+    #[allow(dead_code)] // each harness binary uses its own part of this module
+    pub fn start_relying_party(binary: &std::path::Path, dir: &WorkDir, rate: u32) -> Result<Self> {
+        let port = processes::free_port()?;
+        let config = format!(
+            "worker_processes 1;\n{COMMON}http {{\n{HTTP_COMMON}\
+             limit_req_zone $binary_remote_addr zone=rp:1m rate={rate}r/s;\n\
+             server {{ listen 127.0.0.1:{port}; default_type text/plain;\n\
+             location /ok {{ return 204; }}\n\
+             location /limited {{ limit_req zone=rp burst={rate} nodelay; limit_req_status 429; add_header Retry-After 1 always; \
+             proxy_pass http://127.0.0.1:{port}/ok; }} }}\n}}\n"
+        );
+        Self::start(binary, dir, "nginx-relying-party", &config, port)
+    }
+
     fn start(binary: &std::path::Path, dir: &WorkDir, name: &str, config: &str, port: u16) -> Result<Self> {
         let prefix = dir.path().join(name);
         std::fs::create_dir_all(&prefix).with_context(|| format!("create {}", prefix.display()))?;

@@ -9,7 +9,9 @@
 //! id as its idempotency key: at least once, never lost. Failures are
 //! retried with backoff ([`backoff`]) or the receiver's `Retry-After`, until
 //! the job's deadline makes it dead; a refusal fails it at once. Both wait
-//! for an admin's retry.
+//! for an admin's retry. A receiver's `Retry-After` (429, 503) is about us,
+//! not one job: the whole sink pauses on this replica until it has passed,
+//! instead of spending the receiver's limit on attempts it will refuse.
 
 pub mod backoff;
 
@@ -117,8 +119,12 @@ async fn deliver_forever(store: Arc<SqlStore>, worker: SinkWorker, metrics: Outb
     let mut committed = store.outbox_signal();
     let lease = worker.longest + LEASE_MARGIN;
     let lease_ms = Millis::try_from(lease.as_millis()).unwrap_or(Millis::MAX);
+    let pause = Arc::new(Pause::default());
     tracing::info!(sink = %name, concurrency = worker.concurrency, "outbox worker started");
     loop {
+        if let Some(until) = pause.until() {
+            tokio::time::sleep_until(until).await;
+        }
         let free = permits.available_permits();
         let mut claimed = 0;
         if free > 0 {
@@ -127,10 +133,17 @@ async fn deliver_forever(store: Arc<SqlStore>, worker: SinkWorker, metrics: Outb
                     claimed = jobs.len();
                     for job in jobs {
                         let permit = Arc::clone(&permits).acquire_owned().await.expect("the semaphore is never closed");
-                        let (store, worker, metrics, finished) =
-                            (Arc::clone(&store), worker.clone(), metrics.clone(), Arc::clone(&finished));
+                        let (store, worker, metrics, finished, pause) = (
+                            Arc::clone(&store),
+                            worker.clone(),
+                            metrics.clone(),
+                            Arc::clone(&finished),
+                            Arc::clone(&pause),
+                        );
                         tokio::spawn(async move {
-                            attempt(&*store, &worker, job, &metrics).await;
+                            if let Some(wait) = attempt(&*store, &worker, job, &metrics).await {
+                                pause.at_least(wait);
+                            }
                             drop(permit);
                             finished.notify_one();
                         });
@@ -153,13 +166,40 @@ async fn deliver_forever(store: Arc<SqlStore>, worker: SinkWorker, metrics: Outb
     }
 }
 
-/// One delivery attempt of `job`, recorded with its lease.
-pub async fn attempt(store: &dyn OutboxStore, worker: &SinkWorker, job: OutboxJob, metrics: &OutboxMetrics) {
+/// Until when a sink sends nothing (the latest `Retry-After` it was given).
+#[derive(Default)]
+struct Pause(std::sync::Mutex<Option<tokio::time::Instant>>);
+
+impl Pause {
+    fn until(&self) -> Option<tokio::time::Instant> {
+        let until = *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        until.filter(|until| *until > tokio::time::Instant::now())
+    }
+
+    fn at_least(&self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        let mut current = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = Some(current.map_or(until, |c| c.max(until)));
+    }
+}
+
+/// One delivery attempt of `job`, recorded with its lease; the wait the
+/// receiver asked for, if it asked for one.
+pub async fn attempt(
+    store: &dyn OutboxStore,
+    worker: &SinkWorker,
+    job: OutboxJob,
+    metrics: &OutboxMetrics,
+) -> Option<Duration> {
     let name = worker.name.as_str();
     let started = Instant::now();
     let delivery = worker.sink.deliver(&job).await;
     metrics.latency.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
     let now = now_ms();
+    let asked = match &delivery {
+        Delivery::Retry { after, .. } => *after,
+        _ => None,
+    };
     let finish = match delivery {
         Delivery::Applied { detail } => Finish::Applied { detail },
         Delivery::Failed { error } => Finish::Failed { error },
@@ -191,4 +231,5 @@ pub async fn attempt(store: &dyn OutboxStore, worker: &SinkWorker, job: OutboxJo
             tracing::error!(sink = name, job = %job.id, %error, "outbox result not recorded; the job is delivered again when its lease ends")
         }
     }
+    asked
 }

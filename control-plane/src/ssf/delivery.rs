@@ -21,8 +21,6 @@ use crate::store::{OutboxJob, SqlStore, SsfStore};
 
 /// One push request's timeout.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
-/// A paused stream's events are held; its push jobs look again this often.
-const PAUSED_RETRY: Duration = Duration::from_secs(10);
 
 /// Pushes SETs (outbox sink `ssf-push`).
 pub struct PushSink {
@@ -60,7 +58,9 @@ impl Sink for PushSink {
         };
         match stream.status.as_str() {
             "enabled" => {}
-            "paused" => return Delivery::Retry { error: "the stream is paused".into(), after: Some(PAUSED_RETRY) },
+            // Paused streams' jobs are not claimed (see `claim_jobs`); one
+            // paused mid-claim waits its backoff.
+            "paused" => return Delivery::Retry { error: "the stream is paused".into(), after: None },
             _ => return Delivery::Failed { error: "the stream is disabled".into() },
         }
         let (Some(endpoint), "push") = (stream.endpoint_url.as_deref(), stream.method.as_str()) else {

@@ -176,7 +176,8 @@ pub struct Backlog {
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
     /// Claims up to `limit` due jobs of `sink` for `lease_ms`; each returned
-    /// job carries the lease token its result must be recorded with.
+    /// job carries the lease token its result must be recorded with. Jobs
+    /// of a paused SSF stream are held (not claimed) until it is enabled.
     async fn claim_jobs(&self, sink: &str, limit: u32, lease_ms: Millis, now: Millis) -> StoreResult<Vec<OutboxJob>>;
     /// Records an attempt's end (and its audit row); `false` when the lease
     /// was lost to another worker, and nothing was recorded.
@@ -329,7 +330,9 @@ impl OutboxStore for SqlStore {
         let rows = sqlx::query(&format!(
             "UPDATE outbox SET lease_token = $1, lease_until_ms = $2, attempts = attempts + 1, updated_ms = $3 \
              WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND sink = $4 AND next_attempt_ms <= $3 \
-             AND (lease_until_ms IS NULL OR lease_until_ms <= $3) ORDER BY next_attempt_ms, created_ms LIMIT $5{skip_locked}) \
+             AND (lease_until_ms IS NULL OR lease_until_ms <= $3) \
+             AND (target IS NULL OR target NOT IN (SELECT id FROM ssf_streams WHERE status = 'paused')) \
+             ORDER BY next_attempt_ms, created_ms LIMIT $5{skip_locked}) \
              RETURNING {JOB_COLUMNS}"
         ))
         .bind(&token)
