@@ -46,6 +46,16 @@ pub struct Parts {
 impl PortalWorld {
     /// Starts everything, or `None` when no browser is installed (and not CI).
     pub async fn start(label: &str, parts: Parts) -> Option<Self> {
+        Self::start_with(label, parts, |_| Vec::new()).await
+    }
+
+    /// Same, with more control-plane settings, made knowing the world's
+    /// temporary directory (for secret files).
+    pub async fn start_with(
+        label: &str,
+        parts: Parts,
+        extra: impl FnOnce(&TempDir) -> Vec<(&'static str, String)>,
+    ) -> Option<Self> {
         if !webdriver::available() {
             return None;
         }
@@ -53,6 +63,7 @@ impl PortalWorld {
         let database = format!("sqlite://{}", dir.path().join("cp.db").display());
         let (listen, edge_listen) = (free_port(), free_port());
         let mut settings = vec![("portal_cookie_secure", "false".to_owned())];
+        settings.extend(extra(&dir));
         let idp = if parts.idp {
             let clients = json!([{
                 "client_id": "portal", "client_secret": PORTAL_SECRET,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::{free_port, ControlPlane, TempDir};
+use crate::portal::{Parts, PortalWorld};
 
 const SECRET: &str = "whsec-portcullis-test-4b1d9c2e7f";
 
@@ -77,13 +78,16 @@ impl Drop for Receiver {
     }
 }
 
-async fn start_plane(database: &str, dir: &TempDir, ports: (u16, u16), hook_port: u16) -> ControlPlane {
-    let relying_parties = format!(
+fn relying_parties(dir: &TempDir, hook_port: u16) -> String {
+    format!(
         "[{{ name = \"hook\", kind = \"webhook\", url = \"http://127.0.0.1:{hook_port}/portcullis\", \
          secret_file = \"{}\", on = [\"terminate_user\", \"lock\"], timeout_ms = 1500 }}]",
         dir.path().join("hook-secret").display()
-    );
-    let settings = [("relying_parties", relying_parties), ("log", "info".to_owned())];
+    )
+}
+
+async fn start_plane(database: &str, dir: &TempDir, ports: (u16, u16), hook_port: u16) -> ControlPlane {
+    let settings = [("relying_parties", relying_parties(dir, hook_port)), ("log", "info".to_owned())];
     ControlPlane::start_on_with(database, dir.path(), ports.0, ports.1, &settings)
         .await
         .unwrap_or_else(|log| panic!("the control plane did not start:\n{log}"))
@@ -181,4 +185,41 @@ async fn a_termination_reaches_the_relying_party_through_429_and_a_crash() {
         "{metrics}"
     );
     assert!(!plane.log_text().contains(SECRET), "the webhook secret stays out of the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_shows_each_relying_partys_answer_and_retries_a_refused_one() {
+    let receiver_dir = TempDir::new("rp-portal-receiver");
+    let receiver = Receiver::start(&receiver_dir, "401,204");
+    let secret = receiver_dir.path().join("hook-secret");
+    let Some(world) = PortalWorld::start_with("rp-portal", Parts::default(), |dir| {
+        std::fs::copy(&secret, dir.path().join("hook-secret")).expect("the hook secret");
+        vec![("relying_parties", relying_parties(dir, receiver.port))]
+    })
+    .await
+    else {
+        return;
+    };
+    let chrome = &world.chrome;
+    world.sign_in_with_token().await;
+    chrome.goto(&world.portal("#/user/bob%40corp.example")).await;
+    chrome.click("[data-test=terminate-all]").await;
+    chrome.type_into("dialog textarea[name=reason]", "laptop stolen").await;
+    chrome.click("dialog button[type=submit]").await;
+    // The receipt waits for the relying party's first answer and shows it.
+    let line = chrome.wait_text("dialog [data-test=receipt-relying-parties]", "Failed").await;
+    assert!(line.contains("hook") && line.contains("401"), "{line}");
+    chrome.screenshots("receipt-relying-parties").await;
+    chrome.click("dialog [data-test=dialog-close]").await;
+
+    chrome.find("tr[data-test=delivery][data-state=failed]").await;
+    chrome.screenshots("user-deliveries-failed").await;
+    chrome.click("tr[data-test=delivery] [data-test=retry-delivery]").await;
+    chrome.find("tr[data-test=delivery][data-state=applied]").await;
+    chrome.screenshots("user-deliveries-applied").await;
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0]["idempotency_key"], requests[1]["idempotency_key"], "a retry is the same delivery");
+    let audit = world.plane.api_get("/audit?action=relying_party.retry").await;
+    assert_eq!(audit["entries"][0]["actor"], "portal:token:bootstrap", "{audit}");
 }

@@ -33,6 +33,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("format.js", JS),
     asset!("dialog.js", JS),
     asset!("diff.js", JS),
+    asset!("deliveries.js", JS),
     asset!("pages/login.js", JS),
     asset!("pages/sessions.js", JS),
     asset!("pages/user.js", JS),

@@ -3,6 +3,7 @@
 
 import { h, append, replace, alertBox, field, icon } from './dom.js';
 import { elapsed, plural } from './format.js';
+import { receiptLines } from './deliveries.js';
 
 /**
  * Asks for a reason (and optionally an expiry), runs `run({ reason, until })`
@@ -85,6 +86,8 @@ export function receiptView(title, receipt, detail = null) {
       h('div', {}, h('div', { class: 'label' }, 'Connections closed'), h('div', { class: 'value', 'data-test': 'connections-closed' }, String(receipt.connections_closed))),
       h('div', {}, h('div', { class: 'label' }, 'Elapsed'), h('div', { class: 'value', 'data-test': 'elapsed' }, elapsed(receipt.elapsed_ms)))),
     h('p', { class: 'receipt-note' }, note),
+    receipt.relying_parties && receipt.relying_parties.length ? h('h3', {}, 'Relying parties') : null,
+    receiptLines(receipt.relying_parties),
   ];
 }
 

@@ -1,12 +1,15 @@
 // User: "give me an email, end everything". All sessions of one email,
 // terminate all (every session, every token issued before now, on every
-// edge), lock and unlock with a reason and an optional expiry.
+// edge), lock and unlock with a reason and an optional expiry, and what
+// each relying party answered to the sign-outs those sent it (live, with
+// Retry for a failed one).
 
 import { h, cell, replace, pill, loading, empty, alertBox, field, icon } from '../dom.js';
 import { api } from '../api.js';
 import { when, fromLocalInput, plural } from '../format.js';
 import { actionDialog, receiptView, sessionsEnded } from '../dialog.js';
 import { sessionTable, terminateSession } from './sessions.js';
+import { deliveryTable } from '../deliveries.js';
 
 const POLL_MS = 1500;
 
@@ -46,6 +49,7 @@ export function renderUser(main, { arg, go }) {
   const problem = h('div');
   const sessionsRegion = h('div', { class: 'table-wrap' }, loading('Loading sessions…'));
   const auditRegion = h('div', { class: 'table-wrap' }, loading());
+  const deliveriesRegion = h('div', { class: 'table-wrap' }, loading());
   const count = h('span', { class: 'hint' });
   let locked = false;
 
@@ -90,6 +94,8 @@ export function renderUser(main, { arg, go }) {
           h('div', {}, h('div', { class: 'name', 'data-test': 'user-email' }, address), h('div', { class: 'meta' }, lockState, count))),
         h('div', { class: 'actions' }, lockButton, terminateAll))),
     h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Sessions'), h('span', { class: 'hint' }, 'newest first, live')), sessionsRegion),
+    h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Relying parties'),
+      h('span', { class: 'hint' }, 'sign-outs sent to the SSO, Slack, webhooks…, live')), deliveriesRegion),
     h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Recent admin actions on this user')), auditRegion));
 
   let busy = false;
@@ -100,14 +106,15 @@ export function renderUser(main, { arg, go }) {
     if (busy || stopped) return;
     busy = true;
     try {
-      const [page, lock, audit] = await Promise.all([
+      const [page, lock, audit, deliveries] = await Promise.all([
         api('GET', '/sessions', { query: { email: address, limit: 200 } }),
         api('GET', '/users/lock', { query: { email: address } }),
         api('GET', '/audit', { query: { target: `email:${address}`, limit: 20 } }),
+        api('GET', '/deliveries', { query: { email: address, limit: 50 } }),
       ]);
       if (stopped) return;
       replace(problem);
-      const key = JSON.stringify([page, lock, audit]);
+      const key = JSON.stringify([page, lock, audit, deliveries]);
       if (key === lastKey && !force) return;
       lastKey = key;
       locked = lock.locked;
@@ -119,6 +126,9 @@ export function renderUser(main, { arg, go }) {
       replace(sessionsRegion, page.sessions.length
         ? sessionTable(page.sessions, { showUser: false, onTerminate: async (s) => { await terminateSession(s); refresh(true); } })
         : empty('No sessions', `${address} has not signed in through an edge.`));
+      replace(deliveriesRegion, deliveries.length
+        ? deliveryTable(deliveries, () => refresh(true))
+        : empty('Nothing sent', 'No relying party has been asked to sign this user out (see README: Relying parties).'));
       replace(auditRegion, audit.entries.length ? auditTable(audit.entries) : empty('Nothing recorded', 'No admin has acted on this user yet.'));
     } catch (error) {
       replace(problem, alertBox(error.message));
