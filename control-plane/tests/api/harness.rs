@@ -91,15 +91,21 @@ impl TestApp {
     }
 }
 
-fn config(database_url: &str) -> Config {
-    let text = format!(
+fn config(database_url: &str, extra: &str) -> Config {
+    let mut text = format!(
         "database_url = {database_url:?}\nissuer = {ISSUER:?}\nedge_secret = {EDGE_SECRET:?}\n\
          bootstrap_token = {BOOTSTRAP_TOKEN:?}\nmax_body_bytes = {MAX_BODY_BYTES}\nreceipt_wait_ms = {RECEIPT_WAIT_MS}\n\
          key_encryption_key = \"api-suite-key-encryption-key-0123456789\"\nlogin_idps = [{}]\n",
         portcullis_dev_idp::test_issuer::TestIssuer::shared().login_idp()
     );
-    Config::load(&text, |_| None).unwrap_or_else(|e| panic!("test configuration: {e}"))
+    text.push_str(extra);
+    Config::load(&text, |name| (name == HOOK_SECRET_ENV).then(|| "api-suite-webhook-secret".to_owned()))
+        .unwrap_or_else(|e| panic!("test configuration: {e}"))
 }
+
+/// The environment variable the suite's configuration may name as a
+/// relying party's `secret_env`.
+pub const HOOK_SECRET_ENV: &str = "API_SUITE_HOOK_SECRET";
 
 /// Runs `test` against a control plane on `backend`, then cleans up.
 pub async fn run<F, Fut>(backend: Backend, name: &str, test: F)
@@ -107,20 +113,29 @@ where
     F: FnOnce(TestApp) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    run_configured(backend, name, "", test).await;
+}
+
+/// Same, with `extra` TOML appended to the suite's configuration.
+pub async fn run_configured<F, Fut>(backend: Backend, name: &str, extra: &str, test: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     match backend {
-        Backend::Sqlite => run_sqlite(name, test).await,
-        Backend::Postgres => run_postgres(name, test).await,
+        Backend::Sqlite => run_sqlite(name, extra, test).await,
+        Backend::Postgres => run_postgres(name, extra, test).await,
     }
 }
 
-async fn run_sqlite<F, Fut>(name: &str, test: F)
+async fn run_sqlite<F, Fut>(name: &str, extra: &str, test: F)
 where
     F: FnOnce(TestApp) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let dir = temp_dir("portcullis-api", name);
     let url = format!("sqlite://{}", dir.join("control-plane.db").display());
-    let app = portcullis_control_plane::build(config(&url))
+    let app = portcullis_control_plane::build(config(&url, extra))
         .await
         .unwrap_or_else(|e| panic!("building the control plane on {url}: {e}"));
     let outcome = tokio::spawn(test(TestApp::new(Arc::clone(&app)))).await;
@@ -129,13 +144,13 @@ where
     finish(outcome);
 }
 
-async fn run_postgres<F, Fut>(name: &str, test: F)
+async fn run_postgres<F, Fut>(name: &str, extra: &str, test: F)
 where
     F: FnOnce(TestApp) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let Some(database) = scratch_postgres("portcullis_api", name).await else { return };
-    let outcome = match portcullis_control_plane::build(config(&database.url)).await {
+    let outcome = match portcullis_control_plane::build(config(&database.url, extra)).await {
         Ok(app) => {
             let outcome = tokio::spawn(test(TestApp::new(Arc::clone(&app)))).await;
             app.store.close().await;

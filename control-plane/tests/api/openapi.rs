@@ -48,6 +48,8 @@ pub const EXERCISED: &[(&str, &str)] = &[
     ("get", "/api/v1/edges"),
     ("post", "/api/v1/edges/join-tokens"),
     ("post", "/api/v1/edges/{id}/revoke"),
+    ("get", "/api/v1/deliveries"),
+    ("post", "/api/v1/deliveries/{id}/retry"),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
