@@ -69,7 +69,7 @@ pub fn run(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
                 let deliveries: Vec<DeliveryView> = decode(&value)?;
                 let now = chrono::Utc::now();
                 let mut table =
-                    Table::new(&["ID", "RELYING PARTY", "USER", "ACTION", "STATE", "TRIES", "SENT", "LAST ERROR"]);
+                    Table::new(&["ID", "RELYING PARTY", "USER", "ACTION", "STATE", "TRIES", "SENT", "ANSWER"]);
                 for d in &deliveries {
                     table.row(vec![
                         d.outcome.job.clone(),
@@ -79,7 +79,12 @@ pub fn run(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
                         d.outcome.state.clone(),
                         d.outcome.attempts.to_string(),
                         when(Some(&d.created_at), now),
-                        d.outcome.error.clone().unwrap_or_default(),
+                        // The relying party's last words: its remark once applied, else its error.
+                        if d.outcome.state == "applied" {
+                            d.outcome.detail.clone().unwrap_or_default()
+                        } else {
+                            d.outcome.error.clone().unwrap_or_default()
+                        },
                     ]);
                 }
                 table.print_or("no deliveries");
