@@ -223,3 +223,43 @@ async fn the_portal_shows_each_relying_partys_answer_and_retries_a_refused_one()
     let audit = world.plane.api_get("/audit?action=relying_party.retry").await;
     assert_eq!(audit["entries"][0]["actor"], "portal:token:bootstrap", "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_replicas_deliver_each_job_once() {
+    let Some(database) = crate::postgres::fresh("two_postgres_replicas_deliver_each_job_once").await else { return };
+    let dir = TempDir::new("rp-replicas");
+    let receiver = Receiver::start(&dir, "204");
+    let a = start_plane(&database.url, &dir, (free_port(), free_port()), receiver.port).await;
+    let b = start_plane(&database.url, &dir, (free_port(), free_port()), receiver.port).await;
+    // Terminations through both replicas: each replica's worker wakes at
+    // once for its own, and polls for the other's; both claim from one queue.
+    let terminations = 60;
+    for n in 0..terminations {
+        let plane = if n % 2 == 0 { &a } else { &b };
+        let body = json!({ "email": format!("user{n}@corp.example"), "reason": "sweep" });
+        let (status, answer) = plane.api_post("/users/terminate", &body).await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    let requests = receiver.wait_for(terminations, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a second delivery of any job would show by now
+    let requests = receiver.requests().len().max(requests.len());
+    assert_eq!(requests, terminations, "each job delivered exactly once across the two replicas");
+    let keys: std::collections::HashSet<String> =
+        receiver.requests().iter().map(|r| r["idempotency_key"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(keys.len(), terminations);
+    let deliveries = a.api_get("/deliveries?state=applied&limit=1000").await;
+    assert_eq!(deliveries.as_array().map(Vec::len), Some(terminations), "every job applied");
+    // Both replicas delivered: the queue is shared, not owned by one of them.
+    let mut per_replica = Vec::new();
+    for plane in [&a, &b] {
+        let metrics = plane.http().get(format!("{}/metrics", plane.url)).send().await.unwrap().text().await.unwrap();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("portcullis_control_plane_relying_party_deliveries_total{outcome=\"applied\""))
+            .unwrap_or_else(|| panic!("no applied deliveries counted:\n{metrics}"));
+        per_replica.push(line.rsplit(' ').next().unwrap().parse::<usize>().unwrap());
+    }
+    eprintln!("deliveries per replica: {per_replica:?}");
+    assert_eq!(per_replica.iter().sum::<usize>(), terminations, "{per_replica:?}");
+    assert!(per_replica.iter().all(|n| *n > 0), "both replicas delivered: {per_replica:?}");
+}
