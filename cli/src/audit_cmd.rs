@@ -21,9 +21,16 @@ pub struct AuditArgs {
     /// Entries with this action, e.g. `session.terminate`.
     #[arg(long)]
     action: Option<String>,
-    /// Entries whose target contains this text, e.g. an email.
+    /// Entries whose target contains this text.
     #[arg(long)]
     target: Option<String>,
+    /// Everything about one user (email or IdP subject): logins, session
+    /// ends, terminations, locks, relying-party sign-outs.
+    #[arg(long)]
+    user: Option<String>,
+    /// Everything about one session.
+    #[arg(long)]
+    session: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[arg(long)]
     limit: Option<u32>,
@@ -50,6 +57,8 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             ("actor", args.actor),
             ("action", args.action),
             ("target", args.target),
+            ("user", args.user),
+            ("session", args.session),
             ("limit", args.limit.map(|l| l.to_string())),
             ("cursor", args.cursor.map(|c| c.to_string())),
         ];

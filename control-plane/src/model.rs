@@ -165,6 +165,15 @@ pub struct AuditEntry {
     pub source_address: String,
     /// Change-log sequence, when the action made one.
     pub seq: Option<i64>,
+    /// The email of the user it is about, if any (lower case).
+    #[serde(default)]
+    pub user_email: Option<String>,
+    /// The IdP subject of the user it is about, if known.
+    #[serde(default)]
+    pub user_subject: Option<String>,
+    /// The session it is about, if any.
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 /// A stored policy version.

@@ -25,6 +25,11 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Entries whose target contains this text.
     pub target: Option<String>,
+    /// Everything about one user: an email or an IdP subject (their
+    /// sessions' logins and terminations, locks, relying-party deliveries).
+    pub user: Option<String>,
+    /// Everything about one session.
+    pub session: Option<String>,
     /// At or after (RFC 3339).
     pub since: Option<String>,
     /// `next_cursor` of the previous page.
@@ -58,6 +63,8 @@ pub async fn audit(
         actor: query.actor,
         action: query.action,
         target: query.target,
+        user: query.user.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()),
+        session: query.session,
         since_ms: query.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
         before_id: query.cursor,
         limit,

@@ -109,7 +109,11 @@ pub(crate) async fn append_change(
     Ok(seq)
 }
 
-/// Writes one audit row inside an action's transaction.
+/// Writes one audit row inside an action's transaction. The user and
+/// session it is about are derived from `target`, so every row of a user's
+/// trail can be found by email, subject or session: `email:…`, `sub:…`,
+/// `session:<id>` (the session's user, read in the same transaction), or a
+/// target whose last word is one of those (`okta email:bob@…`).
 pub(crate) async fn insert_audit(
     tx: &mut Transaction<'static, Any>,
     action: &str,
@@ -119,9 +123,24 @@ pub(crate) async fn insert_audit(
     now: Millis,
     seq: Option<u64>,
 ) -> StoreResult<()> {
+    let about = target.rsplit(' ').next().unwrap_or(target);
+    let (mut email, mut subject, mut session) = (None, None, None);
+    if let Some(address) = about.strip_prefix("email:") {
+        email = Some(address.to_ascii_lowercase());
+    } else if let Some(sub) = about.strip_prefix("sub:") {
+        subject = Some(sub.to_owned());
+    } else if let Some(id) = about.strip_prefix("session:") {
+        session = Some(id.to_owned());
+        if let Some(row) =
+            sqlx::query("SELECT email, subject FROM sessions WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?
+        {
+            email = Some(row.try_get::<String, _>("email")?.to_ascii_lowercase());
+            subject = Some(row.try_get("subject")?);
+        }
+    }
     sqlx::query(
-        "INSERT INTO audit_log (at_ms, actor, action, target, reason, source_address, seq) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO audit_log (at_ms, actor, action, target, reason, source_address, seq, user_email, user_subject, \
+         session_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(now)
     .bind(&actor.name)
@@ -130,6 +149,9 @@ pub(crate) async fn insert_audit(
     .bind(reason)
     .bind(&actor.source_address)
     .bind(seq.map(seq_param))
+    .bind(email)
+    .bind(subject)
+    .bind(session)
     .execute(&mut **tx)
     .await?;
     Ok(())

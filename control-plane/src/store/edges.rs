@@ -91,6 +91,13 @@ impl EdgeStore for SqlStore {
         if let Some(target) = &filter.target {
             sql.push_str(&format!(" AND {}", contains(self.backend, "target", &params.text(target))));
         }
+        if let Some(user) = &filter.user {
+            let (email, subject) = (params.text(&user.to_ascii_lowercase()), params.text(user));
+            sql.push_str(&format!(" AND (user_email = {email} OR user_subject = {subject})"));
+        }
+        if let Some(session) = &filter.session {
+            sql.push_str(&format!(" AND session_id = {}", params.text(session)));
+        }
         if let Some(since) = filter.since_ms {
             sql.push_str(&format!(" AND at_ms >= {}", params.int(since)));
         }

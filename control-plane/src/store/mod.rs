@@ -101,6 +101,10 @@ pub struct AuditFilter {
     pub action: Option<String>,
     /// Entries whose target contains this text.
     pub target: Option<String>,
+    /// Entries about this user: an email (any case) or an IdP subject.
+    pub user: Option<String>,
+    /// Entries about this session.
+    pub session: Option<String>,
     /// At or after.
     pub since_ms: Option<Millis>,
     /// Cursor: entries with a smaller id.

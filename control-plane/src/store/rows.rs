@@ -80,6 +80,9 @@ pub(crate) fn audit_entry(row: &AnyRow) -> StoreResult<AuditEntry> {
         reason: row.try_get("reason")?,
         source_address: row.try_get("source_address")?,
         seq: row.try_get("seq")?,
+        user_email: row.try_get("user_email")?,
+        user_subject: row.try_get("user_subject")?,
+        session_id: row.try_get("session_id")?,
     })
 }
 

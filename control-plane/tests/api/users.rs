@@ -5,10 +5,15 @@ use portcullis_policy::UserRef;
 use serde_json::{json, Value};
 
 use crate::client::CLIENT_IP;
-use crate::fixtures::{apply_policy, login, snapshot, text, Login};
+use crate::fixtures::{apply_policy, login, reason, snapshot, text, Login};
 use crate::harness::TestApp;
 
-api_tests!(terminate_user_by_email_ends_every_session, lock_and_unlock, user_actions_validate_their_body);
+api_tests!(
+    terminate_user_by_email_ends_every_session,
+    lock_and_unlock,
+    user_actions_validate_their_body,
+    a_users_whole_trail_is_one_query
+);
 
 async fn state(t: &TestApp, id: &str) -> (String, Option<String>) {
     let view = t.get(&format!("/api/v1/sessions/{id}")).send().await.ok();
@@ -131,4 +136,40 @@ async fn user_actions_validate_their_body(t: TestApp) {
         assert!(message.contains(mentions), "{action} {body}: {message}");
     }
     assert_eq!(t.head().await, head, "nothing changed");
+}
+
+/// "Everything that happened to bob": his logins, the termination of one
+/// session, terminate-all and the lock are found by his email (any case),
+/// by his subject, and one session's by its id — not only rows whose target
+/// happens to name him.
+async fn a_users_whole_trail_is_one_query(t: TestApp) {
+    apply_policy(&t).await;
+    let first = login(&t, "Bob@Test.example").await;
+    let second = login(&t, "bob@test.example").await;
+    login(&t, "eve@test.example").await;
+    t.post(&format!("/api/v1/sessions/{first}/terminate")).json(reason("odd location")).send().await.ok();
+    t.post("/api/v1/users/terminate")
+        .json(json!({ "email": "bob@test.example", "reason": "stolen" }))
+        .send()
+        .await
+        .ok();
+    t.post("/api/v1/users/lock").json(json!({ "email": "BOB@test.example", "reason": "hold" })).send().await.ok();
+
+    let actions = |page: &Value| -> Vec<String> {
+        page["entries"].as_array().unwrap().iter().map(|e| text(&e["action"])).rev().collect()
+    };
+    let trail = t.get("/api/v1/audit?user=BOB@test.example").send().await.ok();
+    assert_eq!(
+        actions(&trail),
+        ["session.create", "session.create", "session.terminate", "user.terminate", "user.lock"],
+        "{trail}"
+    );
+    assert!(trail["entries"].as_array().unwrap().iter().all(|e| e["user_email"] == "bob@test.example"), "{trail}");
+    let subject = t.get(&format!("/api/v1/sessions/{second}")).send().await.ok()["subject"].clone();
+    let by_subject = t.get(&format!("/api/v1/audit?user={}", text(&subject))).send().await.ok();
+    assert_eq!(actions(&by_subject), ["session.create", "session.create", "session.terminate"], "{by_subject}");
+    let one = t.get(&format!("/api/v1/audit?session={first}")).send().await.ok();
+    assert_eq!(actions(&one), ["session.create", "session.terminate"], "{one}");
+    let eve = t.get("/api/v1/audit?user=eve@test.example").send().await.ok();
+    assert_eq!(actions(&eve), ["session.create"]);
 }

@@ -36,6 +36,7 @@ macro_rules! store_tests {
 }
 
 mod admin;
+mod audit_trail;
 mod changes;
 mod concurrency;
 mod edges;

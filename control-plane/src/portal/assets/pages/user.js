@@ -96,7 +96,7 @@ export function renderUser(main, { arg, go }) {
     h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Sessions'), h('span', { class: 'hint' }, 'newest first, live')), sessionsRegion),
     h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Relying parties'),
       h('span', { class: 'hint' }, 'sign-outs sent to the SSO, Slack, webhooks…, live')), deliveriesRegion),
-    h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Recent admin actions on this user')), auditRegion));
+    h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'History'), h('span', { class: 'hint' }, 'logins, terminations, locks and sign-outs, newest first')), auditRegion));
 
   let busy = false;
   let stopped = false;
@@ -109,7 +109,7 @@ export function renderUser(main, { arg, go }) {
       const [page, lock, audit, deliveries] = await Promise.all([
         api('GET', '/sessions', { query: { email: address, limit: 200 } }),
         api('GET', '/users/lock', { query: { email: address } }),
-        api('GET', '/audit', { query: { target: `email:${address}`, limit: 20 } }),
+        api('GET', '/audit', { query: { user: address, limit: 50 } }),
         api('GET', '/deliveries', { query: { email: address, limit: 50 } }),
       ]);
       if (stopped) return;
@@ -129,7 +129,7 @@ export function renderUser(main, { arg, go }) {
       replace(deliveriesRegion, deliveries.length
         ? deliveryTable(deliveries, () => refresh(true))
         : empty('Nothing sent', 'No relying party has been asked to sign this user out (see README: Relying parties).'));
-      replace(auditRegion, audit.entries.length ? auditTable(audit.entries) : empty('Nothing recorded', 'No admin has acted on this user yet.'));
+      replace(auditRegion, audit.entries.length ? auditTable(audit.entries) : empty('Nothing recorded', 'Nothing has happened to this user yet.'));
     } catch (error) {
       replace(problem, alertBox(error.message));
     } finally {
