@@ -21,6 +21,7 @@ const OPTION_KEYS: &[&str] = &[
     "pass_client_headers",
     "stale_mode",
     "device_login",
+    "reauth_after",
 ];
 
 /// Decodes the mapping under `options:`.
@@ -35,6 +36,17 @@ pub(crate) fn options(node: &Node, d: &mut Diagnostics) -> Option<RouteOptions> 
                     match parse_seconds(t) {
                         Ok(secs) => options.session_lifetime = secs,
                         Err(e) => d.error(value.at, e),
+                    }
+                }
+            }
+            // Longer than `session_lifetime` is accepted: the limit is on the
+            // IdP login (`auth_time`), which an IdP's own single sign-on
+            // session can make older than the Portcullis session built on it.
+            "reauth_after" => {
+                if let Some(t) = text(value, "`reauth_after` as a duration such as `15m`", d) {
+                    match parse_seconds(t) {
+                        Ok(secs) => options.reauth_after = Some(secs),
+                        Err(e) => d.error(value.at, format!("`reauth_after`: {e}")),
                     }
                 }
             }
@@ -168,6 +180,44 @@ mod tests {
         assert_eq!(options("{stale_mode: keep}").unwrap().stale_mode, Some(StaleMode::Keep));
         let error = options("{stale_mode: strict}").unwrap_err();
         assert!(error.starts_with("p.yaml:9:27:") && error.contains("expected `keep` or `deny`"), "{error}");
+    }
+
+    #[test]
+    fn reauth_after_is_read_in_the_duration_syntax() {
+        assert_eq!(options("{}").unwrap().reauth_after, None, "no limit unless a route sets one");
+        assert_eq!(options("{reauth_after: 15m}").unwrap().reauth_after, Some(900));
+        assert_eq!(options("{reauth_after: 1h30m}").unwrap().reauth_after, Some(5_400));
+        // Longer than the session lifetime is accepted: it limits the IdP
+        // login, which an IdP's single sign-on session can make older than
+        // the Portcullis session.
+        let longer = options("{session_lifetime: 1h, reauth_after: 2d}").unwrap();
+        assert_eq!((longer.session_lifetime, longer.reauth_after), (3_600, Some(172_800)));
+    }
+
+    #[test]
+    fn reauth_after_refuses_bad_values_where_they_are_written() {
+        let cases = [
+            (
+                "{reauth_after: soon}",
+                "p.yaml:9:29: error: `reauth_after`: expected a duration such as `30m`, `8h` or `1h30m`, found `soon`",
+            ),
+            (
+                "{reauth_after: 0m}",
+                "p.yaml:9:29: error: `reauth_after`: a duration must be longer than zero, found `0m`",
+            ),
+            ("{reauth_after: 15}", "p.yaml:9:29: error: `reauth_after`: `15` needs a unit: s, m, h or d"),
+            (
+                "{reauth_after: [15m]}",
+                "p.yaml:9:29: error: expected `reauth_after` as a duration such as `15m`, found a list",
+            ),
+            (
+                "{session_lifetime: 8h, reauth_after: -1h}",
+                "p.yaml:9:51: error: `reauth_after`: expected a duration such as `30m`, `8h` or `1h30m`, found `-1h`",
+            ),
+        ];
+        for (written, expected) in cases {
+            assert_eq!(options(written).unwrap_err(), expected, "{written}");
+        }
     }
 
     #[test]

@@ -215,6 +215,13 @@ pub struct RouteOptions {
     /// flow (default: no; the device flow lets a session be collected by
     /// whoever started it, so a route opts in).
     pub device_login: bool,
+    /// Re-authentication for a sensitive route, seconds (default: none).
+    /// Every allow rule that needs a login behaves as if it said
+    /// `logged_in_within: <this>`, keeping its own limit when that is
+    /// smaller; the compiler writes it into those rules, so evaluation,
+    /// admission deadlines and `login_max_age` see it like any other limit.
+    /// Public rules and deny rules are left as written.
+    pub reauth_after: Option<u32>,
 }
 
 /// The client headers a route may let through with `pass_client_headers`;
@@ -255,6 +262,7 @@ impl Default for RouteOptions {
             pass_client_headers: Box::new([]),
             stale_mode: None,
             device_login: false,
+            reauth_after: None,
         }
     }
 }

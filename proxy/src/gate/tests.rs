@@ -46,6 +46,14 @@ routes:
     upstream: http://127.0.0.1:9
     rules:
       - allow: { email_domain: [corp.example], logged_in_within: 1h }
+  - name: payroll
+    host: payroll.example
+    upstream: http://127.0.0.1:9
+    options: { reauth_after: 15m }
+    rules:
+      - public: true
+        allow: { paths: [/healthz] }
+      - allow: { email_domain: [corp.example] }
   - name: ssh
     tcp: ssh.internal:22
     upstream: 127.0.0.1:22
@@ -278,6 +286,27 @@ fn an_http2_connection_refuses_a_fifth_identity() {
             assert_eq!(result.err(), Some(Refusal::Misdirected));
         }
     }
+}
+
+#[test]
+fn a_reauth_after_route_asks_a_stale_login_for_a_fresh_one_with_its_max_age() {
+    let w = World::new();
+    let admit = |path: &str, cookie_header: Option<&str>| {
+        let headers: Vec<(&str, &str)> = cookie_header.map(|c| ("cookie", c)).into_iter().collect();
+        let mut head = w.head(path, &headers);
+        head.insert_header("host", "payroll.example").expect("host");
+        let canonical = canonical_target(&head).expect("target");
+        let arrival = Arrival::Http { host: "payroll.example", target: &canonical, method: "GET", multiplexed: false };
+        ready(w.gate.admit(&w.snapshot, arrival, &head, HOME.parse().expect("ip"), None))
+    };
+    let stale = cookie("payroll", &w.token_at("ann@corp.example", &[], "payroll", HOME, now() - 1800));
+    let refused = admit("/x", Some(&stale)).err();
+    assert!(matches!(refused, Some(Refusal::Reauthenticate { max_age: 900, .. })), "{refused:?}");
+    let fresh = cookie("payroll", &w.token_at("ann@corp.example", &[], "payroll", HOME, now() - 600));
+    admit("/x", Some(&fresh)).expect("a login within 15m");
+    // The route's public path stays public: no login, or an old one, is let through.
+    admit("/healthz", None).expect("public without a login");
+    admit("/healthz", Some(&stale)).expect("public with an old login");
 }
 
 #[test]
