@@ -38,6 +38,7 @@ pub fn run(args: ControlPlaneArgs) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(error) => return Ok(config_file::invalid(error)),
     };
+    crate::init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match runtime.block_on(portcullis_control_plane::run(config)) {
         Ok(()) => Ok(ExitCode::SUCCESS),

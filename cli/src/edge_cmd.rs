@@ -35,6 +35,7 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(error) => return Ok(config_file::invalid(error)),
     };
+    crate::init_logging(config.log_format);
     portcullis_edge::server::run(config)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -67,16 +67,27 @@ enum Command {
     DemoApp(quickstart::demo_app::DemoAppArgs),
 }
 
+/// Starts logging to standard error: `PORTCULLIS_LOG` filters (default
+/// `info`); `json` writes one JSON object per line. The servers call it once
+/// their configuration (and its `log_format`) is read; every other command
+/// at once.
+pub fn init_logging(format: portcullis_settings::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        portcullis_settings::LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        // Colour for a terminal only: logs written to files stay plain text.
+        portcullis_settings::LogFormat::Text => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        }
+    };
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour for a terminal only: logs written to files stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if !matches!(cli.command, Command::ControlPlane(_) | Command::Edge(_)) {
+        init_logging(portcullis_settings::LogFormat::Text);
+    }
     let result = match cli.command {
         Command::Policy(command) => policy_cmd::run(command),
         Command::ControlPlane(args) => control_plane_cmd::run(args),

@@ -67,7 +67,8 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     authority.follow(Arc::clone(&store) as Arc<dyn crate::store::Store>, KEY_FOLLOW_PERIOD);
     let public_key = stream_key.public_key();
     tracing::info!(%public_key, "edge streams are signed with this key: pin it as the edges' stream_public_key");
-    bootstrap_admin_token(&store, config.bootstrap_token.as_deref(), &config.admin_token_file).await?;
+    bootstrap_admin_token(&store, config.bootstrap_token.as_deref(), &config.admin_token_file, config.log_format)
+        .await?;
     let feed = Arc::new(ChangeFeed::of_store(&store, store.head_seq().await?));
     feed.spawn_poller(Arc::clone(&store) as Arc<dyn ChangeStore>);
     if store.backend() == Backend::Postgres {
@@ -103,6 +104,7 @@ async fn bootstrap_admin_token(
     store: &SqlStore,
     bootstrap: Option<&str>,
     token_file: &std::path::Path,
+    log_format: portcullis_settings::LogFormat,
 ) -> Result<(), ServeError> {
     if !store.list_api_tokens("admin").await?.is_empty() {
         if let Some(token) = bootstrap {
@@ -123,6 +125,12 @@ async fn bootstrap_admin_token(
                     .map_err(|source| KeyVaultError::File { path: token_file.display().to_string(), source })?;
             }
             crate::key_vault::write_private(token_file, &format!("{token}\n"))?;
+            if log_format == portcullis_settings::LogFormat::Json {
+                // A log collector reads JSON lines only: the same, as one.
+                tracing::warn!(path = %token_file.display(), "first start: created an admin API token (readable by \
+                    this user only); export PORTCULLIS_TOKEN=$(cat <path>) for the CLI");
+                return Ok(insert_admin(store, &token).await?);
+            }
             eprintln!(
                 "\n  First start: created an admin API token in {} (readable by this user only).\n  \
                  Use it as `Authorization: Bearer <token>` or PORTCULLIS_TOKEN for the CLI:\n\n    \

@@ -80,6 +80,25 @@ pub fn load<T: DeserializeOwned>(
     })
 }
 
+/// How a server writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Reads the `log_format` key: `text` (default) or `json`.
+pub fn log_format(value: Option<&str>) -> Result<LogFormat, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError::new("log_format", format!("expected `text` or `json`, found `{other}`"))),
+    }
+}
+
 /// True when `url`'s host is loopback (`127.0.0.0/8`, `[::1]`, `localhost`):
 /// the one place plain HTTP is fine without `allow_plain_http`, for the
 /// edge's control-plane URLs and the control plane's login IdPs alike.
@@ -99,6 +118,14 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn log_formats() {
+        assert_eq!(log_format(None), Ok(LogFormat::Text));
+        assert_eq!(log_format(Some("json")), Ok(LogFormat::Json));
+        let error = log_format(Some("xml")).unwrap_err();
+        assert_eq!(error.to_string(), "configuration key `log_format`: expected `text` or `json`, found `xml`");
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -111,3 +111,28 @@ fn an_unreadable_file_is_named() {
     assert_eq!(run.code, Some(64), "{run:?}");
     assert!(run.stderr.contains("/nonexistent/portcullis.toml"), "{run:?}");
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    // A relying party whose secret file is missing stops the start after
+    // the first log lines: those must be JSON, the final error plain.
+    let file = format!(
+        "{}log_format = \"json\"\n[[relying_parties]]\nname = \"hook\"\nkind = \"webhook\"\n\
+         url = \"https://hooks.example\"\nsecret_file = \"/nonexistent/hook-secret\"\n",
+        secret_line()
+    );
+    let run = start(&file, &[]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    let (error, logs): (Vec<&str>, Vec<&str>) = run.stderr.lines().partition(|l| l.starts_with("error: "));
+    assert_eq!(
+        error,
+        ["error: relying party `hook`: secret_file /nonexistent/hook-secret: No such file or directory (os error 2)"]
+    );
+    assert!(!logs.is_empty(), "{run:?}");
+    for line in logs {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(record["level"].is_string() && record["timestamp"].is_string(), "{record}");
+        assert!(record["fields"]["message"].is_string(), "{record}");
+    }
+    rejects(&start(&format!("{}log_format = \"xml\"\n", secret_line()), &[]), "log_format");
+}

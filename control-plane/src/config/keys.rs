@@ -52,6 +52,11 @@ pub const KEYS: &[(&str, &str)] = &[
          (86400: undelivered after this, a job is dead) and `timeout_ms` (10000)",
     ),
     (
+        "log_format",
+        "`text` (readable lines, colour only on a terminal) or `json` (one JSON object per line, for log \
+         collectors) (default text)",
+    ),
+    (
         "login_clock_skew_s",
         "seconds of clock difference tolerated on ID-token times (exp, iat, auth_time) at session creation, \
          at most 300 (default 30)",

@@ -97,6 +97,8 @@ pub struct RawConfig {
     pub login_clock_skew_s: Option<u64>,
     /// See [`KEYS`].
     pub relying_parties: Option<Vec<crate::relying_parties::settings::RawRelyingParty>>,
+    /// See [`KEYS`].
+    pub log_format: Option<String>,
 }
 
 /// One entry of `login_idps`, as written.
@@ -154,6 +156,8 @@ pub struct Config {
     /// Plain `http://` accepted to hosts that are not loopback (SSF push
     /// endpoints, relying parties, login IdPs).
     pub allow_plain_http: bool,
+    /// How the log is written.
+    pub log_format: portcullis_settings::LogFormat,
 }
 
 /// The identity providers whose ID tokens create sessions.
@@ -319,6 +323,7 @@ impl Config {
             env,
         )?;
         Ok(Self {
+            log_format: portcullis_settings::log_format(raw.log_format.as_deref())?,
             relying_parties,
             allow_plain_http: raw.allow_plain_http == Some(true),
             issuer,

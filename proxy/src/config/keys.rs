@@ -99,4 +99,9 @@ pub const KEYS: &[(&str, &str)] = &[
         "device logins (portcullis connect) one client address may start per hour, a quarter of them at once; \
          raise it for many users behind one address (default 20)",
     ),
+    (
+        "log_format",
+        "`text` (readable lines, colour only on a terminal) or `json` (one JSON object per line, for log \
+         collectors) (default text)",
+    ),
 ];

@@ -60,6 +60,7 @@ pub struct RawEdgeConfig {
     pub bearer_token_types: Option<Vec<String>>,
     pub clock_skew_s: Option<u64>,
     pub device_logins_per_hour: Option<u32>,
+    pub log_format: Option<String>,
 }
 
 pub use portcullis_policy::policy::StaleMode;
@@ -120,6 +121,8 @@ pub struct EdgeConfig {
     pub clock_skew_s: u64,
     /// Device logins one client address may start per hour.
     pub device_logins_per_hour: u32,
+    /// How the log is written.
+    pub log_format: portcullis_settings::LogFormat,
 }
 
 pub use portcullis_settings::ConfigError;
@@ -214,6 +217,7 @@ impl EdgeConfig {
             clock_skew_s: raw.clock_skew_s.unwrap_or(30).min(300),
         })?;
         Ok(Self {
+            log_format: portcullis_settings::log_format(raw.log_format.as_deref())?,
             cookie_secure: raw.cookie_secure.unwrap_or(true),
             trusted_proxies,
             assertion_key_pem,
