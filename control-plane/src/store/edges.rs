@@ -92,7 +92,7 @@ impl EdgeStore for SqlStore {
             sql.push_str(&format!(" AND {}", contains(self.backend, "target", &params.text(target))));
         }
         if let Some(user) = &filter.user {
-            let (email, subject) = (params.text(&user.to_ascii_lowercase()), params.text(user));
+            let (email, subject) = (params.text(user.to_ascii_lowercase()), params.text(user));
             sql.push_str(&format!(" AND (user_email = {email} OR user_subject = {subject})"));
         }
         if let Some(session) = &filter.session {
