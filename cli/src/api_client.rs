@@ -4,7 +4,11 @@
 //! else the system's roots), the admin token (`--token` /
 //! `PORTCULLIS_TOKEN`), and one request helper that turns every failure
 //! into a one-line message — the API's `{"error": {"message"}}`, which URL
-//! could not be reached, or that its certificate does not verify.
+//! could not be reached, that its certificate does not verify, or that the
+//! server at the URL is not the admin API (an edge, say): only answers that
+//! carry the control plane's `x-portcullis-api` header are relayed as the
+//! API's word. A base URL ending in `/api/v1` is taken without it, and a
+//! token that cannot be one (the README's `pcat_…`) is refused before sending.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +18,9 @@ use clap::Args;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use portcullis_control_plane::api::{ADMIN_API_HEADER, ADMIN_API_MARK};
+use reqwest::header::{HeaderMap, LOCATION, WWW_AUTHENTICATE};
 
 use crate::tls_roots::{certificate_problem, untrusted, CaFile};
 
@@ -72,14 +79,22 @@ impl ApiClient {
             .clone()
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| anyhow!("this command needs an admin token: set PORTCULLIS_TOKEN or pass --token"))?;
-        let base = connection.url.trim_end_matches('/').to_owned();
+        if !could_be_token(token.trim()) {
+            bail!("{NOT_A_TOKEN}");
+        }
+        let base = connection.url.trim_end_matches('/');
+        // The banner and the portal show the API as `…/api/v1`; paths here add it.
+        let base = base.strip_suffix("/api/v1").unwrap_or(base).trim_end_matches('/').to_owned();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("--url / PORTCULLIS_URL must start with http:// or https://, found `{base}`");
         }
         let ca = connection.ca_file.as_deref().map(|path| CaFile::read(path, "--ca-file")).transpose()?;
         // The server bounds `?wait=true` at 60 s; leave room for it.
-        let mut http =
-            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(75));
+        // The admin API never redirects; an edge sends a browser to its login.
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(75))
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &ca {
             http = ca.trust_in(http)?;
         }
@@ -96,30 +111,49 @@ impl ApiClient {
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let text = response.text().await.map_err(|e| self.transport_error(&e))?;
         let body: Option<Value> = serde_json::from_str(&text).ok();
+        let admin_api = headers.get(ADMIN_API_HEADER).is_some_and(|v| v == ADMIN_API_MARK);
         if status.is_success() {
             return match body {
                 Some(body) => Ok(body),
                 None if text.trim().is_empty() => Ok(Value::Null),
+                None if !admin_api => bail!("{}", self.not_the_admin_api(status, &text, false)),
                 None => bail!("the control plane at {} answered {status} with a body that is not JSON", self.base),
             };
         }
-        let message = body
-            .as_ref()
-            .and_then(|b| b.pointer("/error/message"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                let text = text.trim();
-                let snippet: String = text.chars().take(200).collect();
-                if snippet.is_empty() {
-                    format!("the control plane answered {status}")
-                } else {
-                    format!("the control plane answered {status}: {snippet}")
-                }
-            });
+        let api_message = body.as_ref().and_then(|b| b.pointer("/error/message")).and_then(Value::as_str);
+        let edge = looks_like_an_edge(status, &headers, body.as_ref());
+        if !admin_api && (edge || api_message.is_none()) {
+            // Not the control plane's answer (maybe behind a proxy that drops
+            // the header, so an answer in our shape is still relayed).
+            bail!("{}", self.not_the_admin_api(status, &text, edge));
+        }
+        let message = api_message.map(str::to_owned).unwrap_or_else(|| {
+            let text = text.trim();
+            let snippet: String = text.chars().take(200).collect();
+            if snippet.is_empty() {
+                format!("the control plane answered {status}")
+            } else {
+                format!("the control plane answered {status}: {snippet}")
+            }
+        });
         Err(ApiFailure { status, body, message }.into())
+    }
+
+    /// What to say when the server at `--url` answered but is not the admin API.
+    fn not_the_admin_api(&self, status: StatusCode, text: &str, edge: bool) -> String {
+        if edge {
+            return format!("{} {EDGE_HINT}", self.base);
+        }
+        let snippet: String = text.trim().chars().take(120).collect();
+        let answered = if snippet.is_empty() { format!("{status}") } else { format!("{status}: {snippet}") };
+        format!(
+            "the server at {} is not the Portcullis control plane's admin API (it answered {answered}); \
+             use the control plane's listen address (default {DEFAULT_URL}) for --url / PORTCULLIS_URL",
+            self.base
+        )
     }
 
     /// `GET /api/v1{path}` with query pairs (absent values are left out).
@@ -146,6 +180,33 @@ impl ApiClient {
             anyhow!("request to the control plane at {} failed: {cause}", self.base)
         }
     }
+}
+
+/// Said, after the URL, of a server that answers as a Portcullis edge does.
+const EDGE_HINT: &str = "looks like a Portcullis edge, not the control plane's admin API: use the control \
+                         plane's listen address (default 127.0.0.1:7400) for --url / PORTCULLIS_URL";
+
+/// Said of a token no admin token can be.
+const NOT_A_TOKEN: &str = "PORTCULLIS_TOKEN / --token is not a valid admin token (an admin token is pcat_ \
+                           followed by 43 letters, digits, `-` or `_`; `pcat_…` in the README is a placeholder): \
+                           `portcullis control-plane` wrote the first one to data/admin-token, and \
+                           `portcullis quickstart` prints its own";
+
+/// True unless `token` has characters no bearer token has (RFC 6750
+/// `b64token`), or ends like a placeholder (`pcat_…`, `pcat_...`).
+fn could_be_token(token: &str) -> bool {
+    let token68 = token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+    token68 && !token.ends_with("...")
+}
+
+/// An edge's own refusal: its `Bearer realm="portcullis"` challenge, its
+/// "no application here" code, or its login redirect.
+fn looks_like_an_edge(status: StatusCode, headers: &HeaderMap, body: Option<&Value>) -> bool {
+    let challenge = headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let code = body.and_then(|b| b.pointer("/error/code")).and_then(Value::as_str);
+    challenge.contains("realm=\"portcullis\"")
+        || code == Some("no_route")
+        || (status.is_redirection() && headers.contains_key(LOCATION))
 }
 
 /// The innermost cause, e.g. "Connection refused (os error 111)".

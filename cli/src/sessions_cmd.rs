@@ -124,10 +124,14 @@ async fn list_sessions(args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// "active", or "ended: <reason>" shortened to fit a table.
+/// "active", "locked" (until when), or "ended: <reason>" shortened to fit a table.
 fn state(session: &SessionView) -> String {
     if session.state == "active" {
-        return session.state.clone();
+        return match (session.locked, &session.locked_until) {
+            (true, Some(until)) => format!("locked until {until}"),
+            (true, None) => "locked".to_owned(),
+            (false, _) => session.state.clone(),
+        };
     }
     match session.end_reason.as_deref() {
         Some(reason) if reason.chars().count() > 40 => {

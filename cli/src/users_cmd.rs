@@ -1,5 +1,6 @@
-//! `portcullis users terminate|lock|unlock EMAIL`: "give me an email, end
-//! everything", and locks that deny a user everywhere until lifted.
+//! `portcullis users terminate|lock|unlock|status EMAIL`: "give me an email,
+//! end everything", and locks that deny a user everywhere until lifted (an
+//! unlock ends the user's sessions unless told to keep them).
 
 use std::process::ExitCode;
 
@@ -22,8 +23,10 @@ pub enum UsersCommand {
     Terminate(TerminateArgs),
     /// Lock the user: denied everywhere, live connections closed, until unlocked.
     Lock(LockArgs),
-    /// Lift a lock.
+    /// Lift a lock; also ends every session of the user unless --keep-sessions.
     Unlock(UnlockArgs),
+    /// Whether the user is locked, why and until when.
+    Status(StatusArgs),
 }
 
 /// `users terminate` arguments.
@@ -67,8 +70,33 @@ pub struct UnlockArgs {
     /// Why: goes to the audit log (default "unlocked").
     #[arg(long)]
     reason: Option<String>,
+    /// Keep the user's sessions (the lock suspended them; they come back).
+    /// Default: end them and invalidate their tokens, as `users terminate`.
+    #[arg(long)]
+    keep_sessions: bool,
+    /// Wait (bounded) until every connected edge has applied it.
+    #[arg(long)]
+    wait: bool,
     #[command(flatten)]
     connection: Connection,
+}
+
+/// `users status` arguments.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The user's email.
+    email: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Deserialize)]
+struct LockStatus {
+    user: String,
+    locked: bool,
+    reason: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -99,9 +127,31 @@ pub fn run(command: UsersCommand) -> anyhow::Result<ExitCode> {
             if let Some(reason) = args.reason {
                 body["reason"] = Value::String(reason);
             }
-            block_on(act(args.connection, "unlock", body, false))
+            if args.keep_sessions {
+                body["keep_sessions"] = Value::Bool(true);
+            }
+            block_on(act(args.connection, "unlock", body, args.wait))
         }
+        UsersCommand::Status(args) => block_on(status(args)),
     }
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = ApiClient::new(&args.connection)?;
+    let value = client.get("/users/lock", &[("email", Some(args.email))]).await?;
+    if args.connection.json {
+        print_json(&value)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lock: LockStatus = decode(&value)?;
+    let user = lock.user.strip_prefix("email:").unwrap_or(&lock.user);
+    if !lock.locked {
+        println!("{user} is not locked");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let until = lock.until.as_deref().map_or_else(|| "until unlocked".to_owned(), |u| format!("until {u}"));
+    println!("{user} is locked {until}: {}", lock.reason.as_deref().unwrap_or("no reason given"));
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn act(connection: Connection, action: &str, body: Value, wait: bool) -> anyhow::Result<ExitCode> {
@@ -114,9 +164,9 @@ async fn act(connection: Connection, action: &str, body: Value, wait: bool) -> a
     }
     let answer: UserActionAnswer = decode(&value)?;
     let user = answer.user.strip_prefix("email:").unwrap_or(&answer.user);
+    let sessions = if answer.sessions_ended == 1 { "session" } else { "sessions" };
     match action {
         "terminate" => {
-            let sessions = if answer.sessions_ended == 1 { "session" } else { "sessions" };
             println!(
                 "ended {} {sessions} of {user}; tokens issued to them until now are invalid",
                 answer.sessions_ended
@@ -126,7 +176,11 @@ async fn act(connection: Connection, action: &str, body: Value, wait: bool) -> a
             Some(until) => println!("locked {user} until {until}"),
             None => println!("locked {user} until unlocked"),
         },
-        _ => println!("unlocked {user}"),
+        _ if body.get("keep_sessions").is_some() => println!("unlocked {user}; kept their sessions"),
+        _ => println!(
+            "unlocked {user}; ended {} {sessions} of theirs; tokens issued to them until now are invalid",
+            answer.sessions_ended
+        ),
     }
     println!("{}", receipt_line(&answer.receipt));
     Ok(ExitCode::SUCCESS)

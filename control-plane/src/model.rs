@@ -1,6 +1,10 @@
 //! Records the control plane keeps, as the API shows them. Times are Unix
 //! milliseconds inside the store and RFC 3339 strings in JSON.
 
+use std::collections::HashMap;
+
+use portcullis_policy::snapshot::Lock;
+use portcullis_policy::UserRef;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -71,7 +75,7 @@ pub struct SessionView {
     pub groups: Vec<String>,
     /// Route.
     pub route: String,
-    /// `active` or `ended`.
+    /// `active` or `ended`; an active session of a locked user also has `locked`.
     pub state: String,
     /// Created (RFC 3339).
     pub created_at: String,
@@ -95,6 +99,30 @@ pub struct SessionView {
     pub idp_issuer: String,
     /// IdP session id.
     pub idp_session_id: Option<String>,
+    /// The user is locked: the session is `active` (it comes back if the
+    /// lock is lifted with `keep_sessions`) but every edge denies it. Only
+    /// ever true for an `active` session.
+    #[serde(default)]
+    pub locked: bool,
+    /// When that lock lifts by itself (RFC 3339); absent while unlocked or
+    /// locked until someone unlocks.
+    #[serde(default)]
+    pub locked_until: Option<String>,
+}
+
+impl SessionView {
+    /// Marks an active session whose user (by subject or email) has a lock
+    /// in `locks`, the locks in force now.
+    pub fn mark_locked(&mut self, locks: &HashMap<UserRef, Lock>) {
+        if self.state != "active" || locks.is_empty() {
+            return;
+        }
+        let lock = locks.get(&UserRef::subject(&self.subject)).or_else(|| locks.get(&UserRef::email(&self.email)));
+        if let Some(lock) = lock {
+            self.locked = true;
+            self.locked_until = lock.until.map(|s| rfc3339(s.saturating_mul(1000)));
+        }
+    }
 }
 
 impl SessionRecord {
@@ -126,6 +154,8 @@ impl SessionRecord {
             live_connections: self.live_connections,
             idp_issuer: self.idp_issuer.clone(),
             idp_session_id: self.idp_session_id.clone(),
+            locked: false,
+            locked_until: None,
         }
     }
 }

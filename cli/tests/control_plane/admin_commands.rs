@@ -7,7 +7,8 @@
 use portcullis_policy::wire::Message;
 use serde_json::Value;
 
-use crate::harness::{command, free_port, ControlPlane, Run, TempDir, POLICY};
+use crate::edge_node::EdgeNode;
+use crate::harness::{command, free_port, ControlPlane, Run, TempDir, ADMIN_TOKEN, POLICY};
 
 const BROKEN: &str = "version: 1\nroutes:\n  - name: wiki\n    hots: wiki.corp.example\n    upstream: http://10.0.0.5:8080\n    rules:\n      - allow: { email_domain: [corp.example] }\n";
 
@@ -188,6 +189,115 @@ async fn admin_command_errors() {
     let https = vec![("PORTCULLIS_URL", "https://cp.example".into()), ("PORTCULLIS_TOKEN", "t".into())];
     let out = run(&["audit", "--ca-file", "/nonexistent/ca.pem"], https);
     assert!(out.stderr.starts_with("error: cannot read --ca-file /nonexistent/ca.pem"), "{out:?}");
+}
+
+/// Locks as the CLI shows them: the sessions list says `locked until …`,
+/// `users status` gives the reason and expiry, and an unlock ends the
+/// sessions (saying how many) unless `--keep-sessions`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_show_and_unlock_ends_sessions() {
+    let dir = TempDir::new("admin-locks");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    plane.apply_policy(POLICY).await;
+    let carol = plane.create_session("carol@corp.example", "wiki").await;
+    let dave = plane.create_session("dave@corp.example", "wiki").await;
+
+    let until = "2099-01-01T00:00:00Z";
+    let out = plane.cli(&["users", "lock", "carol@corp.example", "--reason", "investigation", "--until", until]).await;
+    assert!(out.ok().contains("locked carol@corp.example until 2099-01-01T00:00:00.000Z"), "{out:?}");
+    let out = plane.cli(&["sessions", "list"]).await;
+    let line = |id: &str| out.stdout.lines().find(|l| l.starts_with(id)).unwrap_or_default().to_owned();
+    assert!(line(&carol).contains("locked until 2099-01-01T00:00:00.000Z"), "{out:?}");
+    assert!(line(&dave).contains(" active "), "{out:?}");
+    let out = plane.cli(&["users", "status", "carol@corp.example"]).await;
+    let expected = "carol@corp.example is locked until 2099-01-01T00:00:00.000Z: investigation";
+    assert_eq!(out.ok().trim(), expected, "{out:?}");
+    let out = plane.cli(&["users", "status", "dave@corp.example"]).await;
+    assert_eq!(out.ok().trim(), "dave@corp.example is not locked", "{out:?}");
+
+    // --keep-sessions: the lock lifts, dave's session stands.
+    plane.cli(&["users", "lock", "dave@corp.example"]).await.ok();
+    let out = plane.cli(&["sessions", "list", "--user", "dave@corp.example"]).await;
+    assert!(out.ok().contains(" locked "), "{out:?}");
+    let out = plane.cli(&["users", "unlock", "dave@corp.example", "--keep-sessions", "--wait"]).await;
+    assert!(out.ok().contains("unlocked dave@corp.example; kept their sessions"), "{out:?}");
+    assert!(out.stdout.contains("durable"), "a receipt: {out:?}");
+    let out = plane.cli(&["sessions", "list", "--user", "dave@corp.example", "--active"]).await;
+    assert!(out.ok().contains(&dave) && out.stdout.contains(" active "), "{out:?}");
+
+    // By default the unlock ends them, with --wait's receipt.
+    let out = plane.cli(&["users", "unlock", "carol@corp.example", "--wait"]).await;
+    assert!(out.ok().contains("unlocked carol@corp.example; ended 1 session of theirs"), "{out:?}");
+    assert!(out.stdout.contains("durable"), "a receipt: {out:?}");
+    let out = plane.cli(&["sessions", "list", "--user", "carol@corp.example"]).await;
+    assert!(out.ok().contains("ended: ended at unlock: unlocked"), "{out:?}");
+    let out = plane.cli(&["users", "status", "carol@corp.example"]).await;
+    assert_eq!(out.ok().trim(), "carol@corp.example is not locked", "{out:?}");
+}
+
+/// Wrong inputs a new user makes, each answered with what to do: an edge's
+/// port as the admin URL, the banner's `…/api/v1` URL, the README's
+/// placeholder token, another server at the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_url_or_token_says_what_to_do() {
+    let dir = TempDir::new("admin-wrong");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let policy = "version: 1\nroutes:\n  - name: demo\n    host: localhost\n    upstream: http://127.0.0.1:9\n    \
+                  rules:\n      - allow: { email_domain: [corp.example] }\n";
+    plane.apply_policy(policy).await;
+    let edge = EdgeNode::start(&plane, "edge-wrong", dir.path()).await;
+    let run = |url: String, token: &str| {
+        let mut cmd = command();
+        cmd.args(["sessions", "list"]).env("PORTCULLIS_URL", url).env("PORTCULLIS_TOKEN", token);
+        Run::from(cmd.output().expect("run"))
+    };
+    let looks_like_an_edge = "looks like a Portcullis edge, not the control plane's admin API: use the control \
+                              plane's listen address (default 127.0.0.1:7400)";
+
+    // The edge's port: a route there (its bearer-token check answers) or none.
+    for url in [format!("http://localhost:{}", edge.port), format!("http://127.0.0.1:{}", edge.port)] {
+        let out = run(url.clone(), ADMIN_TOKEN);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert_eq!(out.stderr.trim(), format!("error: {url} {looks_like_an_edge} for --url / PORTCULLIS_URL"));
+    }
+    // Another server altogether (the edge's metrics listener).
+    let metrics = format!("http://127.0.0.1:{}", edge.metrics);
+    let out = run(metrics.clone(), ADMIN_TOKEN);
+    let other = format!("error: the server at {metrics} is not the Portcullis control plane's admin API");
+    assert!(out.stderr.starts_with(&other), "{out:?}");
+    assert!(out.stderr.contains("default http://127.0.0.1:7400"), "{out:?}");
+
+    // The banner's URL, `…/api/v1` (with or without a slash), works.
+    for url in [format!("{}/api/v1", plane.url), format!("{}/api/v1/", plane.url)] {
+        let out = run(url, ADMIN_TOKEN);
+        assert_eq!(out.ok().trim(), "no sessions match", "{out:?}");
+    }
+    // A client that does not strip it gets a hint from the API itself.
+    let doubled = plane.http().get(format!("{}/api/v1/api/v1/sessions", plane.url)).bearer_auth(ADMIN_TOKEN);
+    let body: Value = doubled.send().await.expect("send").json().await.expect("json");
+    assert!(text(&body).contains("/api/v1 twice"), "{body}");
+
+    // The README's placeholder, as the CLI's token and sent by hand.
+    for placeholder in ["pcat_…", "pcat_...", "\"pcat_x\""] {
+        let out = run(plane.url.clone(), placeholder);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(
+            out.stderr
+                .starts_with("error: PORTCULLIS_TOKEN / --token is not a valid admin token (an admin token is pcat_"),
+            "{placeholder}: {out:?}"
+        );
+        assert!(out.stderr.contains("data/admin-token"), "{out:?}");
+    }
+    let by_hand = plane
+        .http()
+        .get(format!("{}/api/v1/sessions", plane.url))
+        .header("authorization", reqwest::header::HeaderValue::from_bytes("Bearer pcat_…".as_bytes()).unwrap());
+    let body: Value = by_hand.send().await.expect("send").json().await.expect("json");
+    assert!(text(&body).contains("not a valid admin token") && text(&body).contains("placeholder"), "{body}");
+}
+
+fn text(body: &Value) -> String {
+    body["error"]["message"].as_str().unwrap_or_default().to_owned()
 }
 
 /// `--wait` with an edge connected: the edge applies each change and

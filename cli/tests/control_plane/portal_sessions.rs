@@ -125,22 +125,38 @@ async fn portal_admin_terminates_a_live_session_and_every_session_of_a_user() {
         chrome.wait_text(&format!("tr[data-session='{id}'] [data-test=state]"), "offboarding").await;
     }
 
-    // Lock with a reason, then unlock.
+    // Lock with a reason and an expiry: carol's new session shows locked,
+    // the page shows until when; the unlock ends the session (unless
+    // "Keep their sessions" is ticked; it is not by default).
+    let (third, _) = edge_login(plane, "carol@corp.example", "203.0.113.81", USER_AGENTS[1]).await;
+    chrome.wait_text(&format!("tr[data-session='{third}'] [data-test=state]"), "Active").await;
     chrome.click("[data-test=lock]").await;
     chrome.type_into("dialog textarea[name=reason]", "investigation INC-4711").await;
+    chrome.eval("document.querySelector('dialog input[name=until]').value = '2099-01-01T00:00'; return true").await;
     chrome.click("dialog button[type=submit]").await;
     chrome.find("dialog [data-test=receipt]").await;
     chrome.click("dialog [data-test=dialog-close]").await;
     chrome.wait_text(".user-id .meta", "Locked: investigation INC-4711").await;
     let lock = plane.api_get("/users/lock?email=carol@corp.example").await;
     assert_eq!(lock["locked"], true, "{lock}");
+    assert!(
+        lock["until"].as_str().is_some_and(|u| u.starts_with("2099-01-01") || u.starts_with("2098-12-31")),
+        "{lock}"
+    );
+    chrome.wait_text(".user-id .meta [data-test=lock-until]", "2099").await;
+    let state = chrome.wait_text(&format!("tr[data-session='{third}'] [data-test=state]"), "Locked").await;
+    assert!(state.contains("until") && state.contains("2099"), "{state}");
     chrome.wait_text("[data-test=lock]", "Unlock").await;
     chrome.screenshots("user-locked").await;
     chrome.click("[data-test=lock]").await;
+    let keep = chrome.eval("return document.querySelector('dialog input[name=keep_sessions]').checked").await;
+    assert_eq!(keep, Value::Bool(false), "keeping sessions is opt-in");
     chrome.click("dialog button[type=submit]").await;
-    chrome.find("dialog [data-test=receipt]").await;
+    chrome.wait_text("dialog [data-test=dialog-done]", "1 session ended").await;
     chrome.click("dialog [data-test=dialog-close]").await;
     chrome.wait_text(".user-id .meta", "Not locked").await;
+    chrome.wait_text(&format!("tr[data-session='{third}'] [data-test=state]"), "ended at unlock").await;
+    assert_eq!(session(&world, &third).await["state"], "ended");
 
     // The audit log and the edges.
     chrome.goto(&world.portal("#/audit")).await;

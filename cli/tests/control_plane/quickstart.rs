@@ -195,7 +195,8 @@ async fn the_quickstart_tour_works_from_one_command() {
     assert!(banner.contains("--ca-file"), "the banner says how to use the CA: {banner}");
     assert_private(&ca);
     let listed = command()
-        .args(["sessions", "list", "--json", "--url", &format!("https://127.0.0.1:{cp}"), "--ca-file"])
+        // The banner's own `…/api/v1` URL works as --url.
+        .args(["sessions", "list", "--json", "--url", &api, "--ca-file"])
         .arg(&ca)
         .env("PORTCULLIS_TOKEN", &quickstart.admin_token)
         .output()

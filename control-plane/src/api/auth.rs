@@ -43,6 +43,10 @@ impl Caller {
     }
 }
 
+/// A bearer token with characters no admin token has.
+const NOT_A_TOKEN: &str = "the bearer token is not a valid admin token (an admin token is pcat_ followed by \
+                           43 letters, digits, `-` or `_`; `pcat_…` is a placeholder)";
+
 impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
@@ -61,12 +65,15 @@ impl FromRequestParts<Arc<App>> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| unauthorized("send `Authorization: Bearer <admin token>`"))?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(bearer_token)
-            .filter(|t| t.len() <= 256)
-            .ok_or_else(|| unauthorized("malformed Authorization header; expected `Bearer <admin token>`"))?;
+        let token = value.to_str().ok().and_then(bearer_token).filter(|t| t.len() <= 256).ok_or_else(|| {
+            if value.as_bytes().get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer ")) {
+                // The scheme is right: the token itself has bytes no token has
+                // (a copied placeholder such as `pcat_…`, a quote, a newline).
+                unauthorized(NOT_A_TOKEN)
+            } else {
+                unauthorized("malformed Authorization header; expected `Bearer <admin token>`")
+            }
+        })?;
         let record = app.store().api_token_by_hash(&token_hash(token)).await?;
         let now = now_ms();
         let record = record

@@ -29,6 +29,14 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::store::ChangeStore as _;
 
+/// Header every answer of the admin listener carries (value
+/// [`ADMIN_API_MARK`]): the CLI tells the control plane from an edge or
+/// another server put at its `--url` by it, and says so instead of relaying
+/// that server's error as if the API had said it.
+pub const ADMIN_API_HEADER: &str = "x-portcullis-api";
+/// The value of [`ADMIN_API_HEADER`].
+pub const ADMIN_API_MARK: &str = "control-plane";
+
 /// `?wait=true[&timeout_ms=N]` on actions that return a receipt.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -128,7 +136,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/edges/{id}/revoke", post(edges::revoke))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .method_not_allowed_fallback(crate::http::method_not_allowed)
-        .fallback(|| async { ApiError::not_found("no such API endpoint") });
+        .fallback(no_such_endpoint);
     let max_body = app.config.max_body_bytes;
     Router::new()
         .nest("/api/v1", api)
@@ -141,7 +149,25 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), count_requests))
+        .layer(middleware::map_response(mark_admin_api))
         .with_state(app)
+}
+
+async fn mark_admin_api(mut response: Response) -> Response {
+    response.headers_mut().insert(ADMIN_API_HEADER, axum::http::HeaderValue::from_static(ADMIN_API_MARK));
+    response
+}
+
+/// A path under `/api/v1` no route has; a second `/api/v1` (a client given
+/// `…/api/v1` as its base URL) gets a hint.
+async fn no_such_endpoint(uri: axum::http::Uri) -> ApiError {
+    if uri.path().starts_with("/api/v1/") || uri.path() == "/api/v1" {
+        return ApiError::not_found(
+            "no such API endpoint: the path has /api/v1 twice; give the control plane's address without \
+             /api/v1 (e.g. https://127.0.0.1:7400)",
+        );
+    }
+    ApiError::not_found("no such API endpoint")
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

@@ -13,7 +13,7 @@ use super::{parse_time, reason, WaitQuery};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::http::{ApiJson, ApiQuery};
-use crate::model::{now_ms, SessionView};
+use crate::model::{now_ms, Millis, SessionRecord, SessionView};
 use crate::receipt::{receipt, Receipt};
 use crate::store::SessionFilter;
 
@@ -44,6 +44,17 @@ pub struct SessionPage {
     pub sessions: Vec<SessionView>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// The API views of `records` at `now`, with `locked` read from the users
+/// table now (a lock is the user's, not the session's).
+async fn views(app: &App, records: &[SessionRecord], now: Millis) -> Result<Vec<SessionView>, ApiError> {
+    let mut views: Vec<SessionView> = records.iter().map(|r| r.view(now)).collect();
+    if views.iter().any(|v| v.state == "active") {
+        let locks = app.store().locks_in_force(now.div_euclid(1000)).await?;
+        views.iter_mut().for_each(|v| v.mark_locked(&locks));
+    }
+    Ok(views)
 }
 
 fn parse_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
@@ -89,7 +100,7 @@ pub async fn list(
     let next_cursor = (records.len() == limit as usize)
         .then(|| records.last().map(|r| format!("{}.{}", r.created_ms, r.id)))
         .flatten();
-    Ok(Json(SessionPage { sessions: records.iter().map(|r| r.view(now)).collect(), next_cursor }))
+    Ok(Json(SessionPage { sessions: views(&app, &records, now).await?, next_cursor }))
 }
 
 /// One session.
@@ -103,7 +114,8 @@ pub async fn get_one(
     caller.require("sessions:read")?;
     let record =
         app.store().get_session(&id).await?.ok_or_else(|| ApiError::not_found(format!("no session `{id}`")))?;
-    Ok(Json(record.view(now_ms())))
+    let now = now_ms();
+    Ok(Json(views(&app, std::slice::from_ref(&record), now).await?.remove(0)))
 }
 
 /// Why a session is terminated.
@@ -146,5 +158,6 @@ pub async fn terminate(
     let receipt = receipt(app.store(), &app.feed, seq, wait.duration(&app), committed).await?;
     let session =
         app.store().get_session(&id).await?.ok_or_else(|| ApiError::not_found(format!("no session `{id}`")))?;
-    Ok(Json(SessionTermination { receipt, session: session.view(now_ms()) }))
+    let now = now_ms();
+    Ok(Json(SessionTermination { receipt, session: views(&app, std::slice::from_ref(&session), now).await?.remove(0) }))
 }

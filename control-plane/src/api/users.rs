@@ -14,7 +14,7 @@ use super::{parse_time, reason, WaitQuery};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::http::{ApiJson, ApiQuery};
-use crate::model::now_ms;
+use crate::model::{now_ms, rfc3339};
 use crate::receipt::{receipt, Receipt};
 
 /// A user action's target and reason.
@@ -29,6 +29,11 @@ pub struct UserAction {
     pub reason: Option<String>,
     /// For lock: when the lock lifts by itself (RFC 3339); absent = until unlocked.
     pub until: Option<String>,
+    /// For unlock: keep the user's sessions (they were suspended by the lock
+    /// and come back). Default `false`: the unlock ends every session of the
+    /// user and revokes their tokens, like terminate-all, in the same
+    /// transaction — a session an attacker held before the lock stays dead.
+    pub keep_sessions: Option<bool>,
 }
 
 /// A user action's answer.
@@ -50,6 +55,13 @@ impl UserAction {
             (Some(_), Some(_)) => Err(ApiError::invalid("give `email` or `sub`, not both")),
             (Some(email), None) => Err(ApiError::invalid(format!("`{email}` is not an email address"))),
             _ => Err(ApiError::invalid("give the user's `email` or `sub`")),
+        }
+    }
+
+    fn no_keep_sessions(&self) -> Result<(), ApiError> {
+        match self.keep_sessions {
+            Some(_) => Err(ApiError::invalid("`keep_sessions` applies to unlock only")),
+            None => Ok(()),
         }
     }
 
@@ -84,6 +96,7 @@ pub async fn terminate(
     if body.until.is_some() {
         return Err(ApiError::invalid("`until` applies to locks only"));
     }
+    body.no_keep_sessions()?;
     let (user, reason) = (body.user()?, body.reason()?);
     let (seq, ended) = app.store().terminate_user(&user, reason, &caller.actor, now_ms()).await?;
     app.metrics.changes.with_label_values(&["user.terminate"]).inc();
@@ -100,6 +113,7 @@ pub async fn lock(
     ApiJson(body): ApiJson<UserAction>,
 ) -> Result<Json<UserActionAnswer>, ApiError> {
     caller.require("sessions:write")?;
+    body.no_keep_sessions()?;
     let (user, reason) = (body.user()?, body.reason()?);
     let until_s = body.until.as_deref().map(|u| parse_time("until", u)).transpose()?.map(|ms| ms.div_euclid(1000));
     if until_s.is_some_and(|u| u * 1000 <= now_ms()) {
@@ -129,6 +143,9 @@ pub struct LockStatus {
     pub locked: bool,
     /// The lock's reason.
     pub reason: Option<String>,
+    /// When the lock lifts by itself (RFC 3339); absent when it holds until
+    /// someone unlocks (or when there is no lock).
+    pub until: Option<String>,
 }
 
 /// Whether the user is locked now.
@@ -140,12 +157,20 @@ pub async fn lock_status(
     ApiQuery(query): ApiQuery<LockQuery>,
 ) -> Result<Json<LockStatus>, ApiError> {
     caller.require("sessions:read")?;
-    let user = UserAction { email: query.email, sub: query.sub, reason: None, until: None }.user()?;
-    let reason = app.store().active_lock(std::slice::from_ref(&user), now_ms() / 1000).await?;
-    Ok(Json(LockStatus { user: user.to_string(), locked: reason.is_some(), reason }))
+    let user =
+        UserAction { email: query.email, sub: query.sub, reason: None, until: None, keep_sessions: None }.user()?;
+    let lock = app.store().lock_in_force(std::slice::from_ref(&user), now_ms() / 1000).await?;
+    Ok(Json(LockStatus {
+        user: user.to_string(),
+        locked: lock.is_some(),
+        until: lock.as_ref().and_then(|l| l.until).map(|s| rfc3339(s.saturating_mul(1000))),
+        reason: lock.map(|l| l.reason),
+    }))
 }
 
-/// Lifts a lock.
+/// Lifts a lock. By default also ends every session of the user and
+/// revokes their tokens (as terminate-all, in the same transaction);
+/// `"keep_sessions": true` lets the sessions the lock suspended come back.
 #[utoipa::path(post, path = "/api/v1/users/unlock", params(WaitQuery), request_body = UserAction,
     responses((status = 200, body = UserActionAnswer), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn unlock(
@@ -156,8 +181,12 @@ pub async fn unlock(
 ) -> Result<Json<UserActionAnswer>, ApiError> {
     caller.require("sessions:write")?;
     let user = body.user()?;
+    if body.until.is_some() {
+        return Err(ApiError::invalid("`until` applies to locks only"));
+    }
     let reason = body.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("unlocked");
-    let seq = app.store().unlock_user(&user, reason, &caller.actor, now_ms()).await?;
+    let end_sessions = !body.keep_sessions.unwrap_or(false);
+    let (seq, ended) = app.store().unlock_user(&user, reason, end_sessions, &caller.actor, now_ms()).await?;
     app.metrics.changes.with_label_values(&["user.unlock"]).inc();
-    answer(&app, &user, seq, 0, &wait, Instant::now()).await
+    answer(&app, &user, seq, ended.len(), &wait, Instant::now()).await
 }

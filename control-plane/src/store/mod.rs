@@ -24,6 +24,7 @@ mod users;
 
 use async_trait::async_trait;
 use portcullis_policy::policy::SessionLimitAction;
+use portcullis_policy::snapshot::Lock;
 use portcullis_policy::wire::SnapshotBody;
 use portcullis_policy::UserRef;
 
@@ -291,10 +292,23 @@ pub trait UserStore: Send + Sync {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<u64>;
-    /// Unlocks the user.
-    async fn unlock_user(&self, user: &UserRef, reason: &str, actor: &Actor, now: Millis) -> StoreResult<u64>;
+    /// Unlocks the user; with `end_sessions`, in the same transaction ends
+    /// every session of theirs and revokes their tokens (a terminate-all,
+    /// ordered before the unlock). The unlock's sequence and the sessions ended.
+    async fn unlock_user(
+        &self,
+        user: &UserRef,
+        reason: &str,
+        end_sessions: bool,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<(u64, Vec<String>)>;
     /// The reason of a lock in force at `now_s` (seconds) on any of `users`.
     async fn active_lock(&self, users: &[UserRef], now_s: i64) -> StoreResult<Option<String>>;
+    /// The lock in force at `now_s` (seconds) on the first of `users` that has one.
+    async fn lock_in_force(&self, users: &[UserRef], now_s: i64) -> StoreResult<Option<Lock>>;
+    /// Every lock in force at `now_s` (seconds), by user.
+    async fn locks_in_force(&self, now_s: i64) -> StoreResult<std::collections::HashMap<UserRef, Lock>>;
 }
 
 /// Policy versions.

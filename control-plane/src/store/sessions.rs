@@ -291,45 +291,13 @@ impl SessionStore for SqlStore {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<(u64, Vec<String>)> {
-        let (column, value) = match user {
-            UserRef::Subject(s) => ("subject", s.to_string()),
-            UserRef::Email(e) => ("email", e.to_ascii_lowercase()),
-        };
         let mut tx = self.begin_change().await?;
-        let ended: Vec<String> =
-            sqlx::query_scalar(&format!("SELECT id FROM sessions WHERE {column} = $1 AND ended_ms IS NULL"))
-                .bind(&value)
-                .fetch_all(&mut *tx)
-                .await?;
-        sqlx::query(&format!(
-            "UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE {column} = $3 AND ended_ms IS NULL"
-        ))
-        .bind(now)
-        .bind(reason)
-        .bind(&value)
-        .execute(&mut *tx)
-        .await?;
-        // Every token issued at or before this millisecond is dead; a session
-        // created later (`create_session` starts after it) is alive.
-        let revoked_before_ms = now;
-        raise_user_instant(&mut tx, user, UserInstant::RevokedBefore, revoked_before_ms, now).await?;
-        let change = Change::TerminateUser { user: user.clone(), revoked_before_ms };
-        let seq = append_change(&mut tx, self.backend, change, now).await?;
-        insert_audit(&mut tx, "user.terminate", &user_key(user), reason, actor, now, Some(seq)).await?;
-        let termination = Termination {
-            action: Action::TerminateUser,
-            user: user_key(user),
-            email: known_email(&mut tx, user).await?,
-            session_id: None,
-            reason: reason.to_owned(),
-            at_ms: now,
-        };
-        let enqueued = self.enqueue_termination(&mut tx, &termination, seq).await?;
-        self.commit_change(tx, Some(seq)).await?;
-        if enqueued {
+        let ended = self.terminate_user_in(&mut tx, user, reason, actor, now).await?;
+        self.commit_change(tx, Some(ended.seq)).await?;
+        if ended.enqueued {
             self.outbox.wake();
         }
-        Ok((seq, ended))
+        Ok((ended.seq, ended.sessions))
     }
 
     async fn apply_activity(&self, edge_id: &str, events: &[Activity]) -> StoreResult<()> {
@@ -387,6 +355,65 @@ impl SessionStore for SqlStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// What a terminate-all did inside its transaction.
+pub(crate) struct UserTermination {
+    /// The `TerminateUser` change's sequence.
+    pub seq: u64,
+    /// The sessions it ended.
+    pub sessions: Vec<String>,
+    /// A relying-party job was enqueued (wake the outbox after commit).
+    pub enqueued: bool,
+}
+
+impl SqlStore {
+    /// Ends every session of `user` and revokes every token issued to them
+    /// until `now`, inside `tx` (from `begin_change`): the one way a
+    /// terminate-all is written, on its own or as part of an unlock.
+    pub(crate) async fn terminate_user_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user: &UserRef,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<UserTermination> {
+        let (column, value) = match user {
+            UserRef::Subject(s) => ("subject", s.to_string()),
+            UserRef::Email(e) => ("email", e.to_ascii_lowercase()),
+        };
+        let sessions: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT id FROM sessions WHERE {column} = $1 AND ended_ms IS NULL"))
+                .bind(&value)
+                .fetch_all(&mut **tx)
+                .await?;
+        sqlx::query(&format!(
+            "UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE {column} = $3 AND ended_ms IS NULL"
+        ))
+        .bind(now)
+        .bind(reason)
+        .bind(&value)
+        .execute(&mut **tx)
+        .await?;
+        // Every token issued at or before this millisecond is dead; a session
+        // created later (`create_session` starts after it) is alive.
+        let revoked_before_ms = now;
+        raise_user_instant(tx, user, UserInstant::RevokedBefore, revoked_before_ms, now).await?;
+        let change = Change::TerminateUser { user: user.clone(), revoked_before_ms };
+        let seq = append_change(tx, self.backend, change, now).await?;
+        insert_audit(tx, "user.terminate", &user_key(user), reason, actor, now, Some(seq)).await?;
+        let termination = Termination {
+            action: Action::TerminateUser,
+            user: user_key(user),
+            email: known_email(tx, user).await?,
+            session_id: None,
+            reason: reason.to_owned(),
+            at_ms: now,
+        };
+        let enqueued = self.enqueue_termination(tx, &termination, seq).await?;
+        Ok(UserTermination { seq, sessions, enqueued })
     }
 }
 

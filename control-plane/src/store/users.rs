@@ -1,8 +1,12 @@
 //! User locks, and the `users` table keys (`sub:…` / `email:…`).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use portcullis_policy::snapshot::Lock;
 use portcullis_policy::{Change, UserRef};
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
 use super::changes::{append_change, insert_audit};
 use super::sessions::known_email;
@@ -68,7 +72,14 @@ impl UserStore for SqlStore {
         Ok(seq)
     }
 
-    async fn unlock_user(&self, user: &UserRef, reason: &str, actor: &Actor, now: Millis) -> StoreResult<u64> {
+    async fn unlock_user(
+        &self,
+        user: &UserRef,
+        reason: &str,
+        end_sessions: bool,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<(u64, Vec<String>)> {
         let mut tx = self.begin_change().await?;
         sqlx::query(
             "UPDATE users SET locked = 0, lock_reason = NULL, locked_until_s = NULL, updated_ms = $1 WHERE user_key = $2",
@@ -80,16 +91,33 @@ impl UserStore for SqlStore {
         // Whoever held the account while it was locked must not walk back in
         // on the IdP's sign-in session.
         demand_reauthentication(&mut tx, user, now).await?;
+        // Nor on a session of theirs the lock only suspended: by default the
+        // unlock is a terminate-all first, so edges apply the termination
+        // before they lift the lock.
+        let ended = if end_sessions {
+            let why = format!("ended at unlock: {reason}");
+            Some(self.terminate_user_in(&mut tx, user, &why, actor, now).await?)
+        } else {
+            None
+        };
         let seq = append_change(&mut tx, self.backend, Change::UnlockUser { user: user.clone() }, now).await?;
         insert_audit(&mut tx, "user.unlock", &user_key(user), reason, actor, now, Some(seq)).await?;
         self.commit_change(tx, Some(seq)).await?;
-        Ok(seq)
+        let (sessions, enqueued) = ended.map_or((Vec::new(), false), |e| (e.sessions, e.enqueued));
+        if enqueued {
+            self.outbox.wake();
+        }
+        Ok((seq, sessions))
     }
 
     async fn active_lock(&self, users: &[UserRef], now_s: i64) -> StoreResult<Option<String>> {
+        Ok(self.lock_in_force(users, now_s).await?.map(|lock| lock.reason))
+    }
+
+    async fn lock_in_force(&self, users: &[UserRef], now_s: i64) -> StoreResult<Option<Lock>> {
         for user in users {
             let row = sqlx::query(
-                "SELECT lock_reason FROM users WHERE user_key = $1 AND locked = 1 \
+                "SELECT lock_reason, locked_until_s FROM users WHERE user_key = $1 AND locked = 1 \
                  AND (locked_until_s IS NULL OR locked_until_s > $2)",
             )
             .bind(user_key(user))
@@ -97,11 +125,35 @@ impl UserStore for SqlStore {
             .fetch_optional(&self.reader)
             .await?;
             if let Some(row) = row {
-                return Ok(Some(sqlx::Row::try_get::<Option<String>, _>(&row, "lock_reason")?.unwrap_or_default()));
+                return Ok(Some(lock_of(&row)?));
             }
         }
         Ok(None)
     }
+
+    async fn locks_in_force(&self, now_s: i64) -> StoreResult<HashMap<UserRef, Lock>> {
+        let rows = sqlx::query(
+            "SELECT user_key, lock_reason, locked_until_s FROM users WHERE locked = 1 \
+             AND (locked_until_s IS NULL OR locked_until_s > $1)",
+        )
+        .bind(now_s)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut locks = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(user) = parse_user_key(&row.try_get::<String, _>("user_key")?) {
+                locks.insert(user, lock_of(row)?);
+            }
+        }
+        Ok(locks)
+    }
+}
+
+fn lock_of(row: &AnyRow) -> StoreResult<Lock> {
+    Ok(Lock {
+        until: row.try_get("locked_until_s")?,
+        reason: row.try_get::<Option<String>, _>("lock_reason")?.unwrap_or_default(),
+    })
 }
 
 /// From `now` on, `user`'s logins must be new sign-ins at the IdP (an

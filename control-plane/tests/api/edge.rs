@@ -173,30 +173,34 @@ async fn stream_since_head_sends_only_later_deltas(t: TestApp) {
     t.post("/api/v1/users/lock").json(json!({ "email": "eve@test.example", "reason": "r" })).send().await.ok();
     t.post("/api/v1/users/unlock").json(json!({ "email": "eve@test.example" })).send().await.ok();
     let mut seqs = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         match stream.expect_change().await {
             Message::Delta(delta) => {
                 seqs.push(delta.seq);
                 let user = UserRef::email("eve@test.example");
                 match (seqs.len(), delta.change) {
                     (1, Change::LockUser { user: u, lock }) => assert!(u == user && lock.reason == "r"),
-                    (2, Change::UnlockUser { user: u }) => assert_eq!(u, user),
+                    // The unlock ends the user's sessions first.
+                    (2, Change::TerminateUser { user: u, .. }) => assert_eq!(u, user),
+                    (3, Change::UnlockUser { user: u }) => assert_eq!(u, user),
                     (n, change) => panic!("delta {n}: unexpected {change:?}"),
                 }
             }
             other => panic!("since=head never sends a snapshot; got {other:?}"),
         }
     }
-    assert_eq!(seqs, [head + 1, head + 2]);
+    assert_eq!(seqs, [head + 1, head + 2, head + 3]);
 
     // Resuming from an earlier sequence replays exactly the missed deltas.
     let mut resumed = t.edge(Method::GET, &format!("/edge/v1/stream?since={}", head + 1)).open().await;
-    match resumed.expect_change().await {
-        Message::Delta(delta) => assert_eq!(delta.seq, head + 2),
-        other => panic!("expected the one missed delta, got {other:?}"),
+    for missed in [head + 2, head + 3] {
+        match resumed.expect_change().await {
+            Message::Delta(delta) => assert_eq!(delta.seq, missed),
+            other => panic!("expected the missed deltas, got {other:?}"),
+        }
     }
     match resumed.next(Duration::from_secs(3)).await {
-        Some(Message::Heartbeat { head_seq, .. }) => assert_eq!(head_seq, head + 2),
+        Some(Message::Heartbeat { head_seq, .. }) => assert_eq!(head_seq, head + 3),
         other => panic!("then a heartbeat, got {other:?}"),
     }
 }

@@ -175,7 +175,7 @@ async fn explain_asks_a_stale_login_to_log_in_again(t: TestApp) {
 async fn explain_sees_locks_and_validates_its_body(t: TestApp) {
     apply_policy(&t).await;
     let status = t.get("/api/v1/users/lock?email=ada@test.example").send().await.ok();
-    assert_eq!(status, json!({ "user": "email:ada@test.example", "locked": false, "reason": null }));
+    assert_eq!(status, json!({ "user": "email:ada@test.example", "locked": false, "reason": null, "until": null }));
     t.post("/api/v1/users/lock")
         .json(json!({ "email": "ada@test.example", "reason": "investigation" }))
         .send()

@@ -12,7 +12,9 @@ api_tests!(
     terminate_user_by_email_ends_every_session,
     lock_and_unlock,
     user_actions_validate_their_body,
-    a_users_whole_trail_is_one_query
+    a_users_whole_trail_is_one_query,
+    locked_sessions_show_locked_and_unlock_ends_them,
+    unlock_can_keep_sessions
 );
 
 async fn state(t: &TestApp, id: &str) -> (String, Option<String>) {
@@ -98,9 +100,11 @@ async fn lock_and_unlock(t: TestApp) {
     let until_s = chrono::DateTime::parse_from_rfc3339("2999-01-01T00:00:00Z").unwrap().timestamp();
     assert_eq!(bob.lock, Some(Lock { until: Some(until_s), reason: "holiday".into() }));
 
-    // Unlock: the lock is gone from what edges load; the reason defaults.
+    // Unlock: the lock is gone from what edges load; the reason defaults;
+    // a terminate-all comes first (ada had no sessions to end).
     let unlock = t.post("/api/v1/users/unlock").json(json!({ "email": "ada@test.example" })).send().await.ok();
-    assert_eq!(unlock["receipt"]["seq"].as_u64(), Some(head + 3));
+    assert_eq!(unlock["receipt"]["seq"].as_u64(), Some(head + 4));
+    assert_eq!(unlock["sessions_ended"], 0);
     assert_eq!(user_state(&t, "ada@test.example").await.and_then(|s| s.lock), None);
 
     let audit = t.get("/api/v1/audit?target=email:ada@test.example").send().await.ok();
@@ -110,7 +114,14 @@ async fn lock_and_unlock(t: TestApp) {
         .iter()
         .map(|e| (e["action"].as_str().unwrap(), e["reason"].as_str().unwrap()))
         .collect();
-    assert_eq!(actions, vec![("user.unlock", "unlocked"), ("user.lock", "investigation")]);
+    assert_eq!(
+        actions,
+        vec![
+            ("user.unlock", "unlocked"),
+            ("user.terminate", "ended at unlock: unlocked"),
+            ("user.lock", "investigation")
+        ]
+    );
     assert!(audit["entries"].as_array().unwrap().iter().all(|e| e["source_address"] == CLIENT_IP));
 }
 
@@ -120,7 +131,7 @@ async fn user_state(t: &TestApp, email: &str) -> Option<UserState> {
 
 async fn user_actions_validate_their_body(t: TestApp) {
     let head = t.head().await;
-    let cases: [(&str, Value, &str); 8] = [
+    let cases: [(&str, Value, &str); 12] = [
         ("terminate", json!({ "reason": "r" }), "email"),
         ("terminate", json!({ "email": "a@b", "sub": "s", "reason": "r" }), "not both"),
         ("terminate", json!({ "email": "not-an-email", "reason": "r" }), "not-an-email"),
@@ -129,6 +140,10 @@ async fn user_actions_validate_their_body(t: TestApp) {
         ("terminate", json!({ "email": "a@b", "reason": "r", "until": "2999-01-01T00:00:00Z" }), "until"),
         ("lock", json!({ "email": "a@b" }), "reason"),
         ("lock", json!({ "sub": "", "reason": "r" }), "sub"),
+        ("lock", json!({ "email": "a@b", "reason": "r", "keep_sessions": true }), "keep_sessions"),
+        ("terminate", json!({ "email": "a@b", "reason": "r", "keep_sessions": false }), "keep_sessions"),
+        ("unlock", json!({ "email": "a@b", "until": "2999-01-01T00:00:00Z" }), "until"),
+        ("unlock", json!({ "email": "a@b", "keep_sessions": "yes" }), "keep_sessions"),
     ];
     for (action, body, mentions) in cases {
         let message =
@@ -172,4 +187,79 @@ async fn a_users_whole_trail_is_one_query(t: TestApp) {
     assert_eq!(actions(&one), ["session.create", "session.terminate"], "{one}");
     let eve = t.get("/api/v1/audit?user=eve@test.example").send().await.ok();
     assert_eq!(actions(&eve), ["session.create"]);
+}
+
+async fn session_view(t: &TestApp, id: &str) -> Value {
+    t.get(&format!("/api/v1/sessions/{id}")).send().await.ok()
+}
+
+/// A lock suspends the user's sessions: the API lists them `active` but
+/// `locked`, with the lock's expiry, and `GET /users/lock` shows it too; the
+/// unlock ends them (and says how many) so whoever held one before the lock
+/// does not walk back in.
+async fn locked_sessions_show_locked_and_unlock_ends_them(t: TestApp) {
+    apply_policy(&t).await;
+    let wiki = login(&t, "ada@test.example").await;
+    let admin = text(&Login::new("ada@test.example").route("admin").ok(&t).await["session_id"]);
+    let bob = login(&t, "bob@test.example").await;
+    let lock = json!({ "email": "ADA@test.example", "reason": "investigation", "until": "2999-01-01T00:00:00Z" });
+    t.post("/api/v1/users/lock").json(lock).send().await.ok();
+
+    let page = t.get("/api/v1/sessions?state=active").send().await.ok();
+    for session in page["sessions"].as_array().unwrap() {
+        let is_ada = session["email"] == "ada@test.example";
+        assert_eq!(session["state"], "active", "{session}");
+        assert_eq!(session["locked"], is_ada, "{session}");
+        let until = if is_ada { json!("2999-01-01T00:00:00.000Z") } else { Value::Null };
+        assert_eq!(session["locked_until"], until, "{session}");
+    }
+    assert_eq!(session_view(&t, &wiki).await["locked"], true);
+    let status = t.get("/api/v1/users/lock?email=ada@test.example").send().await.ok();
+    assert_eq!(
+        status,
+        json!({ "user": "email:ada@test.example", "locked": true, "reason": "investigation",
+                "until": "2999-01-01T00:00:00.000Z" })
+    );
+    // Locked by subject, until unlocked: the session shows it, no expiry.
+    t.post("/api/v1/users/lock").json(json!({ "sub": "sub-bob@test.example", "reason": "r" })).send().await.ok();
+    let view = session_view(&t, &bob).await;
+    assert_eq!((&view["locked"], &view["locked_until"]), (&json!(true), &Value::Null), "{view}");
+    let status = t.get("/api/v1/users/lock?sub=sub-bob@test.example").send().await.ok();
+    assert_eq!((&status["locked"], &status["until"]), (&json!(true), &Value::Null), "{status}");
+
+    let head = t.head().await;
+    let unlock = t.post("/api/v1/users/unlock").json(json!({ "email": "ada@test.example", "reason": "cleared" }));
+    let unlock = unlock.send().await.ok();
+    assert_eq!(unlock["sessions_ended"], 2, "{unlock}");
+    assert_eq!(unlock["receipt"]["seq"].as_u64(), Some(head + 2), "terminate-all, then unlock: {unlock}");
+    for id in [&wiki, &admin] {
+        let view = session_view(&t, id).await;
+        assert_eq!(
+            (text(&view["state"]), text(&view["end_reason"])),
+            ("ended".into(), "ended at unlock: cleared".into())
+        );
+        assert_eq!(view["locked"], false, "an ended session is not shown locked: {view}");
+    }
+    let body = snapshot(&t).await;
+    let (_, ada) = body.users.iter().find(|(u, _)| *u == UserRef::email("ada@test.example")).expect("ada");
+    assert!(ada.lock.is_none() && ada.revoked_before_ms.is_some(), "{ada:?}");
+    let status = t.get("/api/v1/users/lock?email=ada@test.example").send().await.ok();
+    assert_eq!(status, json!({ "user": "email:ada@test.example", "locked": false, "reason": null, "until": null }));
+}
+
+/// `"keep_sessions": true`: the lock lifts, the sessions it suspended stay.
+async fn unlock_can_keep_sessions(t: TestApp) {
+    apply_policy(&t).await;
+    let bob = login(&t, "bob@test.example").await;
+    t.post("/api/v1/users/lock").json(json!({ "email": "bob@test.example", "reason": "r" })).send().await.ok();
+    let head = t.head().await;
+    let unlock = t.post("/api/v1/users/unlock").json(json!({ "email": "bob@test.example", "keep_sessions": true }));
+    let unlock = unlock.send().await.ok();
+    assert_eq!(unlock["sessions_ended"], 0, "{unlock}");
+    assert_eq!(unlock["receipt"]["seq"].as_u64(), Some(head + 1), "only the unlock: {unlock}");
+    let view = session_view(&t, &bob).await;
+    assert_eq!((text(&view["state"]), &view["locked"]), ("active".into(), &json!(false)), "{view}");
+    let body = snapshot(&t).await;
+    let bob_state = body.users.iter().find(|(u, _)| *u == UserRef::email("bob@test.example"));
+    assert!(bob_state.is_none_or(|(_, s)| s.revoked_before_ms.is_none()), "no terminate-all: {bob_state:?}");
 }

@@ -35,8 +35,8 @@ async fn lock_and_unlock(store: SqlStore) {
     let forever = Lock { until: None, reason: "for good".into() };
     assert_eq!(users(&store, T0).await, [(eve.clone(), UserState { lock: Some(forever), revoked_before_ms: None })]);
 
-    let seq = store.unlock_user(&eve, "cleared", &actor(), T0 + 2000).await.unwrap();
-    assert_eq!(seq, 3);
+    let (seq, ended) = store.unlock_user(&eve, "cleared", false, &actor(), T0 + 2000).await.unwrap();
+    assert_eq!((seq, ended.len()), (3, 0));
     assert_eq!(change_at(&store, 3).await, Change::UnlockUser { user: eve.clone() });
     assert_eq!(users(&store, T0 + 2000).await, [], "an unlocked user without revocations leaves the snapshot");
     assert_eq!(last_audit(&store, "user.unlock").await.seq, Some(3));
@@ -48,10 +48,21 @@ async fn lock_and_unlock(store: SqlStore) {
     let locked = users(&store, T0 + 4000).await;
     assert_eq!(locked.len(), 1);
     assert!(locked[0].1.lock.is_some() && locked[0].1.revoked_before_ms == Some(T0 + 4000));
-    store.unlock_user(&sub, "y", &actor(), T0 + 5000).await.unwrap();
+    store.unlock_user(&sub, "y", false, &actor(), T0 + 5000).await.unwrap();
     let state = UserState { lock: None, revoked_before_ms: Some(T0 + 4000) };
-    assert_eq!(users(&store, T0 + 5000).await, [(sub, state)]);
+    assert_eq!(users(&store, T0 + 5000).await, [(sub.clone(), state)]);
     assert_eq!(store.head_seq().await.unwrap(), 6);
+
+    // By default an unlock is a terminate-all first, then the unlock, in one
+    // transaction: edges end the sessions before they lift the lock.
+    store.lock_user(&sub, "z", None, &actor(), T0 + 6000).await.unwrap();
+    let (seq, _) = store.unlock_user(&sub, "w", true, &actor(), T0 + 7000).await.unwrap();
+    assert_eq!(seq, 9);
+    let terminate = Change::TerminateUser { user: sub.clone(), revoked_before_ms: T0 + 7000 };
+    assert_eq!(change_at(&store, 8).await, terminate);
+    assert_eq!(change_at(&store, 9).await, Change::UnlockUser { user: sub.clone() });
+    let state = UserState { lock: None, revoked_before_ms: Some(T0 + 7000) };
+    assert_eq!(users(&store, T0 + 7000).await, [(sub, state)]);
 }
 
 fn alice() -> Actor {

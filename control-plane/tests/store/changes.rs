@@ -148,7 +148,7 @@ async fn snapshot_after_a_mix_of_actions(store: SqlStore) {
     assert_eq!(ended_by_user, [sid(2)]);
     store.lock_user(&UserRef::subject("sub-3"), "hold", Some(T0 / 1000 + 7200), &actor(), T0 + 5000).await.unwrap();
     store.lock_user(&UserRef::email("gone@corp.example"), "x", None, &actor(), T0 + 6000).await.unwrap();
-    store.unlock_user(&UserRef::email("gone@corp.example"), "x", &actor(), T0 + 7000).await.unwrap();
+    store.unlock_user(&UserRef::email("gone@corp.example"), "x", false, &actor(), T0 + 7000).await.unwrap();
     let service = ApiTokenRecord {
         id: "svc-1".into(),
         kind: "service".into(),

@@ -6,16 +6,19 @@ import { elapsed, plural } from './format.js';
 import { receiptLines } from './deliveries.js';
 
 /**
- * Asks for a reason (and optionally an expiry), runs `run({ reason, until })`
+ * Asks for a reason (and optionally an expiry or a checkbox), runs
+ * `run({ reason, until, checked })`
  * and shows `done(result)` in the same dialog. Resolves with the result, or
  * null when cancelled.
  */
 export function actionDialog({ title, lead, confirmLabel, danger = true, reasonRequired = true, reasonLabel = 'Reason',
-  placeholder = '', withUntil = false, run, done }) {
+  placeholder = '', withUntil = false, checkbox = null, run, done }) {
   return new Promise((resolve) => {
     const dialog = h('dialog', { 'aria-label': title });
     const reason = h('textarea', { name: 'reason', rows: 3, maxlength: 500, placeholder, required: reasonRequired });
     const until = withUntil ? h('input', { type: 'datetime-local', name: 'until' }) : null;
+    // An optional yes/no the action takes (unchecked by default), e.g. keep sessions at unlock.
+    const check = checkbox ? h('input', { type: 'checkbox', name: checkbox.name }) : null;
     const problem = h('div');
     const confirm = h('button', { type: 'submit', class: `button ${danger ? 'danger' : 'primary'}` }, confirmLabel);
     const cancel = h('button', { type: 'button', class: 'button', onclick: () => dialog.close() }, 'Cancel');
@@ -31,7 +34,8 @@ export function actionDialog({ title, lead, confirmLabel, danger = true, reasonR
       cancel.disabled = true;
       replace(confirm, h('span', { class: 'spinner small' }), 'Working…');
       try {
-        result = await run({ reason: reason.value.trim(), until: until && until.value ? until.value : undefined });
+        result = await run({ reason: reason.value.trim(), until: until && until.value ? until.value : undefined,
+          checked: check ? check.checked : false });
         replace(dialog, h('div', { class: 'dialog-body', 'data-test': 'dialog-done' }, done(result)),
           h('div', { class: 'dialog-foot' },
             h('button', { type: 'button', class: 'button primary', 'data-test': 'dialog-close', onclick: () => dialog.close() }, 'Done')));
@@ -48,7 +52,9 @@ export function actionDialog({ title, lead, confirmLabel, danger = true, reasonR
       lead ? h('p', { class: 'lead' }, lead) : null,
       problem,
       field(reasonLabel, reason, reasonRequired ? 'Recorded in the audit log with your name and address.' : ''),
-      until ? field('Lock until (optional)', until, 'Empty: until someone unlocks.') : null),
+      until ? field('Lock until (optional)', until, 'Empty: until someone unlocks.') : null,
+      check ? h('label', { class: 'check' }, check, h('span', {}, checkbox.label),
+        checkbox.hint ? h('span', { class: 'hint' }, checkbox.hint) : null) : null),
     h('div', { class: 'dialog-foot' }, cancel, confirm));
     append(dialog, [form]);
     dialog.addEventListener('close', () => {

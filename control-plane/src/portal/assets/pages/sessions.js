@@ -4,7 +4,7 @@
 
 import { h, cell, replace, pill, loading, empty, alertBox, field, debounce } from '../dom.js';
 import { api } from '../api.js';
-import { when, plural } from '../format.js';
+import { when, absolute, plural } from '../format.js';
 import { actionDialog, receiptView } from '../dialog.js';
 
 const POLL_MS = 1500;
@@ -24,6 +24,12 @@ export function terminateSession(session) {
 }
 
 function stateCell(s) {
+  if (s.state === 'active' && s.locked) {
+    // The user is locked: every edge denies the session until the lock lifts.
+    return [pill('Locked', 'bad'),
+      h('span', { class: 'cell-sub nowrap', 'data-test': 'locked-until', title: s.locked_until || '' },
+        s.locked_until ? `until ${absolute(s.locked_until)}` : 'until unlocked')];
+  }
   if (s.state === 'active') return pill('Active', 'ok');
   return [pill('Ended', ''),
     s.end_reason ? h('span', { class: 'end-reason', 'data-test': 'end-reason' }, s.end_reason) : null,

@@ -6,7 +6,7 @@
 
 import { h, cell, replace, pill, loading, empty, alertBox, field, icon } from '../dom.js';
 import { api } from '../api.js';
-import { when, fromLocalInput, plural } from '../format.js';
+import { when, absolute, relative, fromLocalInput, plural } from '../format.js';
 import { actionDialog, receiptView, sessionsEnded } from '../dialog.js';
 import { sessionTable, terminateSession } from './sessions.js';
 import { deliveryTable } from '../deliveries.js';
@@ -68,10 +68,12 @@ export function renderUser(main, { arg, go }) {
     if (locked) {
       await actionDialog({
         title: 'Unlock user',
-        lead: `${address} can sign in again.`,
+        lead: `${address} can sign in again. Their sessions end too (as Terminate all): whoever held one before the lock has to sign in again.`,
         confirmLabel: 'Unlock', danger: false, reasonRequired: false, reasonLabel: 'Reason (optional)',
-        run: ({ reason }) => api('POST', '/users/unlock', { query: { wait: true }, json: { email: address, reason: reason || undefined } }),
-        done: (answer) => receiptView('User unlocked', answer.receipt),
+        checkbox: { name: 'keep_sessions', label: 'Keep their sessions', hint: 'The sessions the lock suspended come back as they were.' },
+        run: ({ reason, checked }) => api('POST', '/users/unlock',
+          { query: { wait: true }, json: { email: address, reason: reason || undefined, keep_sessions: checked || undefined } }),
+        done: (answer) => receiptView('User unlocked', answer.receipt, sessionsEnded(answer.sessions_ended)),
       });
     } else {
       await actionDialog({
@@ -118,10 +120,15 @@ export function renderUser(main, { arg, go }) {
       if (key === lastKey && !force) return;
       lastKey = key;
       locked = lock.locked;
-      replace(lockState, locked ? pill(`Locked: ${lock.reason || 'no reason given'}`, 'bad') : pill('Not locked', 'ok'));
+      replace(lockState, locked
+        ? [pill(`Locked: ${lock.reason || 'no reason given'}`, 'bad'),
+          h('span', { class: 'hint', 'data-test': 'lock-until', title: lock.until || '' },
+            lock.until ? `until ${absolute(lock.until)} (${relative(lock.until)})` : 'until unlocked')]
+        : pill('Not locked', 'ok'));
       replace(lockButton, icon(locked ? 'unlock' : 'lock'), locked ? 'Unlock' : 'Lock');
       const active = page.sessions.filter((s) => s.state === 'active').length;
-      count.textContent = `${plural(active, 'active session')} · ${page.sessions.length} in all`;
+      const suspended = page.sessions.filter((s) => s.locked).length;
+      count.textContent = `${plural(active, 'active session')}${suspended ? ` (${suspended} locked)` : ''} · ${page.sessions.length} in all`;
       terminateAll.disabled = false;
       replace(sessionsRegion, page.sessions.length
         ? sessionTable(page.sessions, { showUser: false, onTerminate: async (s) => { await terminateSession(s); refresh(true); } })
