@@ -230,7 +230,8 @@ impl SsfStore for SqlStore {
             return Ok(false);
         }
         sqlx::query(
-            "UPDATE outbox SET state = 'dead', last_error = 'the stream was deleted', finished_ms = $1, updated_ms = $1 \
+            "UPDATE outbox SET state = 'dead', last_error = 'the stream was deleted', finished_ms = $1, updated_ms = $1, \
+             lease_token = NULL, lease_until_ms = NULL \
              WHERE sink IN ($2, $3) AND target = $4 AND state = 'pending'",
         )
         .bind(now)
