@@ -97,6 +97,8 @@ pub struct RawConfig {
     pub login_clock_skew_s: Option<u64>,
     /// See [`KEYS`].
     pub relying_parties: Option<Vec<crate::relying_parties::settings::RawRelyingParty>>,
+    /// See [`KEYS`].
+    pub ssf_push_private_networks: Option<bool>,
 }
 
 /// One entry of `login_idps`, as written.
@@ -154,6 +156,8 @@ pub struct Config {
     /// Plain `http://` accepted to hosts that are not loopback (SSF push
     /// endpoints, relying parties, login IdPs).
     pub allow_plain_http: bool,
+    /// SSF push endpoints may be loopback or private addresses.
+    pub ssf_push_private_networks: bool,
 }
 
 /// The identity providers whose ID tokens create sessions.
@@ -321,6 +325,7 @@ impl Config {
         Ok(Self {
             relying_parties,
             allow_plain_http: raw.allow_plain_http == Some(true),
+            ssf_push_private_networks: raw.ssf_push_private_networks == Some(true),
             issuer,
             public_url,
             portal,

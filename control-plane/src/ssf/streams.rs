@@ -119,6 +119,8 @@ fn apply(state: &SsfState, stream: &mut SsfStream, request: StreamRequest, repla
                 let url = delivery
                     .endpoint_url
                     .ok_or_else(|| ApiError::invalid("push delivery needs `delivery.endpoint_url`"))?;
+                // Where it points first: that refusal holds whatever the scheme.
+                state.check_endpoint(url.trim()).map_err(ApiError::invalid)?;
                 let url = crate::relying_parties::settings::checked_url(&url, state.allow_plain_http)
                     .map_err(ApiError::invalid)?;
                 stream.method = "push".into();

@@ -57,6 +57,7 @@ mod portal;
 mod portal_oidc;
 mod receipts;
 mod sessions;
+mod ssf;
 mod stream_signing;
 mod tokens;
 mod users;
