@@ -24,7 +24,7 @@ const MAX_EVENTS_REQUESTED: usize = 32;
 const MAX_AUTHORIZATION: usize = 4096;
 
 /// `delivery` of a stream configuration.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// `urn:ietf:rfc:8935` (push) or `urn:ietf:rfc:8936` (poll).
@@ -34,6 +34,18 @@ pub struct DeliveryConfig {
     /// Push: the Authorization header sent with each SET (write-only).
     #[serde(skip_serializing)]
     pub authorization_header: Option<String>,
+}
+
+/// Without the Authorization header: a debug print of a request must not
+/// show the receiver's secret.
+impl std::fmt::Debug for DeliveryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryConfig")
+            .field("method", &self.method)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("authorization_header", &self.authorization_header.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A stream configuration as receivers send it. Transmitter-supplied
@@ -337,4 +349,18 @@ pub async fn verify(
     }
     app.store().enqueue_ssf_verification(&stream, request.state.as_deref(), now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_debug_print_of_a_request_hides_the_push_secret() {
+        let request: StreamRequest = serde_json::from_value(serde_json::json!({ "delivery": {
+            "method": PUSH_METHOD, "endpoint_url": "https://rx.example", "authorization_header": "Bearer s3cr3t-rx" } }))
+        .unwrap();
+        let printed = format!("{request:?}");
+        assert!(!printed.contains("s3cr3t-rx") && printed.contains("<redacted>"), "{printed}");
+    }
 }
