@@ -41,6 +41,7 @@ macro_rules! api_tests {
 
 mod auth;
 mod client;
+mod deliveries;
 mod edge;
 mod edge_auth;
 mod enrollment;
