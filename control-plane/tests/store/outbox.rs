@@ -6,7 +6,8 @@ use std::collections::HashSet;
 
 use portcullis_control_plane::model::Millis;
 use portcullis_control_plane::store::{
-    Finish, JobState, OutboxStore, SessionStore, SqlStore, SsfStore, SsfStream, Subscription, UserStore, SSF_PUSH,
+    Finish, JobState, OutboxStore, SessionStore, SqlStore, SsfStore, SsfStream, Subscription, UserStore,
+    SSF_DEADLINE_MS, SSF_PUSH,
 };
 use portcullis_control_plane::termination::{Action, Termination};
 use portcullis_policy::UserRef;
@@ -31,6 +32,7 @@ store_tests!(
     concurrent_claims_never_share_a_job,
     a_deleted_streams_running_delivery_records_nothing,
     a_poll_ack_reaches_only_its_own_streams_jobs,
+    unclaimed_jobs_die_at_their_deadline,
 );
 
 async fn jobs_commit_with_the_action(store: SqlStore) {
@@ -205,4 +207,30 @@ async fn a_poll_ack_reaches_only_its_own_streams_jobs(store: SqlStore) {
         assert_eq!((job.state, job.attempts, job.last_error), (JobState::Pending, 0, None), "{}", job.sink);
     }
     assert_eq!(store.get_job(&my_jti).await.unwrap().unwrap().state, JobState::Applied);
+}
+
+/// A poll stream's events nobody acknowledges, and jobs no worker claims
+/// (a relying party removed from the configuration), die at their deadline
+/// instead of waiting for ever; a job a worker holds is left to it.
+async fn unclaimed_jobs_die_at_their_deadline(store: SqlStore) {
+    subscribe(&store);
+    let abandoned = ssf_stream("abandoned", "poll");
+    store.create_ssf_stream(&abandoned, &actor(), T0).await.unwrap();
+    let jti = store.enqueue_ssf_verification(&abandoned, None, T0).await.unwrap();
+    let (seq, _) = store.terminate_user(&UserRef::email("bob@corp.example"), "r", &actor(), T0).await.unwrap();
+    let jobs = store.jobs_of_change(seq).await.unwrap();
+    let held = store.claim_jobs("okta", 1, 8 * DAY, T0 + DAY - 1).await.unwrap().remove(0);
+    let removed = jobs.iter().find(|j| j.sink == "slack").unwrap().id.clone();
+
+    assert_eq!(store.expire_jobs(T0 + DAY - 1).await.unwrap(), 0, "nothing before its deadline");
+    assert_eq!(store.expire_jobs(T0 + DAY).await.unwrap(), 1, "the unclaimed relying-party job");
+    let job = store.get_job(&removed).await.unwrap().unwrap();
+    assert_eq!((job.state, job.finished_ms), (JobState::Dead, Some(T0 + DAY)));
+    assert_eq!(job.last_error.as_deref(), Some("not delivered or acknowledged before its deadline"));
+    assert_eq!(store.get_job(&held.id).await.unwrap().unwrap().state, JobState::Pending, "a held lease is respected");
+    assert_eq!(store.get_job(&jti).await.unwrap().unwrap().state, JobState::Pending);
+
+    assert_eq!(store.expire_jobs(T0 + SSF_DEADLINE_MS).await.unwrap(), 1, "the unacknowledged SET");
+    assert_eq!(store.get_job(&jti).await.unwrap().unwrap().state, JobState::Dead);
+    assert!(store.finish_job(&held, &Finish::Applied { detail: None }, T0 + SSF_DEADLINE_MS).await.unwrap());
 }
