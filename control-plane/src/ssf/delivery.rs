@@ -196,6 +196,10 @@ pub async fn poll(
         })
         .collect();
     app.store().ssf_acknowledge(&stream.id, &request.ack, &errors, now_ms()).await?;
+    if stream.status != "enabled" {
+        // Paused: its events are held; disabled: none are sent.
+        return Ok(Json(PollAnswer { sets: std::collections::BTreeMap::new(), more_available: false }));
+    }
     let max = request.max_events.unwrap_or(100).min(1000);
     let deadline = tokio::time::Instant::now() + LONG_POLL;
     let mut signal = app.store.outbox_signal();

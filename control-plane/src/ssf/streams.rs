@@ -138,9 +138,15 @@ fn apply(state: &SsfState, stream: &mut SsfStream, request: StreamRequest, repla
                 stream.method = "push".into();
                 stream.endpoint_url = Some(url);
                 stream.authorization_sealed = match delivery.authorization_header {
-                    Some(h) if h.len() > MAX_AUTHORIZATION || h.contains(['\r', '\n']) || h.trim().is_empty() => {
+                    Some(h)
+                        if h.len() > MAX_AUTHORIZATION
+                            || h.trim().is_empty()
+                            || reqwest::header::HeaderValue::from_str(h.trim()).is_err()
+                            || h.chars().any(char::is_control) =>
+                    {
                         return Err(ApiError::invalid(
-                            "`delivery.authorization_header` must be one line of at most 4096 characters",
+                            "`delivery.authorization_header` must be one line of at most 4096 characters, \
+                             without control characters",
                         ))
                     }
                     Some(h) => Some(state.seal_authorization(&stream.id, h.trim())),
@@ -347,7 +353,13 @@ pub async fn verify(
             format!("the stream is {}", stream.status),
         ));
     }
-    app.store().enqueue_ssf_verification(&stream, request.state.as_deref(), now_ms()).await?;
+    if app.store().enqueue_ssf_verification(&stream, request.state.as_deref(), now_ms()).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "verification_pending",
+            "the stream's previous verification event is not yet delivered or acknowledged",
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

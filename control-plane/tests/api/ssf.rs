@@ -13,7 +13,11 @@ use serde_json::{json, Value};
 use crate::fixtures::text;
 use crate::harness::TestApp;
 
-api_tests!(push_endpoints_stay_out_of_the_control_planes_network, polls_are_bounded);
+api_tests!(
+    push_endpoints_stay_out_of_the_control_planes_network,
+    polls_are_bounded,
+    verification_and_status_are_honoured
+);
 
 const PUSH: &str = "urn:ietf:rfc:8935";
 const POLL: &str = "urn:ietf:rfc:8936";
@@ -141,4 +145,43 @@ async fn polls_are_bounded(t: TestApp) {
         assert_eq!(answer["sets"].as_object().unwrap().len(), 1, "{answer}");
     }
     assert_eq!(t.app.ssf.waiting_polls(), 0);
+}
+
+async fn verification_and_status_are_honoured(t: TestApp) {
+    let rx = receiver(&t, "rx").await;
+    let header = json!({ "method": PUSH, "endpoint_url": "https://rx.example/events",
+        "authorization_header": "Bearer a\u{0}b" });
+    assert!(new_stream(&t, &rx, header).await.error(422, "invalid_body").contains("control characters"));
+
+    let created = new_stream(&t, &rx, json!({ "method": POLL })).await.expect(201);
+    let stream_id = text(&created["stream_id"]);
+    let poll_path = format!("/ssf/poll/{stream_id}");
+    let poll = || t.api(Method::POST, &poll_path).bearer(&rx).json(json!({ "returnImmediately": true })).send();
+    let verify = || t.api(Method::POST, "/ssf/verify").bearer(&rx).json(json!({ "stream_id": stream_id })).send();
+    let stored = || async {
+        let jobs = t.app.store.list_jobs(None, Some(JobState::Pending), 100).await.unwrap();
+        jobs.into_iter().filter(|j| j.target.as_deref() == Some(stream_id.as_str())).count()
+    };
+
+    // One verification in flight per stream: a loop of requests stores one.
+    verify().await.expect(204);
+    for _ in 0..5 {
+        verify().await.error(429, "verification_pending");
+    }
+    assert_eq!(stored().await, 1);
+    let polled = poll().await.ok();
+    let jti = polled["sets"].as_object().unwrap().keys().next().unwrap().clone();
+    let acked = t.api(Method::POST, &poll_path).bearer(&rx).json(json!({ "ack": [jti], "returnImmediately": true }));
+    acked.send().await.ok();
+    verify().await.expect(204);
+
+    // A paused stream's events are held: a poll gets none until it is enabled.
+    let status = |status: &str| {
+        t.api(Method::POST, "/ssf/streams/status").bearer(&rx).json(json!({ "stream_id": stream_id, "status": status }))
+    };
+    status("paused").send().await.ok();
+    assert_eq!(poll().await.ok(), json!({ "sets": {}, "moreAvailable": false }));
+    assert_eq!(stored().await, 1, "held, not dropped");
+    status("enabled").send().await.ok();
+    assert_eq!(poll().await.ok()["sets"].as_object().unwrap().len(), 1);
 }

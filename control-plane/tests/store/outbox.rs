@@ -174,7 +174,7 @@ fn ssf_stream(id: &str, method: &str) -> SsfStream {
 async fn a_deleted_streams_running_delivery_records_nothing(store: SqlStore) {
     let stream = ssf_stream("s-push", "push");
     store.create_ssf_stream(&stream, &actor(), T0).await.unwrap();
-    store.enqueue_ssf_verification(&stream, Some("x"), T0).await.unwrap();
+    store.enqueue_ssf_verification(&stream, Some("x"), T0).await.unwrap().unwrap();
     let running = store.claim_jobs(SSF_PUSH, 1, LEASE, T0 + 1).await.unwrap().remove(0);
     assert!(store.delete_ssf_stream("s-push", &actor(), T0 + 2).await.unwrap());
     let retry = Finish::Retry { error: "503".into(), at_ms: T0 + 10 };
@@ -193,9 +193,9 @@ async fn a_poll_ack_reaches_only_its_own_streams_jobs(store: SqlStore) {
     for s in [&mine, &theirs, &push] {
         store.create_ssf_stream(s, &actor(), T0).await.unwrap();
     }
-    let their_jti = store.enqueue_ssf_verification(&theirs, None, T0).await.unwrap();
-    let push_jti = store.enqueue_ssf_verification(&push, None, T0 + 1).await.unwrap();
-    let my_jti = store.enqueue_ssf_verification(&mine, None, T0 + 2).await.unwrap();
+    let their_jti = store.enqueue_ssf_verification(&theirs, None, T0).await.unwrap().unwrap();
+    let push_jti = store.enqueue_ssf_verification(&push, None, T0 + 1).await.unwrap().unwrap();
+    let my_jti = store.enqueue_ssf_verification(&mine, None, T0 + 2).await.unwrap().unwrap();
     let (seq, _) = store.terminate_user(&UserRef::email("bob@corp.example"), "r", &actor(), T0 + 3).await.unwrap();
     let okta = store.jobs_of_change(seq).await.unwrap().into_iter().find(|j| j.sink == "okta").unwrap().id;
 
@@ -216,7 +216,7 @@ async fn unclaimed_jobs_die_at_their_deadline(store: SqlStore) {
     subscribe(&store);
     let abandoned = ssf_stream("abandoned", "poll");
     store.create_ssf_stream(&abandoned, &actor(), T0).await.unwrap();
-    let jti = store.enqueue_ssf_verification(&abandoned, None, T0).await.unwrap();
+    let jti = store.enqueue_ssf_verification(&abandoned, None, T0).await.unwrap().unwrap();
     let (seq, _) = store.terminate_user(&UserRef::email("bob@corp.example"), "r", &actor(), T0).await.unwrap();
     let jobs = store.jobs_of_change(seq).await.unwrap();
     let held = store.claim_jobs("okta", 1, 8 * DAY, T0 + DAY - 1).await.unwrap().remove(0);
