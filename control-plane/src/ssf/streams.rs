@@ -22,6 +22,9 @@ use crate::store::SsfStream;
 const MAX_EVENTS_REQUESTED: usize = 32;
 /// Longest push Authorization header.
 const MAX_AUTHORIZATION: usize = 4096;
+/// Most streams one receiver may have: each termination enqueues an event
+/// per stream inside its own transaction, so they must stay few.
+pub const MAX_STREAMS_PER_RECEIVER: usize = 10;
 
 /// `delivery` of a stream configuration.
 #[derive(Deserialize, Serialize)]
@@ -199,6 +202,13 @@ pub async fn create(
     caller.require("ssf")?;
     if request.stream_id.is_some() {
         return Err(ApiError::invalid("`stream_id` is chosen by the transmitter"));
+    }
+    if app.store().ssf_streams(Some(&caller.actor.name)).await?.len() >= MAX_STREAMS_PER_RECEIVER {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_streams",
+            format!("a receiver has at most {MAX_STREAMS_PER_RECEIVER} streams; delete one first"),
+        ));
     }
     let now = now_ms();
     let mut stream = SsfStream {

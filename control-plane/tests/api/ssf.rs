@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use portcullis_control_plane::store::{JobState, OutboxStore};
+use portcullis_control_plane::store::{JobState, OutboxStore, SsfStore};
 use serde_json::{json, Value};
 
 use crate::fixtures::text;
@@ -16,7 +16,8 @@ use crate::harness::TestApp;
 api_tests!(
     push_endpoints_stay_out_of_the_control_planes_network,
     polls_are_bounded,
-    verification_and_status_are_honoured
+    verification_and_status_are_honoured,
+    a_receiver_has_few_streams
 );
 
 const PUSH: &str = "urn:ietf:rfc:8935";
@@ -184,4 +185,25 @@ async fn verification_and_status_are_honoured(t: TestApp) {
     assert_eq!(stored().await, 1, "held, not dropped");
     status("enabled").send().await.ok();
     assert_eq!(poll().await.ok()["sets"].as_object().unwrap().len(), 1);
+}
+
+/// Every termination writes one event per stream in its own transaction: a
+/// receiver making streams by the thousand would slow every termination.
+async fn a_receiver_has_few_streams(t: TestApp) {
+    let rx = receiver(&t, "rx").await;
+    let max = portcullis_control_plane::ssf::streams::MAX_STREAMS_PER_RECEIVER;
+    for _ in 0..max {
+        new_stream(&t, &rx, json!({ "method": POLL })).await.expect(201);
+    }
+    for _ in 0..3 {
+        assert!(new_stream(&t, &rx, json!({ "method": POLL })).await.error(409, "too_many_streams").contains("delete"));
+    }
+    let stored = t.app.store.ssf_streams(Some("token:rx")).await.unwrap();
+    assert_eq!(stored.len(), max);
+    // Another receiver has its own allowance.
+    let other = receiver(&t, "other").await;
+    new_stream(&t, &other, json!({ "method": POLL })).await.expect(201);
+    let deleted = t.api(Method::DELETE, &format!("/ssf/streams?stream_id={}", stored[0].id)).bearer(&rx).send().await;
+    deleted.expect(204);
+    new_stream(&t, &rx, json!({ "method": POLL })).await.expect(201);
 }
