@@ -62,6 +62,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
         vault.clone(),
         config.public_url.clone(),
         config.allow_plain_http,
+        config.ssf_push_private_networks,
     ));
     let authority = Arc::new(SessionAuthority::load_or_create(&*store, &config.issuer, vault).await?);
     authority.follow(Arc::clone(&store) as Arc<dyn crate::store::Store>, KEY_FOLLOW_PERIOD);

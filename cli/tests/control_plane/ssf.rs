@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::harness::{ControlPlane, TempDir, ADMIN_TOKEN, POLICY};
+use crate::harness::{free_port, ControlPlane, TempDir, ADMIN_TOKEN, POLICY};
 
 async fn receiver_token(plane: &ControlPlane, name: &str) -> String {
     let (status, created) = plane.api_post("/admin-tokens", &json!({ "name": name, "scopes": ["ssf"] })).await.unwrap();
@@ -38,7 +38,17 @@ async fn call(
 async fn an_independent_receiver_gets_verified_caep_and_risc_events_by_push_and_poll() {
     let dir = TempDir::new("ssf");
     let database = dir.path().join("cp.db");
-    let plane = ControlPlane::start(&format!("sqlite://{}", database.display()), dir.path()).await;
+    // The Python receiver listens on loopback: allowed by this setting only.
+    let settings = [("ssf_push_private_networks", "true".to_owned())];
+    let plane = ControlPlane::start_on_with(
+        &format!("sqlite://{}", database.display()),
+        dir.path(),
+        free_port(),
+        free_port(),
+        &settings,
+    )
+    .await
+    .unwrap_or_else(|log| panic!("the control plane did not start:\n{log}"));
     plane.apply_policy(POLICY).await;
     plane.create_session("alice@corp.example", "wiki").await;
     plane.create_session("bob@corp.example", "wiki").await;
@@ -100,6 +110,15 @@ async fn an_independent_receiver_gets_verified_caep_and_risc_events_by_push_and_
             json!({ "delivery": { "method": "urn:ietf:rfc:8935", "endpoint_url": "https://rx.example",
             "authorization_header": "Bearer x\r\nX-Injected: 1" } }),
             "one line",
+        ),
+        (
+            json!({ "delivery": { "method": "urn:ietf:rfc:8935",
+            "endpoint_url": "http://169.254.169.254/latest/meta-data/iam/security-credentials" } }),
+            "link-local",
+        ),
+        (
+            json!({ "delivery": { "method": "urn:ietf:rfc:8935", "endpoint_url": "http://[::ffff:0:0]:7400/" } }),
+            "never pushed",
         ),
     ] {
         let (status, answer) = call(&plane, post.clone(), "/ssf/streams", &other, Some(body.clone())).await;

@@ -61,4 +61,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "seconds of clock difference tolerated on ID-token times (exp, iat, auth_time) at session creation, \
          at most 300 (default 30)",
     ),
+    (
+        "ssf_push_private_networks",
+        "let Shared Signals receivers push to loopback (127.0.0.0/8, ::1) and private addresses (10/8, 172.16/12, \
+         192.168/16, 100.64/10, fc00::/7), literal or resolved (default false). Link-local (169.254.0.0/16: \
+         cloud metadata), unspecified, multicast and broadcast addresses are refused always",
+    ),
 ];

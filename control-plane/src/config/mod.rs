@@ -99,6 +99,8 @@ pub struct RawConfig {
     pub relying_parties: Option<Vec<crate::relying_parties::settings::RawRelyingParty>>,
     /// See [`KEYS`].
     pub log_format: Option<String>,
+    /// See [`KEYS`].
+    pub ssf_push_private_networks: Option<bool>,
 }
 
 /// One entry of `login_idps`, as written.
@@ -158,6 +160,8 @@ pub struct Config {
     pub allow_plain_http: bool,
     /// How the log is written.
     pub log_format: portcullis_settings::LogFormat,
+    /// SSF push endpoints may be loopback or private addresses.
+    pub ssf_push_private_networks: bool,
 }
 
 /// The identity providers whose ID tokens create sessions.
@@ -326,6 +330,7 @@ impl Config {
             log_format: portcullis_settings::log_format(raw.log_format.as_deref())?,
             relying_parties,
             allow_plain_http: raw.allow_plain_http == Some(true),
+            ssf_push_private_networks: raw.ssf_push_private_networks == Some(true),
             issuer,
             public_url,
             portal,

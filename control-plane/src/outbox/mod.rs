@@ -103,6 +103,11 @@ pub fn spawn(store: Arc<SqlStore>, sinks: Vec<SinkWorker>, metrics: OutboxMetric
     }
     tokio::spawn(async move {
         loop {
+            match store.expire_jobs(now_ms()).await {
+                Ok(0) => {}
+                Ok(expired) => tracing::warn!(expired, "outbox jobs past their deadline given up"),
+                Err(error) => tracing::warn!(%error, "outbox deadlines could not be applied"),
+            }
             match store.backlog().await {
                 Ok(backlog) => metrics.record_backlog(&backlog, now_ms()),
                 Err(error) => tracing::warn!(%error, "outbox backlog unreadable"),

@@ -181,10 +181,20 @@ fn transport_error(error: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    match error.url() {
+    let mut text = match error.url() {
         Some(url) => format!("{kind} ({}://{}{})", url.scheme(), url.host_str().unwrap_or(""), url.path()),
         None => kind.to_owned(),
+    };
+    // Why a connection failed (refused, no such name, an address the
+    // SSF push policy refuses) is in the innermost cause, which carries no URL.
+    if error.is_connect() {
+        let mut cause: &dyn std::error::Error = error;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        text.push_str(&format!(": {cause}"));
     }
+    text
 }
 
 #[cfg(test)]

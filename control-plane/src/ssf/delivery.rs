@@ -32,7 +32,8 @@ pub struct PushSink {
 impl PushSink {
     /// The sink.
     pub fn new(store: Arc<SqlStore>, state: Arc<SsfState>) -> Self {
-        Self { store, state, client: crate::relying_parties::http_client() }
+        let client = state.push_client();
+        Self { store, state, client }
     }
 }
 
@@ -66,6 +67,9 @@ impl Sink for PushSink {
         let (Some(endpoint), "push") = (stream.endpoint_url.as_deref(), stream.method.as_str()) else {
             return Delivery::Failed { error: "the stream has no push endpoint".into() };
         };
+        if let Err(error) = self.state.check_endpoint(endpoint) {
+            return Delivery::Failed { error };
+        }
         let set = match self.state.set_for(job, &stream) {
             Ok(set) => set,
             Err(error) => return Delivery::Failed { error },
@@ -84,6 +88,11 @@ impl Sink for PushSink {
         }
         let call = match HttpCall::send(request, PUSH_TIMEOUT).await {
             Ok(call) => call,
+            // The name resolves only to addresses pushes may not go to: a
+            // refusal until an admin changes the setting and retries.
+            Err(Delivery::Retry { error, .. }) if error.contains(super::endpoint::REFUSED_NAME) => {
+                return Delivery::Failed { error }
+            }
             Err(delivery) => return delivery,
         };
         if call.status.as_u16() == 400 {
@@ -136,6 +145,30 @@ pub struct PollAnswer {
 
 /// Longest a poll waits for a first SET.
 const LONG_POLL: Duration = Duration::from_secs(20);
+/// Most `ack` and `setErrs` entries in one poll (each is a write).
+pub const MAX_ACKS: usize = 1000;
+/// Longest `jti`, `err` and `description` a receiver may send back.
+const MAX_JTI: usize = 64;
+const MAX_ERR: usize = 64;
+const MAX_DESCRIPTION: usize = 500;
+
+/// Refuses what a poll may not carry: too many entries, or ones too long.
+fn check_poll(request: &PollRequest) -> Result<(), ApiError> {
+    if request.ack.len() + request.set_errs.len() > MAX_ACKS {
+        return Err(ApiError::invalid(format!("at most {MAX_ACKS} `ack` and `setErrs` entries in one poll")));
+    }
+    if request.ack.iter().chain(request.set_errs.keys()).any(|jti| jti.len() > MAX_JTI) {
+        return Err(ApiError::invalid(format!("a `jti` is at most {MAX_JTI} characters")));
+    }
+    if request.set_errs.values().any(|e| {
+        e.err.chars().count() > MAX_ERR || e.description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+    }) {
+        return Err(ApiError::invalid(format!(
+            "`setErrs`: `err` is at most {MAX_ERR} characters, `description` at most {MAX_DESCRIPTION}"
+        )));
+    }
+    Ok(())
+}
 
 /// `POST /ssf/poll/{stream_id}`: acknowledges, then returns the stream's
 /// unacknowledged SETs (waiting for one unless `returnImmediately`).
@@ -146,6 +179,7 @@ pub async fn poll(
     ApiJson(request): ApiJson<PollRequest>,
 ) -> Result<Json<PollAnswer>, ApiError> {
     let stream = super::streams::owned(&app, &caller, &stream_id).await?;
+    check_poll(&request)?;
     if stream.method != POLL_METHOD_SHORT {
         return Err(ApiError::bad_request(format!(
             "stream {stream_id} is delivered by push ({POLL_METHOD} is not its method)"
@@ -162,13 +196,22 @@ pub async fn poll(
         })
         .collect();
     app.store().ssf_acknowledge(&stream.id, &request.ack, &errors, now_ms()).await?;
+    if stream.status != "enabled" {
+        // Paused: its events are held; disabled: none are sent.
+        return Ok(Json(PollAnswer { sets: std::collections::BTreeMap::new(), more_available: false }));
+    }
     let max = request.max_events.unwrap_or(100).min(1000);
     let deadline = tokio::time::Instant::now() + LONG_POLL;
     let mut signal = app.store.outbox_signal();
+    let mut waiting_permit = None;
     loop {
         let (jobs, more_available) =
             if max == 0 { (Vec::new(), false) } else { app.store().ssf_poll(&stream.id, max).await? };
-        let waiting = jobs.is_empty() && max > 0 && !request.return_immediately.unwrap_or(false);
+        let mut waiting = jobs.is_empty() && max > 0 && !request.return_immediately.unwrap_or(false);
+        if waiting && waiting_permit.is_none() {
+            waiting_permit = app.ssf.wait_slot();
+            waiting = waiting_permit.is_some();
+        }
         if !waiting || tokio::time::Instant::now() >= deadline {
             let mut sets = std::collections::BTreeMap::new();
             for job in &jobs {

@@ -17,6 +17,7 @@
 //! manages only its own streams; its SETs' `aud` is the token's name.
 
 pub mod delivery;
+pub mod endpoint;
 pub mod events;
 pub mod signer;
 pub mod streams;
@@ -48,12 +49,37 @@ pub struct SsfState {
     vault: KeyVault,
     issuer: String,
     allow_plain_http: bool,
+    private_networks: bool,
+    waiting_polls: tokio::sync::Semaphore,
 }
 
+/// Most polls waiting at once on this replica; a poll beyond them answers
+/// at once, as with `returnImmediately` (the receiver polls again).
+pub const MAX_WAITING_POLLS: usize = 64;
+
 impl SsfState {
-    /// The transmitter of `issuer` (the control plane's public URL).
-    pub fn new(signer: signer::SetSigner, vault: KeyVault, issuer: String, allow_plain_http: bool) -> Self {
-        Self { signer, vault, issuer, allow_plain_http }
+    /// The transmitter of `issuer` (the control plane's public URL);
+    /// `private_networks`: push endpoints may be loopback or private
+    /// addresses (see [`endpoint`]).
+    pub fn new(
+        signer: signer::SetSigner,
+        vault: KeyVault,
+        issuer: String,
+        allow_plain_http: bool,
+        private_networks: bool,
+    ) -> Self {
+        let waiting_polls = tokio::sync::Semaphore::new(MAX_WAITING_POLLS);
+        Self { signer, vault, issuer, allow_plain_http, private_networks, waiting_polls }
+    }
+
+    /// Whether `url` may be pushed to, as far as its literal host tells.
+    pub fn check_endpoint(&self, url: &str) -> Result<(), String> {
+        endpoint::check_url(url, self.private_networks)
+    }
+
+    /// The client push deliveries use (see [`endpoint::client`]).
+    pub fn push_client(&self) -> reqwest::Client {
+        endpoint::client(self.private_networks)
     }
 
     /// The signed SET for `job` on `stream`.
@@ -70,6 +96,16 @@ impl SsfState {
     /// Opens it for a delivery.
     pub fn open_authorization(&self, stream_id: &str, sealed: &str) -> Result<String, String> {
         self.vault.open(AUTHORIZATION_PURPOSE, stream_id, sealed).map_err(|e| e.to_string())
+    }
+
+    /// A slot for a poll to wait in, if one is free.
+    pub fn wait_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.waiting_polls.try_acquire().ok()
+    }
+
+    /// How many polls are waiting now.
+    pub fn waiting_polls(&self) -> usize {
+        MAX_WAITING_POLLS - self.waiting_polls.available_permits()
     }
 
     /// The issuer of SETs.

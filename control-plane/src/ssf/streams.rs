@@ -22,9 +22,12 @@ use crate::store::SsfStream;
 const MAX_EVENTS_REQUESTED: usize = 32;
 /// Longest push Authorization header.
 const MAX_AUTHORIZATION: usize = 4096;
+/// Most streams one receiver may have: each termination enqueues an event
+/// per stream inside its own transaction, so they must stay few.
+pub const MAX_STREAMS_PER_RECEIVER: usize = 10;
 
 /// `delivery` of a stream configuration.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// `urn:ietf:rfc:8935` (push) or `urn:ietf:rfc:8936` (poll).
@@ -34,6 +37,18 @@ pub struct DeliveryConfig {
     /// Push: the Authorization header sent with each SET (write-only).
     #[serde(skip_serializing)]
     pub authorization_header: Option<String>,
+}
+
+/// Without the Authorization header: a debug print of a request must not
+/// show the receiver's secret.
+impl std::fmt::Debug for DeliveryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryConfig")
+            .field("method", &self.method)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("authorization_header", &self.authorization_header.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A stream configuration as receivers send it. Transmitter-supplied
@@ -119,14 +134,22 @@ fn apply(state: &SsfState, stream: &mut SsfStream, request: StreamRequest, repla
                 let url = delivery
                     .endpoint_url
                     .ok_or_else(|| ApiError::invalid("push delivery needs `delivery.endpoint_url`"))?;
+                // Where it points first: that refusal holds whatever the scheme.
+                state.check_endpoint(url.trim()).map_err(ApiError::invalid)?;
                 let url = crate::relying_parties::settings::checked_url(&url, state.allow_plain_http)
                     .map_err(ApiError::invalid)?;
                 stream.method = "push".into();
                 stream.endpoint_url = Some(url);
                 stream.authorization_sealed = match delivery.authorization_header {
-                    Some(h) if h.len() > MAX_AUTHORIZATION || h.contains(['\r', '\n']) || h.trim().is_empty() => {
+                    Some(h)
+                        if h.len() > MAX_AUTHORIZATION
+                            || h.trim().is_empty()
+                            || reqwest::header::HeaderValue::from_str(h.trim()).is_err()
+                            || h.chars().any(char::is_control) =>
+                    {
                         return Err(ApiError::invalid(
-                            "`delivery.authorization_header` must be one line of at most 4096 characters",
+                            "`delivery.authorization_header` must be one line of at most 4096 characters, \
+                             without control characters",
                         ))
                     }
                     Some(h) => Some(state.seal_authorization(&stream.id, h.trim())),
@@ -179,6 +202,13 @@ pub async fn create(
     caller.require("ssf")?;
     if request.stream_id.is_some() {
         return Err(ApiError::invalid("`stream_id` is chosen by the transmitter"));
+    }
+    if app.store().ssf_streams(Some(&caller.actor.name)).await?.len() >= MAX_STREAMS_PER_RECEIVER {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_streams",
+            format!("a receiver has at most {MAX_STREAMS_PER_RECEIVER} streams; delete one first"),
+        ));
     }
     let now = now_ms();
     let mut stream = SsfStream {
@@ -333,6 +363,26 @@ pub async fn verify(
             format!("the stream is {}", stream.status),
         ));
     }
-    app.store().enqueue_ssf_verification(&stream, request.state.as_deref(), now_ms()).await?;
+    if app.store().enqueue_ssf_verification(&stream, request.state.as_deref(), now_ms()).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "verification_pending",
+            "the stream's previous verification event is not yet delivered or acknowledged",
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_debug_print_of_a_request_hides_the_push_secret() {
+        let request: StreamRequest = serde_json::from_value(serde_json::json!({ "delivery": {
+            "method": PUSH_METHOD, "endpoint_url": "https://rx.example", "authorization_header": "Bearer s3cr3t-rx" } }))
+        .unwrap();
+        let printed = format!("{request:?}");
+        assert!(!printed.contains("s3cr3t-rx") && printed.contains("<redacted>"), "{printed}");
+    }
 }

@@ -198,6 +198,11 @@ pub trait OutboxStore: Send + Sync {
     async fn retry_job(&self, id: &str, actor: &Actor, now: Millis) -> StoreResult<Option<OutboxJob>>;
     /// Pending jobs per sink.
     async fn backlog(&self) -> StoreResult<Vec<Backlog>>;
+    /// Gives up (`dead`) the pending jobs past their deadline that no
+    /// worker holds: events of SSF poll streams nobody acknowledged, held
+    /// events of paused streams, jobs of a sink no longer configured.
+    /// Returns how many.
+    async fn expire_jobs(&self, now: Millis) -> StoreResult<u64>;
 }
 
 /// A sink that wants to hear of some actions.
@@ -436,6 +441,19 @@ impl OutboxStore for SqlStore {
         tx.commit().await?;
         self.outbox.wake();
         Ok(Some(retried))
+    }
+
+    async fn expire_jobs(&self, now: Millis) -> StoreResult<u64> {
+        let expired = sqlx::query(
+            "UPDATE outbox SET state = 'dead', \
+             last_error = COALESCE(last_error, 'not delivered or acknowledged before its deadline'), \
+             finished_ms = $1, updated_ms = $1 \
+             WHERE state = 'pending' AND deadline_ms <= $1 AND (lease_until_ms IS NULL OR lease_until_ms <= $1)",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(expired.rows_affected())
     }
 
     async fn backlog(&self) -> StoreResult<Vec<Backlog>> {

@@ -97,13 +97,15 @@ pub trait SsfStore: Send + Sync {
     async fn update_ssf_stream(&self, stream: &SsfStream, actor: &Actor, now: Millis) -> StoreResult<bool>;
     /// Deletes a stream; its undelivered events die with it.
     async fn delete_ssf_stream(&self, id: &str, actor: &Actor, now: Millis) -> StoreResult<bool>;
-    /// Enqueues a verification event for the stream; returns its `jti`.
+    /// Enqueues a verification event for the stream; returns its `jti`, or
+    /// `None` when one is still undelivered (or unacknowledged): a stream
+    /// has one verification in flight at a time.
     async fn enqueue_ssf_verification(
         &self,
         stream: &SsfStream,
         state: Option<&str>,
         now: Millis,
-    ) -> StoreResult<String>;
+    ) -> StoreResult<Option<String>>;
     /// Up to `max` unacknowledged events of a poll stream, oldest first.
     async fn ssf_poll(&self, stream_id: &str, max: u32) -> StoreResult<(Vec<OutboxJob>, bool)>;
     /// Acknowledges (`acks`) or records the receiver's errors on (`errors`:
@@ -230,7 +232,8 @@ impl SsfStore for SqlStore {
             return Ok(false);
         }
         sqlx::query(
-            "UPDATE outbox SET state = 'dead', last_error = 'the stream was deleted', finished_ms = $1, updated_ms = $1 \
+            "UPDATE outbox SET state = 'dead', last_error = 'the stream was deleted', finished_ms = $1, updated_ms = $1, \
+             lease_token = NULL, lease_until_ms = NULL \
              WHERE sink IN ($2, $3) AND target = $4 AND state = 'pending'",
         )
         .bind(now)
@@ -244,8 +247,25 @@ impl SsfStore for SqlStore {
         Ok(true)
     }
 
-    async fn enqueue_ssf_verification(&self, s: &SsfStream, state: Option<&str>, now: Millis) -> StoreResult<String> {
+    async fn enqueue_ssf_verification(
+        &self,
+        s: &SsfStream,
+        state: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<Option<String>> {
         let mut tx = self.writer.begin().await?;
+        // Verification jobs are the stream's jobs of no change (`seq`).
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE sink IN ($1, $2) AND target = $3 AND seq IS NULL AND state = 'pending'",
+        )
+        .bind(SSF_PUSH)
+        .bind(SSF_POLL)
+        .bind(&s.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if waiting > 0 {
+            return Ok(None);
+        }
         let event = json!({ "event_type": crate::termination::SSF_VERIFICATION, "state": state }).to_string();
         let new = NewJob {
             sink: sink_of(&s.method).to_owned(),
@@ -256,7 +276,8 @@ impl SsfStore for SqlStore {
         };
         enqueue_in(&mut tx, std::slice::from_ref(&new), None, now).await?;
         let jti: String = sqlx::query_scalar(
-            "SELECT id FROM outbox WHERE sink = $1 AND target = $2 AND created_ms = $3 ORDER BY id DESC LIMIT 1",
+            "SELECT id FROM outbox WHERE sink = $1 AND target = $2 AND created_ms = $3 AND seq IS NULL \
+             AND state = 'pending'",
         )
         .bind(&new.sink)
         .bind(&s.id)
@@ -265,7 +286,7 @@ impl SsfStore for SqlStore {
         .await?;
         tx.commit().await?;
         self.outbox.wake();
-        Ok(jti)
+        Ok(Some(jti))
     }
 
     async fn ssf_poll(&self, stream_id: &str, max: u32) -> StoreResult<(Vec<OutboxJob>, bool)> {

@@ -42,6 +42,7 @@ macro_rules! api_tests {
 mod auth;
 mod client;
 mod deliveries;
+mod deliveries_ssf;
 mod edge;
 mod edge_auth;
 mod enrollment;
@@ -58,6 +59,7 @@ mod portal;
 mod portal_oidc;
 mod receipts;
 mod sessions;
+mod ssf;
 mod stream_signing;
 mod tokens;
 mod users;

@@ -5,7 +5,10 @@
 use std::collections::HashSet;
 
 use portcullis_control_plane::model::Millis;
-use portcullis_control_plane::store::{Finish, JobState, OutboxStore, SessionStore, SqlStore, Subscription, UserStore};
+use portcullis_control_plane::store::{
+    Finish, JobState, OutboxStore, SessionStore, SqlStore, SsfStore, SsfStream, Subscription, UserStore,
+    SSF_DEADLINE_MS, SSF_PUSH,
+};
 use portcullis_control_plane::termination::{Action, Termination};
 use portcullis_policy::UserRef;
 
@@ -27,6 +30,9 @@ store_tests!(
     an_expired_lease_is_claimed_again_and_fences_the_old_holder,
     retries_and_failures_are_recorded_and_retried_by_hand,
     concurrent_claims_never_share_a_job,
+    a_deleted_streams_running_delivery_records_nothing,
+    a_poll_ack_reaches_only_its_own_streams_jobs,
+    unclaimed_jobs_die_at_their_deadline,
 );
 
 async fn jobs_commit_with_the_action(store: SqlStore) {
@@ -143,4 +149,88 @@ async fn concurrent_claims_never_share_a_job(store: SqlStore) {
         }
     }
     assert_eq!((total, seen.len()), (40, 40));
+}
+
+fn ssf_stream(id: &str, method: &str) -> SsfStream {
+    SsfStream {
+        id: id.into(),
+        owner: "token:rx".into(),
+        audience: "rx".into(),
+        method: method.into(),
+        endpoint_url: (method == "push").then(|| "https://rx.example/events".into()),
+        authorization_sealed: None,
+        events_requested: vec![],
+        events_delivered: vec![],
+        description: None,
+        status: "enabled".into(),
+        status_reason: None,
+        created_ms: T0,
+        updated_ms: T0,
+    }
+}
+
+/// A push is in flight when its stream is deleted: the job is dead, and the
+/// delivery's result, recorded afterwards, neither revives nor overwrites it.
+async fn a_deleted_streams_running_delivery_records_nothing(store: SqlStore) {
+    let stream = ssf_stream("s-push", "push");
+    store.create_ssf_stream(&stream, &actor(), T0).await.unwrap();
+    store.enqueue_ssf_verification(&stream, Some("x"), T0).await.unwrap().unwrap();
+    let running = store.claim_jobs(SSF_PUSH, 1, LEASE, T0 + 1).await.unwrap().remove(0);
+    assert!(store.delete_ssf_stream("s-push", &actor(), T0 + 2).await.unwrap());
+    let retry = Finish::Retry { error: "503".into(), at_ms: T0 + 10 };
+    assert!(!store.finish_job(&running, &retry, T0 + 3).await.unwrap(), "the deletion ended the lease");
+    let job = store.get_job(&running.id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.in_flight), (JobState::Dead, false));
+    assert_eq!(job.last_error.as_deref(), Some("the stream was deleted"));
+    assert!(store.claim_jobs(SSF_PUSH, 1, LEASE, T0 + DAY).await.unwrap().is_empty());
+}
+
+/// A receiver acknowledges through its own poll stream: jtis of another
+/// stream, of a push stream or of a relying party are left alone.
+async fn a_poll_ack_reaches_only_its_own_streams_jobs(store: SqlStore) {
+    subscribe(&store);
+    let (mine, theirs, push) = (ssf_stream("mine", "poll"), ssf_stream("theirs", "poll"), ssf_stream("push", "push"));
+    for s in [&mine, &theirs, &push] {
+        store.create_ssf_stream(s, &actor(), T0).await.unwrap();
+    }
+    let their_jti = store.enqueue_ssf_verification(&theirs, None, T0).await.unwrap().unwrap();
+    let push_jti = store.enqueue_ssf_verification(&push, None, T0 + 1).await.unwrap().unwrap();
+    let my_jti = store.enqueue_ssf_verification(&mine, None, T0 + 2).await.unwrap().unwrap();
+    let (seq, _) = store.terminate_user(&UserRef::email("bob@corp.example"), "r", &actor(), T0 + 3).await.unwrap();
+    let okta = store.jobs_of_change(seq).await.unwrap().into_iter().find(|j| j.sink == "okta").unwrap().id;
+
+    let acks = [their_jti.clone(), push_jti.clone(), okta.clone(), my_jti.clone()];
+    let errors = [(their_jti.clone(), "x".to_owned()), (okta.clone(), "x".to_owned())];
+    store.ssf_acknowledge("mine", &acks, &errors, T0 + 4).await.unwrap();
+    for id in [&their_jti, &push_jti, &okta] {
+        let job = store.get_job(id).await.unwrap().unwrap();
+        assert_eq!((job.state, job.attempts, job.last_error), (JobState::Pending, 0, None), "{}", job.sink);
+    }
+    assert_eq!(store.get_job(&my_jti).await.unwrap().unwrap().state, JobState::Applied);
+}
+
+/// A poll stream's events nobody acknowledges, and jobs no worker claims
+/// (a relying party removed from the configuration), die at their deadline
+/// instead of waiting for ever; a job a worker holds is left to it.
+async fn unclaimed_jobs_die_at_their_deadline(store: SqlStore) {
+    subscribe(&store);
+    let abandoned = ssf_stream("abandoned", "poll");
+    store.create_ssf_stream(&abandoned, &actor(), T0).await.unwrap();
+    let jti = store.enqueue_ssf_verification(&abandoned, None, T0).await.unwrap().unwrap();
+    let (seq, _) = store.terminate_user(&UserRef::email("bob@corp.example"), "r", &actor(), T0).await.unwrap();
+    let jobs = store.jobs_of_change(seq).await.unwrap();
+    let held = store.claim_jobs("okta", 1, 8 * DAY, T0 + DAY - 1).await.unwrap().remove(0);
+    let removed = jobs.iter().find(|j| j.sink == "slack").unwrap().id.clone();
+
+    assert_eq!(store.expire_jobs(T0 + DAY - 1).await.unwrap(), 0, "nothing before its deadline");
+    assert_eq!(store.expire_jobs(T0 + DAY).await.unwrap(), 1, "the unclaimed relying-party job");
+    let job = store.get_job(&removed).await.unwrap().unwrap();
+    assert_eq!((job.state, job.finished_ms), (JobState::Dead, Some(T0 + DAY)));
+    assert_eq!(job.last_error.as_deref(), Some("not delivered or acknowledged before its deadline"));
+    assert_eq!(store.get_job(&held.id).await.unwrap().unwrap().state, JobState::Pending, "a held lease is respected");
+    assert_eq!(store.get_job(&jti).await.unwrap().unwrap().state, JobState::Pending);
+
+    assert_eq!(store.expire_jobs(T0 + SSF_DEADLINE_MS).await.unwrap(), 1, "the unacknowledged SET");
+    assert_eq!(store.get_job(&jti).await.unwrap().unwrap().state, JobState::Dead);
+    assert!(store.finish_job(&held, &Finish::Applied { detail: None }, T0 + SSF_DEADLINE_MS).await.unwrap());
 }
