@@ -26,9 +26,17 @@ pub struct Caller {
     /// Who, for the audit log.
     pub actor: Actor,
     scopes: Vec<String>,
+    principal: String,
 }
 
 impl Caller {
+    /// What owns things this caller makes (SSF streams): the API token's
+    /// id, which no other token shares even under the same name, or the
+    /// portal user.
+    pub fn principal(&self) -> &str {
+        &self.principal
+    }
+
     /// Fails with 403 unless the token has `scope` (or `admin`).
     pub fn require(&self, scope: &str) -> Result<(), ApiError> {
         if self.scopes.iter().any(|s| s == scope || s == "admin") {
@@ -54,8 +62,10 @@ impl FromRequestParts<Arc<App>> for Caller {
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             if let Some(session) = crate::portal_cookie::authenticate(app, &parts.headers).await? {
                 crate::portal_cookie::check_csrf(&parts.method, &parts.headers, &session.claims)?;
+                let name = session.claims.actor_name();
                 return Ok(Self {
-                    actor: Actor { name: session.claims.actor_name(), source_address: source_address(parts) },
+                    principal: name.clone(),
+                    actor: Actor { name, source_address: source_address(parts) },
                     scopes: session.scopes,
                 });
             }
@@ -85,6 +95,7 @@ impl FromRequestParts<Arc<App>> for Caller {
         Ok(Self {
             actor: Actor { name: format!("token:{}", record.name), source_address: source_address(parts) },
             scopes: record.scopes,
+            principal: format!("token-id:{}", record.id),
         })
     }
 }

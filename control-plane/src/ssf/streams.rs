@@ -121,7 +121,7 @@ pub struct StreamQuery {
 pub async fn owned(app: &App, caller: &Caller, id: &str) -> Result<SsfStream, ApiError> {
     caller.require("ssf")?;
     match app.store().ssf_stream(id).await? {
-        Some(stream) if stream.owner == caller.actor.name || caller.require("admin").is_ok() => Ok(stream),
+        Some(stream) if stream.owner == caller.principal() || caller.require("admin").is_ok() => Ok(stream),
         _ => Err(ApiError::not_found(format!("no stream `{id}`"))),
     }
 }
@@ -203,7 +203,7 @@ pub async fn create(
     if request.stream_id.is_some() {
         return Err(ApiError::invalid("`stream_id` is chosen by the transmitter"));
     }
-    if app.store().ssf_streams(Some(&caller.actor.name)).await?.len() >= MAX_STREAMS_PER_RECEIVER {
+    if app.store().ssf_streams(Some(caller.principal())).await?.len() >= MAX_STREAMS_PER_RECEIVER {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "too_many_streams",
@@ -213,7 +213,7 @@ pub async fn create(
     let now = now_ms();
     let mut stream = SsfStream {
         id: crate::secrets::new_id(),
-        owner: caller.actor.name.clone(),
+        owner: caller.principal().to_owned(),
         audience: caller.actor.name.strip_prefix("token:").unwrap_or(&caller.actor.name).to_owned(),
         method: String::new(),
         endpoint_url: None,
@@ -242,7 +242,7 @@ pub async fn read(
         return Ok(Json(serde_json::to_value(config(&app.ssf, &stream)).map_err(ApiError::internal)?));
     }
     caller.require("ssf")?;
-    let owner = if caller.require("admin").is_ok() { None } else { Some(caller.actor.name.as_str()) };
+    let owner = if caller.require("admin").is_ok() { None } else { Some(caller.principal()) };
     let streams = app.store().ssf_streams(owner).await?;
     let configs: Vec<StreamConfig> = streams.iter().map(|s| config(&app.ssf, s)).collect();
     Ok(Json(serde_json::to_value(configs).map_err(ApiError::internal)?))

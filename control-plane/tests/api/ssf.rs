@@ -17,7 +17,8 @@ api_tests!(
     push_endpoints_stay_out_of_the_control_planes_network,
     polls_are_bounded,
     verification_and_status_are_honoured,
-    a_receiver_has_few_streams
+    a_receiver_has_few_streams,
+    a_token_with_the_same_name_does_not_inherit_the_streams
 );
 
 const PUSH: &str = "urn:ietf:rfc:8935";
@@ -198,7 +199,7 @@ async fn a_receiver_has_few_streams(t: TestApp) {
     for _ in 0..3 {
         assert!(new_stream(&t, &rx, json!({ "method": POLL })).await.error(409, "too_many_streams").contains("delete"));
     }
-    let stored = t.app.store.ssf_streams(Some("token:rx")).await.unwrap();
+    let stored = t.app.store.ssf_streams(None).await.unwrap();
     assert_eq!(stored.len(), max);
     // Another receiver has its own allowance.
     let other = receiver(&t, "other").await;
@@ -206,4 +207,24 @@ async fn a_receiver_has_few_streams(t: TestApp) {
     let deleted = t.api(Method::DELETE, &format!("/ssf/streams?stream_id={}", stored[0].id)).bearer(&rx).send().await;
     deleted.expect(204);
     new_stream(&t, &rx, json!({ "method": POLL })).await.expect(201);
+}
+
+/// Streams belong to the token that made them, not to its name: an admin
+/// who makes another `ssf` token under a name already in use (for another
+/// receiver, or by mistake) does not hand it the first receiver's streams.
+async fn a_token_with_the_same_name_does_not_inherit_the_streams(t: TestApp) {
+    let first = receiver(&t, "acme-rx").await;
+    let created = new_stream(&t, &first, json!({ "method": POLL })).await.expect(201);
+    let stream_id = text(&created["stream_id"]);
+    let second = receiver(&t, "acme-rx").await;
+    let listed = t.api(Method::GET, "/ssf/streams").bearer(&second).send().await.ok();
+    assert_eq!(listed, json!([]), "the namesake lists none of the first token's streams");
+    let one = format!("/ssf/streams?stream_id={stream_id}");
+    t.api(Method::GET, &one).bearer(&second).send().await.expect(404);
+    let poll = format!("/ssf/poll/{stream_id}");
+    t.api(Method::POST, &poll).bearer(&second).json(json!({ "returnImmediately": true })).send().await.expect(404);
+    t.api(Method::DELETE, &one).bearer(&second).send().await.expect(404);
+    // The first token still has it, and both tokens' SETs name the same audience.
+    let mine = t.api(Method::GET, &one).bearer(&first).send().await.ok();
+    assert_eq!(mine["aud"], "acme-rx", "{mine}");
 }
