@@ -2,7 +2,6 @@
 //! parties (and later to the SIEM sinks). Below the store and the
 //! connectors, so both speak of the same thing.
 
-use portcullis_policy::UserRef;
 use serde::{Deserialize, Serialize};
 
 /// The admin actions other systems can follow.
@@ -75,14 +74,5 @@ impl Termination {
     /// The IdP subject, when the action named one.
     pub fn subject(&self) -> Option<&str> {
         self.user.strip_prefix("sub:")
-    }
-
-    /// The user reference.
-    pub fn user_ref(&self) -> Option<UserRef> {
-        if let Some(sub) = self.subject() {
-            Some(UserRef::subject(sub))
-        } else {
-            self.user.strip_prefix("email:").map(UserRef::email)
-        }
     }
 }

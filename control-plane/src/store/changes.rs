@@ -109,11 +109,22 @@ pub(crate) async fn append_change(
     Ok(seq)
 }
 
-/// Writes one audit row inside an action's transaction. The user and
-/// session it is about are derived from `target`, so every row of a user's
-/// trail can be found by email, subject or session: `email:…`, `sub:…`,
-/// `session:<id>` (the session's user, read in the same transaction), or a
-/// target whose last word is one of those (`okta email:bob@…`).
+/// Whom an audit row is about, so a user's whole trail is one query.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AuditAbout<'a> {
+    /// The user's email (stored lower case).
+    pub email: Option<&'a str>,
+    /// The user's IdP subject.
+    pub subject: Option<&'a str>,
+    /// The session.
+    pub session: Option<&'a str>,
+}
+
+/// Writes one audit row inside an action's transaction. Whom it is about is
+/// read from `target`: `email:…`, `sub:…`, or a target whose last word is
+/// one of those (`okta email:bob@…`); for `session:<id>` the session's user
+/// is read in the same transaction (callers that hold the session's row
+/// already use [`insert_audit_about`]).
 pub(crate) async fn insert_audit(
     tx: &mut Transaction<'static, Any>,
     action: &str,
@@ -123,21 +134,37 @@ pub(crate) async fn insert_audit(
     now: Millis,
     seq: Option<u64>,
 ) -> StoreResult<()> {
-    let about = target.rsplit(' ').next().unwrap_or(target);
-    let (mut email, mut subject, mut session) = (None, None, None);
-    if let Some(address) = about.strip_prefix("email:") {
-        email = Some(address.to_ascii_lowercase());
-    } else if let Some(sub) = about.strip_prefix("sub:") {
-        subject = Some(sub.to_owned());
-    } else if let Some(id) = about.strip_prefix("session:") {
-        session = Some(id.to_owned());
+    let last = target.rsplit(' ').next().unwrap_or(target);
+    let mut about = AuditAbout::default();
+    let (email, subject);
+    if let Some(address) = last.strip_prefix("email:") {
+        about.email = Some(address);
+    } else if let Some(sub) = last.strip_prefix("sub:") {
+        about.subject = Some(sub);
+    } else if let Some(id) = last.strip_prefix("session:") {
+        about.session = Some(id);
         if let Some(row) =
             sqlx::query("SELECT email, subject FROM sessions WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?
         {
-            email = Some(row.try_get::<String, _>("email")?.to_ascii_lowercase());
-            subject = Some(row.try_get("subject")?);
+            (email, subject) = (row.try_get::<String, _>("email")?, row.try_get::<String, _>("subject")?);
+            (about.email, about.subject) = (Some(email.as_str()), Some(subject.as_str()));
         }
     }
+    insert_audit_about(tx, action, target, about, reason, actor, now, seq).await
+}
+
+/// Writes one audit row about `about` inside an action's transaction.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn insert_audit_about(
+    tx: &mut Transaction<'static, Any>,
+    action: &str,
+    target: &str,
+    about: AuditAbout<'_>,
+    reason: &str,
+    actor: &Actor,
+    now: Millis,
+    seq: Option<u64>,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO audit_log (at_ms, actor, action, target, reason, source_address, seq, user_email, user_subject, \
          session_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -149,9 +176,9 @@ pub(crate) async fn insert_audit(
     .bind(reason)
     .bind(&actor.source_address)
     .bind(seq.map(seq_param))
-    .bind(email)
-    .bind(subject)
-    .bind(session)
+    .bind(about.email.map(str::to_ascii_lowercase))
+    .bind(about.subject)
+    .bind(about.session)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -120,7 +120,7 @@ async fn terminate_in(
     store: &SqlStore,
     t: &Termination,
 ) -> StoreResult<(StoreResult<Option<u64>>, bool)> {
-    let Some(row) = sqlx::query("SELECT ended_ms, expires_ms, email FROM sessions WHERE id = $1")
+    let Some(row) = sqlx::query("SELECT ended_ms, expires_ms, email, subject FROM sessions WHERE id = $1")
         .bind(&t.id)
         .fetch_optional(&mut **tx)
         .await?
@@ -133,11 +133,17 @@ async fn terminate_in(
     if t.id.parse::<portcullis_policy::SessionId>().is_err() {
         return Ok((Err(StoreError::Corrupt(format!("session id {}", t.id))), false));
     }
-    let email: String = row.try_get("email")?;
+    let (email, subject): (String, String) = (row.try_get("email")?, row.try_get("subject")?);
     if t.by == EndedBy::Admin {
         demand_reauthentication(tx, &UserRef::email(&email), t.now).await?;
     }
-    let ended = EndedSession { id: &t.id, expires_ms: row.try_get("expires_ms")?, reason: &t.reason };
+    let ended = EndedSession {
+        id: &t.id,
+        expires_ms: row.try_get("expires_ms")?,
+        reason: &t.reason,
+        email: &email,
+        subject: &subject,
+    };
     let seq = end_session_in(tx, store.backend, &ended, "session.terminate", &t.actor, t.now).await?;
     let mut enqueued = false;
     if t.by == EndedBy::Admin {

@@ -7,7 +7,7 @@ use portcullis_policy::policy::SessionLimitAction;
 use portcullis_policy::{Change, SessionId, UserRef};
 use sqlx::{Any, Row, Transaction};
 
-use super::changes::{append_change, ceil_seconds, insert_audit};
+use super::changes::{append_change, ceil_seconds, insert_audit, insert_audit_about, AuditAbout};
 use super::group_commit::EndedBy;
 use super::rows::{contains, json_list, session, to_json, Params, SESSION_COLUMNS};
 use super::users::{raise_user_instant, user_key, UserInstant};
@@ -73,6 +73,10 @@ pub(crate) struct EndedSession<'a> {
     pub expires_ms: Millis,
     /// Why, for the record and the audit log.
     pub reason: &'a str,
+    /// Its user's email and IdP subject (the audit row names them).
+    pub email: &'a str,
+    /// See `email`.
+    pub subject: &'a str,
 }
 
 /// Ends one session inside `tx` (from `begin_change`): the row, the
@@ -96,7 +100,9 @@ pub(crate) async fn end_session_in(
     let change =
         Change::TerminateSession { session: session_id(ended.id)?, expires_at: ceil_seconds(ended.expires_ms) };
     let seq = append_change(tx, backend, change, now).await?;
-    insert_audit(tx, action, &format!("session:{}", ended.id), ended.reason, actor, now, Some(seq)).await?;
+    let about = AuditAbout { email: Some(ended.email), subject: Some(ended.subject), session: Some(ended.id) };
+    let target = format!("session:{}", ended.id);
+    insert_audit_about(tx, action, &target, about, ended.reason, actor, now, Some(seq)).await?;
     Ok(seq)
 }
 
@@ -122,7 +128,7 @@ impl SessionStore for SqlStore {
         let mut replaced = Vec::new();
         if let Some(limit) = limit {
             let active = sqlx::query(
-                "SELECT id, expires_ms FROM sessions WHERE subject = $1 AND route = $2 AND ended_ms IS NULL \
+                "SELECT id, expires_ms, email FROM sessions WHERE subject = $1 AND route = $2 AND ended_ms IS NULL \
                  AND expires_ms > $3 ORDER BY created_ms, id",
             )
             .bind(&new.subject)
@@ -135,8 +141,14 @@ impl SessionStore for SqlStore {
                 return Err(StoreError::SessionLimit(limit.max));
             }
             for row in active.iter().take(excess) {
-                let id: String = row.try_get("id")?;
-                let ended = EndedSession { id: &id, expires_ms: row.try_get("expires_ms")?, reason: REPLACED_REASON };
+                let (id, email): (String, String) = (row.try_get("id")?, row.try_get("email")?);
+                let ended = EndedSession {
+                    id: &id,
+                    expires_ms: row.try_get("expires_ms")?,
+                    reason: REPLACED_REASON,
+                    email: &email,
+                    subject: &new.subject,
+                };
                 let seq = end_session_in(&mut tx, self.backend, &ended, "session.replace", actor, now).await?;
                 replaced.push((id, seq));
             }
@@ -182,8 +194,19 @@ impl SessionStore for SqlStore {
         .bind(record.live_connections)
         .execute(&mut *tx)
         .await?;
-        insert_audit(&mut tx, "session.create", &format!("session:{}", record.id), &record.email, actor, now, None)
-            .await?;
+        let about =
+            AuditAbout { email: Some(&record.email), subject: Some(&record.subject), session: Some(&record.id) };
+        insert_audit_about(
+            &mut tx,
+            "session.create",
+            &format!("session:{}", record.id),
+            about,
+            &record.email,
+            actor,
+            now,
+            None,
+        )
+        .await?;
         let newest = replaced.iter().map(|(_, seq)| *seq).max();
         self.commit_change(tx, newest).await?;
         Ok(CreatedSession { record, replaced })

@@ -12,7 +12,7 @@ use sqlx::{Any, Row, Transaction};
 use super::changes::insert_audit;
 use super::outbox::{enqueue_in, job, NewJob, OutboxJob, JOB_COLUMNS};
 use super::rows::{json_list, to_json};
-use super::{SqlStore, StoreError, StoreResult};
+use super::{SqlStore, StoreResult};
 use crate::model::{Actor, Millis};
 use crate::termination::Termination;
 
@@ -334,11 +334,5 @@ impl SsfStore for SqlStore {
         }
         tx.commit().await?;
         Ok(())
-    }
-}
-
-impl From<serde_json::Error> for StoreError {
-    fn from(error: serde_json::Error) -> Self {
-        Self::Corrupt(error.to_string())
     }
 }
