@@ -36,6 +36,8 @@ pub struct App {
     pub edge_trust: Arc<EdgeTrust>,
     /// The Shared Signals transmitter.
     pub ssf: Arc<crate::ssf::SsfState>,
+    /// The Shared Signals transmitters we receive from.
+    pub signals: crate::signals::Signals,
     compiled: Mutex<Option<(i64, Arc<Policy>)>>,
 }
 
@@ -47,7 +49,7 @@ impl App {
         (authority, stream_key): (Arc<SessionAuthority>, StreamSigningKey),
         feed: Arc<ChangeFeed>,
         edge_trust: Arc<EdgeTrust>,
-        ssf: Arc<crate::ssf::SsfState>,
+        (ssf, signals): (Arc<crate::ssf::SsfState>, crate::signals::Signals),
     ) -> Self {
         let portal = PortalState::new(&config);
         let metrics = Metrics::new();
@@ -63,6 +65,7 @@ impl App {
             login_idps,
             edge_trust,
             ssf,
+            signals,
             compiled: Mutex::new(None),
         }
     }

@@ -34,6 +34,7 @@ pub mod receipt;
 pub mod relying_parties;
 pub mod secrets;
 pub mod server;
+pub mod signals;
 pub mod ssf;
 pub mod store;
 pub mod stream_key;

@@ -22,6 +22,21 @@ pub struct Metrics {
     pub head_seq: IntGauge,
     /// Relying-party deliveries.
     pub outbox: OutboxMetrics,
+    /// Signals in: Security Event Tokens and API signals.
+    pub signals: SignalMetrics,
+}
+
+/// Signals received, by source.
+#[derive(Clone)]
+pub struct SignalMetrics {
+    /// Events by source, event type and outcome (applied, ignored,
+    /// duplicate, rejected:<code>).
+    pub events: IntCounterVec,
+    /// Seconds from the SET's `iat` (whole seconds) to every connected
+    /// edge having applied what it did.
+    pub iat_to_edges: HistogramVec,
+    /// Seconds from receiving the SET to every connected edge having applied it.
+    pub received_to_edges: HistogramVec,
 }
 
 /// The outbox worker's metrics, per relying party.
@@ -83,6 +98,28 @@ impl Metrics {
             )
             .expect("valid metric"),
         };
+        let signals = SignalMetrics {
+            events: IntCounterVec::new(
+                Opts::new("signal_events_total", "signals received by source, event type and outcome"),
+                &["source", "event", "outcome"],
+            )
+            .expect("valid metric"),
+            iat_to_edges: HistogramVec::new(
+                HistogramOpts::new("signal_iat_to_edges_seconds", "seconds from a SET's iat to every edge applied")
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 120.0]),
+                &["source"],
+            )
+            .expect("valid metric"),
+            received_to_edges: HistogramVec::new(
+                HistogramOpts::new(
+                    "signal_received_to_edges_seconds",
+                    "seconds from receiving a signal to every edge applied",
+                )
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+                &["source"],
+            )
+            .expect("valid metric"),
+        };
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(changes.clone()),
@@ -93,10 +130,13 @@ impl Metrics {
             Box::new(outbox.latency.clone()),
             Box::new(outbox.pending.clone()),
             Box::new(outbox.oldest_age.clone()),
+            Box::new(signals.events.clone()),
+            Box::new(signals.iat_to_edges.clone()),
+            Box::new(signals.received_to_edges.clone()),
         ] {
             registry.register(collector).expect("metrics register once");
         }
-        Self { registry, requests, changes, streams, streams_cut, head_seq, outbox }
+        Self { registry, requests, changes, streams, streams_cut, head_seq, outbox, signals }
     }
 
     /// The text exposition format.

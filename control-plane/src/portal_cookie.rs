@@ -139,10 +139,6 @@ pub(crate) fn clear_session_cookie(app: &App) -> HeaderValue {
     set_cookie(app, SESSION_COOKIE, "", "/", 0, "Strict")
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub(crate) fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
@@ -209,7 +205,7 @@ pub fn check_csrf(method: &Method, headers: &HeaderMap, claims: &PortalClaims) -
         return Err(refused("cross-site requests cannot change anything through the portal session"));
     }
     let sent = headers.get(CSRF_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
-    if sent.is_empty() || !constant_time_eq(sent, claims.csrf.as_bytes()) {
+    if sent.is_empty() || !crate::http::constant_time_eq(sent, claims.csrf.as_bytes()) {
         return Err(refused(
             "send the portal session's CSRF token in the X-CSRF-Token header (see GET /portal/session)",
         ));

@@ -82,8 +82,16 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
     }
     let relying_parties = crate::relying_parties::build(&config.relying_parties)?;
     store.subscribe(crate::outbox::subscriptions(&relying_parties));
-    let app =
-        Arc::new(App::new(config, Arc::clone(&store), (authority, stream_key), feed, edge_trust, Arc::clone(&ssf)));
+    let signals = crate::signals::Signals::new(&config.ssf_transmitters)?;
+    let app = Arc::new(App::new(
+        config,
+        Arc::clone(&store),
+        (authority, stream_key),
+        feed,
+        edge_trust,
+        (Arc::clone(&ssf), signals),
+    ));
+    crate::signals::spawn(&app);
     let mut sinks: Vec<_> = relying_parties.into_iter().map(crate::outbox::SinkWorker::relying_party).collect();
     sinks.push(crate::outbox::SinkWorker {
         name: crate::store::SSF_PUSH.into(),

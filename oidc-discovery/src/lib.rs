@@ -14,6 +14,10 @@
 //! but 2xx; the caller's HTTP client decides timeouts and redirects (both
 //! sides follow none).
 
+mod keys;
+
+pub use keys::{KeySet, VerificationKey};
+
 use bytes::Bytes;
 use openidconnect::core::CoreProviderMetadata;
 use serde::Deserialize;

@@ -142,6 +142,7 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/api/v1", api)
         .merge(crate::portal::router())
         .merge(crate::ssf::router())
+        .merge(crate::signals::router())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -62,6 +62,17 @@ pub const KEYS: &[(&str, &str)] = &[
          at most 300 (default 30)",
     ),
     (
+        "ssf_transmitters",
+        "the Shared Signals transmitters whose events end sessions here (README: Signals in). A list of tables \
+         with `name`, `issuer`, `audience` (default public_url), `jwks_url` (default: from the issuer's \
+         /.well-known/ssf-configuration), `login_issuer` (whose sessions its session ids name; default issuer), \
+         `delivery` (push (default) or poll), the push bearer token as `push_token_file` or `push_token_env`, \
+         our token at the transmitter as `poll_token_file` or `poll_token_env`, `poll_url`, `manage_stream`, \
+         `universal_logout` (accept Okta Global Token Revocation from this issuer), `max_age_s` (604800), \
+         `poll_interval_ms` (1000), `max_events` (100) and `actions` (event → ignore, terminate_session, \
+         terminate_user, lock, terminate_and_lock or reevaluate)",
+    ),
+    (
         "ssf_push_private_networks",
         "let Shared Signals receivers push to loopback (127.0.0.0/8, ::1) and private addresses (10/8, 172.16/12, \
          192.168/16, 100.64/10, fc00::/7), literal or resolved (default false). Link-local (169.254.0.0/16: \

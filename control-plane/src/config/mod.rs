@@ -101,6 +101,8 @@ pub struct RawConfig {
     pub log_format: Option<String>,
     /// See [`KEYS`].
     pub ssf_push_private_networks: Option<bool>,
+    /// See [`KEYS`].
+    pub ssf_transmitters: Option<Vec<crate::signals::settings::RawTransmitter>>,
 }
 
 /// One entry of `login_idps`, as written.
@@ -162,6 +164,8 @@ pub struct Config {
     pub log_format: portcullis_settings::LogFormat,
     /// SSF push endpoints may be loopback or private addresses.
     pub ssf_push_private_networks: bool,
+    /// The Shared Signals transmitters whose events end sessions here.
+    pub ssf_transmitters: Vec<crate::signals::settings::TransmitterSettings>,
 }
 
 /// The identity providers whose ID tokens create sessions.
@@ -326,7 +330,14 @@ impl Config {
             raw.allow_plain_http == Some(true),
             env,
         )?;
+        let ssf_transmitters = crate::signals::settings::validate(
+            raw.ssf_transmitters.unwrap_or_default(),
+            &public_url,
+            raw.allow_plain_http == Some(true),
+            env,
+        )?;
         Ok(Self {
+            ssf_transmitters,
             log_format: portcullis_settings::log_format(raw.log_format.as_deref())?,
             relying_parties,
             allow_plain_http: raw.allow_plain_http == Some(true),

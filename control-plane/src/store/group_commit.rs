@@ -100,7 +100,8 @@ async fn commit(store: &SqlStore, batch: &[Termination]) -> StoreResult<Vec<Stor
     let mut results = Vec::with_capacity(batch.len());
     let mut enqueued = false;
     for termination in batch {
-        let (result, jobs) = terminate_in(&mut tx, store, termination).await?;
+        let t = termination;
+        let (result, jobs) = terminate_in(&mut tx, store, (&t.id, &t.reason, &t.actor, t.now, t.by)).await?;
         results.push(result);
         enqueued |= jobs;
     }
@@ -112,16 +113,20 @@ async fn commit(store: &SqlStore, batch: &[Termination]) -> StoreResult<Vec<Stor
     Ok(results)
 }
 
-/// One termination in the batch's transaction: its outcome, and whether it
-/// enqueued outbox jobs (an admin's termination signs the user out of the
-/// relying parties that follow `terminate_session`).
-async fn terminate_in(
+/// The parts of one termination: session id, reason, actor, when, by whom.
+pub(crate) type TerminationParts<'a> = (&'a str, &'a str, &'a Actor, Millis, EndedBy);
+
+/// One termination in a change's transaction (the batch's, or a signal's):
+/// its outcome, and whether it enqueued outbox jobs (an admin's
+/// termination signs the user out of the relying parties that follow
+/// `terminate_session`).
+pub(crate) async fn terminate_in(
     tx: &mut Transaction<'static, Any>,
     store: &SqlStore,
-    t: &Termination,
+    (id, reason, actor, now, by): TerminationParts<'_>,
 ) -> StoreResult<(StoreResult<Option<u64>>, bool)> {
     let Some(row) = sqlx::query("SELECT ended_ms, expires_ms, email, subject FROM sessions WHERE id = $1")
-        .bind(&t.id)
+        .bind(id)
         .fetch_optional(&mut **tx)
         .await?
     else {
@@ -130,30 +135,24 @@ async fn terminate_in(
     if row.try_get::<Option<i64>, _>("ended_ms")?.is_some() {
         return Ok((Ok(None), false));
     }
-    if t.id.parse::<portcullis_policy::SessionId>().is_err() {
-        return Ok((Err(StoreError::Corrupt(format!("session id {}", t.id))), false));
+    if id.parse::<portcullis_policy::SessionId>().is_err() {
+        return Ok((Err(StoreError::Corrupt(format!("session id {id}"))), false));
     }
     let (email, subject): (String, String) = (row.try_get("email")?, row.try_get("subject")?);
-    if t.by == EndedBy::Admin {
-        demand_reauthentication(tx, &UserRef::email(&email), t.now).await?;
+    if by == EndedBy::Admin {
+        demand_reauthentication(tx, &UserRef::email(&email), now).await?;
     }
-    let ended = EndedSession {
-        id: &t.id,
-        expires_ms: row.try_get("expires_ms")?,
-        reason: &t.reason,
-        email: &email,
-        subject: &subject,
-    };
-    let seq = end_session_in(tx, store.backend, &ended, "session.terminate", &t.actor, t.now).await?;
+    let ended = EndedSession { id, expires_ms: row.try_get("expires_ms")?, reason, email: &email, subject: &subject };
+    let seq = end_session_in(tx, store.backend, &ended, "session.terminate", actor, now).await?;
     let mut enqueued = false;
-    if t.by == EndedBy::Admin {
+    if by == EndedBy::Admin {
         let event = crate::termination::Termination {
             action: Action::TerminateSession,
             user: user_key(&UserRef::email(&email)),
             email: Some(email),
-            session_id: Some(t.id.clone()),
-            reason: t.reason.clone(),
-            at_ms: t.now,
+            session_id: Some(id.to_owned()),
+            reason: reason.to_owned(),
+            at_ms: now,
         };
         enqueued = store.enqueue_termination(tx, &event, seq).await?;
     }

@@ -17,6 +17,7 @@ mod policy;
 mod portal;
 mod rows;
 mod sessions;
+mod signals;
 mod ssf;
 mod stream_keys;
 mod tokens;
@@ -35,6 +36,7 @@ pub use edge_identity::{
 };
 pub use outbox::{Backlog, Finish, JobState, NewJob, OutboxJob, OutboxStore, Subscription};
 pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
+pub use signals::{signal_target, AppliedSignal, SignalRecord, SignalStep};
 pub use ssf::{SsfStore, SsfStream, SSF_DEADLINE_MS, SSF_POLL, SSF_PUSH};
 
 use crate::model::{

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use portcullis_policy::snapshot::Lock;
 use portcullis_policy::{Change, UserRef};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::changes::{append_change, insert_audit};
 use super::sessions::known_email;
@@ -42,29 +42,7 @@ impl UserStore for SqlStore {
         now: Millis,
     ) -> StoreResult<u64> {
         let mut tx = self.begin_change().await?;
-        sqlx::query(
-            "INSERT INTO users (user_key, locked, lock_reason, locked_until_s, updated_ms) VALUES ($1, 1, $2, $3, $4) \
-             ON CONFLICT (user_key) DO UPDATE SET locked = 1, lock_reason = excluded.lock_reason, \
-             locked_until_s = excluded.locked_until_s, updated_ms = excluded.updated_ms",
-        )
-        .bind(user_key(user))
-        .bind(reason)
-        .bind(until_s)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let lock = Lock { until: until_s, reason: reason.to_owned() };
-        let seq = append_change(&mut tx, self.backend, Change::LockUser { user: user.clone(), lock }, now).await?;
-        insert_audit(&mut tx, "user.lock", &user_key(user), reason, actor, now, Some(seq)).await?;
-        let termination = Termination {
-            action: Action::Lock,
-            user: user_key(user),
-            email: known_email(&mut tx, user).await?,
-            session_id: None,
-            reason: reason.to_owned(),
-            at_ms: now,
-        };
-        let enqueued = self.enqueue_termination(&mut tx, &termination, seq).await?;
+        let (seq, enqueued) = self.lock_user_in(&mut tx, user, reason, until_s, actor, now).await?;
         self.commit_change(tx, Some(seq)).await?;
         if enqueued {
             self.outbox.wake();
@@ -146,6 +124,46 @@ impl UserStore for SqlStore {
             }
         }
         Ok(locks)
+    }
+}
+
+impl SqlStore {
+    /// Locks `user` inside `tx` (from `begin_change`): the row, the
+    /// `LockUser` change, the audit row and the relying-party jobs; the
+    /// change's sequence and whether jobs were enqueued.
+    pub(crate) async fn lock_user_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        user: &UserRef,
+        reason: &str,
+        until_s: Option<i64>,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<(u64, bool)> {
+        sqlx::query(
+            "INSERT INTO users (user_key, locked, lock_reason, locked_until_s, updated_ms) VALUES ($1, 1, $2, $3, $4) \
+             ON CONFLICT (user_key) DO UPDATE SET locked = 1, lock_reason = excluded.lock_reason, \
+             locked_until_s = excluded.locked_until_s, updated_ms = excluded.updated_ms",
+        )
+        .bind(user_key(user))
+        .bind(reason)
+        .bind(until_s)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        let lock = Lock { until: until_s, reason: reason.to_owned() };
+        let seq = append_change(tx, self.backend, Change::LockUser { user: user.clone(), lock }, now).await?;
+        insert_audit(tx, "user.lock", &user_key(user), reason, actor, now, Some(seq)).await?;
+        let termination = Termination {
+            action: Action::Lock,
+            user: user_key(user),
+            email: known_email(tx, user).await?,
+            session_id: None,
+            reason: reason.to_owned(),
+            at_ms: now,
+        };
+        let enqueued = self.enqueue_termination(tx, &termination, seq).await?;
+        Ok((seq, enqueued))
     }
 }
 

@@ -6,7 +6,6 @@
 //! tokens and back-channel logout.
 
 pub mod access_token;
-pub mod keys;
 pub mod logout_token;
 
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use openidconnect::{ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, En
 
 use tokio::sync::Mutex;
 
-pub use keys::{KeySet, VerificationKey};
+pub use portcullis_oidc_discovery::{KeySet, VerificationKey};
 
 /// Shortest interval between two JWKS fetches caused by unknown keys.
 pub const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(10);

@@ -1,7 +1,8 @@
-//! The IdP's signing keys (its JWKS), in the two forms the edge needs: as
-//! `jsonwebtoken` keys for access and logout tokens, and as the
-//! `openidconnect` key set for ID tokens. Keys the edge cannot use (other
-//! key types, encryption keys, symmetric keys) are skipped, never fatal.
+//! A provider's signing keys (its JWKS), in the two forms callers need: as
+//! `jsonwebtoken` keys (the edge's access and logout tokens, the control
+//! plane's Security Event Tokens) and as the `openidconnect` key set for ID
+//! tokens. Keys nobody can use (other key types, encryption keys, symmetric
+//! keys) are skipped, never fatal.
 
 use std::collections::HashMap;
 use std::sync::Arc;
