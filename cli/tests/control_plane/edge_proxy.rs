@@ -25,13 +25,13 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Live connections of one session: a streaming download, an idle
 /// keep-alive connection and a websocket, all through `edge`.
-struct LiveConnections {
+pub(crate) struct LiveConnections {
     download: tokio::task::JoinHandle<usize>,
     keep_alive: TcpStream,
-    websocket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    pub(crate) websocket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
 }
 
-async fn open_live_connections(edge: &EdgeNode, token: &str) -> LiveConnections {
+pub(crate) async fn open_live_connections(edge: &EdgeNode, token: &str) -> LiveConnections {
     let request = reqwest::Client::new()
         .get(edge.url("/stream"))
         .header("host", "app.corp.example")
@@ -68,7 +68,7 @@ async fn open_live_connections(edge: &EdgeNode, token: &str) -> LiveConnections 
     LiveConnections { download, keep_alive, websocket }
 }
 
-async fn assert_all_closed(mut live: LiveConnections) {
+pub(crate) async fn assert_all_closed(mut live: LiveConnections) {
     let chunks = tokio::time::timeout(CLOSE_WITHIN, &mut live.download).await.expect("download closed").expect("task");
     assert!(chunks < 100, "the download was cut, not finished ({chunks} chunks)");
     let mut rest = [0u8; 64];

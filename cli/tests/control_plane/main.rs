@@ -36,6 +36,7 @@ mod reauth;
 mod relogin;
 mod relying_parties;
 mod replicas;
+mod signals;
 mod signing_keys;
 mod ssf;
 mod ssh;
