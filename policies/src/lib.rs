@@ -25,6 +25,7 @@ pub mod limits;
 mod parse;
 pub mod policy;
 pub mod request_target;
+pub mod responses;
 pub mod signed_frame;
 pub mod snapshot;
 pub mod stream_key;

@@ -30,6 +30,8 @@ pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Most routes in one document. Hundreds of applications is a large company;
 /// 5,000 is ten times that.
 pub const MAX_ROUTES: usize = 5_000;
+/// Most response rules in one document.
+pub const MAX_RESPONSE_RULES: usize = 100;
 
 /// Most rules in one route. Compiling checks every rule against each earlier
 /// one (a rule no request can reach is an error), so this bounds that

@@ -126,7 +126,7 @@ fn credential(value: &str, at: Location, d: &mut Diagnostics) -> Option<u8> {
     value.parse::<CredentialKind>().map(CredentialKind::bit).map_err(|e| d.error(at, e)).ok()
 }
 
-fn cidr(value: &str, at: Location, d: &mut Diagnostics) -> Option<IpNet> {
+pub(crate) fn cidr(value: &str, at: Location, d: &mut Diagnostics) -> Option<IpNet> {
     let parsed = value.parse::<IpNet>().or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from));
     match parsed {
         Ok(net) if net.trunc() == net => Some(net),

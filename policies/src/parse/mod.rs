@@ -5,6 +5,7 @@
 mod conditions;
 mod fields;
 mod options;
+mod responses;
 mod routes;
 mod yaml;
 
@@ -23,15 +24,18 @@ use crate::policy::{Route, RouteTarget, Rule, RuleIndex};
 /// The policy-language version this crate reads.
 pub const LANGUAGE_VERSION: &str = "1";
 
-/// Parses and checks a document, returning its routes ready to index.
-pub(crate) fn routes(file: &str, source: &str) -> Result<Vec<Route>, PolicyErrors> {
+/// What a document holds: its routes, ready to index, and its response rules.
+pub(crate) type Parsed = (Vec<Route>, Vec<crate::responses::ResponseRule>);
+
+/// Parses and checks a document.
+pub(crate) fn document(file: &str, source: &str) -> Result<Parsed, PolicyErrors> {
     let mut d = Diagnostics::new(file);
     let Some(root) = yaml::load(source, &mut d) else {
-        return d.into_result(Vec::new());
+        return d.into_result((Vec::new(), Vec::new()));
     };
-    let Some(fields) = Fields::new(&root, "the policy document", &["version", "condition_sets", "routes"], &mut d)
-    else {
-        return d.into_result(Vec::new());
+    let keys = ["version", "condition_sets", "routes", "responses"];
+    let Some(fields) = Fields::new(&root, "the policy document", &keys, &mut d) else {
+        return d.into_result((Vec::new(), Vec::new()));
     };
     if let Some(version) = fields.require("version", "the policy document", &mut d) {
         if let Some(v) = text(version, "the policy language version", &mut d) {
@@ -76,7 +80,8 @@ pub(crate) fn routes(file: &str, source: &str) -> Result<Vec<Route>, PolicyError
             rules: decl.rules.into(),
         })
         .collect();
-    d.into_result(routes)
+    let responses = fields.get("responses").map(|node| responses::responses(node, &mut d)).unwrap_or_default();
+    d.into_result((routes, responses))
 }
 
 fn condition_sets(node: &yaml::Node, d: &mut Diagnostics) -> conditions::ConditionSets {

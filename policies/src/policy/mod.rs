@@ -32,20 +32,26 @@ pub struct Policy {
     pub(crate) source: PolicySource,
     pub(crate) routes: Box<[Route]>,
     pub(crate) hosts: HostIndex,
+    pub(crate) responses: Box<[crate::responses::ResponseRule]>,
 }
 
 impl Policy {
     /// Parses, checks and compiles a policy document.
     pub fn compile(source: PolicySource) -> Result<Self, PolicyErrors> {
-        let routes = crate::parse::routes(&source.name, &source.text)?;
+        let (routes, responses) = crate::parse::document(&source.name, &source.text)?;
         let hosts = HostIndex::build(&routes);
-        Ok(Self { source, routes: routes.into(), hosts })
+        Ok(Self { source, routes: routes.into(), hosts, responses: responses.into() })
     }
 
     /// A policy with no routes: every request is denied.
     pub fn empty() -> Self {
         let source = PolicySource { name: "empty policy".into(), text: "version: 1\nroutes: []\n".into() };
-        Self { source, routes: Box::new([]), hosts: HostIndex::default() }
+        Self { source, routes: Box::new([]), hosts: HostIndex::default(), responses: Box::new([]) }
+    }
+
+    /// The automated response rules (the control plane runs them).
+    pub fn responses(&self) -> &[crate::responses::ResponseRule] {
+        &self.responses
     }
 
     /// The document this policy was compiled from.
