@@ -32,6 +32,7 @@ pub mod portal;
 pub mod portal_cookie;
 pub mod receipt;
 pub mod relying_parties;
+pub mod responses;
 pub mod secrets;
 pub mod server;
 pub mod signals;

@@ -18,7 +18,7 @@ use crate::secrets::token_hash;
 
 /// Every scope; `admin` implies all of them.
 pub const SCOPES: &[&str] =
-    &["sessions:read", "sessions:write", "policy:read", "policy:write", "audit:read", "ssf", "admin"];
+    &["sessions:read", "sessions:write", "policy:read", "policy:write", "audit:read", "ssf", "signals:write", "admin"];
 
 /// An authenticated admin API caller.
 #[derive(Debug, Clone)]

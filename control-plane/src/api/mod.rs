@@ -9,6 +9,7 @@ pub mod keys;
 mod policy;
 mod portal_sessions;
 mod sessions;
+mod signals;
 mod tokens;
 mod trail;
 mod users;
@@ -85,7 +86,7 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
         trail::audit, keys::rotate, keys::list, keys::revoke,
         keys::stream_key, portal_sessions::list, portal_sessions::end,
         edges::list, edges::create_join_token, edges::revoke,
-        deliveries::list, deliveries::retry,
+        deliveries::list, deliveries::retry, signals::receive,
     ),
     components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
     modifiers(&BearerAuth)
@@ -129,6 +130,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/portal-sessions/{id}/end", post(portal_sessions::end))
         .route("/stream-key", get(keys::stream_key))
         .route("/audit", get(trail::audit))
+        .route("/signals", post(signals::receive))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{id}/retry", post(deliveries::retry))
         .route("/edges", get(edges::list))

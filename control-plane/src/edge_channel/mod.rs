@@ -55,6 +55,7 @@ async fn report(
     };
     app.store().record_edge_report(&report, now_ms()).await?;
     let mut events = Vec::with_capacity(body.activity.len());
+    let (mut denied_sessions, mut moved_sessions) = (Vec::new(), Vec::new());
     for event in body.activity {
         match event {
             ActivityEvent::Seen { session_id, source_address, at_ms } => {
@@ -64,6 +65,7 @@ async fn report(
                 events.push(Activity::Connections { session_id, delta })
             }
             ActivityEvent::AddressChanged { session_id, from, to, denied, at_ms } => {
+                moved_sessions.push((session_id.clone(), to.clone()));
                 let outcome =
                     if denied { "refused: the route requires a new login" } else { "allowed, with this warning" };
                 let actor = Actor { name: edge.actor.name.clone(), source_address: to.clone() };
@@ -116,14 +118,30 @@ async fn report(
             }
             ActivityEvent::Denied { user, session_id, route, reason, source_address, at_ms } => {
                 let actor = Actor { name: edge.actor.name.clone(), source_address };
-                let session = session_id.map(|s| format!(" (session {s})")).unwrap_or_default();
-                let reason = format!("route `{route}`{session}: {reason}");
-                app.store().record_audit("access.denied", &format!("user:{user}"), &reason, &actor, at_ms).await?;
+                let target = match &session_id {
+                    // Filed under the session (the audit row names its user too), so
+                    // response rules can count a session's denials.
+                    Some(session) => format!("session:{session}"),
+                    None => format!("user:{user}"),
+                };
+                let reason = format!("route `{route}` ({user}): {reason}");
+                app.store().record_audit("access.denied", &target, &reason, &actor, at_ms).await?;
+                if let Some(session) = session_id {
+                    denied_sessions.push(session);
+                }
             }
         }
     }
     if !events.is_empty() {
         app.store().apply_activity(&edge.id, &events).await?;
+    }
+    denied_sessions.sort();
+    denied_sessions.dedup();
+    for session in denied_sessions {
+        crate::responses::after_denial(&app, &session).await;
+    }
+    for (session, address) in moved_sessions {
+        crate::responses::after_address(&app, &session, &address).await;
     }
     app.feed.report_arrived();
     Ok(StatusCode::NO_CONTENT)

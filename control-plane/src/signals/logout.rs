@@ -117,6 +117,7 @@ pub async fn global_token_revocation(State(app): State<Arc<App>>, headers: Heade
         iat_ms: now_ms(),
         target: &target,
         summary: &summary,
+        audit_action: "signal.applied",
         acked: true,
     };
     let actor = Actor { name: source.clone(), source_address: String::new() };

@@ -167,6 +167,7 @@ pub async fn apply_set(
         iat_ms: set.iat.saturating_mul(1000),
         target: &planned.target,
         summary: &summary,
+        audit_action: "signal.applied",
         acked,
     };
     let actor = Actor { name: source.clone(), source_address: String::new() };
@@ -181,6 +182,14 @@ pub async fn apply_set(
     }
     if !applied.duplicate {
         tracing::info!(transmitter = %transmitter.settings.name, jti = %set.jti, "{}", planned.summary);
+        // The policy's response rules hear every event too (by short name and risk level).
+        let subject = crate::responses::Subject { session: None, user: planned.user.clone() };
+        for (uri, payload) in &set.events {
+            let kind = actions::EventKind::from_uri(uri).map_or("unknown", actions::EventKind::short_name);
+            let risk = payload.get("current_level").and_then(serde_json::Value::as_str).map(str::to_ascii_lowercase);
+            let occurrence = format!("{source}:{}:{kind}", set.jti);
+            crate::responses::after_signal(app, &subject, (kind, risk.as_deref()), &occurrence).await?;
+        }
         if let Some(seq) = applied.seq {
             time_to_edges(app, source, seq, set.iat, received);
         }

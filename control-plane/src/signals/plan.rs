@@ -26,6 +26,8 @@ pub struct Plan {
     pub event_types: String,
     /// Per event: its metrics label and whether it did something.
     pub events: Vec<(String, bool)>,
+    /// The user the SET is about, if it names one (response rules act on it).
+    pub user: Option<UserRef>,
 }
 
 fn steps_for(response: Response, subject: &Subject, login_issuer: &str) -> Vec<SignalStep> {
@@ -74,6 +76,7 @@ pub fn plan(transmitter: &TransmitterSettings, set: &VerifiedSet, groups_claim: 
         summary: String::new(),
         event_types: String::new(),
         events: Vec::new(),
+        user: None,
     };
     let mut about: Option<Subject> = None;
     for (uri, event) in &set.events {
@@ -136,6 +139,7 @@ pub fn plan(transmitter: &TransmitterSettings, set: &VerifiedSet, groups_claim: 
         }
         plan.event_types.push_str(name);
     }
+    plan.user = about.as_ref().and_then(|s| s.user.clone());
     plan.target = signal_target(
         about.as_ref().and_then(|s| s.user.as_ref()),
         about.as_ref().and_then(|s| s.idp_session.as_deref()),

@@ -5,7 +5,7 @@
 //! transmitter has been acknowledged (RFC 8936 `ack`).
 
 use portcullis_policy::UserRef;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 
 use super::changes::insert_audit;
 use super::group_commit::{terminate_in, EndedBy};
@@ -46,6 +46,8 @@ pub struct SignalRecord<'a> {
     pub target: &'a str,
     /// The audit line: event, response, jti.
     pub summary: &'a str,
+    /// The audit action (`signal.applied`, `response.fired`, `response.dry_run`).
+    pub audit_action: &'a str,
     /// Polled: false until the transmitter has been acknowledged.
     pub acked: bool,
 }
@@ -109,7 +111,7 @@ impl SqlStore {
             applied.seq = applied.seq.max(seq);
             enqueued |= jobs;
         }
-        insert_audit(&mut tx, "signal.applied", signal.target, reason, actor, now, applied.seq).await?;
+        insert_audit(&mut tx, signal.audit_action, signal.target, reason, actor, now, applied.seq).await?;
         self.commit_change(tx, applied.seq).await?;
         if enqueued {
             self.outbox.wake();
@@ -208,14 +210,15 @@ impl SqlStore {
         Ok(user_row.is_some())
     }
 
-    /// Whether `jti` from `source` was applied already.
-    pub async fn signal_seen(&self, source: &str, jti: &str) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT 1 AS seen FROM received_signals WHERE source = $1 AND jti = $2")
-            .bind(source)
-            .bind(jti)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|r| r.try_get::<i32, _>("seen").is_ok()).unwrap_or(false))
+    /// How many denials of `session` the edges reported since `since_ms`.
+    pub async fn denials_since(&self, session: &str, since_ms: Millis) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE session_id = $1 AND action = 'access.denied' AND at_ms >= $2",
+        )
+        .bind(session)
+        .bind(since_ms)
+        .fetch_one(&self.reader)
+        .await?)
     }
 }
 

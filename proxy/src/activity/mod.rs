@@ -32,8 +32,14 @@ const SEEN_EVERY_MS: i64 = 5_000;
 /// Sessions not seen for this long are forgotten by the throttle.
 const FORGET_AFTER_MS: i64 = 3_600_000;
 
-/// The same denial is reported at most this often.
+/// The same denial is reported at most this often, or, for a session's
+/// denials (which response rules count), at most
+/// [`SESSION_DENIALS_PER_WINDOW`] times in this long.
 const DENIAL_EVERY_MS: i64 = 10_000;
+/// A session's denials reported per [`DENIAL_EVERY_MS`] window: enough for a
+/// response rule such as "5 denials within a minute" to see each one, few
+/// enough that a client hammering a denied path cannot flood the audit log.
+const SESSION_DENIALS_PER_WINDOW: u32 = 20;
 /// Most remembered (session, address) pairs and denial keys.
 const MAX_REMEMBERED: usize = 100_000;
 /// Most events in one report, which keeps a report (a few hundred bytes per
@@ -62,7 +68,7 @@ pub struct ActivityLog {
     /// fast hash rather than SipHash.
     last_seen: DashMap<SessionId, i64, foldhash::fast::RandomState>,
     address_changes: DashMap<(SessionId, IpAddr), ()>,
-    last_denial: DashMap<u64, i64>,
+    last_denial: DashMap<u64, (i64, u32)>,
     hasher: foldhash::fast::RandomState,
     pending: Mutex<PendingEvents>,
     reported_connections: Mutex<HashMap<SessionId, i64>>,
@@ -152,14 +158,23 @@ impl ActivityLog {
         source: IpAddr,
         now_ms: i64,
     ) {
-        let key = std::hash::BuildHasher::hash_one(&self.hasher, (user, route, reason));
-        if self.last_denial.get(&key).is_some_and(|at| now_ms - *at < DENIAL_EVERY_MS) {
-            return;
-        }
+        let (key, allowed) = match session {
+            Some(session) => (std::hash::BuildHasher::hash_one(&self.hasher, session), SESSION_DENIALS_PER_WINDOW),
+            None => (std::hash::BuildHasher::hash_one(&self.hasher, (user, route, reason)), 1),
+        };
+        let reported = match self.last_denial.get(&key).map(|w| *w) {
+            Some((start, count)) if now_ms - start < DENIAL_EVERY_MS => {
+                if count >= allowed {
+                    return;
+                }
+                (start, count + 1)
+            }
+            _ => (now_ms, 1),
+        };
         if self.last_denial.len() >= MAX_REMEMBERED {
             self.last_denial.clear();
         }
-        self.last_denial.insert(key, now_ms);
+        self.last_denial.insert(key, reported);
         let event = ActivityEvent::Denied {
             user: user.to_owned(),
             session_id: session.map(|s| s.to_string()),
@@ -268,6 +283,19 @@ mod tests {
         log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 11_000);
         let kinds: Vec<&str> = log.batch(&ConnRegistry::new(), 11_000).events.iter().map(ActivityEvent::kind).collect();
         assert_eq!(kinds, ["address_changed", "denied", "denied"]);
+    }
+
+    #[test]
+    fn a_sessions_denials_are_each_reported_up_to_a_bound() {
+        let log = ActivityLog::default();
+        let session = Some(SessionId::from_bytes([5; 16]));
+        let from = IpAddr::from([198, 51, 100, 4]);
+        for i in 0..30 {
+            log.denied("eve@corp.example", session, "admin", "no rule allows", from, 1_000 + i);
+        }
+        log.denied("eve@corp.example", session, "admin", "no rule allows", from, 12_000);
+        let events = log.batch(&ConnRegistry::new(), 12_000).events;
+        assert_eq!(events.len(), SESSION_DENIALS_PER_WINDOW as usize + 1, "20 in the first window, then a new one");
     }
 
     #[test]
