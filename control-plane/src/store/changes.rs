@@ -282,7 +282,7 @@ impl ChangeStore for SqlStore {
                 })
             });
             let revoked_before_ms = row.try_get("revoked_before_ms")?;
-            users.push((user, UserState { lock: lock.transpose()?, revoked_before_ms }));
+            users.push((user, UserState { lock: lock.transpose()?, revoked_before_ms, groups: None }));
         }
         let signing_keys = published_keys(&mut tx, now).await?;
         tx.commit().await?;
