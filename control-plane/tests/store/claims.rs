@@ -103,7 +103,7 @@ async fn expire_before_forgets_overrides_that_ended(store: SqlStore) {
     assert_eq!(change_at(&store, seq).await, Change::ExpireBefore { cutoff: EXPIRES_S });
     // Read as of T0, when both were live: the expired row is gone from the table.
     let left = users(&store, T0).await;
-    assert_eq!(left.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>(), [bob.clone()]);
+    assert_eq!(left.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>(), [bob]);
     // And the clock alone hides an override past its end from a snapshot.
     assert_eq!(users(&store, (EXPIRES_S + 1) * 1000).await, []);
 }
