@@ -2,9 +2,12 @@
 //! every request and flow, on the edge and in `policy explain` alike.
 //!
 //! Order: revocations (terminated session, locked user, tokens revoked for
-//! the user, revoked token id) → route lookup → first matching rule →
-//! default deny. It does not allocate unless the host is not lowercase or a
-//! `case_insensitive_paths` route gets a path with upper case.
+//! the user, revoked token id) → the user's group override → route lookup →
+//! first matching rule → default deny. It does not allocate unless the host
+//! is not lowercase, a `case_insensitive_paths` route gets a path with upper
+//! case, or the snapshot overrides the groups of the identity's token (a
+//! [`crate::snapshot::GroupsOverride`]: the identity is copied with the new
+//! groups, and everything after the revocations judges that copy).
 //!
 //! When no rule matches a logged-in caller, one more scan (on that path only)
 //! asks whether a fresh login would help: if the first rule matching with
@@ -17,7 +20,7 @@ use std::fmt;
 
 use crate::conditions::{method_bit, RequestFacts};
 use crate::duration::format_seconds;
-use crate::facts::{Facts, Target};
+use crate::facts::{Facts, Identity, Target};
 use crate::policy::{Route, Rule, RuleEffect};
 use crate::request_target::lowercase_path;
 use crate::snapshot::{Lock, Snapshot, UserDenial};
@@ -133,7 +136,29 @@ pub fn evaluate<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
         if identity.signing_key().is_some_and(|kid| !snapshot.signing_keys().iter().any(|k| *k.kid == *kid)) {
             return Decision::revoked(Reason::SigningKeyRevoked, None);
         }
+        if let Some(groups) = snapshot.users.groups_override(identity) {
+            return with_overridden_groups(snapshot, facts, identity, &groups.groups);
+        }
     }
+    decide(snapshot, facts)
+}
+
+/// [`decide`] for an identity whose token's groups the snapshot replaced.
+#[cold]
+#[inline(never)]
+fn with_overridden_groups<'s>(
+    snapshot: &'s Snapshot,
+    facts: &Facts<'_>,
+    identity: &Identity,
+    groups: &[String],
+) -> Decision<'s> {
+    let overridden = identity.with_groups(groups);
+    decide(snapshot, &Facts { identity: Some(&overridden), ..*facts })
+}
+
+/// Route lookup, first matching rule, default deny: everything after the
+/// revocation checks.
+fn decide<'s>(snapshot: &'s Snapshot, facts: &Facts<'_>) -> Decision<'s> {
     let policy = &snapshot.policy;
     let (route, path, method) = match facts.target {
         Target::Http { host, path, method } => {

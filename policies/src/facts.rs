@@ -168,6 +168,31 @@ impl Identity {
         self
     }
 
+    /// The same identity with other groups (sorted and de-duplicated here):
+    /// how the evaluator judges a token whose groups a
+    /// [`crate::snapshot::GroupsOverride`] replaced.
+    #[must_use]
+    pub fn with_groups(&self, groups: &[String]) -> Self {
+        let mut replaced: Vec<Box<str>> = groups.iter().map(|g| Box::from(g.as_str())).collect();
+        replaced.sort_unstable();
+        replaced.dedup();
+        Self {
+            subject: self.subject.clone(),
+            email: self.email.clone(),
+            domain_start: self.domain_start,
+            groups: replaced.into(),
+            claims: self.claims.clone(),
+            credential: self.credential,
+            session_id: self.session_id,
+            token_id: self.token_id.clone(),
+            issued_at_ms: self.issued_at_ms,
+            auth_time: self.auth_time,
+            session_started_at: self.session_started_at,
+            expires_at: self.expires_at,
+            signing_key: self.signing_key.clone(),
+        }
+    }
+
     /// When the credential stops being valid (Unix seconds), if it says.
     pub fn expires_at(&self) -> Option<i64> {
         self.expires_at

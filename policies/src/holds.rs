@@ -10,8 +10,12 @@
 //!
 //! What can change an answer with time alone: the credential's expiry, a
 //! lock that lifts, a `time:` window opening or closing, and the
-//! `logged_in_within` / `max_session_age` limits running out. Revocations and
-//! policy changes arrive as deltas and are handled by the kill path.
+//! `logged_in_within` / `max_session_age` limits running out. Revocations,
+//! group overrides and policy changes arrive as deltas and are handled by the
+//! kill path. A group override changes which rule decides, never when: the
+//! `decision` passed in was made with the overridden groups, nothing here
+//! reads groups, and the override ends by a delta (`ExpireBefore`), not by
+//! the clock.
 
 use crate::evaluate::{Decision, Reason};
 use crate::facts::Facts;

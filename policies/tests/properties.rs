@@ -8,7 +8,8 @@
 //! (d) on generated policies with enough rules to use the rule index, the
 //! decision is made by the first rule that matches on its own; (e) a rule the
 //! compiler refuses as shadowed never matches a request its shadowing rule
-//! does not.
+//! does not; (f) a group override judges a token issued at or before it as
+//! if the token carried the override's groups, and a later token as it is.
 
 mod policy_gen;
 
@@ -18,9 +19,9 @@ use std::sync::Arc;
 
 use policy_gen::{
     compile, compiling_policy, facts_spec, request_target, route_spec, routes_spec, shadowed_pairs, FactsSpec,
-    RouteKind, RouteSpec, RuleSpec, EMAILS,
+    RouteKind, RouteSpec, RuleSpec, EMAILS, GROUPS,
 };
-use portcullis_policy::snapshot::{KeyAlgorithm, Lock, PublicKey, UserState};
+use portcullis_policy::snapshot::{GroupsOverride, KeyAlgorithm, Lock, PublicKey, UserState};
 use portcullis_policy::wire::{decode, encode, Message, SnapshotBody, WIRE_VERSION};
 use portcullis_policy::{
     evaluate, Change, Delta, Facts, Identity, Outcome, Policy, PolicySource, Reason, RuleEffect, SessionId, Snapshot,
@@ -43,9 +44,16 @@ fn lock() -> impl Strategy<Value = Lock> {
     (any::<Option<i64>>(), text()).prop_map(|(until, reason)| Lock { until, reason })
 }
 
+/// Groups as `UserStates::override_groups` keeps them: sorted, distinct.
+fn groups_override() -> impl Strategy<Value = GroupsOverride> {
+    (prop::collection::btree_set(text(), 0..4), any::<i64>(), any::<i64>()).prop_map(
+        |(groups, since_ms, expires_at)| GroupsOverride { groups: groups.into_iter().collect(), since_ms, expires_at },
+    )
+}
+
 fn user_state() -> impl Strategy<Value = UserState> {
-    (prop::option::of(lock()), any::<Option<i64>>())
-        .prop_map(|(lock, revoked_before_ms)| UserState { lock, revoked_before_ms })
+    (prop::option::of(lock()), any::<Option<i64>>(), prop::option::of(groups_override()))
+        .prop_map(|(lock, revoked_before_ms, groups)| UserState { lock, revoked_before_ms, groups })
 }
 
 fn public_key() -> impl Strategy<Value = PublicKey> {
@@ -66,6 +74,9 @@ fn change() -> impl Strategy<Value = Change> {
         (text(), text()).prop_map(|(name, text)| Change::ReplacePolicy { policy: PolicySource { name, text } }),
         prop::collection::vec(public_key(), 0..3).prop_map(|keys| Change::RotateKeys { keys }),
         any::<i64>().prop_map(|cutoff| Change::ExpireBefore { cutoff }),
+        (user_ref(), prop::collection::vec(text(), 0..4), any::<i64>(), any::<i64>()).prop_map(
+            |(user, groups, since_ms, expires_at)| Change::OverrideGroups { user, groups, since_ms, expires_at }
+        ),
     ]
 }
 
@@ -222,6 +233,48 @@ fn revoked_identities_are_never_allowed_whatever_the_policy() {
     assert!(allowed >= CASES as usize / 50, "only {allowed} of {CASES} generated requests were ever allowed");
 }
 
+// --------------------------------------------- (f) group overrides
+
+proptest! {
+    #![proptest_config(Config::with_cases(256))]
+
+    #[test]
+    fn an_override_judges_older_tokens_with_its_groups_and_newer_ones_as_they_are(
+        routes in routes_spec(10),
+        facts in facts_spec(),
+        groups in prop::collection::vec(prop::sample::select(&GROUPS[..]), 0..4),
+        by_email in any::<bool>(),
+        since_after_issue_ms in prop_oneof![Just(0), Just(-1), -5_000..5_000i64],
+    ) {
+        let (text, _) = compiling_policy(&routes);
+        let before = Snapshot::new(1, Arc::new(compile(&text).unwrap()));
+        let identity = facts.identity();
+        let user = if by_email { UserRef::email(identity.email()) } else { UserRef::subject(identity.subject()) };
+        let groups: Vec<String> = groups.into_iter().map(str::to_owned).collect();
+        let since_ms = identity.issued_at_ms() + since_after_issue_ms;
+        let change = Change::OverrideGroups { user, groups: groups.clone(), since_ms, expires_at: facts.now + 60 };
+        let mut after = before.clone();
+        after.apply(&Delta { seq: 2, change }).unwrap();
+        let (name, tcp) = facts.target_name(&routes);
+        let judged = |snapshot: &Snapshot, identity: &Identity| {
+            let request = Facts {
+                target: facts.target(&name, tcp),
+                source_ip: facts.source_ip(),
+                now: facts.now,
+                identity: Some(identity),
+            };
+            let d = evaluate(snapshot, &request);
+            (d.outcome, d.reason, d.route.map(|r| r.name().to_owned()), d.rule.map(|r| r.name().to_owned()))
+        };
+        let expected = if since_after_issue_ms >= 0 {
+            judged(&before, &identity.with_groups(&groups))
+        } else {
+            judged(&before, &identity)
+        };
+        prop_assert_eq!(judged(&after, &identity), expected);
+    }
+}
+
 // ------------------------------------------------- (c) deltas against a model
 
 const USERS: usize = 6;
@@ -257,6 +310,13 @@ fn revocation_change(sessions: u16, session_weight: u32, expire_weight: u32) -> 
         2 => (0..USERS).prop_map(|u| Change::UnlockUser { user: user(u) }),
         2 => (0..USERS, time.clone())
             .prop_map(|(u, revoked_before_ms)| Change::TerminateUser { user: user(u), revoked_before_ms }),
+        2 => (0..USERS, prop::collection::vec(prop::sample::select(&["dev", "ops", "qa"][..]), 0..4), time.clone(), time.clone())
+            .prop_map(|(u, groups, since_ms, expires_at)| Change::OverrideGroups {
+                user: user(u),
+                groups: groups.into_iter().map(str::to_owned).collect(),
+                since_ms,
+                expires_at,
+            }),
         expire_weight => time.prop_map(|cutoff| Change::ExpireBefore { cutoff }),
     ]
 }
@@ -298,7 +358,18 @@ impl Model {
                     if state.lock.as_ref().is_some_and(|l| l.until.is_some_and(|u| u <= *cutoff)) {
                         state.lock = None;
                     }
+                    if state.groups.as_ref().is_some_and(|g| g.expires_at <= *cutoff) {
+                        state.groups = None;
+                    }
                 }
+            }
+            Change::OverrideGroups { user, groups, since_ms, expires_at } => {
+                let groups: std::collections::BTreeSet<String> = groups.iter().cloned().collect();
+                self.users.entry(user.clone()).or_default().groups = Some(GroupsOverride {
+                    groups: groups.into_iter().collect(),
+                    since_ms: *since_ms,
+                    expires_at: *expires_at,
+                });
             }
             Change::ReplacePolicy { .. } | Change::RotateKeys { .. } => unreachable!("not generated"),
         }

@@ -189,7 +189,7 @@ pub async fn explain(
         if let Some(reason) = app.store().active_lock(&refs, now).await? {
             users.push((
                 UserRef::email(email),
-                UserState { lock: Some(Lock { until: None, reason }), revoked_before_ms: None },
+                UserState { lock: Some(Lock { until: None, reason }), revoked_before_ms: None, groups: None },
             ));
         }
     }

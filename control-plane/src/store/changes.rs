@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use portcullis_policy::ids::SessionId;
 use portcullis_policy::snapshot::{KeyAlgorithm, Lock, PublicKey, UserState};
 use portcullis_policy::wire::{encode, Message, SnapshotBody};
-use portcullis_policy::{Change, Delta, PolicySource, TokenId};
+use portcullis_policy::{Change, Delta, PolicySource, TokenId, UserRef};
 use sqlx::{Any, Row, Transaction};
 
+use super::claims::{expire_overrides, live_overrides};
 use super::rows::seq_param;
 use super::users::parse_user_key;
 use super::{Backend, ChangeStore, SqlStore, StoreError, StoreResult};
@@ -222,6 +223,8 @@ impl ChangeStore for SqlStore {
     async fn expire_before(&self, cutoff_s: i64, now: Millis) -> StoreResult<u64> {
         let mut tx = self.begin_change().await?;
         let seq = append_change(&mut tx, self.backend, Change::ExpireBefore { cutoff: cutoff_s }, now).await?;
+        // Edges forget these overrides with this change; so does the table.
+        expire_overrides(&mut tx, cutoff_s).await?;
         self.commit_change(tx, Some(seq)).await?;
         Ok(seq)
     }
@@ -282,7 +285,20 @@ impl ChangeStore for SqlStore {
                 })
             });
             let revoked_before_ms = row.try_get("revoked_before_ms")?;
-            users.push((user, UserState { lock: lock.transpose()?, revoked_before_ms }));
+            users.push((user, UserState { lock: lock.transpose()?, revoked_before_ms, groups: None }));
+        }
+        let overrides = live_overrides(&mut tx, now).await?;
+        if !overrides.is_empty() {
+            // One entry per user: an override joins the user's lock or
+            // terminate-all (both tables are keyed by the same user key).
+            let at: std::collections::HashMap<UserRef, usize> =
+                users.iter().enumerate().map(|(i, (user, _))| (user.clone(), i)).collect();
+            for (user, groups) in overrides {
+                match at.get(&user) {
+                    Some(&i) => users[i].1.groups = Some(groups),
+                    None => users.push((user, UserState { groups: Some(groups), ..UserState::default() })),
+                }
+            }
         }
         let signing_keys = published_keys(&mut tx, now).await?;
         tx.commit().await?;

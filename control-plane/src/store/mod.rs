@@ -8,6 +8,7 @@
 //! edges resume from can never disagree with the tables.
 
 mod changes;
+mod claims;
 mod connect;
 mod edge_identity;
 mod edges;

@@ -87,8 +87,11 @@ async fn lock_and_unlock(t: TestApp) {
     assert_eq!(lock["user"], "email:ada@test.example");
     assert_eq!(lock["receipt"]["seq"].as_u64(), Some(head + 1));
     assert_eq!(lock["sessions_ended"], 0);
-    let expected =
-        UserState { lock: Some(Lock { until: None, reason: "investigation".into() }), revoked_before_ms: None };
+    let expected = UserState {
+        lock: Some(Lock { until: None, reason: "investigation".into() }),
+        revoked_before_ms: None,
+        groups: None,
+    };
     assert_eq!(user_state(&t, "ada@test.example").await, Some(expected));
 
     // Locked until a time (seconds, rounded down).

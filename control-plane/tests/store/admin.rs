@@ -23,7 +23,10 @@ async fn lock_and_unlock(store: SqlStore) {
     assert_eq!(seq.unwrap(), 1);
     let lock = Lock { until: Some(until), reason: "investigation".into() };
     assert_eq!(change_at(&store, 1).await, Change::LockUser { user: eve.clone(), lock: lock.clone() });
-    assert_eq!(users(&store, T0).await, [(eve.clone(), UserState { lock: Some(lock), revoked_before_ms: None })]);
+    assert_eq!(
+        users(&store, T0).await,
+        [(eve.clone(), UserState { lock: Some(lock), revoked_before_ms: None, groups: None })]
+    );
     let entry = last_audit(&store, "user.lock").await;
     assert_eq!(
         (entry.target.as_str(), entry.reason.as_str(), entry.seq),
@@ -33,7 +36,10 @@ async fn lock_and_unlock(store: SqlStore) {
     // Locking again replaces the lock.
     store.lock_user(&eve, "for good", None, &actor(), T0 + 1000).await.unwrap();
     let forever = Lock { until: None, reason: "for good".into() };
-    assert_eq!(users(&store, T0).await, [(eve.clone(), UserState { lock: Some(forever), revoked_before_ms: None })]);
+    assert_eq!(
+        users(&store, T0).await,
+        [(eve.clone(), UserState { lock: Some(forever), revoked_before_ms: None, groups: None })]
+    );
 
     let (seq, ended) = store.unlock_user(&eve, "cleared", false, &actor(), T0 + 2000).await.unwrap();
     assert_eq!((seq, ended.len()), (3, 0));
@@ -49,7 +55,7 @@ async fn lock_and_unlock(store: SqlStore) {
     assert_eq!(locked.len(), 1);
     assert!(locked[0].1.lock.is_some() && locked[0].1.revoked_before_ms == Some(T0 + 4000));
     store.unlock_user(&sub, "y", false, &actor(), T0 + 5000).await.unwrap();
-    let state = UserState { lock: None, revoked_before_ms: Some(T0 + 4000) };
+    let state = UserState { lock: None, revoked_before_ms: Some(T0 + 4000), groups: None };
     assert_eq!(users(&store, T0 + 5000).await, [(sub.clone(), state)]);
     assert_eq!(store.head_seq().await.unwrap(), 6);
 
@@ -61,7 +67,7 @@ async fn lock_and_unlock(store: SqlStore) {
     let terminate = Change::TerminateUser { user: sub.clone(), revoked_before_ms: T0 + 7000 };
     assert_eq!(change_at(&store, 8).await, terminate);
     assert_eq!(change_at(&store, 9).await, Change::UnlockUser { user: sub.clone() });
-    let state = UserState { lock: None, revoked_before_ms: Some(T0 + 7000) };
+    let state = UserState { lock: None, revoked_before_ms: Some(T0 + 7000), groups: None };
     assert_eq!(users(&store, T0 + 7000).await, [(sub, state)]);
 }
 

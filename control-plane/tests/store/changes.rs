@@ -190,8 +190,11 @@ async fn snapshot_after_a_mix_of_actions(store: SqlStore) {
     body.users.sort_by(|a, b| a.0.cmp(&b.0));
     let hold = Lock { until: Some(T0 / 1000 + 7200), reason: "hold".into() };
     let expected_users = vec![
-        (UserRef::subject("sub-3"), UserState { lock: Some(hold), revoked_before_ms: None }),
-        (UserRef::Email(Arc::from("u2@corp.example")), UserState { lock: None, revoked_before_ms: Some(T0 + 4000) }),
+        (UserRef::subject("sub-3"), UserState { lock: Some(hold), revoked_before_ms: None, groups: None }),
+        (
+            UserRef::Email(Arc::from("u2@corp.example")),
+            UserState { lock: None, revoked_before_ms: Some(T0 + 4000), groups: None },
+        ),
     ];
     assert_eq!(body.users, expected_users);
     let public = |kid: &str| PublicKey {

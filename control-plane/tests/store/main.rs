@@ -38,6 +38,7 @@ macro_rules! store_tests {
 mod admin;
 mod audit_trail;
 mod changes;
+mod claims;
 mod concurrency;
 mod edges;
 mod fixtures;

@@ -81,7 +81,7 @@ async fn terminate_user_by_email(store: SqlStore) {
     let revoked_before_ms = now;
     let ada = UserRef::email("ada@corp.example");
     assert_eq!(change_at(&store, seq).await, Change::TerminateUser { user: ada.clone(), revoked_before_ms });
-    let state = UserState { lock: None, revoked_before_ms: Some(revoked_before_ms) };
+    let state = UserState { lock: None, revoked_before_ms: Some(revoked_before_ms), groups: None };
     assert_eq!(user_state(&store, &ada, now).await, Some(state.clone()));
     let entry = last_audit(&store, "user.terminate").await;
     assert_eq!(
@@ -98,7 +98,7 @@ async fn terminate_user_by_email(store: SqlStore) {
     assert_eq!(user_state(&store, &ada, now).await, Some(state), "revoked_before_ms only moves forward");
     let later = now + 60_000;
     store.terminate_user(&user, "third", &actor(), later).await.unwrap();
-    let newer = UserState { lock: None, revoked_before_ms: Some(later) };
+    let newer = UserState { lock: None, revoked_before_ms: Some(later), groups: None };
     assert_eq!(user_state(&store, &ada, later).await, Some(newer));
     let body = store.snapshot_body(later).await.unwrap();
     assert_eq!(body.users.len(), 1, "one user row for every spelling: {:?}", body.users);
@@ -114,7 +114,7 @@ async fn terminate_user_by_subject(store: SqlStore) {
     assert_eq!(sorted(ended), [sid(1), sid(2)], "every session of the subject, whatever the email");
     assert!(store.get_session(&sid(3)).await.unwrap().unwrap().is_active(now), "subjects are case-sensitive");
     assert_eq!(change_at(&store, seq).await, Change::TerminateUser { user: user.clone(), revoked_before_ms: now });
-    let state = UserState { lock: None, revoked_before_ms: Some(now) };
+    let state = UserState { lock: None, revoked_before_ms: Some(now), groups: None };
     assert_eq!(user_state(&store, &user, now).await, Some(state));
     assert_eq!(user_state(&store, &UserRef::email("ada@corp.example"), now).await, None);
     assert_eq!(last_audit(&store, "user.terminate").await.target, "sub:sub-ada");

@@ -56,7 +56,7 @@ async fn upgraded_keeps_revoking_the_whole_second(url: &str) {
     let ada = UserRef::email("ada@corp.example");
     let last_ms = SECOND * 1000 + 999;
     let body = store.snapshot_body(T0).await.unwrap();
-    assert_eq!(body.users, [(ada.clone(), UserState { lock: None, revoked_before_ms: Some(last_ms) })]);
+    assert_eq!(body.users, [(ada.clone(), UserState { lock: None, revoked_before_ms: Some(last_ms), groups: None })]);
     let changes = all_changes(&store).await;
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].change, Change::TerminateUser { user: ada, revoked_before_ms: last_ms }, "read as ms");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use expiring_set::ExpiringSet;
-pub use users::{Lock, UserDenial, UserState, UserStates};
+pub use users::{GroupsOverride, Lock, UserDenial, UserState, UserStates};
 
 use crate::error::PolicyErrors;
 use crate::ids::{SessionId, TokenId, UserRef};
@@ -97,10 +97,27 @@ pub enum Change {
         /// The keys now valid.
         keys: Vec<PublicKey>,
     },
-    /// Forget terminations, revocations and locks that ended at or before `cutoff`.
+    /// Forget terminations, revocations, locks and group overrides that
+    /// ended at or before `cutoff`.
     ExpireBefore {
         /// Unix seconds.
         cutoff: i64,
+    },
+    /// The user's groups changed at the identity provider (an OpenID CAEP
+    /// `token-claims-change`): the user's tokens issued at or before
+    /// `since_ms` are judged with `groups` instead of the groups they carry.
+    /// Replaces the user's earlier override. (Wire format version 3.)
+    OverrideGroups {
+        /// The user.
+        user: UserRef,
+        /// The user's groups now.
+        groups: Vec<String>,
+        /// Unix milliseconds: the instant of the change; compared with
+        /// [`crate::Identity::issued_at_ms`] like `revoked_before_ms`.
+        since_ms: i64,
+        /// Unix seconds: when no token issued by `since_ms` can be alive
+        /// (`since` plus the longest session lifetime); forgotten then.
+        expires_at: i64,
     },
 }
 
@@ -111,6 +128,9 @@ pub enum Affected {
     Session(SessionId),
     /// Connections of this user.
     User(UserRef),
+    /// This user's connections must be re-evaluated (the groups their
+    /// tokens are judged with changed); only those no longer allowed close.
+    UserClaims(UserRef),
     /// Connections carrying this token id.
     Token(TokenId),
     /// Every connection must be re-evaluated (the policy changed).
@@ -183,7 +203,7 @@ impl Snapshot {
         &self.revoked_tokens
     }
 
-    /// Locks and `revoked_before_ms` per user.
+    /// Locks, `revoked_before_ms` and group overrides per user.
     pub fn users(&self) -> &UserStates {
         &self.users
     }
@@ -241,11 +261,17 @@ impl Snapshot {
                 self.users.expire(*cutoff);
                 Affected::Nothing
             }
+            Change::OverrideGroups { user, groups, since_ms, expires_at } => {
+                self.users.override_groups(user, groups, *since_ms, *expires_at);
+                Affected::UserClaims(user.clone())
+            }
         };
         self.seq = delta.seq;
         Ok(affected)
     }
 }
 
+#[cfg(test)]
+mod override_tests;
 #[cfg(test)]
 mod tests;

@@ -272,7 +272,10 @@ fn unlock_keeps_revoked_before_ms() {
     apply(&mut s, Change::TerminateUser { user: user.clone(), revoked_before_ms: (NOW - 10) * 1000 });
     apply(&mut s, Change::LockUser { user: user.clone(), lock: lock(None, "x") });
     apply(&mut s, Change::UnlockUser { user: user.clone() });
-    assert_eq!(s.users().get(&user), Some(&UserState { lock: None, revoked_before_ms: Some((NOW - 10) * 1000) }));
+    assert_eq!(
+        s.users().get(&user),
+        Some(&UserState { lock: None, revoked_before_ms: Some((NOW - 10) * 1000), groups: None })
+    );
     assert_eq!(decide(&s, &Who { issued_at: NOW - 20, ..ADA }, NOW), (Outcome::Deny, Reason::UserTokensRevoked));
     assert_eq!(decide(&s, &Who { issued_at: NOW - 5, ..ADA }, NOW), ALLOWED);
 }
@@ -374,7 +377,7 @@ fn expire_before_drops_only_entries_that_ended_at_or_before_the_cutoff() {
     assert_eq!(s.users().get(&forever).and_then(|u| u.lock.clone()), Some(lock(None, "d")));
     assert_eq!(
         s.users().get(&revoked),
-        Some(&UserState { lock: None, revoked_before_ms: Some((cutoff - 1000) * 1000) }),
+        Some(&UserState { lock: None, revoked_before_ms: Some((cutoff - 1000) * 1000), groups: None }),
         "an expired lock goes, the terminate-all stays"
     );
     assert_eq!(s.users().len(), 3);

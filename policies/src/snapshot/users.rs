@@ -1,8 +1,9 @@
-//! Per-user revocation state: locks and "every token issued at or before T
-//! is dead" (`revoked_before_ms`, the O(users) form of terminate-all). T is
-//! in milliseconds, so a login in the same second after a termination is
-//! alive. Users are named by subject or by email, so a lock can precede the
-//! user's first login.
+//! Per-user state: locks, "every token issued at or before T is dead"
+//! (`revoked_before_ms`, the O(users) form of terminate-all), and "tokens
+//! issued at or before T carry these groups now" (a [`GroupsOverride`], from
+//! an identity provider's claims-change event). T is in milliseconds, so a
+//! login in the same second after a termination is alive. Users are named by
+//! subject or by email, so a lock can precede the user's first login.
 
 use std::sync::Arc;
 
@@ -23,7 +24,23 @@ pub struct Lock {
     pub reason: String,
 }
 
-/// Revocation state of one user.
+/// The groups a user has now, replacing those in the user's tokens issued
+/// at or before `since_ms` (their claims predate the change). A token issued
+/// later carries the identity provider's fresh groups and keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupsOverride {
+    /// The groups, sorted and de-duplicated by [`UserStates::override_groups`].
+    pub groups: Vec<String>,
+    /// Tokens issued at or before this instant (Unix milliseconds; compared
+    /// with [`crate::Identity::issued_at_ms`], as `revoked_before_ms` is) are
+    /// judged with `groups`.
+    pub since_ms: i64,
+    /// When no token it applies to can be alive any more (Unix seconds);
+    /// `ExpireBefore` forgets it then.
+    pub expires_at: i64,
+}
+
+/// Revocation state and group override of one user.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserState {
     /// The lock, if any.
@@ -32,6 +49,9 @@ pub struct UserState {
     /// dead; see [`crate::Identity::issued_at_ms`] for tokens that only
     /// know their second.
     pub revoked_before_ms: Option<i64>,
+    /// The groups the user's older tokens are judged with, if overridden.
+    /// (Added in wire format version 3.)
+    pub groups: Option<GroupsOverride>,
 }
 
 /// Why a user's request is refused before policy is consulted.
@@ -55,7 +75,8 @@ fn email_key(email: &Arc<str>) -> Arc<str> {
 
 type Map = GenericHashMap<Arc<str>, UserState, FixedState, DefaultSharedPtr>;
 
-/// Locks and `revoked_before_ms` instants, by subject and by email.
+/// Locks, `revoked_before_ms` instants and group overrides, by subject and
+/// by email.
 #[derive(Debug, Clone, Default)]
 pub struct UserStates {
     by_subject: Map,
@@ -96,6 +117,16 @@ impl UserStates {
         slot.revoked_before_ms = Some(slot.revoked_before_ms.map_or(time_ms, |t| t.max(time_ms)));
     }
 
+    /// Sets the groups of the user's tokens issued at or before `since_ms`,
+    /// replacing any earlier override (the newest change wins, whatever its
+    /// `since_ms`: the control plane's table holds one row per user too).
+    pub fn override_groups(&mut self, user: &UserRef, groups: &[String], since_ms: i64, expires_at: i64) {
+        let mut groups = groups.to_vec();
+        groups.sort_unstable();
+        groups.dedup();
+        self.slot(user).groups = Some(GroupsOverride { groups, since_ms, expires_at });
+    }
+
     fn drop_if_empty(&mut self, user: &UserRef) {
         if self.get(user).is_some_and(|s| *s == UserState::default()) {
             match user {
@@ -105,17 +136,22 @@ impl UserStates {
         }
     }
 
-    /// Drops locks that lifted at or before `cutoff`.
+    /// Drops locks that lifted, and group overrides that expired, at or
+    /// before `cutoff`.
     pub fn expire(&mut self, cutoff: i64) {
+        let lock_lifted = |s: &UserState| s.lock.as_ref().is_some_and(|l| l.until.is_some_and(|u| u <= cutoff));
+        let override_ended = |s: &UserState| s.groups.as_ref().is_some_and(|g| g.expires_at <= cutoff);
         for map in [&mut self.by_subject, &mut self.by_email] {
-            let expired: Vec<Arc<str>> = map
-                .iter()
-                .filter(|(_, s)| s.lock.as_ref().is_some_and(|l| l.until.is_some_and(|u| u <= cutoff)))
-                .map(|(k, _)| k.clone())
-                .collect();
+            let expired: Vec<Arc<str>> =
+                map.iter().filter(|(_, s)| lock_lifted(s) || override_ended(s)).map(|(k, _)| k.clone()).collect();
             for key in expired {
                 if let Some(state) = map.get_mut(&key) {
-                    state.lock = None;
+                    if lock_lifted(state) {
+                        state.lock = None;
+                    }
+                    if override_ended(state) {
+                        state.groups = None;
+                    }
                     if *state == UserState::default() {
                         map.remove(&key);
                     }
@@ -138,6 +174,23 @@ impl UserStates {
                 state.revoked_before_ms.filter(|&t| identity.issued_at_ms <= t).map(|_| UserDenial::TokenRevoked)
             },
         )
+    }
+
+    /// The group override that applies to `identity`: one recorded for its
+    /// subject or its email whose `since_ms` the token was issued at or
+    /// before (the later of the two when both apply). Costs nothing when no
+    /// user has recorded state, and never allocates.
+    #[inline]
+    pub fn groups_override(&self, identity: &Identity) -> Option<&GroupsOverride> {
+        if self.by_subject.is_empty() && self.by_email.is_empty() {
+            return None;
+        }
+        [self.by_subject.get(identity.subject()), self.by_email.get(identity.email())]
+            .into_iter()
+            .flatten()
+            .filter_map(|state| state.groups.as_ref())
+            .filter(|o| identity.issued_at_ms <= o.since_ms)
+            .max_by_key(|o| o.since_ms)
     }
 
     /// Every user with recorded state.

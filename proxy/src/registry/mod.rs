@@ -5,7 +5,9 @@
 //! Kill path: a delta arrives → the subscriber asks the registry for the
 //! connections of the affected session or user (a map lookup) → cancels
 //! their tokens → the tasks serving them drop their sockets. A policy change
-//! re-evaluates every bound connection against the new snapshot.
+//! re-evaluates every bound connection against the new snapshot; a change of
+//! one user's groups (a group override) re-evaluates only that user's
+//! bindings and closes those the new groups no longer allow.
 //!
 //! Connections are keyed by their socket pair (client address, local
 //! address), which both the accept wrapper and the per-request hooks can see,
@@ -106,7 +108,17 @@ impl Binding {
         }
     }
 
+    /// Is this binding of `user` (by subject, or by email in any case)?
+    fn is_of(&self, user: &UserRef) -> bool {
+        self.identity.as_deref().is_some_and(|identity| match user {
+            UserRef::Subject(sub) => identity.subject() == &**sub,
+            UserRef::Email(email) => identity.email().eq_ignore_ascii_case(email),
+        })
+    }
+
     /// Does the admission still hold at `now`? `Some(until)` when it does.
+    /// `policy_change`: a route with `reevaluate_live_connections: false`
+    /// keeps the connection although the new answer is no.
     fn recheck(&self, snapshot: &Snapshot, now: i64, policy_change: bool) -> Option<Option<i64>> {
         let identity = self.identity.as_deref();
         if identity.and_then(Identity::expires_at).is_some_and(|exp| exp <= now) {
@@ -156,6 +168,8 @@ pub enum KillReason {
     Stale,
     /// The control-plane key that signed the session was revoked.
     KeyRevoked,
+    /// The user's groups changed and no longer allow it.
+    ClaimsChanged,
 }
 
 impl KillReason {
@@ -169,8 +183,26 @@ impl KillReason {
             Self::Expired => "expired",
             Self::Stale => "stale_snapshot",
             Self::KeyRevoked => "key_revoked",
+            Self::ClaimsChanged => "claims_changed",
         }
     }
+}
+
+/// Why bindings are re-checked, which decides what a failed check does and
+/// which deadlines are filed again.
+#[derive(Debug, Clone, Copy)]
+enum Recheck<'a> {
+    /// The policy changed: a route with `reevaluate_live_connections: false`
+    /// keeps connections the new policy would refuse.
+    PolicyChanged,
+    /// Their deadlines came: they were taken from the wheel, so every
+    /// survivor is filed again.
+    Due,
+    /// This user's groups changed: only the user's bindings are re-checked,
+    /// and, as for a revocation, no route option keeps one the new groups do
+    /// not allow. Other identities' bindings on the same (HTTP/2)
+    /// connection are left as they are: nothing changed for them.
+    Claims(&'a UserRef),
 }
 
 /// The result of [`ConnRegistry::bind`].
@@ -399,7 +431,8 @@ impl ConnRegistry {
 
     /// Closes the connections a change affects; returns how many were closed
     /// and why. Policy changes re-evaluate every bound connection against
-    /// `snapshot` at time `now`.
+    /// `snapshot` at time `now`; a user's changed groups re-evaluate that
+    /// user's connections only.
     pub fn close_affected(&self, affected: &Affected, snapshot: &Snapshot, now: i64) -> (usize, KillReason) {
         match affected {
             Affected::Session(sid) => (self.cancel_all(&keys_of(&self.by_session, sid)), KillReason::SessionTerminated),
@@ -411,6 +444,13 @@ impl ConnRegistry {
             }
             // A revoked token id is in the snapshot now: re-evaluating finds its connections.
             Affected::Token(_) => (self.reevaluate(snapshot, now), KillReason::TokenRevoked),
+            Affected::UserClaims(user) => {
+                let keys = match user {
+                    UserRef::Subject(sub) => keys_of(&self.by_subject, &**sub),
+                    UserRef::Email(email) => keys_of(&self.by_email, email.to_ascii_lowercase().as_str()),
+                };
+                (self.recheck(&keys, snapshot, now, Recheck::Claims(user)), KillReason::ClaimsChanged)
+            }
             Affected::All => (self.reevaluate(snapshot, now), KillReason::PolicyChanged),
             Affected::KeysWithdrawn => (self.reevaluate(snapshot, now), KillReason::KeyRevoked),
             Affected::Nothing => (0, KillReason::PolicyChanged),
@@ -421,7 +461,7 @@ impl ConnRegistry {
     /// those no longer allowed and refiles the deadlines of the others.
     pub fn reevaluate(&self, snapshot: &Snapshot, now: i64) -> usize {
         let keys: Vec<ConnKey> = self.conns.iter().filter(|e| !e.bindings.is_empty()).map(|e| *e.key()).collect();
-        self.recheck(&keys, snapshot, now, true)
+        self.recheck(&keys, snapshot, now, Recheck::PolicyChanged)
     }
 
     /// Closes every connection with a binding `doomed` picks; returns how many.
@@ -435,15 +475,21 @@ impl ConnRegistry {
     /// those whose admission lapsed. Returns how many were closed.
     pub fn expire(&self, snapshot: &Snapshot, now: i64) -> usize {
         let due = self.deadlines.take_due(now);
-        self.recheck(&due, snapshot, now, false)
+        self.recheck(&due, snapshot, now, Recheck::Due)
     }
 
-    fn recheck(&self, keys: &[ConnKey], snapshot: &Snapshot, now: i64, policy_change: bool) -> usize {
+    fn recheck(&self, keys: &[ConnKey], snapshot: &Snapshot, now: i64, cause: Recheck<'_>) -> usize {
+        let policy_change = matches!(cause, Recheck::PolicyChanged);
         let mut doomed = Vec::new();
         for key in keys {
             let Some(mut entry) = self.conns.get_mut(key) else { continue };
             let mut lapsed = false;
             for binding in entry.bindings.iter_mut() {
+                if let Recheck::Claims(user) = cause {
+                    if !binding.is_of(user) {
+                        continue;
+                    }
+                }
                 match binding.recheck(snapshot, now, policy_change) {
                     Some(until) => binding.until = until,
                     None => lapsed = true,
@@ -454,7 +500,7 @@ impl ConnRegistry {
                 continue;
             }
             let deadline = entry.earliest();
-            let refile = deadline != entry.deadline || !policy_change;
+            let refile = deadline != entry.deadline || matches!(cause, Recheck::Due);
             entry.deadline = deadline;
             drop(entry);
             if let (true, Some(at)) = (refile, deadline) {

@@ -187,3 +187,98 @@ fn a_repeat_request_refreshes_its_binding_without_a_new_one() {
     assert_eq!(registry.expire(&snapshot(ALLOW_DEV), 49), 0);
     assert_eq!(registry.expire(&snapshot(ALLOW_DEV), 50), 1, "no dev group: closed when its deadline came");
 }
+
+/// `/dev/**` for group `dev`, `/ops/**` for group `ops`; `options` is the
+/// route's options block (YAML flow mapping).
+fn dev_and_ops(options: &str) -> String {
+    format!(
+        "version: 1\nroutes:\n  - name: app\n    host: app.example\n    upstream: http://127.0.0.1:1\n    \
+         options: {options}\n    rules:\n      - allow: {{ groups_any: [dev], paths: [/dev/**] }}\n      \
+         - allow: {{ groups_any: [ops], paths: [/ops/**] }}\n"
+    )
+}
+
+fn at(identity: Arc<Identity>, path: &str) -> Binding {
+    Binding {
+        target: BoundTarget::Http { host: "app.example".into(), path: path.into(), method: "GET".into() },
+        ..binding(identity)
+    }
+}
+
+/// `snapshot` after the next delta `OverrideGroups { user, groups }`, and
+/// what it affects. The test identities' tokens say they were issued at 0.
+fn with_override(mut snapshot: Snapshot, user: UserRef, groups: &[&str]) -> (Snapshot, Affected) {
+    let change = portcullis_policy::Change::OverrideGroups {
+        user,
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        since_ms: 1_000,
+        expires_at: 86_400,
+    };
+    let affected = snapshot.apply(&portcullis_policy::Delta { seq: snapshot.seq() + 1, change }).unwrap();
+    (snapshot, affected)
+}
+
+#[test]
+fn a_claims_change_closes_only_the_users_connections_the_new_groups_refuse() {
+    let registry = ConnRegistry::new();
+    let (dev, ops, bob_ops) = (registry.register(key(1)), registry.register(key(2)), registry.register(key(3)));
+    let ada = identity("ada@x.example", 1, &["dev", "ops"]);
+    registry.bind(key(1), at(Arc::clone(&ada), "/dev/socket"), false);
+    registry.bind(key(2), at(ada, "/ops/socket"), false);
+    registry.bind(key(3), at(identity("bob@x.example", 2, &["ops"]), "/ops/socket"), false);
+    let (snapshot, affected) =
+        with_override(snapshot(&dev_and_ops("{}")), UserRef::subject("sub-ada@x.example"), &["dev"]);
+    assert_eq!(registry.close_affected(&affected, &snapshot, 0), (1, KillReason::ClaimsChanged));
+    assert!(!dev.cancelled.is_cancelled(), "still allowed by dev");
+    assert!(ops.cancelled.is_cancelled(), "allowed only by ops");
+    assert!(!bob_ops.cancelled.is_cancelled(), "another user in ops is untouched");
+    assert_eq!(KillReason::ClaimsChanged.as_str(), "claims_changed");
+}
+
+#[test]
+fn a_claims_change_by_email_finds_the_users_connections_in_any_case() {
+    let registry = ConnRegistry::new();
+    let (dev, ops) = (registry.register(key(1)), registry.register(key(2)));
+    let ada = identity("ada@x.example", 1, &["dev", "ops"]);
+    registry.bind(key(1), at(Arc::clone(&ada), "/dev/x"), false);
+    registry.bind(key(2), at(ada, "/ops/x"), false);
+    let user = UserRef::Email(Arc::from("Ada@X.Example"));
+    let (snapshot, affected) = with_override(snapshot(&dev_and_ops("{}")), user, &["ops"]);
+    assert_eq!(registry.close_affected(&affected, &snapshot, 0), (1, KillReason::ClaimsChanged));
+    assert!(dev.cancelled.is_cancelled() && !ops.cancelled.is_cancelled());
+}
+
+#[test]
+fn a_route_that_keeps_live_connections_through_policy_changes_does_not_keep_them_through_claims_changes() {
+    let keep = dev_and_ops("{ reevaluate_live_connections: false }");
+    let registry = ConnRegistry::new();
+    let (ops, other) = (registry.register(key(1)), registry.register(key(2)));
+    let ada = identity("ada@x.example", 1, &["dev", "ops"]);
+    registry.bind(key(1), at(Arc::clone(&ada), "/ops/x"), false);
+    // An HTTP/2 connection: Ada and Bob, whom a policy change refused on a
+    // route that keeps live connections.
+    registry.bind(key(2), at(ada, "/dev/x"), true);
+    registry.bind(key(2), at(identity("bob@x.example", 2, &["qa"]), "/ops/x"), true);
+    assert_eq!(registry.reevaluate(&snapshot(&keep), 0), 0, "the route keeps Bob's stream");
+    let (snapshot, affected) = with_override(snapshot(&keep), UserRef::subject("sub-ada@x.example"), &["dev"]);
+    assert_eq!(registry.close_affected(&affected, &snapshot, 0), (1, KillReason::ClaimsChanged));
+    assert!(ops.cancelled.is_cancelled(), "claims changes always re-check");
+    assert!(!other.cancelled.is_cancelled(), "Ada is still allowed there, and Bob's binding was not re-judged");
+}
+
+#[test]
+fn a_claims_change_refiles_the_deadlines_of_the_connections_it_keeps() {
+    let timed = "version: 1\nroutes:\n  - name: app\n    host: app.example\n    upstream: http://127.0.0.1:1\n    \
+                 rules:\n      - allow: { groups_any: [ops], paths: [/x/**] }\n      \
+                 - allow: { groups_any: [dev], paths: [/x/**], logged_in_within: 1h }\n";
+    let registry = ConnRegistry::new();
+    let conn = registry.register(key(1));
+    registry.bind(key(1), at(identity("ada@x.example", 1, &["ops"]), "/x/feed"), false);
+    let (snapshot, affected) = with_override(snapshot(timed), UserRef::subject("sub-ada@x.example"), &["dev"]);
+    assert_eq!(registry.close_affected(&affected, &snapshot, 0).0, 0, "dev allows it, for an hour after login");
+    // auth_time 0: `logged_in_within: 1h` lapses at 3601.
+    assert_eq!(registry.expire(&snapshot, 3_600), 0);
+    assert!(!conn.cancelled.is_cancelled());
+    assert_eq!(registry.expire(&snapshot, 3_601), 1, "the deadline the re-check filed");
+    assert!(conn.cancelled.is_cancelled());
+}
