@@ -37,6 +37,7 @@ mod relogin;
 mod relying_parties;
 mod replicas;
 mod signals;
+mod signals_responses;
 mod signing_keys;
 mod ssf;
 mod ssh;

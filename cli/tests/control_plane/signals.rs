@@ -22,13 +22,13 @@ use crate::harness::{free_port, ControlPlane, TempDir};
 use crate::tunnel_kit::{bearer, closed_within, connect, echo_upstream, tcp_policy};
 use crate::upstream::Upstream;
 
-const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+pub(crate) const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
 const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
 const PUSH_TOKEN: &str = "push-token-7f3a9c";
 const POLL_TOKEN: &str = "poll-token-41d2e8";
 
 /// The Python transmitter, stopped on drop.
-struct Transmitter {
+pub(crate) struct Transmitter {
     child: Child,
     url: String,
     http: reqwest::Client,
@@ -42,7 +42,7 @@ impl Drop for Transmitter {
 }
 
 impl Transmitter {
-    fn start(receiver: &str, audience: &str) -> Self {
+    pub(crate) fn start(receiver: &str, audience: &str) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/transmitters/ssf_transmitter.py");
         let mut child = Command::new("python3")
             .arg(script)
@@ -63,7 +63,7 @@ impl Transmitter {
     }
 
     /// Pushes an event; the receiver's (status, body).
-    async fn push(&self, event: &str, payload: Value, sub_id: Value, extra: Value) -> (u16, Value) {
+    pub(crate) async fn push(&self, event: &str, payload: Value, sub_id: Value, extra: Value) -> (u16, Value) {
         let mut body = json!({ "event": event, "payload": payload, "sub_id": sub_id });
         for (key, value) in extra.as_object().into_iter().flatten() {
             body[key] = value.clone();
@@ -78,14 +78,25 @@ impl Transmitter {
     }
 }
 
-fn email(address: &str) -> Value {
+pub(crate) fn email(address: &str) -> Value {
     json!({ "format": "email", "email": address })
 }
 
-/// A session of `email` on `route` from IdP login `sid`; (id, token).
+/// A session of `email` in group `staff` on `route` from IdP login `sid`; (id, token).
 async fn login(plane: &ControlPlane, email: &str, route: &str, sid: &str) -> (String, String) {
+    login_in(plane, email, &["staff"], route, sid).await
+}
+
+/// A session of `email` in `groups` on `route` from IdP login `sid`; (id, token).
+pub(crate) async fn login_in(
+    plane: &ControlPlane,
+    email: &str,
+    groups: &[&str],
+    route: &str,
+    sid: &str,
+) -> (String, String) {
     let body = json!({
-        "subject": format!("sub-{email}"), "email": email, "groups": ["staff"], "idp_session_id": sid,
+        "subject": format!("sub-{email}"), "email": email, "groups": groups, "idp_session_id": sid,
         "auth_time": chrono::Utc::now().timestamp(), "route": route,
         "source_address": "127.0.0.1", "user_agent": "signals-test",
     });
@@ -94,7 +105,7 @@ async fn login(plane: &ControlPlane, email: &str, route: &str, sid: &str) -> (St
     (id.to_owned(), answer["token"].as_str().expect("token").to_owned())
 }
 
-async fn active(plane: &ControlPlane, session: &str) -> bool {
+pub(crate) async fn active(plane: &ControlPlane, session: &str) -> bool {
     plane.api_get(&format!("/sessions/{session}")).await["state"] == "active"
 }
 
@@ -121,7 +132,13 @@ fn transmitters(tx: &Transmitter, dir: &TempDir, delivery: &str) -> String {
     )
 }
 
-async fn start_plane(database: &str, dir: &TempDir, listen: u16, tx: &Transmitter, delivery: &str) -> ControlPlane {
+pub(crate) async fn start_plane(
+    database: &str,
+    dir: &TempDir,
+    listen: u16,
+    tx: &Transmitter,
+    delivery: &str,
+) -> ControlPlane {
     let settings = [
         ("ssf_transmitters", transmitters(tx, dir, delivery)),
         ("public_url", format!("http://127.0.0.1:{listen}")),
@@ -132,7 +149,7 @@ async fn start_plane(database: &str, dir: &TempDir, listen: u16, tx: &Transmitte
         .unwrap_or_else(|log| panic!("the control plane did not start:\n{log}"))
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+pub(crate) async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");

@@ -171,7 +171,11 @@ pub async fn apply_set(
         acked,
     };
     let actor = Actor { name: source.clone(), source_address: String::new() };
-    let applied = app.store.apply_signal(&record, &planned.steps, planned.groups.as_ref(), &actor, now_ms()).await?;
+    let groups = match &planned.groups {
+        Some((user, groups)) => Some((user, groups.as_slice(), longest_token_life(app).await)),
+        None => None,
+    };
+    let applied = app.store.apply_signal(&record, &planned.steps, groups, &actor, now_ms()).await?;
     for (event, acted) in &planned.events {
         let outcome = match (applied.duplicate, acted) {
             (true, _) => "duplicate",
@@ -195,6 +199,17 @@ pub async fn apply_set(
         }
     }
     Ok(applied)
+}
+
+/// Until when (Unix seconds) a token issued now could be alive: the longest
+/// session lifetime of the policy in force, and at least a day (IdP access
+/// tokens carry their own expiry).
+async fn longest_token_life(app: &App) -> i64 {
+    let longest = match app.current_policy().await {
+        Ok(policy) => policy.routes().iter().map(|r| r.options().session_lifetime).max().unwrap_or(0),
+        Err(_) => 0,
+    };
+    now_ms() / 1000 + i64::from(longest.max(86_400))
 }
 
 /// Observes, in the background, how long the signal took to reach every

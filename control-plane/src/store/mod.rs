@@ -37,7 +37,7 @@ pub use edge_identity::{
 };
 pub use outbox::{Backlog, Finish, JobState, NewJob, OutboxJob, OutboxStore, Subscription};
 pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
-pub use signals::{signal_target, AppliedSignal, SignalRecord, SignalStep};
+pub use signals::{signal_target, AppliedSignal, GroupsChange, SignalRecord, SignalStep};
 pub use ssf::{SsfStore, SsfStream, SSF_DEADLINE_MS, SSF_POLL, SSF_PUSH};
 
 use crate::model::{

@@ -52,6 +52,10 @@ pub struct SignalRecord<'a> {
     pub acked: bool,
 }
 
+/// New groups for a user's tokens issued until now: the user, the groups,
+/// and until when (Unix seconds) a token issued before could still be alive.
+pub type GroupsChange<'a> = (&'a UserRef, &'a [String], i64);
+
 /// What applying a signal did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppliedSignal {
@@ -71,11 +75,10 @@ impl SqlStore {
         &self,
         signal: &SignalRecord<'_>,
         steps: &[SignalStep],
-        groups: Option<&(UserRef, Vec<String>)>,
+        groups: Option<GroupsChange<'_>>,
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<AppliedSignal> {
-        let _ = groups; // wired to the groups override once it lands
         let mut tx = self.begin_change().await?;
         let inserted = sqlx::query(
             "INSERT INTO received_signals (source, jti, event_types, iat_ms, received_ms, outcome, acked) \
@@ -110,6 +113,10 @@ impl SqlStore {
             let (seq, jobs) = self.step_in(&mut tx, step, reason, actor, now, &mut applied.sessions_ended).await?;
             applied.seq = applied.seq.max(seq);
             enqueued |= jobs;
+        }
+        if let Some((user, groups, expires_at_s)) = groups {
+            let seq = self.override_groups_in(&mut tx, user, groups, now, expires_at_s, reason, actor, now).await?;
+            applied.seq = applied.seq.max(Some(seq));
         }
         insert_audit(&mut tx, signal.audit_action, signal.target, reason, actor, now, applied.seq).await?;
         self.commit_change(tx, applied.seq).await?;
