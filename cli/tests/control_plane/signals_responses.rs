@@ -89,8 +89,9 @@ async fn a_claims_change_closes_only_what_the_removed_group_allowed_on_every_edg
     assert!(closed_within(&mut flow_a.stream, Duration::from_secs(5)).await.is_some(), "flow on edge A closed");
     assert!(closed_within(&mut flow_b.stream, Duration::from_secs(5)).await.is_some(), "flow on edge B closed");
     assert!(sample_ws(&mut on_a, "still staff").await, "the websocket staff allows stays open");
-    let (status, _) = edge_a.get("/hello", Some(&web), &[]).await;
+    let (status, seen) = edge_a.get("/hello", Some(&web), &[]).await;
     assert_eq!(status, 200, "staff still reaches the app");
+    assert_eq!(seen["x-portcullis-groups"], "[\"staff\"]", "the upstream hears the new groups: {seen}");
     let again = connect(edge_b.port, "db.internal:5432", &[("Proxy-Authorization", &bearer(&db))]).await;
     assert_eq!(again.status, 403, "her old token no longer opens the database: {}", again.body);
     // Bob was not in the event: his flow carries on.

@@ -319,6 +319,15 @@ impl Gate {
             RouteTarget::Tcp { upstream, .. } => Destination::Tcp(Arc::from(&**upstream)),
         };
         let options = route.options();
+        // The upstream hears the groups the policy judged with: after a
+        // claims change (an IdP's token-claims-change), the new ones.
+        let identity = match identity {
+            Some(found) => match snapshot.users().groups_override(&found) {
+                Some(groups) => Some(Arc::new(found.with_groups(&groups.groups))),
+                None => Some(found),
+            },
+            None => None,
+        };
         Ok(Admission {
             identity,
             route: Arc::clone(route.shared_name()),
