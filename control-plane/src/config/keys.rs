@@ -64,13 +64,13 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "ssf_transmitters",
         "the Shared Signals transmitters whose events end sessions here (README: Signals in). A list of tables \
-         with `name`, `issuer`, `audience` (default public_url), `jwks_url` (default: from the issuer's \
-         /.well-known/ssf-configuration), `login_issuer` (whose sessions its session ids name; default issuer), \
-         `delivery` (push (default) or poll), the push bearer token as `push_token_file` or `push_token_env`, \
-         our token at the transmitter as `poll_token_file` or `poll_token_env`, `poll_url`, `manage_stream`, \
-         `universal_logout` (accept Okta Global Token Revocation from this issuer), `max_age_s` (604800), \
-         `poll_interval_ms` (1000), `max_events` (100) and `actions` (event → ignore, terminate_session, \
-         terminate_user, lock, terminate_and_lock or reevaluate)",
+         with `name`, `issuer`, `audience` (public_url unless set), `jwks_url` (unless set: from the issuer's \
+         /.well-known/ssf-configuration), `login_issuer` (whose sessions its session ids name; issuer unless \
+         set), `delivery` (push or poll; push unless set), the push bearer token as `push_token_file` or \
+         `push_token_env`, our token at the transmitter as `poll_token_file` or `poll_token_env`, `poll_url`, \
+         `manage_stream`, `universal_logout` (accept Okta Global Token Revocation from this issuer), \
+         `max_age_s` (604800), `poll_interval_ms` (1000), `max_events` (100) and `actions` (event → ignore, \
+         terminate_session, terminate_user, lock, terminate_and_lock or reevaluate). Unset: none",
     ),
     (
         "ssf_push_private_networks",
