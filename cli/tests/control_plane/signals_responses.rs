@@ -188,3 +188,36 @@ async fn response_rules_end_a_session_after_denials_and_act_on_api_signals() {
         post(reader["token"].as_str().unwrap().to_owned(), json!({ "type": "x", "email": "a@corp.example" })).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_shows_what_signals_and_response_rules_did() {
+    let Some(world) = crate::portal::PortalWorld::start("portal-signals", crate::portal::Parts::default()).await else {
+        return;
+    };
+    let (plane, chrome) = (&world.plane, &world.chrome);
+    plane.apply_policy(&policy(free_port(), free_port())).await;
+    let (session, _) = login_in(plane, "ada@corp.example", &["staff"], "app", "sid-a").await;
+    let signal = json!({ "id": "alert-4411", "type": "edr.malware", "risk_level": "high",
+                         "email": "ada@corp.example", "detail": "trojan on laptop-42" });
+    let answer = plane
+        .http()
+        .post(format!("{}/api/v1/signals", plane.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&signal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    world.sign_in_with_token().await;
+    chrome.goto(&world.portal("#/user/ada@corp.example")).await;
+    let history = chrome.wait_text("[data-test=history]", "response.fired").await;
+    assert!(history.contains("signal.received") && history.contains("trojan on laptop-42"), "{history}");
+    assert!(history.contains("response rule `edr-high-risk`"), "{history}");
+    chrome.wait_text(".user-id .meta", "Locked").await;
+    chrome.wait_text(&format!("tr[data-session='{session}'] [data-test=state]"), "Locked").await;
+    chrome.screenshots("signals-user").await;
+    chrome.goto(&world.portal("#/audit")).await;
+    chrome.find("select[name=action]").await.select_by_value("response.fired").await.expect("filter by action");
+    chrome.wait_text("[data-test=audit]", "edr-high-risk").await;
+    chrome.screenshots("signals-audit").await;
+}

@@ -9,12 +9,13 @@ const ACTIONS = [
   'session.create', 'session.terminate', 'session.replace', 'session.address_changed', 'access.denied',
   'user.terminate', 'user.lock', 'user.unlock', 'policy.apply', 'admin_token.create', 'admin_token.revoke',
   'service_token.create', 'service_token.revoke', 'signing_key.rotate', 'portal.login', 'portal.login_refused', 'portal.logout',
+  'signal.applied', 'signal.received', 'response.fired', 'response.dry_run', 'user.groups_overridden',
 ];
 const filters = { actor: '', action: '', target: '', since: '' };
 
 function actionKind(action) {
   if (/terminate$|\.lock$|revoke$|refused$|denied$/.test(action)) return 'bad';
-  if (/^policy|^signing_key/.test(action)) return 'accent';
+  if (/^policy|^signing_key|^signal\.|^response\.|groups_overridden$/.test(action)) return 'accent';
   return '';
 }
 

@@ -48,7 +48,7 @@ export function renderUser(main, { arg, go }) {
   const lockState = h('span', {}, pill('Checking lock…'));
   const problem = h('div');
   const sessionsRegion = h('div', { class: 'table-wrap' }, loading('Loading sessions…'));
-  const auditRegion = h('div', { class: 'table-wrap' }, loading());
+  const auditRegion = h('div', { class: 'table-wrap', 'data-test': 'history' }, loading());
   const deliveriesRegion = h('div', { class: 'table-wrap' }, loading());
   const count = h('span', { class: 'hint' });
   let locked = false;
