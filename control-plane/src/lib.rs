@@ -35,6 +35,7 @@ pub mod relying_parties;
 pub mod responses;
 pub mod secrets;
 pub mod server;
+pub mod siem;
 pub mod signals;
 pub mod ssf;
 pub mod store;

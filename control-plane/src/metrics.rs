@@ -24,6 +24,19 @@ pub struct Metrics {
     pub outbox: OutboxMetrics,
     /// Signals in: Security Event Tokens and API signals.
     pub signals: SignalMetrics,
+    /// Security events out, per SIEM sink.
+    pub siem: SiemMetrics,
+}
+
+/// The SIEM sinks' metrics.
+#[derive(Clone)]
+pub struct SiemMetrics {
+    /// Events delivered, and failed batches, by sink.
+    pub events: IntCounterVec,
+    /// Audit entries not yet delivered, by sink (the alarm: it should stay small).
+    pub backlog: IntGaugeVec,
+    /// Age of the oldest of them, seconds.
+    pub oldest_age: IntGaugeVec,
 }
 
 /// Signals received, by source.
@@ -120,6 +133,20 @@ impl Metrics {
             )
             .expect("valid metric"),
         };
+        let siem = SiemMetrics {
+            events: IntCounterVec::new(
+                Opts::new("siem_events_total", "security events delivered (and failed batches) by sink"),
+                &["sink", "outcome"],
+            )
+            .expect("valid metric"),
+            backlog: IntGaugeVec::new(Opts::new("siem_backlog", "audit entries a sink has not delivered"), &["sink"])
+                .expect("valid metric"),
+            oldest_age: IntGaugeVec::new(
+                Opts::new("siem_backlog_oldest_age_seconds", "age of the oldest undelivered entry"),
+                &["sink"],
+            )
+            .expect("valid metric"),
+        };
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(changes.clone()),
@@ -133,10 +160,13 @@ impl Metrics {
             Box::new(signals.events.clone()),
             Box::new(signals.iat_to_edges.clone()),
             Box::new(signals.received_to_edges.clone()),
+            Box::new(siem.events.clone()),
+            Box::new(siem.backlog.clone()),
+            Box::new(siem.oldest_age.clone()),
         ] {
             registry.register(collector).expect("metrics register once");
         }
-        Self { registry, requests, changes, streams, streams_cut, head_seq, outbox, signals }
+        Self { registry, requests, changes, streams, streams_cut, head_seq, outbox, signals, siem }
     }
 
     /// The text exposition format.

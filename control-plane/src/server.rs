@@ -92,6 +92,7 @@ pub async fn build(config: Config) -> Result<Arc<App>, ServeError> {
         (Arc::clone(&ssf), signals),
     ));
     crate::signals::spawn(&app);
+    crate::siem::spawn(&app);
     let mut sinks: Vec<_> = relying_parties.into_iter().map(crate::outbox::SinkWorker::relying_party).collect();
     sinks.push(crate::outbox::SinkWorker {
         name: crate::store::SSF_PUSH.into(),

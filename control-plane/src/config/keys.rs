@@ -73,6 +73,13 @@ pub const KEYS: &[(&str, &str)] = &[
          terminate_session, terminate_user, lock, terminate_and_lock or reevaluate). Unset: none",
     ),
     (
+        "siem_sinks",
+        "where security events go (README: Sending events to your SIEM). A list of tables with `name`, `kind` \
+         (nats), `url` (nats://host:port), `stream` (PORTCULLIS; created if missing), `subject_prefix` \
+         (portcullis), the credential as `token_file` or `token_env`, `batch` (500) and `start` (beginning or \
+         now; beginning unless set). Unset: none",
+    ),
+    (
         "ssf_push_private_networks",
         "let Shared Signals receivers push to loopback (127.0.0.0/8, ::1) and private addresses (10/8, 172.16/12, \
          192.168/16, 100.64/10, fc00::/7), literal or resolved (default false). Link-local (169.254.0.0/16: \

@@ -103,6 +103,8 @@ pub struct RawConfig {
     pub ssf_push_private_networks: Option<bool>,
     /// See [`KEYS`].
     pub ssf_transmitters: Option<Vec<crate::signals::settings::RawTransmitter>>,
+    /// See [`KEYS`].
+    pub siem_sinks: Option<Vec<crate::siem::settings::RawSink>>,
 }
 
 /// One entry of `login_idps`, as written.
@@ -166,6 +168,8 @@ pub struct Config {
     pub ssf_push_private_networks: bool,
     /// The Shared Signals transmitters whose events end sessions here.
     pub ssf_transmitters: Vec<crate::signals::settings::TransmitterSettings>,
+    /// Where security events go.
+    pub siem_sinks: Vec<crate::siem::settings::SinkSettings>,
 }
 
 /// The identity providers whose ID tokens create sessions.
@@ -336,7 +340,9 @@ impl Config {
             raw.allow_plain_http == Some(true),
             env,
         )?;
+        let siem_sinks = crate::siem::settings::validate(raw.siem_sinks.unwrap_or_default(), env)?;
         Ok(Self {
+            siem_sinks,
             ssf_transmitters,
             log_format: portcullis_settings::log_format(raw.log_format.as_deref())?,
             relying_parties,

@@ -18,6 +18,7 @@ mod policy;
 mod portal;
 mod rows;
 mod sessions;
+mod siem;
 mod signals;
 mod ssf;
 mod stream_keys;
@@ -37,6 +38,7 @@ pub use edge_identity::{
 };
 pub use outbox::{Backlog, Finish, JobState, NewJob, OutboxJob, OutboxStore, Subscription};
 pub use portal::{PortalSessionRecord, PortalSessionView, PortalStore};
+pub use siem::{SinkBacklog, SinkStart};
 pub use signals::{signal_target, AppliedSignal, GroupsChange, SignalRecord, SignalStep};
 pub use ssf::{SsfStore, SsfStream, SSF_DEADLINE_MS, SSF_POLL, SSF_PUSH};
 

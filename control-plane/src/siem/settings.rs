@@ -1,0 +1,173 @@
+//! `[[siem_sinks]]`: where security events go. Credentials are named, never
+//! written in the file (`token_file` / `token_env`).
+
+use portcullis_settings::ConfigError;
+use serde::Deserialize;
+
+use crate::store::SinkStart;
+
+/// Default events per batch.
+pub const DEFAULT_BATCH: u32 = 500;
+
+/// One `[[siem_sinks]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    /// Unique name (letters, digits, `-`, `_`), in metrics and logs; the
+    /// cursor is kept under it (renaming a sink starts it over).
+    pub name: String,
+    /// `nats`.
+    pub kind: String,
+    /// NATS: `nats://host:port` or `host:port`.
+    pub url: String,
+    /// NATS: the JetStream stream (created if missing; default `PORTCULLIS`).
+    pub stream: Option<String>,
+    /// NATS: subjects are `<subject_prefix>.<class>` (default `portcullis`).
+    pub subject_prefix: Option<String>,
+    /// File holding the sink's credential (NATS: an auth token).
+    pub token_file: Option<String>,
+    /// Environment variable holding it.
+    pub token_env: Option<String>,
+    /// Events per batch (default 500, at most 10000).
+    pub batch: Option<u32>,
+    /// `beginning` (default: every audit entry still kept) or `now`.
+    pub start: Option<String>,
+}
+
+/// A sink's kind and settings.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    /// NATS JetStream.
+    Nats {
+        /// `host:port`.
+        address: String,
+        /// Stream name.
+        stream: String,
+        /// Subject prefix.
+        subject_prefix: String,
+        /// Auth token.
+        token: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for SinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Nats { address, stream, subject_prefix, token } => f
+                .debug_struct("Nats")
+                .field("address", address)
+                .field("stream", stream)
+                .field("subject_prefix", subject_prefix)
+                .field("token", &token.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
+/// A validated sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSettings {
+    /// Unique name.
+    pub name: String,
+    /// Kind and settings.
+    pub kind: SinkKind,
+    /// Events per batch.
+    pub batch: u32,
+    /// Where a new sink starts.
+    pub start: SinkStart,
+}
+
+fn token_safe(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Validates `raw`; `env` reads `token_env`.
+pub fn validate(raw: Vec<RawSink>, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<SinkSettings>, ConfigError> {
+    let mut all: Vec<SinkSettings> = Vec::with_capacity(raw.len());
+    for entry in raw {
+        let name = entry.name.trim().to_owned();
+        let fail = |message: String| ConfigError::new("siem_sinks", format!("`{name}`: {message}"));
+        if !token_safe(&name) || name.len() > 64 {
+            return Err(ConfigError::new(
+                "siem_sinks",
+                format!("name `{}` must be 1 to 64 letters, digits, `-` or `_`", entry.name),
+            ));
+        }
+        if all.iter().any(|s| s.name == name) {
+            return Err(fail("the name is used twice".into()));
+        }
+        let token = match (&entry.token_file, &entry.token_env) {
+            (Some(_), Some(_)) => return Err(fail("set token_file or token_env, not both".into())),
+            (Some(file), None) => Some(
+                std::fs::read_to_string(file).map_err(|e| fail(format!("token_file {file}: {e}")))?.trim().to_owned(),
+            ),
+            (None, Some(var)) => match env(var) {
+                Some(value) if !value.trim().is_empty() => Some(value.trim().to_owned()),
+                _ => return Err(fail(format!("token_env names `{var}`, which is not set"))),
+            },
+            (None, None) => None,
+        };
+        let kind = match entry.kind.as_str() {
+            "nats" => {
+                let address = entry.url.trim().trim_start_matches("nats://").trim_end_matches('/').to_owned();
+                if address.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+                    return Err(fail(format!("url `{}`: expected nats://host:port", entry.url)));
+                }
+                let stream = entry.stream.unwrap_or_else(|| "PORTCULLIS".into());
+                let subject_prefix = entry.subject_prefix.unwrap_or_else(|| "portcullis".into());
+                if !token_safe(&stream) {
+                    return Err(fail(format!("stream `{stream}`: letters, digits, `-` or `_`")));
+                }
+                if subject_prefix.is_empty() || !subject_prefix.split('.').all(token_safe) {
+                    return Err(fail(format!("subject_prefix `{subject_prefix}`: dot-separated words")));
+                }
+                SinkKind::Nats { address, stream, subject_prefix, token }
+            }
+            other => return Err(fail(format!("unknown kind `{other}`; expected nats"))),
+        };
+        let batch = entry.batch.unwrap_or(DEFAULT_BATCH);
+        if !(1..=10_000).contains(&batch) {
+            return Err(fail("batch must be between 1 and 10000".into()));
+        }
+        let start = match entry.start.as_deref().unwrap_or("beginning") {
+            "beginning" => SinkStart::Beginning,
+            "now" => SinkStart::Now,
+            other => return Err(fail(format!("start `{other}`: expected beginning or now"))),
+        };
+        all.push(SinkSettings { name, kind, batch, start });
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<SinkSettings>, ConfigError> {
+        #[derive(Deserialize)]
+        struct File {
+            siem_sinks: Vec<RawSink>,
+        }
+        let file: File = toml::from_str(text).expect("test TOML");
+        validate(file.siem_sinks, &|name| (name == "NATS_TOKEN").then(|| "s3cret-token".to_owned()))
+    }
+
+    #[test]
+    fn a_nats_sink_with_defaults_and_mistakes_named() {
+        let sinks = parse("[[siem_sinks]]\nname = \"soc\"\nkind = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\ntoken_env = \"NATS_TOKEN\"\n").unwrap();
+        assert_eq!(sinks[0].batch, DEFAULT_BATCH);
+        assert_eq!(sinks[0].start, SinkStart::Beginning);
+        assert!(!format!("{sinks:?}").contains("s3cret"), "the token is never printed");
+        for (text, expected) in [
+            ("name = \"a\"\nkind = \"kafka\"\nurl = \"x:1\"", "unknown kind"),
+            ("name = \"a\"\nkind = \"nats\"\nurl = \"nats://nowhere\"", "host:port"),
+            ("name = \"a\"\nkind = \"nats\"\nurl = \"h:1\"\nsubject_prefix = \"a..b\"", "subject_prefix"),
+            ("name = \"a\"\nkind = \"nats\"\nurl = \"h:1\"\nbatch = 0", "batch"),
+            ("name = \"a\"\nkind = \"nats\"\nurl = \"h:1\"\nstart = \"yesterday\"", "start"),
+            ("name = \"a\"\nkind = \"nats\"\nurl = \"h:1\"\ntoken_env = \"NOPE\"", "not set"),
+        ] {
+            let error = parse(&format!("[[siem_sinks]]\n{text}\n")).unwrap_err();
+            assert!(error.to_string().contains(expected), "{text}: {error}");
+        }
+    }
+}
