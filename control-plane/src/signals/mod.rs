@@ -154,7 +154,7 @@ pub async fn apply_set(
         .idps
         .iter()
         .find(|idp| idp.issuer.trim_end_matches('/') == transmitter.settings.login_issuer)
-        .map_or("groups", |idp| idp.groups_claim.as_str());
+        .map(|idp| idp.groups_claim.as_str());
     let planned = plan::plan(&transmitter.settings, set, groups_claim).map_err(|error| {
         app.metrics.signals.events.with_label_values(&[&source, "-", &format!("rejected:{}", error.code())]).inc();
         ReceiveError::Invalid(error)

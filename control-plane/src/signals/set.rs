@@ -17,6 +17,9 @@ use super::settings::TransmitterSettings;
 
 /// Largest SET accepted, bytes.
 pub const MAX_SET_BYTES: usize = 64 * 1024;
+/// Most events in one SET (SSF 1.0 sends one per SET): each is planned,
+/// summarised in the audit row and run through the response rules.
+pub const MAX_EVENTS: usize = 16;
 /// Shortest interval between two JWKS fetches caused by an unknown `kid`.
 const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -207,6 +210,9 @@ pub fn check_claims(
         Some(Value::Object(events)) if !events.is_empty() => events,
         _ => return Err(bad("events must be a non-empty object")),
     };
+    if events.len() > MAX_EVENTS {
+        return Err(bad("a SET carries at most 16 events"));
+    }
     if events.values().any(|payload| !payload.is_object()) {
         return Err(bad("every event's payload must be an object"));
     }
@@ -256,6 +262,10 @@ mod tests {
             (json!({"jti": null}), "invalid_request"),
             (json!({"events": {}}), "invalid_request"),
             (json!({"events": {"x": "not an object"}}), "invalid_request"),
+            (
+                json!({"events": (0..=MAX_EVENTS).map(|i| (format!("e{i}"), json!({}))).collect::<Map<_, _>>()}),
+                "invalid_request",
+            ),
         ] {
             let mut body = claims(good.clone());
             for (k, v) in patch.as_object().unwrap() {
