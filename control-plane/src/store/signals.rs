@@ -217,12 +217,17 @@ impl SqlStore {
         Ok(user_row.is_some())
     }
 
-    /// How many denials of `session` the edges reported since `since_ms`.
+    /// How many denials of `session` the edges reported since `since_ms`:
+    /// the rows filed under exactly `session:<id>` (`session_id` alone is
+    /// read from a target's last word, which a user's own identity string
+    /// could end with).
     pub async fn denials_since(&self, session: &str, since_ms: Millis) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM audit_log WHERE session_id = $1 AND action = 'access.denied' AND at_ms >= $2",
+            "SELECT COUNT(*) FROM audit_log WHERE session_id = $1 AND target = $2 AND action = 'access.denied' \
+             AND at_ms >= $3",
         )
         .bind(session)
+        .bind(format!("session:{session}"))
         .bind(since_ms)
         .fetch_one(&self.reader)
         .await?)
