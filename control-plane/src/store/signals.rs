@@ -79,6 +79,13 @@ impl SqlStore {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<AppliedSignal> {
+        // A known duplicate needs no change transaction (which serialises
+        // every change writer): response rules meet the same (rule, session)
+        // on every report that follows a firing. A polled redelivery still
+        // takes the write path, to be acknowledged again.
+        if signal.acked && self.signal_recorded(signal.source, signal.jti).await? {
+            return Ok(AppliedSignal { duplicate: true, ..AppliedSignal::default() });
+        }
         let mut tx = self.begin_change().await?;
         let inserted = sqlx::query(
             "INSERT INTO received_signals (source, jti, event_types, iat_ms, received_ms, outcome, acked) \
@@ -171,6 +178,16 @@ impl SqlStore {
                 Ok((Some(seq), enqueued))
             }
         }
+    }
+
+    /// Whether `jti` of `source` was applied before.
+    pub async fn signal_recorded(&self, source: &str, jti: &str) -> StoreResult<bool> {
+        let found = sqlx::query("SELECT 1 FROM received_signals WHERE source = $1 AND jti = $2")
+            .bind(source)
+            .bind(jti)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(found.is_some())
     }
 
     /// The jtis of `source` not yet acknowledged at the transmitter (at most `limit`).
