@@ -185,6 +185,7 @@ pub fn check_claims(
     let bad = |m: &str| SetError::InvalidRequest(m.to_owned());
     let iss = claims.get("iss").and_then(Value::as_str).ok_or_else(|| bad("no iss"))?;
     if iss.trim_end_matches('/') != transmitter.issuer {
+        let iss = super::plan::printable(iss, 200);
         return Err(SetError::InvalidIssuer(format!("iss `{iss}` is not the transmitter `{}`", transmitter.issuer)));
     }
     let audience_ok = match claims.get("aud") {
