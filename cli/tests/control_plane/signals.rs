@@ -271,7 +271,8 @@ async fn pushed_signals_end_the_right_connections_and_forgeries_change_nothing()
     // Okta Universal Logout: forged, misaddressed, expired and replayed calls
     // are refused; a user we never saw is 404; the real call ends the user.
     let (carol, _) = login(&plane, "carol@corp.example", "app", "sid-c").await;
-    for variant in ["bad_signature", "wrong_aud", "expired"] {
+    // `aud_at_large`: addressed to the control plane (the SETs' audience), not this endpoint.
+    for variant in ["bad_signature", "wrong_aud", "aud_at_large", "expired"] {
         let answer =
             tx.control("/control/logout", json!({ "sub_id": email("carol@corp.example"), "variant": variant })).await;
         assert_eq!(answer["status"], 401, "{variant}: {answer}");

@@ -254,6 +254,8 @@ def logout(sub_id, variant=None):
     key = KEY
     if variant == "wrong_aud":
         claims["aud"] = "https://someone-else.example/global-token-revocation"
+    elif variant == "aud_at_large":
+        claims["aud"] = AUDIENCE
     elif variant == "expired":
         claims["exp"] = now - 600
     elif variant == "bad_signature":

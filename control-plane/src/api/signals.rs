@@ -75,6 +75,17 @@ fn token(text: &str, what: &str, max: usize) -> Result<String, ApiError> {
     }
 }
 
+/// A user identifier: one word of at most `max` bytes. It becomes the
+/// audit row's target, which the audit log files under its last word: a
+/// space would let a caller file the row under any session or user.
+fn identifier<'t>(text: &'t str, what: &str, max: usize) -> Result<&'t str, ApiError> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > max || text.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::invalid(format!("`{what}` is 1 to {max} bytes with no spaces or control characters")));
+    }
+    Ok(text)
+}
+
 /// Records a signal and runs the response rules on it.
 #[utoipa::path(post, path = "/api/v1/signals", request_body = NewSignal,
     responses((status = 200, body = SignalAnswer), (status = 422, body = crate::error::ErrorBody)))]
@@ -99,11 +110,15 @@ pub async fn receive(
         return Err(ApiError::invalid("`detail` is at most 500 characters on one line"));
     }
     let subject = match (&signal.email, &signal.sub, &signal.session) {
-        (Some(email), None, None) if email.contains('@') && email.len() <= 320 => {
-            Subject { session: None, user: Some(UserRef::email(email.trim())) }
+        (Some(email), None, None) => {
+            let email = identifier(email, "email", 320)?;
+            if !email.contains('@') {
+                return Err(ApiError::invalid("`email` is not an email address"));
+            }
+            Subject { session: None, user: Some(UserRef::email(email)) }
         }
-        (None, Some(sub), None) if !sub.is_empty() && sub.len() <= 255 => {
-            Subject { session: None, user: Some(UserRef::subject(sub)) }
+        (None, Some(sub), None) => {
+            Subject { session: None, user: Some(UserRef::subject(identifier(sub, "sub", 255)?)) }
         }
         (None, None, Some(session)) => match app.store.get_session(session).await? {
             Some(record) => Subject { session: Some(record.id), user: Some(UserRef::email(&record.email)) },
@@ -146,4 +161,17 @@ pub async fn receive(
         duplicate: false,
         fired: fired.into_iter().map(|(rule, applied)| FiredRule { rule, applied }).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::identifier;
+
+    #[test]
+    fn a_user_identifier_is_one_word() {
+        assert_eq!(identifier(" bob@corp.example ", "email", 320).ok(), Some("bob@corp.example"));
+        for bad in ["", "bob@corp.example session:s-1", "bob@corp.example\nforged", &"x".repeat(321)] {
+            assert!(identifier(bad, "email", 320).is_err(), "{bad:?}");
+        }
+    }
 }

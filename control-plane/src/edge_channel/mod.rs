@@ -122,7 +122,7 @@ async fn report(
                     // Filed under the session (the audit row names its user too), so
                     // response rules can count a session's denials.
                     Some(session) => format!("session:{session}"),
-                    None => format!("user:{user}"),
+                    None => user_target(&user),
                 };
                 let reason = format!("route `{route}` ({user}): {reason}");
                 app.store().record_audit("access.denied", &target, &reason, &actor, at_ms).await?;
@@ -152,12 +152,16 @@ fn session_text(session_id: Option<&str>) -> String {
     session_id.map(|s| format!(" (session {s})")).unwrap_or_default()
 }
 
-/// The audit target of a flow's user.
+/// The audit target of a flow's or a denial's user: one word (the audit
+/// log files a row under the session or user its target's last word names,
+/// so an identity string `eve@corp.example session:<id>` must not file
+/// eve's rows under another session).
 fn user_target(user: &str) -> String {
     if user.is_empty() {
         "user:anonymous".to_owned()
     } else {
-        format!("user:{user}")
+        let word: String = user.chars().map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c }).collect();
+        format!("user:{word}")
     }
 }
 
@@ -195,6 +199,13 @@ mod tests {
     /// `portcullis_policy::edge_channel::ErrorAnswer`; `ErrorBody` stays a
     /// type of its own only because the OpenAPI description needs its
     /// schema. The two must stay the same on the wire.
+    #[test]
+    fn a_user_target_is_one_word() {
+        assert_eq!(super::user_target("eve@corp.example session:abc"), "user:eve@corp.example_session:abc");
+        assert_eq!(super::user_target("eve\n@x"), "user:eve_@x");
+        assert_eq!(super::user_target(""), "user:anonymous");
+    }
+
     #[test]
     fn the_error_body_is_the_edge_channels_error_answer() {
         let body = ErrorBody { error: ErrorDetail { code: "user_locked".into(), message: "locked".into() } };

@@ -105,9 +105,18 @@ async fn session_subject(app: &App, session: &str) -> Option<Subject> {
     }
 }
 
-/// After an edge reported denials of `session`.
+/// After an edge reported denials of `session`. Every report of a denied
+/// session lands here, so the work is bounded: nothing without a denial
+/// rule, one read for the session (an ended one is not counted again), one
+/// count per rule, and a write only for a rule that has not fired yet.
 pub async fn after_denial(app: &Arc<App>, session: &str) {
-    for rule in rules(app).await {
+    let rules: Vec<ResponseRule> =
+        rules(app).await.into_iter().filter(|r| matches!(r.when, Trigger::Denials { .. })).collect();
+    if rules.is_empty() {
+        return;
+    }
+    let Some(subject) = session_subject(app, session).await else { return };
+    for rule in rules {
         let Trigger::Denials { at_least, within_s } = rule.when else { continue };
         let since = now_ms() - i64::from(within_s) * 1000;
         let count = match app.store.denials_since(session, since).await {
@@ -120,7 +129,6 @@ pub async fn after_denial(app: &Arc<App>, session: &str) {
         if count < i64::from(at_least) {
             continue;
         }
-        let Some(subject) = session_subject(app, session).await else { continue };
         let why = format!("{count} denials of session {session} within {within_s} s");
         if let Err(error) = fire(app, &rule, &subject, session, &why).await {
             tracing::error!(%error, rule = %rule.name, "a response rule could not be applied");
@@ -131,11 +139,12 @@ pub async fn after_denial(app: &Arc<App>, session: &str) {
 /// After an edge reported `session` used from `address`.
 pub async fn after_address(app: &Arc<App>, session: &str, address: &str) {
     let Ok(ip) = address.parse::<IpAddr>() else { return };
-    for rule in rules(app).await {
-        if !rule.when.matches_address(ip) {
-            continue;
-        }
-        let Some(subject) = session_subject(app, session).await else { continue };
+    let rules: Vec<ResponseRule> = rules(app).await.into_iter().filter(|r| r.when.matches_address(ip)).collect();
+    if rules.is_empty() {
+        return;
+    }
+    let Some(subject) = session_subject(app, session).await else { return };
+    for rule in rules {
         let why = format!("session {session} used from {ip}, outside the allowed networks");
         if let Err(error) = fire(app, &rule, &subject, &format!("{session}@{ip}"), &why).await {
             tracing::error!(%error, rule = %rule.name, "a response rule could not be applied");

@@ -16,6 +16,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
+use portcullis_oidc_discovery::VerificationKey;
 use serde_json::{json, Map, Value};
 
 use super::subject;
@@ -47,7 +48,7 @@ async fn authenticate(app: &App, token: &str) -> Result<(Arc<Transmitter>, Strin
         .all()
         .iter()
         .find(|t| t.settings.universal_logout && t.settings.issuer == iss)
-        .ok_or_else(|| format!("issuer `{iss}` may not call Universal Logout here"))?;
+        .ok_or("this issuer may not call Universal Logout here")?;
     let mut keys = transmitter.keys.get(&transmitter.settings, false).await?;
     let key = match keys.find(header.kid.as_deref()) {
         Some(key) => key,
@@ -56,18 +57,40 @@ async fn authenticate(app: &App, token: &str) -> Result<(Arc<Transmitter>, Strin
             keys.find(header.kid.as_deref()).ok_or("no key of that kid")?
         }
     };
+    let endpoint = format!("{}{PATH}", app.config.public_url.trim_end_matches('/'));
+    let jti = check_token(token, &header, &key, &transmitter.settings.issuer, &endpoint)?;
+    Ok((Arc::clone(transmitter), jti))
+}
+
+/// Checks the bearer JWT against `key`: not a Security Event Token (those
+/// are for the receiver), the key's pinned `alg`, `iss`, `aud` naming this
+/// endpoint (only: a token addressed to the control plane at large, such as
+/// a SET, must not double as a logout credential for any `sub_id`), `exp`
+/// and a `jti`. Returns the `jti`.
+fn check_token(
+    token: &str,
+    header: &jsonwebtoken::Header,
+    key: &VerificationKey,
+    issuer: &str,
+    endpoint: &str,
+) -> Result<String, String> {
+    let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+    if typ.ends_with("secevent+jwt") {
+        return Err("a Security Event Token is not a Universal Logout credential".into());
+    }
+    if key.alg.is_some_and(|alg| alg != header.alg) {
+        return Err("the key does not sign with the JWT's alg".into());
+    }
     let mut validation = Validation::new(header.alg);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-    validation.set_issuer(&[transmitter.settings.issuer.as_str(), &format!("{}/", transmitter.settings.issuer)]);
-    let endpoint = format!("{}{PATH}", app.config.public_url);
-    validation.set_audience(&[endpoint.as_str(), transmitter.settings.audience.as_str()]);
+    validation.set_issuer(&[issuer, &format!("{issuer}/")]);
+    validation.set_audience(&[endpoint]);
     validation.leeway = super::settings::DEFAULT_CLOCK_SKEW_S;
     let verified = decode::<Map<String, Value>>(token, &key.key, &validation).map_err(|e| e.to_string())?.claims;
-    let jti = match verified.get("jti").and_then(Value::as_str) {
-        Some(jti) if !jti.is_empty() && jti.len() <= 256 => jti.to_owned(),
-        _ => return Err("the JWT needs a jti (replays are refused)".into()),
-    };
-    Ok((Arc::clone(transmitter), jti))
+    match verified.get("jti").and_then(Value::as_str) {
+        Some(jti) if !jti.is_empty() && jti.len() <= 256 && !jti.contains(char::is_control) => Ok(jti.to_owned()),
+        _ => Err("the JWT needs a jti (replays are refused)".into()),
+    }
 }
 
 fn base64_json(segment: &str) -> Option<Value> {
@@ -85,9 +108,11 @@ pub async fn global_token_revocation(State(app): State<Arc<App>>, headers: Heade
     let (transmitter, jti) = match authenticate(&app, token).await {
         Ok(found) => found,
         Err(reason) => {
+            // The reason stays in our log: the caller is not authenticated
+            // yet, and a reason can name our JWKS URL or its fetch error.
             tracing::warn!(%reason, "a Universal Logout call was refused");
             app.metrics.signals.events.with_label_values(&["universal-logout", "-", "rejected:invalid_token"]).inc();
-            return refusal(StatusCode::UNAUTHORIZED, "invalid_token", reason);
+            return refusal(StatusCode::UNAUTHORIZED, "invalid_token", "the bearer JWT does not verify");
         }
     };
     let source = format!("universal-logout:{}", transmitter.settings.name);
@@ -133,6 +158,61 @@ pub async fn global_token_revocation(State(app): State<Arc<App>>, headers: Heade
         Err(error) => {
             tracing::error!(%error, "Universal Logout: the termination failed");
             refusal(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the user was not signed out; retry")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{encode, DecodingKey, EncodingKey, Header};
+    use p256::ecdsa::SigningKey;
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    use serde_json::json;
+
+    use super::*;
+
+    const ISSUER: &str = "https://idp.example";
+    const ENDPOINT: &str = "https://pc.example/signals/global-token-revocation";
+
+    fn keys() -> (EncodingKey, DecodingKey) {
+        let key = SigningKey::random(&mut rand::rngs::OsRng);
+        let private = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let public = key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+        (EncodingKey::from_ec_pem(private.as_bytes()).unwrap(), DecodingKey::from_ec_pem(public.as_bytes()).unwrap())
+    }
+
+    fn check(typ: Option<&str>, claims: Value, pinned: Option<Algorithm>) -> Result<String, String> {
+        let (encoding, decoding) = keys();
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = typ.map(str::to_owned);
+        let token = encode(&header, &claims, &encoding).unwrap();
+        let key = VerificationKey { key: decoding, alg: pinned };
+        check_token(&token, &decode_header(&token).unwrap(), &key, ISSUER, ENDPOINT)
+    }
+
+    #[test]
+    fn only_a_logout_jwt_for_this_endpoint_is_a_credential() {
+        let exp = now_ms() / 1000 + 300;
+        let good = json!({"iss": ISSUER, "aud": ENDPOINT, "exp": exp, "jti": "j1"});
+        assert_eq!(check(Some("JWT"), good.clone(), None), Ok("j1".to_owned()));
+        assert_eq!(check(None, good.clone(), Some(Algorithm::ES256)), Ok("j1".to_owned()));
+        // A token for the control plane at large (the SETs' default audience,
+        // `public_url`) names no sub_id: it must not end whoever the body names.
+        let at_large = json!({"iss": ISSUER, "aud": "https://pc.example", "exp": exp, "jti": "j2"});
+        assert!(check(Some("JWT"), at_large, None).is_err());
+        // A SET, even one addressed to this endpoint, is not a logout credential.
+        assert!(check(Some("secevent+jwt"), good.clone(), None).is_err());
+        assert!(check(Some("application/secevent+jwt"), good.clone(), None).is_err());
+        // The JWK's pinned algorithm is honoured.
+        assert!(check(Some("JWT"), good, Some(Algorithm::ES384)).is_err());
+        for bad in [
+            json!({"iss": ISSUER, "aud": ENDPOINT, "jti": "j3"}),
+            json!({"iss": ISSUER, "aud": ENDPOINT, "exp": exp}),
+            json!({"iss": ISSUER, "aud": ENDPOINT, "exp": exp, "jti": "a\nb"}),
+            json!({"iss": "https://evil.example", "aud": ENDPOINT, "exp": exp, "jti": "j4"}),
+            json!({"iss": ISSUER, "aud": ENDPOINT, "exp": exp - 3600, "jti": "j5"}),
+        ] {
+            assert!(check(Some("JWT"), bad.clone(), None).is_err(), "{bad}");
         }
     }
 }

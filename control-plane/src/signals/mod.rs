@@ -98,6 +98,23 @@ pub fn router() -> Router<Arc<App>> {
         .route("/signals/global-token-revocation", post(logout::global_token_revocation))
 }
 
+/// The body of a transmitter's answer, refused past `max` bytes without
+/// reading more (a hostile or broken transmitter cannot fill our memory).
+pub(crate) async fn bounded_body(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the answer is larger than {max} bytes");
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.without_url().to_string())? {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Starts the pollers of polled transmitters.
 pub fn spawn(app: &Arc<App>) {
     for transmitter in app.signals.all() {
@@ -154,7 +171,7 @@ pub async fn apply_set(
         .idps
         .iter()
         .find(|idp| idp.issuer.trim_end_matches('/') == transmitter.settings.login_issuer)
-        .map_or("groups", |idp| idp.groups_claim.as_str());
+        .map(|idp| idp.groups_claim.as_str());
     let planned = plan::plan(&transmitter.settings, set, groups_claim).map_err(|error| {
         app.metrics.signals.events.with_label_values(&[&source, "-", &format!("rejected:{}", error.code())]).inc();
         ReceiveError::Invalid(error)
@@ -234,4 +251,42 @@ fn time_to_edges(app: &Arc<App>, source: String, seq: u64, iat: i64, received: I
             app.feed.next_report(Duration::from_millis(20)).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded_body;
+
+    /// A local server answering `size` bytes, chunked (no Content-Length) or not.
+    async fn server(size: usize, chunked: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move {
+                let body = vec![b'x'; size];
+                if chunked {
+                    let stream = futures_util::stream::iter(
+                        body.chunks(4096).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
+                    );
+                    axum::body::Body::from_stream(stream)
+                } else {
+                    axum::body::Body::from(body)
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_bound_is_refused_unread() {
+        let http = reqwest::Client::new();
+        for chunked in [false, true] {
+            let small = http.get(server(1000, chunked).await).send().await.unwrap();
+            assert_eq!(bounded_body(small, 1024).await.unwrap().len(), 1000);
+            let large = http.get(server(100_000, chunked).await).send().await.unwrap();
+            assert!(bounded_body(large, 1024).await.is_err(), "chunked: {chunked}");
+        }
+    }
 }

@@ -56,18 +56,59 @@ fn steps_for(response: Response, subject: &Subject, login_issuer: &str) -> Vec<S
     }
 }
 
-/// The groups a `token-claims-change` event carries in `groups_claim`.
-fn groups(event: &Value, groups_claim: &str) -> Option<Vec<String>> {
-    let claim = event.get("claims")?.get(groups_claim)?;
-    match claim {
-        Value::Array(items) => Some(items.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
-        Value::String(one) => Some(vec![one.clone()]),
-        _ => None,
+/// Most groups a `token-claims-change` may carry.
+pub const MAX_GROUPS: usize = 256;
+/// Longest group name accepted, bytes.
+const MAX_GROUP_BYTES: usize = 256;
+
+/// The groups a `token-claims-change` event carries in `groups_claim`;
+/// `Err` when there are too many, or one is too long or has control
+/// characters (they reach every edge and the audit log).
+fn groups(event: &Value, groups_claim: &str) -> Result<Option<Vec<String>>, SetError> {
+    let Some(claim) = event.get("claims").and_then(|c| c.get(groups_claim)) else { return Ok(None) };
+    let groups: Vec<String> = match claim {
+        Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Value::String(one) => vec![one.clone()],
+        _ => return Ok(None),
+    };
+    let bad = |g: &String| g.is_empty() || g.len() > MAX_GROUP_BYTES || g.contains(char::is_control);
+    if groups.len() > MAX_GROUPS || groups.iter().any(bad) {
+        return Err(SetError::InvalidRequest(format!(
+            "`claims.{groups_claim}`: at most {MAX_GROUPS} groups of 1 to {MAX_GROUP_BYTES} bytes without control \
+             characters"
+        )));
     }
+    Ok(Some(groups))
 }
 
-/// Plans `set` from `transmitter`; `groups_claim` names the claim carrying groups.
-pub fn plan(transmitter: &TransmitterSettings, set: &VerifiedSet, groups_claim: &str) -> Result<Plan, SetError> {
+/// `text` for a log line or an audit row: at most `max` characters, control
+/// characters (a forged line break) shown as `?`.
+pub fn printable(text: &str, max: usize) -> String {
+    text.chars().take(max).map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+/// Adds one event's summary line and type to the plan.
+fn push_line(plan: &mut Plan, line: String, name: &str) {
+    if !plan.summary.is_empty() {
+        plan.summary.push_str("; ");
+    }
+    plan.summary.push_str(&line);
+    if !plan.event_types.is_empty() {
+        plan.event_types.push(',');
+    }
+    plan.event_types.push_str(&printable(name, 200));
+}
+
+/// Plans `set` from `transmitter`; `groups_claim` names the claim carrying
+/// groups when the transmitter speaks for a login identity provider of
+/// ours (its `login_issuer`), and is `None` otherwise: only the IdP that
+/// issues a user's groups may change them (a security tool that can only
+/// end sessions must not be able to grant a group).
+pub fn plan(
+    transmitter: &TransmitterSettings,
+    set: &VerifiedSet,
+    groups_claim: Option<&str>,
+) -> Result<Plan, SetError> {
     let issuers = [transmitter.issuer.as_str(), transmitter.login_issuer.as_str()];
     let mut plan = Plan {
         steps: Vec::new(),
@@ -107,37 +148,38 @@ pub fn plan(transmitter: &TransmitterSettings, set: &VerifiedSet, groups_claim: 
             acted = !steps.is_empty();
             plan.steps.extend(steps);
             if response == Response::Reevaluate {
-                match (&subject.user, groups(event, groups_claim)) {
-                    (Some(user), Some(groups)) => {
-                        line = format!("{line} with groups [{}]", groups.join(", "));
-                        plan.groups = Some((user.clone(), groups));
-                        acted = true;
+                match (groups_claim, &subject.user) {
+                    (None, _) => {
+                        line = format!("{line}: not a login identity provider's transmitter, groups left unchanged");
                     }
-                    _ => line = format!("{line}: no `{groups_claim}` claim for a user, nothing to re-evaluate"),
+                    (Some(claim), user) => match (user, groups(event, claim)?) {
+                        (Some(user), Some(groups)) => {
+                            line = format!("{line} with groups [{}]", printable(&groups.join(", "), 2000));
+                            plan.groups = Some((user.clone(), groups));
+                            acted = true;
+                        }
+                        _ => line = format!("{line}: no `{claim}` claim for a user, nothing to re-evaluate"),
+                    },
                 }
             }
         }
         match kind {
             Some(EventKind::StreamUpdated) => {
                 let status = event.get("status").and_then(Value::as_str).unwrap_or("?");
-                line = format!("stream-updated: status {status}");
+                line = format!("stream-updated: status {}", printable(status, 64));
             }
             Some(EventKind::Verification) => {
                 let state = event.get("state").and_then(Value::as_str).unwrap_or("");
-                line = format!("verification (state `{}`)", state.chars().take(64).collect::<String>());
+                line = format!("verification (state `{}`)", printable(state, 64));
             }
-            None => line = format!("unknown event type `{}` ignored", uri.chars().take(200).collect::<String>()),
+            None => line = format!("unknown event type `{}` ignored", printable(uri, 200)),
             _ => {}
         }
         if about.is_none() {
             about = subject;
         }
         plan.events.push((label.to_owned(), acted));
-        plan.summary = if plan.summary.is_empty() { line } else { format!("{}; {line}", plan.summary) };
-        if !plan.event_types.is_empty() {
-            plan.event_types.push(',');
-        }
-        plan.event_types.push_str(name);
+        push_line(&mut plan, line, name);
     }
     plan.user = about.as_ref().and_then(|s| s.user.clone());
     plan.target = signal_target(
@@ -194,7 +236,7 @@ mod tests {
             (bob.clone(), format!("{RISC}account-enabled"), vec![]),
             (bob.clone(), "https://vendor.example/new-thing".into(), vec![]),
         ] {
-            let planned = plan(&t, &set(sub_id, json!({ event.clone(): {} })), "groups").unwrap();
+            let planned = plan(&t, &set(sub_id, json!({ event.clone(): {} })), Some("groups")).unwrap();
             assert_eq!(planned.steps, expected, "{event}");
             assert_eq!(planned.target, "email:bob@corp.example");
         }
@@ -205,13 +247,52 @@ mod tests {
         let t = transmitter();
         let bob = json!({"format": "email", "email": "bob@corp.example"});
         let event = json!({ format!("{CAEP}token-claims-change"): {"claims": {"groups": ["dev"]}} });
-        let planned = plan(&t, &set(bob.clone(), event), "groups").unwrap();
+        let planned = plan(&t, &set(bob.clone(), event.clone()), Some("groups")).unwrap();
         assert_eq!(planned.groups, Some((UserRef::email("bob@corp.example"), vec!["dev".to_owned()])));
         assert!(planned.steps.is_empty());
         let up = json!({ format!("{CAEP}device-compliance-change"): {"current_status": "compliant"} });
-        assert!(plan(&t, &set(bob, up), "groups").unwrap().steps.is_empty(), "an improvement does nothing");
+        assert!(
+            plan(&t, &set(bob.clone(), up), Some("groups")).unwrap().steps.is_empty(),
+            "an improvement does nothing"
+        );
         let bad = json!({"format": "email", "email": "nope"});
-        let error = plan(&t, &set(bad, json!({ format!("{CAEP}session-revoked"): {} })), "groups").unwrap_err();
+        let error = plan(&t, &set(bad, json!({ format!("{CAEP}session-revoked"): {} })), Some("groups")).unwrap_err();
         assert_eq!(error.code(), "invalid_request");
+    }
+
+    #[test]
+    fn only_a_login_idps_transmitter_changes_groups_and_within_bounds() {
+        let t = transmitter();
+        let bob = json!({"format": "email", "email": "bob@corp.example"});
+        let grant = json!({ format!("{CAEP}token-claims-change"): {"claims": {"groups": ["admins"]}} });
+        // A transmitter that does not speak for a login IdP (a security tool)
+        // may end sessions, never grant a group.
+        let planned = plan(&t, &set(bob.clone(), grant), None).unwrap();
+        assert_eq!(planned.groups, None);
+        assert_eq!(planned.events, vec![("token-claims-change".to_owned(), false)]);
+        assert_eq!(planned.target, "email:bob@corp.example");
+        for groups in [
+            json!(vec!["g"; MAX_GROUPS + 1]),
+            json!(["ops", "x".repeat(300)]),
+            json!(["ops\nsignal.applied forged"]),
+            json!([""]),
+        ] {
+            let event = json!({ format!("{CAEP}token-claims-change"): {"claims": {"groups": groups}} });
+            let error = plan(&t, &set(bob.clone(), event), Some("groups")).unwrap_err();
+            assert_eq!(error.code(), "invalid_request");
+        }
+    }
+
+    #[test]
+    fn transmitter_text_reaches_the_audit_log_on_one_line() {
+        let t = transmitter();
+        let bob = json!({"format": "email", "email": "bob@corp.example"});
+        let events = json!({
+            "https://vendor.example/x\n2024 INFO forged": {},
+            format!("https://schemas.openid.net/secevent/ssf/event-type/stream-updated"): {"status": "on\r\nforged"},
+        });
+        let planned = plan(&t, &set(bob, events), Some("groups")).unwrap();
+        assert!(!planned.summary.contains(char::is_control), "{}", planned.summary);
+        assert!(!planned.event_types.contains(char::is_control), "{}", planned.event_types);
     }
 }

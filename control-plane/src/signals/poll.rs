@@ -20,6 +20,8 @@ use crate::model::now_ms;
 
 /// Longest pause after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Largest poll answer read.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// Timeout of one poll request.
 const POLL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -89,10 +91,7 @@ async fn poll_once(
     if !status.is_success() {
         return Err(format!("{endpoint} answered {status}"));
     }
-    let bytes = response.bytes().await.map_err(|e| e.without_url().to_string())?;
-    if bytes.len() > 16 * 1024 * 1024 {
-        return Err(format!("{endpoint}: the answer is larger than 16 MiB"));
-    }
+    let bytes = super::bounded_body(response, MAX_ANSWER_BYTES).await.map_err(|e| format!("{endpoint}: {e}"))?;
     // The transmitter has our acks and errors now.
     app.store.mark_signals_acked(&source, &acks).await.map_err(|e| e.to_string())?;
     errors.clear();

@@ -2,8 +2,9 @@
 //! (`Content-Type: application/secevent+jwt`) with its bearer token. A
 //! valid SET, or one already applied (a retry), is answered 202 with no
 //! body; an invalid one 400 with `{"err": <RFC code>, "description": …}`
-//! (§2.3); a missing or wrong token 401 `authentication_failed`. A store
-//! failure is a 503: the SET was not applied and the transmitter retries.
+//! (§2.3); a missing or wrong token, or an unknown transmitter name, 401
+//! `authentication_failed`. A store failure is a 503: the SET was not
+//! applied and the transmitter retries.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use super::{receive_set, ReceiveError};
 use crate::app::App;
 use crate::http::{bearer_token, constant_time_eq};
 
+const AUTHENTICATION_FAILED: &str = "send the bearer token configured for this transmitter";
+
 fn refusal(status: StatusCode, err: &str, description: impl Into<String>) -> Response {
     (status, Json(json!({ "err": err, "description": description.into() }))).into_response()
 }
@@ -30,8 +33,11 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // An unknown name is answered like a wrong token: the names of our
+    // transmitters (which IdP and security tools we listen to) are not
+    // told to whoever asks.
     let Some(transmitter) = app.signals.get(&name).filter(|t| t.push_token.is_some()) else {
-        return refusal(StatusCode::NOT_FOUND, "invalid_request", "no push transmitter of that name");
+        return refusal(StatusCode::UNAUTHORIZED, "authentication_failed", AUTHENTICATION_FAILED);
     };
     let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token);
     let expected = transmitter.push_token.as_deref().unwrap_or_default();
@@ -41,11 +47,7 @@ pub async fn receive(
             .events
             .with_label_values(&[&transmitter.source(), "-", "rejected:authentication_failed"])
             .inc();
-        return refusal(
-            StatusCode::UNAUTHORIZED,
-            "authentication_failed",
-            "send the bearer token configured for this transmitter",
-        );
+        return refusal(StatusCode::UNAUTHORIZED, "authentication_failed", AUTHENTICATION_FAILED);
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/secevent+jwt") {

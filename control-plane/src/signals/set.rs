@@ -17,6 +17,9 @@ use super::settings::TransmitterSettings;
 
 /// Largest SET accepted, bytes.
 pub const MAX_SET_BYTES: usize = 64 * 1024;
+/// Most events in one SET (SSF 1.0 sends one per SET): each is planned,
+/// summarised in the audit row and run through the response rules.
+pub const MAX_EVENTS: usize = 16;
 /// Shortest interval between two JWKS fetches caused by an unknown `kid`.
 const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -182,6 +185,7 @@ pub fn check_claims(
     let bad = |m: &str| SetError::InvalidRequest(m.to_owned());
     let iss = claims.get("iss").and_then(Value::as_str).ok_or_else(|| bad("no iss"))?;
     if iss.trim_end_matches('/') != transmitter.issuer {
+        let iss = super::plan::printable(iss, 200);
         return Err(SetError::InvalidIssuer(format!("iss `{iss}` is not the transmitter `{}`", transmitter.issuer)));
     }
     let audience_ok = match claims.get("aud") {
@@ -207,6 +211,9 @@ pub fn check_claims(
         Some(Value::Object(events)) if !events.is_empty() => events,
         _ => return Err(bad("events must be a non-empty object")),
     };
+    if events.len() > MAX_EVENTS {
+        return Err(bad("a SET carries at most 16 events"));
+    }
     if events.values().any(|payload| !payload.is_object()) {
         return Err(bad("every event's payload must be an object"));
     }
@@ -256,6 +263,10 @@ mod tests {
             (json!({"jti": null}), "invalid_request"),
             (json!({"events": {}}), "invalid_request"),
             (json!({"events": {"x": "not an object"}}), "invalid_request"),
+            (
+                json!({"events": (0..=MAX_EVENTS).map(|i| (format!("e{i}"), json!({}))).collect::<Map<_, _>>()}),
+                "invalid_request",
+            ),
         ] {
             let mut body = claims(good.clone());
             for (k, v) in patch.as_object().unwrap() {

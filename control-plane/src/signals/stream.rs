@@ -31,20 +31,32 @@ async fn configuration(http: &reqwest::Client, transmitter: &Transmitter) -> Res
     serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
 }
 
-fn endpoint<'d>(document: &'d Value, name: &str) -> Result<&'d str, String> {
-    document.get(name).and_then(Value::as_str).ok_or_else(|| format!("the SSF configuration has no {name}"))
+/// An endpoint the configuration names: https (our bearer tokens travel to it).
+fn endpoint(app: &App, document: &Value, name: &str) -> Result<String, String> {
+    let url =
+        document.get(name).and_then(Value::as_str).ok_or_else(|| format!("the SSF configuration has no {name}"))?;
+    crate::relying_parties::settings::checked_url(url, app.config.allow_plain_http).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Largest stream description read.
+const MAX_STREAM_BYTES: usize = 1024 * 1024;
+
+async fn json_body(response: reqwest::Response) -> Result<Value, String> {
+    let body = super::bounded_body(response, MAX_STREAM_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("the stream is not JSON: {e}"))
 }
 
 /// Our stream at the transmitter, created if there is none.
 async fn ensure_stream(app: &App, transmitter: &Transmitter) -> Result<(Value, Value), String> {
     let http = client();
     let document = configuration(&http, transmitter).await?;
-    let streams_url = endpoint(&document, "configuration_endpoint")?;
+    let streams_url = endpoint(app, &document, "configuration_endpoint")?;
+    let streams_url = streams_url.as_str();
     let token = transmitter.client_token.as_deref().ok_or("no poll_token_* to manage the stream with")?;
     let answer = http.get(streams_url).bearer_auth(token).send().await.map_err(|e| e.without_url().to_string())?;
     let existing = match answer.status().as_u16() {
         200 => {
-            let found: Value = answer.json().await.map_err(|e| e.without_url().to_string())?;
+            let found: Value = json_body(answer).await?;
             match found {
                 Value::Array(mut streams) if !streams.is_empty() => Some(streams.swap_remove(0)),
                 Value::Object(_) => Some(found),
@@ -78,7 +90,7 @@ async fn ensure_stream(app: &App, transmitter: &Transmitter) -> Result<(Value, V
     if !status.is_success() {
         return Err(format!("{streams_url} answered {status} to creating our stream"));
     }
-    let stream: Value = answer.json().await.map_err(|e| e.without_url().to_string())?;
+    let stream: Value = json_body(answer).await?;
     tracing::info!(transmitter = %transmitter.settings.name, stream = ?stream.get("stream_id"), "created our stream");
     Ok((document, stream))
 }
@@ -107,12 +119,12 @@ pub async fn manage(app: Arc<App>, transmitter: Arc<Transmitter>) {
 
 async fn verify(app: &App, transmitter: &Transmitter) -> Result<(), String> {
     let (document, stream) = ensure_stream(app, transmitter).await?;
-    let url = endpoint(&document, "verification_endpoint")?;
+    let url = endpoint(app, &document, "verification_endpoint")?;
     let stream_id = stream.get("stream_id").and_then(Value::as_str).ok_or("the stream has no stream_id")?;
     let state = format!("portcullis-{}", crate::model::now_ms());
     let token = transmitter.client_token.as_deref().unwrap_or_default();
     let answer = client()
-        .post(url)
+        .post(&url)
         .bearer_auth(token)
         .json(&json!({ "stream_id": stream_id, "state": state }))
         .send()

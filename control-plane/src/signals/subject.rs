@@ -25,13 +25,18 @@ pub struct Subject {
 pub struct BadSubject(pub String);
 
 fn text<'v>(object: &'v Value, field: &str, format: &str) -> Result<&'v str, BadSubject> {
+    // One word: an identifier becomes an audit target, filed by its last word.
     match object.get(field).and_then(Value::as_str).map(str::trim) {
-        Some(value) if !value.is_empty() && value.len() <= MAX_IDENTIFIER && !value.contains(char::is_control) => {
+        Some(value)
+            if !value.is_empty()
+                && value.len() <= MAX_IDENTIFIER
+                && !value.contains(|c: char| c.is_control() || c.is_whitespace()) =>
+        {
             Ok(value)
         }
-        Some(_) => {
-            Err(BadSubject(format!("`{field}` of format `{format}` is empty, too long or has control characters")))
-        }
+        Some(_) => Err(BadSubject(format!(
+            "`{field}` of format `{format}` is empty, too long or has spaces or control characters"
+        ))),
         None => Err(BadSubject(format!("format `{format}` needs a string `{field}`"))),
     }
 }
@@ -119,6 +124,8 @@ mod tests {
             json!({"format": "email", "email": "not-an-address"}),
             json!({"format": "email", "email": ""}),
             json!({"format": "email", "email": "a@b.example\nx"}),
+            json!({"format": "email", "email": "a@b.example session:s-1"}),
+            json!({"format": "opaque", "id": "00u1 session:s-1"}),
             json!({"format": "iss_sub", "iss": "https://other.example", "sub": "00u1"}),
             json!({"format": "phone_number", "phone_number": "+1"}),
             json!({"format": "complex"}),

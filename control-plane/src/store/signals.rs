@@ -79,6 +79,13 @@ impl SqlStore {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<AppliedSignal> {
+        // A known duplicate needs no change transaction (which serialises
+        // every change writer): response rules meet the same (rule, session)
+        // on every report that follows a firing. A polled redelivery still
+        // takes the write path, to be acknowledged again.
+        if signal.acked && self.signal_recorded(signal.source, signal.jti).await? {
+            return Ok(AppliedSignal { duplicate: true, ..AppliedSignal::default() });
+        }
         let mut tx = self.begin_change().await?;
         let inserted = sqlx::query(
             "INSERT INTO received_signals (source, jti, event_types, iat_ms, received_ms, outcome, acked) \
@@ -173,6 +180,16 @@ impl SqlStore {
         }
     }
 
+    /// Whether `jti` of `source` was applied before.
+    pub async fn signal_recorded(&self, source: &str, jti: &str) -> StoreResult<bool> {
+        let found = sqlx::query("SELECT 1 FROM received_signals WHERE source = $1 AND jti = $2")
+            .bind(source)
+            .bind(jti)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// The jtis of `source` not yet acknowledged at the transmitter (at most `limit`).
     pub async fn unacked_signals(&self, source: &str, limit: u32) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT jti FROM received_signals WHERE source = $1 AND acked = 0 ORDER BY jti LIMIT $2")
@@ -217,12 +234,17 @@ impl SqlStore {
         Ok(user_row.is_some())
     }
 
-    /// How many denials of `session` the edges reported since `since_ms`.
+    /// How many denials of `session` the edges reported since `since_ms`:
+    /// the rows filed under exactly `session:<id>` (`session_id` alone is
+    /// read from a target's last word, which a user's own identity string
+    /// could end with).
     pub async fn denials_since(&self, session: &str, since_ms: Millis) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM audit_log WHERE session_id = $1 AND action = 'access.denied' AND at_ms >= $2",
+            "SELECT COUNT(*) FROM audit_log WHERE session_id = $1 AND target = $2 AND action = 'access.denied' \
+             AND at_ms >= $3",
         )
         .bind(session)
+        .bind(format!("session:{session}"))
         .bind(since_ms)
         .fetch_one(&self.reader)
         .await?)

@@ -4,7 +4,7 @@
 //! applied exactly once; a polled signal stays unacknowledged until the
 //! transmitter has been told, and a redelivery makes it so again.
 
-use portcullis_control_plane::store::{SessionStore, SignalRecord, SignalStep, SqlStore};
+use portcullis_control_plane::store::{EdgeStore, SessionStore, SignalRecord, SignalStep, SqlStore};
 use portcullis_policy::UserRef;
 
 use crate::fixtures::{actor, create, last_audit, login, sid, T0};
@@ -67,4 +67,28 @@ async fn polled_signals_wait_for_their_ack(store: SqlStore) {
     assert!(store.unacked_signals("ssf:other", 10).await.unwrap().is_empty(), "per source");
 }
 
-store_tests!(a_jti_is_applied_once, racing_replicas_apply_a_jti_once, polled_signals_wait_for_their_ack);
+/// Response rules count a session's denials: only those the edges filed
+/// under that session, not rows whose target merely ends in its id (an
+/// identity string with a space, `eve@corp.example session:<ada's>`, would
+/// otherwise load denials onto ada's session and end it on her first).
+async fn a_session_counts_only_the_denials_filed_under_it(store: SqlStore) {
+    create(&store, login(&sid(1), "sub-ada", "ada@corp.example", "wiki"), T0).await;
+    let ada = format!("session:{}", sid(1));
+    for _ in 0..2 {
+        store.record_audit("access.denied", &ada, "route `wiki`: no rule allows", &actor(), T0).await.unwrap();
+    }
+    let forged = format!("user:eve@corp.example {ada}");
+    for _ in 0..3 {
+        store.record_audit("access.denied", &forged, "route `wiki`: no rule allows", &actor(), T0).await.unwrap();
+    }
+    store.record_audit("session.address_changed", &ada, "moved", &actor(), T0).await.unwrap();
+    assert_eq!(store.denials_since(&sid(1), T0).await.unwrap(), 2);
+    assert_eq!(store.denials_since(&sid(1), T0 + 1).await.unwrap(), 0, "older than the window");
+}
+
+store_tests!(
+    a_jti_is_applied_once,
+    racing_replicas_apply_a_jti_once,
+    polled_signals_wait_for_their_ack,
+    a_session_counts_only_the_denials_filed_under_it
+);
