@@ -96,6 +96,12 @@ pub async fn receive(
 ) -> Result<Json<SignalAnswer>, ApiError> {
     caller.require("signals:write")?;
     let kind = token(&signal.kind, "type", 100)?;
+    if crate::signals::actions::EventKind::from_short_name(&kind).is_some() {
+        // Rules written for an IdP's events must not be set off by any tool with a token.
+        return Err(ApiError::invalid(format!(
+            "`type` `{kind}` names a Shared Signals event, which only a configured transmitter sends; use your own name"
+        )));
+    }
     let id = match &signal.id {
         Some(id) => token(id, "id", 128)?,
         None => crate::secrets::new_id(),
