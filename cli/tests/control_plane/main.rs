@@ -36,6 +36,7 @@ mod reauth;
 mod relogin;
 mod relying_parties;
 mod replicas;
+mod siem;
 mod signals;
 mod signals_responses;
 mod signing_keys;

@@ -96,11 +96,13 @@ impl Connection {
             if line == "+OK" || line == "PONG" {
                 continue;
             }
-            let parts: Vec<&str> = line.split(' ').collect();
+            // `MSG <subject> <sid> [reply-to] <bytes>`, `HMSG <subject> <sid> [reply-to] <header bytes> <bytes>`.
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let number = |text: &str| text.parse::<usize>().map_err(failed);
             let (subject, header_len, total) = match parts.as_slice() {
-                ["MSG", subject, _sid, size] => (*subject, 0, size.parse::<usize>().map_err(failed)?),
-                ["HMSG", subject, _sid, h, size] => {
-                    (*subject, h.parse::<usize>().map_err(failed)?, size.parse::<usize>().map_err(failed)?)
+                ["MSG", subject, _sid, size] | ["MSG", subject, _sid, _, size] => (*subject, 0, number(size)?),
+                ["HMSG", subject, _sid, h, size] | ["HMSG", subject, _sid, _, h, size] => {
+                    (*subject, number(h)?, number(size)?)
                 }
                 _ if line.starts_with("-ERR") => return Err(line),
                 _ => return Err(format!("unexpected from NATS: {line}")),
@@ -119,7 +121,7 @@ impl Connection {
     }
 
     /// A JetStream API request (`$JS.API.…`) and its JSON answer.
-    async fn request(&mut self, subject: &str, body: &Value) -> Result<Value, String> {
+    pub async fn request(&mut self, subject: &str, body: &Value) -> Result<Value, String> {
         let body = body.to_string();
         let message = format!("PUB {subject} {}.0 {}\r\n{body}\r\n", self.inbox, body.len());
         self.writer.write_all(message.as_bytes()).await.map_err(failed)?;
