@@ -191,6 +191,17 @@ impl ControlPlane {
     /// Starts it on `database_url` (`sqlite://…` or `postgres://…`), with
     /// its config file and log in `dir`.
     pub async fn start_on(binary: &Path, dir: &WorkDir, database_url: &str) -> Result<Self> {
+        Self::start_with_env(binary, dir, database_url, &[]).await
+    }
+
+    /// Like [`Self::start_on`], with extra settings in its environment
+    /// (`PORTCULLIS_*` variables, e.g. `PORTCULLIS_SSF_TRANSMITTERS`).
+    pub async fn start_with_env(
+        binary: &Path,
+        dir: &WorkDir,
+        database_url: &str,
+        env: &[(&str, String)],
+    ) -> Result<Self> {
         let (listen, edge_listen) = (free_port()?, free_port()?);
         let config = format!(
             "listen = \"127.0.0.1:{listen}\"\nedge_listen = \"127.0.0.1:{edge_listen}\"\n\
@@ -201,6 +212,7 @@ impl ControlPlane {
         let mut command = Command::new(binary);
         command.arg("control-plane").arg("--config").arg(dir.write("control-plane.toml", &config)?);
         command.env("PORTCULLIS_LOG", "warn");
+        command.envs(env.iter().map(|(name, value)| (name, value)));
         let mut process = Process::spawn(command, "control plane", dir.path().join("control-plane.log"))?;
         let url = format!("http://127.0.0.1:{listen}");
         wait_ready(&mut process, &format!("{url}/readyz")).await?;
@@ -231,12 +243,22 @@ impl ControlPlane {
     /// Creates a session for `email` on route `app` the way an edge does
     /// after a login; returns (session id, token).
     pub async fn login(&self, email: &str) -> Result<(String, String)> {
+        self.login_with_sid(email, None).await
+    }
+
+    /// Like [`Self::login`], the ID token naming the IdP login session
+    /// `sid` (its `sid` claim) if given; the session's `idp_issuer` is the
+    /// shared test issuer's URL.
+    pub async fn login_with_sid(&self, email: &str, sid: Option<&str>) -> Result<(String, String)> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-        let body = json!({
+        let mut body = json!({
             "subject": format!("sub-{email}"), "email": email, "groups": ["staff"],
             "idp_issuer": "https://idp.bench.example", "auth_time": now,
             "route": "app", "source_address": "127.0.0.1", "user_agent": "portcullis-bench",
         });
+        if let Some(sid) = sid {
+            body["idp_session_id"] = json!(sid);
+        }
         let body = TestIssuer::shared().login_body(&body);
         let (status, answer) = edge_identity::post_session(&self.http, &self.edge_url, EDGE_SECRET, &body).await;
         match (answer["session_id"].as_str(), answer["token"].as_str()) {
