@@ -35,8 +35,13 @@ pub struct AuditArgs {
     #[arg(long)]
     limit: Option<u32>,
     /// Continue after a previous page (its `next_cursor`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "follow")]
     cursor: Option<i64>,
+    /// Keep printing new entries as they are recorded, oldest first (after
+    /// the last `--limit` ones, default 20), until interrupted; with
+    /// `--json`, one JSON object per line.
+    #[arg(long, short = 'f')]
+    follow: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -47,10 +52,69 @@ struct AuditPage {
     next_cursor: Option<i64>,
 }
 
+/// How often `--follow` asks for new entries.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn line(e: &AuditEntry) -> String {
+    let or_dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+    format!(
+        "{}  {}  {}  {}  {}  from {}",
+        e.at,
+        e.actor,
+        e.action,
+        e.target,
+        or_dash(&e.reason),
+        or_dash(&e.source_address)
+    )
+}
+
+/// `--follow`: the last entries, then every new one as it is recorded.
+async fn follow(client: &ApiClient, filters: &[(&str, Option<String>)], limit: u32, json: bool) -> anyhow::Result<()> {
+    let mut query: Vec<(&str, Option<String>)> = filters.to_vec();
+    query.push(("limit", Some(limit.to_string())));
+    let page: AuditPage = decode(&client.get("/audit", &query).await?)?;
+    let mut after = page.entries.first().map_or(0, |e| e.id);
+    let print = |e: &AuditEntry| -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            println!("{}", line(e));
+        }
+        Ok(())
+    };
+    for e in page.entries.iter().rev() {
+        print(e)?;
+    }
+    loop {
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        let mut query: Vec<(&str, Option<String>)> = filters.to_vec();
+        query.push(("after", Some(after.to_string())));
+        query.push(("limit", Some("1000".into())));
+        let page: AuditPage = decode(&client.get("/audit", &query).await?)?;
+        for e in &page.entries {
+            print(e)?;
+            after = after.max(e.id);
+        }
+    }
+}
+
 /// Runs `portcullis audit`.
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.as_deref().map(|s| rfc3339_option("since", s)).transpose()?;
     block_on(async move {
+        if args.follow {
+            let client = ApiClient::new(&args.connection)?;
+            let filters = [
+                ("since", since),
+                ("actor", args.actor),
+                ("action", args.action),
+                ("target", args.target),
+                ("user", args.user),
+                ("session", args.session),
+            ];
+            follow(&client, &filters, args.limit.unwrap_or(20), args.connection.json).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let client = ApiClient::new(&args.connection)?;
         let query = [
             ("since", since),

@@ -106,3 +106,32 @@ async fn ten_thousand_events_reach_jetstream_exactly_once_across_a_sigkill() {
     }
     let _ = nats.request(&format!("$JS.API.STREAM.DELETE.{stream_name}"), &json!({})).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_follow_tails_the_log_for_one_user() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = TempDir::new("audit-follow");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    signal(&plane, 1).await; // user1@corp.example: before the follow starts
+    let mut child = tokio::process::Command::from(crate::harness::command())
+        .args(["audit", "--follow", "--json", "--limit", "5", "--user", "user1@corp.example"])
+        .env("PORTCULLIS_URL", &plane.url)
+        .env("PORTCULLIS_TOKEN", ADMIN_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("portcullis audit --follow");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.expect("a line").unwrap();
+        serde_json::from_str(&line.expect("still following")).expect("JSON lines")
+    };
+    assert_eq!(next().await["reason"].as_str().map(|r| r.contains("(id n-1)")), Some(true), "the recent entry first");
+    signal(&plane, 2).await; // user2: not followed
+    signal(&plane, 98).await; // 98 % 97 = 1: user1 again
+    let newer = next().await;
+    assert!(newer["reason"].as_str().is_some_and(|r| r.contains("(id n-98)")), "{newer}");
+    assert_eq!(newer["user_email"], "user1@corp.example");
+    child.kill().await.unwrap();
+}

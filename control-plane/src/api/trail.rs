@@ -34,6 +34,9 @@ pub struct AuditQuery {
     pub since: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<i64>,
+    /// Entries after this id, oldest first (to follow the log: pass the
+    /// largest id seen); not with `cursor`.
+    pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     pub limit: Option<u32>,
 }
@@ -59,7 +62,11 @@ pub async fn audit(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("`limit` is between 1 and 1000"));
     }
+    if query.after.is_some() && query.cursor.is_some() {
+        return Err(ApiError::bad_request("give `cursor` (older entries) or `after` (newer entries), not both"));
+    }
     let filter = AuditFilter {
+        after_id: query.after,
         actor: query.actor,
         action: query.action,
         target: query.target,
@@ -70,6 +77,7 @@ pub async fn audit(
         limit,
     };
     let entries = app.store().audit(&filter).await?;
-    let next_cursor = (entries.len() == limit as usize).then(|| entries.last().map(|e| e.id)).flatten();
+    let next_cursor =
+        (query.after.is_none() && entries.len() == limit as usize).then(|| entries.last().map(|e| e.id)).flatten();
     Ok(Json(AuditPage { entries, next_cursor }))
 }

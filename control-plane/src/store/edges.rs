@@ -104,8 +104,12 @@ impl EdgeStore for SqlStore {
         if let Some(before) = filter.before_id {
             sql.push_str(&format!(" AND id < {}", params.int(before)));
         }
+        if let Some(after) = filter.after_id {
+            sql.push_str(&format!(" AND id > {}", params.int(after)));
+        }
         let limit = params.int(i64::from(filter.limit.clamp(1, 1000)));
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+        let order = if filter.after_id.is_some() { "ASC" } else { "DESC" };
+        sql.push_str(&format!(" ORDER BY id {order} LIMIT {limit}"));
         params.bind(sqlx::query(&sql)).fetch_all(&self.reader).await?.iter().map(audit_entry).collect()
     }
 

@@ -115,6 +115,8 @@ pub struct AuditFilter {
     pub since_ms: Option<Millis>,
     /// Cursor: entries with a smaller id.
     pub before_id: Option<i64>,
+    /// Entries with a larger id, oldest first (for following the log).
+    pub after_id: Option<i64>,
     /// Page size.
     pub limit: u32,
 }

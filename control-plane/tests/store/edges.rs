@@ -141,6 +141,18 @@ async fn audit_filters(store: SqlStore) {
     assert_eq!(seen.iter().map(|e| e.id).collect::<HashSet<_>>().len(), 5);
     let filtered = AuditFilter { before_id: Some(all[1].id), action: Some("policy.check".into()), ..f() };
     assert_eq!(targets(filtered).await, ["policy:v1"]);
+
+    // Following: entries after an id, oldest first, in pages.
+    let mut followed = Vec::new();
+    let mut after_id = Some(0);
+    loop {
+        let page = store.audit(&AuditFilter { after_id, limit: 2, ..f() }).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after_id = Some(last.id);
+        followed.extend(page);
+    }
+    followed.reverse();
+    assert_eq!(followed, all, "every entry once, in id order");
 }
 
 store_tests!(edge_reports_and_propagation, audit_filters);
