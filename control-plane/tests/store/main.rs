@@ -46,6 +46,7 @@ mod harness;
 mod injection;
 mod outbox;
 mod sessions;
+mod siem;
 mod signals;
 mod stream_keys;
 mod terminate;
