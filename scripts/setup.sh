@@ -14,6 +14,8 @@
 #                the headless browser and its WebDriver the portal tests drive
 #   fonts-inter  the portal's typeface, so its screenshots look as designed
 #   openssl      makes throwaway RSA keys for the Google connector's tests
+#   rsyslog, rsyslog-gnutls
+#                the real syslog server the SIEM sink's tests deliver to (TCP, TLS)
 #   PyJWT, cryptography (PyPI)
 #                the independent Shared Signals receiver (cli/tests/receivers)
 set -euo pipefail
@@ -31,6 +33,8 @@ command -v npm >/dev/null 2>&1 || needed+=(npm)
 [ -x /usr/bin/chromedriver ] || needed+=(chromium-driver)
 dpkg -s fonts-inter >/dev/null 2>&1 || needed+=(fonts-inter)
 command -v openssl >/dev/null 2>&1 || needed+=(openssl)
+[ -x /usr/sbin/rsyslogd ] || needed+=(rsyslog)
+dpkg -s rsyslog-gnutls >/dev/null 2>&1 || needed+=(rsyslog-gnutls)
 
 if [ ${#needed[@]} -gt 0 ]; then
   echo "setup: installing ${needed[*]}" >&2

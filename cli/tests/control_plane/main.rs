@@ -37,6 +37,7 @@ mod relogin;
 mod relying_parties;
 mod replicas;
 mod siem;
+mod siem_sinks;
 mod signals;
 mod signals_responses;
 mod signing_keys;

@@ -18,16 +18,16 @@ use serde_json::{json, Value};
 use crate::harness::{free_port, ControlPlane, TempDir};
 use crate::portal::{Parts, PortalWorld};
 
-const SECRET: &str = "whsec-portcullis-test-4b1d9c2e7f";
+pub(crate) const SECRET: &str = "whsec-portcullis-test-4b1d9c2e7f";
 
-struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
     log: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Receiver {
-    fn start(dir: &TempDir, plan: &str) -> Self {
+    pub(crate) fn start(dir: &TempDir, plan: &str) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/receivers/webhook_receiver.py");
         let port_file = dir.path().join("receiver.port");
         let log = dir.path().join("receiver.jsonl");
@@ -54,7 +54,7 @@ impl Receiver {
         text.lines().map(|line| serde_json::from_str(line).expect("a receiver log line")).collect()
     }
 
-    async fn wait_for(&self, count: usize, within: Duration) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, count: usize, within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
         loop {
             let requests = self.requests();

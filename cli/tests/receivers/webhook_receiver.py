@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A relying party's webhook endpoint, written independently of Portcullis
-from the contract in README ("Relying parties" → webhook): it checks the
+from the contract in README ("Relying parties" → webhook, and the SIEM
+webhook's JSON lines, one event per line, the same signature): it checks the
 HMAC-SHA256 signature over "<timestamp>.<body>" with Python's own hmac, the
 timestamp's freshness, and records every request it received as one JSON
 line, so the tests assert what the receiver actually got.
@@ -44,7 +45,9 @@ class Handler(BaseHTTPRequestHandler):
                 "idempotency_key": self.headers.get("Idempotency-Key"),
                 "content_type": self.headers.get("Content-Type"),
                 "signature_ok": hmac.compare_digest(signature, expected) and fresh,
-                "body": json.loads(body or b"null"),
+                "body": [json.loads(line) for line in body.splitlines() if line.strip()]
+                if self.headers.get("Content-Type") == "application/x-ndjson"
+                else json.loads(body or b"null"),
                 "answer": answer,
             }
             with open(log_file, "a") as log:

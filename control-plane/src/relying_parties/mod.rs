@@ -19,7 +19,7 @@ mod oauth;
 mod okta;
 pub mod settings;
 mod slack;
-mod webhook;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

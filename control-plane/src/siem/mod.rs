@@ -15,6 +15,8 @@
 pub mod nats;
 pub mod ocsf;
 pub mod settings;
+pub mod syslog;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +72,25 @@ fn settled(batch: Vec<AuditEntry>, cursor: i64, backend: Backend, gaps: &mut Has
 /// A connected sink.
 enum Connected {
     Nats(nats::Connection),
+    Webhook(reqwest::Client),
+    Syslog(syslog::Connection),
+}
+
+/// A TLS client trusting the certificates in `ca_file` (PEM).
+fn tls_client(ca_file: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("{ca_file}: {e}"))? {
+        let cert = cert.map_err(|e| format!("{ca_file}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("{ca_file}: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 async fn connect(sink: &SinkSettings) -> Result<Connected, String> {
@@ -78,6 +99,20 @@ async fn connect(sink: &SinkSettings) -> Result<Connected, String> {
             let mut connection = nats::Connection::connect(address, token.as_deref()).await?;
             connection.ensure_stream(stream, subject_prefix).await?;
             Ok(Connected::Nats(connection))
+        }
+        SinkKind::Webhook { .. } => Ok(Connected::Webhook(
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())?,
+        )),
+        SinkKind::Syslog { address, tls, .. } => {
+            let tls = match tls {
+                Some((ca_file, name)) => Some((tls_client(ca_file)?, name.clone())),
+                None => None,
+            };
+            Ok(Connected::Syslog(syslog::connect(address, tls).await?))
         }
     }
 }
@@ -97,6 +132,13 @@ async fn deliver(sink: &SinkSettings, connected: &mut Connected, batch: &[AuditE
                 .collect();
             connection.publish(&events).await
         }
+        (Connected::Webhook(client), SinkKind::Webhook { url, secret }) => {
+            webhook::post(client, url, secret, batch).await
+        }
+        (Connected::Syslog(connection), SinkKind::Syslog { hostname, .. }) => {
+            syslog::send(connection, batch, hostname).await
+        }
+        _ => Err("the sink's connection does not match its kind".into()),
     }
 }
 

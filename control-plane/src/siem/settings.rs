@@ -16,15 +16,22 @@ pub struct RawSink {
     /// Unique name (letters, digits, `-`, `_`), in metrics and logs; the
     /// cursor is kept under it (renaming a sink starts it over).
     pub name: String,
-    /// `nats`.
+    /// `nats`, `webhook` or `syslog`.
     pub kind: String,
-    /// NATS: `nats://host:port` or `host:port`.
+    /// NATS: `nats://host:port`; webhook: the `https://` URL posted to;
+    /// syslog: `tcp://host:port` or `tls://host:port`.
     pub url: String,
+    /// Syslog over TLS: the CA certificates (PEM) the server's certificate
+    /// must chain to (default: the system bundle).
+    pub ca_file: Option<String>,
+    /// Syslog: the HOSTNAME field (default: this machine's host name).
+    pub hostname: Option<String>,
     /// NATS: the JetStream stream (created if missing; default `PORTCULLIS`).
     pub stream: Option<String>,
     /// NATS: subjects are `<subject_prefix>.<class>` (default `portcullis`).
     pub subject_prefix: Option<String>,
-    /// File holding the sink's credential (NATS: an auth token).
+    /// File holding the sink's credential (NATS: an auth token; webhook:
+    /// the HMAC key, required).
     pub token_file: Option<String>,
     /// Environment variable holding it.
     pub token_env: Option<String>,
@@ -34,9 +41,28 @@ pub struct RawSink {
     pub start: Option<String>,
 }
 
+/// The system CA bundle on Debian and Ubuntu.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// A sink's kind and settings.
 #[derive(Clone, PartialEq, Eq)]
 pub enum SinkKind {
+    /// JSON lines POSTed, HMAC-signed.
+    Webhook {
+        /// Where.
+        url: String,
+        /// The HMAC key.
+        secret: String,
+    },
+    /// RFC 5424 over TCP or TLS.
+    Syslog {
+        /// `host:port`.
+        address: String,
+        /// TLS: the CA bundle and the name the certificate must carry.
+        tls: Option<(String, String)>,
+        /// The HOSTNAME field.
+        hostname: String,
+    },
     /// NATS JetStream.
     Nats {
         /// `host:port`.
@@ -53,6 +79,13 @@ pub enum SinkKind {
 impl std::fmt::Debug for SinkKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Webhook { url, .. } => f.debug_struct("Webhook").field("url", url).finish_non_exhaustive(),
+            Self::Syslog { address, tls, hostname } => f
+                .debug_struct("Syslog")
+                .field("address", address)
+                .field("tls", tls)
+                .field("hostname", hostname)
+                .finish(),
             Self::Nats { address, stream, subject_prefix, token } => f
                 .debug_struct("Nats")
                 .field("address", address)
@@ -75,6 +108,16 @@ pub struct SinkSettings {
     pub batch: u32,
     /// Where a new sink starts.
     pub start: SinkStart,
+}
+
+/// This machine's host name, for syslog's HOSTNAME field.
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "portcullis".into())
 }
 
 fn token_safe(text: &str) -> bool {
@@ -123,7 +166,36 @@ pub fn validate(raw: Vec<RawSink>, env: &dyn Fn(&str) -> Option<String>) -> Resu
                 }
                 SinkKind::Nats { address, stream, subject_prefix, token }
             }
-            other => return Err(fail(format!("unknown kind `{other}`; expected nats"))),
+            "webhook" => SinkKind::Webhook {
+                url: crate::relying_parties::settings::checked_url(&entry.url, false).map_err(fail)?,
+                secret: token.ok_or_else(|| fail("a webhook needs its HMAC key: token_file or token_env".into()))?,
+            },
+            "syslog" => {
+                let (tls, address) = match entry.url.trim().split_once("://") {
+                    Some(("tcp", address)) => (false, address),
+                    Some(("tls", address)) => (true, address),
+                    _ => return Err(fail(format!("url `{}`: expected tcp://host:port or tls://host:port", entry.url))),
+                };
+                let address = address.trim_end_matches('/').to_owned();
+                let Some((host, port)) =
+                    address.rsplit_once(':').filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                else {
+                    return Err(fail(format!("url `{}`: expected tcp://host:port or tls://host:port", entry.url)));
+                };
+                let _ = port;
+                let tls = tls.then(|| {
+                    (
+                        entry.ca_file.clone().unwrap_or_else(|| SYSTEM_CA_BUNDLE.into()),
+                        host.trim_matches(['[', ']']).to_owned(),
+                    )
+                });
+                let hostname = entry.hostname.clone().unwrap_or_else(local_hostname);
+                if hostname.is_empty() || hostname.len() > 255 || !hostname.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(fail(format!("hostname `{hostname}`: printable ASCII, no spaces")));
+                }
+                SinkKind::Syslog { address, tls, hostname }
+            }
+            other => return Err(fail(format!("unknown kind `{other}`; expected nats, webhook or syslog"))),
         };
         let batch = entry.batch.unwrap_or(DEFAULT_BATCH);
         if !(1..=10_000).contains(&batch) {
@@ -160,6 +232,12 @@ mod tests {
         assert!(!format!("{sinks:?}").contains("s3cret"), "the token is never printed");
         for (text, expected) in [
             ("name = \"a\"\nkind = \"kafka\"\nurl = \"x:1\"", "unknown kind"),
+            ("name = \"a\"\nkind = \"webhook\"\nurl = \"https://siem.example/in\"", "HMAC key"),
+            (
+                "name = \"a\"\nkind = \"webhook\"\nurl = \"http://siem.example/in\"\ntoken_env = \"NATS_TOKEN\"",
+                "plain HTTP",
+            ),
+            ("name = \"a\"\nkind = \"syslog\"\nurl = \"udp://h:514\"", "tcp://host:port"),
             ("name = \"a\"\nkind = \"nats\"\nurl = \"nats://nowhere\"", "host:port"),
             ("name = \"a\"\nkind = \"nats\"\nurl = \"h:1\"\nsubject_prefix = \"a..b\"", "subject_prefix"),
             ("name = \"a\"\nkind = \"nats\"\nurl = \"h:1\"\nbatch = 0", "batch"),
