@@ -202,3 +202,97 @@ async fn syslog_sinks_deliver_rfc5424_over_tcp_and_tls_to_rsyslog() {
         assert_eq!(event["class_uid"], 6003);
     }
 }
+
+/// `cli/tests/receivers/siem_http.py`: Splunk HEC and Elastic bulk, from their documentation.
+struct SiemHttp {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for SiemHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SiemHttp {
+    fn start(dir: &Path, hec_token: &str) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/receivers/siem_http.py");
+        let (port_file, log) = (dir.join("siem-http.port"), dir.join("siem-http.jsonl"));
+        let child = Command::new("python3")
+            .args([script, &port_file.display().to_string(), &log.display().to_string(), hec_token])
+            .spawn()
+            .expect("start the SIEM contract server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file).ok().and_then(|p| p.trim().parse().ok()) {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "the SIEM contract server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, port, log }
+    }
+
+    fn stored(&self, sink: &str) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["sink"] == sink).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_and_elastic_bulk_store_every_event_once_through_their_faults() {
+    let dir = TempDir::new("siem-saas");
+    let server = SiemHttp::start(dir.path(), "hec-token-5f2a");
+    let token = dir.write("hec-token", "hec-token-5f2a");
+    let sinks = format!(
+        "[{{ name = \"splunk\", kind = \"splunk\", url = \"http://127.0.0.1:{p}\", token_file = \"{t}\", hostname = \"cp-test\", batch = 20 }}, \
+         {{ name = \"elastic\", kind = \"elastic\", url = \"http://127.0.0.1:{p}\", index = \"portcullis-events\", batch = 20 }}]",
+        p = server.port,
+        t = token.display()
+    );
+    let plane = plane_with(&dir, sinks).await;
+    signals(&plane, 40).await;
+    let poison = json!({ "id": "poison-1", "type": "sink.test", "email": "eve@corp.example", "detail": "poison pill" });
+    let answer = plane
+        .http()
+        .post(format!("{}/api/v1/signals", plane.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&poison)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    signals(&plane, 5).await; // after the poison: must still arrive
+    let newest = newest_audit_id(&plane).await;
+    let uid = |v: &Value| v.as_str().unwrap().trim_start_matches("portcullis-audit-").parse::<i64>().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let splunk: Vec<i64> = server.stored("splunk").iter().map(|e| uid(&e["event"]["metadata"]["uid"])).collect();
+        let elastic: Vec<i64> = server.stored("elastic").iter().map(|d| uid(&d["_id"])).collect();
+        if splunk.last() == Some(&newest) && elastic.len() as i64 == newest - 1 {
+            // Splunk: every event once, in order, after the busy answer.
+            assert_eq!(splunk, (1..=newest).collect::<Vec<_>>());
+            // Elastic: every event once (the 429 item sent again, its batch's
+            // stored items refused as conflicts), except the poison pill.
+            let mut sorted = elastic.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), elastic.len(), "no document twice");
+            assert_eq!(sorted.len() as i64, newest - 1, "all but the poison pill");
+            break;
+        }
+        assert!(Instant::now() < deadline, "splunk {splunk:?}\nelastic {elastic:?}\n{}", plane.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hec = server.stored("splunk");
+    assert_eq!((hec[0]["sourcetype"].as_str(), hec[0]["host"].as_str()), (Some("ocsf"), Some("cp-test")));
+    let doc = server.stored("elastic").into_iter().find(|d| d["doc"]["event"]["action"] == "signal.received").unwrap();
+    assert_eq!(doc["doc"]["event"]["category"], json!(["configuration"]));
+    assert!(doc["doc"]["user"]["email"].as_str().is_some_and(|e| e.ends_with("@corp.example")), "{doc}");
+    assert!(doc["doc"]["@timestamp"].as_str().is_some(), "ECS @timestamp: {doc}");
+    let metrics = plane.http().get(format!("{}/metrics", plane.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("siem_events_total{outcome=\"rejected\",sink=\"elastic\"} 1"), "{metrics}");
+}

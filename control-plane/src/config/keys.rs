@@ -75,10 +75,11 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "siem_sinks",
         "where security events go (README: Sending events to your SIEM). A list of tables with `name`, `kind` \
-         (nats, webhook or syslog), `url` (nats://host:port, an https:// URL, tcp://host:port or \
-         tls://host:port), `stream` (PORTCULLIS; created if missing), `subject_prefix` (portcullis), \
-         `ca_file` and `hostname` (syslog), the credential as `token_file` or `token_env` (the NATS token, the \
-         webhook's HMAC key), `batch` (500) and `start` (beginning or now; beginning unless set). Unset: none",
+         (nats, webhook, syslog, splunk or elastic), `url` (nats://host:port, an https:// URL, tcp://host:port \
+         or tls://host:port), `stream` (PORTCULLIS; created if missing), `subject_prefix` (portcullis), \
+         `ca_file` and `hostname` (syslog; hostname also Splunk's host), `index` (elastic; portcullis-events), \
+         the credential as `token_file` or `token_env` (the NATS token, the webhook's HMAC key, the HEC token, \
+         the Elastic API key), `batch` (500) and `start` (beginning or now; beginning unless set). Unset: none",
     ),
     (
         "ssf_push_private_networks",

@@ -12,9 +12,11 @@
 //! `GAP_WAIT` before it is taken for a rolled-back transaction, so events
 //! stay in order and are not skipped. SQLite commits in id order.
 
+pub mod elastic;
 pub mod nats;
 pub mod ocsf;
 pub mod settings;
+pub mod splunk;
 pub mod syslog;
 pub mod webhook;
 
@@ -100,7 +102,7 @@ async fn connect(sink: &SinkSettings) -> Result<Connected, String> {
             connection.ensure_stream(stream, subject_prefix).await?;
             Ok(Connected::Nats(connection))
         }
-        SinkKind::Webhook { .. } => Ok(Connected::Webhook(
+        SinkKind::Webhook { .. } | SinkKind::Splunk { .. } | SinkKind::Elastic { .. } => Ok(Connected::Webhook(
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .redirect(reqwest::redirect::Policy::none())
@@ -117,7 +119,8 @@ async fn connect(sink: &SinkSettings) -> Result<Connected, String> {
     }
 }
 
-async fn deliver(sink: &SinkSettings, connected: &mut Connected, batch: &[AuditEntry]) -> Result<(), String> {
+/// Delivers `batch`; how many events the sink refused for good (skipped).
+async fn deliver(sink: &SinkSettings, connected: &mut Connected, batch: &[AuditEntry]) -> Result<u64, String> {
     match (connected, &sink.kind) {
         (Connected::Nats(connection), SinkKind::Nats { subject_prefix, .. }) => {
             let ids: Vec<String> = batch.iter().map(ocsf::event_id).collect();
@@ -130,13 +133,19 @@ async fn deliver(sink: &SinkSettings, connected: &mut Connected, batch: &[AuditE
                     body: ocsf::to_ocsf(entry).to_string().into_bytes(),
                 })
                 .collect();
-            connection.publish(&events).await
+            connection.publish(&events).await.map(|()| 0)
         }
         (Connected::Webhook(client), SinkKind::Webhook { url, secret }) => {
-            webhook::post(client, url, secret, batch).await
+            webhook::post(client, url, secret, batch).await.map(|()| 0)
+        }
+        (Connected::Webhook(client), SinkKind::Splunk { url, token, hostname }) => {
+            splunk::post(client, url, token, hostname, batch).await.map(|()| 0)
+        }
+        (Connected::Webhook(client), SinkKind::Elastic { url, index, authorization }) => {
+            elastic::post(client, url, authorization.as_deref(), index, batch).await
         }
         (Connected::Syslog(connection), SinkKind::Syslog { hostname, .. }) => {
-            syslog::send(connection, batch, hostname).await
+            syslog::send(connection, batch, hostname).await.map(|()| 0)
         }
         _ => Err("the sink's connection does not match its kind".into()),
     }
@@ -203,7 +212,10 @@ async fn step(
         *connected = Some(connect(sink).await?);
     }
     let Some(connection) = connected.as_mut() else { return Ok(0) };
-    deliver(sink, connection, &batch).await?;
+    let rejected = deliver(sink, connection, &batch).await?;
+    if rejected > 0 {
+        app.metrics.siem.events.with_label_values(&[&sink.name, "rejected"]).inc_by(rejected);
+    }
     if !store.advance_sink(&sink.name, token, last, now_ms()).await.map_err(|e| e.to_string())? {
         // The lease lapsed while delivering: another replica may send these
         // again (at least once); this one starts over from the cursor.

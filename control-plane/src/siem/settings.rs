@@ -16,7 +16,7 @@ pub struct RawSink {
     /// Unique name (letters, digits, `-`, `_`), in metrics and logs; the
     /// cursor is kept under it (renaming a sink starts it over).
     pub name: String,
-    /// `nats`, `webhook` or `syslog`.
+    /// `nats`, `webhook`, `syslog`, `splunk` or `elastic`.
     pub kind: String,
     /// NATS: `nats://host:port`; webhook: the `https://` URL posted to;
     /// syslog: `tcp://host:port` or `tls://host:port`.
@@ -24,8 +24,10 @@ pub struct RawSink {
     /// Syslog over TLS: the CA certificates (PEM) the server's certificate
     /// must chain to (default: the system bundle).
     pub ca_file: Option<String>,
-    /// Syslog: the HOSTNAME field (default: this machine's host name).
+    /// Syslog: the HOSTNAME field; Splunk: `host` (default: this machine's host name).
     pub hostname: Option<String>,
+    /// Elastic: the index (default `portcullis-events`).
+    pub index: Option<String>,
     /// NATS: the JetStream stream (created if missing; default `PORTCULLIS`).
     pub stream: Option<String>,
     /// NATS: subjects are `<subject_prefix>.<class>` (default `portcullis`).
@@ -54,6 +56,24 @@ pub enum SinkKind {
         /// The HMAC key.
         secret: String,
     },
+    /// Splunk HTTP Event Collector.
+    Splunk {
+        /// The collector's base URL.
+        url: String,
+        /// The HEC token.
+        token: String,
+        /// `host` of the events.
+        hostname: String,
+    },
+    /// Elasticsearch / OpenSearch bulk API.
+    Elastic {
+        /// The cluster URL.
+        url: String,
+        /// The index.
+        index: String,
+        /// `ApiKey <key>`, when a key is configured.
+        authorization: Option<String>,
+    },
     /// RFC 5424 over TCP or TLS.
     Syslog {
         /// `host:port`.
@@ -80,6 +100,12 @@ impl std::fmt::Debug for SinkKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Webhook { url, .. } => f.debug_struct("Webhook").field("url", url).finish_non_exhaustive(),
+            Self::Splunk { url, hostname, .. } => {
+                f.debug_struct("Splunk").field("url", url).field("hostname", hostname).finish_non_exhaustive()
+            }
+            Self::Elastic { url, index, .. } => {
+                f.debug_struct("Elastic").field("url", url).field("index", index).finish_non_exhaustive()
+            }
             Self::Syslog { address, tls, hostname } => f
                 .debug_struct("Syslog")
                 .field("address", address)
@@ -170,6 +196,28 @@ pub fn validate(raw: Vec<RawSink>, env: &dyn Fn(&str) -> Option<String>) -> Resu
                 url: crate::relying_parties::settings::checked_url(&entry.url, false).map_err(fail)?,
                 secret: token.ok_or_else(|| fail("a webhook needs its HMAC key: token_file or token_env".into()))?,
             },
+            "splunk" => SinkKind::Splunk {
+                url: crate::relying_parties::settings::checked_url(&entry.url, false).map_err(fail)?,
+                token: token.ok_or_else(|| fail("Splunk needs its HEC token: token_file or token_env".into()))?,
+                hostname: entry.hostname.clone().unwrap_or_else(local_hostname),
+            },
+            "elastic" => {
+                let index = entry.index.clone().unwrap_or_else(|| "portcullis-events".into());
+                let valid = !index.is_empty()
+                    && index.len() <= 255
+                    && !index.starts_with(['-', '_', '+'])
+                    && index
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+                if !valid {
+                    return Err(fail(format!("index `{index}`: lowercase letters, digits, `-`, `_`, `.`")));
+                }
+                SinkKind::Elastic {
+                    url: crate::relying_parties::settings::checked_url(&entry.url, false).map_err(fail)?,
+                    index,
+                    authorization: token.map(|key| format!("ApiKey {key}")),
+                }
+            }
             "syslog" => {
                 let (tls, address) = match entry.url.trim().split_once("://") {
                     Some(("tcp", address)) => (false, address),
@@ -195,7 +243,9 @@ pub fn validate(raw: Vec<RawSink>, env: &dyn Fn(&str) -> Option<String>) -> Resu
                 }
                 SinkKind::Syslog { address, tls, hostname }
             }
-            other => return Err(fail(format!("unknown kind `{other}`; expected nats, webhook or syslog"))),
+            other => {
+                return Err(fail(format!("unknown kind `{other}`; expected nats, webhook, syslog, splunk or elastic")))
+            }
         };
         let batch = entry.batch.unwrap_or(DEFAULT_BATCH);
         if !(1..=10_000).contains(&batch) {
