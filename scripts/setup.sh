@@ -18,6 +18,8 @@
 #                the real syslog server the SIEM sink's tests deliver to (TCP, TLS)
 #   PyJWT, cryptography (PyPI)
 #                the independent Shared Signals receiver (cli/tests/receivers)
+#   moto[server] (PyPI)
+#                the SQS server the SIEM sink's tests deliver to
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +51,12 @@ fi
 if ! python3 -c "import jwt, cryptography" >/dev/null 2>&1; then
   echo "setup: installing PyJWT and cryptography for the SSF receiver" >&2
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "PyJWT[crypto]==2.10.1"
+fi
+
+# The SQS sink's test server (a local implementation of the AWS APIs), pinned.
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import boto3" >/dev/null 2>&1; then
+  echo "setup: installing moto[server] for the SQS sink's tests" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "moto[server]==5.0.28"
 fi
 
 # The test IdP's npm packages: installed again only when the lock file is

@@ -296,3 +296,80 @@ async fn splunk_hec_and_elastic_bulk_store_every_event_once_through_their_faults
     let metrics = plane.http().get(format!("{}/metrics", plane.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("siem_events_total{outcome=\"rejected\",sink=\"elastic\"} 1"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqs_sink_signs_with_sigv4_and_fills_a_fifo_queue_in_order() {
+    let Ok(moto) = which_moto() else {
+        assert!(std::env::var_os("CI").is_none(), "scripts/setup.sh installs moto[server]");
+        return;
+    };
+    let dir = TempDir::new("siem-sqs");
+    let port = free_port();
+    let _server = Killed(
+        Command::new(moto)
+            .args(["-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "4") // the setup's calls; then every request must be signed
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server"),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/receivers/sqs_queue.py");
+    let setup = Command::new("python3").args([script, "setup", &endpoint]).output().expect("set the queue up");
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let queue: Value = serde_json::from_slice(&setup.stdout).unwrap();
+    let (url, key, secret) = (
+        queue["queue_url"].as_str().unwrap().to_owned(),
+        queue["access_key_id"].as_str().unwrap().to_owned(),
+        queue["secret_access_key"].as_str().unwrap().to_owned(),
+    );
+    let secret_file = dir.write("sqs-secret", &secret);
+    let sinks = format!(
+        "[{{ name = \"sqs\", kind = \"sqs\", url = \"{url}\", endpoint = \"{endpoint}\", region = \"us-east-1\", \
+         access_key_id = \"{key}\", token_file = \"{}\", batch = 40 }}]",
+        secret_file.display()
+    );
+    let plane = plane_with(&dir, sinks).await;
+    signals(&plane, 25).await;
+    let newest = newest_audit_id(&plane).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut bodies: Vec<Value> = Vec::new();
+    while (bodies.len() as i64) < newest {
+        assert!(Instant::now() < deadline, "{} of {newest} arrived\n{}", bodies.len(), plane.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let drained = Command::new("python3").args([script, "drain", &endpoint, &url, &key, &secret]).output().unwrap();
+        assert!(drained.status.success(), "{}", String::from_utf8_lossy(&drained.stderr));
+        bodies.extend(
+            String::from_utf8_lossy(&drained.stdout).lines().map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    let ids: Vec<String> = bodies.iter().map(|b| b["metadata"]["uid"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = (1..=newest).map(|n| format!("portcullis-audit-{n}")).collect();
+    assert_eq!(ids, expected, "every event once, in order (FIFO queue)");
+    assert!(!plane.log_text().contains("SQS answered 403"), "every request was signed correctly");
+}
+
+fn which_moto() -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("moto_server"))
+        .find(|candidate| candidate.exists())
+        .ok_or(())
+}
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -75,11 +75,11 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "siem_sinks",
         "where security events go (README: Sending events to your SIEM). A list of tables with `name`, `kind` \
-         (nats, webhook, syslog, splunk or elastic), `url` (nats://host:port, an https:// URL, tcp://host:port \
-         or tls://host:port), `stream` (PORTCULLIS; created if missing), `subject_prefix` (portcullis), \
-         `ca_file` and `hostname` (syslog; hostname also Splunk's host), `index` (elastic; portcullis-events), \
+         (nats, webhook, syslog, splunk, elastic or sqs), `url` (nats://host:port, an https:// URL, a queue URL, \
+         tcp://host:port or tls://host:port), `stream` (PORTCULLIS; created if missing), `subject_prefix` (portcullis), \
+         `ca_file` and `hostname` (syslog; hostname also Splunk's host), `index` (elastic; portcullis-events), `endpoint`, `region` and `access_key_id` (sqs), \
          the credential as `token_file` or `token_env` (the NATS token, the webhook's HMAC key, the HEC token, \
-         the Elastic API key), `batch` (500) and `start` (beginning or now; beginning unless set). Unset: none",
+         the Elastic API key, the SQS secret access key), `batch` (500) and `start` (beginning or now; beginning unless set). Unset: none",
     ),
     (
         "ssf_push_private_networks",

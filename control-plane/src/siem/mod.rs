@@ -17,6 +17,7 @@ pub mod nats;
 pub mod ocsf;
 pub mod settings;
 pub mod splunk;
+pub mod sqs;
 pub mod syslog;
 pub mod webhook;
 
@@ -102,13 +103,15 @@ async fn connect(sink: &SinkSettings) -> Result<Connected, String> {
             connection.ensure_stream(stream, subject_prefix).await?;
             Ok(Connected::Nats(connection))
         }
-        SinkKind::Webhook { .. } | SinkKind::Splunk { .. } | SinkKind::Elastic { .. } => Ok(Connected::Webhook(
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| e.to_string())?,
-        )),
+        SinkKind::Webhook { .. } | SinkKind::Splunk { .. } | SinkKind::Elastic { .. } | SinkKind::Sqs(_) => {
+            Ok(Connected::Webhook(
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ))
+        }
         SinkKind::Syslog { address, tls, .. } => {
             let tls = match tls {
                 Some((ca_file, name)) => Some((tls_client(ca_file)?, name.clone())),
@@ -138,6 +141,7 @@ async fn deliver(sink: &SinkSettings, connected: &mut Connected, batch: &[AuditE
         (Connected::Webhook(client), SinkKind::Webhook { url, secret }) => {
             webhook::post(client, url, secret, batch).await.map(|()| 0)
         }
+        (Connected::Webhook(client), SinkKind::Sqs(target)) => sqs::send(client, target, batch).await.map(|()| 0),
         (Connected::Webhook(client), SinkKind::Splunk { url, token, hostname }) => {
             splunk::post(client, url, token, hostname, batch).await.map(|()| 0)
         }

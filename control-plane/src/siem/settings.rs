@@ -28,6 +28,12 @@ pub struct RawSink {
     pub hostname: Option<String>,
     /// Elastic: the index (default `portcullis-events`).
     pub index: Option<String>,
+    /// SQS: the API endpoint (default: the queue URL's origin).
+    pub endpoint: Option<String>,
+    /// SQS: the region (default: from the queue URL's host).
+    pub region: Option<String>,
+    /// SQS: the access key id (its secret key in `token_file`/`token_env`).
+    pub access_key_id: Option<String>,
     /// NATS: the JetStream stream (created if missing; default `PORTCULLIS`).
     pub stream: Option<String>,
     /// NATS: subjects are `<subject_prefix>.<class>` (default `portcullis`).
@@ -56,6 +62,8 @@ pub enum SinkKind {
         /// The HMAC key.
         secret: String,
     },
+    /// Amazon SQS.
+    Sqs(super::sqs::SqsTarget),
     /// Splunk HTTP Event Collector.
     Splunk {
         /// The collector's base URL.
@@ -100,6 +108,12 @@ impl std::fmt::Debug for SinkKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Webhook { url, .. } => f.debug_struct("Webhook").field("url", url).finish_non_exhaustive(),
+            Self::Sqs(target) => f
+                .debug_struct("Sqs")
+                .field("queue_url", &target.queue_url)
+                .field("region", &target.region)
+                .field("access_key", &target.access_key)
+                .finish_non_exhaustive(),
             Self::Splunk { url, hostname, .. } => {
                 f.debug_struct("Splunk").field("url", url).field("hostname", hostname).finish_non_exhaustive()
             }
@@ -196,6 +210,31 @@ pub fn validate(raw: Vec<RawSink>, env: &dyn Fn(&str) -> Option<String>) -> Resu
                 url: crate::relying_parties::settings::checked_url(&entry.url, false).map_err(fail)?,
                 secret: token.ok_or_else(|| fail("a webhook needs its HMAC key: token_file or token_env".into()))?,
             },
+            "sqs" => {
+                let queue_url = crate::relying_parties::settings::checked_url(&entry.url, false).map_err(fail)?;
+                let parsed = url::Url::parse(&queue_url).map_err(|e| fail(e.to_string()))?;
+                let endpoint = match &entry.endpoint {
+                    Some(endpoint) => crate::relying_parties::settings::checked_url(endpoint, false).map_err(fail)?,
+                    None => parsed.origin().ascii_serialization(),
+                };
+                let from_host = parsed
+                    .host_str()
+                    .and_then(|h| h.strip_prefix("sqs."))
+                    .and_then(|h| h.split('.').next())
+                    .map(str::to_owned);
+                let region = entry
+                    .region
+                    .clone()
+                    .or(from_host)
+                    .filter(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                    .ok_or_else(|| fail("SQS needs `region` (it is not in the queue URL)".into()))?;
+                let access_key = entry.access_key_id.clone().filter(|k| !k.is_empty()).ok_or_else(|| {
+                    fail("SQS needs `access_key_id` (its secret key in token_file or token_env)".into())
+                })?;
+                let secret_key =
+                    token.ok_or_else(|| fail("SQS needs its secret access key: token_file or token_env".into()))?;
+                SinkKind::Sqs(super::sqs::SqsTarget { queue_url, endpoint, region, access_key, secret_key })
+            }
             "splunk" => SinkKind::Splunk {
                 url: crate::relying_parties::settings::checked_url(&entry.url, false).map_err(fail)?,
                 token: token.ok_or_else(|| fail("Splunk needs its HEC token: token_file or token_env".into()))?,
@@ -244,7 +283,9 @@ pub fn validate(raw: Vec<RawSink>, env: &dyn Fn(&str) -> Option<String>) -> Resu
                 SinkKind::Syslog { address, tls, hostname }
             }
             other => {
-                return Err(fail(format!("unknown kind `{other}`; expected nats, webhook, syslog, splunk or elastic")))
+                return Err(fail(format!(
+                    "unknown kind `{other}`; expected nats, webhook, syslog, splunk, elastic or sqs"
+                )))
             }
         };
         let batch = entry.batch.unwrap_or(DEFAULT_BATCH);
