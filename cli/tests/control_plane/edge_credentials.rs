@@ -196,7 +196,10 @@ async fn upstreams_get_a_verifiable_assertion_and_forwarding_only_from_trusted_p
     .await;
     eventually("the denial is in the audit log", || async {
         audit("access.denied").await.iter().any(|e| {
-            e["target"] == "user:ann@corp.example" && e["reason"].as_str().is_some_and(|r| r.contains("route `office`"))
+            // Filed under the session (response rules count a session's denials), naming its user.
+            e["target"].as_str().is_some_and(|t| t.starts_with("session:"))
+                && e["user_email"] == "ann@corp.example"
+                && e["reason"].as_str().is_some_and(|r| r.contains("route `office`"))
         })
     })
     .await;
