@@ -44,7 +44,7 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use processes::{ControlPlane, Edge, WorkDir, USER_DOMAIN};
+use processes::{kills, signed_ms, ControlPlane, Edge, WorkDir, USER_DOMAIN};
 use ws_upstream::Socket;
 
 /// Options.
@@ -225,23 +225,6 @@ async fn collect(watched: Vec<Watched>, timeout: Duration) -> Vec<(usize, Option
         closes.push((socket.user, closed));
     }
     closes
-}
-
-/// The edges' kill counters, summed.
-async fn kills(edges: &[Edge]) -> Result<f64> {
-    let mut total = 0.0;
-    for edge in edges {
-        total += edge.metric_sum("portcullis_edge_kills_total").await?;
-    }
-    Ok(total)
-}
-
-/// `later - earlier` in milliseconds, negative when `later` came first.
-fn signed_ms(later: Instant, earlier: Instant) -> f64 {
-    match later.checked_duration_since(earlier) {
-        Some(d) => d.as_secs_f64() * 1e3,
-        None => -(earlier - later).as_secs_f64() * 1e3,
-    }
 }
 
 /// One table row.

@@ -400,3 +400,20 @@ pub fn open_files_limit() -> Option<u64> {
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
 }
+
+/// The edges' kill counters, summed.
+pub async fn kills(edges: &[Edge]) -> Result<f64> {
+    let mut total = 0.0;
+    for edge in edges {
+        total += edge.metric_sum("portcullis_edge_kills_total").await?;
+    }
+    Ok(total)
+}
+
+/// `later - earlier` in milliseconds, negative when `later` came first.
+pub fn signed_ms(later: Instant, earlier: Instant) -> f64 {
+    match later.checked_duration_since(earlier) {
+        Some(d) => d.as_secs_f64() * 1e3,
+        None => -(earlier - later).as_secs_f64() * 1e3,
+    }
+}

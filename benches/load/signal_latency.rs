@@ -55,7 +55,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use processes::{ControlPlane, Edge, WorkDir, USER_DOMAIN};
+use processes::{kills, signed_ms, ControlPlane, Edge, WorkDir, USER_DOMAIN};
 use ws_upstream::Socket;
 
 /// The transmitter's name (its push URL is `/ssf/receiver/bench-tx`).
@@ -291,23 +291,6 @@ async fn collect(watched: Vec<JoinHandle<Instant>>, timeout: Duration) -> Vec<Op
         closes.push(tokio::time::timeout_at(deadline, socket).await.ok().and_then(Result::ok));
     }
     closes
-}
-
-/// The edges' kill counters, summed.
-async fn kills(edges: &[Edge]) -> Result<f64> {
-    let mut total = 0.0;
-    for edge in edges {
-        total += edge.metric_sum("portcullis_edge_kills_total").await?;
-    }
-    Ok(total)
-}
-
-/// `later - earlier` in milliseconds, negative when `later` came first.
-fn signed_ms(later: Instant, earlier: Instant) -> f64 {
-    match later.checked_duration_since(earlier) {
-        Some(d) => d.as_secs_f64() * 1e3,
-        None => -(earlier - later).as_secs_f64() * 1e3,
-    }
 }
 
 fn print_table(closes: &[Option<Instant>], pushes: &[Push]) {

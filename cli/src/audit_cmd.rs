@@ -102,30 +102,22 @@ async fn follow(client: &ApiClient, filters: &[(&str, Option<String>)], limit: u
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.as_deref().map(|s| rfc3339_option("since", s)).transpose()?;
     block_on(async move {
-        if args.follow {
-            let client = ApiClient::new(&args.connection)?;
-            let filters = [
-                ("since", since),
-                ("actor", args.actor),
-                ("action", args.action),
-                ("target", args.target),
-                ("user", args.user),
-                ("session", args.session),
-            ];
-            follow(&client, &filters, args.limit.unwrap_or(20), args.connection.json).await?;
-            return Ok(ExitCode::SUCCESS);
-        }
         let client = ApiClient::new(&args.connection)?;
-        let query = [
+        let filters = [
             ("since", since),
             ("actor", args.actor),
             ("action", args.action),
             ("target", args.target),
             ("user", args.user),
             ("session", args.session),
-            ("limit", args.limit.map(|l| l.to_string())),
-            ("cursor", args.cursor.map(|c| c.to_string())),
         ];
+        if args.follow {
+            follow(&client, &filters, args.limit.unwrap_or(20), args.connection.json).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut query = filters.to_vec();
+        query.push(("limit", args.limit.map(|l| l.to_string())));
+        query.push(("cursor", args.cursor.map(|c| c.to_string())));
         let value = client.get("/audit", &query).await?;
         if args.connection.json {
             print_json(&value)?;

@@ -16,7 +16,7 @@ use super::{
     StoreResult,
 };
 use crate::model::{Actor, Millis, SessionRecord};
-use crate::termination::{Action, Termination};
+use crate::termination::Action;
 
 /// Reason recorded on sessions ended to respect a route's session limit.
 const REPLACED_REASON: &str = "ended by a newer login (session limit of the route)";
@@ -427,15 +427,7 @@ impl SqlStore {
         let change = Change::TerminateUser { user: user.clone(), revoked_before_ms };
         let seq = append_change(tx, self.backend, change, now).await?;
         insert_audit(tx, "user.terminate", &user_key(user), reason, actor, now, Some(seq)).await?;
-        let termination = Termination {
-            action: Action::TerminateUser,
-            user: user_key(user),
-            email: known_email(tx, user).await?,
-            session_id: None,
-            reason: reason.to_owned(),
-            at_ms: now,
-        };
-        let enqueued = self.enqueue_termination(tx, &termination, seq).await?;
+        let enqueued = self.enqueue_user_action(tx, Action::TerminateUser, user, reason, (seq, now)).await?;
         Ok(UserTermination { seq, sessions, enqueued })
     }
 }

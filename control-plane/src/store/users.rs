@@ -154,16 +154,29 @@ impl SqlStore {
         let lock = Lock { until: until_s, reason: reason.to_owned() };
         let seq = append_change(tx, self.backend, Change::LockUser { user: user.clone(), lock }, now).await?;
         insert_audit(tx, "user.lock", &user_key(user), reason, actor, now, Some(seq)).await?;
+        let enqueued = self.enqueue_user_action(tx, Action::Lock, user, reason, (seq, now)).await?;
+        Ok((seq, enqueued))
+    }
+
+    /// Enqueues the relying-party jobs of `action` on `user` (change `seq`,
+    /// at `now`) inside `tx`; whether any was enqueued.
+    pub(crate) async fn enqueue_user_action(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        action: Action,
+        user: &UserRef,
+        reason: &str,
+        (seq, now): (u64, Millis),
+    ) -> StoreResult<bool> {
         let termination = Termination {
-            action: Action::Lock,
+            action,
             user: user_key(user),
             email: known_email(tx, user).await?,
             session_id: None,
             reason: reason.to_owned(),
             at_ms: now,
         };
-        let enqueued = self.enqueue_termination(tx, &termination, seq).await?;
-        Ok((seq, enqueued))
+        self.enqueue_termination(tx, &termination, seq).await
     }
 }
 
