@@ -59,6 +59,7 @@ mod portal;
 mod portal_oidc;
 mod receipts;
 mod sessions;
+mod signals;
 mod ssf;
 mod stream_signing;
 mod tokens;

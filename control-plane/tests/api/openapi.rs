@@ -21,6 +21,7 @@ api_tests!(openapi_document_matches_the_router);
 pub const EXERCISED: &[(&str, &str)] = &[
     ("get", "/api/v1/deliveries"),
     ("post", "/api/v1/deliveries/{id}/retry"),
+    ("post", "/api/v1/signals"),
     ("get", "/api/v1/sessions"),
     ("get", "/api/v1/sessions/{id}"),
     ("post", "/api/v1/sessions/{id}/terminate"),
