@@ -44,6 +44,10 @@ pub struct Transmitter {
     pub keys: TransmitterKeys,
     push_token: Option<String>,
     client_token: Option<String>,
+    /// Our stream at the transmitter (its configuration document and the
+    /// stream), once read or created; the lock makes the stream manager and
+    /// the poller, which both need it at start, create it once.
+    stream: tokio::sync::Mutex<Option<(serde_json::Value, serde_json::Value)>>,
 }
 
 impl Transmitter {
@@ -74,6 +78,7 @@ impl Signals {
                 keys: TransmitterKeys::default(),
                 push_token,
                 client_token,
+                stream: tokio::sync::Mutex::new(None),
             }));
         }
         Ok(Self { transmitters })

@@ -46,8 +46,19 @@ async fn json_body(response: reqwest::Response) -> Result<Value, String> {
     serde_json::from_slice(&body).map_err(|e| format!("the stream is not JSON: {e}"))
 }
 
-/// Our stream at the transmitter, created if there is none.
+/// Our stream at the transmitter, created if there is none; read once per
+/// process (both the manager and the poller ask for it at start).
 async fn ensure_stream(app: &App, transmitter: &Transmitter) -> Result<(Value, Value), String> {
+    let mut known = transmitter.stream.lock().await;
+    if let Some(found) = known.as_ref() {
+        return Ok(found.clone());
+    }
+    let found = read_or_create(app, transmitter).await?;
+    *known = Some(found.clone());
+    Ok(found)
+}
+
+async fn read_or_create(app: &App, transmitter: &Transmitter) -> Result<(Value, Value), String> {
     let http = client();
     let document = configuration(&http, transmitter).await?;
     let streams_url = endpoint(app, &document, "configuration_endpoint")?;
