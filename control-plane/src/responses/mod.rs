@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use portcullis_policy::responses::{ResponseAction, ResponseRule, Trigger};
-use portcullis_policy::UserRef;
+use portcullis_policy::{Policy, UserRef};
 
 use crate::app::App;
 use crate::model::{now_ms, Actor};
@@ -82,12 +82,14 @@ pub async fn fire(
     Ok(applied)
 }
 
-async fn rules(app: &App) -> Vec<ResponseRule> {
+/// The policy in force (its `responses()` are the rules), shared, not copied:
+/// every edge report with a denial or an address change asks for it.
+async fn policy(app: &App) -> Option<Arc<Policy>> {
     match app.current_policy().await {
-        Ok(policy) => policy.responses().to_vec(),
+        Ok(policy) => Some(policy),
         Err(error) => {
             tracing::error!(%error, "response rules: the policy could not be read");
-            Vec::new()
+            None
         }
     }
 }
@@ -110,8 +112,9 @@ async fn session_subject(app: &App, session: &str) -> Option<Subject> {
 /// rule, one read for the session (an ended one is not counted again), one
 /// count per rule, and a write only for a rule that has not fired yet.
 pub async fn after_denial(app: &Arc<App>, session: &str) {
-    let rules: Vec<ResponseRule> =
-        rules(app).await.into_iter().filter(|r| matches!(r.when, Trigger::Denials { .. })).collect();
+    let Some(policy) = policy(app).await else { return };
+    let rules: Vec<&ResponseRule> =
+        policy.responses().iter().filter(|r| matches!(r.when, Trigger::Denials { .. })).collect();
     if rules.is_empty() {
         return;
     }
@@ -130,7 +133,7 @@ pub async fn after_denial(app: &Arc<App>, session: &str) {
             continue;
         }
         let why = format!("{count} denials of session {session} within {within_s} s");
-        if let Err(error) = fire(app, &rule, &subject, session, &why).await {
+        if let Err(error) = fire(app, rule, &subject, session, &why).await {
             tracing::error!(%error, rule = %rule.name, "a response rule could not be applied");
         }
     }
@@ -139,14 +142,15 @@ pub async fn after_denial(app: &Arc<App>, session: &str) {
 /// After an edge reported `session` used from `address`.
 pub async fn after_address(app: &Arc<App>, session: &str, address: &str) {
     let Ok(ip) = address.parse::<IpAddr>() else { return };
-    let rules: Vec<ResponseRule> = rules(app).await.into_iter().filter(|r| r.when.matches_address(ip)).collect();
+    let Some(policy) = policy(app).await else { return };
+    let rules: Vec<&ResponseRule> = policy.responses().iter().filter(|r| r.when.matches_address(ip)).collect();
     if rules.is_empty() {
         return;
     }
     let Some(subject) = session_subject(app, session).await else { return };
     for rule in rules {
         let why = format!("session {session} used from {ip}, outside the allowed networks");
-        if let Err(error) = fire(app, &rule, &subject, &format!("{session}@{ip}"), &why).await {
+        if let Err(error) = fire(app, rule, &subject, &format!("{session}@{ip}"), &why).await {
             tracing::error!(%error, rule = %rule.name, "a response rule could not be applied");
         }
     }
@@ -161,13 +165,11 @@ pub async fn after_signal(
     id: &str,
 ) -> StoreResult<Vec<(String, bool)>> {
     let mut fired = Vec::new();
-    for rule in rules(app).await {
-        if !rule.when.matches_signal(kind, risk_level) {
-            continue;
-        }
+    let Some(policy) = policy(app).await else { return Ok(fired) };
+    for rule in policy.responses().iter().filter(|r| r.when.matches_signal(kind, risk_level)) {
         let risk = risk_level.map(|r| format!(" (risk {r})")).unwrap_or_default();
         let why = format!("signal `{kind}`{risk}, {id}");
-        let applied = fire(app, &rule, subject, id, &why).await?;
+        let applied = fire(app, rule, subject, id, &why).await?;
         fired.push((rule.name.to_string(), !applied.duplicate));
     }
     Ok(fired)

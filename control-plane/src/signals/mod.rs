@@ -141,13 +141,21 @@ pub async fn receive_set(
     acked: bool,
 ) -> Result<AppliedSignal, ReceiveError> {
     let received = Instant::now();
-    let source = transmitter.source();
-    let rejected = |error: SetError| {
-        app.metrics.signals.events.with_label_values(&[&source, "-", &format!("rejected:{}", error.code())]).inc();
-        ReceiveError::Invalid(error)
-    };
-    let set = transmitter.keys.verify(&transmitter.settings, token, now_ms() / 1000).await.map_err(rejected)?;
+    let set = verify_set(app, transmitter, token).await?;
     apply_set(app, transmitter, &set, acked, received).await
+}
+
+/// Verifies `token` from `transmitter`; a refusal is counted.
+pub async fn verify_set(app: &App, transmitter: &Transmitter, token: &str) -> Result<VerifiedSet, ReceiveError> {
+    let verified = transmitter.keys.verify(&transmitter.settings, token, now_ms() / 1000).await;
+    verified.map_err(|error| rejected(app, transmitter, error))
+}
+
+/// Counts a refused SET (`rejected:<code>`) and wraps its error.
+fn rejected(app: &App, transmitter: &Transmitter, error: SetError) -> ReceiveError {
+    let outcome = format!("rejected:{}", error.code());
+    app.metrics.signals.events.with_label_values(&[&transmitter.source(), "-", &outcome]).inc();
+    ReceiveError::Invalid(error)
 }
 
 /// Why a SET was not applied.
@@ -177,10 +185,8 @@ pub async fn apply_set(
         .iter()
         .find(|idp| idp.issuer.trim_end_matches('/') == transmitter.settings.login_issuer)
         .map(|idp| idp.groups_claim.as_str());
-    let planned = plan::plan(&transmitter.settings, set, groups_claim).map_err(|error| {
-        app.metrics.signals.events.with_label_values(&[&source, "-", &format!("rejected:{}", error.code())]).inc();
-        ReceiveError::Invalid(error)
-    })?;
+    let planned =
+        plan::plan(&transmitter.settings, set, groups_claim).map_err(|error| rejected(app, transmitter, error))?;
     let summary = format!("{} via {source} (jti {})", planned.summary, set.jti);
     let record = SignalRecord {
         source: &source,

@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use super::settings::Delivery;
-use super::{apply_set, ReceiveError, Transmitter};
+use super::{apply_set, verify_set, ReceiveError, Transmitter};
 use crate::app::App;
-use crate::model::now_ms;
 
 /// Longest pause after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -104,17 +103,12 @@ async fn poll_once(
     };
     for (jti, token) in sets {
         let received = Instant::now();
-        let verified = transmitter.keys.verify(&transmitter.settings, &token, now_ms() / 1000).await;
-        let result = match verified {
+        let result = match verify_set(app, transmitter, &token).await {
             Ok(set) if set.jti != jti => Err(ReceiveError::Invalid(super::set::SetError::InvalidRequest(
                 "the SET's jti is not the one it was handed over as".into(),
             ))),
             Ok(set) => apply_set(app, transmitter, &set, false, received).await.map(|_| ()),
-            Err(error) => {
-                let label = format!("rejected:{}", error.code());
-                app.metrics.signals.events.with_label_values(&[&source, "-", &label]).inc();
-                Err(ReceiveError::Invalid(error))
-            }
+            Err(error) => Err(error),
         };
         match result {
             Ok(()) => {}
