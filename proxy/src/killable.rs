@@ -2,7 +2,10 @@
 //! cancel a connection, so each accepted connection is registered with a
 //! cancellation token and served inside `select!` with it; cancelling drops
 //! the inner future and with it the socket (idle keep-alive, streaming
-//! responses, websockets, HTTP/2 and CONNECT tunnels alike).
+//! responses, websockets, HTTP/2 and CONNECT tunnels alike). The one
+//! exception is a connection whose task said it tells its client why
+//! ([`ConnRegistry::says_goodbye`], the websocket relay): it gets up to
+//! [`GOODBYE_LIMIT`] to send its close frame, and is dropped after that.
 //!
 //! With a [`TunnelService`], the first bytes of each HTTP/1 connection are
 //! read first: a `CONNECT` becomes a TCP flow served here, anything else
@@ -12,6 +15,7 @@
 //! tunnel; a `CONNECT` after other requests gets pingora's 405.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -22,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::registry::{ConnKey, ConnRegistry};
 use crate::tunnel::head::{sniff, Sniffed};
 use crate::tunnel::TunnelService;
+
+/// Longest a cancelled connection's task may take to tell its client why
+/// (a websocket close frame, [`crate::upgrade`]) before it is dropped.
+pub const GOODBYE_LIMIT: Duration = Duration::from_millis(1500);
 
 /// A `ServerApp` whose connections the registry can close.
 pub struct Killable<A> {
@@ -86,10 +94,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Killable<A> {
         };
         let registration = self.registry.register(key);
         let cancelled = registration.cancelled.clone();
+        let serve = self.serve(stream, shutdown, key, cancelled.clone());
+        tokio::pin!(serve);
         tokio::select! {
             biased;
-            () = cancelled.cancelled() => None,
-            reused = self.serve(stream, shutdown, key, cancelled.clone()) => {
+            () = cancelled.cancelled() => {
+                if self.registry.will_say_goodbye(key) {
+                    // A websocket relay writes its close frame and returns;
+                    // past the limit the connection is dropped all the same.
+                    let _ = tokio::time::timeout(GOODBYE_LIMIT, serve).await;
+                }
+                None
+            }
+            reused = &mut serve => {
                 if reused.is_some() {
                     // Keep-alive: the same connection comes back for its next
                     // request; keep its entry (and binding) so an idle

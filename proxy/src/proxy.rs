@@ -191,8 +191,9 @@ impl EdgeHttp {
     async fn proxy_upgrade(&self, session: &mut Session, ctx: &RequestCtx, upstream: &Upstream) -> Result<()> {
         let mut head = session.req_header().clone();
         self.upstream_head(&mut head, ctx)?;
+        let watch = conn_key(session).map(|key| crate::upgrade::Watch { registry: &self.gate.registry, key });
         let outcome = match resolve(upstream).await {
-            Ok(address) => crate::upgrade::proxy(session, address, &head, &self.gate.cookies).await,
+            Ok(address) => crate::upgrade::proxy(session, address, &head, &self.gate.cookies, watch).await,
             Err(error) => Err(error),
         };
         if let Err(error) = outcome {

@@ -94,7 +94,7 @@ impl BackgroundService for ExpiryService {
             }
             if gate.is_stale() {
                 let strict = |route: &_| gate.fails_closed_when_stale(route);
-                let closed = gate.registry.close_where(|b| b.route(&snapshot).is_some_and(strict));
+                let closed = gate.registry.close_where(|b| b.route(&snapshot).is_some_and(strict), KillReason::Stale);
                 if closed > 0 {
                     gate.metrics.kills.with_label_values(&[KillReason::Stale.as_str()]).inc_by(closed as u64);
                     tracing::warn!(closed, "the snapshot is stale: closed connections on routes with stale_mode deny");

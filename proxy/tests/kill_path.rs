@@ -5,9 +5,12 @@
 //! stream and the next report counts them; a dropped stream resumes by
 //! sequence; a replayed delta changes nothing; a refused report is retried.
 //! Every assertion is about what the other side received: the client's
-//! socket, the app's log, the control plane's reports.
+//! socket, the app's log, the control plane's reports. What a websocket
+//! client is told when it is cut: `websocket_close`.
 
 mod support;
+#[path = "kill_path/websocket_close.rs"]
+mod websocket_close;
 
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ use support::{figure, within, World};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
+/// The delta that terminates `session`.
 fn terminate(session: &Session) -> Change {
     Change::TerminateSession { session: session.id, expires_at: unix_now_s() + 600 }
 }

@@ -25,6 +25,7 @@
 //! [`deadlines`] wheel finds the connections due at each second without
 //! looking at the others, and [`ConnRegistry::expire`] re-checks them.
 
+mod close_notice;
 mod deadlines;
 
 use std::net::{IpAddr, SocketAddr};
@@ -36,6 +37,7 @@ use portcullis_policy::snapshot::Affected;
 use portcullis_policy::{evaluate, holds_until, Facts, Identity, SessionId, Snapshot, Target, UserRef};
 use tokio_util::sync::CancellationToken;
 
+use close_notice::CloseNotice;
 use deadlines::DeadlineWheel;
 
 /// The registry's maps: a seeded fast hash (foldhash) instead of SipHash,
@@ -143,6 +145,8 @@ struct Entry {
     bindings: Vec<Binding>,
     /// The earliest `until` of the bindings, as filed in the wheel.
     deadline: Option<i64>,
+    /// Why it was cancelled, for the task serving it.
+    notice: CloseNotice,
 }
 
 impl Entry {
@@ -292,7 +296,12 @@ impl ConnRegistry {
             .entry(key)
             .or_insert_with(|| {
                 self.opened.fetch_add(1, Ordering::Relaxed);
-                Entry { cancel: CancellationToken::new(), bindings: Vec::new(), deadline: None }
+                Entry {
+                    cancel: CancellationToken::new(),
+                    bindings: Vec::new(),
+                    deadline: None,
+                    notice: CloseNotice::default(),
+                }
             })
             .cancel
             .clone();
@@ -417,10 +426,11 @@ impl ConnRegistry {
         }
     }
 
-    fn cancel_all(&self, keys: &[ConnKey]) -> usize {
+    fn cancel_all(&self, keys: &[ConnKey], reason: KillReason) -> usize {
         keys.iter()
             .filter(|key| match self.conns.get(key) {
                 Some(entry) if !entry.cancel.is_cancelled() => {
+                    entry.notice.record(reason);
                     entry.cancel.cancel();
                     true
                 }
@@ -435,24 +445,33 @@ impl ConnRegistry {
     /// user's connections only.
     pub fn close_affected(&self, affected: &Affected, snapshot: &Snapshot, now: i64) -> (usize, KillReason) {
         match affected {
-            Affected::Session(sid) => (self.cancel_all(&keys_of(&self.by_session, sid)), KillReason::SessionTerminated),
+            Affected::Session(sid) => {
+                let reason = KillReason::SessionTerminated;
+                (self.cancel_all(&keys_of(&self.by_session, sid), reason), reason)
+            }
             Affected::User(UserRef::Subject(sub)) => {
-                (self.cancel_all(&keys_of(&self.by_subject, &**sub)), KillReason::User)
+                (self.cancel_all(&keys_of(&self.by_subject, &**sub), KillReason::User), KillReason::User)
             }
             Affected::User(UserRef::Email(email)) => {
-                (self.cancel_all(&keys_of(&self.by_email, email.to_ascii_lowercase().as_str())), KillReason::User)
+                let keys = keys_of(&self.by_email, email.to_ascii_lowercase().as_str());
+                (self.cancel_all(&keys, KillReason::User), KillReason::User)
             }
             // A revoked token id is in the snapshot now: re-evaluating finds its connections.
-            Affected::Token(_) => (self.reevaluate(snapshot, now), KillReason::TokenRevoked),
+            Affected::Token(_) => {
+                (self.reevaluate_as(snapshot, now, KillReason::TokenRevoked), KillReason::TokenRevoked)
+            }
             Affected::UserClaims(user) => {
                 let keys = match user {
                     UserRef::Subject(sub) => keys_of(&self.by_subject, &**sub),
                     UserRef::Email(email) => keys_of(&self.by_email, email.to_ascii_lowercase().as_str()),
                 };
-                (self.recheck(&keys, snapshot, now, Recheck::Claims(user)), KillReason::ClaimsChanged)
+                let reason = KillReason::ClaimsChanged;
+                (self.recheck(&keys, snapshot, now, Recheck::Claims(user), reason), reason)
             }
             Affected::All => (self.reevaluate(snapshot, now), KillReason::PolicyChanged),
-            Affected::KeysWithdrawn => (self.reevaluate(snapshot, now), KillReason::KeyRevoked),
+            Affected::KeysWithdrawn => {
+                (self.reevaluate_as(snapshot, now, KillReason::KeyRevoked), KillReason::KeyRevoked)
+            }
             Affected::Nothing => (0, KillReason::PolicyChanged),
         }
     }
@@ -460,25 +479,37 @@ impl ConnRegistry {
     /// Re-checks every bound connection after a policy change; cancels
     /// those no longer allowed and refiles the deadlines of the others.
     pub fn reevaluate(&self, snapshot: &Snapshot, now: i64) -> usize {
-        let keys: Vec<ConnKey> = self.conns.iter().filter(|e| !e.bindings.is_empty()).map(|e| *e.key()).collect();
-        self.recheck(&keys, snapshot, now, Recheck::PolicyChanged)
+        self.reevaluate_as(snapshot, now, KillReason::PolicyChanged)
     }
 
-    /// Closes every connection with a binding `doomed` picks; returns how many.
-    pub fn close_where(&self, doomed: impl Fn(&Binding) -> bool) -> usize {
+    /// [`Self::reevaluate`], telling the closed connections `reason`.
+    fn reevaluate_as(&self, snapshot: &Snapshot, now: i64, reason: KillReason) -> usize {
+        let keys: Vec<ConnKey> = self.conns.iter().filter(|e| !e.bindings.is_empty()).map(|e| *e.key()).collect();
+        self.recheck(&keys, snapshot, now, Recheck::PolicyChanged, reason)
+    }
+
+    /// Closes every connection with a binding `doomed` picks, for `reason`; returns how many.
+    pub fn close_where(&self, doomed: impl Fn(&Binding) -> bool, reason: KillReason) -> usize {
         let keys: Vec<ConnKey> =
             self.conns.iter().filter(|e| e.bindings.iter().any(&doomed)).map(|e| *e.key()).collect();
-        self.cancel_all(&keys)
+        self.cancel_all(&keys, reason)
     }
 
     /// Re-checks the connections whose deadline has come by `now`; cancels
     /// those whose admission lapsed. Returns how many were closed.
     pub fn expire(&self, snapshot: &Snapshot, now: i64) -> usize {
         let due = self.deadlines.take_due(now);
-        self.recheck(&due, snapshot, now, Recheck::Due)
+        self.recheck(&due, snapshot, now, Recheck::Due, KillReason::Expired)
     }
 
-    fn recheck(&self, keys: &[ConnKey], snapshot: &Snapshot, now: i64, cause: Recheck<'_>) -> usize {
+    fn recheck(
+        &self,
+        keys: &[ConnKey],
+        snapshot: &Snapshot,
+        now: i64,
+        cause: Recheck<'_>,
+        reason: KillReason,
+    ) -> usize {
         let policy_change = matches!(cause, Recheck::PolicyChanged);
         let mut doomed = Vec::new();
         for key in keys {
@@ -507,7 +538,7 @@ impl ConnRegistry {
                 self.deadlines.file(at, *key);
             }
         }
-        self.cancel_all(&doomed)
+        self.cancel_all(&doomed, reason)
     }
 }
 

@@ -114,6 +114,58 @@ impl WebSocket {
     }
 }
 
+/// How a websocket ended, as the client saw it.
+#[derive(Debug)]
+pub struct Ending {
+    /// The messages that arrived before the end (pings and pongs left out).
+    pub messages: Vec<Message>,
+    /// The close frame's code and reason, when one arrived.
+    pub close: Option<(u16, String)>,
+    /// How the stream ended after that (`None`: cleanly).
+    pub error: Option<String>,
+    /// From the call to the close frame (or to the end, without one).
+    pub took: Duration,
+}
+
+impl WebSocket {
+    /// Sends `text` without waiting for anything back.
+    pub async fn send(&mut self, text: &str) {
+        self.0.send(Message::text(text)).await.expect("send on the websocket");
+    }
+
+    /// Reads until the websocket ends (within `limit`, or panics): what
+    /// arrived, the close frame if any, and how it ended.
+    pub async fn ending(&mut self, limit: Duration) -> Ending {
+        let started = Instant::now();
+        let mut ending = Ending { messages: Vec::new(), close: None, error: None, took: Duration::ZERO };
+        let read = async {
+            loop {
+                match self.0.next().await {
+                    None => break,
+                    Some(Err(error)) => {
+                        ending.error = Some(error.to_string());
+                        break;
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        ending.took = started.elapsed();
+                        let frame = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        ending.close = Some(frame.unwrap_or((1005, String::new())));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(message)) => ending.messages.push(message),
+                }
+            }
+        };
+        tokio::time::timeout(limit, read)
+            .await
+            .unwrap_or_else(|_| panic!("the websocket did not end within {limit:?}"));
+        if ending.close.is_none() {
+            ending.took = started.elapsed();
+        }
+        ending
+    }
+}
+
 /// One HTTP/2 request over TLS whose response is still streaming.
 pub struct H2Stream {
     body: h2::RecvStream,

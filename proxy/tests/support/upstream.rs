@@ -2,7 +2,11 @@
 //! records every request it receives (with the identity headers the edge
 //! added) and every connection that ended, so tests assert on what the app
 //! actually got. `/ws` upgrades to a
-//! websocket that echoes; `/stream` answers a chunked body that never ends
+//! websocket that echoes, except three commands: `crash` drops the
+//! connection without a close frame, `slow N` sends a binary frame of N
+//! bytes in five pieces 80 ms apart, and `stall N` sends the header and
+//! half of such a frame and nothing more (each noted in [`Upstream::notes`]
+//! once its first piece is out); `/stream` answers a chunked body that never ends
 //! (a chunk every 100 ms); anything else answers `200 hello` and keeps the
 //! connection alive.
 
@@ -32,6 +36,8 @@ struct Log {
     requests: Vec<Seen>,
     /// The last path served on each connection whose peer (the edge) went away.
     ended: Vec<String>,
+    /// What the websocket commands did, in order.
+    notes: Vec<String>,
 }
 
 /// The running upstream.
@@ -71,6 +77,15 @@ impl Upstream {
         self.lock().ended.clone()
     }
 
+    /// What the websocket commands did so far (`slow started`, …).
+    pub fn notes(&self) -> Vec<String> {
+        self.lock().notes.clone()
+    }
+
+    fn note(&self, note: &str) {
+        self.lock().notes.push(note.to_owned());
+    }
+
     async fn serve(self, mut stream: TcpStream) {
         let mut buffer = Vec::new();
         let mut last = String::new();
@@ -91,7 +106,7 @@ impl Upstream {
             self.lock().requests.push(seen);
             last = path.clone();
             let served = match path.as_str() {
-                "/ws" => websocket(stream, header("sec-websocket-key").unwrap_or_default()).await,
+                "/ws" => self.websocket(stream, header("sec-websocket-key").unwrap_or_default()).await,
                 "/stream" => endless(stream).await,
                 _ => {
                     let body = format!("hello {path}");
@@ -127,20 +142,64 @@ async fn read_head(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Strin
     }
 }
 
-/// Answers the upgrade and echoes until the peer goes; the connection is spent.
-async fn websocket(mut stream: TcpStream, key: String) -> Option<TcpStream> {
-    let accept = derive_accept_key(key.as_bytes());
-    let answer = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
-    );
-    stream.write_all(answer.as_bytes()).await.ok()?;
-    let mut socket = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
-    while let Some(Ok(message)) = socket.next().await {
-        if (message.is_text() || message.is_binary()) && socket.send(message).await.is_err() {
-            break;
+impl Upstream {
+    /// Answers the upgrade and echoes (or runs a command) until the peer
+    /// goes; the connection is spent.
+    async fn websocket(&self, mut stream: TcpStream, key: String) -> Option<TcpStream> {
+        let accept = derive_accept_key(key.as_bytes());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+        );
+        stream.write_all(answer.as_bytes()).await.ok()?;
+        let mut socket = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
+        while let Some(Ok(message)) = socket.next().await {
+            let command = message.to_text().unwrap_or_default().to_owned();
+            let mut words = command.split(' ');
+            let (verb, size) = (words.next(), words.next().and_then(|n| n.parse::<usize>().ok()));
+            match (verb, size) {
+                (Some("crash"), _) => {
+                    self.note("crash");
+                    return None;
+                }
+                (Some(verb @ ("slow" | "stall")), Some(size)) => {
+                    let whole = verb == "slow";
+                    self.raw_frame(socket.get_mut(), verb, size, whole).await?;
+                    if !whole {
+                        // Never finish it: wait for the peer to go.
+                        while let Some(Ok(_)) = socket.next().await {}
+                        return None;
+                    }
+                }
+                _ if (message.is_text() || message.is_binary()) && socket.send(message).await.is_err() => break,
+                _ => {}
+            }
         }
+        None
     }
-    None
+
+    /// Writes a binary frame of `size` bytes (byte `i` is `i % 251`) straight
+    /// to the socket in five pieces 80 ms apart, or only the header and half
+    /// of it unless `whole`; notes `{verb} started` after the first piece.
+    async fn raw_frame(&self, stream: &mut TcpStream, verb: &str, size: usize, whole: bool) -> Option<()> {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut frame = vec![0x82, 127];
+        frame.extend_from_slice(&(size as u64).to_be_bytes());
+        frame.extend_from_slice(&payload);
+        let end = if whole { frame.len() } else { 10 + size / 2 };
+        let piece = end.div_ceil(5);
+        for (at, chunk) in frame[..end].chunks(piece).enumerate() {
+            if at > 0 {
+                tokio::time::sleep(Duration::from_millis(80)).await;
+            }
+            stream.write_all(chunk).await.ok()?;
+            stream.flush().await.ok()?;
+            if at == 0 {
+                self.note(&format!("{verb} started"));
+            }
+        }
+        self.note(&format!("{verb} sent"));
+        Some(())
+    }
 }
 
 /// A chunked body that never ends: a chunk every 100 ms until the peer goes.

@@ -7,9 +7,12 @@
 //! random. So once an upgrade request is allowed, the edge connects to the
 //! upstream, sends the request head, relays the answer, and after a `101`
 //! pipes bytes both ways through pingora's downstream session, which
-//! switches to pass-through when it writes the `101`. Everything still runs
-//! inside the connection's killable task, so terminating the session closes
-//! the websocket exactly as before.
+//! switches to pass-through when it writes the `101` ([`relay`]). Everything
+//! still runs inside the connection's killable task, so terminating the
+//! session closes the websocket; the relay first tells the client why, with
+//! a close frame of code 1008 put between two of the app's frames
+//! ([`frames`]). Websockets to a TLS upstream go through pingora's own
+//! proxying and are cut without a close frame (the client sees 1006).
 //!
 //! Only websockets are upgraded: `Upgrade: websocket` with `Connection:
 //! upgrade`, `Sec-WebSocket-Version: 13` and a key of 16 base64 bytes
@@ -19,6 +22,9 @@
 //! carry the `Sec-WebSocket-Accept` that answers the key, or the client
 //! gets a 502.
 
+mod frames;
+mod relay;
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -27,6 +33,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub use frames::{close_frame, close_reason, FrameCursor, MAX_CLOSE_REASON, POLICY_VIOLATION};
+pub use relay::{Watch, CLIENT_CLOSE_WAIT, FRAME_END_WAIT};
 
 /// The GUID RFC 6455 §1.3 appends to the key.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -154,12 +163,15 @@ async fn read_response_head(upstream: &mut TcpStream) -> Result<(ResponseHeader,
 }
 
 /// Proxies an allowed upgrade request to `address` with the prepared
-/// upstream request head. Answers the client in every case.
+/// upstream request head. Answers the client in every case. Once switched,
+/// the relay watches the connection `watch` names and says goodbye when it
+/// is cancelled.
 pub async fn proxy(
     session: &mut Session,
     address: std::net::SocketAddr,
     head: &RequestHeader,
     cookies: &crate::credentials::SessionCookies,
+    watch: Option<Watch<'_>>,
 ) -> Result<()> {
     let mut upstream = tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(address))
         .await
@@ -196,24 +208,7 @@ pub async fn proxy(
         // The upstream declined the upgrade: relay its answer.
         return relay_answer(session, &mut upstream, length, rest_len).await;
     }
-    let mut buffer = vec![0u8; 16 * 1024];
-    let mut client_open = true;
-    loop {
-        tokio::select! {
-            from_client = session.read_request_body(), if client_open => match from_client? {
-                Some(bytes) => upstream.write_all(&bytes).await.map_err(|e| upstream_error("writing", e))?,
-                None => {
-                    client_open = false;
-                    let _ = upstream.shutdown().await;
-                }
-            },
-            from_upstream = upstream.read(&mut buffer) => match from_upstream {
-                Ok(0) | Err(_) => break,
-                Ok(n) => session.write_response_body(Some(Bytes::copy_from_slice(&buffer[..n])), false).await?,
-            },
-        }
-    }
-    session.write_response_body(None, true).await
+    relay::relay(session, &mut upstream, watch).await
 }
 
 /// Relays the body of a declined upgrade: `length` bytes (of which
