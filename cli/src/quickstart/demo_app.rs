@@ -14,8 +14,10 @@ use futures_util::StreamExt;
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2.5rem auto;padding:0 1rem;color:#1f2933}\
     table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e4e7eb;padding:.35rem .5rem;text-align:left;\
     vertical-align:top;font-size:.95rem}code,td.v{font-family:ui-monospace,monospace;word-break:break-all}\
-    nav a{margin-right:1rem}#log{font-family:ui-monospace,monospace;background:#f5f7fa;padding:.6rem;min-height:6rem;\
-    white-space:pre-wrap}.closed{color:#c81e1e;font-weight:600}";
+    nav{display:flex;flex-wrap:wrap;gap:.3rem 1rem}nav a{white-space:nowrap}#log{font-family:ui-monospace,monospace;background:#f5f7fa;padding:.6rem;min-height:6rem;\
+    max-height:24rem;overflow-y:auto;list-style:none;margin:0;white-space:pre-wrap}#log li{padding:.1rem 0;display:flex;gap:.6rem}\
+    #log time{color:#7b8794;flex:none}#status{padding:.5rem .7rem;border-radius:4px;background:#e3f8ff;\
+    color:#0b4f71}#status.closed{background:#ffe3e3;color:#8a1c1c}.closed{color:#c81e1e;font-weight:600}";
 
 fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     html_escape::encode_quoted_attribute(text)
@@ -46,18 +48,32 @@ async fn whoami(headers: HeaderMap) -> Html<String> {
     )
 }
 
+/// The websocket page's script: the newest line on top, each with its time,
+/// and on close who closed it and why (all text, never HTML: the reason
+/// comes from the network).
 const WEBSOCKET_JS: &str = "const log=document.getElementById('log');\
-const say=t=>{log.textContent+=t+'\\n'};\
+const banner=document.getElementById('status');\
+const two=n=>String(n).padStart(2,'0');\
+const now=()=>{const d=new Date();return two(d.getHours())+':'+two(d.getMinutes())+':'+two(d.getSeconds())};\
+const say=(text,cls)=>{const line=document.createElement('li');const time=document.createElement('time');\
+time.textContent=now();line.append(time,' ',text);if(cls)line.className=cls;log.prepend(line);\
+while(log.children.length>500)log.lastChild.remove()};\
+const show=(text,cls)=>{banner.textContent=text;banner.className=cls||''};\
 const ws=new WebSocket((location.protocol==='https:'?'wss://':'ws://')+location.host+'/ws');\
-let n=0;ws.onopen=()=>{say('open');setInterval(()=>{if(ws.readyState===1)ws.send('ping '+(++n))},1000)};\
+let n=0;ws.onopen=()=>{say('open');show('connected: a ping every second');\
+setInterval(()=>{if(ws.readyState===1)ws.send('ping '+(++n))},1000)};\
 ws.onmessage=e=>say('echo: '+e.data);\
-ws.onclose=e=>{say('closed (code '+e.code+')');log.className='closed'};";
+ws.onclose=e=>{const text=e.code===1008?'closed by Portcullis ('+e.code+'): '+(e.reason||'no reason given')\
+:e.code===1006?'connection lost (1006): no close frame, the app or the network went away'\
+:'closed ('+e.code+')'+(e.reason?': '+e.reason:'');say(text,'closed');show(text,'closed')};";
 
 async fn websocket_page() -> Html<String> {
     page(
         "Websocket echo",
-        "<p>Sends a message every second and shows the echo. Terminate this session from the portal or the API \
-         and watch the connection close.</p><div id=\"log\"></div><script src=\"/websocket.js\"></script>",
+        "<p>Sends a message every second and shows the echo, newest first. Terminate this session from the portal \
+         or the API and watch Portcullis close the connection, and say why.</p>\
+         <p id=\"status\" data-test=\"ws-status\">connecting…</p>\
+         <ul id=\"log\" data-test=\"ws-log\"></ul><script src=\"/websocket.js\"></script>",
     )
 }
 

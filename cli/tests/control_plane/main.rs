@@ -5,7 +5,8 @@
 //! real OpenID provider (`idp`) and a scripted browser for the OIDC login tests;
 //! TCP flows through the edge (`tunnel*`) and real OpenSSH through
 //! `portcullis connect` (`ssh`, `sshd`);
-//! and the admin portal in a real headless Chromium (`portal*`, `webdriver`).
+//! and the admin portal and the quickstart's demo app in a real headless
+//! Chromium (`portal*`, `webdriver`).
 
 mod admin_commands;
 mod authority;
@@ -27,6 +28,7 @@ mod idp_smoke;
 mod metrics_auth;
 mod policy_limits;
 mod portal;
+mod portal_demo;
 mod portal_edges;
 mod portal_policy;
 mod portal_sessions;

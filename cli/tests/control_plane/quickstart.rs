@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::harness::{command, TempDir};
 
 /// Six consecutive free ports (bound together, then released).
-fn free_port_range() -> u16 {
+pub fn free_port_range() -> u16 {
     for _ in 0..200 {
         let base = 20_000 + rand::random::<u16>() % 40_000;
         let held: Vec<_> = (0..6).map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
@@ -30,10 +30,13 @@ fn free_port_range() -> u16 {
     panic!("no six consecutive free ports");
 }
 
-struct Quickstart {
+/// A running `portcullis quickstart`.
+pub struct Quickstart {
     child: Child,
-    admin_token: String,
-    output: Vec<String>,
+    /// The admin token its banner printed.
+    pub admin_token: String,
+    /// Its banner, line by line.
+    pub output: Vec<String>,
 }
 
 impl Drop for Quickstart {
@@ -44,7 +47,7 @@ impl Drop for Quickstart {
 }
 
 /// Starts the quickstart and reads its banner.
-fn start(dir: &TempDir, base: u16) -> Quickstart {
+pub fn start(dir: &TempDir, base: u16) -> Quickstart {
     let mut child = command()
         .args(["quickstart", "--data"])
         .arg(dir.path().join("data"))
@@ -97,7 +100,7 @@ fn start(dir: &TempDir, base: u16) -> Quickstart {
 }
 
 /// The value after `label` on the banner line that starts with it.
-fn banner_value(banner: &str, label: &str) -> String {
+pub fn banner_value(banner: &str, label: &str) -> String {
     let line =
         banner.lines().map(str::trim).find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{label}: {banner}"));
     line[label.len()..].trim().to_owned()
