@@ -31,6 +31,13 @@ pub struct AuditArgs {
     /// Everything about one session.
     #[arg(long)]
     session: Option<String>,
+    /// Everything on one policy route: denials, TCP flows, live connections
+    /// closed.
+    #[arg(long)]
+    route: Option<String>,
+    /// Everything one edge reported (its id, as `portcullis edges` lists it).
+    #[arg(long)]
+    edge: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[arg(long)]
     limit: Option<u32>,
@@ -58,14 +65,24 @@ const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 fn line(e: &AuditEntry) -> String {
     let or_dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
     format!(
-        "{}  {}  {}  {}  {}  from {}",
+        "{}  {}  {}{}  {}  {}  from {}",
         e.at,
         e.actor,
         e.action,
+        times(e),
         e.target,
         or_dash(&e.reason),
         or_dash(&e.source_address)
     )
+}
+
+/// ` ×N` for an entry that sums N occurrences.
+fn times(e: &AuditEntry) -> String {
+    if e.count > 1 {
+        format!(" ×{}", e.count)
+    } else {
+        String::new()
+    }
 }
 
 /// `--follow`: the last entries, then every new one as it is recorded.
@@ -110,6 +127,8 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             ("target", args.target),
             ("user", args.user),
             ("session", args.session),
+            ("route", args.route),
+            ("edge", args.edge),
         ];
         if args.follow {
             follow(&client, &filters, args.limit.unwrap_or(20), args.connection.json).await?;
@@ -130,7 +149,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             table.row(vec![
                 when(Some(&e.at), now),
                 e.actor.clone(),
-                e.action.clone(),
+                format!("{}{}", e.action, times(e)),
                 e.target.clone(),
                 if e.reason.is_empty() { "-".into() } else { e.reason.clone() },
                 if e.source_address.is_empty() { "-".into() } else { e.source_address.clone() },

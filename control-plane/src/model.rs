@@ -204,6 +204,20 @@ pub struct AuditEntry {
     /// The session it is about, if any.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The policy route it happened on, if any.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// The edge it happened on (its id), if any.
+    #[serde(default)]
+    pub edge: Option<String>,
+    /// How many occurrences the entry stands for: an edge sums a burst of
+    /// identical denials or closed connections into one entry.
+    #[serde(default = "one")]
+    pub count: i64,
+}
+
+fn one() -> i64 {
+    1
 }
 
 /// A stored policy version.

@@ -30,6 +30,10 @@ pub struct AuditQuery {
     pub user: Option<String>,
     /// Everything about one session.
     pub session: Option<String>,
+    /// Everything on one policy route (denials, TCP flows, closed connections).
+    pub route: Option<String>,
+    /// Everything one edge reported (its id, as `portcullis edges` lists it).
+    pub edge: Option<String>,
     /// At or after (RFC 3339).
     pub since: Option<String>,
     /// `next_cursor` of the previous page.
@@ -72,6 +76,8 @@ pub async fn audit(
         target: query.target,
         user: query.user.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()),
         session: query.session,
+        route: query.route,
+        edge: query.edge,
         since_ms: query.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
         before_id: query.cursor,
         limit,

@@ -56,6 +56,15 @@ pub fn to_ecs(entry: &AuditEntry) -> Value {
     if !entry.source_address.is_empty() {
         document["source"] = json!({ "ip": entry.source_address });
     }
+    if let Some(edge) = &entry.edge {
+        document["observer"] = json!({ "type": "proxy", "product": "Portcullis", "name": edge });
+    }
+    if let Some(route) = &entry.route {
+        document["portcullis"]["route"] = json!(route);
+    }
+    if entry.count > 1 {
+        document["portcullis"]["count"] = json!(entry.count);
+    }
     document
 }
 

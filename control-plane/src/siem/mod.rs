@@ -246,6 +246,9 @@ mod tests {
                 user_email: None,
                 user_subject: None,
                 session_id: None,
+                route: None,
+                edge: None,
+                count: 1,
             })
             .collect()
     }

@@ -7,15 +7,16 @@
 //! | `session.terminate`, `session.logout`, `session.replace`, `user.terminate` | Authentication (3002) | 2 Logoff |
 //! | `user.lock` / `user.unlock` | Account Change (3001) | 9 Lock / 99 Other (`Unlock`) |
 //! | `access.denied`, `session.address_changed`, `user.groups_overridden` | Authorize Session (3003) | 99 Other |
-//! | `flow.open` / `flow.close` | Network Activity (4001) | 1 Open / 2 Close |
+//! | `flow.open` / `flow.close`, `connection.closed` (live connections an edge closed) | Network Activity (4001) | 1 Open / 2 Close |
 //! | everything else (policy, tokens, keys, edges, signals, responses, deliveries) | API Activity (6003) | 1 Create, 3 Update, 4 Delete or 99 Other |
 //!
 //! Common fields: `time` (ms), `severity_id`, `status_id` (1 Success, 2
 //! Failure), `message` (the entry's reason), `metadata` (`product`,
 //! `version`, `uid` = the event id sinks de-duplicate on, `log_name`),
 //! `actor.user.name` (who did it), `user` (`email_addr`, `uid` = IdP
-//! subject), `session.uid`, `src_endpoint.ip`, and `unmapped` (`action`,
-//! `target`, `change_seq`): everything needed to find all of one user's events.
+//! subject), `session.uid`, `src_endpoint.ip`, `count` (when an entry sums
+//! several occurrences), and `unmapped` (`action`, `target`, `change_seq`,
+//! `route`, `edge`): everything needed to find all of one user's events.
 
 use serde_json::{json, Map, Value};
 
@@ -33,7 +34,7 @@ fn classify(action: &str) -> (u32, u32, u32, &'static str) {
         "user.unlock" => (3001, 3, 99, "Unlock"),
         "access.denied" | "session.address_changed" | "user.groups_overridden" => (3003, 3, 99, "Authorize"),
         "flow.open" => (4001, 4, 1, "Open"),
-        "flow.close" => (4001, 4, 2, "Close"),
+        "flow.close" | "connection.closed" => (4001, 4, 2, "Close"),
         a if a.ends_with(".create") || a.ends_with(".enroll") => (6003, 6, 1, "Create"),
         a if a.ends_with(".revoke") || a.ends_with(".delete") || a.ends_with(".end") => (6003, 6, 4, "Delete"),
         a if a.starts_with("policy.") || a.ends_with(".rotate") => (6003, 6, 3, "Update"),
@@ -113,7 +114,19 @@ pub fn to_ocsf(entry: &AuditEntry) -> Value {
     if !entry.source_address.is_empty() {
         event.insert("src_endpoint".into(), json!({ "ip": entry.source_address }));
     }
-    event.insert("unmapped".into(), json!({ "action": entry.action, "target": entry.target, "change_seq": entry.seq }));
+    if entry.count > 1 {
+        // OCSF's base `count`: how many times the event occurred (an edge
+        // sums a burst of identical denials or closed connections).
+        event.insert("count".into(), json!(entry.count));
+    }
+    let mut unmapped = json!({ "action": entry.action, "target": entry.target, "change_seq": entry.seq });
+    if let Some(route) = &entry.route {
+        unmapped["route"] = json!(route);
+    }
+    if let Some(edge) = &entry.edge {
+        unmapped["edge"] = json!(edge);
+    }
+    event.insert("unmapped".into(), unmapped);
     Value::Object(event)
 }
 
@@ -134,6 +147,9 @@ mod tests {
             user_email: Some("bob@corp.example".into()),
             user_subject: Some("00u1".into()),
             session_id: Some("abc".into()),
+            route: None,
+            edge: None,
+            count: 1,
         }
     }
 

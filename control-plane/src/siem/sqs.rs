@@ -192,6 +192,9 @@ mod tests {
             user_email: None,
             user_subject: None,
             session_id: None,
+            route: None,
+            edge: None,
+            count: 1,
         };
         let batch: Vec<AuditEntry> = (1..=25).map(entry).collect();
         let calls = chunks(&batch);

@@ -139,6 +139,9 @@ mod tests {
             user_email: Some("bob@corp.example".into()),
             user_subject: None,
             session_id: Some("abc".into()),
+            route: None,
+            edge: None,
+            count: 1,
         };
         let text = message(&entry, "cp-1");
         assert!(

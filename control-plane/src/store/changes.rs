@@ -20,7 +20,7 @@ use super::claims::{expire_overrides, live_overrides};
 use super::rows::seq_param;
 use super::users::parse_user_key;
 use super::{Backend, ChangeStore, SqlStore, StoreError, StoreResult};
-use crate::model::{Actor, Millis};
+use crate::model::Millis;
 
 /// PostgreSQL advisory lock key serialising change-log appends.
 const CHANGE_LOG_LOCK: i64 = 7_428_001;
@@ -108,81 +108,6 @@ pub(crate) async fn append_change(
             .await?;
     }
     Ok(seq)
-}
-
-/// Whom an audit row is about, so a user's whole trail is one query.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct AuditAbout<'a> {
-    /// The user's email (stored lower case).
-    pub email: Option<&'a str>,
-    /// The user's IdP subject.
-    pub subject: Option<&'a str>,
-    /// The session.
-    pub session: Option<&'a str>,
-}
-
-/// Writes one audit row inside an action's transaction. Whom it is about is
-/// read from `target`: `email:…`, `sub:…`, or a target whose last word is
-/// one of those (`okta email:bob@…`); for `session:<id>` the session's user
-/// is read in the same transaction (callers that hold the session's row
-/// already use [`insert_audit_about`]).
-pub(crate) async fn insert_audit(
-    tx: &mut Transaction<'static, Any>,
-    action: &str,
-    target: &str,
-    reason: &str,
-    actor: &Actor,
-    now: Millis,
-    seq: Option<u64>,
-) -> StoreResult<()> {
-    let last = target.rsplit(' ').next().unwrap_or(target);
-    let mut about = AuditAbout::default();
-    let (email, subject);
-    if let Some(address) = last.strip_prefix("email:") {
-        about.email = Some(address);
-    } else if let Some(sub) = last.strip_prefix("sub:") {
-        about.subject = Some(sub);
-    } else if let Some(id) = last.strip_prefix("session:") {
-        about.session = Some(id);
-        if let Some(row) =
-            sqlx::query("SELECT email, subject FROM sessions WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?
-        {
-            (email, subject) = (row.try_get::<String, _>("email")?, row.try_get::<String, _>("subject")?);
-            (about.email, about.subject) = (Some(email.as_str()), Some(subject.as_str()));
-        }
-    }
-    insert_audit_about(tx, action, target, about, reason, actor, now, seq).await
-}
-
-/// Writes one audit row about `about` inside an action's transaction.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn insert_audit_about(
-    tx: &mut Transaction<'static, Any>,
-    action: &str,
-    target: &str,
-    about: AuditAbout<'_>,
-    reason: &str,
-    actor: &Actor,
-    now: Millis,
-    seq: Option<u64>,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (at_ms, actor, action, target, reason, source_address, seq, user_email, user_subject, \
-         session_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(now)
-    .bind(&actor.name)
-    .bind(action)
-    .bind(target)
-    .bind(reason)
-    .bind(&actor.source_address)
-    .bind(seq.map(seq_param))
-    .bind(about.email.map(str::to_ascii_lowercase))
-    .bind(about.subject)
-    .bind(about.session)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// Seconds, rounding up, from milliseconds.

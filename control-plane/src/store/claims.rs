@@ -13,7 +13,8 @@ use portcullis_policy::snapshot::GroupsOverride;
 use portcullis_policy::{Change, UserRef};
 use sqlx::{Any, Row, Transaction};
 
-use super::changes::{append_change, insert_audit};
+use super::audit::insert_audit;
+use super::changes::append_change;
 use super::rows::{json_list, to_json};
 use super::users::{parse_user_key, user_key};
 use super::{SqlStore, StoreError, StoreResult};

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::changes::insert_audit;
+use super::audit::insert_audit;
 use super::{Backend, SqlStore, StoreError, StoreResult};
 use crate::model::{Actor, Millis};
 

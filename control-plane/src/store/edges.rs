@@ -1,11 +1,11 @@
 //! Edges' reports (applied sequence, connections closed per change) and the
-//! audit log.
+//! audit log's trait methods (see [`super::audit`]).
 
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::changes::insert_audit;
-use super::rows::{audit_entry, contains, seq_param, Params};
+use super::audit::insert_audit;
+use super::rows::seq_param;
 use super::{AuditFilter, EdgeReport, EdgeStore, Propagation, SqlStore, StoreResult};
 use crate::model::{Actor, AuditEntry, Millis};
 
@@ -80,37 +80,7 @@ impl EdgeStore for SqlStore {
     }
 
     async fn audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEntry>> {
-        let mut sql = String::from("SELECT * FROM audit_log WHERE 1 = 1");
-        let mut params = Params::default();
-        if let Some(actor) = &filter.actor {
-            sql.push_str(&format!(" AND actor = {}", params.text(actor)));
-        }
-        if let Some(action) = &filter.action {
-            sql.push_str(&format!(" AND action = {}", params.text(action)));
-        }
-        if let Some(target) = &filter.target {
-            sql.push_str(&format!(" AND {}", contains(self.backend, "target", &params.text(target))));
-        }
-        if let Some(user) = &filter.user {
-            let (email, subject) = (params.text(user.to_ascii_lowercase()), params.text(user));
-            sql.push_str(&format!(" AND (user_email = {email} OR user_subject = {subject})"));
-        }
-        if let Some(session) = &filter.session {
-            sql.push_str(&format!(" AND session_id = {}", params.text(session)));
-        }
-        if let Some(since) = filter.since_ms {
-            sql.push_str(&format!(" AND at_ms >= {}", params.int(since)));
-        }
-        if let Some(before) = filter.before_id {
-            sql.push_str(&format!(" AND id < {}", params.int(before)));
-        }
-        if let Some(after) = filter.after_id {
-            sql.push_str(&format!(" AND id > {}", params.int(after)));
-        }
-        let limit = params.int(i64::from(filter.limit.clamp(1, 1000)));
-        let order = if filter.after_id.is_some() { "ASC" } else { "DESC" };
-        sql.push_str(&format!(" ORDER BY id {order} LIMIT {limit}"));
-        params.bind(sqlx::query(&sql)).fetch_all(&self.reader).await?.iter().map(audit_entry).collect()
+        self.query_audit(filter).await
     }
 
     async fn record_audit(

@@ -7,6 +7,7 @@
 //! row, so that a change is durable before it is acknowledged and the stream
 //! edges resume from can never disagree with the tables.
 
+mod audit;
 mod changes;
 mod claims;
 mod connect;
@@ -31,6 +32,7 @@ use portcullis_policy::snapshot::Lock;
 use portcullis_policy::wire::SnapshotBody;
 use portcullis_policy::UserRef;
 
+pub use audit::EdgeAuditRow;
 pub use changes::CHANGES_CHANNEL;
 pub use connect::{Backend, SqlStore};
 pub use edge_identity::{
@@ -111,6 +113,10 @@ pub struct AuditFilter {
     pub user: Option<String>,
     /// Entries about this session.
     pub session: Option<String>,
+    /// Entries on this route.
+    pub route: Option<String>,
+    /// Entries from this edge (its id).
+    pub edge: Option<String>,
     /// At or after.
     pub since_ms: Option<Millis>,
     /// Cursor: entries with a smaller id.

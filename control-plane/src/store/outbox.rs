@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tokio::sync::watch;
 
-use super::changes::insert_audit;
+use super::audit::insert_audit;
 use super::rows::seq_param;
 use super::{Backend, SqlStore, StoreError, StoreResult};
 use crate::model::{Actor, Millis};

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use portcullis_policy::{Change, PolicySource};
 
-use super::changes::{append_change, insert_audit};
+use super::audit::insert_audit;
+use super::changes::append_change;
 use super::rows::policy_version;
 use super::{PolicyStore, SqlStore, StoreResult};
 use crate::model::{Actor, Millis, PolicyVersion};

@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::changes::insert_audit;
+use super::audit::insert_audit;
 use super::{SqlStore, StoreResult};
 use crate::model::{rfc3339, Actor, Millis};
 

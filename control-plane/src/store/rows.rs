@@ -83,6 +83,9 @@ pub(crate) fn audit_entry(row: &AnyRow) -> StoreResult<AuditEntry> {
         user_email: row.try_get("user_email")?,
         user_subject: row.try_get("user_subject")?,
         session_id: row.try_get("session_id")?,
+        route: row.try_get("route")?,
+        edge: row.try_get("edge_id")?,
+        count: row.try_get("occurrences")?,
     })
 }
 

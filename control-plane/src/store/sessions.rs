@@ -7,7 +7,8 @@ use portcullis_policy::policy::SessionLimitAction;
 use portcullis_policy::{Change, SessionId, UserRef};
 use sqlx::{Any, Row, Transaction};
 
-use super::changes::{append_change, ceil_seconds, insert_audit, insert_audit_about, AuditAbout};
+use super::audit::{insert_audit, insert_audit_about, AuditAbout};
+use super::changes::{append_change, ceil_seconds};
 use super::group_commit::EndedBy;
 use super::rows::{contains, json_list, session, to_json, Params, SESSION_COLUMNS};
 use super::users::{raise_user_instant, user_key, UserInstant};
@@ -100,7 +101,12 @@ pub(crate) async fn end_session_in(
     let change =
         Change::TerminateSession { session: session_id(ended.id)?, expires_at: ceil_seconds(ended.expires_ms) };
     let seq = append_change(tx, backend, change, now).await?;
-    let about = AuditAbout { email: Some(ended.email), subject: Some(ended.subject), session: Some(ended.id) };
+    let about = AuditAbout {
+        email: Some(ended.email),
+        subject: Some(ended.subject),
+        session: Some(ended.id),
+        ..AuditAbout::default()
+    };
     let target = format!("session:{}", ended.id);
     insert_audit_about(tx, action, &target, about, ended.reason, actor, now, Some(seq)).await?;
     Ok(seq)
@@ -195,7 +201,12 @@ impl SessionStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         let about =
-            AuditAbout { email: Some(&record.email), subject: Some(&record.subject), session: Some(&record.id) };
+            AuditAbout {
+                email: Some(&record.email),
+                subject: Some(&record.subject),
+                session: Some(&record.id),
+                ..AuditAbout::default()
+            };
         insert_audit_about(
             &mut tx,
             "session.create",

@@ -7,7 +7,7 @@
 use portcullis_policy::UserRef;
 use sqlx::{Any, Transaction};
 
-use super::changes::insert_audit;
+use super::audit::insert_audit;
 use super::group_commit::{terminate_in, EndedBy};
 use super::users::user_key;
 use super::{SqlStore, StoreResult};

@@ -9,7 +9,7 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::changes::insert_audit;
+use super::audit::insert_audit;
 use super::outbox::{enqueue_in, job, NewJob, OutboxJob, JOB_COLUMNS};
 use super::rows::{json_list, to_json};
 use super::{SqlStore, StoreResult};

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::changes::insert_audit;
+use super::audit::insert_audit;
 use super::{SqlStore, StoreResult, StreamKeyStore};
 use crate::model::{Actor, Millis, StreamKeyRecord};
 

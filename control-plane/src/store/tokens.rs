@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use portcullis_policy::{Change, TokenId};
 use sqlx::Row;
 
-use super::changes::{append_change, ceil_seconds, insert_audit, published_keys};
+use super::audit::insert_audit;
+use super::changes::{append_change, ceil_seconds, published_keys};
 use super::rows::{api_token, to_json};
 use super::{SqlStore, StoreError, StoreResult, TokenStore};
 use crate::model::{Actor, ApiTokenRecord, Millis, SigningKeyRecord};

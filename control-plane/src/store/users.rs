@@ -8,7 +8,8 @@ use portcullis_policy::{Change, UserRef};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::changes::{append_change, insert_audit};
+use super::audit::insert_audit;
+use super::changes::append_change;
 use super::sessions::known_email;
 use super::{SqlStore, StoreResult, UserStore};
 use crate::model::{Actor, Millis};

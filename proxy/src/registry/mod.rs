@@ -25,7 +25,9 @@
 //! [`deadlines`] wheel finds the connections due at each second without
 //! looking at the others, and [`ConnRegistry::expire`] re-checks them.
 
+mod binding;
 mod close_notice;
+mod closed;
 mod deadlines;
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,10 +36,13 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use portcullis_policy::snapshot::Affected;
-use portcullis_policy::{evaluate, holds_until, Facts, Identity, SessionId, Snapshot, Target, UserRef};
+use portcullis_policy::{Identity, SessionId, Snapshot, UserRef};
 use tokio_util::sync::CancellationToken;
 
+pub use binding::{Binding, BoundTarget};
+use binding::same_identity;
 use close_notice::CloseNotice;
+pub use closed::{ClosedConnection, KillReason};
 use deadlines::DeadlineWheel;
 
 /// The registry's maps: a seeded fast hash (foldhash) instead of SipHash,
@@ -57,89 +62,6 @@ pub struct ConnKey {
     pub local: SocketAddr,
 }
 
-/// What a connection was last authorised for, so it can be re-checked.
-#[derive(Debug, Clone)]
-pub struct Binding {
-    /// The verified identity; `None` for an anonymous request.
-    pub identity: Option<Arc<Identity>>,
-    /// HTTP host or CONNECT name.
-    pub target: BoundTarget,
-    /// The client's address as the policy saw it (trusted hops applied).
-    pub client_ip: IpAddr,
-    /// Unix second at which the admission stops holding by time alone.
-    pub until: Option<i64>,
-}
-
-/// The target of a bound connection.
-#[derive(Debug, Clone)]
-pub enum BoundTarget {
-    /// HTTP: host, canonical path and method of the request that bound it.
-    Http {
-        /// Host.
-        host: String,
-        /// Path.
-        path: String,
-        /// Method.
-        method: String,
-    },
-    /// A CONNECT tunnel.
-    Tcp {
-        /// CONNECT name.
-        name: String,
-    },
-}
-
-/// Whether two bindings are for the same identity (anonymous is one identity).
-fn same_identity(a: Option<&Arc<Identity>>, b: Option<&Arc<Identity>>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            Arc::ptr_eq(a, b)
-                || (a.session_id() == b.session_id() && a.subject() == b.subject() && a.credential() == b.credential())
-        }
-        _ => false,
-    }
-}
-
-impl Binding {
-    /// The route of `snapshot` serving this binding's target.
-    pub fn route<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s portcullis_policy::Route> {
-        match &self.target {
-            BoundTarget::Http { host, path, .. } => snapshot.policy().http_route(host, path),
-            BoundTarget::Tcp { name } => snapshot.policy().tcp_route(name),
-        }
-    }
-
-    /// Is this binding of `user` (by subject, or by email in any case)?
-    fn is_of(&self, user: &UserRef) -> bool {
-        self.identity.as_deref().is_some_and(|identity| match user {
-            UserRef::Subject(sub) => identity.subject() == &**sub,
-            UserRef::Email(email) => identity.email().eq_ignore_ascii_case(email),
-        })
-    }
-
-    /// Does the admission still hold at `now`? `Some(until)` when it does.
-    /// `policy_change`: a route with `reevaluate_live_connections: false`
-    /// keeps the connection although the new answer is no.
-    fn recheck(&self, snapshot: &Snapshot, now: i64, policy_change: bool) -> Option<Option<i64>> {
-        let identity = self.identity.as_deref();
-        if identity.and_then(Identity::expires_at).is_some_and(|exp| exp <= now) {
-            return None;
-        }
-        let target = match &self.target {
-            BoundTarget::Http { host, path, method } => Target::Http { host, path, method },
-            BoundTarget::Tcp { name } => Target::Tcp { name },
-        };
-        let facts = Facts { target, source_ip: self.client_ip, now, identity };
-        let decision = evaluate(snapshot, &facts);
-        if !decision.is_allowed() {
-            let keep_live = policy_change && decision.route.is_some_and(|r| !r.options().reevaluate_live_connections);
-            return keep_live.then_some(self.until);
-        }
-        Some(holds_until(snapshot, &facts, &decision))
-    }
-}
-
 struct Entry {
     cancel: CancellationToken,
     bindings: Vec<Binding>,
@@ -152,43 +74,6 @@ struct Entry {
 impl Entry {
     fn earliest(&self) -> Option<i64> {
         self.bindings.iter().filter_map(|b| b.until).min()
-    }
-}
-
-/// Why connections were closed (a metrics label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KillReason {
-    /// The session was terminated.
-    SessionTerminated,
-    /// The user was terminated or locked.
-    User,
-    /// The token was revoked.
-    TokenRevoked,
-    /// The policy no longer allows it.
-    PolicyChanged,
-    /// The token expired or a time limit of the policy lapsed.
-    Expired,
-    /// The snapshot went stale on a route whose `stale_mode` is `deny`.
-    Stale,
-    /// The control-plane key that signed the session was revoked.
-    KeyRevoked,
-    /// The user's groups changed and no longer allow it.
-    ClaimsChanged,
-}
-
-impl KillReason {
-    /// The metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SessionTerminated => "session_terminated",
-            Self::User => "user",
-            Self::TokenRevoked => "token_revoked",
-            Self::PolicyChanged => "policy_changed",
-            Self::Expired => "expired",
-            Self::Stale => "stale_snapshot",
-            Self::KeyRevoked => "key_revoked",
-            Self::ClaimsChanged => "claims_changed",
-        }
     }
 }
 
@@ -229,6 +114,7 @@ pub struct ConnRegistry {
     by_email: FastMap<Arc<str>, Vec<ConnKey>>,
     deadlines: DeadlineWheel,
     opened: AtomicU64,
+    closed: closed::ClosedLog,
 }
 
 /// Removes a connection from the registry when the task serving it ends.
@@ -426,17 +312,30 @@ impl ConnRegistry {
         }
     }
 
+    /// Cancels the connections of `keys` not cancelled yet, then records
+    /// their bindings for the next report. Returns how many it cancelled.
     fn cancel_all(&self, keys: &[ConnKey], reason: KillReason) -> usize {
-        keys.iter()
-            .filter(|key| match self.conns.get(key) {
-                Some(entry) if !entry.cancel.is_cancelled() => {
-                    entry.notice.record(reason);
-                    entry.cancel.cancel();
-                    true
-                }
-                _ => false,
-            })
-            .count()
+        let mut cancelled = 0;
+        let mut closed = Vec::new();
+        let at_ms = crate::clock::unix_now_ms();
+        for key in keys {
+            let Some(entry) = self.conns.get(key) else { continue };
+            if entry.cancel.is_cancelled() {
+                continue;
+            }
+            entry.notice.record(reason);
+            entry.cancel.cancel();
+            cancelled += 1;
+            closed.extend(entry.bindings.iter().map(|b| ClosedConnection { binding: b.clone(), reason, at_ms }));
+        }
+        self.closed.record(closed);
+        cancelled
+    }
+
+    /// The connections closed since the last call (each binding of each),
+    /// and how many closes did not fit the bounded record.
+    pub fn take_closed(&self) -> (Vec<ClosedConnection>, u64) {
+        self.closed.take()
     }
 
     /// Closes the connections a change affects; returns how many were closed
