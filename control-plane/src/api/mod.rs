@@ -9,6 +9,7 @@ pub mod keys;
 mod policy;
 mod portal_sessions;
 mod sessions;
+mod shared_errors;
 mod signals;
 mod tokens;
 mod trail;
@@ -29,6 +30,7 @@ use utoipa::{IntoParams, OpenApi};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::store::ChangeStore as _;
+use shared_errors::SharedErrors;
 
 /// Header every answer of the admin listener carries (value
 /// [`ADMIN_API_MARK`]): the CLI tells the control plane from an edge or
@@ -89,7 +91,7 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
         deliveries::list, deliveries::retry, signals::receive,
     ),
     components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &SharedErrors)
 )]
 pub struct ApiDoc;
 
