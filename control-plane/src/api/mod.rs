@@ -42,6 +42,7 @@ pub const ADMIN_API_MARK: &str = "control-plane";
 
 /// `?wait=true[&timeout_ms=N]` on actions that return a receipt.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Wait until every connected edge applied the change.

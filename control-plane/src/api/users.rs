@@ -128,6 +128,7 @@ pub async fn lock(
 
 /// Whose lock to look up.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LockQuery {
     /// The user's email (give this or `sub`).
