@@ -20,6 +20,9 @@
 #                the independent Shared Signals receiver (cli/tests/receivers)
 #   moto[server] (PyPI)
 #                the SQS server the SIEM sink's tests deliver to
+#   schemathesis (PyPI)
+#                checks every admin-API answer against /api/v1/openapi.json
+#                (cli/tests/control_plane/api_schema.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,6 +60,12 @@ fi
 if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import boto3" >/dev/null 2>&1; then
   echo "setup: installing moto[server] for the SQS sink's tests" >&2
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "moto[server]==5.0.28"
+fi
+
+# The OpenAPI conformance test's API fuzzer, pinned (the test checks the version).
+if [ "$(st --version 2>/dev/null)" != "st, version 4.32.5" ]; then
+  echo "setup: installing schemathesis for the OpenAPI conformance test" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "schemathesis==4.32.5"
 fi
 
 # The test IdP's npm packages: installed again only when the lock file is

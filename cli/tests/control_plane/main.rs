@@ -5,10 +5,12 @@
 //! real OpenID provider (`idp`) and a scripted browser for the OIDC login tests;
 //! TCP flows through the edge (`tunnel*`) and real OpenSSH through
 //! `portcullis connect` (`ssh`, `sshd`);
-//! and the admin portal and the quickstart's demo app in a real headless
-//! Chromium (`portal*`, `webdriver`).
+//! the admin portal and the quickstart's demo app in a real headless
+//! Chromium (`portal*`, `webdriver`); and the admin API against its OpenAPI
+//! document with schemathesis (`api_schema`).
 
 mod admin_commands;
+mod api_schema;
 mod authority;
 mod browser;
 mod config_errors;

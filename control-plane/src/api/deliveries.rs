@@ -21,6 +21,7 @@ use crate::termination::Termination;
 
 /// Delivery filters.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// Deliveries for this user's email.

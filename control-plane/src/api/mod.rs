@@ -9,6 +9,7 @@ pub mod keys;
 mod policy;
 mod portal_sessions;
 mod sessions;
+mod shared_errors;
 mod signals;
 mod tokens;
 mod trail;
@@ -29,6 +30,7 @@ use utoipa::{IntoParams, OpenApi};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::store::ChangeStore as _;
+use shared_errors::SharedErrors;
 
 /// Header every answer of the admin listener carries (value
 /// [`ADMIN_API_MARK`]): the CLI tells the control plane from an edge or
@@ -40,6 +42,7 @@ pub const ADMIN_API_MARK: &str = "control-plane";
 
 /// `?wait=true[&timeout_ms=N]` on actions that return a receipt.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Wait until every connected edge applied the change.
@@ -89,7 +92,7 @@ pub fn reason(text: &str) -> Result<&str, ApiError> {
         deliveries::list, deliveries::retry, signals::receive,
     ),
     components(schemas(crate::error::ErrorBody, crate::receipt::Receipt, crate::model::SessionView)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &SharedErrors)
 )]
 pub struct ApiDoc;
 

@@ -60,6 +60,7 @@ pub struct Applied {
 
 /// `?message=` for applying a policy.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyQuery {
     /// Why (also accepted as the `X-Portcullis-Message` header).
@@ -68,6 +69,7 @@ pub struct ApplyQuery {
 
 /// History paging.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Most versions to return (default 50).

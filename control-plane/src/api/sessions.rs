@@ -19,6 +19,7 @@ use crate::store::SessionFilter;
 
 /// Session list filters.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SessionQuery {
     /// Sessions of this email (case-insensitive).

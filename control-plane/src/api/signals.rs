@@ -88,7 +88,9 @@ fn identifier<'t>(text: &'t str, what: &str, max: usize) -> Result<&'t str, ApiE
 
 /// Records a signal and runs the response rules on it.
 #[utoipa::path(post, path = "/api/v1/signals", request_body = NewSignal,
-    responses((status = 200, body = SignalAnswer), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = SignalAnswer),
+    (status = 404, description = "`session` names no session", body = crate::error::ErrorBody),
+    (status = 422, body = crate::error::ErrorBody)))]
 pub async fn receive(
     State(app): State<Arc<App>>,
     caller: Caller,

@@ -17,6 +17,7 @@ use crate::store::AuditFilter;
 
 /// Audit filters.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries by this actor (e.g. `token:ops`).

@@ -105,7 +105,9 @@ pub async fn terminate(
 
 /// Locks the user: denied everywhere, live connections closed, until unlocked.
 #[utoipa::path(post, path = "/api/v1/users/lock", params(WaitQuery), request_body = UserAction,
-    responses((status = 200, body = UserActionAnswer), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = UserActionAnswer),
+    (status = 400, description = "`until` is not an RFC 3339 time", body = crate::error::ErrorBody),
+    (status = 422, body = crate::error::ErrorBody)))]
 pub async fn lock(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -126,6 +128,7 @@ pub async fn lock(
 
 /// Whose lock to look up.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LockQuery {
     /// The user's email (give this or `sub`).

@@ -75,6 +75,8 @@ async fn openapi_document_matches_the_router(t: TestApp) {
         "documented routes the suite does not exercise (add tests, then list them): {untested:?}"
     );
 
+    assert_parameters_where_they_are_read(&document);
+
     // Every documented route is served, by exactly that route.
     for (method, path) in &served {
         assert!(path.starts_with("/api/v1/"), "{path}");
@@ -123,6 +125,23 @@ fn assert_documented_responses(document: &Value, method: &Method, path: &str, st
         "{method} {path}: answered {status}, documented {:?}",
         responses.keys().collect::<Vec<_>>()
     );
+}
+
+/// Every parameter is documented where the handler reads it: `in: path`
+/// exactly for the `{…}` of its path, `in: query` for the rest (utoipa's
+/// `IntoParams` puts a struct's fields in the path unless told otherwise,
+/// and a client following the document then sends no query at all).
+fn assert_parameters_where_they_are_read(document: &Value) {
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("a path item") {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().expect("a parameter name");
+                let expected = if path.contains(&format!("{{{name}}}")) { "path" } else { "query" };
+                assert_eq!(parameter["in"], expected, "{method} {path}: parameter `{name}`");
+            }
+        }
+    }
 }
 
 /// `(method, path)` of every `.route(…)` of the `/api/v1` router, read from
