@@ -385,6 +385,7 @@ impl Subscriber {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 Vec::from(std::mem::take(&mut pending.closed))
             };
+            self.activity.closed_connections(&self.registry, self.snapshots.load_full().as_deref());
             let mut activity = self.activity.batch(&self.registry, unix_now_ms());
             let mut body = ReportBody {
                 applied_seq: applied,

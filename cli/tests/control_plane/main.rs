@@ -49,6 +49,7 @@ mod ssf;
 mod ssh;
 mod sshd;
 mod tls;
+mod trail;
 mod tunnel;
 mod tunnel_kit;
 mod upstream;

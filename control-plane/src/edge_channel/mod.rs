@@ -9,6 +9,7 @@
 
 pub mod enroll;
 pub mod identity;
+mod report_rows;
 mod service_tokens;
 mod sessions;
 mod stream;
@@ -26,8 +27,8 @@ use axum::{Json, Router};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::http::ApiJson;
-use crate::model::{now_ms, Actor};
-use crate::store::{Activity, ChangeStore, EdgeReport};
+use crate::model::now_ms;
+use crate::store::{Activity, ChangeStore, EdgeAuditRow, EdgeReport};
 
 pub use portcullis_policy::edge_channel::FRAME_HEADER_BYTES;
 use portcullis_policy::edge_channel::{
@@ -55,6 +56,7 @@ async fn report(
     };
     app.store().record_edge_report(&report, now_ms()).await?;
     let mut events = Vec::with_capacity(body.activity.len());
+    let mut audit = Vec::new();
     let (mut denied_sessions, mut moved_sessions) = (Vec::new(), Vec::new());
     for event in body.activity {
         match event {
@@ -68,70 +70,28 @@ async fn report(
                 moved_sessions.push((session_id.clone(), to.clone()));
                 let outcome =
                     if denied { "refused: the route requires a new login" } else { "allowed, with this warning" };
-                let actor = Actor { name: edge.actor.name.clone(), source_address: to.clone() };
                 let reason = format!("source address changed from {from} to {to}; {outcome}");
-                app.store()
-                    .record_audit("session.address_changed", &format!("session:{session_id}"), &reason, &actor, at_ms)
-                    .await?;
+                audit.push(EdgeAuditRow {
+                    action: "session.address_changed",
+                    target: format!("session:{session_id}"),
+                    reason,
+                    source_address: to,
+                    at_ms,
+                    user: None,
+                    session: Some(session_id),
+                    route: None,
+                    occurrences: 1,
+                });
             }
-            ActivityEvent::FlowOpened { session_id, user, route, target, source_address, flows, at_ms, .. } => {
-                let actor = Actor { name: edge.actor.name.clone(), source_address };
-                let what = if flows == 1 { "flow opened".to_owned() } else { format!("{flows} flows opened") };
-                let reason = format!("route `{route}` ({target}){}: {what}", session_text(session_id.as_deref()));
-                app.store().record_audit("flow.open", &user_target(&user), &reason, &actor, at_ms).await?;
-            }
-            ActivityEvent::FlowClosed {
-                session_id,
-                user,
-                route,
-                target,
-                source_address,
-                bytes_up,
-                bytes_down,
-                flows,
-                duration_ms,
-                shortest_ms,
-                ended_by,
-                at_ms,
-                ..
-            } => {
-                let actor = Actor { name: edge.actor.name.clone(), source_address };
-                let how = match ended_by.as_str() {
-                    "access_ended" => "closed by Portcullis: access ended",
-                    "error" => "ended by a network error",
-                    "edge_shutdown" => "closed because the edge shut down",
-                    _ => "closed",
-                };
-                let seconds = |ms: i64| format!("{:.1}", ms as f64 / 1000.0);
-                let what = match (flows, shortest_ms) {
-                    (1, _) => format!("flow {how} after {} s", seconds(duration_ms)),
-                    (n, Some(shortest)) if shortest != duration_ms => {
-                        format!("{n} flows {how} after {}–{} s", seconds(shortest), seconds(duration_ms))
-                    }
-                    (n, _) => format!("{n} flows {how} after {} s", seconds(duration_ms)),
-                };
-                let reason = format!(
-                    "route `{route}` ({target}){}: {what}; {bytes_up} bytes up, {bytes_down} bytes down",
-                    session_text(session_id.as_deref()),
-                );
-                app.store().record_audit("flow.close", &user_target(&user), &reason, &actor, at_ms).await?;
-            }
-            ActivityEvent::Denied { user, session_id, route, reason, source_address, at_ms } => {
-                let actor = Actor { name: edge.actor.name.clone(), source_address };
-                let target = match &session_id {
-                    // Filed under the session (the audit row names its user too), so
-                    // response rules can count a session's denials.
-                    Some(session) => format!("session:{session}"),
-                    None => user_target(&user),
-                };
-                let reason = format!("route `{route}` ({user}): {reason}");
-                app.store().record_audit("access.denied", &target, &reason, &actor, at_ms).await?;
-                if let Some(session) = session_id {
-                    denied_sessions.push(session);
+            other => {
+                if let ActivityEvent::Denied { session_id: Some(session), .. } = &other {
+                    denied_sessions.push(session.clone());
                 }
+                audit.extend(report_rows::audit_row(other));
             }
         }
     }
+    app.store.record_edge_audit(&edge.id, &audit).await?;
     if !events.is_empty() {
         app.store().apply_activity(&edge.id, &events).await?;
     }
@@ -145,24 +105,6 @@ async fn report(
     }
     app.feed.report_arrived();
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// ` (session ID)`, or nothing.
-fn session_text(session_id: Option<&str>) -> String {
-    session_id.map(|s| format!(" (session {s})")).unwrap_or_default()
-}
-
-/// The audit target of a flow's or a denial's user: one word (the audit
-/// log files a row under the session or user its target's last word names,
-/// so an identity string `eve@corp.example session:<id>` must not file
-/// eve's rows under another session).
-fn user_target(user: &str) -> String {
-    if user.is_empty() {
-        "user:anonymous".to_owned()
-    } else {
-        let word: String = user.chars().map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c }).collect();
-        format!("user:{word}")
-    }
 }
 
 /// The edge listener's router.
@@ -199,13 +141,6 @@ mod tests {
     /// `portcullis_policy::edge_channel::ErrorAnswer`; `ErrorBody` stays a
     /// type of its own only because the OpenAPI description needs its
     /// schema. The two must stay the same on the wire.
-    #[test]
-    fn a_user_target_is_one_word() {
-        assert_eq!(super::user_target("eve@corp.example session:abc"), "user:eve@corp.example_session:abc");
-        assert_eq!(super::user_target("eve\n@x"), "user:eve_@x");
-        assert_eq!(super::user_target(""), "user:anonymous");
-    }
-
     #[test]
     fn the_error_body_is_the_edge_channels_error_answer() {
         let body = ErrorBody { error: ErrorDetail { code: "user_locked".into(), message: "locked".into() } };

@@ -47,7 +47,7 @@ pub struct EdgeAuditRow {
     pub at_ms: Millis,
     /// The user as the edge named them: an email, or an IdP subject.
     pub user: Option<String>,
-    /// The session, whose user the store reads when `user` is absent.
+    /// The session, whose user (email and subject) the store reads.
     pub session: Option<String>,
     /// The route.
     pub route: Option<String>,
@@ -88,7 +88,8 @@ pub(crate) async fn insert_audit(
 
 /// The email and subject of session `id`, if it exists.
 async fn session_owner(tx: &mut Transaction<'static, Any>, id: &str) -> StoreResult<Option<(String, String)>> {
-    let row = sqlx::query("SELECT email, subject FROM sessions WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
+    let row =
+        sqlx::query("SELECT email, subject FROM sessions WHERE id = $1").bind(id).fetch_optional(&mut **tx).await?;
     row.map(|row| Ok((row.try_get("email")?, row.try_get("subject")?))).transpose()
 }
 
@@ -135,9 +136,9 @@ impl SqlStore {
         }
         let mut tx = self.writer.begin().await?;
         for row in rows {
-            let owner = match (&row.user, &row.session) {
-                (None, Some(session)) => session_owner(&mut tx, session).await?,
-                _ => None,
+            let owner = match &row.session {
+                Some(session) => session_owner(&mut tx, session).await?,
+                None => None,
             };
             let mut about = AuditAbout {
                 session: row.session.as_deref(),
@@ -147,7 +148,9 @@ impl SqlStore {
                 ..AuditAbout::default()
             };
             match (&owner, row.user.as_deref()) {
-                (Some((email, subject)), _) => (about.email, about.subject) = (Some(email.as_str()), Some(subject.as_str())),
+                (Some((email, subject)), _) => {
+                    (about.email, about.subject) = (Some(email.as_str()), Some(subject.as_str()))
+                }
                 (None, Some(user)) if user.contains('@') => about.email = Some(user),
                 (None, Some(user)) if !user.is_empty() => about.subject = Some(user),
                 _ => {}

@@ -200,13 +200,12 @@ impl SessionStore for SqlStore {
         .bind(record.live_connections)
         .execute(&mut *tx)
         .await?;
-        let about =
-            AuditAbout {
-                email: Some(&record.email),
-                subject: Some(&record.subject),
-                session: Some(&record.id),
-                ..AuditAbout::default()
-            };
+        let about = AuditAbout {
+            email: Some(&record.email),
+            subject: Some(&record.subject),
+            session: Some(&record.id),
+            ..AuditAbout::default()
+        };
         insert_audit_about(
             &mut tx,
             "session.create",

@@ -237,11 +237,12 @@ impl SqlStore {
     /// How many denials of `session` the edges reported since `since_ms`:
     /// the rows filed under exactly `session:<id>` (`session_id` alone is
     /// read from a target's last word, which a user's own identity string
-    /// could end with).
+    /// could end with), each counted as many times as it occurred (an edge
+    /// sums a burst into one row).
     pub async fn denials_since(&self, session: &str, since_ms: Millis) -> StoreResult<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM audit_log WHERE session_id = $1 AND target = $2 AND action = 'access.denied' \
-             AND at_ms >= $3",
+            "SELECT CAST(COALESCE(SUM(occurrences), 0) AS BIGINT) FROM audit_log WHERE session_id = $1 \
+             AND target = $2 AND action = 'access.denied' AND at_ms >= $3",
         )
         .bind(session)
         .bind(format!("session:{session}"))

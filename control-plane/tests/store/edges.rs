@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use portcullis_control_plane::model::{rfc3339, Actor};
-use portcullis_control_plane::store::{AuditFilter, EdgeReport, EdgeStore, Propagation, SqlStore};
+use portcullis_control_plane::store::{AuditFilter, EdgeAuditRow, EdgeReport, EdgeStore, Propagation, SqlStore};
 
 use crate::fixtures::{audit_all, HOUR, T0};
 
@@ -155,4 +155,58 @@ async fn audit_filters(store: SqlStore) {
     assert_eq!(followed, all, "every entry once, in id order");
 }
 
-store_tests!(edge_reports_and_propagation, audit_filters);
+/// The rows of an edge's report name the edge, the route and the session's
+/// user (email and subject, read from the session), and carry their count;
+/// the trail filters by route and by edge.
+async fn edge_audit_rows(store: SqlStore) {
+    let session = crate::fixtures::create(
+        &store,
+        crate::fixtures::login(&crate::fixtures::sid(7), "sub-bob", "Bob@Corp.example", "chat"),
+        T0,
+    )
+    .await;
+    let row = |action: &'static str, session: Option<&str>, user: Option<&str>, route: &str, n: u64| EdgeAuditRow {
+        action,
+        target: session.map_or_else(|| format!("user:{}", user.unwrap_or("anonymous")), |s| format!("session:{s}")),
+        reason: format!("{n} on {route}"),
+        source_address: "198.51.100.7".into(),
+        at_ms: T0 + 10,
+        user: user.map(str::to_owned),
+        session: session.map(str::to_owned),
+        route: Some(route.to_owned()),
+        occurrences: n,
+    };
+    let rows = [
+        row("connection.closed", Some(&session.id), Some("bob@corp.example"), "chat", 3),
+        row("access.denied", None, Some("ci@corp.example"), "db", 412),
+        row("flow.open", None, Some("svc-subject"), "db", 1),
+    ];
+    store.record_edge_audit("e1", &rows[..1]).await.unwrap();
+    store.record_edge_audit("e2", &rows[1..]).await.unwrap();
+    store.record_edge_audit("e2", &[]).await.unwrap();
+    let query = |filter: AuditFilter| {
+        let store = store.clone();
+        async move { store.audit(&AuditFilter { limit: 100, ..filter }).await.unwrap() }
+    };
+    let bob = query(AuditFilter { user: Some("sub-bob".into()), ..AuditFilter::default() }).await;
+    assert_eq!(bob.len(), 2, "the login and the closed connections: {bob:?}");
+    let closed = &bob[0];
+    assert_eq!((closed.action.as_str(), closed.count), ("connection.closed", 3));
+    assert_eq!(
+        (closed.user_email.as_deref(), closed.session_id.as_deref()),
+        (Some("bob@corp.example"), Some(session.id.as_str()))
+    );
+    assert_eq!(
+        (closed.route.as_deref(), closed.edge.as_deref(), closed.actor.as_str()),
+        (Some("chat"), Some("e1"), "edge:e1")
+    );
+    let on_db = query(AuditFilter { route: Some("db".into()), ..AuditFilter::default() }).await;
+    assert_eq!(on_db.iter().map(|e| e.count).collect::<Vec<_>>(), [1, 412]);
+    assert_eq!(on_db[1].user_email.as_deref(), Some("ci@corp.example"), "an email names the user");
+    assert_eq!(on_db[0].user_subject.as_deref(), Some("svc-subject"), "anything else is a subject");
+    let from_e2 = query(AuditFilter { edge: Some("e2".into()), route: Some("chat".into()), ..AuditFilter::default() });
+    assert!(from_e2.await.is_empty(), "filters combine");
+    assert_eq!(query(AuditFilter { edge: Some("e1".into()), ..AuditFilter::default() }).await.len(), 1);
+}
+
+store_tests!(edge_reports_and_propagation, audit_filters, edge_audit_rows);

@@ -1,6 +1,6 @@
 //! `POST /edge/v1/report`: what an edge applied and closed, and its session
-//! activity (sightings, connection counts, address changes, denials and TCP
-//! flows, which land in the audit log). Sent at least every second; the
+//! activity (sightings, connection counts, address changes, denials, live
+//! connections closed and TCP flows, which land in the audit log). Sent at least every second; the
 //! control plane refuses unknown fields.
 
 use serde::{Deserialize, Serialize};
@@ -131,14 +131,45 @@ pub enum ActivityEvent {
         reason: String,
         /// Client address.
         source_address: String,
-        /// When (Unix ms).
+        /// When (Unix ms): the last of them, for several.
+        at_ms: i64,
+        /// How many such denials this stands for (1 when absent): the edge
+        /// reports the first ones one by one and sums the rest of a burst.
+        #[serde(default = "one_flow")]
+        count: u64,
+        /// When the first of them happened (Unix ms), for several.
+        #[serde(default)]
+        first_at_ms: Option<i64>,
+    },
+    /// Live connections the edge closed because access ended (a
+    /// termination, a lock, a policy or group change, an expiry), summed per
+    /// session or user, route, source and reason since the last report.
+    ConnectionsClosed {
+        /// The session, for session tokens.
+        session_id: Option<String>,
+        /// Email, or subject (empty for anonymous connections).
+        user: String,
+        /// Route name (the target, `host` or CONNECT name, when no route
+        /// serves it any more).
+        route: String,
+        /// Client address.
+        source_address: String,
+        /// Why: `session_terminated`, `user`, `token_revoked`,
+        /// `policy_changed`, `expired`, `stale_snapshot`, `key_revoked` or
+        /// `claims_changed`.
+        reason: String,
+        /// How many connections.
+        connections: u64,
+        /// When the first of them closed (Unix ms).
+        first_at_ms: i64,
+        /// When the last of them closed (Unix ms).
         at_ms: i64,
     },
 }
 
 impl ActivityEvent {
     /// Its `kind` as sent: `seen`, `connections`, `address_changed`,
-    /// `flow_opened`, `flow_closed` or `denied`.
+    /// `flow_opened`, `flow_closed`, `denied` or `connections_closed`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Seen { .. } => "seen",
@@ -147,10 +178,12 @@ impl ActivityEvent {
             Self::FlowOpened { .. } => "flow_opened",
             Self::FlowClosed { .. } => "flow_closed",
             Self::Denied { .. } => "denied",
+            Self::ConnectionsClosed { .. } => "connections_closed",
         }
     }
 }
 
+/// One, for counts absent from the wire.
 fn one_flow() -> u64 {
     1
 }

@@ -338,10 +338,30 @@ fn activity() -> Vec<(ActivityEvent, Value)> {
                 reason: "no rule allows".into(),
                 source_address: "203.0.113.9".into(),
                 at_ms: 5_000,
+                count: 40,
+                first_at_ms: Some(4_000),
             },
             json!({
                 "kind": "denied", "user": "eve@corp.example", "session_id": null, "route": "admin",
-                "reason": "no rule allows", "source_address": "203.0.113.9", "at_ms": 5_000,
+                "reason": "no rule allows", "source_address": "203.0.113.9", "at_ms": 5_000, "count": 40,
+                "first_at_ms": 4_000,
+            }),
+        ),
+        (
+            ActivityEvent::ConnectionsClosed {
+                session_id: Some("s1".into()),
+                user: "bob@corp.example".into(),
+                route: "chat".into(),
+                source_address: "10.0.0.2".into(),
+                reason: "session_terminated".into(),
+                connections: 3,
+                first_at_ms: 6_000,
+                at_ms: 6_001,
+            },
+            json!({
+                "kind": "connections_closed", "session_id": "s1", "user": "bob@corp.example", "route": "chat",
+                "source_address": "10.0.0.2", "reason": "session_terminated", "connections": 3,
+                "first_at_ms": 6_000, "at_ms": 6_001,
             }),
         ),
     ]

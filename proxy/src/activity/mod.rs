@@ -4,8 +4,10 @@
 //! live connections since the last successful report. The control plane's
 //! session list shows them live (last seen, addresses, edges, connections).
 //! Denials and changes of a session's source address are reported too (once
-//! per session and address, and at most every few seconds per user, route
-//! and reason), and land in the audit log. TCP flows are reported when they
+//! per session and address; denials as in [`denials`]: the first ones one by
+//! one, the rest of a burst summed with a count), and land in the audit log.
+//! So do the live connections the edge closed because access ended
+//! ([`closed`]). TCP flows are reported when they
 //! open and when they close (identity, route, source, bytes each way,
 //! duration), tallied per session, route and source between two reports
 //! (`tunnel::tally`); the control plane writes them to the audit log.
@@ -13,6 +15,8 @@
 //! Events wait for a report in a bounded queue ([`pending`]); what it drops
 //! is counted in `portcullis_edge_activity_events_dropped_total{kind}`.
 
+mod closed;
+mod denials;
 mod pending;
 
 use std::collections::HashMap;
@@ -32,15 +36,7 @@ const SEEN_EVERY_MS: i64 = 5_000;
 /// Sessions not seen for this long are forgotten by the throttle.
 const FORGET_AFTER_MS: i64 = 3_600_000;
 
-/// The same denial is reported at most this often, or, for a session's
-/// denials (which response rules count), at most
-/// [`SESSION_DENIALS_PER_WINDOW`] times in this long.
-const DENIAL_EVERY_MS: i64 = 10_000;
-/// A session's denials reported per [`DENIAL_EVERY_MS`] window: enough for a
-/// response rule such as "5 denials within a minute" to see each one, few
-/// enough that a client hammering a denied path cannot flood the audit log.
-const SESSION_DENIALS_PER_WINDOW: u32 = 20;
-/// Most remembered (session, address) pairs and denial keys.
+/// Most remembered (session, address) pairs.
 const MAX_REMEMBERED: usize = 100_000;
 /// Most events in one report, which keeps a report (a few hundred bytes per
 /// event) well under the control plane's default 1 MiB body limit; more are
@@ -68,8 +64,7 @@ pub struct ActivityLog {
     /// fast hash rather than SipHash.
     last_seen: DashMap<SessionId, i64, foldhash::fast::RandomState>,
     address_changes: DashMap<(SessionId, IpAddr), ()>,
-    last_denial: DashMap<u64, (i64, u32)>,
-    hasher: foldhash::fast::RandomState,
+    denials: denials::DenialThrottle,
     pending: Mutex<PendingEvents>,
     reported_connections: Mutex<HashMap<SessionId, i64>>,
     flows: crate::tunnel::tally::FlowTallies,
@@ -100,8 +95,7 @@ impl ActivityLog {
         Self {
             last_seen: DashMap::default(),
             address_changes: DashMap::new(),
-            last_denial: DashMap::new(),
-            hasher: foldhash::fast::RandomState::default(),
+            denials: denials::DenialThrottle::default(),
             pending: Mutex::new(PendingEvents::new(dropped.clone())),
             reported_connections: Mutex::default(),
             flows: crate::tunnel::tally::FlowTallies::default(),
@@ -148,7 +142,8 @@ impl ActivityLog {
         }
     }
 
-    /// Records a denial of `user` (email, or subject) on `route`.
+    /// Records a denial of `user` (email, or subject) on `route`: reported
+    /// at once, or summed with the rest of its burst ([`denials`]).
     pub fn denied(
         &self,
         user: &str,
@@ -158,32 +153,31 @@ impl ActivityLog {
         source: IpAddr,
         now_ms: i64,
     ) {
-        let (key, allowed) = match session {
-            Some(session) => (std::hash::BuildHasher::hash_one(&self.hasher, session), SESSION_DENIALS_PER_WINDOW),
-            None => (std::hash::BuildHasher::hash_one(&self.hasher, (user, route, reason)), 1),
-        };
-        let reported = match self.last_denial.get(&key).map(|w| *w) {
-            Some((start, count)) if now_ms - start < DENIAL_EVERY_MS => {
-                if count >= allowed {
-                    return;
-                }
-                (start, count + 1)
-            }
-            _ => (now_ms, 1),
-        };
-        if self.last_denial.len() >= MAX_REMEMBERED {
-            self.last_denial.clear();
+        let denial = denials::Denial { user, session, route, reason, source };
+        match self.denials.judge(&denial, now_ms) {
+            denials::Verdict::Report => self.pending().push_audit(denial.event(now_ms)),
+            denials::Verdict::Summed => {}
+            denials::Verdict::Dropped => self.dropped.with_label_values(&["denied"]).inc(),
         }
-        self.last_denial.insert(key, reported);
-        let event = ActivityEvent::Denied {
-            user: user.to_owned(),
-            session_id: session.map(|s| s.to_string()),
-            route: route.to_owned(),
-            reason: reason.to_owned(),
-            source_address: source.to_string(),
-            at_ms: now_ms,
-        };
-        self.pending().push_audit(event);
+    }
+
+    /// Queues the live connections `registry` closed since the last call,
+    /// summed per session or user, route, source and reason; routes are
+    /// named from `snapshot`. Closes the registry had no room to remember
+    /// are counted as dropped.
+    pub fn closed_connections(&self, registry: &ConnRegistry, snapshot: Option<&portcullis_policy::Snapshot>) {
+        let (closed, lost) = registry.take_closed();
+        if lost > 0 {
+            self.dropped.with_label_values(&["connections_closed"]).inc_by(lost);
+        }
+        if closed.is_empty() {
+            return;
+        }
+        let events = closed::summarise(closed, snapshot);
+        let mut pending = self.pending();
+        for event in events {
+            pending.push_audit(event);
+        }
     }
 
     /// Records that a flow opened at `now_ms` (tallied until the next report).
@@ -214,9 +208,10 @@ impl ActivityLog {
     pub fn batch(&self, registry: &ConnRegistry, now_ms: i64) -> ActivityBatch {
         self.last_seen.retain(|_, at| now_ms - *at < FORGET_AFTER_MS);
         let flows = self.flows.take_events();
+        let denials = self.denials.take_ended(now_ms);
         let mut pending = self.pending();
-        for flow in flows {
-            pending.push_audit(flow);
+        for event in flows.into_iter().chain(denials) {
+            pending.push_audit(event);
         }
         let (mut events, more) = pending.take(MAX_EVENTS_PER_REPORT);
         drop(pending);
@@ -281,8 +276,11 @@ mod tests {
         log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 1_000);
         log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 5_000);
         log.denied("eve@corp.example", None, "admin", "no rule allows", elsewhere, 11_000);
-        let kinds: Vec<&str> = log.batch(&ConnRegistry::new(), 11_000).events.iter().map(ActivityEvent::kind).collect();
-        assert_eq!(kinds, ["address_changed", "denied", "denied"]);
+        let events = wire(&log.batch(&ConnRegistry::new(), 11_000).events);
+        let kinds: Vec<(&str, u64)> =
+            events.iter().map(|e| (e["kind"].as_str().unwrap(), e["count"].as_u64().unwrap_or(1))).collect();
+        assert_eq!(kinds, [("address_changed", 1), ("denied", 1), ("denied", 1), ("denied", 1)]);
+        assert_eq!(events[3]["at_ms"], 5_000, "the one held back in the first window, summed once it ended");
     }
 
     #[test]
@@ -294,8 +292,16 @@ mod tests {
             log.denied("eve@corp.example", session, "admin", "no rule allows", from, 1_000 + i);
         }
         log.denied("eve@corp.example", session, "admin", "no rule allows", from, 12_000);
-        let events = log.batch(&ConnRegistry::new(), 12_000).events;
-        assert_eq!(events.len(), SESSION_DENIALS_PER_WINDOW as usize + 1, "20 in the first window, then a new one");
+        let events = wire(&log.batch(&ConnRegistry::new(), 12_000).events);
+        let per = denials::SESSION_DENIALS_PER_WINDOW as usize;
+        assert_eq!(events.len(), per + 2, "20 in the first window, a new one, and the sum of the rest");
+        let sum = &events[per + 1];
+        assert_eq!(
+            (sum["count"].as_u64(), sum["first_at_ms"].as_i64(), sum["at_ms"].as_i64()),
+            (Some(10), Some(1_020), Some(1_029))
+        );
+        let total: u64 = events.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+        assert_eq!(total, 31, "every denial is counted");
     }
 
     #[test]

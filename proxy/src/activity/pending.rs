@@ -122,6 +122,8 @@ mod tests {
                 reason: "no rule allows".into(),
                 source_address: address,
                 at_ms,
+                count: 1,
+                first_at_ms: None,
             },
             "flow_opened" => ActivityEvent::FlowOpened {
                 session_id: None,

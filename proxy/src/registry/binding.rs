@@ -88,4 +88,3 @@ impl Binding {
         Some(holds_until(snapshot, &facts, &decision))
     }
 }
-

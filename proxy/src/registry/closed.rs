@@ -58,7 +58,7 @@ impl ClosedLog {
 }
 
 /// Why connections were closed (a metrics label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KillReason {
     /// The session was terminated.
     SessionTerminated,
@@ -93,7 +93,6 @@ impl KillReason {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -39,8 +39,8 @@ use portcullis_policy::snapshot::Affected;
 use portcullis_policy::{Identity, SessionId, Snapshot, UserRef};
 use tokio_util::sync::CancellationToken;
 
-pub use binding::{Binding, BoundTarget};
 use binding::same_identity;
+pub use binding::{Binding, BoundTarget};
 use close_notice::CloseNotice;
 pub use closed::{ClosedConnection, KillReason};
 use deadlines::DeadlineWheel;

@@ -60,6 +60,12 @@ fn terminating_a_session_cancels_only_its_connections() {
         registry.close_affected(&Affected::Session(SessionId::from_bytes([1; 16])), &snapshot(ALLOW_DEV), 0);
     assert_eq!((closed, reason), (2, KillReason::SessionTerminated));
     assert!(a1.cancelled.is_cancelled() && a2.cancelled.is_cancelled() && !b.cancelled.is_cancelled());
+    let (record, lost) = registry.take_closed();
+    let named: Vec<_> = record.iter().map(|c| (c.binding.identity.as_ref().unwrap().email(), c.reason)).collect();
+    assert_eq!(named, [("ada@x.example", KillReason::SessionTerminated); 2], "the report names what was closed");
+    assert_eq!(lost, 0);
+    registry.close_affected(&Affected::Session(SessionId::from_bytes([1; 16])), &snapshot(ALLOW_DEV), 0);
+    assert!(registry.take_closed().0.is_empty(), "closing them again closes and records nothing");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-// Audit log: who did what, when, why and from where — filterable by actor,
-// action, target and time, newest first, paged with "Load more".
+// Audit log: who did what, when, why and from where — filterable by user,
+// actor, action, route, edge, target and time, newest first, paged with
+// "Load more". An entry an edge summed from a burst shows its count.
 
 import { h, cell, replace, loading, empty, alertBox, field, icon, debounce } from '../dom.js';
 import { api } from '../api.js';
@@ -10,11 +11,12 @@ const ACTIONS = [
   'user.terminate', 'user.lock', 'user.unlock', 'policy.apply', 'admin_token.create', 'admin_token.revoke',
   'service_token.create', 'service_token.revoke', 'signing_key.rotate', 'portal.login', 'portal.login_refused', 'portal.logout',
   'signal.applied', 'signal.received', 'response.fired', 'response.dry_run', 'user.groups_overridden',
+  'connection.closed', 'flow.open', 'flow.close',
 ];
-const filters = { actor: '', action: '', target: '', since: '' };
+const filters = { user: '', actor: '', action: '', route: '', edge: '', target: '', since: '' };
 
 function actionKind(action) {
-  if (/terminate$|\.lock$|revoke$|refused$|denied$/.test(action)) return 'bad';
+  if (/terminate$|\.lock$|revoke$|refused$|denied$|^connection\.closed$/.test(action)) return 'bad';
   if (/^policy|^signing_key|^signal\.|^response\.|groups_overridden$/.test(action)) return 'accent';
   return '';
 }
@@ -23,7 +25,8 @@ function rows(entries) {
   return entries.map((e) => h('tr', { dataset: { entry: e.id } },
     cell('When', {}, when(e.at)),
     cell('Actor', {}, h('span', { class: 'cell-main' }, e.actor)),
-    cell('Action', {}, h('span', { class: `pill plain ${actionKind(e.action)}` }, e.action)),
+    cell('Action', {}, h('span', { class: `pill plain ${actionKind(e.action)}` }, e.action),
+      e.count > 1 ? h('span', { class: 'cell-sub', 'data-test': 'count', title: 'occurrences summed by the edge' }, ` ×${e.count}`) : null),
     cell('Target', {}, h('span', { class: 'mono target' }, e.target)),
     cell('Reason', {}, e.reason ? h('span', { class: 'reason' }, e.reason) : h('span', { class: 'cell-sub' }, '—')),
     cell('From', {}, h('span', { class: 'mono' }, e.source_address || '—')),
@@ -31,6 +34,9 @@ function rows(entries) {
 }
 
 export function renderAudit(main) {
+  const user = h('input', { type: 'search', name: 'user', placeholder: 'ada@corp.example or IdP subject', value: filters.user });
+  const route = h('input', { type: 'search', name: 'route', placeholder: 'route name', value: filters.route });
+  const edge = h('input', { type: 'search', name: 'edge', placeholder: 'edge id', value: filters.edge });
   const actor = h('input', { type: 'search', name: 'actor', placeholder: 'portal:alice@corp.example', value: filters.actor });
   const action = h('select', { name: 'action' }, h('option', { value: '' }, 'Any action'), ACTIONS.map((a) => h('option', { value: a, selected: a === filters.action }, a)));
   action.value = filters.action;
@@ -45,7 +51,8 @@ export function renderAudit(main) {
       h('div', { class: 'actions' }, refresh)),
     h('section', { class: 'card' },
       h('div', { class: 'toolbar filters' },
-        field('Actor', actor), field('Action', action), field('Target contains', target), field('Since', since)),
+        field('User', user), field('Actor', actor), field('Action', action), field('Route', route), field('Edge', edge),
+        field('Target contains', target), field('Since', since)),
       region,
       h('div', { class: 'editor-status' }, h('span', { class: 'hint', 'data-test': 'audit-count' }), more)));
 
@@ -59,7 +66,8 @@ export function renderAudit(main) {
     if (!append) replace(region, loading('Loading the audit log…'));
     try {
       const page = await api('GET', '/audit', { query: {
-        actor: filters.actor, action: filters.action, target: filters.target,
+        user: filters.user, actor: filters.actor, action: filters.action, route: filters.route, edge: filters.edge,
+        target: filters.target,
         since: fromLocalInput(filters.since), cursor: append ? cursor : undefined, limit: 100,
       } });
       if (mine !== serial) return;
@@ -86,10 +94,13 @@ export function renderAudit(main) {
   }
 
   const onFilter = debounce(() => {
-    Object.assign(filters, { actor: actor.value.trim(), action: action.value, target: target.value.trim(), since: since.value });
+    Object.assign(filters, {
+      user: user.value.trim(), actor: actor.value.trim(), action: action.value, route: route.value.trim(),
+      edge: edge.value.trim(), target: target.value.trim(), since: since.value,
+    });
     load(false);
   }, 300);
-  for (const control of [actor, target]) control.addEventListener('input', onFilter);
+  for (const control of [user, actor, route, edge, target]) control.addEventListener('input', onFilter);
   for (const control of [action, since]) control.addEventListener('change', onFilter);
   more.addEventListener('click', () => load(true));
   load(false);
