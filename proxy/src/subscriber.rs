@@ -396,6 +396,7 @@ impl Subscriber {
                     .map(|&(seq, n)| ClosedConnections { seq, connections: n as i64 })
                     .collect(),
                 activity: std::mem::take(&mut activity.events),
+                connections_complete: activity.connections_complete(),
             };
             let url = self.planes.url(REPORT_PATH);
             let request = self.planes.authorize(self.client.post(&url)).timeout(REPORT_TIMEOUT);

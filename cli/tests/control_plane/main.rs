@@ -27,6 +27,7 @@ mod edge_proxy;
 mod harness;
 mod idp;
 mod idp_smoke;
+mod live_counts;
 mod metrics_auth;
 mod policy_limits;
 mod portal;

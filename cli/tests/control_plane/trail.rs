@@ -88,9 +88,11 @@ async fn a_burst_of_denials_is_counted_to_the_last_request() {
     let edge = EdgeNode::start(&plane, "edge-a", dir.path()).await;
     // Not at corp.example: every request of eve's session is denied.
     let (session, token) = login(&plane, "eve@elsewhere.example").await;
+    let started = std::time::Instant::now();
     for _ in 0..REQUESTS {
         assert_eq!(edge.get("/hello", Some(&token), &[]).await.0, 403);
     }
+    let windows = started.elapsed().as_secs() as usize / 10 + 2;
     let query = format!("session={session}&action=access.denied&route=app");
     // The edge sums what it held back once the 10 s window ends.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -99,7 +101,7 @@ async fn a_burst_of_denials_is_counted_to_the_last_request() {
     let denied = entries(&plane, &query).await;
     assert_eq!(occurrences(&denied), REQUESTS as i64, "each request once: {denied:#?}");
     // Per 10 s window: the first 20 one by one, the rest summed in one row.
-    assert!(denied.len() < REQUESTS / 5, "{} rows for {REQUESTS} requests", denied.len());
+    assert!(denied.len() <= windows * 21, "{} rows for {REQUESTS} requests in {windows} windows", denied.len());
     let summed = denied.iter().find(|e| e["count"].as_i64() > Some(1)).expect("a summed row");
     assert!(summed["reason"].as_str().unwrap().contains(" requests over "), "{summed}");
     assert_eq!(summed["user_email"], "eve@elsewhere.example");

@@ -66,6 +66,9 @@ async fn report(
             ActivityEvent::Connections { session_id, delta } => {
                 events.push(Activity::Connections { session_id, delta })
             }
+            ActivityEvent::LiveConnections { session_id, connections } => {
+                events.push(Activity::LiveConnections { session_id, connections })
+            }
             ActivityEvent::AddressChanged { session_id, from, to, denied, at_ms } => {
                 moved_sessions.push((session_id.clone(), to.clone()));
                 let outcome =
@@ -92,8 +95,8 @@ async fn report(
         }
     }
     app.store.record_edge_audit(&edge.id, &audit).await?;
-    if !events.is_empty() {
-        app.store().apply_activity(&edge.id, &events).await?;
+    if !events.is_empty() || body.connections_complete {
+        app.store().apply_activity(&edge.id, &events, body.connections_complete).await?;
     }
     denied_sessions.sort();
     denied_sessions.dedup();

@@ -166,9 +166,10 @@ pub(super) fn audit_row(event: ActivityEvent) -> Option<EdgeAuditRow> {
                 occurrences: connections,
             }
         }
-        ActivityEvent::Seen { .. } | ActivityEvent::Connections { .. } | ActivityEvent::AddressChanged { .. } => {
-            return None
-        }
+        ActivityEvent::Seen { .. }
+        | ActivityEvent::Connections { .. }
+        | ActivityEvent::LiveConnections { .. }
+        | ActivityEvent::AddressChanged { .. } => return None,
     };
     Some(row)
 }

@@ -7,6 +7,7 @@
 //! row, so that a change is durable before it is acknowledged and the stream
 //! edges resume from can never disagree with the tables.
 
+mod activity;
 mod audit;
 mod changes;
 mod claims;
@@ -212,12 +213,20 @@ pub enum Activity {
         /// When.
         at_ms: Millis,
     },
-    /// The session's live connections on the reporting edge changed by `delta`.
+    /// The session's live connections on the reporting edge changed by
+    /// `delta` (edges before absolute counts).
     Connections {
         /// Session id.
         session_id: String,
         /// Opened minus closed.
         delta: i64,
+    },
+    /// The session has `connections` live connections on the reporting edge now.
+    LiveConnections {
+        /// Session id.
+        session_id: String,
+        /// How many.
+        connections: i64,
     },
 }
 
@@ -285,7 +294,7 @@ pub trait SessionStore: Send + Sync {
         now: Millis,
     ) -> StoreResult<Vec<String>>;
     /// Applies batched edge activity.
-    async fn apply_activity(&self, edge_id: &str, events: &[Activity]) -> StoreResult<()>;
+    async fn apply_activity(&self, edge_id: &str, events: &[Activity], complete: bool) -> StoreResult<()>;
     /// Records that the ID token whose signed part hashes to `token_hash`
     /// (from `issuer`, accepted until `expires_ms`) is creating a session;
     /// `false` when it already did (a replay). Uses of tokens that can no

@@ -10,7 +10,7 @@ use sqlx::{Any, Row, Transaction};
 use super::audit::{insert_audit, insert_audit_about, AuditAbout};
 use super::changes::{append_change, ceil_seconds};
 use super::group_commit::EndedBy;
-use super::rows::{contains, json_list, session, to_json, Params, SESSION_COLUMNS};
+use super::rows::{contains, session, to_json, Params, SESSION_COLUMNS};
 use super::users::{raise_user_instant, user_key, UserInstant};
 use super::{
     Activity, Backend, CreatedSession, NewSession, SessionFilter, SessionLimit, SessionStore, SqlStore, StoreError,
@@ -21,13 +21,6 @@ use crate::termination::Action;
 
 /// Reason recorded on sessions ended to respect a route's session limit.
 const REPLACED_REASON: &str = "ended by a newer login (session limit of the route)";
-
-/// The session an activity event is about.
-fn activity_session(event: &Activity) -> &str {
-    match event {
-        Activity::Seen { session_id, .. } | Activity::Connections { session_id, .. } => session_id,
-    }
-}
 
 /// When a new session of `new`'s user starts: `now`, or 1 ms after the
 /// user's latest terminate-all if that is not earlier (the same millisecond,
@@ -333,61 +326,8 @@ impl SessionStore for SqlStore {
         Ok((ended.seq, ended.sessions))
     }
 
-    async fn apply_activity(&self, edge_id: &str, events: &[Activity]) -> StoreResult<()> {
-        // Rows are locked in session-id order, whatever order the edge reported
-        // in, so two batches touching the same sessions cannot deadlock on
-        // PostgreSQL; the sort is stable, so each session's events keep their order.
-        let mut events: Vec<&Activity> = events.iter().collect();
-        events.sort_by(|a, b| activity_session(a).cmp(activity_session(b)));
-        let mut tx = self.writer.begin().await?;
-        for event in events {
-            match event {
-                Activity::Seen { session_id, source_address, at_ms } => {
-                    // Locked until commit on PostgreSQL: another edge's report on the
-                    // same session would otherwise overwrite this read-modify-write.
-                    let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-                    let Some(row) = sqlx::query(&format!(
-                        "SELECT source_addresses_json, edges_json FROM sessions WHERE id = $1{lock}"
-                    ))
-                    .bind(session_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    else {
-                        continue;
-                    };
-                    let mut addresses = json_list(&row.try_get::<String, _>("source_addresses_json")?)?;
-                    let mut edges = json_list(&row.try_get::<String, _>("edges_json")?)?;
-                    if !addresses.contains(source_address) && addresses.len() < 32 {
-                        addresses.push(source_address.clone());
-                    }
-                    if !edges.iter().any(|e| e == edge_id) {
-                        edges.push(edge_id.to_owned());
-                    }
-                    sqlx::query(
-                        "UPDATE sessions SET last_seen_ms = CASE WHEN last_seen_ms < $1 THEN $1 ELSE last_seen_ms END, \
-                         source_addresses_json = $2, edges_json = $3 WHERE id = $4",
-                    )
-                    .bind(*at_ms)
-                    .bind(to_json(&addresses))
-                    .bind(to_json(&edges))
-                    .bind(session_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Activity::Connections { session_id, delta } => {
-                    sqlx::query(
-                        "UPDATE sessions SET live_connections = CASE WHEN live_connections + $1 < 0 THEN 0 \
-                         ELSE live_connections + $1 END WHERE id = $2",
-                    )
-                    .bind(*delta)
-                    .bind(session_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+    async fn apply_activity(&self, edge_id: &str, events: &[Activity], complete: bool) -> StoreResult<()> {
+        self.record_activity(edge_id, events, complete).await
     }
 }
 

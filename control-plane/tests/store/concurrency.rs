@@ -132,7 +132,7 @@ async fn concurrent_activity_from_many_edges(store: SqlStore) {
             Activity::Seen { session_id: sid(1), source_address: format!("192.0.2.{i}"), at_ms: T0 + i as i64 },
             Activity::Connections { session_id: sid(1), delta: 1 },
         ];
-        async move { store.apply_activity(&format!("e{i}"), &events).await.expect("apply_activity") }
+        async move { store.apply_activity(&format!("e{i}"), &events, false).await.expect("apply_activity") }
     })
     .await;
     let s = store.get_session(&sid(1)).await.unwrap().unwrap();
@@ -159,7 +159,7 @@ async fn concurrent_overlapping_activity_batches(store: SqlStore) {
         if i % 2 == 1 {
             events.reverse();
         }
-        async move { store.apply_activity(&format!("e{i}"), &events).await.expect("apply_activity") }
+        async move { store.apply_activity(&format!("e{i}"), &events, false).await.expect("apply_activity") }
     })
     .await;
     for n in 1..=10 {

@@ -59,7 +59,7 @@ async fn list_sessions_filters(store: SqlStore) {
     create(&store, login(&sid(4), "sub-bob", "bob@corp.example", "admin"), T0 + 3000).await;
     store.terminate_session(&sid(4), "test", &actor(), T0 + 4000).await.unwrap();
     let seen = Activity::Seen { session_id: sid(1), source_address: "203.0.113.8".into(), at_ms: T0 + 5000 };
-    store.apply_activity("edge-2", &[seen]).await.unwrap();
+    store.apply_activity("edge-2", &[seen], false).await.unwrap();
 
     let f = SessionFilter::default;
     let s = |ns: &[u64]| ns.iter().map(|&n| sid(n)).collect::<Vec<_>>();

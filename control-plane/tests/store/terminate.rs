@@ -160,23 +160,48 @@ async fn apply_activity(store: SqlStore) {
         connections(3),
         connections(-1),
     ];
-    store.apply_activity("edge-2", &events).await.unwrap();
+    store.apply_activity("edge-2", &events, false).await.unwrap();
     let s = store.get_session(&sid(1)).await.unwrap().unwrap();
     assert_eq!(s.source_addresses, ["203.0.113.7", "198.51.100.1"], "each address once, first first");
     assert_eq!(s.edges, ["edge-1", "edge-2"]);
     assert_eq!((s.last_seen_ms, s.live_connections), (T0 + 5000, 2));
     assert_eq!(store.get_session(&sid(2)).await.unwrap(), None, "unknown sessions are ignored");
 
-    store.apply_activity("edge-1", &[seen("203.0.113.7", T0 + 1000), connections(-10)]).await.unwrap();
+    store.apply_activity("edge-1", &[seen("203.0.113.7", T0 + 1000), connections(-10)], false).await.unwrap();
     let s = store.get_session(&sid(1)).await.unwrap().unwrap();
     assert_eq!(s.edges, ["edge-1", "edge-2"]);
     assert_eq!(s.last_seen_ms, T0 + 5000, "last_seen never goes back");
-    assert_eq!(s.live_connections, 0, "connections never go below zero");
-    store.apply_activity("edge-1", &[connections(1), seen("192.0.2.9", T0 + 9000)]).await.unwrap();
-    store.apply_activity("edge-3", &[]).await.unwrap();
+    assert_eq!(s.live_connections, 2, "edge-1's count never goes below zero, and edge-2's 2 are its own");
+    store.apply_activity("edge-1", &[connections(1), seen("192.0.2.9", T0 + 9000)], false).await.unwrap();
+    store.apply_activity("edge-3", &[], false).await.unwrap();
     let s = store.get_session(&sid(1)).await.unwrap().unwrap();
-    assert_eq!((s.live_connections, s.last_seen_ms, s.source_addresses.len()), (1, T0 + 9000, 3));
+    assert_eq!((s.live_connections, s.last_seen_ms, s.source_addresses.len()), (3, T0 + 9000, 3));
     assert_eq!(store.head_seq().await.unwrap(), 0, "activity is not a change for edges");
+}
+
+/// Edges report each session's live connections as counts, now and then all
+/// of them at once: a restarted edge's old counts are forgotten, not added to.
+async fn live_connections_are_counts_per_edge(store: SqlStore) {
+    for n in 1..=2 {
+        create(&store, login(&sid(n), "sub-ada", "ada@corp.example", "wiki"), T0).await;
+    }
+    let live = |n, connections| Activity::LiveConnections { session_id: sid(n), connections };
+    let count = |n| {
+        let store = store.clone();
+        async move { store.get_session(&sid(n)).await.unwrap().unwrap().live_connections }
+    };
+    store.apply_activity("edge-1", &[live(1, 3), live(2, 1)], true).await.unwrap();
+    store.apply_activity("edge-2", &[live(1, 2)], false).await.unwrap();
+    assert_eq!((count(1).await, count(2).await), (5, 1), "summed over edges");
+    store.apply_activity("edge-1", &[live(1, 3)], false).await.unwrap();
+    assert_eq!(count(1).await, 5, "the same count again adds nothing");
+    // edge-1 restarts: its first report names what it has now (session 1, once).
+    store.apply_activity("edge-1", &[live(1, 1)], true).await.unwrap();
+    assert_eq!((count(1).await, count(2).await), (3, 0), "edge-1's old counts are gone, edge-2's stay");
+    store.apply_activity("edge-2", &[], true).await.unwrap();
+    assert_eq!(count(1).await, 1, "an edge with nothing live forgets everything");
+    store.apply_activity("edge-1", &[live(1, 0)], false).await.unwrap();
+    assert_eq!(count(1).await, 0);
 }
 
 store_tests!(
@@ -185,4 +210,5 @@ store_tests!(
     terminate_user_by_subject,
     a_login_after_a_terminate_all_starts_after_it,
     apply_activity,
+    live_connections_are_counts_per_edge,
 );

@@ -20,6 +20,12 @@ pub struct ReportBody {
     /// Batched session activity.
     #[serde(default)]
     pub activity: Vec<ActivityEvent>,
+    /// `activity` names every session with live connections on this edge
+    /// (`live_connections` events): the control plane forgets this edge's
+    /// counts of the sessions it does not name. Sent by a newly started
+    /// edge and then every minute, so counts cannot drift.
+    #[serde(default)]
+    pub connections_complete: bool,
 }
 
 /// Connections closed because of one change.
@@ -45,12 +51,20 @@ pub enum ActivityEvent {
         /// When (Unix ms).
         at_ms: i64,
     },
-    /// Connections of the session opened (+) or closed (−).
+    /// Connections of the session opened (+) or closed (−) (edges before
+    /// `live_connections`).
     Connections {
         /// Session id.
         session_id: String,
         /// Change in live connections.
         delta: i64,
+    },
+    /// The session's live connections on this edge now.
+    LiveConnections {
+        /// Session id.
+        session_id: String,
+        /// How many (0: none any more).
+        connections: i64,
     },
     /// A session was used from another address than at login.
     AddressChanged {
@@ -168,12 +182,13 @@ pub enum ActivityEvent {
 }
 
 impl ActivityEvent {
-    /// Its `kind` as sent: `seen`, `connections`, `address_changed`,
+    /// Its `kind` as sent: `seen`, `connections`, `live_connections`, `address_changed`,
     /// `flow_opened`, `flow_closed`, `denied` or `connections_closed`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Seen { .. } => "seen",
             Self::Connections { .. } => "connections",
+            Self::LiveConnections { .. } => "live_connections",
             Self::AddressChanged { .. } => "address_changed",
             Self::FlowOpened { .. } => "flow_opened",
             Self::FlowClosed { .. } => "flow_closed",

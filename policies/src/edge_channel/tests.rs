@@ -277,6 +277,10 @@ fn activity() -> Vec<(ActivityEvent, Value)> {
             json!({ "kind": "connections", "session_id": "s1", "delta": -2 }),
         ),
         (
+            ActivityEvent::LiveConnections { session_id: "s1".into(), connections: 3 },
+            json!({ "kind": "live_connections", "session_id": "s1", "connections": 3 }),
+        ),
+        (
             ActivityEvent::AddressChanged {
                 session_id: "s1".into(),
                 from: "10.0.0.1".into(),
@@ -406,17 +410,26 @@ fn report_body() {
         live_connections: 7,
         closed: vec![ClosedConnections { seq: 42, connections: 3 }],
         activity: events,
+        connections_complete: true,
     };
     let wire = json!({
         "applied_seq": 42,
         "live_connections": 7,
         "closed": [{ "seq": 42, "connections": 3 }],
         "activity": wires,
+        "connections_complete": true,
     });
     round_trip(&report, wire.clone());
     refuses_unknown_fields::<ReportBody>(wire);
     let least: ReportBody = serde_json::from_value(json!({ "applied_seq": 1 })).unwrap();
-    assert_eq!(least, ReportBody { applied_seq: 1, live_connections: 0, closed: vec![], activity: vec![] });
+    let nothing = ReportBody {
+        applied_seq: 1,
+        live_connections: 0,
+        closed: vec![],
+        activity: vec![],
+        connections_complete: false,
+    };
+    assert_eq!(least, nothing);
 }
 
 #[test]

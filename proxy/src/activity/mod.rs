@@ -21,6 +21,7 @@ mod pending;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use dashmap::DashMap;
@@ -33,6 +34,12 @@ use crate::registry::ConnRegistry;
 
 /// A session seen again within this many milliseconds is not reported again.
 const SEEN_EVERY_MS: i64 = 5_000;
+/// A session with live connections (a websocket, a download, a tunnel)
+/// counts as seen this often, though it sends no new request.
+const LIVE_SEEN_EVERY_MS: i64 = 30_000;
+/// Every session's live connections are reported this often (and by a
+/// new edge at once), so the control plane's counts cannot drift.
+const ALL_CONNECTIONS_EVERY_MS: i64 = 60_000;
 /// Sessions not seen for this long are forgotten by the throttle.
 const FORGET_AFTER_MS: i64 = 3_600_000;
 
@@ -67,6 +74,8 @@ pub struct ActivityLog {
     denials: denials::DenialThrottle,
     pending: Mutex<PendingEvents>,
     reported_connections: Mutex<HashMap<SessionId, i64>>,
+    /// When a report last named every session's live connections (Unix ms; 0: never).
+    all_connections_at: AtomicI64,
     flows: crate::tunnel::tally::FlowTallies,
     /// Events dropped by kind (the queue's, and flows the tally had no room for).
     dropped: IntCounterVec,
@@ -79,6 +88,16 @@ pub struct ActivityBatch {
     /// More events wait for the next report.
     pub more: bool,
     counts: HashMap<SessionId, i64>,
+    /// The events name every session with live connections (when, Unix ms).
+    complete: Option<i64>,
+}
+
+impl ActivityBatch {
+    /// The events name every session with live connections on this edge
+    /// (`ReportBody::connections_complete`).
+    pub fn connections_complete(&self) -> bool {
+        self.complete.is_some()
+    }
 }
 
 impl Default for ActivityLog {
@@ -98,6 +117,7 @@ impl ActivityLog {
             denials: denials::DenialThrottle::default(),
             pending: Mutex::new(PendingEvents::new(dropped.clone())),
             reported_connections: Mutex::default(),
+            all_connections_at: AtomicI64::new(0),
             flows: crate::tunnel::tally::FlowTallies::default(),
             dropped,
         }
@@ -203,10 +223,20 @@ impl ActivityLog {
         }
     }
 
-    /// The events for the next report: sightings, and connection-count
-    /// changes since the last committed report.
+    /// The events for the next report: sightings (a session with live
+    /// connections counts as seen every [`LIVE_SEEN_EVERY_MS`]), audit
+    /// events, and each session's live connections where they changed
+    /// since the last committed report, or all of them every
+    /// [`ALL_CONNECTIONS_EVERY_MS`] (and in a new edge's first report).
     pub fn batch(&self, registry: &ConnRegistry, now_ms: i64) -> ActivityBatch {
         self.last_seen.retain(|_, at| now_ms - *at < FORGET_AFTER_MS);
+        let counts = registry.connections_per_session();
+        for (session, (_, address)) in &counts {
+            let due = self.last_seen.get(session).is_none_or(|at| now_ms - *at >= LIVE_SEEN_EVERY_MS);
+            if let (true, Some(address)) = (due, address) {
+                self.seen(*session, *address, now_ms);
+            }
+        }
         let flows = self.flows.take_events();
         let denials = self.denials.take_ended(now_ms);
         let mut pending = self.pending();
@@ -215,26 +245,31 @@ impl ActivityLog {
         }
         let (mut events, more) = pending.take(MAX_EVENTS_PER_REPORT);
         drop(pending);
-        let counts = registry.connections_per_session();
+        let counts: HashMap<SessionId, i64> = counts.into_iter().map(|(s, (n, _))| (s, n)).collect();
         let reported = self.reported_connections.lock().unwrap_or_else(|e| e.into_inner());
+        let complete = now_ms - self.all_connections_at.load(Ordering::Relaxed) >= ALL_CONNECTIONS_EVERY_MS;
         for session in counts.keys().chain(reported.keys().filter(|s| !counts.contains_key(s))) {
-            let delta = counts.get(session).copied().unwrap_or(0) - reported.get(session).copied().unwrap_or(0);
-            if delta != 0 {
-                events.push(ActivityEvent::Connections { session_id: session.to_string(), delta });
+            let now = counts.get(session).copied().unwrap_or(0);
+            let changed = now != reported.get(session).copied().unwrap_or(0);
+            if changed || (complete && now > 0) {
+                events.push(ActivityEvent::LiveConnections { session_id: session.to_string(), connections: now });
             }
         }
-        ActivityBatch { events, more, counts }
+        ActivityBatch { events, more, counts, complete: complete.then_some(now_ms) }
     }
 
     /// The report was accepted: its counts are now the baseline.
     pub fn commit(&self, batch: ActivityBatch) {
         *self.reported_connections.lock().unwrap_or_else(|e| e.into_inner()) = batch.counts;
+        if let Some(at) = batch.complete {
+            self.all_connections_at.store(at, Ordering::Relaxed);
+        }
     }
 
     /// The report failed: keep its events (not the counts, which are
     /// recomputed) for the next one.
     pub fn restore(&self, batch: ActivityBatch) {
-        let events = batch.events.into_iter().filter(|e| !matches!(e, ActivityEvent::Connections { .. })).collect();
+        let events = batch.events.into_iter().filter(|e| !matches!(e, ActivityEvent::LiveConnections { .. })).collect();
         self.pending().restore(events);
     }
 }
@@ -389,6 +424,53 @@ mod tests {
         log.flow_closed(&flow, 1, 1, 0, 1, "closed");
         let count = |kind: &str| dropped.with_label_values(&[kind]).get();
         assert_eq!((count("flow_opened"), count("flow_closed")), (3, 1));
+    }
+
+    /// A registry with one websocket of `session` open from 10.0.0.9.
+    fn one_live_connection(session: SessionId) -> std::sync::Arc<ConnRegistry> {
+        use crate::registry::{Binding, BoundTarget, ConnKey};
+        let registry = ConnRegistry::new();
+        let key = ConnKey { peer: "10.0.0.9:5000".parse().unwrap(), local: "127.0.0.1:8080".parse().unwrap() };
+        registry.register(key).keep();
+        let identity = portcullis_policy::Identity::new(portcullis_policy::IdentityParts {
+            subject: "sub-bob".into(),
+            email: "bob@corp.example".into(),
+            session_id: Some(session),
+            ..portcullis_policy::IdentityParts::default()
+        });
+        let binding = Binding {
+            identity: Some(std::sync::Arc::new(identity)),
+            target: BoundTarget::Http { host: "chat.example".into(), path: "/ws".into(), method: "GET".into() },
+            client_ip: IpAddr::from([10, 0, 0, 9]),
+            until: None,
+        };
+        registry.bind(key, binding, false);
+        registry
+    }
+
+    #[test]
+    fn live_connections_go_out_as_counts_all_of_them_now_and_then() {
+        let log = ActivityLog::default();
+        let bob = session(7);
+        let registry = one_live_connection(bob);
+        let first = log.batch(&registry, 100_000);
+        assert!(first.connections_complete(), "a new edge names every session at once");
+        let kinds: Vec<Value> = wire(&first.events);
+        assert!(kinds.iter().any(|e| e["kind"] == "live_connections" && e["connections"] == 1), "{kinds:?}");
+        log.commit(first);
+        let quiet = log.batch(&registry, 101_000);
+        assert!(!quiet.connections_complete() && quiet.events.is_empty(), "nothing changed: {:?}", quiet.events);
+        log.commit(quiet);
+        let later = log.batch(&registry, 131_000);
+        let seen: Vec<Value> = wire(&later.events);
+        assert!(
+            seen.iter().any(|e| e["kind"] == "seen" && e["source_address"] == "10.0.0.9"),
+            "an open websocket keeps the session seen: {seen:?}"
+        );
+        log.commit(later);
+        let again = log.batch(&registry, 160_000);
+        assert!(again.connections_complete(), "every minute, all of them again");
+        assert_eq!(wire(&again.events).iter().filter(|e| e["kind"] == "live_connections").count(), 1);
     }
 
     #[test]

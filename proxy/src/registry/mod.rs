@@ -204,9 +204,28 @@ impl ConnRegistry {
         self.conns.is_empty()
     }
 
-    /// Live connections bound to each session.
-    pub fn connections_per_session(&self) -> std::collections::HashMap<SessionId, i64> {
-        self.by_session.iter().map(|entry| (*entry.key(), entry.value().len() as i64)).collect()
+    /// Live connections bound to each session, and the client address of
+    /// one of them.
+    pub fn connections_per_session(&self) -> std::collections::HashMap<SessionId, (i64, Option<IpAddr>)> {
+        let listed: Vec<(SessionId, i64, Option<ConnKey>)> = self
+            .by_session
+            .iter()
+            .map(|entry| (*entry.key(), entry.value().len() as i64, entry.value().first().copied()))
+            .collect();
+        listed
+            .into_iter()
+            .map(|(session, count, key)| {
+                let address = key.and_then(|key| {
+                    let entry = self.conns.get(&key)?;
+                    let of_session = entry
+                        .bindings
+                        .iter()
+                        .find(|b| b.identity.as_deref().and_then(Identity::session_id) == Some(session));
+                    of_session.map(|b| b.client_ip)
+                });
+                (session, (count, address))
+            })
+            .collect()
     }
 
     /// Connections accepted since start.
