@@ -97,6 +97,8 @@ async fn portal_policy_editor_validates_diffs_applies_rolls_back_and_explains() 
     chrome.click("[data-test=explain]").await;
     let decision = chrome.wait_text("[data-test=decision]", "deny").await;
     assert!(decision.contains("no rule of route `admin` allows this request"), "{decision}");
+    let checks = chrome.wait_text("[data-test=rule-checks]", "admins").await;
+    assert!(checks.contains("`groups_any` [admins] — the user is in [dev]"), "which condition failed: {checks}");
     chrome.type_into("[data-test=explain-form] input[name=groups]", "dev, admins").await;
     chrome.click("[data-test=explain]").await;
     let decision = chrome.wait_text("[data-test=decision]", "allow").await;

@@ -256,7 +256,13 @@ function renderExplain(region, state, showLine) {
           h('dt', {}, 'Route'), h('dd', {}, place(result.route)),
           h('dt', {}, 'Rule'), h('dd', {}, place(result.rule)),
           h('dt', {}, 'Policy'), h('dd', {}, result.policy_version ? `version ${result.policy_version}` : 'none applied (deny everything)'),
-          h('dt', {}, 'At'), h('dd', {}, when(result.at)))));
+          h('dt', {}, 'At'), h('dd', {}, when(result.at))),
+        result.rules && result.rules.length ? h('div', { class: 'rule-checks' },
+          h('h3', {}, 'Rules, in order'),
+          h('ol', { 'data-test': 'rule-checks' }, result.rules.map((r) => h('li', { class: r.matched ? 'matched' : 'failed' },
+            h('span', { class: 'cell-main' }, r.rule.name), ' ',
+            h('a', { href: '#/policy', onclick: (e) => { e.preventDefault(); showLine(r.rule.line, r.rule.column); } }, `line ${r.rule.line}`),
+            h('div', { class: 'cell-sub' }, r.matched ? `matched: ${r.rule.detail}` : `not matched: ${r.failed}`))))) : null));
     } catch (error) {
       replace(answer, alertBox(error.message));
     }
