@@ -24,9 +24,10 @@ async fn admin_commands_end_to_end() {
     let broken = dir.write("broken.yaml", BROKEN);
     let (good, broken) = (good.to_str().unwrap(), broken.to_str().unwrap());
 
-    // policy apply: prints the version and the change sequence.
+    // policy apply: prints the version, the change sequence and its receipt.
     let out = plane.cli(&["policy", "apply", good, "-m", "initial policy"]).await;
     assert!(out.ok().contains("as policy version 1 (change "), "{out:?}");
+    assert!(out.stdout.contains("no edge is connected right now"), "{out:?}");
 
     let ada1 = plane.create_session("ada@corp.example", "wiki").await;
     let ada2 = plane.create_session("Ada@Corp.Example", "admin").await;

@@ -166,7 +166,15 @@ async fn a_policy_change_denies_the_next_request_and_closes_what_it_no_longer_al
     let out = plane.cli(&["users", "lock", "nobody@corp.example", "--reason", "unrelated", "--json"]).await;
     assert!(out.json()["receipt"]["seq"].is_number(), "an unrelated change closes nothing");
     let narrower = policy(upstream.port).replace("groups_any: [staff]", "groups_any: [sre]");
-    plane.apply_policy(&narrower).await;
+    let file = dir.path().join("narrower.yaml");
+    std::fs::write(&file, &narrower).expect("write the policy");
+    let file = file.to_str().expect("UTF-8 path");
+    // The apply answers with a receipt, as a termination does.
+    let out = plane.cli(&["policy", "apply", file, "-m", "staff no longer", "--wait"]).await;
+    let text = out.stdout.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(text.contains("applied by all 1 connected edges in"), "{out:?}");
+    let closed: i64 = text.rsplit(", ").next().and_then(|t| t.split(' ').next()?.parse().ok()).unwrap_or(0);
+    assert!(closed >= 3, "download, keep-alive and websocket closed for the change: {out:?}");
     let deadline = Instant::now() + CLOSE_WITHIN;
     let status = loop {
         // A request in flight when the change lands has its connection
