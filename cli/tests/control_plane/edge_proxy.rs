@@ -256,3 +256,28 @@ async fn websockets_to_an_instant_upstream_always_upgrade() {
     let echoed = opened.iter().filter(|ok| **ok).count();
     assert_eq!(echoed, 100, "every websocket echoes; edge log:\n{}", edge.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_closing_a_download_is_not_logged_as_an_error() {
+    let dir = TempDir::new("edge-client-gone");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let upstream = Upstream::start().await;
+    plane.apply_policy(&policy(upstream.port)).await;
+    let edge = EdgeNode::start(&plane, "edge-a", dir.path()).await;
+    let (_, token) = login(&plane, "ada@corp.example").await;
+    let request = reqwest::Client::new()
+        .get(edge.url("/stream"))
+        .header("host", "app.corp.example")
+        .header("cookie", format!("__Host-portcullis_session.app={token}"));
+    let mut body = request.send().await.expect("start download").bytes_stream();
+    assert!(body.next().await.is_some_and(|c| c.is_ok()), "the download starts");
+    drop(body);
+    let deadline = Instant::now() + CLOSE_WITHIN;
+    while !edge.log_text().contains("the client closed the connection mid-response") {
+        assert!(Instant::now() < deadline, "the edge did not notice the client leave:\n{}", edge.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = edge.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "a client that went away is INFO, not ERROR: {errors:#?}");
+}
