@@ -191,6 +191,9 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     if let Some(rule) = decision.rule {
         println!("rule      {} ({file}:{}) {}", rule.name(), rule.location(), rule.effect());
     }
+    if let Some(judged) = judged.as_ref().filter(|j| j.judged != args.path) {
+        println!("path      {} (upstream receives {})", judged.judged, judged.upstream_path());
+    }
     if matches!(
         decision.reason,
         Reason::RuleMatched | Reason::NoRuleMatched | Reason::LoginRequired | Reason::LoginTooOld
@@ -201,9 +204,6 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             let why = check.failed.as_deref().unwrap_or("matched");
             println!("{label:<9} {} ({file}:{}): {why}", check.rule.name(), check.rule.location());
         }
-    }
-    if let Some(judged) = judged.as_ref().filter(|j| j.judged != args.path) {
-        println!("path      {} (upstream receives {})", judged.judged, judged.upstream_path());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -302,6 +302,7 @@ fn explain_an_anonymous_request_and_a_tcp_flow() {
             "reason    allowed by rule `sre` of route `ssh`",
             "route     ssh (policies/examples/company.yaml:84:5) -> tcp 10.0.2.5:22",
             "rule      sre (policies/examples/company.yaml:91:9) allow",
+            "rules     sre (policies/examples/company.yaml:91:9): matched",
         ],
         "{out:?}"
     );
