@@ -156,7 +156,8 @@ fn join_token(args: JoinTokenArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "join token {} for {edge}, works once until {}; shown only now.\n\
              Give it to the edge as join_token (PORTCULLIS_JOIN_TOKEN) with a credential_file to keep its key in.",
-            created.id, created.expires_at
+            created.id,
+            when(Some(&created.expires_at), chrono::Utc::now())
         );
         Ok(ExitCode::SUCCESS)
     })
@@ -178,9 +179,9 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
         }
         let edge: EdgeView = decode(&value)?;
         println!(
-            "edge {} revoked at {} by {}: its calls are refused and its stream is cut",
+            "edge {} revoked {} by {}: its calls are refused and its stream is cut",
             edge.id,
-            edge.revoked_at.as_deref().unwrap_or("?"),
+            when(edge.revoked_at.as_deref(), chrono::Utc::now()),
             edge.revoked_by.as_deref().unwrap_or("?")
         );
         Ok(ExitCode::SUCCESS)

@@ -1,7 +1,10 @@
 //! `portcullis policy apply FILE -m MESSAGE`: sends a policy document to the
 //! control plane, which compiles it and makes it the version in force. A
 //! document that does not compile changes nothing; its problems are printed
-//! as `FILE:LINE:COL: error: MESSAGE`, like `policy check`.
+//! as `FILE:LINE:COL: error: MESSAGE`, like `policy check`. An applied one
+//! is followed by its receipt, as a termination is: how many connected edges
+//! applied it (all of them, with `--wait`) and how many live connections they
+//! closed because the new policy no longer allows them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +14,10 @@ use clap::Args;
 use reqwest::{header, Method, StatusCode};
 use serde::Deserialize;
 
+use portcullis_control_plane::receipt::Receipt;
+
 use crate::api_client::{block_on, decode, print_json, ApiClient, ApiFailure, Connection};
+use crate::sessions_cmd::receipt_line;
 
 /// `policy apply` arguments.
 #[derive(Args)]
@@ -21,6 +27,9 @@ pub struct ApplyArgs {
     /// Why: stored with the version and in the audit log.
     #[arg(short = 'm', long)]
     message: String,
+    /// Wait (bounded) until every connected edge has applied it.
+    #[arg(long)]
+    wait: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -29,6 +38,7 @@ pub struct ApplyArgs {
 struct Applied {
     version: i64,
     seq: u64,
+    receipt: Receipt,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +65,7 @@ async fn apply(args: ApplyArgs, document: String) -> anyhow::Result<ExitCode> {
     let request = client
         .request(Method::PUT, "/policy")
         .query(&[("message", args.message.as_str())])
+        .query(&[("wait", args.wait)])
         .header(header::CONTENT_TYPE, "application/yaml")
         .body(document);
     let value = match client.send(request).await {
@@ -66,6 +77,7 @@ async fn apply(args: ApplyArgs, document: String) -> anyhow::Result<ExitCode> {
     } else {
         let applied: Applied = decode(&value)?;
         println!("applied {} as policy version {} (change {})", args.file.display(), applied.version, applied.seq);
+        println!("{}", receipt_line(&applied.receipt));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use portcullis_policy::{
-    evaluate, judged_path, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy, PolicySource, Route,
-    RouteTarget, Snapshot, Target,
+    evaluate, judged_path, rule_checks, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy,
+    PolicySource, Reason, Route, RouteTarget, Snapshot, Target,
 };
 
 /// Policy subcommands.
@@ -193,6 +193,17 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(judged) = judged.as_ref().filter(|j| j.judged != args.path) {
         println!("path      {} (upstream receives {})", judged.judged, judged.upstream_path());
+    }
+    if matches!(
+        decision.reason,
+        Reason::RuleMatched | Reason::NoRuleMatched | Reason::LoginRequired | Reason::LoginTooOld
+    ) {
+        // Each rule up to the one that decided, with the condition it failed.
+        for (i, check) in rule_checks(&snapshot, &facts).iter().enumerate() {
+            let label = if i == 0 { "rules" } else { "" };
+            let why = check.failed.as_deref().unwrap_or("matched");
+            println!("{label:<9} {} ({file}:{}): {why}", check.rule.name(), check.rule.location());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

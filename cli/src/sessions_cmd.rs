@@ -128,7 +128,7 @@ async fn list_sessions(args: ListArgs) -> anyhow::Result<ExitCode> {
 fn state(session: &SessionView) -> String {
     if session.state == "active" {
         return match (session.locked, &session.locked_until) {
-            (true, Some(until)) => format!("locked until {until}"),
+            (true, Some(until)) => format!("locked until {}", when(Some(until), chrono::Utc::now())),
             (true, None) => "locked".to_owned(),
             (false, _) => session.state.clone(),
         };
@@ -187,7 +187,11 @@ pub fn relying_party_line(rp: &RelyingPartyOutcome) -> String {
         (Some(error), _) if rp.state != "applied" => format!(": {error}"),
         _ => String::new(),
     };
-    let next = rp.next_attempt_at.as_deref().map(|at| format!(", next attempt at {at}")).unwrap_or_default();
+    let next = rp
+        .next_attempt_at
+        .as_deref()
+        .map(|at| format!(", next attempt {}", when(Some(at), chrono::Utc::now())))
+        .unwrap_or_default();
     format!(
         "  relying party {}: {} after {} attempt(s){said}{next} (delivery {})",
         rp.relying_party, rp.state, rp.attempts, rp.job
@@ -249,13 +253,14 @@ mod tests {
             next_attempt_at: Some("2026-12-02T15:00:01.000Z".into()),
         });
         let text = receipt_line(&r);
-        assert_eq!(
-            text.lines().nth(1),
-            Some(
-                "  relying party okta: retrying after 1 attempt(s): 429 Too Many Requests: slow down, next attempt at \
-                 2026-12-02T15:00:01.000Z (delivery j1)"
-            )
+        let line = text.lines().nth(1).unwrap_or_default();
+        assert!(
+            line.starts_with(
+                "  relying party okta: retrying after 1 attempt(s): 429 Too Many Requests: slow down, next attempt "
+            ),
+            "{text}"
         );
+        assert!(line.ends_with(" (2026-12-02 15:00:01Z) (delivery j1)"), "times as everywhere in the CLI: {text}");
     }
 
     #[test]

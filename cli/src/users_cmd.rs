@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api_client::{block_on, decode, print_json, ApiClient, Connection};
-use crate::output::rfc3339_option;
+use crate::output::{rfc3339_option, when};
 use crate::sessions_cmd::receipt_line;
 
 /// Reason recorded for a lock when `--reason` is not given (the API requires one).
@@ -149,7 +149,10 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{user} is not locked");
         return Ok(ExitCode::SUCCESS);
     }
-    let until = lock.until.as_deref().map_or_else(|| "until unlocked".to_owned(), |u| format!("until {u}"));
+    let until = lock
+        .until
+        .as_deref()
+        .map_or_else(|| "until unlocked".to_owned(), |u| format!("until {}", when(Some(u), chrono::Utc::now())));
     println!("{user} is locked {until}: {}", lock.reason.as_deref().unwrap_or("no reason given"));
     Ok(ExitCode::SUCCESS)
 }
@@ -173,7 +176,7 @@ async fn act(connection: Connection, action: &str, body: Value, wait: bool) -> a
             );
         }
         "lock" => match body.get("until").and_then(Value::as_str) {
-            Some(until) => println!("locked {user} until {until}"),
+            Some(until) => println!("locked {user} until {}", when(Some(until), chrono::Utc::now())),
             None => println!("locked {user} until unlocked"),
         },
         _ if body.get("keep_sessions").is_some() => println!("unlocked {user}; kept their sessions"),

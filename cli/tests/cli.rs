@@ -217,6 +217,10 @@ fn explain_an_allowed_request() {
             "reason    allowed by rule `admins-from-office` of route `admin`",
             "route     admin (policies/examples/company.yaml:40:5) -> https://10.0.1.20:8443",
             "rule      admins-from-office (policies/examples/company.yaml:57:9) allow",
+            "rules     health-check (policies/examples/company.yaml:49:9): `paths` [/healthz] — the path is /",
+            "          no-bearer-tokens (policies/examples/company.yaml:54:9): \
+             `credential` [bearer, service] — the caller used browser",
+            "          admins-from-office (policies/examples/company.yaml:57:9): matched",
         ],
         "{out:?}"
     );
@@ -232,6 +236,11 @@ fn explain_a_request_no_rule_allows() {
             "decision  deny",
             "reason    no rule of route `admin` allows this request (default deny)",
             "route     admin (policies/examples/company.yaml:40:5) -> https://10.0.1.20:8443",
+            "rules     health-check (policies/examples/company.yaml:49:9): `paths` [/healthz] — the path is /",
+            "          no-bearer-tokens (policies/examples/company.yaml:54:9): \
+             `credential` [bearer, service] — the caller used browser",
+            "          admins-from-office (policies/examples/company.yaml:57:9): \
+             `source_ip` [203.0.113.0/24, 2001:db8:10::/48] — the client is 198.51.100.1",
         ],
         "{out:?}"
     );
@@ -293,6 +302,7 @@ fn explain_an_anonymous_request_and_a_tcp_flow() {
             "reason    allowed by rule `sre` of route `ssh`",
             "route     ssh (policies/examples/company.yaml:84:5) -> tcp 10.0.2.5:22",
             "rule      sre (policies/examples/company.yaml:91:9) allow",
+            "rules     sre (policies/examples/company.yaml:91:9): matched",
         ],
         "{out:?}"
     );

@@ -33,7 +33,7 @@ pub mod wire;
 
 pub use duration::parse_seconds as parse_duration;
 pub use error::{Location, PolicyError, PolicyErrors};
-pub use evaluate::{evaluate, Decision, Outcome, Reason};
+pub use evaluate::{evaluate, rule_checks, Decision, Outcome, Reason, RuleCheck};
 pub use facts::{ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Target};
 pub use holds::holds_until;
 pub use ids::{SessionId, TokenId, UserRef};

@@ -24,8 +24,8 @@ use policy_gen::{
 use portcullis_policy::snapshot::{GroupsOverride, KeyAlgorithm, Lock, PublicKey, UserState};
 use portcullis_policy::wire::{decode, encode, Message, SnapshotBody, WIRE_VERSION};
 use portcullis_policy::{
-    evaluate, Change, Delta, Facts, Identity, Outcome, Policy, PolicySource, Reason, RuleEffect, SessionId, Snapshot,
-    TokenId, UserRef,
+    evaluate, rule_checks, Change, Delta, Facts, Identity, Outcome, Policy, PolicySource, Reason, RuleEffect,
+    SessionId, Snapshot, TokenId, UserRef,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -494,6 +494,13 @@ proptest! {
         // only a rule that matched decides.
         let decided = decision.rule.filter(|_| decision.reason == Reason::RuleMatched);
         prop_assert_eq!(decided.map(|r| r.name()), first.map(|j| route.rules()[j].name()));
+        // `policy explain`'s rule by rule account agrees, naming a failed
+        // condition for every rule before the one that decided.
+        let checks = rule_checks(&snapshot, &request(&facts, &name, tcp, identity));
+        let matched = checks.last().filter(|c| c.failed.is_none()).map(|c| c.rule.name());
+        prop_assert_eq!(matched, first.map(|j| route.rules()[j].name()));
+        prop_assert!(checks.iter().rev().skip(1).all(|c| c.failed.is_some()));
+        prop_assert_eq!(checks.len(), first.map_or(route.rules().len(), |j| j + 1));
         let outcome = match first.map(|j| route.rules()[j].effect()) {
             Some(RuleEffect::Allow) => Outcome::Allow,
             Some(RuleEffect::Deny) => Outcome::Deny,

@@ -42,4 +42,5 @@ pub mod tunnel;
 pub mod upgrade;
 pub mod upstream_headers;
 
+pub use responses::FAVICON_LINK;
 pub use snapshot_store::{SnapshotStore, StoreError};

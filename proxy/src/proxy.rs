@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 use portcullis_policy::policy::Upstream;
@@ -327,5 +327,44 @@ impl ProxyHttp for EdgeHttp {
             }
         }
         Ok(())
+    }
+
+    /// A client that goes away mid-response (a closed tab, a cancelled
+    /// download) is not the edge's failure: logged at INFO here instead of
+    /// pingora's ERROR. Upstream and internal failures keep their ERROR.
+    fn suppress_error_log(&self, session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
+        if !client_went_away(error) {
+            return false;
+        }
+        let req = session.req_header();
+        tracing::info!(%error, method = %req.method, path = %req.uri.path(), "the client closed the connection mid-response");
+        true
+    }
+}
+
+/// True for the errors of a downstream connection the client closed or
+/// broke: reading from or writing to it failed, or it was already closed.
+fn client_went_away(error: &Error) -> bool {
+    *error.esource() == ErrorSource::Downstream
+        && matches!(error.etype(), ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_client_that_went_away_is_not_an_error() {
+        for etype in [ErrorType::ConnectionClosed, ErrorType::WriteError, ErrorType::ReadError] {
+            let mut error = Error::explain(etype.clone(), "Broken pipe (os error 32)");
+            error.esource = ErrorSource::Downstream;
+            assert!(client_went_away(&error), "{error}");
+            let upstream = Error::explain(etype, "Connection reset by peer").into_up();
+            assert!(!client_went_away(&upstream), "an upstream failure stays an error: {upstream}");
+        }
+        let mut bad_request = Error::explain(ErrorType::InvalidHTTPHeader, "bad header");
+        bad_request.esource = ErrorSource::Downstream;
+        assert!(!client_went_away(&bad_request));
+        assert!(!client_went_away(&Error::explain(ErrorType::InternalError, "no upstream")));
     }
 }

@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
+use portcullis_edge::FAVICON_LINK;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2.5rem auto;padding:0 1rem;color:#1f2933}\
     table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #e4e7eb;padding:.35rem .5rem;text-align:left;\
@@ -26,7 +27,7 @@ fn escape(text: &str) -> std::borrow::Cow<'_, str> {
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · Portcullis demo</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"><link rel=\"stylesheet\" href=\"/style.css\"></head>\
+         <meta name=\"viewport\" content=\"width=device-width\"><link rel=\"stylesheet\" href=\"/style.css\">{FAVICON_LINK}</head>\
          <body><nav><a href=\"/\">Who am I</a><a href=\"/websocket\">Websocket</a><a href=\"/download\">Slow download</a>\
          <a href=\"/.portcullis/logout\">Log out</a></nav><h1>{title}</h1>{body}</body></html>"
     ))

@@ -166,7 +166,15 @@ async fn a_policy_change_denies_the_next_request_and_closes_what_it_no_longer_al
     let out = plane.cli(&["users", "lock", "nobody@corp.example", "--reason", "unrelated", "--json"]).await;
     assert!(out.json()["receipt"]["seq"].is_number(), "an unrelated change closes nothing");
     let narrower = policy(upstream.port).replace("groups_any: [staff]", "groups_any: [sre]");
-    plane.apply_policy(&narrower).await;
+    let file = dir.path().join("narrower.yaml");
+    std::fs::write(&file, &narrower).expect("write the policy");
+    let file = file.to_str().expect("UTF-8 path");
+    // The apply answers with a receipt, as a termination does.
+    let out = plane.cli(&["policy", "apply", file, "-m", "staff no longer", "--wait"]).await;
+    let text = out.stdout.lines().nth(1).unwrap_or_default().to_owned();
+    assert!(text.contains("applied by all 1 connected edges in"), "{out:?}");
+    let closed: i64 = text.rsplit(", ").next().and_then(|t| t.split(' ').next()?.parse().ok()).unwrap_or(0);
+    assert!(closed >= 3, "download, keep-alive and websocket closed for the change: {out:?}");
     let deadline = Instant::now() + CLOSE_WITHIN;
     let status = loop {
         // A request in flight when the change lands has its connection
@@ -247,4 +255,29 @@ async fn websockets_to_an_instant_upstream_always_upgrade() {
     .await;
     let echoed = opened.iter().filter(|ok| **ok).count();
     assert_eq!(echoed, 100, "every websocket echoes; edge log:\n{}", edge.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_closing_a_download_is_not_logged_as_an_error() {
+    let dir = TempDir::new("edge-client-gone");
+    let plane = ControlPlane::start(&format!("sqlite://{}", dir.path().join("cp.db").display()), dir.path()).await;
+    let upstream = Upstream::start().await;
+    plane.apply_policy(&policy(upstream.port)).await;
+    let edge = EdgeNode::start(&plane, "edge-a", dir.path()).await;
+    let (_, token) = login(&plane, "ada@corp.example").await;
+    let request = reqwest::Client::new()
+        .get(edge.url("/stream"))
+        .header("host", "app.corp.example")
+        .header("cookie", format!("__Host-portcullis_session.app={token}"));
+    let mut body = request.send().await.expect("start download").bytes_stream();
+    assert!(body.next().await.is_some_and(|c| c.is_ok()), "the download starts");
+    drop(body);
+    let deadline = Instant::now() + CLOSE_WITHIN;
+    while !edge.log_text().contains("the client closed the connection mid-response") {
+        assert!(Instant::now() < deadline, "the edge did not notice the client leave:\n{}", edge.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = edge.log_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "a client that went away is INFO, not ERROR: {errors:#?}");
 }

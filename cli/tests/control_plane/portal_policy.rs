@@ -81,7 +81,12 @@ async fn portal_policy_editor_validates_diffs_applies_rolls_back_and_explains() 
     chrome.click("[data-test=apply]").await;
     chrome.type_into("dialog textarea[name=reason]", "admin console for the admins group").await;
     chrome.click("dialog button[type=submit]").await;
-    chrome.wait_text("dialog [data-test=dialog-done]", "Version 2 is in force").await;
+    let done = chrome.wait_text("dialog [data-test=dialog-done]", "Version 2 is in force").await;
+    assert!(
+        done.contains("Edges applied") && done.contains("Connections closed"),
+        "a receipt, as for terminations: {done}"
+    );
+    chrome.screenshots("policy-applied").await;
     chrome.click("dialog [data-test=dialog-close]").await;
     let current = plane.api_get("/policy").await;
     assert_eq!((current["version"].as_i64(), current["document"].as_str()), (Some(2), Some(V2)));
@@ -97,6 +102,8 @@ async fn portal_policy_editor_validates_diffs_applies_rolls_back_and_explains() 
     chrome.click("[data-test=explain]").await;
     let decision = chrome.wait_text("[data-test=decision]", "deny").await;
     assert!(decision.contains("no rule of route `admin` allows this request"), "{decision}");
+    let checks = chrome.wait_text("[data-test=rule-checks]", "admins").await;
+    assert!(checks.contains("`groups_any` [admins] — the user is in [dev]"), "which condition failed: {checks}");
     chrome.type_into("[data-test=explain-form] input[name=groups]", "dev, admins").await;
     chrome.click("[data-test=explain]").await;
     let decision = chrome.wait_text("[data-test=decision]", "allow").await;

@@ -34,6 +34,12 @@ pub const WIDE: (u32, u32) = (1280, 900);
 /// A phone-sized window.
 pub const NARROW: (u32, u32) = (400, 860);
 
+/// The narrow top bar holds the brand, sign-out and one row of page links.
+const MAX_TOP_BAR_PX: f64 = 120.0;
+/// The height of the portal's sidebar (0 on pages without one).
+const TOP_BAR_HEIGHT: &str =
+    "const bar = document.querySelector('.shell > .sidebar'); return bar ? bar.getBoundingClientRect().height : 0;";
+
 /// True when Chromium and ChromeDriver are installed. Otherwise says why
 /// the test is skipped, or panics when `CI=true`.
 pub fn available() -> bool {
@@ -189,11 +195,15 @@ impl Chrome {
     }
 
     /// Saves a wide and a narrow screenshot (`<name>-wide.png`, `<name>-narrow.png`), back to wide after.
+    /// In the narrow one the portal's sidebar is a top bar: it must keep its
+    /// own height however short the page is (it once stretched to 225 px).
     pub async fn screenshots(&self, name: &str) {
         self.resize(WIDE).await;
         self.screenshot(&format!("{name}-wide")).await;
         self.resize(NARROW).await;
         self.screenshot(&format!("{name}-narrow")).await;
+        let bar = self.eval(TOP_BAR_HEIGHT).await.as_f64().unwrap_or(0.0);
+        assert!(bar <= MAX_TOP_BAR_PX, "{name}-narrow: the top bar is {bar} px tall (at most {MAX_TOP_BAR_PX})");
         self.resize(WIDE).await;
     }
 }

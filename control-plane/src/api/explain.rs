@@ -14,8 +14,8 @@ use axum::Json;
 use portcullis_policy::snapshot::{Lock, UserState};
 use portcullis_policy::wire::SnapshotBody;
 use portcullis_policy::{
-    evaluate, judged_path, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy, PolicySource, Reason,
-    RouteTarget, Snapshot, Target, UserRef,
+    evaluate, judged_path, rule_checks, ClaimValue, CredentialKind, Facts, Identity, IdentityParts, Policy,
+    PolicySource, Reason, RouteTarget, Rule, Snapshot, Target, UserRef,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -76,6 +76,18 @@ pub struct PolicyPlace {
     pub detail: String,
 }
 
+/// How one rule met the request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RuleOutcome {
+    /// The rule's name, line, column and effect.
+    pub rule: PolicyPlace,
+    /// True for the rule that matched (the last one listed).
+    pub matched: bool,
+    /// The first condition the request fails, e.g.
+    /// "`groups_any` [admins] — the user is in [eng]".
+    pub failed: Option<String>,
+}
+
 /// The decision and what made it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Explanation {
@@ -97,6 +109,10 @@ pub struct Explanation {
     pub route: Option<PolicyPlace>,
     /// The rule that decided.
     pub rule: Option<PolicyPlace>,
+    /// The route's rules in order, up to the one that decided (all of them
+    /// when none did), each with the condition it failed; empty when no
+    /// route served the request or a refusal came before any rule.
+    pub rules: Vec<RuleOutcome>,
     /// The policy version evaluated (0: the built-in deny-everything policy).
     pub policy_version: i64,
     /// The time evaluated (RFC 3339).
@@ -126,6 +142,15 @@ fn age(field: &str, text: Option<&str>) -> Result<i64, ApiError> {
 
 fn nonempty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn rule_place(rule: &Rule) -> PolicyPlace {
+    PolicyPlace {
+        name: rule.name().to_owned(),
+        line: rule.location().line,
+        column: rule.location().column,
+        detail: rule.effect().to_string(),
+    }
 }
 
 /// Explains the decision the edges would make for one request.
@@ -217,6 +242,7 @@ pub async fn explain(
                 judged_path: None,
                 route: None,
                 rule: None,
+                rules: Vec::new(),
                 policy_version: version,
                 at,
             }))
@@ -229,6 +255,20 @@ pub async fn explain(
     };
     let facts = Facts { target, source_ip, now, identity: identity.as_ref() };
     let decision = evaluate(&snapshot, &facts);
+    // Rules are only reached once no revocation or lock decided.
+    let rules = match decision.reason {
+        Reason::RuleMatched | Reason::NoRuleMatched | Reason::LoginRequired | Reason::LoginTooOld => {
+            rule_checks(&snapshot, &facts)
+                .into_iter()
+                .map(|check| RuleOutcome {
+                    rule: rule_place(check.rule),
+                    matched: check.failed.is_none(),
+                    failed: check.failed,
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let upstream_path = judged.as_ref().map(|j| j.upstream_path().into_owned());
     Ok(Json(Explanation {
         decision: decision.outcome.as_str().to_owned(),
@@ -245,12 +285,8 @@ pub async fn explain(
                 RouteTarget::Tcp { upstream, .. } => format!("tcp {upstream}"),
             },
         }),
-        rule: decision.rule.map(|rule| PolicyPlace {
-            name: rule.name().to_owned(),
-            line: rule.location().line,
-            column: rule.location().column,
-            detail: rule.effect().to_string(),
-        }),
+        rule: decision.rule.map(rule_place),
+        rules,
         policy_version: version,
         at,
     }))

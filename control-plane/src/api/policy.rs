@@ -1,8 +1,11 @@
 //! `/api/v1/policy`: the document in force, validate, apply, history and
 //! rollback. A document that does not compile never replaces the one in
-//! force; its errors come back with line and column.
+//! force; its errors come back with line and column. An applied version
+//! answers with a receipt, as a termination does: how many connected edges
+//! applied it and how many live connections they closed for it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -13,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
+use super::WaitQuery;
 use crate::app::App;
 use crate::error::{ApiError, ErrorDetail};
 use crate::http::{ApiJson, ApiQuery, ApiText};
 use crate::model::{now_ms, PolicyVersion};
+use crate::receipt::{receipt, Receipt};
 
 /// One problem in a policy document.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -56,15 +61,23 @@ pub struct Applied {
     pub version: i64,
     /// Its change-log sequence.
     pub seq: u64,
+    /// How far it reached the edges: with `?wait=true`, once every connected
+    /// edge applied it (bounded), with the live connections they closed
+    /// because the new policy no longer allows them.
+    pub receipt: Receipt,
 }
 
-/// `?message=` for applying a policy.
+/// `?message=` for applying a policy, and whether to wait for the edges.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyQuery {
     /// Why (also accepted as the `X-Portcullis-Message` header).
     pub message: Option<String>,
+    /// Wait until every connected edge applied the new version.
+    pub wait: Option<bool>,
+    /// Bound on the wait in milliseconds (default and maximum: the configured `receipt_wait_ms`).
+    pub timeout_ms: Option<u64>,
 }
 
 /// History paging.
@@ -152,17 +165,26 @@ pub async fn put(
     caller.require("policy:write")?;
     let header_message = headers.get("x-portcullis-message").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let message = query.message.or(header_message).unwrap_or_default();
-    apply(&app, &caller, &document, message.trim()).await
+    let wait = WaitQuery { wait: query.wait, timeout_ms: query.timeout_ms };
+    apply(&app, &caller, &document, message.trim(), &wait).await
 }
 
-async fn apply(app: &App, caller: &Caller, document: &str, message: &str) -> Result<Response, ApiError> {
+async fn apply(
+    app: &App,
+    caller: &Caller,
+    document: &str,
+    message: &str,
+    wait: &WaitQuery,
+) -> Result<Response, ApiError> {
     if let Err(errors) = compile(document) {
         return Ok(rejected(&errors));
     }
     let message = if message.is_empty() { "(no message)" } else { message };
     let (version, seq) = app.store().put_policy(document, message, &caller.actor, now_ms()).await?;
+    let committed = Instant::now();
     app.metrics.changes.with_label_values(&["policy.apply"]).inc();
-    Ok(Json(Applied { version, seq }).into_response())
+    let receipt = receipt(app.store(), &app.feed, Some(seq), wait.duration(app), committed).await?;
+    Ok(Json(Applied { version, seq, receipt }).into_response())
 }
 
 /// Versions, newest first.
@@ -177,11 +199,12 @@ pub async fn history(
 }
 
 /// Brings back an earlier version as a new version.
-#[utoipa::path(post, path = "/api/v1/policy/rollback", request_body = RollbackBody,
+#[utoipa::path(post, path = "/api/v1/policy/rollback", params(WaitQuery), request_body = RollbackBody,
     responses((status = 200, body = Applied), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn rollback(
     State(app): State<Arc<App>>,
     caller: Caller,
+    ApiQuery(wait): ApiQuery<WaitQuery>,
     ApiJson(body): ApiJson<RollbackBody>,
 ) -> Result<Response, ApiError> {
     caller.require("policy:write")?;
@@ -191,5 +214,5 @@ pub async fn rollback(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no policy version {}", body.version)))?;
     let message = body.message.unwrap_or_else(|| format!("rollback to version {}", body.version));
-    apply(&app, &caller, &old.document, &message).await
+    apply(&app, &caller, &old.document, &message, &wait).await
 }

@@ -94,6 +94,17 @@ async fn explain_decides_like_the_edge(t: TestApp) {
     let denied = explain(&t, staff).await;
     assert_eq!((denied["decision"].as_str(), denied["reason_code"].as_str()), (Some("deny"), Some("no_rule_matched")));
     assert!(denied["rule"].is_null());
+    // It says which condition of each rule failed.
+    assert_eq!(
+        denied["rules"],
+        json!([{
+            "rule": { "name": "admins", "line": 18, "column": 9, "detail": "allow" },
+            "matched": false,
+            "failed": "`groups_any` [admins] — the user is in [staff]",
+        }]),
+        "{denied}"
+    );
+    assert_eq!(allowed["rules"][0]["matched"], true, "{allowed}");
     let anonymous = explain(&t, json!({ "host": "wiki.test.example", "path": "/docs", "ip": "198.51.100.1" })).await;
     assert_eq!(anonymous["decision"], "login-required");
     let at = explain(&t, json!({ "host": "wiki.test.example", "ip": "::1", "at": "2026-11-23T10:00:00+01:00" })).await;

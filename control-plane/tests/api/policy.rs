@@ -36,7 +36,12 @@ async fn apply_and_read_back(t: TestApp) {
 
     let head = t.head().await;
     let applied = put(&t, POLICY, "first").await;
-    assert_eq!(applied, json!({ "version": 1, "seq": head + 1 }));
+    assert_eq!((applied["version"].as_i64(), applied["seq"].as_u64()), (Some(1), Some(head + 1)), "{applied}");
+    // A receipt, as for terminations: no edge is connected here.
+    let receipt = &applied["receipt"];
+    assert_eq!((receipt["seq"].as_u64(), receipt["durable"].as_bool()), (Some(head + 1), Some(true)), "{receipt}");
+    assert_eq!((receipt["edges_total"].as_u64(), receipt["connections_closed"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(receipt["waited"], false);
     let current = t.get("/api/v1/policy").send().await.ok();
     assert_eq!(current["version"], 1);
     assert_eq!(current["document"], POLICY);
@@ -123,7 +128,9 @@ async fn validate_history_and_rollback(t: TestApp) {
     let head = t.head().await;
     let rolled =
         t.post("/api/v1/policy/rollback").json(json!({ "version": 1, "message": "v2 broke sso" })).send().await;
-    assert_eq!(rolled.ok(), json!({ "version": 3, "seq": head + 1 }));
+    let rolled = rolled.ok();
+    assert_eq!((rolled["version"].as_i64(), rolled["seq"].as_u64()), (Some(3), Some(head + 1)), "{rolled}");
+    assert_eq!(rolled["receipt"]["seq"].as_u64(), Some(head + 1), "{rolled}");
     let current = t.get("/api/v1/policy").send().await.ok();
     assert_eq!((current["version"].as_i64(), current["document"].as_str()), (Some(3), Some(POLICY)));
     assert_eq!(current["message"], "v2 broke sso");

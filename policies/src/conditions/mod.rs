@@ -5,6 +5,7 @@
 //! "any of" except `groups_all`. An empty list or a zero bit set means the
 //! condition is absent.
 
+mod failure;
 pub mod glob;
 pub mod time_window;
 

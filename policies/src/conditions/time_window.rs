@@ -46,6 +46,33 @@ impl TimeWindow {
         self.days & day_bit != 0 && in_hours
     }
 
+    /// The window as written: `mon,tue 08:00-19:00 Europe/Berlin`.
+    pub(crate) fn describe(&self) -> String {
+        const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let days = match self.days {
+            ALL_DAYS => "every day".to_owned(),
+            0b001_1111 => "weekdays".to_owned(),
+            0b110_0000 => "weekends".to_owned(),
+            bits => NAMES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .map(|(_, d)| *d)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let hhmm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+        format!("{days} {}-{} {}", hhmm(self.start_minute), hhmm(self.end_minute), self.zone.name())
+    }
+
+    /// The Unix time `now` as the window's local day and time: `sat 10:00`.
+    pub(crate) fn local_time(&self, now: i64) -> String {
+        match self.zone.timestamp_opt(now, 0).single() {
+            Some(local) => local.format("%a %H:%M").to_string().to_ascii_lowercase(),
+            None => format!("Unix time {now}"),
+        }
+    }
+
     /// The earliest Unix second after `now` at which [`Self::contains`]
     /// gives another answer than at `now`, or `None` when it never does (a
     /// window open every minute of every day). Exact across midnight and
@@ -160,6 +187,16 @@ mod tests {
     fn at(date_time: &str, zone: Tz) -> i64 {
         let naive = chrono::NaiveDateTime::parse_from_str(date_time, "%Y-%m-%d %H:%M").unwrap();
         zone.from_local_datetime(&naive).single().unwrap().timestamp()
+    }
+
+    #[test]
+    fn windows_describe_themselves_and_the_local_time() {
+        let berlin: Tz = "Europe/Berlin".parse().unwrap();
+        let window = TimeWindow::new(parse_days("weekdays").unwrap(), 8 * 60, 19 * 60, berlin);
+        assert_eq!(window.describe(), "weekdays 08:00-19:00 Europe/Berlin");
+        assert_eq!(window.local_time(at("2026-11-28 10:00", berlin)), "sat 10:00");
+        let odd = TimeWindow::new(0b100_0001, 22 * 60, 6 * 60, chrono_tz::UTC);
+        assert_eq!(odd.describe(), "mon,sun 22:00-06:00 UTC");
     }
 
     #[test]

@@ -29,7 +29,11 @@ impl<'n> Fields<'n> {
                 continue;
             };
             if !allowed.contains(&name.as_str()) {
-                d.error(key.at, format!("unknown key `{name}` in {what}; expected one of: {}", allowed.join(", ")));
+                let hint = closest(name, allowed).map(|k| format!("did you mean `{k}`? ")).unwrap_or_default();
+                d.error(
+                    key.at,
+                    format!("unknown key `{name}` in {what}; {hint}expected one of: {}", allowed.join(", ")),
+                );
                 continue;
             }
             if !seen.insert(name.as_str()) {
@@ -132,9 +136,69 @@ pub(crate) fn list<'n, T>(
     ok.then_some(out)
 }
 
+/// The key of `known` closest to the unknown `name`, when it is close enough
+/// to be a slip of the keyboard: at most a third of its letters (and at
+/// least one) edited away, compared case-insensitively.
+pub(crate) fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    let name = name.to_ascii_lowercase();
+    let allowed = (name.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| (edit_distance(&name, &k.to_ascii_lowercase()), *k))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k)
+}
+
+/// Edit distance counting an insertion, a deletion, a substitution or a
+/// swap of two neighbouring letters as one edit (optimal string alignment).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let width = b.len() + 1;
+    let mut d: Vec<usize> = (0..(a.len() + 1) * width).map(|k| if k < width { k } else { 0 }).collect();
+    for i in 1..=a.len() {
+        d[i * width] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best =
+                (d[(i - 1) * width + j] + 1).min(d[i * width + j - 1] + 1).min(d[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[(i - 2) * width + j - 2] + 1);
+            }
+            d[i * width + j] = best;
+        }
+    }
+    d[a.len() * width + b.len()]
+}
+
 fn describe_value(node: &Node) -> String {
     match &node.kind {
         NodeKind::Scalar { value, .. } if !node.is_null() => format!("`{value}`"),
         _ => node.describe().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misspelt_keys_find_their_closest_known_key() {
+        let keys = ["email", "email_domain", "groups_any", "groups_all", "paths", "methods"];
+        assert_eq!(closest("grups_any", &keys), Some("groups_any"));
+        assert_eq!(closest("Groups_All", &keys), Some("groups_all"));
+        assert_eq!(closest("emial", &keys), Some("email"));
+        assert_eq!(closest("path", &keys), Some("paths"));
+        assert_eq!(closest("colour", &keys), None, "nothing is close");
+        assert_eq!(closest("description", &keys), None);
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("grups_any", "groups_any"), 1);
+        assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(edit_distance("emial", "email"), 1, "a swap is one edit");
     }
 }

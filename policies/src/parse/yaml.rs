@@ -157,6 +157,13 @@ fn first_reference(text: &str) -> Option<(Location, String)> {
 /// two mistakes whose library message points elsewhere: a tab used for
 /// indentation, and a `[` or `{` left open on an earlier line.
 fn syntax_error(text: &str, error: &ScanError) -> (Location, String) {
+    let (at, message) = syntax_error_at_marker(text, error);
+    (within(text, at), message)
+}
+
+/// [`syntax_error`] at the scanner's own position, which is past the last
+/// line when the document ends before a collection or quote is closed.
+fn syntax_error_at_marker(text: &str, error: &ScanError) -> (Location, String) {
     let at = location(error.marker());
     if error.info() == SCANNER_FLOW_LIMIT {
         return (at, too_deep_flow());
@@ -190,6 +197,23 @@ fn syntax_error(text: &str, error: &ScanError) -> (Location, String) {
             (at, message + &hint)
         }
         _ => (at, message),
+    }
+}
+
+/// `at`, or the end of the last line when `at` lies past it: the scanner
+/// reports an error found at the end of the document on the line after the
+/// final newline, a line an editor does not show.
+fn within(text: &str, at: Location) -> Location {
+    let lines = text.lines().count();
+    if (at.line as usize) <= lines {
+        return at;
+    }
+    match text.lines().next_back() {
+        Some(last) => Location {
+            line: u32::try_from(lines).unwrap_or(u32::MAX),
+            column: u32::try_from(last.chars().count() + 1).unwrap_or(u32::MAX),
+        },
+        None => Location { line: 1, column: 1 },
     }
 }
 
@@ -316,6 +340,18 @@ mod tests {
         let mut diagnostics = Diagnostics::new("t.yaml");
         assert!(load("a: &x 1\nb: *x\n", &mut diagnostics).is_none());
         assert!(diagnostics.has_errors());
+    }
+
+    #[test]
+    fn an_error_at_the_end_of_the_document_points_at_its_last_line() {
+        let text = "a: 1\nb: [1, 2\n";
+        let mut diagnostics = Diagnostics::new("t.yaml");
+        assert!(load(text, &mut diagnostics).is_none());
+        let error = diagnostics.into_result(()).unwrap_err();
+        assert_eq!(error.0[0].at, Location { line: 2, column: 9 }, "{error}");
+        assert_eq!(within("", Location { line: 2, column: 1 }), Location { line: 1, column: 1 });
+        assert_eq!(within("a\nbc", Location { line: 3, column: 1 }), Location { line: 2, column: 3 });
+        assert_eq!(within("a\nbc", Location { line: 2, column: 1 }), Location { line: 2, column: 1 });
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::state::StateSealer;
 use super::{LoginService, RequestInfo};
 use crate::authority_client::AuthorityError;
 use crate::credentials::{cookie, PresentedSession, SessionCookies};
-use crate::responses::{escape_html, respond};
+use crate::responses::{escape_html, respond, FAVICON_LINK};
 
 /// HMAC context of logout CSRF tags.
 const CSRF_CONTEXT: &str = "portcullis logout csrf v1";
@@ -71,7 +71,7 @@ fn same_origin(origin: Option<&str>, info: &RequestInfo<'_>) -> bool {
 fn confirmation_page(host: &str, tag: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Log out</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"></head>\
+         <meta name=\"viewport\" content=\"width=device-width\">{FAVICON_LINK}</head>\
          <body style=\"font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem\">\
          <h1>Log out</h1><p>Log out of {host}?</p>\
          <form method=\"post\" action=\"/.portcullis/logout\">\

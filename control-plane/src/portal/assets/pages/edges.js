@@ -30,7 +30,7 @@ function revokeEdge(edge) {
     confirmLabel: 'Revoke edge',
     placeholder: 'e.g. host compromised, decommissioned',
     run: ({ reason }) => api('POST', `/edges/${encodeURIComponent(edge.id)}/revoke`, { json: { reason } }),
-    done: (answer) => [h('h2', {}, 'Edge revoked'), h('p', { class: 'lead' }, `${answer.id} was revoked ${answer.revoked_at ? `at ${answer.revoked_at}` : ''}.`)],
+    done: (answer) => [h('h2', {}, 'Edge revoked'), h('p', { class: 'lead' }, `${answer.id} was revoked `, when(answer.revoked_at), '.')],
   });
 }
 
@@ -46,7 +46,7 @@ function newJoinToken() {
     placeholder: 'e.g. eu-west edge 3',
     run: ({ reason }) => api('POST', '/edges/join-tokens', { json: reason ? { name: reason } : {} }),
     done: (created) => [h('h2', {}, 'Join token'),
-      h('p', { class: 'lead' }, `Works once, until ${created.expires_at}. Give it to the edge as join_token, with a credential_file to keep its key in.`),
+      h('p', { class: 'lead' }, 'Works once, until ', when(created.expires_at), '. Give it to the edge as join_token, with a credential_file to keep its key in.'),
       h('pre', { class: 'mono', 'data-test': 'join-token' }, created.token)],
   });
 }

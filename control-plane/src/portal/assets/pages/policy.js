@@ -6,7 +6,7 @@
 import { h, cell, replace, pill, loading, empty, alertBox, field, icon, toast, debounce } from '../dom.js';
 import { api, ApiError } from '../api.js';
 import { when } from '../format.js';
-import { actionDialog } from '../dialog.js';
+import { actionDialog, receiptView } from '../dialog.js';
 import { diffView, diffLines, diffStats } from '../diff.js';
 
 let draft = null;
@@ -142,7 +142,7 @@ function renderEdit(region, state, reload) {
       confirmLabel: 'Apply policy', danger: false, reasonRequired: false, reasonLabel: 'Message', placeholder: 'What changed and why',
       run: async ({ reason }) => {
         try {
-          return await api('PUT', '/policy', { query: { message: reason }, yaml: text });
+          return await api('PUT', '/policy', { query: { message: reason, wait: true }, yaml: text });
         } catch (error) {
           if (error instanceof ApiError && error.body && error.body.problems) {
             result = { valid: false, problems: error.body.problems, routes: 0 };
@@ -152,8 +152,7 @@ function renderEdit(region, state, reload) {
           throw error;
         }
       },
-      done: (answer) => [h('div', { class: 'done-mark' }, icon('check')), h('h2', {}, `Version ${answer.version} is in force`),
-        h('p', { class: 'lead' }, `Committed as change #${answer.seq}; edges apply it within moments.`)],
+      done: (answer) => receiptView(`Version ${answer.version} is in force`, answer.receipt),
     });
     if (applied) {
       draft = null;
@@ -196,8 +195,8 @@ function renderHistory(region, state, reload) {
         title: `Roll back to version ${v.version}`,
         lead: `Version ${v.version} is applied again as a new version, on every edge.`,
         confirmLabel: 'Roll back', danger: false, reasonRequired: false, reasonLabel: 'Message', placeholder: `rollback to version ${v.version}`,
-        run: ({ reason }) => api('POST', '/policy/rollback', { json: { version: v.version, message: reason || undefined } }),
-        done: (answer) => [h('div', { class: 'done-mark' }, icon('check')), h('h2', {}, `Version ${answer.version} is in force`), h('p', { class: 'lead' }, `A copy of version ${v.version}.`)],
+        run: ({ reason }) => api('POST', '/policy/rollback', { query: { wait: true }, json: { version: v.version, message: reason || undefined } }),
+        done: (answer) => receiptView(`Version ${answer.version} is in force`, answer.receipt, `A copy of version ${v.version}.`),
       });
       if (done) {
         draft = null;
@@ -256,7 +255,13 @@ function renderExplain(region, state, showLine) {
           h('dt', {}, 'Route'), h('dd', {}, place(result.route)),
           h('dt', {}, 'Rule'), h('dd', {}, place(result.rule)),
           h('dt', {}, 'Policy'), h('dd', {}, result.policy_version ? `version ${result.policy_version}` : 'none applied (deny everything)'),
-          h('dt', {}, 'At'), h('dd', {}, when(result.at)))));
+          h('dt', {}, 'At'), h('dd', {}, when(result.at))),
+        result.rules && result.rules.length ? h('div', { class: 'rule-checks' },
+          h('h3', {}, 'Rules, in order'),
+          h('ol', { 'data-test': 'rule-checks' }, result.rules.map((r) => h('li', { class: r.matched ? 'matched' : 'failed' },
+            h('span', { class: 'cell-main' }, r.rule.name), ' ',
+            h('a', { href: '#/policy', onclick: (e) => { e.preventDefault(); showLine(r.rule.line, r.rule.column); } }, `line ${r.rule.line}`),
+            h('div', { class: 'cell-sub' }, r.matched ? `matched: ${r.rule.detail}` : `not matched: ${r.failed}`))))) : null));
     } catch (error) {
       replace(answer, alertBox(error.message));
     }

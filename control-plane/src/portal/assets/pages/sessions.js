@@ -121,7 +121,7 @@ export function renderSessions(main, { go }) {
       if (stopped) return;
       const sessions = page.sessions;
       const key = JSON.stringify(sessions);
-      status.textContent = `updated ${new Date().toLocaleTimeString()} · every ${POLL_MS / 1000} s`;
+      status.textContent = `updated ${absolute(new Date().toISOString())} · every ${POLL_MS / 1000} s`;
       replace(problem);
       if (key === lastKey && !force) return;
       lastKey = key;
