@@ -127,15 +127,18 @@ pub(super) fn audit_row(event: ActivityEvent) -> Option<EdgeAuditRow> {
                 _ if count > 1 => format!(" ({count} requests)"),
                 _ => String::new(),
             };
+            // A denial decided before any route was found (a locked user, a
+            // path not in normal form) names none.
+            let on = if route.is_empty() { String::new() } else { format!("route `{route}` ") };
             EdgeAuditRow {
                 action: "access.denied",
                 target: target(session_id.as_deref(), &user),
-                reason: format!("route `{route}` ({user}): {reason}{burst}"),
+                reason: format!("{on}({user}): {reason}{burst}"),
                 source_address,
                 at_ms,
                 user: named(user),
                 session: session_id,
-                route: Some(route),
+                route: (!route.is_empty()).then_some(route),
                 occurrences: count,
             }
         }
@@ -201,5 +204,21 @@ mod tests {
         assert_eq!(row.occurrences, 412);
         assert_eq!(row.reason, "route `admin` (eve@corp.example): no rule allows (412 requests over 8.5 s)");
         assert_eq!((row.target.as_str(), row.route.as_deref()), ("user:eve@corp.example", Some("admin")));
+    }
+
+    #[test]
+    fn a_denial_before_any_route_names_none() {
+        let row = audit_row(ActivityEvent::Denied {
+            user: "eve@corp.example".into(),
+            session_id: Some("s1".into()),
+            route: String::new(),
+            reason: "the user is locked".into(),
+            source_address: "203.0.113.9".into(),
+            at_ms: 1,
+            count: 1,
+            first_at_ms: None,
+        })
+        .expect("audited");
+        assert_eq!((row.reason.as_str(), row.route), ("(eve@corp.example): the user is locked", None));
     }
 }
