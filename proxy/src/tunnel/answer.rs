@@ -102,7 +102,8 @@ mod tests {
 
     #[test]
     fn a_login_refusal_challenges_and_says_why_on_one_line() {
-        let text = String::from_utf8(refusal_bytes(Refusal::LoginRequired, "login_required", "log in\nfirst", None)).unwrap();
+        let text =
+            String::from_utf8(refusal_bytes(Refusal::LoginRequired, "login_required", "log in\nfirst", None)).unwrap();
         assert!(text.starts_with("HTTP/1.1 407 Proxy Authentication Required\r\n"), "{text}");
         assert!(text.contains("Proxy-Authenticate: Bearer realm=\"portcullis\"\r\n"));
         assert!(text.ends_with("\r\n\r\nlog in first\n"), "{text}");
