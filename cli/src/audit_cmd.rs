@@ -38,6 +38,11 @@ pub struct AuditArgs {
     /// Everything one edge reported (its id, as `portcullis edges` lists it).
     #[arg(long)]
     edge: Option<String>,
+    /// The denial an end user was shown this reference for (e.g.
+    /// `K7Q2-M9XD-4RTA`, from the page or the `X-Portcullis-Reference`
+    /// header): why, on which route, for whom.
+    #[arg(long)]
+    reference: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[arg(long)]
     limit: Option<u32>,
@@ -129,6 +134,7 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             ("session", args.session),
             ("route", args.route),
             ("edge", args.edge),
+            ("reference", args.reference),
         ];
         if args.follow {
             follow(&client, &filters, args.limit.unwrap_or(20), args.connection.json).await?;

@@ -21,7 +21,7 @@ use crate::clock::unix_now_s;
 use crate::gate::{canonical_target, Admission, Arrival, Destination, Gate, Refusal};
 use crate::login::{LoginService, RequestInfo};
 use crate::registry::ConnKey;
-use crate::responses::{respond, wants_html};
+use crate::responses::{respond, respond_with_reference, wants_html};
 use crate::upgrade::{classify, strip_upgrade, UpgradeRequest};
 use crate::upstream_headers::{prepare, UpstreamHead};
 
@@ -118,7 +118,8 @@ impl EdgeHttp {
             Some(header) => std::slice::from_ref(header),
             None => &[],
         };
-        respond(session, refusal.status(), refusal.code(), refusal.title(), &refusal.message(), extra).await?;
+        let (status, code, title, message) = (refusal.status(), refusal.code(), refusal.title(), refusal.message());
+        respond_with_reference(session, status, code, title, &message, refusal.reference(), extra).await?;
         Ok(true)
     }
 

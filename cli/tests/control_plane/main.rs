@@ -7,7 +7,8 @@
 //! `portcullis connect` (`ssh`, `sshd`);
 //! the admin portal and the quickstart's demo app in a real headless
 //! Chromium (`portal*`, `webdriver`); and the admin API against its OpenAPI
-//! document with schemathesis (`api_schema`).
+//! document with schemathesis (`api_schema`); what a denied end user is
+//! shown and what the reference finds in the audit log (`denial_page`).
 
 mod admin_commands;
 mod api_schema;
@@ -16,6 +17,7 @@ mod browser;
 mod config_errors;
 mod connect_login;
 mod connect_relogin;
+mod denial_page;
 mod durability;
 mod edge;
 mod edge_credentials;

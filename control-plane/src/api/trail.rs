@@ -35,6 +35,10 @@ pub struct AuditQuery {
     pub route: Option<String>,
     /// Everything one edge reported (its id, as `portcullis edges` lists it).
     pub edge: Option<String>,
+    /// The denial an end user was shown this reference for (e.g.
+    /// `K7Q2-M9XD-4RTA`; any case, dashes optional): its route, rule or
+    /// lock reason, user, session and address.
+    pub reference: Option<String>,
     /// At or after (RFC 3339).
     pub since: Option<String>,
     /// `next_cursor` of the previous page.
@@ -70,6 +74,11 @@ pub async fn audit(
     if query.after.is_some() && query.cursor.is_some() {
         return Err(ApiError::bad_request("give `cursor` (older entries) or `after` (newer entries), not both"));
     }
+    let reference = query
+        .reference
+        .as_deref()
+        .map(|r| r.parse().map_err(|e| ApiError::bad_request(format!("`reference`: {e}"))))
+        .transpose()?;
     let filter = AuditFilter {
         after_id: query.after,
         actor: query.actor,
@@ -79,6 +88,7 @@ pub async fn audit(
         session: query.session,
         route: query.route,
         edge: query.edge,
+        reference,
         since_ms: query.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
         before_id: query.cursor,
         limit,

@@ -2,7 +2,9 @@
 //! summed with its count), TCP flows opened and closed, and the live
 //! connections the edge closed because access ended. Each row names the
 //! user, the session, the route and the client's address; the store adds
-//! the edge and, for a session, its user's email and subject.
+//! the edge and, for a session, its user's email and subject. A denial's
+//! row ends with the reference its client was shown, ` (ref K7Q2-M9XD-4RTA)`
+//! (the audit log's `reference` filter finds it there).
 
 use portcullis_policy::edge_channel::ActivityEvent;
 
@@ -121,7 +123,17 @@ pub(super) fn audit_row(event: ActivityEvent) -> Option<EdgeAuditRow> {
                 occurrences: flows,
             }
         }
-        ActivityEvent::Denied { user, session_id, route, reason, source_address, at_ms, count, first_at_ms } => {
+        ActivityEvent::Denied {
+            user,
+            session_id,
+            route,
+            reason,
+            source_address,
+            at_ms,
+            count,
+            first_at_ms,
+            reference,
+        } => {
             let burst = match first_at_ms {
                 Some(first) if count > 1 => format!(" ({count} requests over {} s)", seconds(at_ms - first)),
                 _ if count > 1 => format!(" ({count} requests)"),
@@ -133,7 +145,10 @@ pub(super) fn audit_row(event: ActivityEvent) -> Option<EdgeAuditRow> {
             EdgeAuditRow {
                 action: "access.denied",
                 target: target(session_id.as_deref(), &user),
-                reason: format!("{on}({user}): {reason}{burst}"),
+                reason: format!(
+                    "{on}({user}): {reason}{burst}{}",
+                    reference.map(|r| r.audit_text()).unwrap_or_default()
+                ),
                 source_address,
                 at_ms,
                 user: named(user),
@@ -199,10 +214,14 @@ mod tests {
             at_ms: 9_500,
             count: 412,
             first_at_ms: Some(1_000),
+            reference: Some("K7Q2-M9XD-4RTA".parse().expect("reference")),
         })
         .expect("audited");
         assert_eq!(row.occurrences, 412);
-        assert_eq!(row.reason, "route `admin` (eve@corp.example): no rule allows (412 requests over 8.5 s)");
+        assert_eq!(
+            row.reason,
+            "route `admin` (eve@corp.example): no rule allows (412 requests over 8.5 s) (ref K7Q2-M9XD-4RTA)"
+        );
         assert_eq!((row.target.as_str(), row.route.as_deref()), ("user:eve@corp.example", Some("admin")));
     }
 
@@ -217,6 +236,7 @@ mod tests {
             at_ms: 1,
             count: 1,
             first_at_ms: None,
+            reference: None,
         })
         .expect("audited");
         assert_eq!((row.reason.as_str(), row.route), ("(eve@corp.example): the user is locked", None));

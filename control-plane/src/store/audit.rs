@@ -180,6 +180,12 @@ impl SqlStore {
         if let Some(target) = &filter.target {
             sql.push_str(&format!(" AND {}", contains(self.backend, "target", &params.text(target))));
         }
+        if let Some(reference) = filter.reference {
+            // Only the edge writes `(ref …)`, and only into a denial's reason.
+            let text = params.text(reference.audit_text());
+            let denied = params.text("access.denied");
+            sql.push_str(&format!(" AND action = {denied} AND {}", contains(self.backend, "reason", &text)));
+        }
         if let Some(user) = &filter.user {
             let (email, subject) = (params.text(user.to_ascii_lowercase()), params.text(user));
             sql.push_str(&format!(" AND (user_email = {email} OR user_subject = {subject})"));

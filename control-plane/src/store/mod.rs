@@ -116,6 +116,10 @@ pub struct AuditFilter {
     pub session: Option<String>,
     /// Entries on this route.
     pub route: Option<String>,
+    /// The denial an end user was shown this reference for (its row's
+    /// reason ends with
+    /// [`portcullis_policy::edge_channel::DenialReference::audit_text`]).
+    pub reference: Option<portcullis_policy::edge_channel::DenialReference>,
     /// Entries from this edge (its id).
     pub edge: Option<String>,
     /// At or after.

@@ -8,6 +8,7 @@
 //! `proxy/src/identity`) both import it, so neither can drift from the other.
 
 mod messages;
+mod reference;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ pub use messages::{
     stream_path, EnrollAnswer, EnrollBody, ErrorAnswer, ErrorDetail, FleetKeyAnswer, IdpLogoutAnswer, IdpLogoutBody,
     LoginAnswer, LoginBody, LoginFlow, ServiceIdentity, ServiceTokenBody, SessionStatus, StreamQuery,
 };
+pub use reference::{DenialReference, InvalidDenialReference};
 pub use report::{ActivityEvent, ClosedConnections, ReportBody};
 
 /// `POST`: enroll with a join token (or the bootstrap secret) and a public key.

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::DenialReference;
+
 /// What an edge reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,6 +156,11 @@ pub enum ActivityEvent {
         /// When the first of them happened (Unix ms), for several.
         #[serde(default)]
         first_at_ms: Option<i64>,
+        /// The reference the client was shown instead of the reason (for a
+        /// summed burst, the one all of its denials showed); absent from
+        /// edges that predate references.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<DenialReference>,
     },
     /// Live connections the edge closed because access ended (a
     /// termination, a lock, a policy or group change, an expiry), summed per

@@ -344,11 +344,30 @@ fn activity() -> Vec<(ActivityEvent, Value)> {
                 at_ms: 5_000,
                 count: 40,
                 first_at_ms: Some(4_000),
+                reference: None,
             },
             json!({
                 "kind": "denied", "user": "eve@corp.example", "session_id": null, "route": "admin",
                 "reason": "no rule allows", "source_address": "203.0.113.9", "at_ms": 5_000, "count": 40,
                 "first_at_ms": 4_000,
+            }),
+        ),
+        (
+            ActivityEvent::Denied {
+                user: "eve@corp.example".into(),
+                session_id: Some("s1".into()),
+                route: "admin".into(),
+                reason: "the user is locked: INC-1".into(),
+                source_address: "203.0.113.9".into(),
+                at_ms: 5_000,
+                count: 1,
+                first_at_ms: None,
+                reference: Some("K7Q2-M9XD-4RTA".parse().expect("reference")),
+            },
+            json!({
+                "kind": "denied", "user": "eve@corp.example", "session_id": "s1", "route": "admin",
+                "reason": "the user is locked: INC-1", "source_address": "203.0.113.9", "at_ms": 5_000,
+                "count": 1, "first_at_ms": null, "reference": "K7Q2-M9XD-4RTA",
             }),
         ),
         (

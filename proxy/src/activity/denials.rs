@@ -9,12 +9,21 @@
 //! reason) and reported once their window ends, as one `denied` event with
 //! `count` and the time of the first and the last. Nothing here allocates
 //! unless an event is due or a new kind of denial starts being summed.
+//!
+//! Every denial shows its client a [`DenialReference`] instead of the
+//! policy's reason, and the reference must find the audit row that stands
+//! for it. A denial reported one by one gets a fresh one, carried by its
+//! event. A burst being summed draws one when its sum starts, and every
+//! denial summed into it shows that same reference, which the summed event
+//! carries: one row, one reference, and each client of the burst was shown
+//! it. (A denial the full summing table drops gets a reference no row
+//! carries; the edge logs it with the details, and the drop is counted.)
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use dashmap::DashMap;
-use portcullis_policy::edge_channel::ActivityEvent;
+use portcullis_policy::edge_channel::{ActivityEvent, DenialReference};
 use portcullis_policy::SessionId;
 
 /// The same denial is reported at most this often, or, for a session's
@@ -37,12 +46,18 @@ struct Summed {
 
 /// What a denial comes to.
 pub(super) enum Verdict {
-    /// Report it now ([`Denial::event`]).
+    /// Report it now ([`Denial::event`], with a fresh reference).
     Report,
-    /// Summed; reported when its window ends.
-    Summed,
+    /// Summed; reported when its window ends, with this reference.
+    Summed(DenialReference),
     /// Neither: the summing table is full (counted as dropped).
     Dropped,
+}
+
+/// A fresh reference (60 random bits from the thread's CSPRNG), drawn only
+/// for a denial.
+pub(super) fn new_reference() -> DenialReference {
+    DenialReference::from_random(rand::random())
 }
 
 /// The denial throttle and the sums of what it held back.
@@ -63,8 +78,8 @@ pub(super) struct Denial<'a> {
 }
 
 impl Denial<'_> {
-    /// The denial as reported one by one.
-    pub(super) fn event(&self, at_ms: i64) -> ActivityEvent {
+    /// The denial as reported one by one, with the reference its client was shown.
+    pub(super) fn event(&self, at_ms: i64, reference: DenialReference) -> ActivityEvent {
         ActivityEvent::Denied {
             user: self.user.to_owned(),
             session_id: self.session.map(|s| s.to_string()),
@@ -74,6 +89,7 @@ impl Denial<'_> {
             at_ms,
             count: 1,
             first_at_ms: None,
+            reference: Some(reference),
         }
     }
 }
@@ -105,21 +121,22 @@ impl DenialThrottle {
     fn sum(&self, denial: &Denial<'_>, window_start: i64, now_ms: i64) -> Verdict {
         let key = self.hasher.hash_one((denial.user, denial.session, denial.route, denial.reason));
         if let Some(mut summed) = self.summed.get_mut(&key) {
-            if let ActivityEvent::Denied { count, at_ms, .. } = &mut summed.event {
+            if let ActivityEvent::Denied { count, at_ms, reference: Some(reference), .. } = &mut summed.event {
                 *count += 1;
                 *at_ms = now_ms;
+                return Verdict::Summed(*reference);
             }
-            return Verdict::Summed;
         }
         if self.summed.len() >= MAX_REMEMBERED {
             return Verdict::Dropped;
         }
-        let mut event = denial.event(now_ms);
+        let reference = new_reference();
+        let mut event = denial.event(now_ms, reference);
         if let ActivityEvent::Denied { first_at_ms, .. } = &mut event {
             *first_at_ms = Some(now_ms);
         }
         self.summed.insert(key, Summed { event, window_start });
-        Verdict::Summed
+        Verdict::Summed(reference)
     }
 
     /// The sums whose window has ended by `now_ms`, as events: `count`
@@ -128,5 +145,44 @@ impl DenialThrottle {
         let ended: Vec<u64> =
             self.summed.iter().filter(|s| now_ms - s.window_start >= DENIAL_EVERY_MS).map(|s| *s.key()).collect();
         ended.iter().filter_map(|key| self.summed.remove(key)).map(|(_, summed)| summed.event).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::super::ActivityLog;
+    use super::*;
+    use crate::registry::ConnRegistry;
+
+    /// Every reference a client was shown is carried by exactly one
+    /// reported event, and those events count every denial: one by one,
+    /// summed per session, and summed for identities without a session.
+    #[test]
+    fn every_reference_shown_is_carried_by_the_one_event_that_counts_it() {
+        let log = ActivityLog::default();
+        let session = Some(SessionId::from_bytes([7; 16]));
+        let from = IpAddr::from([198, 51, 100, 4]);
+        let mut shown = Vec::new();
+        for i in 0..45 {
+            shown.push(log.denied("eve@corp.example", session, "admin", "locked", from, 1_000 + i));
+            shown.push(log.denied("ci-bot", None, "admin", "no rule allows", from, 1_000 + i));
+        }
+        let mut carried: HashMap<DenialReference, u64> = HashMap::new();
+        let registry = ConnRegistry::new();
+        let events = [log.batch(&registry, 1_100).events, log.batch(&registry, 20_000).events].concat();
+        for event in events {
+            if let ActivityEvent::Denied { reference: Some(reference), count, .. } = event {
+                assert!(carried.insert(reference, count).is_none(), "{reference} carried twice");
+            }
+        }
+        let distinct: std::collections::HashSet<_> = shown.iter().collect();
+        assert_eq!(distinct.len(), carried.len(), "each reference shown, and only those, is reported");
+        for reference in &shown {
+            assert!(carried.contains_key(reference), "{reference} was shown but no event carries it");
+        }
+        assert_eq!(carried.values().sum::<u64>(), 90, "and the events count every denial");
+        assert_eq!(carried.len(), SESSION_DENIALS_PER_WINDOW as usize + 1 + 2, "20 + 1 sum, 1 + 1 sum");
     }
 }

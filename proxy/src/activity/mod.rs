@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use dashmap::DashMap;
 use pending::PendingEvents;
-use portcullis_policy::edge_channel::ActivityEvent;
+use portcullis_policy::edge_channel::{ActivityEvent, DenialReference};
 use portcullis_policy::SessionId;
 use prometheus::IntCounterVec;
 
@@ -162,8 +162,10 @@ impl ActivityLog {
         }
     }
 
-    /// Records a denial of `user` (email, or subject) on `route`: reported
-    /// at once, or summed with the rest of its burst ([`denials`]).
+    /// Records a denial of `user` (email, or subject; empty when
+    /// anonymous) on `route`: reported at once, or summed with the rest of
+    /// its burst ([`denials`]). Returns the reference to show the client,
+    /// which the audit row of this denial carries.
     pub fn denied(
         &self,
         user: &str,
@@ -172,12 +174,21 @@ impl ActivityLog {
         reason: &str,
         source: IpAddr,
         now_ms: i64,
-    ) {
+    ) -> DenialReference {
         let denial = denials::Denial { user, session, route, reason, source };
         match self.denials.judge(&denial, now_ms) {
-            denials::Verdict::Report => self.pending().push_audit(denial.event(now_ms)),
-            denials::Verdict::Summed => {}
-            denials::Verdict::Dropped => self.dropped.with_label_values(&["denied"]).inc(),
+            denials::Verdict::Report => {
+                let reference = denials::new_reference();
+                self.pending().push_audit(denial.event(now_ms, reference));
+                reference
+            }
+            denials::Verdict::Summed(reference) => reference,
+            denials::Verdict::Dropped => {
+                self.dropped.with_label_values(&["denied"]).inc();
+                let reference = denials::new_reference();
+                tracing::warn!(%reference, user, route, reason, %source, "denial not reported: too many being summed");
+                reference
+            }
         }
     }
 

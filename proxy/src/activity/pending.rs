@@ -124,6 +124,7 @@ mod tests {
                 at_ms,
                 count: 1,
                 first_at_ms: None,
+                reference: None,
             },
             "flow_opened" => ActivityEvent::FlowOpened {
                 session_id: None,

@@ -350,9 +350,13 @@ impl Gate {
     ) -> Result<(), Refusal> {
         match decision.outcome {
             Outcome::Allow => Ok(()),
+            // The person hears what to do, not the route's name (the decision's text names it).
             Outcome::LoginRequired => match decision.login_max_age() {
-                Some(max_age) => Err(Refusal::Reauthenticate { why: format!("{decision}."), max_age }),
-                None => Err(Refusal::LoginRequired(format!("{decision}."))),
+                Some(max_age) => Err(Refusal::Reauthenticate {
+                    why: "This application requires a recent login: log in again.".into(),
+                    max_age,
+                }),
+                None => Err(Refusal::LoginRequired("This application requires you to log in.".into())),
             },
             Outcome::Deny => match decision.reason {
                 Reason::SessionTerminated
@@ -361,13 +365,17 @@ impl Gate {
                 | Reason::SigningKeyRevoked => Err(Refusal::LoginRequired(format!("{decision}."))),
                 Reason::NoRoute => Err(Refusal::NoRoute(format!("{decision}."))),
                 _ => {
+                    // The reason (rule, route, a lock's reason) goes to the
+                    // audit log only; the client gets the reference of its row.
                     let reason = decision.to_string();
-                    if let Some(identity) = identity {
-                        let user = if identity.email().is_empty() { identity.subject() } else { identity.email() };
-                        let route = decision.route.map_or("", |r| r.name());
-                        self.activity.denied(user, identity.session_id(), route, &reason, client_ip, now * 1000);
-                    }
-                    Err(Refusal::Forbidden(reason))
+                    let (user, session) = match identity {
+                        Some(identity) if identity.email().is_empty() => (identity.subject(), identity.session_id()),
+                        Some(identity) => (identity.email(), identity.session_id()),
+                        None => ("", None),
+                    };
+                    let route = decision.route.map_or("", |r| r.name());
+                    let reference = self.activity.denied(user, session, route, &reason, client_ip, now * 1000);
+                    Err(Refusal::Forbidden(reference))
                 }
             },
         }

@@ -1,9 +1,16 @@
 //! Why the gate turned a request or flow away, as a value: the HTTP
 //! renderer (`proxy.rs`) and the CONNECT renderer (`tunnel`) each turn it
 //! into their own answer, so both say the same thing for the same reason.
+//!
+//! What a refusal says is for the person or program that was refused, so
+//! it never carries what the policy knows: a denial (a rule, a default
+//! deny, a lock with the admin's reason) says only that access is denied,
+//! with the [`DenialReference`] under which the audit log keeps the
+//! details; the admin searches for it (`portcullis audit --reference`).
 
 use std::borrow::Cow;
 
+use portcullis_policy::edge_channel::DenialReference;
 use portcullis_policy::TargetError;
 
 /// A refusal, before it is rendered.
@@ -33,8 +40,9 @@ pub enum Refusal {
     CredentialUnavailable,
     /// 429: too many credential look-ups from this client.
     RateLimited,
-    /// 403: the policy denies it (or the user is locked); the policy's reason.
-    Forbidden(String),
+    /// 403: the policy denies it (or the user is locked); the reference of
+    /// the audit row that says why.
+    Forbidden(DenialReference),
     /// 404: no route serves this host and path, or this CONNECT name.
     NoRoute(String),
     /// 421: this HTTP/2 connection already carries as many identities as it may.
@@ -98,7 +106,9 @@ impl Refusal {
             Self::BadTarget(error) => format!("The request target was refused: {error}.").into(),
             Self::PathParameters => "This application does not accept `;` parameters in the path.".into(),
             Self::BadUpgrade(why) => format!("The websocket handshake was refused: {why}.").into(),
-            Self::Forbidden(why) => format!("Access denied: {why}.").into(),
+            Self::Forbidden(_) => "You do not have access to this. If you think you should, contact your \
+                                   administrator and quote the reference."
+                .into(),
             Self::LoginRequired(why) | Self::NoRoute(why) | Self::Reauthenticate { why, .. } => why.as_str().into(),
             Self::CredentialUnavailable => "Your credential cannot be checked right now because the party that \
                                             issued it cannot be reached. Try again in a moment."
@@ -107,6 +117,14 @@ impl Refusal {
             Self::Misdirected => {
                 "This connection already carries other users' requests; retry on a new connection.".into()
             }
+        }
+    }
+
+    /// The reference to show with the answer (denials only).
+    pub fn reference(&self) -> Option<DenialReference> {
+        match self {
+            Self::Forbidden(reference) => Some(*reference),
+            _ => None,
         }
     }
 

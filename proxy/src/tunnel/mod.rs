@@ -16,7 +16,8 @@
 //! (session or user terminated, lock, a policy that no longer allows it)
 //! drops it like any other connection. Refusals are one line of text
 //! (answer.rs): 404 unknown route, 407 not logged in or a dead credential,
-//! 403 denied, 502 upstream unreachable.
+//! 403 denied (with the denial's reference, never the policy's reason), 502
+//! upstream unreachable.
 
 pub mod answer;
 pub mod flow;
@@ -55,11 +56,12 @@ struct Refused {
     route: String,
     code: &'static str,
     message: String,
+    reference: Option<portcullis_policy::edge_channel::DenialReference>,
 }
 
 impl Refused {
     fn new(refusal: Refusal, code: &'static str, message: impl Into<String>) -> Self {
-        Self { refusal, route: String::new(), code, message: message.into() }
+        Self { refusal, route: String::new(), code, message: message.into(), reference: None }
     }
 
     /// The CONNECT rendering of a gate refusal for a flow to `name`.
@@ -77,10 +79,12 @@ impl Refused {
             GateRefusal::LoginRequired(why) | GateRefusal::Reauthenticate { why, .. } => {
                 format!("{why} Log in: send Proxy-Authorization: Bearer <session token for this route>.")
             }
-            GateRefusal::Forbidden(why) => format!("Access to `{name}` denied: {why}."),
+            GateRefusal::Forbidden(reference) => {
+                format!("Access to `{name}` denied. Your administrator can look it up by reference {reference}.")
+            }
             other => other.message().into_owned(),
         };
-        Self::new(answer, refusal.code(), message)
+        Self { reference: refusal.reference(), ..Self::new(answer, refusal.code(), message) }
     }
 }
 
@@ -96,7 +100,7 @@ impl TunnelService {
             }
         };
         self.gate.metrics.tunnel_flows.with_label_values(&["", refusal.outcome()]).inc();
-        refuse(&mut stream, refusal, code, message).await;
+        refuse(&mut stream, refusal, code, message, None).await;
     }
 
     /// Serves one CONNECT on the connection `key`; returns when the flow
@@ -119,7 +123,7 @@ impl TunnelService {
             Err(refused) => {
                 let metrics = &self.gate.metrics;
                 metrics.tunnel_flows.with_label_values(&[&refused.route, refused.refusal.outcome()]).inc();
-                refuse(&mut stream, refused.refusal, refused.code, &refused.message).await;
+                refuse(&mut stream, refused.refusal, refused.code, &refused.message, refused.reference).await;
                 return;
             }
         };
