@@ -170,3 +170,48 @@ async fn portal_admin_terminates_a_live_session_and_every_session_of_a_user() {
     chrome.wait_text("[data-test=edges]", "in sync").await;
     chrome.screenshots("edges").await;
 }
+
+/// A denied user quotes the reference on their page; the admin types it into
+/// the portal's audit page (as a person would: lowercase, spaces for dashes)
+/// and gets that one denial with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_finds_a_denial_by_the_reference_a_user_quotes() {
+    let Some(world) = PortalWorld::start("portal-reference", Parts { idp: false, edge: true }).await else { return };
+    let (plane, chrome) = (&world.plane, &world.chrome);
+    let edge = world.edge.as_ref().expect("an edge");
+    let (_, token) = edge_login(plane, "ada@corp.example", "192.0.2.10", USER_AGENTS[0]).await;
+    let lock = serde_json::json!({ "email": "ada@corp.example", "reason": "INC-9: under investigation" });
+    let (status, answer) = plane.api_post("/users/lock?wait=true", &lock).await.expect("lock");
+    assert_eq!(status, 200, "{answer}");
+    let denied = reqwest::Client::new()
+        .get(edge.url("/"))
+        .header("host", "app.corp.example")
+        .header("accept", "application/json")
+        .header("cookie", format!("__Host-portcullis_session.app={token}"))
+        .send()
+        .await
+        .expect("a request through the edge");
+    assert_eq!(denied.status(), 403);
+    let reference = denied.headers()["x-portcullis-reference"].to_str().expect("ASCII").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while plane.api_get(&format!("/audit?reference={reference}")).await["entries"].as_array().is_none_or(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "the edge reported the denial {reference}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    world.sign_in_with_token().await;
+    chrome.goto(&world.portal("#/audit")).await;
+    chrome.wait_text("[data-test=audit]", "user.lock").await;
+    chrome.type_into("input[name=reference]", &reference.to_lowercase().replace('-', " ")).await;
+    chrome
+        .wait_until(
+            "only the quoted denial is listed",
+            "const rows = document.querySelectorAll('[data-test=audit] tbody tr'); \
+             return rows.length === 1 && rows[0].textContent.includes('access.denied')",
+        )
+        .await;
+    let row = chrome.wait_text("[data-test=audit] tbody tr", "INC-9").await;
+    assert!(row.contains("ada@corp.example"), "the denial names the user: {row}");
+    chrome.screenshots("audit-reference").await;
+}

@@ -1,6 +1,7 @@
 // Audit log: who did what, when, why and from where — filterable by user,
-// actor, action, route, edge, target and time, newest first, paged with
-// "Load more". An entry an edge summed from a burst shows its count.
+// actor, action, route, edge, target, time and the reference a denied user
+// quotes, newest first, paged with "Load more". An entry an edge summed from
+// a burst shows its count.
 
 import { h, cell, replace, loading, empty, alertBox, field, icon, debounce } from '../dom.js';
 import { api } from '../api.js';
@@ -13,7 +14,11 @@ const ACTIONS = [
   'signal.applied', 'signal.received', 'response.fired', 'response.dry_run', 'user.groups_overridden',
   'connection.closed', 'flow.open', 'flow.close',
 ];
-const filters = { user: '', actor: '', action: '', route: '', edge: '', target: '', since: '' };
+const filters = { user: '', actor: '', action: '', route: '', edge: '', target: '', since: '', reference: '' };
+
+// A denial reference has 12 characters (dashes and spaces are the reader's):
+// a shorter one is still being typed, so it filters nothing yet.
+const referenceComplete = (text) => text.replace(/[\s-]/g, '').length === 12;
 
 function actionKind(action) {
   if (/terminate$|\.lock$|revoke$|refused$|denied$|^connection\.closed$/.test(action)) return 'bad';
@@ -42,6 +47,8 @@ export function renderAudit(main) {
   action.value = filters.action;
   const target = h('input', { type: 'search', name: 'target', placeholder: 'email:ada@… or session:…', value: filters.target });
   const since = h('input', { type: 'datetime-local', name: 'since', value: filters.since });
+  const reference = h('input', { type: 'search', name: 'reference', placeholder: 'KJV3-00X3-ZMX7', value: filters.reference,
+    title: 'The reference on the page a denied user saw' });
   const region = h('div', { class: 'table-wrap' }, loading('Loading the audit log…'));
   const more = h('button', { type: 'button', class: 'button', hidden: true }, 'Load more');
   const refresh = h('button', { type: 'button', class: 'button', onclick: () => load(false) }, icon('refresh'), 'Refresh');
@@ -52,7 +59,7 @@ export function renderAudit(main) {
     h('section', { class: 'card' },
       h('div', { class: 'toolbar filters' },
         field('User', user), field('Actor', actor), field('Action', action), field('Route', route), field('Edge', edge),
-        field('Target contains', target), field('Since', since)),
+        field('Target contains', target), field('Since', since), field('Reference', reference)),
       region,
       h('div', { class: 'editor-status' }, h('span', { class: 'hint', 'data-test': 'audit-count' }), more)));
 
@@ -67,7 +74,7 @@ export function renderAudit(main) {
     try {
       const page = await api('GET', '/audit', { query: {
         user: filters.user, actor: filters.actor, action: filters.action, route: filters.route, edge: filters.edge,
-        target: filters.target,
+        target: filters.target, reference: referenceComplete(filters.reference) ? filters.reference : undefined,
         since: fromLocalInput(filters.since), cursor: append ? cursor : undefined, limit: 100,
       } });
       if (mine !== serial) return;
@@ -96,11 +103,11 @@ export function renderAudit(main) {
   const onFilter = debounce(() => {
     Object.assign(filters, {
       user: user.value.trim(), actor: actor.value.trim(), action: action.value, route: route.value.trim(),
-      edge: edge.value.trim(), target: target.value.trim(), since: since.value,
+      edge: edge.value.trim(), target: target.value.trim(), since: since.value, reference: reference.value.trim(),
     });
     load(false);
   }, 300);
-  for (const control of [user, actor, route, edge, target]) control.addEventListener('input', onFilter);
+  for (const control of [user, actor, route, edge, target, reference]) control.addEventListener('input', onFilter);
   for (const control of [action, since]) control.addEventListener('change', onFilter);
   more.addEventListener('click', () => load(true));
   load(false);
