@@ -208,7 +208,8 @@ async fn main() -> Result<()> {
             "apache" => {
                 let binary = apache_oidc::binary()?;
                 let port = processes::free_port()?;
-                let idp = servers.idp.insert(Idp::start(&dir, serde_json::json!([apache_oidc::idp_client(port)])).await?);
+                let idp =
+                    servers.idp.insert(Idp::start(&dir, serde_json::json!([apache_oidc::idp_client(port)])).await?);
                 let apache = ApacheOidc::start(&binary, &dir, args.threads, port, upstream.port, idp)?;
                 let apache = servers.apache.insert(apache);
                 cookies.push(apache.login().await?);
@@ -242,7 +243,11 @@ async fn main() -> Result<()> {
             bail!("{name} answered {body:?} instead of the upstream's hello");
         }
         let is_proxy = !matches!(cpu, Cpu::None);
-        targets.push(Target { port, cpu, measured: Measured { name, is_proxy, rounds: Vec::new(), fixed: Vec::new() } });
+        targets.push(Target {
+            port,
+            cpu,
+            measured: Measured { name, is_proxy, rounds: Vec::new(), fixed: Vec::new() },
+        });
     }
 
     let wrk = wrk::Wrk { threads: args.wrk_threads, connections: args.connections, headers: headers.clone() };
@@ -289,12 +294,15 @@ async fn main() -> Result<()> {
     }
 
     let nginx_rps = targets.iter().find(|t| t.measured.name == "nginx").and_then(|t| t.measured.median());
-    let fixed_rate = args.fixed_rate.or_else(|| {
-        nginx_rps.map(|r| r.wrk.requests_per_s * args.fixed_fraction).filter(|rate| *rate >= 1.0)
-    });
+    let fixed_rate = args
+        .fixed_rate
+        .or_else(|| nginx_rps.map(|r| r.wrk.requests_per_s * args.fixed_fraction).filter(|rate| *rate >= 1.0));
     match fixed_rate {
         Some(rate) => {
-            println!("constant rate: {rate:.0} requests/s, {} connections, {} s per round", args.connections, args.seconds);
+            println!(
+                "constant rate: {rate:.0} requests/s, {} connections, {} s per round",
+                args.connections, args.seconds
+            );
             let client = FixedRate {
                 threads: args.wrk_threads,
                 connections: args.connections,

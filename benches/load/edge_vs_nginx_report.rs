@@ -125,7 +125,10 @@ fn print_ratios(targets: &[Measured]) {
         println!("edge / nginx p99 at the fixed rate: {ratio:.2} (target ≤ 1.2: {})", verdict(ratio <= 1.2));
     }
     let cpu = |name: &str| {
-        find(name).and_then(Measured::median).filter(|r| r.wrk.requests > 0).map(|r| r.proxy_cpu / r.wrk.requests as f64)
+        find(name)
+            .and_then(Measured::median)
+            .filter(|r| r.wrk.requests > 0)
+            .map(|r| r.proxy_cpu / r.wrk.requests as f64)
     };
     let cpu_ratios: Vec<String> = ["nginx", "haproxy", "pingora", "apache"]
         .iter()
