@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -18,10 +17,7 @@ use crate::processes::{self, WorkDir};
 
 /// The nginx binary: on `PATH`, or Debian's `/usr/sbin/nginx`.
 pub fn binary() -> Result<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|p| p.join("nginx")).find(|p| p.is_file()))
-        .unwrap_or_default();
-    match on_path.or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file())) {
+    match processes::find_program("nginx", "/usr/sbin/nginx") {
         Some(path) => Ok(path),
         None => bail!("nginx is not installed (run scripts/bench-setup.sh)"),
     }
@@ -93,7 +89,13 @@ impl Nginx {
         Ok(Self { process, port })
     }
 
+    /// The master's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// The master and its workers (whose CPU time is the proxy's).
+    #[allow(dead_code)] // each harness binary uses its own part of this module
     pub fn pids(&self) -> Vec<u32> {
         let master = self.process.pid();
         let mut pids = processes::children(master);
@@ -104,11 +106,7 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGKILL (the Process's own drop) would orphan the workers.
-        let _ = Command::new("kill").arg("-TERM").arg(self.process.pid().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && self.process.check_alive().is_ok() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // nginx's fast shutdown, which also stops its workers.
+        processes::terminate(&mut self.process);
     }
 }

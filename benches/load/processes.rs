@@ -151,6 +151,32 @@ impl Drop for Process {
     }
 }
 
+/// `name` on `PATH`, else `fallback` (e.g. Debian's `/usr/sbin/nginx`,
+/// which is not on every user's `PATH`) if it exists.
+pub fn find_program(name: &str, fallback: &str) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    on_path.or_else(|| Some(PathBuf::from(fallback)).filter(|p| p.is_file()))
+}
+
+/// Stops a server that has worker processes with SIGTERM (a SIGKILL, the
+/// [`Process`]'s own drop, would orphan its workers) and waits up to 5 s
+/// for it to exit.
+pub fn terminate(process: &mut Process) {
+    let _ = Command::new("kill").arg("-TERM").arg(process.pid().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && process.check_alive().is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether this process runs as root (servers then need a `User` to drop to).
+pub fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status.lines().find_map(|line| line.strip_prefix("Uid:"));
+    uid.and_then(|rest| rest.split_whitespace().nth(1)).is_some_and(|euid| euid == "0")
+}
+
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default()
 }
