@@ -357,11 +357,22 @@ impl SqlStore {
             UserRef::Subject(s) => ("subject", s.to_string()),
             UserRef::Email(e) => ("email", e.to_ascii_lowercase()),
         };
-        let sessions: Vec<String> =
-            sqlx::query_scalar(&format!("SELECT id FROM sessions WHERE {column} = $1 AND ended_ms IS NULL"))
+        let live =
+            sqlx::query(&format!("SELECT id, created_ms FROM sessions WHERE {column} = $1 AND ended_ms IS NULL"))
                 .bind(&value)
                 .fetch_all(&mut **tx)
                 .await?;
+        let mut sessions = Vec::with_capacity(live.len());
+        // Every token issued at or before `now` is dead, and so is every
+        // session this ends: one created after the caller read the clock
+        // (it committed while this waited for the lock) is issued at its
+        // `created_ms`, and the edges learn of a terminate-all only through
+        // `revoked_before_ms`.
+        let mut revoked_before_ms = now;
+        for row in &live {
+            sessions.push(row.try_get::<String, _>("id")?);
+            revoked_before_ms = revoked_before_ms.max(row.try_get("created_ms")?);
+        }
         sqlx::query(&format!(
             "UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE {column} = $3 AND ended_ms IS NULL"
         ))
@@ -370,9 +381,7 @@ impl SqlStore {
         .bind(&value)
         .execute(&mut **tx)
         .await?;
-        // Every token issued at or before this millisecond is dead; a session
-        // created later (`create_session` starts after it) is alive.
-        let revoked_before_ms = now;
+        // A session created later (`create_session` starts after it) is alive.
         raise_user_instant(tx, user, UserInstant::RevokedBefore, revoked_before_ms, now).await?;
         let change = Change::TerminateUser { user: user.clone(), revoked_before_ms };
         let seq = append_change(tx, self.backend, change, now).await?;
