@@ -195,7 +195,8 @@ async fn concurrent_key_rotations(store: SqlStore) {
 /// Logins racing terminate-alls of the same user, in rounds: whichever
 /// order they commit in, a session left active was created after every
 /// termination (its token is alive at the edges); one created before was
-/// ended, and the terminate-all that ended it revokes its token. At least forty rounds, and more (up to 400) until some round
+/// ended, and the terminate-all that ended it revokes its token. At least
+/// forty rounds, and more (up to 400) until some round
 /// ends on a login (else there is nothing active to check, which the last
 /// assertion rules out): ten rounds once all ended on a termination on a
 /// loaded machine, and forty did about one run in five once terminations
@@ -243,6 +244,14 @@ async fn concurrent_logins_and_terminate_alls(store: SqlStore) {
                     revoked_at[&seq]
                 );
             }
+        }
+        if round % 4 == 3 {
+            // With terminations grouped, a burst often commits its logins
+            // first and its terminations last; every fourth round also has a
+            // login right after the burst, in the same milliseconds, which
+            // must be left active (it starts after every termination).
+            let now = T0 + (round * 10) as i64;
+            create(&store, login(&sid(round * 100 + 99), "sub-ada", "ada@corp.example", "wiki"), now).await;
         }
         let body = store.snapshot_body(T0).await.unwrap();
         let revoked_before_ms = body.users.iter().find_map(|(u, s)| (*u == ada).then_some(s.revoked_before_ms));
