@@ -285,7 +285,7 @@ impl SessionStore for SqlStore {
         now: Millis,
     ) -> StoreResult<(Option<u64>, SessionRecord)> {
         let ended = self.terminate_grouped(id, reason, actor, now, EndedBy::Admin).await?;
-        Ok((ended.seq, ended.session))
+        Ok((ended.seq, *ended.session))
     }
 
     async fn end_session_at_logout(

@@ -66,8 +66,9 @@ pub(crate) struct EndRequest {
 pub(crate) struct SessionEnding {
     /// The `TerminateSession` change, if it ended now.
     pub seq: Option<u64>,
-    /// The session row after the termination.
-    pub session: SessionRecord,
+    /// The session row after the termination (boxed: a row is large, and
+    /// most outcomes travel through a queue).
+    pub session: Box<SessionRecord>,
 }
 
 /// What a terminate-all did inside its transaction.
@@ -131,7 +132,7 @@ pub(crate) async fn end_in(
                     continue;
                 };
                 if record.ended_ms.is_some() {
-                    pending.push(Pending::Outcome(Ok(SessionEnding { seq: None, session: record.clone() })));
+                    pending.push(Pending::Outcome(Ok(SessionEnding { seq: None, session: Box::new(record.clone()) })));
                     continue;
                 }
                 let Ok(session) = id.parse::<SessionId>() else {
@@ -146,7 +147,7 @@ pub(crate) async fn end_in(
                     reauth.push((UserRef::email(&record.email), now, now));
                 }
                 changes.push((Change::TerminateSession { session, expires_at: ceil_seconds(record.expires_ms) }, now));
-                pending.push(Pending::Session { change: changes.len() - 1, record: record.clone(), by: *by });
+                pending.push(Pending::Session { change: changes.len() - 1, record: Box::new(record.clone()), by: *by });
             }
             Ending::User(user) => {
                 let mine: Vec<&LiveSession> =
@@ -219,7 +220,7 @@ enum Pending {
     /// Decided without a change.
     Outcome(StoreResult<SessionEnding>),
     /// A session ended by the batch's `change`-th change.
-    Session { change: usize, record: SessionRecord, by: EndedBy },
+    Session { change: usize, record: Box<SessionRecord>, by: EndedBy },
     /// A terminate-all, the batch's `change`-th change.
     User { change: usize, sessions: Vec<String> },
 }
