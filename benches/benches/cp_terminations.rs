@@ -3,6 +3,9 @@
 //! concurrent HTTP clients against the control plane built in-process; and,
 //! to show where the time goes, the same terminations straight on the store
 //! (no HTTP) and the cost of one `fdatasync` on the disk the database is on.
+//! Last, user terminations in bursts: 100 concurrent `POST
+//! /api/v1/users/terminate`, each ending a user's 10 sessions, five rounds
+//! (how long an offboarding of 100 users at once waits for its answers).
 //!
 //! Run: `cargo bench -p portcullis-benches --bench cp_terminations [-- sqlite|postgres]`
 //! (`BENCH_TERMINATIONS=N` sets the terminations per row, default 10,000).
@@ -13,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_benches::control_plane::{
-    insert_sessions, listing_only, run_per_backend, session_id, summarize, Backend, BenchDb, Server, ADMIN_TOKEN,
+    insert_sessions, insert_sessions_at, listing_only, run_per_backend, session_id, summarize, Backend, BenchDb,
+    Server, ADMIN_TOKEN,
 };
 use portcullis_benches::group_commit;
 use portcullis_control_plane::model::Actor;
@@ -22,6 +26,10 @@ use portcullis_control_plane::store::SessionStore;
 const CLIENTS: [usize; 3] = [1, 16, 64];
 /// Terminations per transaction in the group-commit what-if.
 const BATCHES: [usize; 4] = [1, 8, 32, 128];
+/// User terminations in flight at once, sessions per user, and rounds.
+const USER_BURST: usize = 100;
+const SESSIONS_PER_USER: usize = 10;
+const USER_ROUNDS: usize = 5;
 
 /// One measured row.
 struct Row {
@@ -97,6 +105,42 @@ async fn over_http(url: &str, ids: Vec<String>, clients: usize) -> Row {
     Row { label: format!("HTTP, {clients} clients"), count: ids.len(), elapsed, latencies, readyz }
 }
 
+/// `USER_ROUNDS` rounds of `USER_BURST` concurrent `POST /api/v1/users/terminate`
+/// of `user{n}@bulk.example`, each user holding `SESSIONS_PER_USER` live sessions.
+async fn users_over_http(url: &str) -> Row {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(USER_BURST).build().expect("client");
+    let mut latencies = Vec::with_capacity(USER_ROUNDS * USER_BURST);
+    let started = Instant::now();
+    for round in 0..USER_ROUNDS {
+        let calls: Vec<_> = (0..USER_BURST)
+            .map(|n| {
+                let (http, url) = (http.clone(), url.to_owned());
+                let email = format!("user{}@bulk.example", round * USER_BURST + n);
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let response = http
+                        .post(format!("{url}/api/v1/users/terminate"))
+                        .bearer_auth(ADMIN_TOKEN)
+                        .json(&serde_json::json!({ "email": email, "reason": "bench" }))
+                        .send()
+                        .await
+                        .expect("terminate user");
+                    let status = response.status();
+                    let body: serde_json::Value = response.json().await.expect("body");
+                    assert!(status.is_success(), "{status}: {body}");
+                    assert_eq!(body["sessions_ended"], SESSIONS_PER_USER, "{email}: {body}");
+                    t.elapsed()
+                })
+            })
+            .collect();
+        for call in calls {
+            latencies.push(call.await.expect("call"));
+        }
+    }
+    let label = format!("HTTP users/terminate, {USER_BURST} at once × {USER_ROUNDS}");
+    Row { label, count: latencies.len(), elapsed: started.elapsed(), latencies, readyz: Vec::new() }
+}
+
 /// `GET /readyz` every 20 ms until `done`: how a plain read fares beside the load.
 async fn probe_readyz(http: reqwest::Client, url: String, done: Arc<std::sync::atomic::AtomicBool>) -> Vec<Duration> {
     let mut latencies = Vec::new();
@@ -164,6 +208,8 @@ async fn bench(backend: Backend, per_row: usize) {
     let total = per_row * rows;
     let base = portcullis_control_plane::model::now_ms() - total as i64;
     insert_sessions(&db.url, total, total, false, base).await;
+    let users = USER_ROUNDS * USER_BURST;
+    insert_sessions_at(&db.url, total..total + users * SESSIONS_PER_USER, users, "bulk.example", false, base).await;
     let mut batches = (0..rows).map(|r| (r * per_row..(r + 1) * per_row).map(session_id).collect::<Vec<_>>());
     let warmup = batches.next().expect("warm-up batch");
     let _ = over_http(&server.url, warmup, 16).await;
@@ -187,6 +233,7 @@ async fn bench(backend: Backend, per_row: usize) {
         );
     }
     writer.close().await;
+    users_over_http(&server.url).await.print(backend);
     server.stop().await;
     db.remove().await;
 }

@@ -162,17 +162,32 @@ pub fn session_id(i: usize) -> String {
 /// alternates between routes `wiki` and `admin`, was created at `base_ms + i`
 /// and expires a day later; `ended` ones carry an end time and reason.
 pub async fn insert_sessions(url: &str, count: usize, users: usize, ended: bool, base_ms: i64) {
+    insert_sessions_at(url, 0..count, users, "corp.example", ended, base_ms).await;
+}
+
+/// As [`insert_sessions`], for the sessions numbered `range`: session `i`
+/// belongs to `user{(i - range.start) % users}@{domain}` (so a second batch
+/// of users can live beside the first under another domain).
+pub async fn insert_sessions_at(
+    url: &str,
+    range: std::ops::Range<usize>,
+    users: usize,
+    domain: &str,
+    ended: bool,
+    base_ms: i64,
+) {
     sqlx::any::install_default_drivers();
     let pool = AnyPool::connect(url).await.expect("connect for bulk load");
     let end_reason = if ended { "'bench'" } else { "NULL" };
-    for chunk in (0..count).collect::<Vec<_>>().chunks(1_000) {
+    let first = range.start;
+    for chunk in range.collect::<Vec<_>>().chunks(1_000) {
         let mut sql = String::from(
             "INSERT INTO sessions (id, subject, email, groups_json, idp_issuer, idp_session_id, route, created_ms, \
              last_seen_ms, expires_ms, auth_time_s, ended_ms, end_reason, source_addresses_json, user_agent, \
              edges_json, live_connections) VALUES ",
         );
         for (n, &i) in chunk.iter().enumerate() {
-            let user = i % users;
+            let user = (i - first) % users;
             let route = if i % 2 == 0 { "wiki" } else { "admin" };
             let created = base_ms + i as i64;
             let ended_ms = if ended { (created + 1).to_string() } else { "NULL".to_owned() };
@@ -180,7 +195,7 @@ pub async fn insert_sessions(url: &str, count: usize, users: usize, ended: bool,
                 sql.push(',');
             }
             sql.push_str(&format!(
-                "('{}', 'sub-{user}', 'user{user}@corp.example', '[\"staff\"]', 'https://idp.corp.example', NULL, \
+                "('{}', 'sub-{user}', 'user{user}@{domain}', '[\"staff\"]', 'https://idp.corp.example', NULL, \
                  '{route}', {created}, {created}, {}, {}, {ended_ms}, {end_reason}, '[\"203.0.113.7\"]', 'bench', \
                  '[\"edge-1\"]', 0)",
                 session_id(i),

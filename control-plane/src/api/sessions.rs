@@ -150,15 +150,15 @@ pub async fn terminate(
 ) -> Result<Json<SessionTermination>, ApiError> {
     caller.require("sessions:write")?;
     let reason = reason(&body.reason)?;
-    let seq = app.store().terminate_session(&id, reason, &caller.actor, now_ms()).await.map_err(|e| match e {
+    let terminated = app.store().terminate_session_returning(&id, reason, &caller.actor, now_ms()).await;
+    let (seq, session) = terminated.map_err(|e| match e {
         crate::store::StoreError::NotFound => ApiError::not_found(format!("no session `{id}`")),
         other => other.into(),
     })?;
     let committed = Instant::now();
     app.metrics.changes.with_label_values(&["session.terminate"]).inc();
     let receipt = receipt(app.store(), &app.feed, seq, wait.duration(&app), committed).await?;
-    let session =
-        app.store().get_session(&id).await?.ok_or_else(|| ApiError::not_found(format!("no session `{id}`")))?;
+    // The row as the termination's transaction committed it: no second read.
     let now = now_ms();
     Ok(Json(SessionTermination { receipt, session: views(&app, std::slice::from_ref(&session), now).await?.remove(0) }))
 }

@@ -105,25 +105,66 @@ pub(crate) async fn insert_audit_about(
     now: Millis,
     seq: Option<u64>,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (at_ms, actor, action, target, reason, source_address, seq, user_email, user_subject, \
-         session_id, route, edge_id, occurrences) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(now)
-    .bind(&actor.name)
-    .bind(action)
-    .bind(target)
-    .bind(reason)
-    .bind(&actor.source_address)
-    .bind(seq.map(seq_param))
-    .bind(about.email.map(str::to_ascii_lowercase))
-    .bind(about.subject)
-    .bind(about.session)
-    .bind(about.route)
-    .bind(about.edge.or_else(|| actor.name.strip_prefix("edge:")))
-    .bind(i64::try_from(about.occurrences.max(1)).unwrap_or(i64::MAX))
-    .execute(&mut **tx)
-    .await?;
+    let row = ActionAudit { action, target: target.to_owned(), about, reason, actor, at_ms: now, seq };
+    insert_audits(tx, std::slice::from_ref(&row)).await
+}
+
+/// One audit row of an action, for [`insert_audits`].
+pub(crate) struct ActionAudit<'a> {
+    /// What, e.g. `session.terminate`.
+    pub action: &'a str,
+    /// On what (`session:<id>`, `email:…`).
+    pub target: String,
+    /// Whom and where it is about.
+    pub about: AuditAbout<'a>,
+    /// Why.
+    pub reason: &'a str,
+    /// Who did it.
+    pub actor: &'a Actor,
+    /// When.
+    pub at_ms: Millis,
+    /// The change it made.
+    pub seq: Option<u64>,
+}
+
+/// Audit rows per statement (13 parameters each, well under either backend's limit).
+const AUDIT_ROWS_PER_STATEMENT: usize = 256;
+
+/// Writes `rows` inside an action's transaction, in order, in as few
+/// statements as the parameter limits allow (a group commit's rows in one).
+pub(crate) async fn insert_audits(tx: &mut Transaction<'static, Any>, rows: &[ActionAudit<'_>]) -> StoreResult<()> {
+    for chunk in rows.chunks(AUDIT_ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p: Vec<String> = (1..=13).map(|n| format!("${}", 13 * i + n)).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_log (at_ms, actor, action, target, reason, source_address, seq, user_email, \
+             user_subject, session_id, route, edge_id, occurrences) VALUES {}",
+            values.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for row in chunk {
+            let (about, actor) = (row.about, row.actor);
+            insert = insert
+                .bind(row.at_ms)
+                .bind(&actor.name)
+                .bind(row.action)
+                .bind(&row.target)
+                .bind(row.reason)
+                .bind(&actor.source_address)
+                .bind(row.seq.map(seq_param))
+                .bind(about.email.map(str::to_ascii_lowercase))
+                .bind(about.subject)
+                .bind(about.session)
+                .bind(about.route)
+                .bind(about.edge.or_else(|| actor.name.strip_prefix("edge:")))
+                .bind(i64::try_from(about.occurrences.max(1)).unwrap_or(i64::MAX));
+        }
+        insert.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -90,24 +90,43 @@ pub(crate) async fn append_change(
     change: Change,
     now: Millis,
 ) -> StoreResult<u64> {
+    append_changes(tx, backend, vec![(change, now)]).await
+}
+
+/// Appends `changes` as the next sequences, in order, with one statement
+/// and (on PostgreSQL) one `NOTIFY` naming the last; returns the first
+/// sequence (the `i`-th change has `first + i`). Same lock rule as
+/// [`append_change`]; an empty list appends nothing.
+pub(crate) async fn append_changes(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    changes: Vec<(Change, Millis)>,
+) -> StoreResult<u64> {
     let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM change_log").fetch_one(&mut **tx).await?;
-    let seq = u64::try_from(next).map_err(|_| StoreError::Corrupt(format!("change-log sequence {next}")))?;
-    let delta = encode(&Message::Delta(Delta { seq, change }));
-    sqlx::query("INSERT INTO change_log (seq, at_ms, delta) VALUES ($1, $2, $3)")
-        .bind(next)
-        .bind(now)
-        .bind(delta)
-        .execute(&mut **tx)
-        .await?;
+    let first = u64::try_from(next).map_err(|_| StoreError::Corrupt(format!("change-log sequence {next}")))?;
+    if changes.is_empty() {
+        return Ok(first);
+    }
+    let rows: Vec<String> =
+        (0..changes.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+    let sql = format!("INSERT INTO change_log (seq, at_ms, delta) VALUES {}", rows.join(", "));
+    let mut insert = sqlx::query(&sql);
+    let last = next + changes.len() as i64 - 1;
+    for (seq, (change, at_ms)) in (next..).zip(changes) {
+        let delta = encode(&Message::Delta(Delta { seq: seq as u64, change }));
+        insert = insert.bind(seq).bind(at_ms).bind(delta);
+    }
+    insert.execute(&mut **tx).await?;
     if backend == Backend::Postgres {
-        // Delivered at commit, to every replica listening.
+        // Delivered at commit, to every replica listening; listeners read
+        // every change up to the one named.
         sqlx::query("SELECT 1 AS notified FROM (SELECT pg_notify($1, $2)) AS n")
             .bind(CHANGES_CHANNEL)
-            .bind(next.to_string())
+            .bind(last.to_string())
             .fetch_one(&mut **tx)
             .await?;
     }
-    Ok(seq)
+    Ok(first)
 }
 
 /// Seconds, rounding up, from milliseconds.

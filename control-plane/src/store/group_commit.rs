@@ -1,22 +1,22 @@
-//! Group commit for session terminations: concurrent terminate calls are
-//! gathered into one transaction, so a burst pays one durable commit instead
-//! of one per session. Each termination keeps its own change-log sequence
-//! and audit row, in arrival order, and each caller is answered only after
-//! the commit that contains its termination — durability is unchanged. A
-//! lone call is committed at once: batching never waits for company.
+//! Group commit for terminations: concurrent session terminations and
+//! terminate-alls are gathered into one transaction, so a burst pays one
+//! durable commit, and a fixed number of statements
+//! (`termination_batch.rs`), instead of one commit per call. Each keeps its
+//! own change-log sequence, audit row and outbox jobs, in arrival order, and
+//! each caller is answered only after the commit that contains its
+//! termination — durability is unchanged. A lone call is committed at once:
+//! batching never waits for company.
 
 use std::sync::{Arc, OnceLock};
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use portcullis_policy::UserRef;
 
-use super::sessions::{end_session_in, EndedSession};
-use super::users::{demand_reauthentication, user_key};
+use super::termination_batch::{end_in, EndOutcome, EndRequest, Ending, SessionEnding, UserEnding};
 use super::{SqlStore, StoreError, StoreResult};
 use crate::model::{Actor, Millis};
-use crate::termination::Action;
 
 /// Most terminations committed together.
 const MAX_BATCH: usize = 128;
@@ -31,18 +31,14 @@ pub(crate) enum EndedBy {
     Logout,
 }
 
-struct Termination {
-    by: EndedBy,
-    id: String,
-    reason: String,
-    actor: Actor,
-    now: Millis,
-    answer: oneshot::Sender<StoreResult<Option<u64>>>,
+struct Queued {
+    request: EndRequest,
+    answer: oneshot::Sender<StoreResult<EndOutcome>>,
 }
 
 /// The queue in front of the committing task (started on first use).
 #[derive(Clone, Default)]
-pub(crate) struct TerminationQueue(Arc<OnceLock<mpsc::UnboundedSender<Termination>>>);
+pub(crate) struct TerminationQueue(Arc<OnceLock<mpsc::UnboundedSender<Queued>>>);
 
 impl SqlStore {
     /// Terminates one session through the group commit.
@@ -53,21 +49,44 @@ impl SqlStore {
         actor: &Actor,
         now: Millis,
         by: EndedBy,
-    ) -> StoreResult<Option<u64>> {
+    ) -> StoreResult<SessionEnding> {
+        let ending = Ending::Session { id: id.to_owned(), by };
+        match self.end_grouped(ending, reason, actor, now).await? {
+            EndOutcome::Session(outcome) => outcome,
+            EndOutcome::User(_) => Err(StoreError::Corrupt("a session termination answered as a user's".into())),
+        }
+    }
+
+    /// Terminates every session of `user` through the group commit.
+    pub(crate) async fn terminate_user_grouped(
+        &self,
+        user: &UserRef,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<UserEnding> {
+        match self.end_grouped(Ending::User(user.clone()), reason, actor, now).await? {
+            EndOutcome::User(ended) => Ok(ended),
+            EndOutcome::Session(_) => Err(StoreError::Corrupt("a user termination answered as a session's".into())),
+        }
+    }
+
+    async fn end_grouped(&self, ending: Ending, reason: &str, actor: &Actor, now: Millis) -> StoreResult<EndOutcome> {
         let queue = self.terminations.0.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             tokio::spawn(commit_loop(self.clone(), receiver));
             sender
         });
         let (answer, answered) = oneshot::channel();
-        let termination =
-            Termination { by, id: id.to_owned(), reason: reason.to_owned(), actor: actor.clone(), now, answer };
-        queue.send(termination).map_err(|_| StoreError::NotCommitted("the termination queue is closed".into()))?;
+        let request = EndRequest { ending, reason: reason.to_owned(), actor: actor.clone(), now };
+        queue
+            .send(Queued { request, answer })
+            .map_err(|_| StoreError::NotCommitted("the termination queue is closed".into()))?;
         answered.await.map_err(|_| StoreError::NotCommitted("the termination was dropped before its commit".into()))?
     }
 }
 
-async fn commit_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Termination>) {
+async fn commit_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Queued>) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -76,17 +95,18 @@ async fn commit_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Termina
                 Err(_) => break,
             }
         }
-        match commit(&store, &batch).await {
-            Ok(results) => {
-                for (termination, result) in batch.into_iter().zip(results) {
-                    let _ = termination.answer.send(result);
+        let (requests, answers): (Vec<EndRequest>, Vec<_>) = batch.into_iter().map(|q| (q.request, q.answer)).unzip();
+        match commit(&store, &requests).await {
+            Ok(outcomes) => {
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(Ok(outcome));
                 }
             }
             Err(error) => {
-                tracing::error!(%error, terminations = batch.len(), "a group of terminations failed to commit");
+                tracing::error!(%error, terminations = requests.len(), "a group of terminations failed to commit");
                 let message = error.to_string();
-                for termination in batch {
-                    let _ = termination.answer.send(Err(StoreError::NotCommitted(message.clone())));
+                for answer in answers {
+                    let _ = answer.send(Err(StoreError::NotCommitted(message.clone())));
                 }
             }
         }
@@ -95,66 +115,38 @@ async fn commit_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Termina
 
 /// One transaction for the whole batch; per-call outcomes (ended, already
 /// ended, unknown) are returned, database failures fail the batch.
-async fn commit(store: &SqlStore, batch: &[Termination]) -> StoreResult<Vec<StoreResult<Option<u64>>>> {
+async fn commit(store: &SqlStore, requests: &[EndRequest]) -> StoreResult<Vec<EndOutcome>> {
     let mut tx = store.begin_change().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    let mut enqueued = false;
-    for termination in batch {
-        let t = termination;
-        let (result, jobs) = terminate_in(&mut tx, store, (&t.id, &t.reason, &t.actor, t.now, t.by)).await?;
-        results.push(result);
-        enqueued |= jobs;
-    }
-    let newest = results.iter().filter_map(|r| r.as_ref().ok().copied().flatten()).max();
-    store.commit_change(tx, newest).await?;
-    if enqueued {
+    let ended = end_in(&mut tx, store, requests).await?;
+    store.commit_change(tx, ended.newest).await?;
+    if ended.enqueued {
         store.outbox.wake();
     }
-    Ok(results)
+    Ok(ended.outcomes)
 }
 
 /// The parts of one termination: session id, reason, actor, when, by whom.
 pub(crate) type TerminationParts<'a> = (&'a str, &'a str, &'a Actor, Millis, EndedBy);
 
-/// One termination in a change's transaction (the batch's, or a signal's):
-/// its outcome, and whether it enqueued outbox jobs (an admin's
-/// termination signs the user out of the relying parties that follow
+/// One session termination in a change's transaction (a signal's): its
+/// outcome, and whether it enqueued outbox jobs (an admin's termination
+/// signs the user out of the relying parties that follow
 /// `terminate_session`).
 pub(crate) async fn terminate_in(
     tx: &mut Transaction<'static, Any>,
     store: &SqlStore,
     (id, reason, actor, now, by): TerminationParts<'_>,
 ) -> StoreResult<(StoreResult<Option<u64>>, bool)> {
-    let Some(row) = sqlx::query("SELECT ended_ms, expires_ms, email, subject FROM sessions WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
-    else {
-        return Ok((Err(StoreError::NotFound), false));
+    let request = EndRequest {
+        ending: Ending::Session { id: id.to_owned(), by },
+        reason: reason.to_owned(),
+        actor: actor.clone(),
+        now,
     };
-    if row.try_get::<Option<i64>, _>("ended_ms")?.is_some() {
-        return Ok((Ok(None), false));
-    }
-    if id.parse::<portcullis_policy::SessionId>().is_err() {
-        return Ok((Err(StoreError::Corrupt(format!("session id {id}"))), false));
-    }
-    let (email, subject): (String, String) = (row.try_get("email")?, row.try_get("subject")?);
-    if by == EndedBy::Admin {
-        demand_reauthentication(tx, &UserRef::email(&email), now).await?;
-    }
-    let ended = EndedSession { id, expires_ms: row.try_get("expires_ms")?, reason, email: &email, subject: &subject };
-    let seq = end_session_in(tx, store.backend, &ended, "session.terminate", actor, now).await?;
-    let mut enqueued = false;
-    if by == EndedBy::Admin {
-        let event = crate::termination::Termination {
-            action: Action::TerminateSession,
-            user: user_key(&UserRef::email(&email)),
-            email: Some(email),
-            session_id: Some(id.to_owned()),
-            reason: reason.to_owned(),
-            at_ms: now,
-        };
-        enqueued = store.enqueue_termination(tx, &event, seq).await?;
-    }
-    Ok((Ok(Some(seq)), enqueued))
+    let ended = end_in(tx, store, std::slice::from_ref(&request)).await?;
+    let outcome = match ended.outcomes.into_iter().next() {
+        Some(EndOutcome::Session(outcome)) => outcome.map(|e| e.seq),
+        _ => Err(StoreError::Corrupt("a session termination without its outcome".into())),
+    };
+    Ok((outcome, ended.enqueued))
 }

@@ -24,6 +24,7 @@ mod siem;
 mod signals;
 mod ssf;
 mod stream_keys;
+mod termination_batch;
 mod tokens;
 mod users;
 
@@ -270,6 +271,15 @@ pub trait SessionStore: Send + Sync {
     /// Terminates one session (an admin's action: the user's next login
     /// must be a new sign-in at the IdP); `Ok(None)` when it had already ended.
     async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>>;
+    /// [`Self::terminate_session`], also answering the session as the
+    /// termination's transaction left it (so the API need not read it again).
+    async fn terminate_session_returning(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<(Option<u64>, SessionRecord)>;
     /// Ends one session because its user logged out (no new sign-in is
     /// demanded); `Ok(None)` when it had already ended.
     async fn end_session_at_logout(

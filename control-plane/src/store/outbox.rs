@@ -251,24 +251,40 @@ impl SqlStore {
         termination: &Termination,
         seq: u64,
     ) -> StoreResult<bool> {
-        let ssf = Self::enqueue_ssf_events(tx, termination, seq).await?;
+        self.enqueue_terminations(tx, &[(termination.clone(), seq)]).await
+    }
+
+    /// [`Self::enqueue_termination`] for each `(termination, seq)`, reading
+    /// the Shared Signals streams once for all of them.
+    pub(crate) async fn enqueue_terminations(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        terminations: &[(Termination, u64)],
+    ) -> StoreResult<bool> {
+        if terminations.is_empty() {
+            return Ok(false);
+        }
+        let mut enqueued = Self::enqueue_ssf_events(tx, terminations).await?;
         let Some(subscriptions) = self.outbox.subscriptions.get() else {
-            return Ok(ssf);
+            return Ok(enqueued);
         };
-        let event = serde_json::to_string(termination).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let jobs: Vec<NewJob> = subscriptions
-            .iter()
-            .filter(|s| s.actions.contains(&termination.action))
-            .map(|s| NewJob {
-                sink: s.sink.clone(),
-                target: None,
-                event: event.clone(),
-                user_key: Some(termination.user.clone()),
-                deadline_ms: s.deadline_ms,
-            })
-            .collect();
-        enqueue_in(tx, &jobs, Some(seq), termination.at_ms).await?;
-        Ok(ssf || !jobs.is_empty())
+        for (termination, seq) in terminations {
+            let event = serde_json::to_string(termination).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let jobs: Vec<NewJob> = subscriptions
+                .iter()
+                .filter(|s| s.actions.contains(&termination.action))
+                .map(|s| NewJob {
+                    sink: s.sink.clone(),
+                    target: None,
+                    event: event.clone(),
+                    user_key: Some(termination.user.clone()),
+                    deadline_ms: s.deadline_ms,
+                })
+                .collect();
+            enqueue_in(tx, &jobs, Some(*seq), termination.at_ms).await?;
+            enqueued |= !jobs.is_empty();
+        }
+        Ok(enqueued)
     }
 }
 

@@ -7,17 +7,17 @@ use portcullis_policy::policy::SessionLimitAction;
 use portcullis_policy::{Change, SessionId, UserRef};
 use sqlx::{Any, Row, Transaction};
 
-use super::audit::{insert_audit, insert_audit_about, AuditAbout};
+use super::audit::{insert_audit_about, AuditAbout};
 use super::changes::{append_change, ceil_seconds};
 use super::group_commit::EndedBy;
 use super::rows::{contains, session, to_json, Params, SESSION_COLUMNS};
-use super::users::{raise_user_instant, user_key, UserInstant};
+use super::termination_batch::{end_in, EndOutcome, EndRequest, Ending};
+use super::users::user_key;
 use super::{
     Activity, Backend, CreatedSession, NewSession, SessionFilter, SessionLimit, SessionStore, SqlStore, StoreError,
     StoreResult,
 };
 use crate::model::{Actor, Millis, SessionRecord};
-use crate::termination::Action;
 
 /// Reason recorded on sessions ended to respect a route's session limit.
 const REPLACED_REASON: &str = "ended by a newer login (session limit of the route)";
@@ -274,7 +274,18 @@ impl SessionStore for SqlStore {
     }
 
     async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>> {
-        self.terminate_grouped(id, reason, actor, now, EndedBy::Admin).await
+        Ok(self.terminate_grouped(id, reason, actor, now, EndedBy::Admin).await?.seq)
+    }
+
+    async fn terminate_session_returning(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+        now: Millis,
+    ) -> StoreResult<(Option<u64>, SessionRecord)> {
+        let ended = self.terminate_grouped(id, reason, actor, now, EndedBy::Admin).await?;
+        Ok((ended.seq, *ended.session))
     }
 
     async fn end_session_at_logout(
@@ -284,7 +295,7 @@ impl SessionStore for SqlStore {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<Option<u64>> {
-        self.terminate_grouped(id, reason, actor, now, EndedBy::Logout).await
+        Ok(self.terminate_grouped(id, reason, actor, now, EndedBy::Logout).await?.seq)
     }
 
     async fn live_sessions_of_idp_login(
@@ -317,12 +328,7 @@ impl SessionStore for SqlStore {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<(u64, Vec<String>)> {
-        let mut tx = self.begin_change().await?;
-        let ended = self.terminate_user_in(&mut tx, user, reason, actor, now).await?;
-        self.commit_change(tx, Some(ended.seq)).await?;
-        if ended.enqueued {
-            self.outbox.wake();
-        }
+        let ended = self.terminate_user_grouped(user, reason, actor, now).await?;
         Ok((ended.seq, ended.sessions))
     }
 
@@ -353,32 +359,15 @@ impl SqlStore {
         actor: &Actor,
         now: Millis,
     ) -> StoreResult<UserTermination> {
-        let (column, value) = match user {
-            UserRef::Subject(s) => ("subject", s.to_string()),
-            UserRef::Email(e) => ("email", e.to_ascii_lowercase()),
-        };
-        let sessions: Vec<String> =
-            sqlx::query_scalar(&format!("SELECT id FROM sessions WHERE {column} = $1 AND ended_ms IS NULL"))
-                .bind(&value)
-                .fetch_all(&mut **tx)
-                .await?;
-        sqlx::query(&format!(
-            "UPDATE sessions SET ended_ms = $1, end_reason = $2 WHERE {column} = $3 AND ended_ms IS NULL"
-        ))
-        .bind(now)
-        .bind(reason)
-        .bind(&value)
-        .execute(&mut **tx)
-        .await?;
-        // Every token issued at or before this millisecond is dead; a session
-        // created later (`create_session` starts after it) is alive.
-        let revoked_before_ms = now;
-        raise_user_instant(tx, user, UserInstant::RevokedBefore, revoked_before_ms, now).await?;
-        let change = Change::TerminateUser { user: user.clone(), revoked_before_ms };
-        let seq = append_change(tx, self.backend, change, now).await?;
-        insert_audit(tx, "user.terminate", &user_key(user), reason, actor, now, Some(seq)).await?;
-        let enqueued = self.enqueue_user_action(tx, Action::TerminateUser, user, reason, (seq, now)).await?;
-        Ok(UserTermination { seq, sessions, enqueued })
+        let request =
+            EndRequest { ending: Ending::User(user.clone()), reason: reason.to_owned(), actor: actor.clone(), now };
+        let ended = end_in(tx, self, std::slice::from_ref(&request)).await?;
+        match ended.outcomes.into_iter().next() {
+            Some(EndOutcome::User(done)) => {
+                Ok(UserTermination { seq: done.seq, sessions: done.sessions, enqueued: ended.enqueued })
+            }
+            _ => Err(StoreError::Corrupt("a terminate-all without its outcome".into())),
+        }
     }
 }
 

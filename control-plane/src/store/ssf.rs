@@ -124,30 +124,33 @@ impl SqlStore {
     /// type it receives that tells of `termination`; true when any was.
     pub(crate) async fn enqueue_ssf_events(
         tx: &mut Transaction<'static, Any>,
-        termination: &Termination,
-        seq: u64,
+        terminations: &[(Termination, u64)],
     ) -> StoreResult<bool> {
         let streams =
             sqlx::query(&format!("SELECT {STREAM_COLUMNS} FROM ssf_streams WHERE status IN ('enabled', 'paused')"))
                 .fetch_all(&mut **tx)
                 .await?;
-        let mut jobs = Vec::new();
-        for row in &streams {
-            let stream = stream(row)?;
-            for event_type in termination.action.ssf_event_types() {
-                if stream.events_delivered.iter().any(|e| e == event_type) {
-                    jobs.push(NewJob {
-                        sink: sink_of(&stream.method).to_owned(),
-                        target: Some(stream.id.clone()),
-                        event: json!({ "event_type": event_type, "termination": termination }).to_string(),
-                        user_key: Some(termination.user.clone()),
-                        deadline_ms: SSF_DEADLINE_MS,
-                    });
+        let streams = streams.iter().map(stream).collect::<StoreResult<Vec<_>>>()?;
+        let mut enqueued = false;
+        for (termination, seq) in terminations {
+            let mut jobs = Vec::new();
+            for stream in &streams {
+                for event_type in termination.action.ssf_event_types() {
+                    if stream.events_delivered.iter().any(|e| e == event_type) {
+                        jobs.push(NewJob {
+                            sink: sink_of(&stream.method).to_owned(),
+                            target: Some(stream.id.clone()),
+                            event: json!({ "event_type": event_type, "termination": termination }).to_string(),
+                            user_key: Some(termination.user.clone()),
+                            deadline_ms: SSF_DEADLINE_MS,
+                        });
+                    }
                 }
             }
+            enqueue_in(tx, &jobs, Some(*seq), termination.at_ms).await?;
+            enqueued |= !jobs.is_empty();
         }
-        enqueue_in(tx, &jobs, Some(seq), termination.at_ms).await?;
-        Ok(!jobs.is_empty())
+        Ok(enqueued)
     }
 }
 

@@ -216,20 +216,44 @@ pub(crate) async fn raise_user_instant(
     at: Millis,
     now: Millis,
 ) -> StoreResult<()> {
+    raise_user_instants(tx, which, &[(user.clone(), at, now)]).await
+}
+
+/// [`raise_user_instant`] for each `(user, at, now)`, in one statement (a
+/// user named twice gets the latest of both).
+pub(crate) async fn raise_user_instants(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    which: UserInstant,
+    raises: &[(UserRef, Millis, Millis)],
+) -> StoreResult<()> {
     let column = match which {
         UserInstant::RevokedBefore => "revoked_before_ms",
         UserInstant::ReauthAfter => "reauth_after_ms",
     };
-    sqlx::query(&format!(
-        "INSERT INTO users (user_key, {column}, updated_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, {column} = CASE \
-         WHEN users.{column} IS NULL OR users.{column} < excluded.{column} \
-         THEN excluded.{column} ELSE users.{column} END"
-    ))
-    .bind(user_key(user))
-    .bind(at)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    // One row per key: PostgreSQL refuses to update a row twice in one statement.
+    let mut latest: Vec<(String, Millis, Millis)> = Vec::with_capacity(raises.len());
+    for (user, at, now) in raises {
+        let key = user_key(user);
+        match latest.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(row) => (row.1, row.2) = (row.1.max(*at), row.2.max(*now)),
+            None => latest.push((key, *at, *now)),
+        }
+    }
+    for chunk in latest.chunks(1_000) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+        let sql = format!(
+            "INSERT INTO users (user_key, {column}, updated_ms) VALUES {} \
+             ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, {column} = CASE \
+             WHEN users.{column} IS NULL OR users.{column} < excluded.{column} \
+             THEN excluded.{column} ELSE users.{column} END",
+            values.join(", ")
+        );
+        let mut upsert = sqlx::query(&sql);
+        for (key, at, now) in chunk {
+            upsert = upsert.bind(key.as_str()).bind(*at).bind(*now);
+        }
+        upsert.execute(&mut **tx).await?;
+    }
     Ok(())
 }

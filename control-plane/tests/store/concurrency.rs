@@ -195,7 +195,8 @@ async fn concurrent_key_rotations(store: SqlStore) {
 /// Logins racing terminate-alls of the same user, in rounds: whichever
 /// order they commit in, a session left active was created after every
 /// termination (its token is alive at the edges); one created before was
-/// ended. At least forty rounds, and more (up to 400) until some round
+/// ended, and the terminate-all that ended it revokes its token. At least
+/// forty rounds, and more (up to 400) until some round
 /// ends on a login (else there is nothing active to check, which the last
 /// assertion rules out): ten rounds once all ended on a termination on a
 /// loaded machine, and forty did about one run in five once terminations
@@ -207,23 +208,51 @@ async fn concurrent_logins_and_terminate_alls(store: SqlStore) {
         if round >= 40 && checked > 0 {
             break;
         }
-        all_at_once(20, |i| {
+        let terminations = all_at_once(20, |i| {
             let (store, ada) = (store.clone(), ada.clone());
             async move {
                 // Every call of a round in the same few milliseconds, half of them terminations.
                 let now = T0 + (round * 10 + i % 3) as i64;
                 if i % 2 == 0 {
-                    store.terminate_user(&ada, "burst", &actor(), now).await.map(drop)
+                    store.terminate_user(&ada, "burst", &actor(), now).await.map(Some)
                 } else {
                     create(&store, login(&sid(round * 100 + i), "sub-ada", "ada@corp.example", "wiki"), now).await;
-                    Ok(())
+                    Ok(None)
                 }
             }
         })
         .await
         .into_iter()
-        .collect::<Result<(), StoreError>>()
+        .collect::<Result<Vec<_>, StoreError>>()
         .expect("every call succeeds");
+        // Each session a terminate-all ended is revoked by that very change
+        // at the edges (they learn of it only through `revoked_before_ms`).
+        let revoked_at: HashMap<u64, i64> = all_changes(&store)
+            .await
+            .into_iter()
+            .filter_map(|d| match d.change {
+                Change::TerminateUser { revoked_before_ms, .. } => Some((d.seq, revoked_before_ms)),
+                _ => None,
+            })
+            .collect();
+        for (seq, ended) in terminations.into_iter().flatten() {
+            for id in ended {
+                let created = store.get_session(&id).await.unwrap().expect("ended session").created_ms;
+                assert!(
+                    created <= revoked_at[&seq],
+                    "round {round}: session {id} (issued {created}) was ended by change {seq}, which revokes only up to {}",
+                    revoked_at[&seq]
+                );
+            }
+        }
+        if round % 4 == 3 {
+            // With terminations grouped, a burst often commits its logins
+            // first and its terminations last; every fourth round also has a
+            // login right after the burst, in the same milliseconds, which
+            // must be left active (it starts after every termination).
+            let now = T0 + (round * 10) as i64;
+            create(&store, login(&sid(round * 100 + 99), "sub-ada", "ada@corp.example", "wiki"), now).await;
+        }
         let body = store.snapshot_body(T0).await.unwrap();
         let revoked_before_ms = body.users.iter().find_map(|(u, s)| (*u == ada).then_some(s.revoked_before_ms));
         let revoked_before_ms = revoked_before_ms.flatten().expect("ada was terminated");

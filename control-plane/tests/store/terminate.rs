@@ -95,7 +95,11 @@ async fn terminate_user_by_email(store: SqlStore) {
     let shouting = UserRef::Email(Arc::from("ADA@CORP.EXAMPLE"));
     let (seq, ended) = store.terminate_user(&shouting, "again", &actor(), now - HOUR).await.unwrap();
     assert_eq!((seq, ended), (3, vec![sid(5)]));
-    assert_eq!(user_state(&store, &ada, now).await, Some(state), "revoked_before_ms only moves forward");
+    // It revokes the token of the session it ended, issued after its caller's clock.
+    let covering = UserState { revoked_before_ms: Some(now + 1000), ..state };
+    assert_eq!(user_state(&store, &ada, now).await, Some(covering.clone()));
+    store.terminate_user(&shouting, "again", &actor(), now - HOUR).await.unwrap();
+    assert_eq!(user_state(&store, &ada, now).await, Some(covering), "revoked_before_ms only moves forward");
     let later = now + 60_000;
     store.terminate_user(&user, "third", &actor(), later).await.unwrap();
     let newer = UserState { lock: None, revoked_before_ms: Some(later), groups: None };
@@ -204,7 +208,35 @@ async fn live_connections_are_counts_per_edge(store: SqlStore) {
     assert_eq!(count(1).await, 0);
 }
 
+/// A login that commits after a terminate-all's caller read the clock, but
+/// before the termination's transaction (it waited for the change-log lock,
+/// or in the group commit's queue): the termination ends it, and the edges,
+/// which learn of a terminate-all only through `revoked_before_ms`, must
+/// refuse its token (issued at its `created_ms`), or the session would be
+/// listed as ended yet still let in.
+async fn a_terminate_all_revokes_a_login_that_committed_after_its_clock(store: SqlStore) {
+    let ada = UserRef::email("ada@corp.example");
+    let asked = T0 + 100;
+    let racing = create(&store, login(&sid(1), "sub-ada", "ada@corp.example", "wiki"), asked + 100).await;
+    let (seq, ended) = store.terminate_user(&ada, "offboarded", &actor(), asked).await.unwrap();
+    assert_eq!(ended, vec![sid(1)], "the racing login is ended");
+    let Change::TerminateUser { revoked_before_ms, .. } = change_at(&store, seq).await else {
+        panic!("not a terminate-all")
+    };
+    assert!(
+        revoked_before_ms >= racing.created_ms,
+        "its token (issued {}) is revoked at the edges (up to {revoked_before_ms})",
+        racing.created_ms
+    );
+    assert_eq!(user_state(&store, &ada, asked).await.and_then(|s| s.revoked_before_ms), Some(revoked_before_ms));
+    // A login after the termination still starts after it, and lives.
+    let after = create(&store, login(&sid(2), "sub-ada", "ada@corp.example", "wiki"), asked + 150).await;
+    assert!(after.created_ms > revoked_before_ms);
+    assert!(store.get_session(&sid(2)).await.unwrap().unwrap().is_active(after.created_ms));
+}
+
 store_tests!(
+    a_terminate_all_revokes_a_login_that_committed_after_its_clock,
     terminate_session_records_change_and_audit,
     terminate_user_by_email,
     terminate_user_by_subject,
