@@ -1,9 +1,9 @@
 //! A bare pingora HTTP reverse proxy: every request goes to one fixed
 //! upstream, with no hook but `upstream_peer` — no credential, no policy, no
 //! connection registry, no header rewriting. `edge_vs_nginx` runs it as a
-//! fourth target, with the edge's pingora version, server configuration and
-//! thread count, so its table separates what pingora itself costs (bare vs
-//! nginx) from what Portcullis adds on top (edge vs bare).
+//! fourth target, with the edge's pingora version, server configuration,
+//! thread count and allocator, so its table separates what pingora itself
+//! costs (bare vs nginx) from what Portcullis adds on top (edge vs bare).
 //!
 //! ```sh
 //! pingora_baseline --listen 127.0.0.1:8081 --upstream 127.0.0.1:8082 --threads 2 [--no-work-stealing]
@@ -17,6 +17,11 @@ use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
+
+/// The allocator of the `portcullis` binary (its default `mimalloc`
+/// feature), so bare vs edge compares only what Portcullis adds.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Options.
 #[derive(Parser)]

@@ -25,6 +25,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's malloc: see the `mimalloc` feature in
+/// `cli/Cargo.toml` and benches/RESULTS.md for what it gives.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Portcullis: an identity-aware proxy with continuous access evaluation.
 #[derive(Parser)]
 #[command(name = "portcullis", version, about)]
