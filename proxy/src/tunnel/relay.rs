@@ -27,7 +27,7 @@ use pingora_core::protocols::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::copy::{CopyLeg, Copied, READ_BYTES};
+use super::copy::{Copied, CopyLeg, READ_BYTES};
 use super::flow::{FlowCounters, FlowMeters};
 use super::splice::{self, SpliceLeg};
 
@@ -142,9 +142,8 @@ async fn promote(
     .await?;
     let client_ended = up.source_ended() || drain_client(client, upstream, tally).await?;
     let Some(socket) = splice::client_socket(client) else { return Ok(Promotion::Never) };
-    let legs = SpliceLeg::new(client_ended, up.is_done()).and_then(|up_leg| {
-        SpliceLeg::new(down.source_ended(), down.is_done()).map(|down_leg| (up_leg, down_leg))
-    });
+    let legs = SpliceLeg::new(client_ended, up.is_done())
+        .and_then(|up_leg| SpliceLeg::new(down.source_ended(), down.is_done()).map(|down_leg| (up_leg, down_leg)));
     match legs {
         Ok((up_leg, down_leg)) => Ok(Promotion::Ready(socket, up_leg, down_leg)),
         Err(error) => {

@@ -194,7 +194,8 @@ async fn data_in_the_connect_packet_reaches_the_upstream_once_after_sniffing() {
         client.shutdown().await.unwrap();
         read_to_end(&mut client).await
     });
-    let Sniffed::Connect { stream, head, rest } = sniff(Box::new(pingora_core::protocols::l4::stream::Stream::from(edge_side))).await
+    let Sniffed::Connect { stream, head, rest } =
+        sniff(Box::new(pingora_core::protocols::l4::stream::Stream::from(edge_side))).await
     else {
         panic!("a CONNECT")
     };

@@ -43,7 +43,11 @@ fn own_pidfd() -> Option<&'static OwnedFd> {
 /// Whether `stream` is pingora's plain-TCP stream (not TLS, not a test
 /// double): the only kind whose socket can be spliced.
 pub fn is_plain_tcp(stream: &Stream) -> bool {
-    stream.as_ref().as_any().downcast_ref::<pingora_core::protocols::l4::stream::Stream>().is_some_and(|s| s.as_raw_fd() >= 0)
+    stream
+        .as_ref()
+        .as_any()
+        .downcast_ref::<pingora_core::protocols::l4::stream::Stream>()
+        .is_some_and(|s| s.as_raw_fd() >= 0)
 }
 
 /// A descriptor of `stream`'s socket of the edge's own, registered with
@@ -108,9 +112,8 @@ impl SpliceLeg {
             if self.held > 0 {
                 // EAGAIN here is the destination's: the pipe holds bytes.
                 ready!(dst.poll_write_ready(cx))?;
-                let moved = dst.try_io(Interest::WRITABLE, || {
-                    Ok(splice(&self.out_of_pipe, None, dst, None, self.held, flags)?)
-                });
+                let moved = dst
+                    .try_io(Interest::WRITABLE, || Ok(splice(&self.out_of_pipe, None, dst, None, self.held, flags)?));
                 match moved {
                     Ok(n) => {
                         self.held -= n;
@@ -126,9 +129,8 @@ impl SpliceLeg {
             } else {
                 // Only into an empty pipe: EAGAIN is then the source's, never a full pipe's.
                 ready!(src.poll_read_ready(cx))?;
-                let moved = src.try_io(Interest::READABLE, || {
-                    Ok(splice(src, None, &self.into_pipe, None, self.size, flags)?)
-                });
+                let moved =
+                    src.try_io(Interest::READABLE, || Ok(splice(src, None, &self.into_pipe, None, self.size, flags)?));
                 match moved {
                     Ok(0) => self.eof = true,
                     Ok(n) => {
