@@ -276,11 +276,21 @@ impl ControlPlane {
     /// `sid` (its `sid` claim) if given; the session's `idp_issuer` is the
     /// shared test issuer's URL.
     pub async fn login_with_sid(&self, email: &str, sid: Option<&str>) -> Result<(String, String)> {
+        self.login_full(email, sid, "app").await
+    }
+
+    /// Like [`Self::login`], for `route`: a session token counts only on
+    /// the route it was issued for (a CONNECT needs one of its TCP route).
+    pub async fn login_on(&self, email: &str, route: &str) -> Result<(String, String)> {
+        self.login_full(email, None, route).await
+    }
+
+    async fn login_full(&self, email: &str, sid: Option<&str>, route: &str) -> Result<(String, String)> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
         let mut body = json!({
             "subject": format!("sub-{email}"), "email": email, "groups": ["staff"],
             "idp_issuer": "https://idp.bench.example", "auth_time": now,
-            "route": "app", "source_address": "127.0.0.1", "user_agent": "portcullis-bench",
+            "route": route, "source_address": "127.0.0.1", "user_agent": "portcullis-bench",
         });
         if let Some(sid) = sid {
             body["idp_session_id"] = json!(sid);

@@ -352,11 +352,11 @@ struct Session {
     token: String,
 }
 
-/// `users` × `per_user` sessions, eight logins in flight.
+/// `users` × `per_user` sessions on the `echo` route, eight logins in flight.
 async fn create_sessions(plane: &ControlPlane, prefix: &str, users: usize, per_user: usize) -> Result<Vec<Session>> {
     let logins = stream::iter((0..users * per_user).map(|i| async move {
         let user = i % users;
-        let (_, token) = plane.login(&email(prefix, user)).await?;
+        let (_, token) = plane.login_on(&email(prefix, user), "echo").await?;
         anyhow::Ok(Session { user, token })
     }));
     logins.buffered(8).collect::<Vec<_>>().await.into_iter().collect()
@@ -388,7 +388,7 @@ async fn main() -> Result<()> {
     );
     let skip = |part: &str| args.skip.iter().any(|s| s == part);
     if !skip("bulk") {
-        let (_, token) = plane.login(&email("bulk", 0)).await?;
+        let (_, token) = plane.login_on(&email("bulk", 0), "bulk").await?;
         bulk(&args, &Route { edge: edge.port, target: BULK, token }, bulk_port, &edge).await?;
     }
     if !skip("rate") {

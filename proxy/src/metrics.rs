@@ -46,6 +46,8 @@ pub struct EdgeMetrics {
     pub tunnel_bytes: IntCounterVec,
     /// Flows open now.
     pub tunnel_open_flows: IntGauge,
+    /// Flows that moved from copying to `splice(2)` (plain TCP with bulk data).
+    pub tunnel_flows_spliced: IntCounter,
     /// Credential checks refused before a verifier or the control plane saw
     /// them, by reason (`format`, `negative_cache`, `rate_limit`); the same
     /// counter as [`credential_lookups_refused`].
@@ -144,9 +146,11 @@ impl EdgeMetrics {
         )
         .expect("valid metric");
         let tunnel_open_flows = IntGauge::new("tunnel_open_flows", "TCP flows open now").expect("valid");
+        let tunnel_flows_spliced =
+            IntCounter::new("tunnel_flows_spliced_total", "TCP flows moved to splice(2)").expect("valid");
         let credential_lookups_refused = credential_lookups_refused().clone();
         let activity_events_dropped = activity_events_dropped();
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(requests.clone()),
             Box::new(decision_seconds.clone()),
             Box::new(kills.clone()),
@@ -163,6 +167,7 @@ impl EdgeMetrics {
             Box::new(tunnel_flows_closed.clone()),
             Box::new(tunnel_bytes.clone()),
             Box::new(tunnel_open_flows.clone()),
+            Box::new(tunnel_flows_spliced.clone()),
             Box::new(credential_lookups_refused.clone()),
             Box::new(activity_events_dropped.clone()),
         ];
@@ -187,6 +192,7 @@ impl EdgeMetrics {
             tunnel_flows_closed,
             tunnel_bytes,
             tunnel_open_flows,
+            tunnel_flows_spliced,
             credential_lookups_refused,
             activity_events_dropped,
         }

@@ -6,9 +6,12 @@
 //! sequence; a replayed delta changes nothing; a refused report is retried.
 //! Every assertion is about what the other side received: the client's
 //! socket, the app's log, the control plane's reports. What a websocket
-//! client is told when it is cut: `websocket_close`.
+//! client is told when it is cut: `websocket_close`; TCP flows through the
+//! real listener, spliced and killed: `tunnel_flow`.
 
 mod support;
+#[path = "kill_path/tunnel_flow.rs"]
+mod tunnel_flow;
 #[path = "kill_path/websocket_close.rs"]
 mod websocket_close;
 

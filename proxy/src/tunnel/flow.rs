@@ -6,22 +6,18 @@
 //! end.
 
 use std::net::IpAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
+use pingora_core::protocols::Stream;
 use portcullis_policy::Identity;
 use prometheus::{IntCounter, IntGauge};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::relay::{relay, Tally};
 use crate::activity::{ActivityLog, FlowFacts};
-
-/// Copy buffer per direction: large enough that bulk transfers cost few
-/// system calls.
-const COPY_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Bytes that went through a flow.
 #[derive(Debug, Default)]
@@ -30,6 +26,8 @@ pub struct FlowCounters {
     pub up: AtomicU64,
     /// Upstream → client.
     pub down: AtomicU64,
+    /// The flow moved from copying to `splice(2)`.
+    pub spliced: AtomicBool,
 }
 
 /// The live metrics of one route's flows.
@@ -43,45 +41,8 @@ pub struct FlowMeters {
     pub closed: IntCounter,
     /// `tunnel_open_flows`.
     pub open: IntGauge,
-}
-
-/// The client side of a flow, counting what it reads (up) and writes (down).
-struct Counted<'f, S> {
-    inner: S,
-    counters: &'f FlowCounters,
-    meters: &'f FlowMeters,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            self.counters.up.fetch_add(n, Ordering::Relaxed);
-            self.meters.up.inc_by(n);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.counters.down.fetch_add(n as u64, Ordering::Relaxed);
-            self.meters.down.inc_by(n as u64);
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    /// `tunnel_flows_spliced_total`: flows that moved to `splice(2)`.
+    pub spliced: IntCounter,
 }
 
 /// How a flow ended, as reported.
@@ -150,26 +111,12 @@ impl OpenFlow {
         }
     }
 
-    /// Pipes bytes both ways until both sides are done (or the task is dropped).
-    pub async fn pipe<C, U>(&mut self, client: C, mut upstream: U, early: &[u8])
-    where
-        C: AsyncRead + AsyncWrite + Unpin,
-        U: AsyncRead + AsyncWrite + Unpin,
-    {
-        if !early.is_empty() {
-            // What the client sent right after its CONNECT head.
-            if upstream.write_all(early).await.is_err() {
-                self.end = Some(FlowEnd::Error);
-                return;
-            }
-            self.counters.up.fetch_add(early.len() as u64, Ordering::Relaxed);
-            self.meters.up.inc_by(early.len() as u64);
-        }
-        let mut client = Counted { inner: client, counters: &self.counters, meters: &self.meters };
-        let copied =
-            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER_BYTES, COPY_BUFFER_BYTES)
-                .await;
-        self.end = Some(if copied.is_ok() { FlowEnd::Closed } else { FlowEnd::Error });
+    /// Relays bytes both ways until both sides are done (or the task is
+    /// dropped): copied while light, spliced once bulk (`relay.rs`).
+    pub async fn pipe(&mut self, client: Stream, upstream: TcpStream, early: &[u8]) {
+        let tally = Tally { counters: &self.counters, meters: &self.meters };
+        let relayed = relay(client, upstream, early, &tally).await;
+        self.end = Some(if relayed.is_ok() { FlowEnd::Closed } else { FlowEnd::Error });
     }
 }
 
@@ -178,6 +125,9 @@ impl Drop for OpenFlow {
         let end = if self.killed.is_cancelled() { FlowEnd::Revoked } else { self.end.unwrap_or(FlowEnd::Shutdown) };
         self.meters.open.dec();
         self.meters.closed.inc();
+        if self.counters.spliced.load(Ordering::Relaxed) {
+            self.meters.spliced.inc();
+        }
         let now_ms = self.opened_ms + self.opened.elapsed().as_millis() as i64;
         let up = self.counters.up.load(Ordering::Relaxed);
         let down = self.counters.down.load(Ordering::Relaxed);

@@ -9,7 +9,8 @@
 //!  the admission gate (crate::gate): credential (Proxy-Authorization /
 //!   Authorization: Bearer, or the route's cookie) → identify (cached)
 //!   → evaluate(Target::Tcp) → address check → bind in the ConnRegistry
-//!   → connect the upstream → check again → 200 → pipe both ways (flow.rs)
+//!   → connect the upstream → check again → 200 → relay both ways (flow.rs,
+//!   relay.rs: copied while light, spliced once bulk)
 //! ```
 //!
 //! The flow runs inside the accept wrapper's `select!`, so the kill path
@@ -20,9 +21,12 @@
 //! upstream unreachable.
 
 pub mod answer;
+mod copy;
 pub mod flow;
 pub mod head;
 pub mod prefixed;
+pub mod relay;
+mod splice;
 pub mod tally;
 
 use std::sync::Arc;
@@ -143,6 +147,7 @@ impl TunnelService {
             down: metrics.tunnel_bytes.with_label_values(&[&admission.route, "down"]),
             closed: metrics.tunnel_flows_closed.with_label_values(&[&admission.route]),
             open: metrics.tunnel_open_flows.clone(),
+            spliced: metrics.tunnel_flows_spliced.clone(),
         };
         let facts = flow::facts(admission.identity.as_deref(), &admission.route, &name, admission.client.ip);
         let mut flow = OpenFlow::open(facts, meters, killed, Arc::clone(&self.gate.activity), now_ms);

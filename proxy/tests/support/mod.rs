@@ -57,10 +57,15 @@ pub struct World {
 impl World {
     /// Starts everything and waits until the edge applied the first snapshot (seq 1).
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, "").await
+    }
+
+    /// [`World::start`] with `more_routes` in the policy (YAML list items).
+    pub async fn start_with(name: &str, more_routes: &str) -> Self {
         let dir = TempDir::new(name);
         let upstream = Upstream::start().await;
         let keys = SessionKeys::new("k1");
-        let plane = ControlPlane::start(sessions::snapshot(upstream.port, &keys)).await;
+        let plane = ControlPlane::start(sessions::snapshot(upstream.port, &keys, more_routes)).await;
         let (cert, key) = sessions::certificate(dir.path());
         let toml = format!(
             "listen = \"127.0.0.1:0\"\nhttps_listen = \"127.0.0.1:0\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\

@@ -63,6 +63,11 @@ impl SessionKeys {
 
     /// A session of `email` (group `staff`) on route `app`, logged in from loopback.
     pub fn mint(&self, email: &str) -> Session {
+        self.mint_for(email, "app")
+    }
+
+    /// A session of `email` (group `staff`) on `route`, logged in from loopback.
+    pub fn mint_for(&self, email: &str, route: &str) -> Session {
         let id = SessionId::from_bytes(rand::random());
         let now = unix_now_s();
         let mut header = Header::new(Algorithm::ES256);
@@ -71,19 +76,20 @@ impl SessionKeys {
         let claims = serde_json::json!({
             "iss": ISSUER, "aud": SESSION_TOKEN_AUDIENCE, "sub": format!("sub-{email}"), "email": email,
             "groups": ["staff"], "sid": id.to_string(), "iat": now - 5, "iat_ms": (now - 5) * 1000,
-            "exp": now + 600, "auth_time": now - 5, "route": "app", "login_ip": "127.0.0.1",
+            "exp": now + 600, "auth_time": now - 5, "route": route, "login_ip": "127.0.0.1",
         });
         let token = jsonwebtoken::encode(&header, &claims, &self.encoding).expect("sign a session token");
         Session { id, token, email: email.to_owned() }
     }
 }
 
-/// The first snapshot: route `app` on [`HOST`] to `upstream`, for staff at
+/// The first snapshot: route `app` on [`HOST`] to `upstream`, then
+/// `more_routes` (policy YAML, indented as list items), for staff at
 /// corp.example, with `keys` as the session-signing key.
-pub fn snapshot(upstream: u16, keys: &SessionKeys) -> SnapshotBody {
+pub fn snapshot(upstream: u16, keys: &SessionKeys, more_routes: &str) -> SnapshotBody {
     let text = format!(
         "version: 1\nroutes:\n  - name: app\n    host: {HOST}\n    upstream: http://127.0.0.1:{upstream}\n    rules:\n      \
-         - allow: {{ email_domain: [corp.example], groups_any: [staff] }}\n"
+         - allow: {{ email_domain: [corp.example], groups_any: [staff] }}\n{more_routes}"
     );
     SnapshotBody {
         seq: 1,
