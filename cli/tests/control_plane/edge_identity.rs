@@ -77,6 +77,14 @@ impl TestEdge {
 
 type Cache = Mutex<HashMap<(String, String), Arc<OnceCell<Arc<TestEdge>>>>>;
 
+static CACHE: OnceLock<Cache> = OnceLock::new();
+
+/// Forgets test edge `id` of `edge_url`, so the next use enrolls it again.
+fn forget_test_edge(edge_url: &str, id: &str) {
+    let mut cache = CACHE.get_or_init(Cache::default).lock().unwrap_or_else(|e| e.into_inner());
+    cache.remove(&(edge_url.to_owned(), id.to_owned()));
+}
+
 /// Test edge `id` of the control plane at `edge_url`, enrolled with the
 /// bootstrap `secret` on first use.
 pub async fn test_edge(edge_url: &str, id: &str, secret: &str) -> Arc<TestEdge> {
@@ -85,7 +93,6 @@ pub async fn test_edge(edge_url: &str, id: &str, secret: &str) -> Arc<TestEdge> 
 
 /// [`test_edge`], enrolling through `http`.
 pub async fn test_edge_through(http: &reqwest::Client, edge_url: &str, id: &str, secret: &str) -> Arc<TestEdge> {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cell = {
         let mut cache = CACHE.get_or_init(Cache::default).lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(cache.entry((edge_url.to_owned(), id.to_owned())).or_default())
@@ -107,13 +114,31 @@ pub async fn minting_edge(edge_url: &str, secret: &str) -> Arc<TestEdge> {
 
 /// [`minting_edge`], enrolling through `http`.
 pub async fn minting_edge_through(http: &reqwest::Client, edge_url: &str, secret: &str) -> Arc<TestEdge> {
+    test_edge_through(http, edge_url, &minting_edge_id(edge_url), secret).await
+}
+
+/// The id of the edge sessions are minted with at `edge_url`.
+fn minting_edge_id(edge_url: &str) -> String {
     let port = edge_url.rsplit(':').next().unwrap_or("0").trim_end_matches('/');
-    test_edge_through(http, edge_url, &format!("login-{port}"), secret).await
+    format!("login-{port}")
 }
 
 /// `POST /edge/v1/sessions` as the minting edge: the control plane's answer
 /// (`session_id`, `token`) and status.
 pub async fn post_session(http: &reqwest::Client, edge_url: &str, secret: &str, body: &Value) -> (u16, Value) {
+    let (status, answer) = post_session_once(http, edge_url, secret, body).await;
+    let not_enrolled = answer["error"]["message"].as_str().is_some_and(|m| m.contains("is not enrolled"));
+    if status == 401 && not_enrolled {
+        // The cache is keyed by URL: a control plane that an earlier test ran
+        // on the same port (with another database) enrolled the cached edge,
+        // this one never did. Enroll it here.
+        forget_test_edge(edge_url, &minting_edge_id(edge_url));
+        return post_session_once(http, edge_url, secret, body).await;
+    }
+    (status, answer)
+}
+
+async fn post_session_once(http: &reqwest::Client, edge_url: &str, secret: &str, body: &Value) -> (u16, Value) {
     let edge = minting_edge_through(http, edge_url, secret).await;
     let response = edge
         .authorize(http.post(format!("{}/edge/v1/sessions", edge_url.trim_end_matches('/'))))
