@@ -270,7 +270,9 @@ pub trait SessionStore: Send + Sync {
     async fn list_sessions(&self, filter: &SessionFilter, now: Millis) -> StoreResult<Vec<SessionRecord>>;
     /// Terminates one session (an admin's action: the user's next login
     /// must be a new sign-in at the IdP); `Ok(None)` when it had already ended.
-    async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>>;
+    async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>> {
+        Ok(self.terminate_session_returning(id, reason, actor, now).await?.0)
+    }
     /// [`Self::terminate_session`], also answering the session as the
     /// termination's transaction left it (so the API need not read it again).
     async fn terminate_session_returning(

@@ -273,10 +273,6 @@ impl SessionStore for SqlStore {
         params.bind(sqlx::query(&sql)).fetch_all(&self.reader).await?.iter().map(session).collect()
     }
 
-    async fn terminate_session(&self, id: &str, reason: &str, actor: &Actor, now: Millis) -> StoreResult<Option<u64>> {
-        Ok(self.terminate_grouped(id, reason, actor, now, EndedBy::Admin).await?.seq)
-    }
-
     async fn terminate_session_returning(
         &self,
         id: &str,
