@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use tokio::sync::watch;
 
+use crate::edge_channel::verified::VerifiedAssertions;
 use crate::feed::ChangeFeed;
 use crate::key_vault::KeyVault;
 use crate::model::now_ms;
@@ -36,6 +37,8 @@ pub struct EdgeTrust {
     /// The fleet key, base64url of 32 bytes.
     pub fleet_key: String,
     revoked: watch::Sender<RevokedSet>,
+    /// Assertions verified here already (their signature is not checked again).
+    pub verified: VerifiedAssertions,
 }
 
 impl EdgeTrust {
@@ -52,7 +55,7 @@ impl EdgeTrust {
             .open(FLEET_KEY_PURPOSE, FLEET_KEY_ID, &stored)
             .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
         let revoked: BTreeSet<String> = store.revoked_edges().await?.into_iter().collect();
-        Ok(Self { fleet_key, revoked: watch::channel(Arc::new(revoked)).0 })
+        Ok(Self { fleet_key, revoked: watch::channel(Arc::new(revoked)).0, verified: VerifiedAssertions::default() })
     }
 
     /// Re-reads the revoked set; wakes streams when it changed.

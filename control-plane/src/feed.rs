@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use crate::recent_changes::RecentChanges;
 use crate::store::{ChangeStore, SqlStore, CHANGES_CHANNEL, EDGES_CHANNEL};
 
-/// Head-of-log and edge-report signals.
+/// Head-of-log and edge-report signals, and the newest changes.
 pub struct ChangeFeed {
     head: Arc<watch::Sender<u64>>,
+    /// The newest changes, read once for every stream of this replica.
+    pub recent: RecentChanges,
     reports: Notify,
     edges: Notify,
 }
@@ -23,13 +26,23 @@ pub struct ChangeFeed {
 impl ChangeFeed {
     /// A feed starting at `head`, on its own (tests).
     pub fn new(head: u64) -> Self {
-        Self { head: Arc::new(watch::channel(head).0), reports: Notify::new(), edges: Notify::new() }
+        Self {
+            head: Arc::new(watch::channel(head).0),
+            recent: RecentChanges::default(),
+            reports: Notify::new(),
+            edges: Notify::new(),
+        }
     }
 
     /// The feed of `store`, starting at `head`: the store's commits move it
     /// themselves.
     pub fn of_store(store: &SqlStore, head: u64) -> Self {
-        let feed = Self { head: store.commit_signal(), reports: Notify::new(), edges: Notify::new() };
+        let feed = Self {
+            head: store.commit_signal(),
+            recent: RecentChanges::default(),
+            reports: Notify::new(),
+            edges: Notify::new(),
+        };
         feed.publish(head);
         feed
     }

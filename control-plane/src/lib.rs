@@ -31,6 +31,7 @@ pub mod outbox;
 pub mod portal;
 pub mod portal_cookie;
 pub mod receipt;
+pub mod recent_changes;
 pub mod relying_parties;
 pub mod responses;
 pub mod secrets;

@@ -5,7 +5,9 @@
 //! [`MAX_ASSERTION_LIFETIME_S`] later, `jti`). The id comes from the
 //! verified token only (`X-Portcullis-Edge-Id` is not read); the key and the
 //! revocation come from the store on every call, so a revocation refuses
-//! the next call on every replica.
+//! the next call on every replica. The signature of a token this replica
+//! verified before against the same key is not checked again
+//! ([`super::verified`]).
 
 use std::sync::Arc;
 
@@ -23,6 +25,8 @@ use crate::error::ApiError;
 use crate::http::{bearer_token, source_address};
 use crate::model::{now_ms, Actor};
 use crate::store::EdgeCredential;
+
+use super::verified::token_digest;
 
 pub use portcullis_policy::edge_channel::{EDGE_CHANNEL_AUDIENCE, MAX_ASSERTION_LIFETIME_S};
 /// Clock difference tolerated between an edge and the control plane, seconds.
@@ -86,6 +90,11 @@ pub async fn verify_assertion(app: &App, token: &str) -> Result<EdgeCredential, 
     if credential.revoked_ms.is_some() {
         return Err(unauthorized(format!("edge `{id}` was revoked")));
     }
+    let digest = token_digest(token);
+    let now = now_ms() / 1000;
+    if app.edge_trust.verified.holds(&digest, &id, &credential.key_fingerprint, now) {
+        return Ok(credential);
+    }
     let key = DecodingKey::from_ec_pem(credential.public_key_pem.as_bytes())
         .map_err(|e| ApiError::internal(format!("stored key of edge {id}: {e}")))?;
     let mut validation = Validation::new(Algorithm::ES256);
@@ -106,7 +115,6 @@ pub async fn verify_assertion(app: &App, token: &str) -> Result<EdgeCredential, 
             })
         })?
         .claims;
-    let now = now_ms() / 1000;
     if claims.iat > now + CLOCK_SKEW_S {
         return Err(unauthorized("the edge assertion was issued in the future (is the edge's clock right?)"));
     }
@@ -116,6 +124,8 @@ pub async fn verify_assertion(app: &App, token: &str) -> Result<EdgeCredential, 
     if claims.jti.is_empty() || claims.jti.len() > 128 {
         return Err(unauthorized("the edge assertion has no `jti`"));
     }
+    let accepted_until = claims.exp + CLOCK_SKEW_S;
+    app.edge_trust.verified.remember(digest, &id, &credential.key_fingerprint, accepted_until, now);
     Ok(credential)
 }
 

@@ -102,6 +102,7 @@ pub async fn stream(
     let after = if needs_snapshot(&*app.store, query.since).await? {
         let body = app.store.snapshot_body(now_ms()).await?;
         let seq = body.seq;
+        app.feed.recent.saw_head(seq);
         pending.push_back(frame(&mut signer, &encode(&Message::Snapshot(body))));
         seq
     } else {
@@ -136,20 +137,24 @@ pub async fn stream(
             if let Some(bytes) = state.pending.pop_front() {
                 return Some((Ok::<_, std::io::Error>(bytes), state));
             }
-            let changes = match state.app.store.changes_after(state.after, BATCH).await {
-                Ok(changes) => changes,
-                Err(error) => {
-                    tracing::warn!(%error, "edge stream cannot read the change log; closing it");
-                    return None;
+            // Read only when this replica knows of changes past the stream's
+            // position (its own commits, `NOTIFY`, the poll every second).
+            if *state.head.borrow_and_update() > state.after {
+                let changes = match state.app.feed.recent.after(&*state.app.store, state.after, BATCH).await {
+                    Ok(changes) => changes,
+                    Err(error) => {
+                        tracing::warn!(%error, "edge stream cannot read the change log; closing it");
+                        return None;
+                    }
+                };
+                if let Some((last, _)) = changes.last() {
+                    state.after = *last;
+                    for (_, delta) in &changes {
+                        let sealed = frame(&mut state.signer, delta);
+                        state.pending.push_back(sealed);
+                    }
+                    continue;
                 }
-            };
-            if let Some((last, _)) = changes.last() {
-                state.after = *last;
-                for (_, delta) in &changes {
-                    let sealed = frame(&mut state.signer, delta);
-                    state.pending.push_back(sealed);
-                }
-                continue;
             }
             state.app.metrics.head_seq.set(state.after as i64);
             let woke = tokio::select! {

@@ -34,6 +34,8 @@ pub struct SqlStore {
     url: String,
     /// Group commit of session terminations (started on first use).
     pub(crate) terminations: super::group_commit::TerminationQueue,
+    /// Group commit of edge reports (started on first use).
+    pub(crate) reports: super::report_batch::ReportQueue,
     /// The newest change sequence this process committed (see
     /// [`SqlStore::commit_change`]); what wakes this replica's edge streams.
     pub(crate) committed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
@@ -75,6 +77,7 @@ impl SqlStore {
                     backend,
                     url,
                     terminations: Default::default(),
+                    reports: Default::default(),
                     committed: Default::default(),
                     outbox: Default::default(),
                 }
@@ -101,6 +104,7 @@ impl SqlStore {
                     backend,
                     url: url.to_owned(),
                     terminations: Default::default(),
+                    reports: Default::default(),
                     committed: Default::default(),
                     outbox: Default::default(),
                 }

@@ -12,32 +12,7 @@ use crate::model::{Actor, AuditEntry, Millis};
 #[async_trait]
 impl EdgeStore for SqlStore {
     async fn record_edge_report(&self, report: &EdgeReport, now: Millis) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO edges (id, name, applied_seq, last_heartbeat_ms, live_connections) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, applied_seq = excluded.applied_seq, \
-             last_heartbeat_ms = excluded.last_heartbeat_ms, live_connections = excluded.live_connections",
-        )
-        .bind(&report.edge_id)
-        .bind(&report.name)
-        .bind(seq_param(report.applied_seq))
-        .bind(now)
-        .bind(report.live_connections)
-        .execute(&mut *tx)
-        .await?;
-        for (seq, closed) in &report.closed {
-            sqlx::query(
-                "INSERT INTO change_acks (seq, edge_id, closed_connections) VALUES ($1, $2, $3) \
-                 ON CONFLICT (seq, edge_id) DO UPDATE SET closed_connections = change_acks.closed_connections + excluded.closed_connections",
-            )
-            .bind(seq_param(*seq))
-            .bind(&report.edge_id)
-            .bind(*closed)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.record_report_grouped(report.clone(), now).await
     }
 
     async fn list_edges(&self) -> StoreResult<Vec<(String, String, i64, Millis, i64)>> {

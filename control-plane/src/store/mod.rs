@@ -18,6 +18,7 @@ mod group_commit;
 mod outbox;
 mod policy;
 mod portal;
+mod report_batch;
 mod rows;
 mod sessions;
 mod siem;
