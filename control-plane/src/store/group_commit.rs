@@ -86,15 +86,22 @@ impl SqlStore {
     }
 }
 
-async fn commit_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Queued>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
+/// The next batch of a group commit: waits for one entry, then takes
+/// whatever else is already queued, up to `max` in all (never waits for
+/// company); `None` once the queue is closed and empty.
+pub(super) async fn next_batch<T>(queue: &mut mpsc::UnboundedReceiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut batch = vec![queue.recv().await?];
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
         }
+    }
+    Some(batch)
+}
+
+async fn commit_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    while let Some(batch) = next_batch(&mut queue, MAX_BATCH).await {
         let (requests, answers): (Vec<EndRequest>, Vec<_>) = batch.into_iter().map(|q| (q.request, q.answer)).unzip();
         match commit(&store, &requests).await {
             Ok(outcomes) => {

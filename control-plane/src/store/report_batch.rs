@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::group_commit::next_batch;
 use super::rows::seq_param;
 use super::{EdgeReport, SqlStore, StoreError, StoreResult};
 use crate::model::Millis;
@@ -52,14 +53,7 @@ impl SqlStore {
 }
 
 async fn write_loop(store: SqlStore, mut queue: mpsc::UnboundedReceiver<Queued>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut queue, MAX_BATCH).await {
         let (reports, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| ((q.report, q.now), q.answer)).unzip();
         let result = write(&store, &reports).await;
         if let Err(error) = &result {
