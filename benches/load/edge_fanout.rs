@@ -110,6 +110,10 @@ static DELTA_FRAMES: AtomicU64 = AtomicU64::new(0);
 static REPORTS_FAILED: AtomicU64 = AtomicU64::new(0);
 static STREAMS_ENDED: AtomicU64 = AtomicU64::new(0);
 
+/// A set of edges the latencies are summed over: its label, and whether
+/// the edges of a replica (by index) belong to it.
+type EdgeGroup = (&'static str, fn(usize) -> bool);
+
 /// A termination: its change's sequence and when the API answered.
 struct Termination {
     seq: u64,
@@ -402,13 +406,13 @@ async fn terminate_all(plane: &ControlPlane, sessions: &[String], interval: Dura
 /// Prints the latency from each termination's answer (and from its
 /// sending) to its frame on every edge, by where the edge streams from.
 fn report(args: &Args, planes: &[ControlPlane], seen: &[Vec<(u64, Instant)>], terminations: &[Termination], last: u64) {
-    let missing = seen.iter().filter(|s| !s.last().is_some_and(|(q, _)| *q >= last)).count();
+    let missing = seen.iter().filter(|s| s.last().is_none_or(|(q, _)| *q < last)).count();
     println!(
         "{} of {} edges read the last termination (seq {last}); {missing} did not within 10 s",
         args.edges - missing,
         args.edges
     );
-    let groups: &[(&str, fn(usize) -> bool)] = if planes.len() > 1 {
+    let groups: &[EdgeGroup] = if planes.len() > 1 {
         &[
             ("all edges", |_| true),
             ("edges on the committing replica", |r| r == 0),
