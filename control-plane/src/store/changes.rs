@@ -17,7 +17,7 @@ use portcullis_policy::{Change, Delta, PolicySource, TokenId, UserRef};
 use sqlx::{Any, Row, Transaction};
 
 use super::claims::{expire_overrides, live_overrides};
-use super::rows::seq_param;
+use super::rows::{seq_param, value_rows};
 use super::users::parse_user_key;
 use super::{Backend, ChangeStore, SqlStore, StoreError, StoreResult};
 use crate::model::Millis;
@@ -107,9 +107,7 @@ pub(crate) async fn append_changes(
     if changes.is_empty() {
         return Ok(first);
     }
-    let rows: Vec<String> =
-        (0..changes.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
-    let sql = format!("INSERT INTO change_log (seq, at_ms, delta) VALUES {}", rows.join(", "));
+    let sql = format!("INSERT INTO change_log (seq, at_ms, delta) VALUES {}", value_rows(changes.len(), 3));
     let mut insert = sqlx::query(&sql);
     let last = next + changes.len() as i64 - 1;
     for (seq, (change, at_ms)) in (next..).zip(changes) {

@@ -16,15 +16,12 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 use super::group_commit::next_batch;
-use super::rows::seq_param;
+use super::rows::{seq_param, value_rows, ROWS_PER_STATEMENT};
 use super::{EdgeReport, SqlStore, StoreError, StoreResult};
 use crate::model::Millis;
 
 /// Most reports written together (5 parameters each in one statement).
 const MAX_BATCH: usize = 512;
-
-/// Rows of one `change_acks` upsert (3 parameters each).
-const ACKS_PER_STATEMENT: usize = 1_000;
 
 struct Queued {
     report: EdgeReport,
@@ -80,7 +77,7 @@ async fn write(store: &SqlStore, reports: &[(EdgeReport, Millis)]) -> StoreResul
     let mut rows: Vec<usize> = latest.into_values().collect();
     rows.sort_unstable();
     let mut tx = store.writer.begin().await?;
-    let values = placeholders(rows.len(), 5);
+    let values = value_rows(rows.len(), 5);
     let sql = format!(
         "INSERT INTO edges (id, name, applied_seq, last_heartbeat_ms, live_connections) VALUES {values} \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, applied_seq = excluded.applied_seq, \
@@ -100,12 +97,12 @@ async fn write(store: &SqlStore, reports: &[(EdgeReport, Millis)]) -> StoreResul
     // An edge may carry many changes' closes (up to its bound in
     // `proxy/src/subscriber.rs`): chunks keep every statement far below
     // SQLite's and PostgreSQL's parameter limits.
-    for chunk in closed.chunks(ACKS_PER_STATEMENT) {
+    for chunk in closed.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO change_acks (seq, edge_id, closed_connections) VALUES {} \
              ON CONFLICT (seq, edge_id) DO UPDATE SET \
              closed_connections = change_acks.closed_connections + excluded.closed_connections",
-            placeholders(chunk.len(), 3)
+            value_rows(chunk.len(), 3)
         );
         let mut acks = sqlx::query(&sql);
         for ((seq, edge), connections) in chunk {
@@ -115,24 +112,4 @@ async fn write(store: &SqlStore, reports: &[(EdgeReport, Millis)]) -> StoreResul
     }
     tx.commit().await?;
     Ok(())
-}
-
-/// `($1, …, $width), (…), …` for `rows` rows.
-fn placeholders(rows: usize, width: usize) -> String {
-    let row = |r: usize| {
-        let params: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
-        format!("({})", params.join(", "))
-    };
-    (0..rows).map(row).collect::<Vec<_>>().join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::placeholders;
-
-    #[test]
-    fn placeholders_number_every_parameter_once_in_order() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(1, 5), "($1, $2, $3, $4, $5)");
-    }
 }

@@ -140,3 +140,29 @@ pub(crate) fn contains(backend: Backend, column: &str, placeholder: &str) -> Str
 pub(crate) fn seq_param(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
 }
+
+/// Rows per multi-row statement: keeps every statement far below SQLite's
+/// and PostgreSQL's parameter limits at the widths the store uses (≤ 5).
+pub(crate) const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// `$from, $from+1, …` (`count` of them).
+pub(crate) fn placeholders(count: usize, from: usize) -> String {
+    (from..from + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `($1, …, $width), ($width+1, …), …` for `rows` rows: the `VALUES` of a
+/// multi-row statement.
+pub(crate) fn value_rows(rows: usize, width: usize) -> String {
+    (0..rows).map(|r| format!("({})", placeholders(width, r * width + 1))).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::value_rows;
+
+    #[test]
+    fn value_rows_number_every_parameter_once_in_order() {
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(1, 5), "($1, $2, $3, $4, $5)");
+    }
+}

@@ -23,15 +23,12 @@ use sqlx::{Any, Row, Transaction};
 use super::audit::{insert_audits, ActionAudit, AuditAbout};
 use super::changes::{append_changes, ceil_seconds};
 use super::group_commit::EndedBy;
-use super::rows::{session, SESSION_COLUMNS};
+use super::rows::{placeholders, session, value_rows, ROWS_PER_STATEMENT, SESSION_COLUMNS};
 use super::sessions::known_email;
 use super::users::{raise_user_instants, user_key, UserInstant};
 use super::{SqlStore, StoreError, StoreResult};
 use crate::model::{Actor, Millis, SessionRecord};
 use crate::termination::{Action, Termination};
-
-/// Rows per multi-row statement (3 or 4 parameters each).
-const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// What to end.
 #[derive(Debug, Clone)]
@@ -360,11 +357,10 @@ async fn live_sessions_of_users(
 /// Sets `ended_ms` and `end_reason` of each `(id, at, reason)`.
 async fn end_sessions(tx: &mut Transaction<'static, Any>, updates: &[(String, Millis, &str)]) -> StoreResult<()> {
     for chunk in updates.chunks(ROWS_PER_STATEMENT) {
-        let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(3, 3 * i + 1))).collect();
         let sql = format!(
             "UPDATE sessions SET ended_ms = v.column2, end_reason = v.column3 FROM (VALUES {}) AS v \
              WHERE sessions.id = v.column1",
-            values.join(", ")
+            value_rows(chunk.len(), 3)
         );
         let mut update = sqlx::query(&sql);
         for (id, at, reason) in chunk {
@@ -373,9 +369,4 @@ async fn end_sessions(tx: &mut Transaction<'static, Any>, updates: &[(String, Mi
         update.execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-/// `$from, $from+1, …` (`count` of them).
-pub(crate) fn placeholders(count: usize, from: usize) -> String {
-    (from..from + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }

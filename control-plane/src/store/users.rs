@@ -10,6 +10,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::audit::insert_audit;
 use super::changes::append_change;
+use super::rows::{value_rows, ROWS_PER_STATEMENT};
 use super::sessions::known_email;
 use super::{SqlStore, StoreResult, UserStore};
 use crate::model::{Actor, Millis};
@@ -239,15 +240,13 @@ pub(crate) async fn raise_user_instants(
             None => latest.push((key, *at, *now)),
         }
     }
-    for chunk in latest.chunks(1_000) {
-        let values: Vec<String> =
-            (0..chunk.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+    for chunk in latest.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO users (user_key, {column}, updated_ms) VALUES {} \
              ON CONFLICT (user_key) DO UPDATE SET updated_ms = excluded.updated_ms, {column} = CASE \
              WHEN users.{column} IS NULL OR users.{column} < excluded.{column} \
              THEN excluded.{column} ELSE users.{column} END",
-            values.join(", ")
+            value_rows(chunk.len(), 3)
         );
         let mut upsert = sqlx::query(&sql);
         for (key, at, now) in chunk {
